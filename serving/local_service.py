@@ -4,7 +4,8 @@ stopped together (what `dnsvr serve`, `dnsvr demo`, the tests and the benchmark 
     with LocalService("model_repository", store="var/milvus.db") as service:
         client = VideoSearchClient(service.grpc_url)
 
-Start-up: export the bundled models if the repository has no manifest.json; install the pipelines (configs
+Start-up: export the bundled models if the repository has no manifest.json, or export them again if the
+files it was exported from have changed (a retrained pack); install the pipelines (configs
 for the exported fine student, model.py files); start `milvus-lite server` on the store path (only one
 process may open a Lite data directory, and every Triton python model instance is its own process) unless
 `store` is a Milvus server URI; start Triton on a view of the repository holding only the served models
@@ -37,13 +38,36 @@ def default_state_path() -> Path:
     return Path(os.environ.get("DNSVR_STATE") or default_data_dir() / "serve.json")
 
 
+def changed_weights(repository: Path) -> list[str]:
+    """Weight files recorded in the repository's manifest that still exist but no longer hash as exported
+    (e.g. a retrained bundled pack) -> their paths; [] when the export is current."""
+    from dnsvr.training.model_pack import file_sha256
+
+    recorded = read_manifest(repository).get("weights", {}).values()
+    return [entry["path"] for entry in recorded
+            if Path(entry["path"]).is_file() and file_sha256(entry["path"]) != entry["sha256"]]
+
+
 def ensure_exported(repository: Path, weights: list[str], on_model: Callable[[str], None] | None = None) -> bool:
-    """Export `weights` into `repository` unless it already has a manifest; True if it exported."""
-    if (repository / MANIFEST).is_file():
-        return False
+    """Export `weights` into `repository` unless it holds a current export of them; True if it exported.
+
+    A repository exported from the same source whose weight files have changed since is exported again; one
+    exported from another source is left alone (ValueError if its files changed: re-export it by hand).
+    """
     from dnsvr.export.repository import build_repository
     from dnsvr.export.weights import resolve_weights
 
+    if (repository / MANIFEST).is_file():
+        changed = changed_weights(repository)
+        if not changed:
+            return False
+        source = resolve_weights(weights)
+        exported_from = read_manifest(repository).get("source")
+        if source.description != exported_from:
+            raise ValueError(f"{repository} was exported from {exported_from}, whose files changed since "
+                             f"({', '.join(changed)}); re-export it: dnsvr export --weights ... --out {repository}")
+        build_repository(source, repository, on_model=on_model)
+        return True
     build_repository(resolve_weights(weights), repository, on_model=on_model)
     return True
 

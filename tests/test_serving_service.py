@@ -8,7 +8,9 @@ and only the mechanics are checked; `test_pattern_group_ranks_first_with_bundled
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +23,7 @@ from conftest import GOLDEN, VIDEOS
 from dnsvr.client import InvalidVideo, NotFound, VideoSearchClient
 from dnsvr.client.aio_client import AsyncVideoSearchClient
 from dnsvr.serving import cli
-from dnsvr.serving.local_service import LocalService
+from dnsvr.serving.local_service import LocalService, changed_weights, ensure_exported
 from dnsvr.serving.triton_local import descendants, still_same_process
 from dnsvr.training.model_pack import BUNDLED_DIR
 from tritonclient.utils import InferenceServerException
@@ -31,6 +33,8 @@ PATTERN = ["pattern-hd-no-bar", "pattern-longer-no-bar", "pattern-sd-grey-bar", 
            "pattern-sd-with-small-logo-bar"]
 DISTRACTORS = ["doorknob-hd-no-bar", "test-padded-dimensions"]
 MAX_FRAMES = "8"
+WEIGHTS = ["bundled"] if HAVE_BUNDLED else [str(GOLDEN / f) for f in
+                                            ("fg_bin_student.pth", "cg_student.pth", "selector.pth")]
 
 
 @pytest.fixture(scope="session")
@@ -38,10 +42,8 @@ def exported_repository(tmp_path_factory):
     from dnsvr.export.repository import build_repository
     from dnsvr.export.weights import resolve_weights
 
-    weights = ["bundled"] if HAVE_BUNDLED else [str(GOLDEN / f) for f in
-                                                ("fg_bin_student.pth", "cg_student.pth", "selector.pth")]
     repository = tmp_path_factory.mktemp("served") / "model_repository"
-    build_repository(resolve_weights(weights), repository)
+    build_repository(resolve_weights(WEIGHTS), repository)
     return repository
 
 
@@ -171,14 +173,31 @@ def test_cli_index_and_search(service, indexed, tmp_path, capsys):
 
 @pytest.mark.skipif(not HAVE_BUNDLED, reason="the bundled model pack (training/packs/bundled) is not trained yet")
 def test_pattern_group_ranks_first_with_bundled_pack(client, indexed):
-    """Coarse only and fully re-ranked.  (Partial re-ranking mixes fine scores s/2 + 0.5 with coarse scores, as
-    the paper does; with the bundled pack's students they are not calibrated to each other, so a distractor's
-    coarse score can sit among re-ranked members: not asserted here.)"""
+    """Coarse only, the selector re-ranking 10% (the CLI default) and half of the candidates, and fully
+    re-ranked by S^f_B."""
     for query in (PATTERN[0], PATTERN[4]):
-        for rerank in (0, 1.0):
+        for rerank in (0, 0.1, 0.5, 1.0):
             result = client.search(video_id=query, top_k=len(indexed) - 1, rerank=rerank)
             members = [v for v in PATTERN if v != query]
             assert set(result.ids[: len(members)]) == set(members), (query, rerank, result.ids)
+
+
+def test_a_repository_whose_weights_changed_is_exported_again(exported_repository, tmp_path):
+    repository = tmp_path / "model_repository"
+    shutil.copytree(exported_repository, repository, symlinks=True)
+    assert changed_weights(repository) == [] and not ensure_exported(repository, WEIGHTS)
+    manifest_file = repository / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    role, entry = next(iter(manifest["weights"].items()))
+    stale = {**manifest, "weights": {**manifest["weights"], role: {**entry, "sha256": "0" * 64}}}
+    manifest_file.write_text(json.dumps({**stale, "source": "model pack /elsewhere"}))
+    assert changed_weights(repository) == [entry["path"]]
+    with pytest.raises(ValueError, match="exported from model pack /elsewhere, whose files changed"):
+        ensure_exported(repository, WEIGHTS)
+    manifest_file.write_text(json.dumps(stale))
+    assert ensure_exported(repository, WEIGHTS)
+    assert changed_weights(repository) == []
+    assert json.loads(manifest_file.read_text())["weights"][role]["sha256"] == entry["sha256"]
 
 
 def test_serve_command_starts_and_stops_cleanly(exported_repository, tmp_path):
