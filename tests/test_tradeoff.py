@@ -10,6 +10,7 @@ from dnsvr.training.tradeoff import (
     FLOAT_REGION_BYTES,
     FRACTIONS,
     SELECTOR_BYTES,
+    TOPK_METHOD,
     run_tradeoff,
     write_plot,
     write_table,
@@ -34,6 +35,7 @@ def test_tradeoff_has_every_row(tradeoff):
     assert [r.method for r in rows[:4]] == singles
     assert [r.fraction for r in rows_of(rows, "DnS (selector)")] == list(FRACTIONS)
     assert [r.fraction for r in rows_of(rows, "DnS (oracle selector)")] == list(FRACTIONS[1:-1])
+    assert [r.fraction for r in rows_of(rows, TOPK_METHOD)] == list(FRACTIONS[1:-1])
     assert all(0.0 <= r.map_overall <= 1.0 and r.ms_per_query > 0 for r in rows)
     assert context["queries"] == 2 and context["videos"] > context["queries"]
 
@@ -41,7 +43,7 @@ def test_tradeoff_has_every_row(tradeoff):
 def test_rerank_fraction_controls_fine_calls(tradeoff):
     rows, context = tradeoff
     targets = context["videos"] - 1
-    for method in ("DnS (selector)", "DnS (oracle selector)"):
+    for method in ("DnS (selector)", "DnS (oracle selector)", TOPK_METHOD):
         calls = [r.fine_calls_per_query for r in rows_of(rows, method)]
         assert calls == sorted(calls)
         assert calls == [int(r.fraction * targets) for r in rows_of(rows, method)]
@@ -72,6 +74,7 @@ def test_storage_follows_the_formula(tradeoff):
         "S^c": coarse_bytes,
         "DnS (selector)": coarse_bytes + 576 * frames + SELECTOR_BYTES,
         "DnS (oracle selector)": coarse_bytes + 576 * frames + SELECTOR_BYTES,
+        TOPK_METHOD: coarse_bytes + 576 * frames,
     }
     for row in rows:
         assert row.bytes_per_video == pytest.approx(expected[row.method])
@@ -130,3 +133,29 @@ def test_timed_dns_path_matches_rerank_selected():
         )["v00"]
         assert calls == int(fraction * len(targets))
         assert dns.tolist() == pytest.approx([expected[n] for n in names], abs=1e-5)
+
+
+def test_topk_reorders_the_coarse_top_block_by_the_fine_student():
+    """The cascade baseline: the S^c top block keeps its ranks and scores, re-ordered by S^f_B; the rest is S^c."""
+    import numpy as np
+    from dnsvr.training.model_pack import ModelPack
+    from dnsvr.training.tradeoff import fine_scorer, index_videos, score_query
+
+    rng = np.random.default_rng(2)
+    features = {}
+    for i in range(12):
+        regions = rng.standard_normal((5 + i % 4, 9, 512)).astype(np.float32)
+        features[f"v{i:02d}"] = regions / np.linalg.norm(regions, axis=-1, keepdims=True)
+    pack = ModelPack.bundled()
+    scorer = fine_scorer(pack.load("fine"))
+    index = index_videos(features, pack.load("coarse"), pack.load("selector"), [scorer], progress=False)
+    targets = np.arange(1, len(index.ids))
+    coarse, _ = score_query(index, 0, targets, "coarse")
+    fine, _ = score_query(index, 0, targets, "fine", scorer=scorer)
+    scores, calls = score_query(index, 0, targets, "topk", scorer=scorer, fraction=0.5)
+    block = np.argsort(-coarse, kind="stable")[:calls]
+    rest = np.setdiff1d(np.arange(len(targets)), block)
+    assert calls == 5 and scores[rest].tolist() == coarse[rest].tolist()
+    assert sorted(scores[block].tolist()) == sorted(coarse[block].tolist())
+    by_final = block[np.argsort(-scores[block], kind="stable")]
+    assert by_final.tolist() == block[np.argsort(-fine[block], kind="stable")].tolist()

@@ -4,7 +4,9 @@ Methods: the teacher (Chamfer over the pack's region features), the fine student
 coarse student S^c, and DnS at re-rank fractions `FRACTIONS`: S^c scores every pair, the selector scores
 every pair and the top `int(fraction * N)` targets of each query (ties by id, as `evaluation.rerank_selected`)
 are re-scored by the pack's fine student, mapped `s / 2 + 0.5`.  An "oracle" selector picks the pairs
-whose fine and coarse scores differ most (the selector's training target, known exactly).
+whose fine and coarse scores differ most (the selector's training target, known exactly).  A baseline
+without a selector, the classic cascade: the top `int(fraction * N)` targets by S^c are re-ordered by the
+fine student in place (they keep the block of ranks they held, so no fine/coarse score scales are mixed).
 
 Time per query is measured, not modelled: the wall time of the query's retrieval computation against the
 indexed database (coarse dot products, selector MLP, fine similarities of the picked pairs; the query's and
@@ -33,6 +35,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 FRACTIONS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+TOPK_METHOD = "S^c top-k re-ordered by S^f_B"
 REGIONS = 9
 FLOAT_REGION_BYTES = REGIONS * 512 * 4
 CODE_REGION_BYTES = REGIONS * 64
@@ -187,9 +190,10 @@ def score_query(
 ) -> tuple[np.ndarray, int]:
     """Scores of database row `query` against rows `targets` `[K]` -> (`[K]` float32, fine-similarity calls).
 
-    method: 'coarse' (S^c dot products), 'fine' (`scorer` on every target) or 'dns' (S^c, then the top
+    method: 'coarse' (S^c dot products), 'fine' (`scorer` on every target), 'dns' (S^c, then the top
     `int(fraction * K)` targets by selector score, or by `oracle_gap` `[K]` when given, re-scored by
-    `scorer` mapped s/2+0.5).  Targets are in id order, so ties fall to the smaller id.
+    `scorer` mapped s/2+0.5) or 'topk' (the top `int(fraction * K)` targets by S^c re-ordered by `scorer`,
+    taking the S^c scores of the ranks they held).  Targets are in id order, so ties fall to the smaller id.
     """
     if method == "fine":
         stored = index.fine[scorer.name]
@@ -197,12 +201,14 @@ def score_query(
     coarse = (index.coarse[targets] @ index.coarse[query]).numpy().astype(np.float32)
     if method == "coarse":
         return coarse, 0
-    if method != "dns":
-        raise ValueError(f"method must be coarse, fine or dns, got {method!r}")
+    if method not in ("dns", "topk"):
+        raise ValueError(f"method must be coarse, fine, dns or topk, got {method!r}")
     picks = int(fraction * len(targets))
     if picks == 0:
         return coarse, 0
-    if oracle_gap is None:
+    if method == "topk":
+        priority = coarse.copy()
+    elif oracle_gap is None:
         rows = torch.stack(
             [index.selector[query].expand(len(targets)), index.selector[targets], torch.from_numpy(coarse)],
             dim=1,
@@ -213,7 +219,10 @@ def score_query(
     picked = np.argsort(-priority, kind="stable")[:picks]
     stored = index.fine[scorer.name]
     fine = scorer.score(stored[query], [stored[targets[p]] for p in picked])
-    coarse[picked] = FINE_AFFINE[0] * fine + FINE_AFFINE[1]
+    if method == "topk":
+        coarse[picked[np.argsort(-fine, kind="stable")]] = coarse[picked]  # picked is in descending S^c order
+    else:
+        coarse[picked] = FINE_AFFINE[0] * fine + FINE_AFFINE[1]
     return coarse, picks
 
 
@@ -401,6 +410,11 @@ def run_tradeoff(
             label=f"oracle {fraction:g}",
         )
         add("DnS (oracle selector)", fraction, sims, ms, calls, dns_bytes)
+    for fraction in FRACTIONS[1:-1]:
+        sims, ms, calls = _timed_retrieval(
+            benchmark, index, "topk", progress, scorer=student_b, fraction=fraction, label=f"top-k {fraction:g}"
+        )
+        add(TOPK_METHOD, fraction, sims, ms, calls, dns_bytes - SELECTOR_BYTES)
 
     context = {
         "preset": preset,
@@ -417,7 +431,8 @@ def run_tradeoff(
 
 def summary(rows: Sequence[TradeoffRow]) -> list[str]:
     """Markdown bullet lines checking the paper's claims on these rows: do the fine students beat S^c, and
-    how much of S^f_B's mAP does DnS keep at re-rank fractions <= 0.1, at what share of its time."""
+    how much of S^f_B's mAP do DnS and the top-k cascade keep at re-rank fractions <= 0.1, at what share of
+    its time."""
     by_name = {r.method: r for r in rows if r.fraction is None}
     dns = [
         r for r in rows if r.method == "DnS (selector)" and r.fraction is not None and 0 < r.fraction <= 0.1
@@ -432,12 +447,14 @@ def summary(rows: Sequence[TradeoffRow]) -> list[str]:
             lines.append(
                 f"- {name} ({by_name[name].map_overall:.4f} mAP) {verdict} S^c ({coarse.map_overall:.4f})."
             )
-    for row in dns:
-        lines.append(
-            f"- DnS at {row.fraction:g}: {row.map_overall / fine.map_overall:.1%} of S^f_B's mAP, "
-            f"{row.ms_per_query / fine.ms_per_query:.1%} of its time per query "
-            f"({row.map_overall - coarse.map_overall:+.4f} mAP vs S^c)."
-        )
+    topk = [r for r in rows if r.method == TOPK_METHOD and r.fraction is not None and r.fraction <= 0.1]
+    for label, group in (("DnS", dns), ("S^c top-k", topk)):
+        for row in group:
+            lines.append(
+                f"- {label} at {row.fraction:g}: {row.map_overall / fine.map_overall:.1%} of S^f_B's mAP, "
+                f"{row.ms_per_query / fine.ms_per_query:.1%} of its time per query "
+                f"({row.map_overall - coarse.map_overall:+.4f} mAP vs S^c)."
+            )
     return lines
 
 
@@ -457,7 +474,8 @@ def write_table(rows: Sequence[TradeoffRow], context: Mapping, path: str | Path)
         "the picked pairs; indexing excluded. Storage per video: S^c "
         f"{4 * context['coarse_dims']} B, S^f_B 576 B/frame, S^f_A and teacher 18432 B/frame, selector 4 B. "
         "The oracle selector re-ranks the pairs whose fine and coarse scores differ most, the selector's "
-        "training target known exactly (it needs the fine score of every pair: a reference, not a method).",
+        "training target known exactly (it needs the fine score of every pair: a reference, not a method). "
+        f"`{TOPK_METHOD}`: no selector; the top fraction by S^c re-ordered by S^f_B within the ranks it held.",
         "",
         "| method | re-rank fraction | mAP | mAP (hard) | ms / query | fine calls / query | bytes / video |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -509,8 +527,8 @@ def write_plot(rows: Sequence[TradeoffRow], path: str | Path) -> Path:
         axis.set_ylabel("mAP")
         axis.grid(True, which="both", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
-    figure.tight_layout(rect=(0, 0.07, 1, 1))
+    figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
+    figure.tight_layout(rect=(0, 0.1, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.stem + ".partial.png")
     figure.savefig(partial, dpi=120)
