@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import pytest
 from dnsvr.training.tradeoff import (
     CODE_REGION_BYTES,
@@ -11,7 +12,10 @@ from dnsvr.training.tradeoff import (
     FRACTIONS,
     SELECTOR_BYTES,
     TOPK_METHOD,
+    fine_scorer,
+    index_videos,
     run_tradeoff,
+    score_query,
     write_plot,
     write_table,
 )
@@ -98,22 +102,26 @@ def test_plot_without_matplotlib_says_how_to_install(tradeoff, tmp_path, monkeyp
     assert not (tmp_path / "tradeoff.png").exists()
 
 
-def test_timed_dns_path_matches_rerank_selected():
-    """The timed per-query DnS computation gives `evaluation.rerank_selected`'s scores."""
-    import numpy as np
-    import torch
-    from dnsvr.training.evaluation import rerank_selected
+def _random_videos_indexed(seed: int):
+    """12 random unit-norm videos of 5-8 frames indexed with the bundled pack -> (index, selector, S^f_B scorer)."""
     from dnsvr.training.model_pack import ModelPack
-    from dnsvr.training.tradeoff import fine_scorer, index_videos, score_query
 
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed)
     features = {}
     for i in range(12):
         regions = rng.standard_normal((5 + i % 4, 9, 512)).astype(np.float32)
         features[f"v{i:02d}"] = regions / np.linalg.norm(regions, axis=-1, keepdims=True)
     pack = ModelPack.bundled()
     selector, scorer = pack.load("selector"), fine_scorer(pack.load("fine"))
-    index = index_videos(features, pack.load("coarse"), selector, [scorer], progress=False)
+    return index_videos(features, pack.load("coarse"), selector, [scorer], progress=False), selector, scorer
+
+
+def test_timed_dns_path_matches_rerank_selected():
+    """The timed per-query DnS computation gives `evaluation.rerank_selected`'s scores."""
+    import torch
+    from dnsvr.training.evaluation import rerank_selected
+
+    index, selector, scorer = _random_videos_indexed(seed=1)
     targets = np.arange(1, len(index.ids))
     coarse, _ = score_query(index, 0, targets, "coarse")
     fine, _ = score_query(index, 0, targets, "fine", scorer=scorer)
@@ -137,18 +145,7 @@ def test_timed_dns_path_matches_rerank_selected():
 
 def test_topk_reorders_the_coarse_top_block_by_the_fine_student():
     """The cascade baseline: the S^c top block keeps its ranks and scores, re-ordered by S^f_B; the rest is S^c."""
-    import numpy as np
-    from dnsvr.training.model_pack import ModelPack
-    from dnsvr.training.tradeoff import fine_scorer, index_videos, score_query
-
-    rng = np.random.default_rng(2)
-    features = {}
-    for i in range(12):
-        regions = rng.standard_normal((5 + i % 4, 9, 512)).astype(np.float32)
-        features[f"v{i:02d}"] = regions / np.linalg.norm(regions, axis=-1, keepdims=True)
-    pack = ModelPack.bundled()
-    scorer = fine_scorer(pack.load("fine"))
-    index = index_videos(features, pack.load("coarse"), pack.load("selector"), [scorer], progress=False)
+    index, _, scorer = _random_videos_indexed(seed=2)
     targets = np.arange(1, len(index.ids))
     coarse, _ = score_query(index, 0, targets, "coarse")
     fine, _ = score_query(index, 0, targets, "fine", scorer=scorer)
