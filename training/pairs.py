@@ -204,9 +204,10 @@ def mine_pairs(
             positives, negatives = pools[anchor]
             positives = [anchor, *positives] if self_pairs else positives
             others = positives + negatives
-            videos = read_features(teacher_path, [ids[anchor]] + [ids[i] for i in others])
+            videos = read_features(teacher_path, [ids[i] for i in dict.fromkeys([anchor, *others])])
             query = teacher.prepare(videos[ids[anchor]])
-            scores = teacher.similarities(query, [teacher.prepare(videos[ids[i]]) for i in others])
+            targets = [query if i == anchor else teacher.prepare(videos[ids[i]]) for i in others]
+            scores = teacher.similarities(query, targets)
             pair_set.pairs[anchor] = {
                 "positives": {i: float(s) for i, s in zip(positives, scores[: len(positives)], strict=True)},
                 "negatives": {i: float(s) for i, s in zip(negatives, scores[len(positives):], strict=True)},

@@ -375,19 +375,16 @@ def run_tradeoff(
     add("S^c", None, sims, ms, calls, coarse_bytes)
     coarse_sims = sims
 
+    def sweep(name: str, method: str, fractions: Sequence[float], size: float, label: str, **kwargs) -> None:
+        for fraction in fractions:
+            sims, ms, calls = _timed_retrieval(
+                benchmark, index, method, progress, scorer=student_b, fraction=fraction,
+                label=f"{label} {fraction:g}", **kwargs
+            )
+            add(name, fraction, sims, ms, calls, size)
+
     dns_bytes = coarse_bytes + student_b.bytes_per_frame * mean_frames + SELECTOR_BYTES
-    for fraction in FRACTIONS:
-        sims, ms, calls = _timed_retrieval(
-            benchmark,
-            index,
-            "dns",
-            progress,
-            selector=selector,
-            scorer=student_b,
-            fraction=fraction,
-            label=f"DnS {fraction:g}",
-        )
-        add("DnS (selector)", fraction, sims, ms, calls, dns_bytes)
+    sweep("DnS (selector)", "dns", FRACTIONS, dns_bytes, "DnS", selector=selector)
     position = index.position()
     gaps = {}
     for query in benchmark.queries:
@@ -398,23 +395,8 @@ def run_tradeoff(
                 for t in others
             ]
         )
-    for fraction in FRACTIONS[1:-1]:
-        sims, ms, calls = _timed_retrieval(
-            benchmark,
-            index,
-            "dns",
-            progress,
-            scorer=student_b,
-            fraction=fraction,
-            oracle_gaps=gaps,
-            label=f"oracle {fraction:g}",
-        )
-        add("DnS (oracle selector)", fraction, sims, ms, calls, dns_bytes)
-    for fraction in FRACTIONS[1:-1]:
-        sims, ms, calls = _timed_retrieval(
-            benchmark, index, "topk", progress, scorer=student_b, fraction=fraction, label=f"top-k {fraction:g}"
-        )
-        add(TOPK_METHOD, fraction, sims, ms, calls, dns_bytes - SELECTOR_BYTES)
+    sweep("DnS (oracle selector)", "dns", FRACTIONS[1:-1], dns_bytes, "oracle", oracle_gaps=gaps)
+    sweep(TOPK_METHOD, "topk", FRACTIONS[1:-1], dns_bytes - SELECTOR_BYTES, "top-k")
 
     context = {
         "preset": preset,
