@@ -5,9 +5,8 @@ neighbours by the cosine of mean-pooled global vectors) and `num_negatives` rand
 by a teacher (`dnsvr.training.teachers`).  With `self_pairs` (the default) the anchor is also one of its own
 positives, scored by the teacher like the others: the students train on temporally augmented videos, so
 this pair teaches them the top of the similarity scale, which the mined neighbours of a small corpus rarely
-reach (measured on the bundled corpus: S^f_B's similarity of a video with itself rose from 0.93 to 0.97,
-mapped s/2+0.5).  Stored as JSON in the reference's structure, video numbers
-indexing `index`:
+reach (the bundled pack's S^f_B scores a video with itself 0.98 on average, mapped s/2+0.5:
+benchmarks/score_scales.py).  Stored as JSON in the reference's structure, video numbers indexing `index`:
 
     {"format": "dnsvr-pairs/1", "teacher": "chamfer/efficientnet_lite0", "config": {...},
      "index": ["video_a", "video_b", ...],

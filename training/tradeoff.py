@@ -258,6 +258,15 @@ def extract_features(
     return features
 
 
+def benchmark_features(benchmark, pack, cache_root: Path, progress: bool = True) -> dict[str, np.ndarray]:
+    """Every benchmark video's features with `pack`'s extractor, cached per (benchmark, pack version) under
+    `cache_root` -> {video_id: `[T, 9, 512]` float32}."""
+    key = hashlib.sha256(
+        json.dumps([benchmark.ground_truth(), pack.version], sort_keys=True, default=str).encode()
+    ).hexdigest()[:16]
+    return extract_features(benchmark, pack.load_extractor(), cache_root / f"tradeoff-{key}.h5", progress)
+
+
 def _timed_retrieval(
     benchmark, index: VideoIndex, method: str, progress: bool, **kwargs
 ) -> tuple[dict[str, dict[str, float]], float, float]:
@@ -329,10 +338,7 @@ def run_tradeoff(
     config = BenchmarkConfig.preset(preset, seed=seed, **config_overrides)
     benchmark = build_benchmark(config, progress=progress)
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    key = hashlib.sha256(
-        json.dumps([benchmark.ground_truth(), pack.version], sort_keys=True, default=str).encode()
-    ).hexdigest()[:16]
-    features = extract_features(benchmark, pack.load_extractor(), cache_root / f"tradeoff-{key}.h5", progress)
+    features = benchmark_features(benchmark, pack, cache_root, progress)
 
     fine = pack.load("fine")
     coarse, selector = pack.load("coarse"), pack.load("selector").eval()
