@@ -16,7 +16,11 @@ are seen (frames are written first).  Another process's writes become visible wi
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -49,6 +53,7 @@ T = TypeVar("T")
 INSERT_BYTE_BUDGET = 8 << 20
 DELETE_BATCH = 1_000
 ORPHAN_DELETE_BATCH = 200
+CREATION_WAIT_S = 30.0
 VIDEO_FIELDS = ["video_id", "coarse", "selector", "frame_count", "generation", "model_version", "source_uri",
                 "indexed_at", "metadata"]
 UNAVAILABLE_MARKERS = ("unavailable", "fail connecting", "deadline", "timeout", "timed out", "connection",
@@ -207,7 +212,18 @@ class VideoStore:
 
     def _load_collections(self) -> None:
         for name in (self.meta_collection, self.frame_collection, self.video_collection):
-            self._call("load_collection", lambda c, n=name: c.load_collection(n))
+            self._load(name)
+
+    def _load(self, name: str) -> None:
+        """Load a collection; one that another machine's creator has made but not indexed yet is waited for."""
+        deadline = time.monotonic() + CREATION_WAIT_S
+        while True:
+            try:
+                return self._call("load_collection", lambda c: c.load_collection(name))
+            except StoreError as error:
+                if "index not found" not in str(error) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.2)
 
     @property
     def server_version(self) -> str:
@@ -230,17 +246,43 @@ class VideoStore:
         return self._meta
 
     def _open_collections(self) -> StoreMeta:
+        with self._creation_lock():
+            return self._open_or_create()
+
+    @contextlib.contextmanager
+    def _creation_lock(self) -> Iterator[None]:
+        """Serialise opening (and so creating) this store among the processes of this machine.
+
+        Triton starts several python model instances, each its own process, and parallel indexers may meet a
+        store that does not exist yet; Milvus Lite fails, and can half-create a collection, when two of them
+        create it at once.  Creators on other machines are covered by `_create_collection` instead.
+        """
+        key = hashlib.sha256(f"{self.settings.uri}\0{self.settings.prefix}".encode()).hexdigest()[:16]
+        path = Path(tempfile.gettempdir()) / f"dnsvr-store-{key}.lock"
+        with path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _open_or_create(self) -> StoreMeta:
         meta = self._read_meta()
         if meta is None:
             if not self._create:
                 raise StoreError(f"no video store {self.settings.prefix!r} at {self.settings.display_uri}")
             if self._call("has_collection", lambda c: c.has_collection(self.video_collection)):
-                raise StoreMismatch(f"{self.video_collection!r} at {self.settings.display_uri} exists, "
-                                    f"{self.meta_collection!r} does not: not a dnsvr store")
-            meta = self._new_meta()
-            self._write_meta(meta)
-        else:
-            self._check_wanted(meta)
+                meta = self._read_meta()  # another process may have created the whole store meanwhile
+                if meta is None:
+                    raise StoreMismatch(f"{self.video_collection!r} at {self.settings.display_uri} exists, "
+                                        f"{self.meta_collection!r} does not: not a dnsvr store")
+            else:
+                self._write_meta(self._new_meta())
+                meta = self._read_meta()  # a concurrent creator may have written last: check what won
+                if meta is None:
+                    raise StoreError(f"the metadata written to {self.meta_collection!r} at "
+                                     f"{self.settings.display_uri} cannot be read back")
+        self._check_wanted(meta)
         self._create_collections(meta)
         self._load_collections()
         return meta
@@ -249,7 +291,7 @@ class VideoStore:
         """The StoreMeta row of `{prefix}_meta`, or None when there is no store yet."""
         if not self._call("has_collection", lambda c: c.has_collection(self.meta_collection)):
             return None
-        self._call("load_collection", lambda c: c.load_collection(self.meta_collection))
+        self._load(self.meta_collection)
         rows = self._call("get meta", lambda c: c.get(self.meta_collection, ids=[META_KEY],
                                                         output_fields=["value"], consistency_level="Strong"))
         if not rows:
@@ -263,11 +305,9 @@ class VideoStore:
     def _write_meta(self, meta: StoreMeta) -> None:
         from pymilvus import MilvusClient
 
-        if not self._call("has_collection", lambda c: c.has_collection(self.meta_collection)):
-            self._call("create_collection", lambda c: c.create_collection(
-                self.meta_collection, schema=meta_schema(MilvusClient), consistency_level="Strong",
-                index_params=self._index_params("placeholder", "FLAT", "L2", {})))
-        self._call("load_collection", lambda c: c.load_collection(self.meta_collection))
+        self._create_collection(self.meta_collection, meta_schema(MilvusClient), ("placeholder", "FLAT", "L2", {}),
+                                "Strong")
+        self._load(self.meta_collection)
         self._call("write meta", lambda c: c.upsert(self.meta_collection, [meta_row(meta)]))
 
     def _check_wanted(self, meta: StoreMeta) -> None:
@@ -312,9 +352,19 @@ class VideoStore:
             (self.video_collection, video_schema(MilvusClient, meta), ("coarse", *self._coarse_index())),
         ]
         for name, schema, index in wanted:
-            if not self._call("has_collection", lambda c, n=name: c.has_collection(n)):
-                self._call("create_collection", lambda c, n=name, s=schema, i=index: c.create_collection(
-                    n, schema=s, index_params=self._index_params(*i), consistency_level="Bounded"))
+            self._create_collection(name, schema, index, "Bounded")
+
+    def _create_collection(self, name: str, schema: Any, index: tuple[str, str, str, dict], consistency: str) -> None:
+        """Create a collection where missing. Several processes may open a new store at once (Triton model
+        instances, parallel indexers): the one that loses the race finds the collection there and uses it."""
+        if self._call("has_collection", lambda c: c.has_collection(name)):
+            return
+        try:
+            self._call("create_collection", lambda c: c.create_collection(
+                name, schema=schema, index_params=self._index_params(*index), consistency_level=consistency))
+        except StoreError as error:
+            if "already exist" not in str(error) or not self._call("has_collection", lambda c: c.has_collection(name)):
+                raise
 
     def _index_params(self, field_name: str, index_type: str, metric: str, params: dict) -> Any:
         index = self._call("prepare_index_params", lambda c: c.prepare_index_params())

@@ -6,11 +6,14 @@ Every test works in its own collections (a fresh prefix), so tests do not see ea
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -95,6 +98,51 @@ def test_round_trip_is_exact(backend_uri: str, representation: str) -> None:
         assert hits.selectors[0] == pytest.approx(videos[2].selector)
         filtered = store.search_coarse(videos[2].coarse, k=3, filter='video_id != "v2"', consistency="Strong")
         assert "v2" not in filtered.ids
+
+
+def open_at_once(uri: str, prefix: str, openers: int = 4) -> list[str]:
+    """`openers` stores opening one new store at the same moment, each with its own client (as Triton's model
+    instances and parallel indexers do); returns the errors."""
+    barrier = threading.Barrier(openers)
+
+    def open_one(_: int) -> str | None:
+        with open_store(uri, prefix) as store:
+            barrier.wait()
+            try:
+                store.meta  # noqa: B018 - opens, creating the collections where missing
+            except Exception as error:
+                return repr(error)
+        return None
+
+    with ThreadPoolExecutor(openers) as pool:
+        return [error for error in pool.map(open_one, range(openers)) if error]
+
+
+def check_usable(uri: str, prefix: str) -> None:
+    with open_store(uri, prefix) as writer, open_store(uri, prefix) as reader:
+        video = make_video("shared", 5, 3)
+        writer.upsert(video)
+        assert reader.fetch_codes(["shared"], consistency="Strong").codes[0].tobytes() == video.fine_codes.tobytes()
+        assert reader.check(grace_s=0).clean
+
+
+def test_a_new_store_opened_by_many_at_once(backend_uri: str) -> None:
+    """CI once failed here: two Triton index instances created the same collection and one got 'already
+    exists' (Milvus Lite can also half-create it).  Openers on one machine take turns."""
+    prefix = fresh_prefix()
+    assert open_at_once(backend_uri, prefix) == []
+    check_usable(backend_uri, prefix)
+
+
+def test_a_new_store_opened_from_several_machines(milvus_server, monkeypatch) -> None:
+    """Openers on other machines do not share this machine's lock; they cannot be started here, so the lock is
+    replaced by a test double that lets every opener through.  Then a loser of the race meets a collection
+    that exists but is not indexed yet ('index not found' on load) and must wait for it."""
+    monkeypatch.setattr(VideoStore, "_creation_lock", lambda self: contextlib.nullcontext())
+    for _ in range(2):
+        prefix = fresh_prefix()
+        assert open_at_once(milvus_server.uri, prefix) == []
+        check_usable(milvus_server.uri, prefix)
 
 
 def test_videos_sharing_a_generation_keep_their_own_frames(backend_uri: str, monkeypatch) -> None:
