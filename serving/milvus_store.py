@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import os
 import tempfile
 import time
 from collections import defaultdict
@@ -258,7 +259,7 @@ class VideoStore:
         create it at once.  Creators on other machines are covered by `_create_collection` instead.
         """
         key = hashlib.sha256(f"{self.settings.uri}\0{self.settings.prefix}".encode()).hexdigest()[:16]
-        path = Path(tempfile.gettempdir()) / f"dnsvr-store-{key}.lock"
+        path = Path(tempfile.gettempdir()) / f"dnsvr-store-{os.getuid()}-{key}.lock"
         with path.open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
