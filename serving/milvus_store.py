@@ -255,8 +255,8 @@ class VideoStore:
         """Serialise opening (and so creating) this store among the processes of this machine.
 
         Triton starts several python model instances, each its own process, and parallel indexers may meet a
-        store that does not exist yet; Milvus Lite fails, and can half-create a collection, when two of them
-        create it at once.  Creators on other machines are covered by `_create_collection` instead.
+        store that does not exist yet; Milvus Lite fails ("already exists", "File exists") when two of them
+        create a collection at once.  Creators on other machines are covered by `_create_collection` instead.
         """
         key = hashlib.sha256(f"{self.settings.uri}\0{self.settings.prefix}".encode()).hexdigest()[:16]
         path = Path(tempfile.gettempdir()) / f"dnsvr-store-{os.getuid()}-{key}.lock"
