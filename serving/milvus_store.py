@@ -215,6 +215,9 @@ class VideoStore:
         for name in (self.meta_collection, self.frame_collection, self.video_collection):
             self._load(name)
 
+    def _has(self, name: str) -> bool:
+        return self._call("has_collection", lambda c: c.has_collection(name))
+
     def _load(self, name: str) -> None:
         """Load a collection; one that another machine's creator has made but not indexed yet is waited for."""
         deadline = time.monotonic() + CREATION_WAIT_S
@@ -272,7 +275,7 @@ class VideoStore:
         if meta is None:
             if not self._create:
                 raise StoreError(f"no video store {self.settings.prefix!r} at {self.settings.display_uri}")
-            if self._call("has_collection", lambda c: c.has_collection(self.video_collection)):
+            if self._has(self.video_collection):
                 meta = self._read_meta()  # another process may have created the whole store meanwhile
                 if meta is None:
                     raise StoreMismatch(f"{self.video_collection!r} at {self.settings.display_uri} exists, "
@@ -290,7 +293,7 @@ class VideoStore:
 
     def _read_meta(self) -> StoreMeta | None:
         """The StoreMeta row of `{prefix}_meta`, or None when there is no store yet."""
-        if not self._call("has_collection", lambda c: c.has_collection(self.meta_collection)):
+        if not self._has(self.meta_collection):
             return None
         self._load(self.meta_collection)
         rows = self._call("get meta", lambda c: c.get(self.meta_collection, ids=[META_KEY],
@@ -358,13 +361,13 @@ class VideoStore:
     def _create_collection(self, name: str, schema: Any, index: tuple[str, str, str, dict], consistency: str) -> None:
         """Create a collection where missing. Several processes may open a new store at once (Triton model
         instances, parallel indexers): the one that loses the race finds the collection there and uses it."""
-        if self._call("has_collection", lambda c: c.has_collection(name)):
+        if self._has(name):
             return
         try:
             self._call("create_collection", lambda c: c.create_collection(
                 name, schema=schema, index_params=self._index_params(*index), consistency_level=consistency))
         except StoreError as error:
-            if "already exist" not in str(error) or not self._call("has_collection", lambda c: c.has_collection(name)):
+            if "already exist" not in str(error) or not self._has(name):
                 raise
 
     def _index_params(self, field_name: str, index_type: str, metric: str, params: dict) -> Any:
