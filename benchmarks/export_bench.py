@@ -26,8 +26,8 @@ import torch
 from dnsvr.client import spec
 from dnsvr.export.graphs import GRAPH_CLASSES
 from dnsvr.export.onnx_export import example_feeds, export_onnx
+from dnsvr.export.onnx_runner import OnnxRunner
 from dnsvr.export.parity import TOLERANCES, check_parity, reference_output
-from dnsvr.serving.onnx_runner import OnnxRunner
 from dnsvr.training import load_checkpoint
 from tqdm import tqdm
 
@@ -40,8 +40,8 @@ PARITY_START, PARITY_END = "<!-- parity:start -->", "<!-- parity:end -->"
 
 def networks(golden: Path) -> list[tuple[str, str, torch.nn.Module]]:
     """(row label, served model name, eager network) for every benchmarked graph."""
-    from dnsvr.training.efficientnet import EfficientNetLite0Extractor
-    from dnsvr.training.feature_extractor import FeatureExtractor
+    from dnsvr.training.networks.efficientnet import EfficientNetLite0Extractor
+    from dnsvr.training.networks.resnet50 import FeatureExtractor
 
     torch.manual_seed(0)
     resnet = FeatureExtractor(dims=512).eval()

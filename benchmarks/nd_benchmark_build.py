@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from dnsvr.training.nd_benchmark import DIFFICULTIES, BenchmarkConfig, build_benchmark
+from dnsvr.training.evaluation.nd_benchmark import DIFFICULTIES, BenchmarkConfig, build_benchmark
 
 
 def thumbnails(frames: np.ndarray) -> np.ndarray:

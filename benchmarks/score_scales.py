@@ -16,9 +16,9 @@ import argparse
 
 import numpy as np
 import torch
-from dnsvr.training.model_pack import ModelPack
-from dnsvr.training.nd_benchmark import BenchmarkConfig, build_benchmark, default_cache_dir
-from dnsvr.training.tradeoff import ChamferScorer, benchmark_features, fine_scorer, index_videos, score_query
+from dnsvr.training.evaluation.nd_benchmark import BenchmarkConfig, build_benchmark, default_cache_dir
+from dnsvr.training.evaluation.tradeoff import ChamferScorer, benchmark_features, fine_scorer, index_videos, score_query
+from dnsvr.training.packs.model_pack import ModelPack
 
 BANDS = ((0.0, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 1.01))
 

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 from dnsvr.client import VideoSearchClient
-from dnsvr.serving.local_service import LocalService
-from dnsvr.serving.service_store import ServiceStore, model_version, read_manifest
-from dnsvr.serving.store_schema import IndexedVideo
-from dnsvr.training.codes import pack_codes
+from dnsvr.serving.local.service import LocalService
+from dnsvr.serving.pipelines.store_access import ServiceStore, model_version, read_manifest
+from dnsvr.serving.store.schema import IndexedVideo
+from dnsvr.training.networks.codes import pack_codes
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,7 +134,7 @@ def main() -> None:
 def export_repository(target: Path) -> Path:
     from dnsvr.export.repository import build_repository
     from dnsvr.export.weights import resolve_weights
-    from dnsvr.training.model_pack import BUNDLED_DIR
+    from dnsvr.training.packs.model_pack import BUNDLED_DIR
 
     if (BUNDLED_DIR / "pack.json").is_file():
         weights = ["bundled"]

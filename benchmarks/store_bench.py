@@ -24,10 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from dnsvr.serving.milvus_lite_server import MilvusLiteServer, MilvusStandaloneServer
-from dnsvr.serving.milvus_store import VideoStore
-from dnsvr.serving.store_config import StoreSettings
-from dnsvr.serving.store_schema import IndexedVideo
+from dnsvr.serving.local.milvus_servers import MilvusLiteServer, MilvusStandaloneServer
+from dnsvr.serving.store.schema import IndexedVideo
+from dnsvr.serving.store.settings import StoreSettings
+from dnsvr.serving.store.video_store import VideoStore
 from tqdm import tqdm
 
 RESULTS = Path(__file__).resolve().parent / "results" / "store.md"

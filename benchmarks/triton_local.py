@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import tritonclient.grpc as grpcclient
-from dnsvr.serving.cpu_local import install_cpu_runner
-from dnsvr.serving.model_config import (
+from dnsvr.export.triton_config import (
     EnsembleStep,
     InstanceGroup,
     ModelConfig,
@@ -31,7 +30,8 @@ from dnsvr.serving.model_config import (
     write_config,
     write_onnx_model_configs,
 )
-from dnsvr.serving.triton_local import TritonServer, descendants
+from dnsvr.serving.cpu_local import install_cpu_runner
+from dnsvr.serving.local.triton_server import TritonServer, descendants
 from tqdm import tqdm
 
 BLS_MODEL = '''"""BLS: y = normalize(affine(x)) by two InferenceRequest(...).exec() calls."""

@@ -10,7 +10,7 @@ checks) with fixed tensor code, so one trace is valid for every batch size and f
   pads the frame axis to at least 6 frames;
 - S^f_B codes are packed to bytes inside `fine_index_bin` (bits x [128, ..., 1] summed per byte) and
   unpacked inside `fine_similarity_bin` with a [256, 8] ±1 lookup table: the packing of
-  `dnsvr.training.codes`.
+  `dnsvr.training.networks.codes`.
 
 Masks are bool `[B, T]` prefixes (True at real frames) with at least one real frame per row.
 """
@@ -22,7 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 from dnsvr.client import spec
-from dnsvr.training.similarity import frame_chamfer, masked_mean
+from dnsvr.training.networks.similarity import frame_chamfer, masked_mean
 from torch import Tensor, nn
 
 BIT_WEIGHTS = tuple(float(1 << (7 - i)) for i in range(8))  # MSB first: dimension d -> bit 7 - d % 8
@@ -109,19 +109,19 @@ class FeatureExtractorGraph(nn.Module):
     def _normalized(self, frames: Tensor) -> Tensor:
         if self.is_resnet:
             return self.extractor.normalizer(frames)
-        from dnsvr.training.efficientnet import normalize_frames
+        from dnsvr.training.networks.efficientnet import normalize_frames
 
         return normalize_frames(frames)
 
     def _pooled_maps(self, x: Tensor) -> list[Tensor]:
         """Normalised images `[T, 3, 224, 224]` -> per tap, L2-normalised max-pooled maps `[T, C_i, 3, 3]`."""
         if self.is_resnet:
-            from dnsvr.training.feature_extractor import REGION_KERNELS
+            from dnsvr.training.networks.resnet50 import REGION_KERNELS
 
             stages = self.extractor.cnn.stages(x)
             return [F.normalize(F.max_pool2d(stages[name], k, math.ceil(k / 2)), p=2, dim=1)
                     for name, k in REGION_KERNELS.items()]
-        from dnsvr.training.efficientnet import STAGE_STRIDES, region_vectors
+        from dnsvr.training.networks.efficientnet import STAGE_STRIDES, region_vectors
 
         taps = self.extractor.taps
         stages = self.extractor.cnn.stages(x, last=taps[-1])

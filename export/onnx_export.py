@@ -88,7 +88,7 @@ def example_feeds(
     candidates[1::2, : min(frames, query_frames)] += query[0, : min(frames, query_frames)]  # some copies
     candidates = candidates / np.linalg.norm(candidates, axis=-1, keepdims=True) * candidate_mask[..., None, None]
     if model.input("query").dtype == "uint8":
-        from dnsvr.training.codes import pack_codes
+        from dnsvr.training.networks.codes import pack_codes
 
         query = pack_codes(query @ rng.standard_normal((spec.FEATURE_DIMS,) * 2).astype(np.float32))
         candidates = pack_codes(candidates @ rng.standard_normal((spec.FEATURE_DIMS,) * 2).astype(np.float32))

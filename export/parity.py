@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from dnsvr.client import spec
 from dnsvr.export.onnx_export import example_feeds
-from dnsvr.serving.onnx_runner import OnnxRunner
-from dnsvr.training.codes import pack_codes, unpack_codes
+from dnsvr.export.onnx_runner import OnnxRunner
+from dnsvr.training.networks.codes import pack_codes, unpack_codes
 from torch import nn
 
 # (atol, rtol) per graph, ONNX Runtime CPU vs PyTorch CPU in float32.  The golden contract asks 1e-5 of a

@@ -35,8 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dnsvr.client import spec
-from dnsvr.serving.cpu_local import install_cpu_runner
-from dnsvr.serving.model_config import (
+from dnsvr.export.triton_config import (
     CPU_LOCAL_CONFIG_NAME,
     DynamicBatching,
     InstanceGroup,
@@ -46,6 +45,7 @@ from dnsvr.serving.model_config import (
     render_config,
     write_config,
 )
+from dnsvr.serving.cpu_local import install_cpu_runner
 
 if TYPE_CHECKING:
     from dnsvr.export.tensorrt import ProfileConfig
@@ -212,7 +212,7 @@ def _build_locked(
     from dnsvr.export.graphs import GRAPH_CLASSES
     from dnsvr.export.onnx_export import example_feeds, export_onnx
     from dnsvr.export.parity import TOLERANCES, check_parity
-    from dnsvr.training.model_pack import file_sha256
+    from dnsvr.training.packs.model_pack import file_sha256
 
     staging = _sibling(repository, f"staging-{uuid.uuid4().hex[:8]}")
     models: dict[str, dict] = {}

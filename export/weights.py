@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dnsvr.client import spec
-from dnsvr.training.checkpoints import CheckpointError, infer_kind, load_checkpoint, read_state_dict
-from dnsvr.training.model_pack import ModelPack, ModelPackError, file_sha256
+from dnsvr.training.networks.checkpoints import CheckpointError, infer_kind, load_checkpoint, read_state_dict
+from dnsvr.training.packs.model_pack import ModelPack, ModelPackError, file_sha256
 from torch import nn
 
 EXPORTABLE_KINDS = {
@@ -77,13 +77,13 @@ def _extractor(resnet_weights: Path | None, pca: Path | None, source: ExportSour
     if resnet_weights is None:
         if pca is not None:
             raise WeightsError("--pca needs --resnet-weights (it whitens the ResNet50 L3-iMAC regions)")
-        from dnsvr.training.efficientnet import EfficientNetLite0Extractor
+        from dnsvr.training.networks.efficientnet import EfficientNetLite0Extractor
 
         source.extractor = "efficientnet_lite0"
         return EfficientNetLite0Extractor()
     if pca is None:
         raise WeightsError("--resnet-weights needs --pca: the served features are 512-d PCA-whitened regions")
-    from dnsvr.training.feature_extractor import FeatureExtractor
+    from dnsvr.training.networks.resnet50 import FeatureExtractor
 
     try:
         whitening = load_checkpoint(pca, kind="pca")

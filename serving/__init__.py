@@ -1,1 +1,2 @@
-"""Server side: Milvus store, routing logic for the Triton BLS models, local Triton launcher, CLI."""
+"""Server side: the Milvus store, the Triton python-backend adapters and the plain pipeline code they call,
+this machine's launchers and the `dnsvr` command line."""

@@ -3,7 +3,7 @@
 A model folder in the repository then looks like
 
     <repository>/<name>/config.pbtxt               production: platform "onnxruntime_onnx", GPU instances
-    <repository>/<name>/configs/cpu_local.pbtxt    backend "python" (see dnsvr.serving.model_config)
+    <repository>/<name>/configs/cpu_local.pbtxt    backend "python" (see dnsvr.export.triton_config)
     <repository>/<name>/1/model.onnx               written by the export step
     <repository>/<name>/1/model.py                 copied here by install_cpu_runner
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-RUNNER_SOURCE = Path(__file__).with_name("triton_onnx_model.py")
+RUNNER_SOURCE = Path(__file__).parent / "triton" / "onnx_model.py"
 
 
 def install_cpu_runner(model_dir: str | Path, version: str | int = 1) -> Path:

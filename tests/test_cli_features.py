@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from dnsvr.serving.cli import main
-from dnsvr.training.feature_extractor import ResNet50
-from dnsvr.training.features_io import list_ids, read_features
+from dnsvr.serving.cli.main import main
+from dnsvr.training.data.features_io import list_ids, read_features
+from dnsvr.training.networks.resnet50 import ResNet50
 
 
 def test_valid_videos_written_and_corrupt_one_reported(

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from dnsvr.serving.cli import main
-from dnsvr.training.features_io import write_features
-from dnsvr.training.model_pack import ModelPack, ModelPackError
+from dnsvr.serving.cli.main import main
+from dnsvr.training.data.features_io import write_features
+from dnsvr.training.packs.model_pack import ModelPack, ModelPackError
 
 GOLDEN_FILES = {"fine": "fg_bin_student.pth", "coarse": "cg_student.pth", "selector": "selector.pth"}
 

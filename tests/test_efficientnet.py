@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import skimage.data
 import torch
-from dnsvr.training.efficientnet import (
+from dnsvr.training.data.video import center_crop, resize_shorter_side
+from dnsvr.training.networks.efficientnet import (
     EfficientNetLite0Extractor,
     load_efficientnet_lite0,
     normalize_frames,
 )
-from dnsvr.training.feature_extractor import PCAWhitening
-from dnsvr.training.similarity import chamfer_similarity
-from dnsvr.training.video import center_crop, resize_shorter_side
+from dnsvr.training.networks.resnet50 import PCAWhitening
+from dnsvr.training.networks.similarity import chamfer_similarity
 
 
 def photo(name: str) -> np.ndarray:

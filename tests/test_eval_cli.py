@@ -7,8 +7,8 @@ import pickle
 
 import numpy as np
 import pytest
-from dnsvr.serving.cli import main
-from dnsvr.training.features_io import write_features
+from dnsvr.serving.cli.main import main
+from dnsvr.training.data.features_io import write_features
 
 
 def unit_regions(array: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ import pickle
 from collections import OrderedDict
 
 import pytest
-from dnsvr.training.evaluation import (
+from dnsvr.training.evaluation.protocols import (
     EVVE,
     FIVR,
     SVD,

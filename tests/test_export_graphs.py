@@ -11,10 +11,10 @@ import torch
 from dnsvr.client import spec
 from dnsvr.export.graphs import GRAPH_CLASSES, pack_bits, repeat_short_videos, unpack_bits
 from dnsvr.export.onnx_export import ExportError, example_feeds, export_onnx
+from dnsvr.export.onnx_runner import OnnxRunner
 from dnsvr.export.parity import TOLERANCES, check_parity
-from dnsvr.serving.onnx_runner import OnnxRunner
 from dnsvr.training import load_checkpoint
-from dnsvr.training.codes import pack_codes, unpack_codes
+from dnsvr.training.networks.codes import pack_codes, unpack_codes
 
 CHECKPOINTS = {
     spec.COARSE_EMBED.name: "cg_student",
@@ -162,7 +162,7 @@ def test_efficientnet_extractor_graph_matches_pytorch(efficientnet_extractor, tm
 @pytest.mark.slow
 def test_resnet50_extractor_graph_matches_pytorch(tmp_path) -> None:
     """ResNet50 L3-iMAC + PCA (random weights, random PCA): the paper's extractor exports too."""
-    from dnsvr.training.feature_extractor import FeatureExtractor
+    from dnsvr.training.networks.resnet50 import FeatureExtractor
 
     torch.manual_seed(0)
     extractor = FeatureExtractor(dims=512).eval()

@@ -11,12 +11,12 @@ import pytest
 import tritonclient.grpc as grpcclient
 from dnsvr.client import spec
 from dnsvr.export.onnx_export import example_feeds
+from dnsvr.export.onnx_runner import OnnxRunner
 from dnsvr.export.parity import ParityError
 from dnsvr.export.repository import build_repository, recover_interrupted, stale_configs
 from dnsvr.export.weights import ExportSource, WeightsError, resolve_weights
-from dnsvr.serving.cli import main
-from dnsvr.serving.onnx_runner import OnnxRunner
-from dnsvr.serving.triton_local import TritonServer
+from dnsvr.serving.cli.main import main
+from dnsvr.serving.local.triton_server import TritonServer
 
 STUDENTS = ["fg_bin_student", "cg_student", "selector"]
 
@@ -120,7 +120,7 @@ def test_pack_folder_provides_every_network(golden_dir: Path, tmp_path: Path) ->
 
 
 def test_bundled_pack_missing_names_the_training_command(monkeypatch, tmp_path: Path) -> None:
-    from dnsvr.training import model_pack
+    from dnsvr.training.packs import model_pack
 
     monkeypatch.setattr(model_pack, "BUNDLED_DIR", tmp_path / "packs" / "bundled")  # a checkout without it
     with pytest.raises(WeightsError, match="dnsvr train pack"):

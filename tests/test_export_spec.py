@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from dnsvr.client import spec
 from dnsvr.export.repository import model_configs, stale_configs
-from dnsvr.serving.model_config import read_config
+from dnsvr.export.triton_config import read_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from dnsvr.client import spec
 from dnsvr.export.tensorrt import ProfileConfig, TensorRTUnavailable, import_tensorrt
-from dnsvr.serving.cli import main
+from dnsvr.serving.cli.main import main
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -58,8 +58,8 @@ def test_missing_tensorrt_is_a_clear_error(tmp_path: Path, capsys) -> None:
 def test_engine_matches_onnx_runtime(name, golden_dir: Path, tmp_path: Path) -> None:
     from dnsvr.export.graphs import GRAPH_CLASSES
     from dnsvr.export.onnx_export import example_feeds, export_onnx
+    from dnsvr.export.onnx_runner import OnnxRunner
     from dnsvr.export.tensorrt import build_engine, run_engine
-    from dnsvr.serving.onnx_runner import OnnxRunner
     from dnsvr.training import load_checkpoint
 
     stem = {"fine_similarity_bin": "fg_bin_student", "coarse_embed": "cg_student", "selector_index": "selector"}

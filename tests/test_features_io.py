@@ -7,7 +7,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from dnsvr.training.features_io import (
+from dnsvr.training.data.features_io import (
     TEMP_PREFIX,
     FeaturesFileError,
     UnknownVideoError,

@@ -6,14 +6,14 @@ import json
 
 import numpy as np
 import pytest
-from dnsvr.training.nd_benchmark import (
+from dnsvr.training.data.synthetic import replay_edits
+from dnsvr.training.data.video import decode_video
+from dnsvr.training.evaluation.nd_benchmark import (
     DIFFICULTIES,
     PIP_BACKGROUNDS,
     BenchmarkConfig,
     build_benchmark,
 )
-from dnsvr.training.synthetic import replay_edits
-from dnsvr.training.video import decode_video
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from dnsvr.training import chamfer_similarity, load_checkpoint
-from dnsvr.training.codes import pack_codes
-from dnsvr.training.similarity import canonical_frames
+from dnsvr.training.networks.codes import pack_codes
+from dnsvr.training.networks.similarity import canonical_frames
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 LENGTHS_Q = [1, 2, 3, 5, 9, 12]

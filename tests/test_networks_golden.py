@@ -24,7 +24,7 @@ from dnsvr.training import (
     ViSiLHead,
     load_checkpoint,
 )
-from dnsvr.training.feature_extractor import ResNet50
+from dnsvr.training.networks.resnet50 import ResNet50
 
 MAIN = {"rtol": 1e-5, "atol": 1e-5}
 INTERMEDIATE = {"rtol": 1e-5, "atol": 5e-5}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from dnsvr.serving.model_config import (
+from dnsvr.export.triton_config import (
     DynamicBatching,
     EnsembleStep,
     InstanceGroup,

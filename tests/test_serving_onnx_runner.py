@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from dnsvr.export.onnx_runner import OnnxInputError, OnnxRunError, OnnxRunner
 from dnsvr.serving.cpu_local import RUNNER_SOURCE, install_cpu_runner
-from dnsvr.serving.onnx_runner import OnnxInputError, OnnxRunError, OnnxRunner
 from onnx import TensorProto, helper
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from dnsvr.serving.rerank_policy import RerankPolicy
-from dnsvr.serving.routing import (
+from dnsvr.serving.pipelines.batching import (
     candidate_count,
     final_ranking,
     fine_batches,
@@ -13,6 +12,7 @@ from dnsvr.serving.routing import (
     padded_batch,
     pair_features,
 )
+from dnsvr.training.ranking import RerankPolicy
 
 
 @pytest.mark.parametrize(

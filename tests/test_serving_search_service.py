@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from dnsvr.serving.milvus_store import VideoNotFound, VideoStore
-from dnsvr.serving.rerank_policy import RerankPolicy
-from dnsvr.serving.search_service import Embedding, ModelCalls, embedding_of_indexed, index_video, search
-from dnsvr.serving.store_config import StoreSettings
-from dnsvr.serving.store_schema import InvalidVideo
-from dnsvr.training.codes import pack_codes, unpack_codes
+from dnsvr.serving.pipelines.search import Embedding, ModelCalls, embedding_of_indexed, index_video, search
+from dnsvr.serving.store.schema import InvalidVideo
+from dnsvr.serving.store.settings import StoreSettings
+from dnsvr.serving.store.video_store import VideoNotFound, VideoStore
+from dnsvr.training.networks.codes import pack_codes, unpack_codes
+from dnsvr.training.ranking import RerankPolicy
 
 DIM = 16
 

@@ -22,10 +22,10 @@ import tritonclient.grpc as grpcclient
 from conftest import GOLDEN, VIDEOS
 from dnsvr.client import InvalidVideo, NotFound, VideoSearchClient
 from dnsvr.client.aio_client import AsyncVideoSearchClient
-from dnsvr.serving import cli
-from dnsvr.serving.local_service import LocalService, changed_weights, ensure_exported
-from dnsvr.serving.triton_local import descendants, still_same_process
-from dnsvr.training.model_pack import BUNDLED_DIR
+from dnsvr.serving.cli import main as cli
+from dnsvr.serving.local.service import LocalService, changed_weights, ensure_exported
+from dnsvr.serving.local.triton_server import descendants, still_same_process
+from dnsvr.training.packs.model_pack import BUNDLED_DIR
 from tritonclient.utils import InferenceServerException
 
 HAVE_BUNDLED = (BUNDLED_DIR / "pack.json").is_file()
@@ -93,7 +93,7 @@ def test_search_mechanics(client, indexed):
 
 
 def test_search_by_id_and_frames(client, indexed):
-    from dnsvr.training.video import decode_video
+    from dnsvr.training.data.video import decode_video
 
     by_id = client.search(video_id="doorknob-hd-no-bar", top_k=10, rerank=1.0)
     assert "doorknob-hd-no-bar" not in by_id.ids and len(by_id) == len(indexed) - 1
@@ -202,7 +202,7 @@ def test_a_repository_whose_weights_changed_is_exported_again(exported_repositor
 
 def test_serve_command_starts_and_stops_cleanly(exported_repository, tmp_path):
     env = {**os.environ, "DNSVR_STATE": str(tmp_path / "serve.json"), "DNSVR_MAX_FRAMES": MAX_FRAMES}
-    command = [sys.executable, "-m", "dnsvr.serving.cli", "serve", "--repository", str(exported_repository),
+    command = [sys.executable, "-m", "dnsvr.serving.cli.main", "serve", "--repository", str(exported_repository),
                "--store", str(tmp_path / "milvus.db"), "--log-dir", str(tmp_path)]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                               start_new_session=True)
@@ -215,7 +215,7 @@ def test_serve_command_starts_and_stops_cleanly(exported_repository, tmp_path):
             if "ready" in line or not line:
                 break
         assert "ready" in lines[-1], "".join(lines)
-        stats = subprocess.run([sys.executable, "-m", "dnsvr.serving.cli", "stats"], env=env, text=True,
+        stats = subprocess.run([sys.executable, "-m", "dnsvr.serving.cli.main", "stats"], env=env, text=True,
                                capture_output=True, timeout=120)
         assert stats.returncode == 0 and '"videos": 0' in stats.stdout, stats.stdout + stats.stderr
         children = descendants(server.pid)
@@ -234,7 +234,7 @@ def test_store_down_is_server_unavailable_then_recovers(client, indexed, service
     """A real fault: the Milvus Lite server is killed; searches fail as ServerUnavailable, and work again once
     it is back on the same port and data directory (the model instances reconnect by themselves)."""
     from dnsvr.client import ServerUnavailable
-    from dnsvr.serving.milvus_lite_server import MilvusLiteServer
+    from dnsvr.serving.local.milvus_servers import MilvusLiteServer
 
     lite = service.milvus
     data_dir, port = lite.data_dir, lite.port

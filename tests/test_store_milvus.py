@@ -17,12 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from dnsvr.serving import cli
-from dnsvr.serving.milvus_lite_server import MilvusLiteServer, MilvusStandaloneServer
-from dnsvr.serving.milvus_store import StoreMismatch, StoreUnavailable, VideoNotFound, VideoStore
-from dnsvr.serving.store_config import StoreSettings
-from dnsvr.serving.store_schema import IndexedVideo, InvalidVideo
-from dnsvr.training.codes import pack_codes
+from dnsvr.serving.cli import main as cli
+from dnsvr.serving.local.milvus_servers import MilvusLiteServer, MilvusStandaloneServer
+from dnsvr.serving.store.schema import IndexedVideo, InvalidVideo
+from dnsvr.serving.store.settings import StoreSettings
+from dnsvr.serving.store.video_store import StoreMismatch, StoreUnavailable, VideoNotFound, VideoStore
+from dnsvr.training.networks.codes import pack_codes
 
 DIM = 32
 VERSION = "pack-test-1"
@@ -149,7 +149,7 @@ def test_videos_sharing_a_generation_keep_their_own_frames(backend_uri: str, mon
     """Two writers drawing the same generation value (the same millisecond, equal random bits) is a rare race
     that cannot be caused on demand, so the generator is replaced by a test double returning one value.
     Before reads were keyed by (video_id, generation), fetch_codes returned frames of the other video."""
-    monkeypatch.setattr("dnsvr.serving.milvus_store.new_generations", lambda count: [(1 << 50) + 7] * count)
+    monkeypatch.setattr("dnsvr.serving.store.video_store.new_generations", lambda count: [(1 << 50) + 7] * count)
     with open_store(backend_uri, fresh_prefix()) as store:
         first, second = make_video("first", 12, 1), make_video("second", 12, 2)
         store.upsert(first)
@@ -246,9 +246,9 @@ def test_store_of_another_model_is_refused(backend_uri: str) -> None:
 CRASHING_WRITER = textwrap.dedent("""
     import os, signal, sys
     import numpy as np
-    from dnsvr.serving.milvus_store import VideoStore
-    from dnsvr.serving.store_config import StoreSettings
-    from dnsvr.serving.store_schema import IndexedVideo
+    from dnsvr.serving.store.video_store import VideoStore
+    from dnsvr.serving.store.settings import StoreSettings
+    from dnsvr.serving.store.schema import IndexedVideo
 
     uri, prefix, frames = sys.argv[1], sys.argv[2], int(sys.argv[3])
     store = VideoStore(StoreSettings(uri=uri, prefix=prefix), model_version="{version}", coarse_dim={dim},

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from dnsvr.serving.store_config import StoreSettings, redact_uri
-from dnsvr.serving.store_schema import (
+from dnsvr.serving.store.schema import (
     MAX_FRAMES,
     MAX_VIDEO_ID_BYTES,
     IndexedVideo,
@@ -18,7 +17,8 @@ from dnsvr.serving.store_schema import (
     make_meta,
     new_generations,
 )
-from dnsvr.training.codes import pack_codes, unpack_codes
+from dnsvr.serving.store.settings import StoreSettings, redact_uri
+from dnsvr.training.networks.codes import pack_codes, unpack_codes
 
 
 def unit(dim: int, seed: int = 0) -> np.ndarray:

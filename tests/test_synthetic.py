@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from dnsvr.training.synthetic import (
+from dnsvr.training.data.synthetic import (
     COLOUR_PHOTOS,
     EDIT_NAMES,
     PHOTOS,
@@ -22,7 +22,7 @@ from dnsvr.training.synthetic import (
     synthetic_video,
     write_mp4,
 )
-from dnsvr.training.video import decode_video
+from dnsvr.training.data.video import decode_video
 
 NUM_FRAMES = 8
 

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from dnsvr.training.tradeoff import (
+from dnsvr.training.evaluation.tradeoff import (
     CODE_REGION_BYTES,
     FLOAT_REGION_BYTES,
     FRACTIONS,
@@ -104,7 +104,7 @@ def test_plot_without_matplotlib_says_how_to_install(tradeoff, tmp_path, monkeyp
 
 def _random_videos_indexed(seed: int):
     """12 random unit-norm videos of 5-8 frames indexed with the bundled pack -> (index, selector, S^f_B scorer)."""
-    from dnsvr.training.model_pack import ModelPack
+    from dnsvr.training.packs.model_pack import ModelPack
 
     rng = np.random.default_rng(seed)
     features = {}
@@ -119,7 +119,7 @@ def _random_videos_indexed(seed: int):
 def test_timed_dns_path_matches_rerank_selected():
     """The timed per-query DnS computation gives `evaluation.rerank_selected`'s scores."""
     import torch
-    from dnsvr.training.evaluation import rerank_selected
+    from dnsvr.training.evaluation.protocols import rerank_selected
 
     index, selector, scorer = _random_videos_indexed(seed=1)
     targets = np.arange(1, len(index.ids))

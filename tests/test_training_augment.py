@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from dnsvr.training.augment import (
+from dnsvr.training.distill.augment import (
     frame_duplicate,
     frame_skip,
     pad_batch,

@@ -9,9 +9,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from dnsvr.training.augment import pad_batch
-from dnsvr.training.corpus import CorpusConfig, build_corpus_features
-from dnsvr.training.distill import (
+from dnsvr.training.data.corpus import CorpusConfig, build_corpus_features
+from dnsvr.training.distill.augment import pad_batch
+from dnsvr.training.distill.pairs import PairSet, mine_pairs
+from dnsvr.training.distill.teachers import ChamferTeacher
+from dnsvr.training.distill.train import (
     SelectorConfig,
     StudentConfig,
     fine_and_coarse_similarities,
@@ -20,9 +22,7 @@ from dnsvr.training.distill import (
     train_selector,
     train_student,
 )
-from dnsvr.training.pairs import PairSet, mine_pairs
-from dnsvr.training.students import FineGrainedStudent
-from dnsvr.training.teachers import ChamferTeacher
+from dnsvr.training.networks.students import FineGrainedStudent
 
 TINY_CORPUS = CorpusConfig(shared_videos=False, skvideo=False, synthetic_sources=3, synthetic_copies=1,
                            synthetic_frames=8)
@@ -63,7 +63,7 @@ def test_student_training_lowers_the_loss(corpus, tmp_path, kind):
     result = train_student(features, pairs, tmp_path, config, progress=False)
     assert len(result.losses) == 6 and result.extra["steps_this_run"] == 6 * 3
     assert np.mean(result.losses[-2:]) < result.losses[0]
-    from dnsvr.training.checkpoints import load_checkpoint
+    from dnsvr.training.networks.checkpoints import load_checkpoint
 
     state = torch.load(result.checkpoint, weights_only=True)
     assert set(state) == {"model"}
@@ -92,7 +92,7 @@ def test_training_resumes_and_seeds_are_honoured(corpus, tmp_path):
 
 
 def test_binarization_student_starts_from_the_given_itq_file(corpus, tmp_path):
-    from dnsvr.training.itq import random_rotation, save_itq
+    from dnsvr.training.distill.itq import random_rotation, save_itq
 
     _, features, pairs = corpus
     projection = random_rotation(512, np.random.default_rng(0)).astype(np.float32)
@@ -104,7 +104,7 @@ def test_binarization_student_starts_from_the_given_itq_file(corpus, tmp_path):
 
 
 def test_selector_training_on_a_tiny_set(corpus, tmp_path):
-    from dnsvr.training.checkpoints import load_checkpoint
+    from dnsvr.training.networks.checkpoints import load_checkpoint
 
     _, features, pairs = corpus
     students = {}
@@ -132,8 +132,8 @@ def test_selector_training_on_a_tiny_set(corpus, tmp_path):
 
 
 def test_pack_is_written_and_loads(corpus, tmp_path):
-    from dnsvr.training.model_pack import ModelPack
-    from dnsvr.training.pack_builder import PackConfig, train_pack
+    from dnsvr.training.distill.pack_builder import PackConfig, train_pack
+    from dnsvr.training.packs.model_pack import ModelPack
 
     work, _, _ = corpus
     shutil.copy(work / "corpus.h5", tmp_path / "corpus.h5")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from dnsvr.training.itq import itq, load_itq, quantization_error, random_rotation, sample_regions, save_itq
+from dnsvr.training.distill.itq import itq, load_itq, quantization_error, random_rotation, sample_regions, save_itq
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dnsvr.training.losses import (
+from dnsvr.training.distill.losses import (
     coarse_targets,
     distillation_loss,
     selector_labels,

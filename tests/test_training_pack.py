@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO
-from dnsvr.serving.cli import main
-from dnsvr.training.model_pack import ModelPack
+from dnsvr.serving.cli.main import main
+from dnsvr.training.packs.model_pack import ModelPack
 
 BUNDLED = REPO / "training" / "packs" / "bundled"
 needs_bundled = pytest.mark.skipif(not (BUNDLED / "pack.json").is_file(),
@@ -63,7 +63,7 @@ def test_bundled_coarse_student_and_selector_work_on_real_videos(efficientnet_fe
 
 
 def _load(path):
-    from dnsvr.training.checkpoints import load_checkpoint
+    from dnsvr.training.networks.checkpoints import load_checkpoint
 
     return load_checkpoint(path)
 
@@ -88,7 +88,7 @@ def test_train_stages_report_bad_input_clearly(tmp_path, capsys):
 
 
 def test_train_pairs_command_writes_a_pairs_file(tmp_path):
-    from dnsvr.training.features_io import write_features
+    from dnsvr.training.data.features_io import write_features
 
     rng = np.random.default_rng(0)
     videos = {f"v{i}": rng.random((4, 9, 16), dtype=np.float32) for i in range(5)}

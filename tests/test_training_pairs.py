@@ -8,9 +8,9 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from dnsvr.training.features_io import write_features
-from dnsvr.training.pairs import PairSet, PairsFileError, candidate_pools, global_vectors, mine_pairs
-from dnsvr.training.teachers import ChamferTeacher, FineStudentTeacher, load_teacher
+from dnsvr.training.data.features_io import write_features
+from dnsvr.training.distill.pairs import PairSet, PairsFileError, candidate_pools, global_vectors, mine_pairs
+from dnsvr.training.distill.teachers import ChamferTeacher, FineStudentTeacher, load_teacher
 
 GROUPS, MEMBERS = 4, 3
 
@@ -76,8 +76,8 @@ def test_self_pairs_add_each_anchor_to_its_positives_scored_by_the_teacher(featu
 
 
 def test_scores_are_the_teachers(features_file, tmp_path):
-    from dnsvr.training.features_io import read_features
-    from dnsvr.training.similarity import chamfer_similarity
+    from dnsvr.training.data.features_io import read_features
+    from dnsvr.training.networks.similarity import chamfer_similarity
 
     pair_set = mine_pairs(features_file, tmp_path / "pairs.json", ChamferTeacher(), 2, 3, progress=False)
     videos = read_features(features_file)
@@ -140,8 +140,8 @@ def test_teacher_loading_errors():
 
 
 def test_a_fine_student_can_be_the_next_teacher(features_file, tmp_path):
-    from dnsvr.training.distill import save_checkpoint
-    from dnsvr.training.students import FineGrainedStudent
+    from dnsvr.training.distill.train import save_checkpoint
+    from dnsvr.training.networks.students import FineGrainedStudent
 
     torch.manual_seed(0)
     checkpoint = save_checkpoint(FineGrainedStudent(dims=32, attention=True), tmp_path / "fg_att.pth")
@@ -155,8 +155,8 @@ def test_a_fine_student_can_be_the_next_teacher(features_file, tmp_path):
 def test_visil_teacher_scores_with_a_visil_checkpoint(features_file, tmp_path):
     """A randomly initialised ViSiL head saved like the official `visil.pth` (a bare state_dict); the real
     file is a download, so only the plumbing is checked here, not the numbers."""
-    from dnsvr.training.teacher import ViSiLHead
-    from dnsvr.training.teachers import ViSiLTeacher
+    from dnsvr.training.distill.teachers import ViSiLTeacher
+    from dnsvr.training.networks.visil import ViSiLHead
 
     torch.manual_seed(0)
     torch.save(ViSiLHead(dims=32).state_dict(), tmp_path / "visil.pth")

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 import tritonclient.grpc as grpcclient
-from dnsvr.serving.cpu_local import install_cpu_runner
-from dnsvr.serving.model_config import (
+from dnsvr.export.onnx_runner import OnnxRunner
+from dnsvr.export.triton_config import (
     DynamicBatching,
     EnsembleStep,
     InstanceGroup,
@@ -29,8 +29,8 @@ from dnsvr.serving.model_config import (
     write_config,
     write_onnx_model_configs,
 )
-from dnsvr.serving.onnx_runner import OnnxRunner
-from dnsvr.serving.triton_local import TritonServer, TritonStartError, descendants
+from dnsvr.serving.cpu_local import install_cpu_runner
+from dnsvr.serving.local.triton_server import TritonServer, TritonStartError, descendants
 from tritonclient.utils import InferenceServerException
 
 WIDTH = 4

@@ -11,7 +11,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from dnsvr.training.video import VideoDecodeError, decode_video, pad_frames, probe_video
+from dnsvr.training.data.video import VideoDecodeError, decode_video, pad_frames, probe_video
 
 
 def write_video(

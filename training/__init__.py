@@ -1,7 +1,7 @@
 """DnS networks, video decoding, features, training and evaluation.
 
 The networks and checkpoint loading are exported lazily (PEP 562), so importing a light sub-module such as
-`dnsvr.training.cli` does not import torch.
+`dnsvr.training.cli.features` does not import torch.
 """
 
 from __future__ import annotations
@@ -10,19 +10,19 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "FineGrainedStudent": "students",
-    "CoarseGrainedStudent": "students",
-    "SelectorNetwork": "selector",
-    "ViSiLHead": "teacher",
-    "FeatureExtractor": "feature_extractor",
-    "PCAWhitening": "feature_extractor",
-    "VideoNormalizer": "feature_extractor",
-    "ResNet50": "feature_extractor",
-    "chamfer_similarity": "similarity",
-    "load_checkpoint": "checkpoints",
-    "download_official": "checkpoints",
-    "CheckpointError": "checkpoints",
-    "OFFICIAL_URLS": "checkpoints",
+    "FineGrainedStudent": "networks.students",
+    "CoarseGrainedStudent": "networks.students",
+    "SelectorNetwork": "networks.selector",
+    "ViSiLHead": "networks.visil",
+    "FeatureExtractor": "networks.resnet50",
+    "PCAWhitening": "networks.resnet50",
+    "VideoNormalizer": "networks.resnet50",
+    "ResNet50": "networks.resnet50",
+    "chamfer_similarity": "networks.similarity",
+    "load_checkpoint": "networks.checkpoints",
+    "download_official": "networks.checkpoints",
+    "CheckpointError": "networks.checkpoints",
+    "OFFICIAL_URLS": "networks.checkpoints",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -150,7 +150,7 @@ FINE_INDEX_BIN = ModelSpec(
     "fine_index_bin",
     inputs=(_features(), _mask()),
     outputs=(TensorSpec("indexed", "uint8", (-1, -1, REGIONS, CODE_BYTES)),),
-    description="S^f_B codes packed MSB-first (dnsvr.training.codes), bit 1 = +1; 0 bytes at padded frames",
+    description="S^f_B codes packed MSB-first (dnsvr.training.networks.codes), bit 1 = +1; 0 bytes at padded frames",
     **_VIDEO_BATCH,
 )
 FINE_INDEX_ATT = ModelSpec(

@@ -16,7 +16,7 @@ MAX_VIDEO_BYTES = 2 << 30
 
 def video_tensor(video: VideoLike) -> tuple[str, np.ndarray]:
     """(input name, array): `video` BYTES [1] for a path or bytes, `frames` uint8 [T, 224, 224, 3] for an
-    array (RGB, 224 x 224 centre crops, as `dnsvr.training.video.decode_video` gives).  Raises InvalidVideo."""
+    array (RGB, 224 x 224 centre crops, as `dnsvr.training.data.video.decode_video` gives).  Raises InvalidVideo."""
     if isinstance(video, np.ndarray):
         return "frames", _checked_frames(video)
     if isinstance(video, (bytes, bytearray, memoryview)):

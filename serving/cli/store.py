@@ -1,0 +1,114 @@
+"""`dnsvr store ...`: inspect and repair the Milvus video store (check, stats, delete)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+STORE_EPILOG = """\
+The store is found by --store, else $DNSVR_MILVUS_URI, else [store] uri in the config file
+($DNSVR_CONFIG or ~/.config/dnsvr/config.toml), else embedded Milvus Lite at
+~/.local/share/dnsvr/milvus.db.  A server token comes from $DNSVR_MILVUS_TOKEN or the config file (never
+put it on the command line of a shared machine).
+
+examples:
+  dnsvr store stats --store http://127.0.0.1:19530
+  dnsvr store check                 # report orphan frames / incomplete videos (exit 1 if any)
+  dnsvr store check --repair        # remove them
+  dnsvr store delete my-video-42
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    store = subparsers.add_parser(
+        "store", help="inspect and repair the Milvus video store",
+        description="Inspect and repair the Milvus store of coarse vectors and fine-grained frame codes.",
+        epilog=STORE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = store.add_subparsers(dest="store_command", metavar="COMMAND")
+
+    def add(name: str, help_text: str, handler) -> argparse.ArgumentParser:
+        parser = commands.add_parser(name, help=help_text, description=help_text, epilog=STORE_EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser.add_argument("--store", metavar="URI", help="http(s)://host:port of Milvus, or a .db path")
+        parser.add_argument("--prefix", help="collection name prefix (default dnsvr)")
+        parser.add_argument("--config", metavar="TOML", help="config file with a [store] table")
+        parser.set_defaults(handler=handler)
+        return parser
+
+    check = add("check", "find frames no video points to and videos whose frames are incomplete", _check)
+    check.add_argument("--repair", action="store_true",
+                       help="delete orphan frames, and incomplete videos (they must be re-indexed)")
+    check.add_argument("--grace", type=float, default=600.0, metavar="SECONDS",
+                       help="skip orphans younger than this: upserts may be writing them (default 600)")
+    add("stats", "rows, frames and bytes per video", _stats)
+    delete = add("delete", "delete one video (row first, then its frames)", _delete)
+    delete.add_argument("video_id", help="id of the video to delete")
+    store.set_defaults(handler=lambda args: store.print_help() or 2)
+
+
+def _open(args: argparse.Namespace):
+    from dnsvr.serving.store.settings import StoreSettings
+    from dnsvr.serving.store.video_store import VideoStore
+
+    settings = StoreSettings.resolve(config_path=args.config, uri=args.store, prefix=args.prefix)
+    return VideoStore(settings, create=False)
+
+
+def _run(args: argparse.Namespace, action) -> int:
+    from dnsvr.serving.store.video_store import StoreError
+
+    try:
+        with _open(args) as store:
+            return action(store)
+    except (StoreError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _check(args: argparse.Namespace) -> int:
+    def action(store) -> int:
+        report = store.check(repair=args.repair, grace_s=args.grace)
+        print(f"videos: {report.videos}  frame rows: {report.frame_rows}")
+        print(f"orphan frame rows: {report.orphan_rows} (of {len(report.orphan_video_ids)} video ids)"
+              + (f"  {', '.join(report.orphan_video_ids[:20])}" if report.orphan_video_ids else ""))
+        if report.skipped_recent_rows:
+            print(f"skipped {report.skipped_recent_rows} orphan rows younger than {args.grace:.0f} s")
+        print(f"incomplete videos: {len(report.incomplete_video_ids)}"
+              + (f"  {', '.join(report.incomplete_video_ids[:20])}" if report.incomplete_video_ids else ""))
+        if report.repaired:
+            print("repaired: orphan frames and incomplete videos removed")
+            return 0
+        return 0 if report.clean else 1
+
+    return _run(args, action)
+
+
+def _stats(args: argparse.Namespace) -> int:
+    def action(store) -> int:
+        stats = store.stats()
+        meta = stats.meta
+        print(f"store:           {store.settings.display_uri}  ({store.server_version})")
+        print(f"collections:     {store.video_collection}, {store.frame_collection}")
+        print(f"model version:   {meta.model_version}   coarse dim: {meta.coarse_dim}  "
+              f"representation: {meta.representation}  layout: {meta.layout} ({meta.frames_per_row}/row)")
+        print(f"videos:          {stats.videos}")
+        print(f"frames:          {stats.frames}  in {stats.frame_rows} rows")
+        print(f"payload/video:   {stats.payload_bytes_per_video:,.0f} B")
+        if stats.disk_bytes is not None:
+            per_video = f"  ({stats.disk_bytes_per_video:,.0f} B/video)" if stats.videos else ""
+            print(f"disk:            {stats.disk_bytes:,} B{per_video}")
+        return 0
+
+    return _run(args, action)
+
+
+def _delete(args: argparse.Namespace) -> int:
+    def action(store) -> int:
+        if store.delete(args.video_id):
+            print(f"deleted {args.video_id}")
+            return 0
+        print(f"not found: {args.video_id} (any stray frames of it were removed)", file=sys.stderr)
+        return 1
+
+    return _run(args, action)

@@ -1,0 +1,179 @@
+"""The whole service on this machine: Milvus Lite server + Triton over the model repository, started and
+stopped together (what `dnsvr serve`, `dnsvr demo`, the tests and the benchmark run).
+
+    with LocalService("model_repository", store="var/milvus.db") as service:
+        client = VideoSearchClient(service.grpc_url)
+
+Start-up: export the bundled models if the repository has no manifest.json, or export them again if the
+files it was exported from have changed (a retrained pack); install the pipelines (configs
+for the exported fine student, model.py files); start `milvus-lite server` on the store path (only one
+process may open a Lite data directory, and every Triton python model instance is its own process) unless
+`store` is a Milvus server URI; start Triton on a view of the repository holding only the served models
+(the repository keeps configs of both fine students, only one of which is exported), with DNSVR_MILVUS_URI
+pointing every model instance at the store.  Stop: Triton first, then Milvus; nothing is left running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from dnsvr.serving.local.milvus_servers import MilvusLiteServer
+from dnsvr.serving.local.triton_server import TritonServer
+from dnsvr.serving.pipeline_configs import install_pipelines
+from dnsvr.serving.pipelines.store_access import MANIFEST, fine_kind, read_manifest
+from dnsvr.serving.store.settings import is_server_uri
+from dnsvr.training import paths
+
+
+def changed_weights(repository: Path) -> list[str]:
+    """Weight files recorded in the repository's manifest that still exist but no longer hash as exported
+    (e.g. a retrained bundled pack) -> their paths; [] when the export is current."""
+    from dnsvr.training.packs.model_pack import file_sha256
+
+    recorded = read_manifest(repository).get("weights", {}).values()
+    return [entry["path"] for entry in recorded
+            if Path(entry["path"]).is_file() and file_sha256(entry["path"]) != entry["sha256"]]
+
+
+def ensure_exported(repository: Path, weights: list[str], on_model: Callable[[str], None] | None = None) -> bool:
+    """Export `weights` into `repository` unless it holds a current export of them; True if it exported.
+
+    A repository exported from the same source whose weight files have changed since is exported again; one
+    exported from another source is left alone (ValueError if its files changed: re-export it by hand).
+    """
+    from dnsvr.export.repository import build_repository
+    from dnsvr.export.weights import resolve_weights
+
+    if (repository / MANIFEST).is_file():
+        changed = changed_weights(repository)
+        if not changed:
+            return False
+        source = resolve_weights(weights)
+        exported_from = read_manifest(repository).get("source")
+        if source.description != exported_from:
+            raise ValueError(f"{repository} was exported from {exported_from}, whose files changed since "
+                             f"({', '.join(changed)}); re-export it: dnsvr export --weights ... --out {repository}")
+        build_repository(source, repository, on_model=on_model)
+        return True
+    build_repository(resolve_weights(weights), repository, on_model=on_model)
+    return True
+
+
+def served_view(repository: Path, view: Path) -> list[str]:
+    """Fill `view` with symlinks to the served networks, the pipelines and the manifest; -> model names."""
+    manifest = read_manifest(repository)
+    pipelines = install_pipelines(repository, fine_kind(manifest))
+    models = list(manifest["served"]) + pipelines
+    view.mkdir(parents=True, exist_ok=True)
+    for name in [*models, MANIFEST]:
+        (view / name).symlink_to(repository.resolve() / name)
+    return models
+
+
+class LocalService:
+    """Milvus (Lite server on `store`, or the server at a URI) + Triton on 127.0.0.1.
+
+    repository: model repository; weights: what to export when it has none (default the bundled pack).
+    store: a Lite data path (default ~/.local/share/dnsvr/milvus.db) or http(s)://host:port; prefix: the
+    store's collection prefix.  Ports: None = free ones.  env: more environment for the python models
+    (e.g. DNSVR_MAX_FRAMES).  log_dir: Triton's log (default a temporary file).
+    """
+
+    def __init__(
+        self,
+        repository: str | Path = "model_repository",
+        *,
+        store: str | Path | None = None,
+        prefix: str | None = None,
+        weights: list[str] | None = None,
+        grpc_port: int | None = None,
+        http_port: int | None = None,
+        metrics_port: int | None = None,
+        env: Mapping[str, str] | None = None,
+        log_dir: str | Path | None = None,
+        startup_timeout_s: float = 300.0,
+    ) -> None:
+        self.repository = Path(repository).resolve()
+        self.store = str(store or paths.default_store_path())
+        self.prefix = prefix
+        self.weights = weights or ["bundled"]
+        self.ports = dict(grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port)
+        self.env = dict(env or {})
+        self.log_dir = Path(log_dir) if log_dir else None
+        self.startup_timeout_s = startup_timeout_s
+        self.milvus: MilvusLiteServer | None = None
+        self.triton: TritonServer | None = None
+        self.models: list[str] = []
+        self._view: Path | None = None
+
+    @property
+    def store_uri(self) -> str:
+        return self.milvus.uri if self.milvus else self.store
+
+    @property
+    def grpc_url(self) -> str:
+        return self.triton.grpc_url
+
+    def start(self, on_export: Callable[[str], None] | None = None) -> LocalService:
+        """Export if needed, start the store and Triton; on failure nothing is left running."""
+        try:
+            ensure_exported(self.repository, self.weights, on_export)
+            self._view = Path(tempfile.mkdtemp(prefix="dnsvr-repository-"))
+            self.models = served_view(self.repository, self._view / "models")
+            if not is_server_uri(self.store):
+                self.milvus = MilvusLiteServer(Path(self.store).expanduser()).start()
+            env = {**self.env, "DNSVR_MILVUS_URI": self.store_uri}
+            if self.prefix:
+                env["DNSVR_MILVUS_PREFIX"] = self.prefix
+            log_path = self.log_dir / "triton.log" if self.log_dir else None
+            self.triton = TritonServer(self._view / "models", env=env, log_path=log_path,
+                                       startup_timeout_s=self.startup_timeout_s, **self.ports).start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop Triton, then Milvus, and remove the repository view (safe to call twice)."""
+        try:
+            if self.triton is not None:
+                self.triton.stop()
+        finally:
+            self.triton = None
+            if self.milvus is not None:
+                self.milvus.stop()
+                self.milvus = None
+            if self._view is not None:
+                shutil.rmtree(self._view, ignore_errors=True)
+                self._view = None
+
+    def write_state(self, path: Path) -> None:
+        """Record the endpoints for other commands (`dnsvr index/search` read the gRPC URL from it)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {"grpc_url": self.triton.grpc_url, "http_url": self.triton.http_url,
+                 "metrics_url": self.triton.metrics_url, "store_uri": self.store_uri, "pid": os.getpid()}
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(state, indent=2) + "\n")
+        partial.replace(path)
+
+    def __enter__(self) -> LocalService:
+        return self if self.triton is not None else self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def read_state(path: Path | None = None) -> dict | None:
+    """The endpoints `dnsvr serve` recorded, or None when no server recorded them (or it has exited)."""
+    path = path or paths.state_path()
+    try:
+        state = json.loads(path.read_text())
+        os.kill(int(state["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        return None
+    return state

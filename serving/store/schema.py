@@ -1,0 +1,325 @@
+"""The Milvus schema of the video store: two collections, their metadata, limits, frame-code encodings.
+
+Per-video collection `{prefix}_videos` (one row makes a video searchable):
+    video_id VARCHAR pk | coarse FLOAT_VECTOR[dim] (IP, L2-normalised) | selector FLOAT | frame_count INT64 |
+    generation INT64 | model_version VARCHAR | source_uri VARCHAR | indexed_at INT64 (unix ms) | metadata JSON
+Per-frame collection `{prefix}_frames` (rows of one index run share a `generation`):
+    pk INT64 auto | video_id VARCHAR | generation INT64 | frame_start INT64 | frames INT64 | codes ...
+with two layouts of `codes`:
+    "vector": one row per frame, BINARY_VECTOR(4608) (packed S^f_B bits, [9, 64] uint8) or FLOAT_VECTOR(4608)
+              (S^f_A [9, 512] float32); frame-level search possible.  Needs a real Milvus server.
+    "chunk":  one row per chunk of up to `frames_per_row` frames, the raw bytes base64-encoded in a VARCHAR
+              (bit-exact, ≤ 49,152 characters so it also fits a server's 65,535 limit), plus a 2-d placeholder
+              float vector because a collection must hold one.  The embedded default (Milvus Lite 3.x has no
+              binary vectors); see docs/storage.md for the measurements behind it.
+`{prefix}_meta` holds one row, `StoreMeta` as JSON (Milvus Lite 3.2.2 drops collection descriptions): a store
+refuses collections built for another model-pack version, coarse dimension, representation or layout.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+REGIONS = 9
+CODE_BITS = 512
+PACKED_BYTES = CODE_BITS // 8
+FRAME_DIM = REGIONS * CODE_BITS  # 4608: the per-frame vector (bits or floats)
+REPRESENTATIONS = ("binary", "float")
+LAYOUTS = ("vector", "chunk")
+CHUNK_BYTES = 36_864  # raw bytes per chunk row: 64 binary frames or 2 float frames; base64 -> 49,152 chars
+CHUNK_FIELD_CHARS = 65_535
+PLACEHOLDER_DIM = 2
+META_KEY = "store"
+
+MAX_VIDEO_ID_BYTES = 256
+MAX_FRAMES = 100_000
+MAX_MODEL_VERSION_BYTES = 128
+MAX_SOURCE_URI_BYTES = 4_096
+MAX_METADATA_BYTES = 60_000  # JSON text; Milvus 2.3 caps a JSON value at 65,536 bytes
+MAX_QUERY_ROWS = 16_384  # Milvus returns at most this many rows per query
+QUERY_BYTE_BUDGET = 32 << 20  # keep one query response well under gRPC message limits
+COARSE_NORM_TOLERANCE = 1e-3
+FORBIDDEN_ID_CHARACTERS = set('"\\') | {chr(c) for c in range(32)} | {chr(127)}
+
+
+class InvalidVideo(ValueError):
+    """Input rejected before anything was written: the message names the field and the problem."""
+
+
+@dataclass(frozen=True)
+class StoreMeta:
+    """What a pair of collections holds; stored as JSON in both collection descriptions."""
+
+    model_version: str
+    coarse_dim: int
+    representation: str  # "binary" (S^f_B packed bits) or "float" (S^f_A)
+    layout: str  # "vector" or "chunk"
+    frames_per_row: int
+    schema: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps({"dnsvr_store": asdict(self)}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> StoreMeta | None:
+        try:
+            return cls(**json.loads(text)["dnsvr_store"])
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    @property
+    def frame_bytes(self) -> int:
+        return frame_bytes(self.representation)
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        return (REGIONS, PACKED_BYTES) if self.representation == "binary" else (REGIONS, CODE_BITS)
+
+    @property
+    def frame_dtype(self) -> np.dtype:
+        return np.dtype(np.uint8) if self.representation == "binary" else np.dtype(np.float32)
+
+    def rows_for(self, frame_count: int) -> int:
+        return math.ceil(frame_count / self.frames_per_row)
+
+    @property
+    def row_bytes(self) -> int:
+        return self.frame_bytes * self.frames_per_row
+
+    @property
+    def rows_per_query(self) -> int:
+        return max(1, min(MAX_QUERY_ROWS, QUERY_BYTE_BUDGET // (self.row_bytes * (2 if self.layout == "chunk"
+                                                                                   else 1))))
+
+
+def frame_bytes(representation: str) -> int:
+    return REGIONS * (PACKED_BYTES if representation == "binary" else CODE_BITS * 4)
+
+
+def make_meta(model_version: str, coarse_dim: int, representation: str, layout: str) -> StoreMeta:
+    if representation not in REPRESENTATIONS:
+        raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if not 1 <= coarse_dim <= 32_768:
+        raise ValueError(f"coarse_dim must be in 1..32768, got {coarse_dim}")
+    check_text("model_version", model_version, MAX_MODEL_VERSION_BYTES, allow_empty=False)
+    frames_per_row = 1 if layout == "vector" else CHUNK_BYTES // frame_bytes(representation)
+    return StoreMeta(model_version, coarse_dim, representation, layout, frames_per_row)
+
+
+@dataclass
+class IndexedVideo:
+    """One video as the networks produce it.
+
+    coarse [D] float32 (L2-normalised); selector float; fine_codes [T, 9, 64] uint8 (S^f_B packed bits, see
+    dnsvr.training.networks.codes) or [T, 9, 512] float32 (S^f_A); frame_count = T; metadata: JSON-serialisable dict.
+    `indexed_at` (unix seconds) is set by the store on read.
+    """
+
+    video_id: str
+    coarse: np.ndarray
+    selector: float
+    fine_codes: np.ndarray
+    frame_count: int | None = None
+    source_uri: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    model_version: str = ""
+    indexed_at: float | None = None
+
+
+def check_text(name: str, value: object, max_bytes: int, allow_empty: bool = True) -> str:
+    if not isinstance(value, str):
+        raise InvalidVideo(f"{name} must be a str, got {type(value).__name__}")
+    size = len(value.encode("utf-8"))
+    if size > max_bytes:
+        raise InvalidVideo(f"{name} is {size} bytes of UTF-8, the maximum is {max_bytes}")
+    if not allow_empty and not value:
+        raise InvalidVideo(f"{name} must not be empty")
+    return value
+
+
+def check_video_id(video_id: object) -> str:
+    """A video id: 1..256 bytes of UTF-8, no control characters, quotes or backslashes, no outer spaces."""
+    check_text("video_id", video_id, MAX_VIDEO_ID_BYTES, allow_empty=False)
+    bad = FORBIDDEN_ID_CHARACTERS.intersection(video_id)
+    if bad:
+        raise InvalidVideo(f"video_id {video_id!r} contains forbidden characters {sorted(bad)!r}")
+    if video_id != video_id.strip():
+        raise InvalidVideo(f"video_id {video_id!r} has leading or trailing whitespace")
+    return video_id
+
+
+def check_coarse(coarse: object, dim: int) -> np.ndarray:
+    """[dim] floating, finite, unit L2 norm -> [dim] float32."""
+    array = np.asarray(coarse)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise InvalidVideo(f"coarse vector must be floating point, got dtype {array.dtype}")
+    if array.shape != (dim,):
+        raise InvalidVideo(f"coarse vector must have shape [{dim}], got {list(array.shape)}")
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise InvalidVideo("coarse vector contains NaN or Inf")
+    norm = float(np.linalg.norm(array))
+    if abs(norm - 1.0) > COARSE_NORM_TOLERANCE:
+        raise InvalidVideo(f"coarse vector must be L2-normalised (inner product), its norm is {norm:.4f}")
+    return array
+
+
+def check_fine_codes(codes: object, meta: StoreMeta) -> np.ndarray:
+    """[T, 9, 64] uint8 or [T, 9, 512] float32 (finite), 1 <= T <= MAX_FRAMES."""
+    array = np.asarray(codes)
+    shape = meta.frame_shape
+    if meta.representation == "binary" and array.dtype != np.uint8:
+        raise InvalidVideo(f"binary fine codes must be packed uint8 [T, 9, 64], got dtype {array.dtype}")
+    if meta.representation == "float":
+        if not np.issubdtype(array.dtype, np.floating):
+            raise InvalidVideo(f"float fine features must be floating [T, 9, 512], got dtype {array.dtype}")
+        array = array.astype(np.float32)
+    if array.ndim != 3 or array.shape[1:] != shape:
+        raise InvalidVideo(f"fine codes must have shape [T, {shape[0]}, {shape[1]}], got {list(array.shape)}")
+    if array.shape[0] == 0:
+        raise InvalidVideo("video has zero frames")
+    if array.shape[0] > MAX_FRAMES:
+        raise InvalidVideo(f"video has {array.shape[0]} frames, the maximum is {MAX_FRAMES}")
+    if meta.representation == "float" and not np.isfinite(array).all():
+        raise InvalidVideo("fine features contain NaN or Inf")
+    return np.ascontiguousarray(array)
+
+
+def check_video(video: IndexedVideo, meta: StoreMeta) -> IndexedVideo:
+    """Validate every field against the store's metadata; returns a normalised copy. Raises InvalidVideo."""
+    check_video_id(video.video_id)
+    coarse = check_coarse(video.coarse, meta.coarse_dim)
+    try:
+        selector = float(video.selector)
+    except (TypeError, ValueError) as error:
+        raise InvalidVideo(f"selector must be a float, got {video.selector!r}") from error
+    if not math.isfinite(selector):
+        raise InvalidVideo(f"selector must be finite, got {selector}")
+    codes = check_fine_codes(video.fine_codes, meta)
+    if video.frame_count is not None and video.frame_count != codes.shape[0]:
+        raise InvalidVideo(f"frame_count {video.frame_count} != frames in fine_codes ({codes.shape[0]})")
+    check_text("source_uri", video.source_uri, MAX_SOURCE_URI_BYTES)
+    if not isinstance(video.metadata, dict):
+        raise InvalidVideo(f"metadata must be a dict, got {type(video.metadata).__name__}")
+    try:
+        metadata_text = json.dumps(video.metadata, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise InvalidVideo(f"metadata is not JSON-serialisable: {error}") from error
+    if len(metadata_text.encode("utf-8")) > MAX_METADATA_BYTES:
+        raise InvalidVideo(f"metadata JSON is {len(metadata_text)} bytes, over {MAX_METADATA_BYTES}")
+    return IndexedVideo(video.video_id, coarse, selector, codes, codes.shape[0], video.source_uri,
+                        json.loads(metadata_text), meta.model_version)
+
+
+def video_schema(client_cls: Any, meta: StoreMeta) -> Any:
+    """The per-video collection schema (explicit fields only: no dynamic fields the 2.3 server lacks)."""
+    from pymilvus import DataType
+
+    schema = client_cls.create_schema(auto_id=False, enable_dynamic_field=False, description=meta.to_json())
+    schema.add_field("video_id", DataType.VARCHAR, is_primary=True, max_length=MAX_VIDEO_ID_BYTES)
+    schema.add_field("coarse", DataType.FLOAT_VECTOR, dim=meta.coarse_dim)
+    schema.add_field("selector", DataType.FLOAT)
+    schema.add_field("frame_count", DataType.INT64)
+    schema.add_field("generation", DataType.INT64)
+    schema.add_field("model_version", DataType.VARCHAR, max_length=MAX_MODEL_VERSION_BYTES)
+    schema.add_field("source_uri", DataType.VARCHAR, max_length=MAX_SOURCE_URI_BYTES)
+    schema.add_field("indexed_at", DataType.INT64)
+    schema.add_field("metadata", DataType.JSON)
+    return schema
+
+
+def frame_schema(client_cls: Any, meta: StoreMeta) -> Any:
+    """The per-frame (or per-chunk) collection schema for `meta.layout`."""
+    from pymilvus import DataType
+
+    schema = client_cls.create_schema(auto_id=True, enable_dynamic_field=False, description=meta.to_json())
+    schema.add_field("pk", DataType.INT64, is_primary=True)
+    schema.add_field("video_id", DataType.VARCHAR, max_length=MAX_VIDEO_ID_BYTES)
+    schema.add_field("generation", DataType.INT64)
+    schema.add_field("frame_start", DataType.INT64)
+    schema.add_field("frames", DataType.INT64)
+    if meta.layout == "vector":
+        vector_type = DataType.BINARY_VECTOR if meta.representation == "binary" else DataType.FLOAT_VECTOR
+        schema.add_field("codes", vector_type, dim=FRAME_DIM)
+    else:
+        schema.add_field("codes", DataType.VARCHAR, max_length=CHUNK_FIELD_CHARS)
+        schema.add_field("placeholder", DataType.FLOAT_VECTOR, dim=PLACEHOLDER_DIM)
+    return schema
+
+
+def meta_schema(client_cls: Any) -> Any:
+    """The one-row metadata collection: key VARCHAR pk, value VARCHAR (StoreMeta JSON), placeholder vector."""
+    from pymilvus import DataType
+
+    schema = client_cls.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=64)
+    schema.add_field("value", DataType.VARCHAR, max_length=4_096)
+    schema.add_field("placeholder", DataType.FLOAT_VECTOR, dim=PLACEHOLDER_DIM)
+    return schema
+
+
+def meta_row(meta: StoreMeta) -> dict[str, Any]:
+    return {"key": META_KEY, "value": meta.to_json(), "placeholder": [1.0] + [0.0] * (PLACEHOLDER_DIM - 1)}
+
+
+def new_generations(count: int) -> list[int]:
+    """`count` distinct, time-ordered ids for one index run: unix ms << 20 | 20 random bits (fits INT64).
+
+    Distinct within the call (drawn without replacement; 2^20 per millisecond, the next millisecond after
+    that), from a freshly OS-seeded generator so forked writers do not repeat each other.  Independent calls
+    in the same millisecond can still collide (p ~ n1*n2 / 2^20), which is why readers key frames by
+    (video_id, generation), never by generation alone.
+    """
+    per_ms = 1 << 20
+    now_ms = int(time.time() * 1000)
+    rng = np.random.default_rng()
+    generations: list[int] = []
+    for offset in range(0, count, per_ms):
+        suffixes = rng.choice(per_ms, size=min(per_ms, count - offset), replace=False)
+        generations += [((now_ms + offset // per_ms) << 20) | int(suffix) for suffix in suffixes]
+    return generations
+
+
+def generation_time(generation: int) -> float:
+    """Unix seconds at which a generation was created."""
+    return (generation >> 20) / 1000.0
+
+
+def frame_rows(video_id: str, generation: int, codes: np.ndarray, meta: StoreMeta) -> list[dict[str, Any]]:
+    """[T, 9, 64] uint8 / [T, 9, 512] float32 -> row dicts for the frame collection in `meta.layout`."""
+    flat = codes.reshape(codes.shape[0], -1)
+    rows = []
+    for start in range(0, flat.shape[0], meta.frames_per_row):
+        block = flat[start:start + meta.frames_per_row]
+        row = {"video_id": video_id, "generation": generation, "frame_start": start, "frames": block.shape[0]}
+        if meta.layout == "chunk":
+            row["codes"] = base64.b64encode(block.tobytes()).decode("ascii")
+            row["placeholder"] = [1.0] + [0.0] * (PLACEHOLDER_DIM - 1)
+        elif meta.representation == "binary":
+            row["codes"] = block[0].tobytes()
+        else:
+            row["codes"] = block[0].tolist()
+        rows.append(row)
+    return rows
+
+
+def decode_row(row: dict[str, Any], meta: StoreMeta) -> np.ndarray:
+    """One frame-collection row -> [frames, 9, 64] uint8 or [frames, 9, 512] float32."""
+    value = row["codes"]
+    if meta.layout == "chunk":
+        raw = np.frombuffer(base64.b64decode(value), dtype=meta.frame_dtype)
+    elif meta.representation == "binary":
+        raw = np.frombuffer(value[0] if isinstance(value, list) else value, dtype=np.uint8)
+    else:
+        raw = np.asarray(value, dtype=np.float32)
+    return raw.reshape((-1, *meta.frame_shape))

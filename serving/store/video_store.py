@@ -1,0 +1,719 @@
+"""VideoStore: coarse vectors, selector scores and fine-grained codes of indexed videos in Milvus.
+
+One interface over embedded Milvus Lite (a `.db` path, or a `milvus-lite server` URI) and real Milvus servers
+(http(s)://host:port + token); the layout of the frame collection is hidden (see store_schema).
+
+Write protocol (crash-safe: at worst orphan frames, which `check(repair=True)` removes):
+    upsert: frames of a new generation -> per-video row pointing at that generation (the switch) -> delete the
+            video's frames of any other generation.  Readers only follow a row's generation, so a re-index,
+            shorter or longer, never shows a mix of old and new frames.
+    delete: per-video row first, then its frames.
+Consistency: ranking reads (`search_coarse`, `fetch_codes`) default to Session: as cheap as Bounded (~5 ms
+vs ~200 ms for Strong on Milvus 2.3.5) and they see this client's own writes; a row seen implies its frames
+are seen (frames are written first).  Another process's writes become visible within the Bounded window; pass
+`consistency="Strong"` where that matters.  Bookkeeping reads (upsert, delete, get, count, check) use Strong.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from dnsvr.serving.store.schema import (
+    MAX_QUERY_ROWS,
+    META_KEY,
+    IndexedVideo,
+    InvalidVideo,
+    StoreMeta,
+    check_video,
+    check_video_id,
+    decode_row,
+    frame_rows,
+    frame_schema,
+    generation_time,
+    make_meta,
+    meta_row,
+    meta_schema,
+    new_generations,
+    video_schema,
+)
+from dnsvr.serving.store.settings import StoreSettings
+
+T = TypeVar("T")
+INSERT_BYTE_BUDGET = 8 << 20
+DELETE_BATCH = 1_000
+ORPHAN_DELETE_BATCH = 200
+CREATION_WAIT_S = 30.0
+VIDEO_FIELDS = ["video_id", "coarse", "selector", "frame_count", "generation", "model_version", "source_uri",
+                "indexed_at", "metadata"]
+UNAVAILABLE_MARKERS = ("unavailable", "fail connecting", "deadline", "timeout", "timed out", "connection",
+                       "socket closed", "not ready")
+
+
+class StoreError(RuntimeError):
+    """A store operation failed; the message names the operation and the (redacted) URI."""
+
+
+class StoreUnavailable(StoreError):
+    """The Milvus server is down, unreachable or timed out. The next call reconnects."""
+
+
+class StoreMismatch(StoreError):
+    """The collections were built for another model-pack version, dimension, representation or layout."""
+
+
+class VideoNotFound(KeyError):
+    """No video with this id in the store."""
+
+
+@dataclass
+class CoarseHits:
+    """Top-k of a coarse search, best first: ids [k], inner-product scores [k] float32, and the candidates'
+    selector scalars [k] float32 (what the selector network needs besides the query's own)."""
+
+    ids: list[str]
+    scores: np.ndarray
+    selectors: np.ndarray
+
+
+@dataclass
+class FetchedCodes:
+    """Fine codes of K videos, in request order, zero-padded to the longest.
+
+    codes: [K, Tmax, 9, 64] uint8 or [K, Tmax, 9, 512] float32; frame_counts: [K] int64 (0 for a missing id);
+    missing: requested ids not in the store.
+    """
+
+    codes: np.ndarray
+    frame_counts: np.ndarray
+    missing: list[str]
+
+
+@dataclass
+class StoreStats:
+    """Sizes of the store; payload = coarse + selector + fine codes (what the networks produced)."""
+
+    videos: int
+    frames: int
+    frame_rows: int
+    payload_bytes_per_video: float
+    disk_bytes: int | None
+    meta: StoreMeta
+
+    @property
+    def disk_bytes_per_video(self) -> float | None:
+        return self.disk_bytes / self.videos if self.disk_bytes is not None and self.videos else None
+
+
+@dataclass
+class CheckReport:
+    """Orphan frame rows (no per-video row points at their generation) and videos with incomplete frames."""
+
+    videos: int
+    frame_rows: int
+    orphan_rows: int
+    orphan_video_ids: list[str]
+    incomplete_video_ids: list[str]
+    skipped_recent_rows: int
+    repaired: bool = False
+
+    @property
+    def clean(self) -> bool:
+        return not self.orphan_rows and not self.incomplete_video_ids
+
+
+class VideoStore:
+    """Per-video rows + per-frame codes in two Milvus collections, created on first use.
+
+    model_version / coarse_dim / representation: what this caller writes and expects; None adopts whatever the
+    existing collections hold (admin tools).  A mismatch with existing collections raises StoreMismatch.
+    """
+
+    def __init__(
+        self,
+        settings: StoreSettings | str | None = None,
+        *,
+        model_version: str | None = None,
+        coarse_dim: int | None = None,
+        representation: str | None = None,
+        create: bool = True,
+    ):
+        if settings is None or isinstance(settings, str):
+            settings = StoreSettings.resolve(uri=settings)
+        self.settings = settings
+        self.video_collection = f"{settings.prefix}_videos"
+        self.frame_collection = f"{settings.prefix}_frames"
+        self.meta_collection = f"{settings.prefix}_meta"
+        self._wanted = (model_version, coarse_dim, representation)
+        self._create = create
+        self._client: Any = None
+        self._meta: StoreMeta | None = None
+        self._server_version: str | None = None
+
+    # ---- connection ------------------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        if self._client is None:
+            from pymilvus import MilvusClient
+
+            self._client = MilvusClient(**self.settings.client_kwargs())
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:  # closing a client whose server is gone must not raise
+                pass
+            self._client = None
+
+    def __enter__(self) -> VideoStore:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _call(self, operation: str, action: Callable[[Any], T], reloaded: bool = False,
+              reconnected: bool = False) -> T:
+        """Run `action(client)`, translating pymilvus/gRPC failures into StoreUnavailable / StoreError.
+
+        A collection found released (the server restarted since it was loaded) is loaded again, once; a
+        connection found broken is replaced by a new client, once, before StoreUnavailable is raised.
+        """
+        try:
+            return action(self._connect())
+        except (StoreError, InvalidVideo, VideoNotFound):
+            raise
+        except Exception as error:
+            text = str(error).lower()
+            if self._meta is not None and not reloaded and ("released" in text or "not loaded" in text):
+                self._load_collections()
+                return self._call(operation, action, reloaded=True)
+            message = str(error)
+            if self.settings.token:
+                message = message.replace(self.settings.token, "***")
+            where = self.settings.display_uri
+            if _is_unavailable(error):
+                self.close()
+                if not reconnected:
+                    return self._call(operation, action, reloaded, reconnected=True)
+                raise StoreUnavailable(f"Milvus at {where} unavailable ({operation}): {message}") from None
+            raise StoreError(f"{operation} failed on Milvus at {where}: {message}") from error
+
+    def _load_collections(self) -> None:
+        for name in (self.meta_collection, self.frame_collection, self.video_collection):
+            self._load(name)
+
+    def _has(self, name: str) -> bool:
+        return self._call("has_collection", lambda c: c.has_collection(name))
+
+    def _load(self, name: str) -> None:
+        """Load a collection; one that another machine's creator has made but not indexed yet is waited for."""
+        deadline = time.monotonic() + CREATION_WAIT_S
+        while True:
+            try:
+                return self._call("load_collection", lambda c: c.load_collection(name))
+            except StoreError as error:
+                if "index not found" not in str(error) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.2)
+
+    @property
+    def server_version(self) -> str:
+        if self._server_version is None:
+            self._server_version = self._call("get_server_version", lambda c: str(c.get_server_version()))
+        return self._server_version
+
+    @property
+    def supports_binary_vectors(self) -> bool:
+        """Milvus Lite 3.x has no binary vectors; real Milvus servers do."""
+        return not self.server_version.startswith("milvus_lite")
+
+    # ---- collections -----------------------------------------------------------------------------
+
+    @property
+    def meta(self) -> StoreMeta:
+        """The collections' metadata; opens or creates them on first use."""
+        if self._meta is None:
+            self._meta = self._open_collections()
+        return self._meta
+
+    def _open_collections(self) -> StoreMeta:
+        with self._creation_lock():
+            return self._open_or_create()
+
+    @contextlib.contextmanager
+    def _creation_lock(self) -> Iterator[None]:
+        """Serialise opening (and so creating) this store among the processes of this machine.
+
+        Triton starts several python model instances, each its own process, and parallel indexers may meet a
+        store that does not exist yet; Milvus Lite fails ("already exists", "File exists") when two of them
+        create a collection at once.  Creators on other machines are covered by `_create_collection` instead.
+        """
+        key = hashlib.sha256(f"{self.settings.uri}\0{self.settings.prefix}".encode()).hexdigest()[:16]
+        path = Path(tempfile.gettempdir()) / f"dnsvr-store-{os.getuid()}-{key}.lock"
+        with path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _open_or_create(self) -> StoreMeta:
+        meta = self._read_meta()
+        if meta is None:
+            if not self._create:
+                raise StoreError(f"no video store {self.settings.prefix!r} at {self.settings.display_uri}")
+            if self._has(self.video_collection):
+                meta = self._read_meta()  # another process may have created the whole store meanwhile
+                if meta is None:
+                    raise StoreMismatch(f"{self.video_collection!r} at {self.settings.display_uri} exists, "
+                                        f"{self.meta_collection!r} does not: not a dnsvr store")
+            else:
+                self._write_meta(self._new_meta())
+                meta = self._read_meta()  # a concurrent creator may have written last: check what won
+                if meta is None:
+                    raise StoreError(f"the metadata written to {self.meta_collection!r} at "
+                                     f"{self.settings.display_uri} cannot be read back")
+        self._check_wanted(meta)
+        self._create_collections(meta)
+        self._load_collections()
+        return meta
+
+    def _read_meta(self) -> StoreMeta | None:
+        """The StoreMeta row of `{prefix}_meta`, or None when there is no store yet."""
+        if not self._has(self.meta_collection):
+            return None
+        self._load(self.meta_collection)
+        rows = self._call("get meta", lambda c: c.get(self.meta_collection, ids=[META_KEY],
+                                                        output_fields=["value"], consistency_level="Strong"))
+        if not rows:
+            return None
+        meta = StoreMeta.from_json(rows[0]["value"])
+        if meta is None:
+            raise StoreMismatch(f"{self.meta_collection!r} at {self.settings.display_uri} holds no dnsvr "
+                                f"store metadata: {rows[0]['value'][:200]!r}")
+        return meta
+
+    def _write_meta(self, meta: StoreMeta) -> None:
+        from pymilvus import MilvusClient
+
+        self._create_collection(self.meta_collection, meta_schema(MilvusClient), ("placeholder", "FLAT", "L2", {}),
+                                "Strong")
+        self._load(self.meta_collection)
+        self._call("write meta", lambda c: c.upsert(self.meta_collection, [meta_row(meta)]))
+
+    def _check_wanted(self, meta: StoreMeta) -> None:
+        model_version, coarse_dim, representation = self._wanted
+        problems = []
+        if model_version is not None and model_version != meta.model_version:
+            problems.append(f"model-pack version {meta.model_version!r} (this caller: {model_version!r})")
+        if coarse_dim is not None and coarse_dim != meta.coarse_dim:
+            problems.append(f"coarse dimension {meta.coarse_dim} (this caller: {coarse_dim})")
+        if representation is not None and representation != meta.representation:
+            problems.append(f"representation {meta.representation!r} (this caller: {representation!r})")
+        layout = self.settings.layout
+        if layout != "auto" and layout != meta.layout:
+            problems.append(f"layout {meta.layout!r} (settings: {layout!r})")
+        if problems:
+            raise StoreMismatch(
+                f"store {self.video_collection!r} at {self.settings.display_uri} was built with "
+                + "; ".join(problems) + ". Use another --prefix or re-index into a new store; vectors of "
+                "different models must not be mixed."
+            )
+
+    def _new_meta(self) -> StoreMeta:
+        model_version, coarse_dim, representation = self._wanted
+        if model_version is None or coarse_dim is None or representation is None:
+            raise StoreError(
+                f"no video store {self.settings.prefix!r} at {self.settings.display_uri} yet: creating one "
+                "needs model_version, coarse_dim and representation"
+            )
+        layout = self.settings.layout
+        if layout == "auto":
+            layout = "vector" if self.supports_binary_vectors else "chunk"
+        elif layout == "vector" and representation == "binary" and not self.supports_binary_vectors:
+            raise StoreError(f"{self.server_version} has no binary vectors: use layout 'chunk' or 'auto'")
+        return make_meta(model_version, coarse_dim, representation, layout)
+
+    def _create_collections(self, meta: StoreMeta) -> None:
+        """Create the frame, then the video collection, where missing (after a crash during creation too)."""
+        from pymilvus import MilvusClient
+
+        wanted = [
+            (self.frame_collection, frame_schema(MilvusClient, meta), self._frame_index(meta)),
+            (self.video_collection, video_schema(MilvusClient, meta), ("coarse", *self._coarse_index())),
+        ]
+        for name, schema, index in wanted:
+            self._create_collection(name, schema, index, "Bounded")
+
+    def _create_collection(self, name: str, schema: Any, index: tuple[str, str, str, dict], consistency: str) -> None:
+        """Create a collection where missing. Several processes may open a new store at once (Triton model
+        instances, parallel indexers): the one that loses the race finds the collection there and uses it."""
+        if self._has(name):
+            return
+        try:
+            self._call("create_collection", lambda c: c.create_collection(
+                name, schema=schema, index_params=self._index_params(*index), consistency_level=consistency))
+        except StoreError as error:
+            if "already exist" not in str(error) or not self._has(name):
+                raise
+
+    def _index_params(self, field_name: str, index_type: str, metric: str, params: dict) -> Any:
+        index = self._call("prepare_index_params", lambda c: c.prepare_index_params())
+        index.add_index(field_name, index_type=index_type, metric_type=metric, params=params)
+        return index
+
+    def _coarse_index(self) -> tuple[str, str, dict]:
+        kind = self.settings.coarse_index
+        params = {"HNSW": {"M": 16, "efConstruction": 200}, "IVF_FLAT": {"nlist": 1024}}.get(kind, {})
+        return kind, "IP", params
+
+    def _frame_index(self, meta: StoreMeta) -> tuple[str, str, str, dict]:
+        if meta.layout == "chunk":
+            return "placeholder", "FLAT", "L2", {}
+        if meta.representation == "binary":
+            return "codes", "BIN_IVF_FLAT", "HAMMING", {"nlist": 1024}
+        return "codes", "IVF_FLAT", "IP", {"nlist": 1024}
+
+    # ---- writes ----------------------------------------------------------------------------------
+
+    def upsert(self, video: IndexedVideo) -> None:
+        """Insert or replace one video; see `upsert_many`."""
+        self.upsert_many([video])
+
+    def upsert_many(self, videos: Sequence[IndexedVideo]) -> None:
+        """Insert or replace videos (distinct ids), all validated before any write, never half-visible.
+
+        Frames of a new generation first, then the per-video rows (the switch), then the old generations'
+        frames are deleted.  Batching many videos per call is much faster than one call per video.
+        """
+        meta = self.meta
+        checked = [check_video(video, meta) for video in videos]
+        ids = [video.video_id for video in checked]
+        if len(set(ids)) != len(ids):
+            raise InvalidVideo("upsert_many got the same video_id twice")
+        if not checked:
+            return
+        generations = new_generations(len(checked))
+        rows = [row for video, generation in zip(checked, generations, strict=True)
+                for row in frame_rows(video.video_id, generation, video.fine_codes, meta)]
+        batch = max(1, INSERT_BYTE_BUDGET // meta.row_bytes)
+        for start in range(0, len(rows), batch):
+            self._call("insert frames", lambda c, s=start: c.insert(self.frame_collection, rows[s:s + batch]))
+        now_ms = int(time.time() * 1000)
+        video_rows = [{
+            "video_id": video.video_id,
+            "coarse": video.coarse.tolist(),
+            "selector": video.selector,
+            "frame_count": int(video.frame_count),
+            "generation": generation,
+            "model_version": meta.model_version,
+            "source_uri": video.source_uri,
+            "indexed_at": now_ms,
+            "metadata": video.metadata,
+        } for video, generation in zip(checked, generations, strict=True)]
+        self._call("upsert videos", lambda c: c.upsert(self.video_collection, video_rows))
+        current = self._video_rows(ids, ["generation"], "Strong")
+        keep = [row["generation"] for row in current.values()]
+        for start in range(0, len(ids), DELETE_BATCH):
+            id_list = json.dumps(ids[start:start + DELETE_BATCH])
+            self._delete_frames(f"video_id in {id_list} and generation not in {keep}")
+        self._flush_if_embedded()
+
+    def delete(self, video_id: str) -> bool:
+        """Remove a video: its row first (no longer searchable), then its frames. False if it was absent."""
+        check_video_id(video_id)
+        self.meta  # noqa: B018 - opens (and checks) the collections before writing
+        existed = bool(self._video_rows([video_id], ["generation"], "Strong"))
+        self._call("delete video", lambda c: c.delete(self.video_collection, ids=[video_id]))
+        self._delete_frames(f'video_id == "{video_id}"')
+        self._flush_if_embedded()
+        return existed
+
+    def flush(self) -> None:
+        """Seal what was written so far (Milvus Lite indexes only sealed data; a real server seals by itself)."""
+        for name in (self.frame_collection, self.video_collection):
+            self._call("flush", lambda c, n=name: c.flush(n))
+
+    def _flush_if_embedded(self) -> None:
+        """Milvus Lite 3.2.2 searches unsealed rows by brute force in Python (2,000 rows: 1-2 s per search vs
+        90 ms sealed); sealing after each write call keeps reads fast. Servers seal on their own."""
+        if not self.supports_binary_vectors:
+            self.flush()
+
+    def _delete_frames(self, expression: str) -> None:
+        self._call("delete frames", lambda c: c.delete(self.frame_collection, filter=expression))
+
+    # ---- reads -----------------------------------------------------------------------------------
+
+    def _video_rows(self, video_ids: Sequence[str], fields: list[str], consistency: str) -> dict[str, dict]:
+        rows: dict[str, dict] = {}
+        unique = list(dict.fromkeys(video_ids))
+        for start in range(0, len(unique), DELETE_BATCH):
+            chunk = unique[start:start + DELETE_BATCH]
+            found = self._call("get videos", lambda c, ids=chunk: c.get(
+                self.video_collection, ids=ids, output_fields=["video_id", *fields],
+                consistency_level=consistency))
+            rows.update({row["video_id"]: row for row in found})
+        return rows
+
+    def search_coarse(self, vector: np.ndarray, k: int, filter: str | None = None,
+                      consistency: str = "Session", ef: int | None = None) -> CoarseHits:
+        """[D] float32 L2-normalised query -> the k best videos by inner product (ids, scores [k] float32).
+
+        `filter` is a Milvus boolean expression over the per-video scalar fields, e.g.
+        `metadata["channel"] == "news"` or `indexed_at > 1700000000000`.
+        """
+        meta = self.meta
+        query = np.asarray(vector)
+        if not np.issubdtype(query.dtype, np.floating) or query.shape != (meta.coarse_dim,):
+            raise InvalidVideo(f"query vector must be floating [{meta.coarse_dim}], got {query.dtype} "
+                               f"{list(query.shape)}")
+        if not np.isfinite(query).all():
+            raise InvalidVideo("query vector contains NaN or Inf")
+        if not 1 <= k <= MAX_QUERY_ROWS:
+            raise InvalidVideo(f"k must be in 1..{MAX_QUERY_ROWS}, got {k}")
+        params = {"metric_type": "IP", "params": {}}
+        if self.settings.coarse_index == "HNSW":
+            params["params"]["ef"] = max(ef or 0, k, 64)
+        elif self.settings.coarse_index == "IVF_FLAT":
+            params["params"]["nprobe"] = 32
+        result = self._call("search", lambda c: c.search(
+            self.video_collection, data=[query.astype(np.float32).tolist()], limit=k, filter=filter or "",
+            search_params=params, output_fields=["video_id", "selector"], consistency_level=consistency))
+        entities = [hit["entity"] for hit in result[0]]
+        return CoarseHits(
+            ids=[entity["video_id"] for entity in entities],
+            scores=np.array([hit["distance"] for hit in result[0]], np.float32),
+            selectors=np.array([entity["selector"] for entity in entities], np.float32),
+        )
+
+    def fetch_codes(self, video_ids: Sequence[str], consistency: str = "Session") -> FetchedCodes:
+        """Fine codes of K videos in few batched queries (≤ 16,384 rows each); see FetchedCodes."""
+        meta = self.meta
+        for video_id in video_ids:
+            check_video_id(video_id)
+        rows = self._video_rows(video_ids, ["generation", "frame_count"], consistency)
+        frames = self._frames_of({vid: (row["generation"], row["frame_count"]) for vid, row in rows.items()},
+                                 consistency)
+        torn = [vid for vid in frames if frames[vid] is None]
+        if torn and consistency != "Strong":  # a concurrent re-index swapped it under us: read again
+            rows.update(self._video_rows(torn, ["generation", "frame_count"], "Strong"))
+            frames.update(self._frames_of({v: (rows[v]["generation"], rows[v]["frame_count"]) for v in torn
+                                           if v in rows}, "Strong"))
+        counts = np.array([len(frames[v]) if frames.get(v) is not None else 0 for v in video_ids], np.int64)
+        t_max = int(counts.max()) if len(counts) else 0
+        codes = np.zeros((len(video_ids), t_max, *meta.frame_shape), meta.frame_dtype)
+        for index, video_id in enumerate(video_ids):
+            if counts[index]:
+                codes[index, :counts[index]] = frames[video_id]
+        missing = [v for v in video_ids if frames.get(v) is None]
+        return FetchedCodes(codes, counts, missing)
+
+    def _frames_of(self, wanted: dict[str, tuple[int, int]], consistency: str) -> dict[str, Any]:
+        """{video_id: (generation, frame_count)} -> {video_id: [T, ...] codes, or None if incomplete}.
+
+        Rows are keyed by (video_id, generation): two videos sharing a generation value (independent writers
+        in the same millisecond) must never lend each other frames.
+        """
+        meta = self.meta
+        pieces: dict[tuple[str, int], dict[int, np.ndarray]] = defaultdict(dict)  # -> frame_start -> codes
+        for expression in self._frame_queries(wanted):
+            found = self._call("query frames", lambda c, e=expression: c.query(
+                self.frame_collection, filter=e, output_fields=["video_id", "generation", "frame_start", "codes"],
+                limit=MAX_QUERY_ROWS, consistency_level=consistency))
+            for row, codes in zip(*_frame_columns(found, meta), strict=True):
+                pieces[row["video_id"], row["generation"]][row["frame_start"]] = codes
+        result: dict[str, np.ndarray | None] = {}
+        for video_id, (generation, frame_count) in wanted.items():
+            parts = sorted(pieces.get((video_id, generation), {}).items(), key=lambda part: part[0])
+            codes = np.concatenate([p for _, p in parts]) if parts else None
+            complete = codes is not None and len(codes) == frame_count and _contiguous(parts)
+            result[video_id] = codes if complete else None
+        return result
+
+    def _frame_queries(self, wanted: dict[str, tuple[int, int]]) -> Iterator[str]:
+        """Filter expressions covering all wanted (video_id, generation) pairs, each matching ≤ rows_per_query
+        rows (the video ids keep another video's rows of an equal generation out of the row limit)."""
+        meta = self.meta
+        limit = meta.rows_per_query
+        group: dict[str, int] = {}
+        group_rows = 0
+        for video_id, (generation, frame_count) in wanted.items():
+            rows = meta.rows_for(frame_count)
+            if rows > limit:  # one long video: page through it by frame index
+                span = limit * meta.frames_per_row
+                for start in range(0, frame_count, span):
+                    yield (f'video_id == "{video_id}" and generation == {generation} and '
+                           f"frame_start >= {start} and frame_start < {start + span}")
+                continue
+            if group_rows + rows > limit:
+                yield _group_filter(group)
+                group, group_rows = {}, 0
+            group[video_id] = generation
+            group_rows += rows
+        if group:
+            yield _group_filter(group)
+
+    def get(self, video_id: str, consistency: str = "Strong") -> IndexedVideo:
+        """Everything stored for one video, fine codes included. Raises VideoNotFound."""
+        check_video_id(video_id)
+        rows = self._video_rows([video_id], VIDEO_FIELDS[1:], consistency)
+        if video_id not in rows:
+            raise VideoNotFound(video_id)
+        row = rows[video_id]
+        fetched = self.fetch_codes([video_id], consistency)
+        if fetched.missing:
+            raise StoreError(f"video {video_id!r} has incomplete frames; run `dnsvr store check --repair`")
+        metadata = row["metadata"]
+        return IndexedVideo(
+            video_id=video_id,
+            coarse=np.asarray(row["coarse"], np.float32),
+            selector=float(row["selector"]),
+            fine_codes=fetched.codes[0],
+            frame_count=int(row["frame_count"]),
+            source_uri=row["source_uri"],
+            metadata=json.loads(metadata) if isinstance(metadata, str) else dict(metadata or {}),
+            model_version=row["model_version"],
+            indexed_at=row["indexed_at"] / 1000.0,
+        )
+
+    def count(self, consistency: str = "Strong") -> int:
+        """Number of searchable videos."""
+        return self._count(self.video_collection, consistency)
+
+    def _count(self, collection: str, consistency: str) -> int:
+        self.meta  # noqa: B018 - opens the collections
+        result = self._call("count", lambda c: c.query(collection, filter="", output_fields=["count(*)"],
+                                                       consistency_level=consistency))
+        return int(result[0]["count(*)"])
+
+    def _scan(self, collection: str, key: str, fields: list[str], batch_size: int = 8_192) -> Iterator[dict]:
+        """Every row of `collection`, paged by primary key `key` with Strong reads (pages come back in key
+        order). Not pymilvus's query_iterator: its snapshot time can miss other clients' latest deletes."""
+        cursor: Any = None
+        while True:
+            if cursor is None:
+                expression = ""
+            else:
+                expression = f'{key} > "{cursor}"' if isinstance(cursor, str) else f"{key} > {cursor}"
+            page = self._call("scan", lambda c, e=expression: c.query(
+                collection, filter=e, output_fields=[key, *fields], limit=batch_size,
+                consistency_level="Strong"))
+            yield from page
+            if len(page) < batch_size:
+                return
+            cursor = max(row[key] for row in page)
+
+    def stats(self) -> StoreStats:
+        """Row counts and bytes per video (payload; disk too for embedded Milvus Lite)."""
+        meta = self.meta
+        videos = frames = 0
+        for row in self._scan(self.video_collection, "video_id", ["frame_count"]):
+            videos += 1
+            frames += int(row["frame_count"])
+        frame_rows_count = self._count(self.frame_collection, "Strong")
+        payload = (4 * meta.coarse_dim + 4 + meta.frame_bytes * frames / videos) if videos else 0.0
+        disk = None
+        if self.settings.embedded:
+            files = Path(self.settings.uri).expanduser().rglob("*")
+            disk = sum(p.stat().st_size for p in files if p.is_file())
+        return StoreStats(videos, frames, frame_rows_count, payload, disk, meta)
+
+    def check(self, repair: bool = False, grace_s: float = 600.0) -> CheckReport:
+        """Find orphan frame rows and videos with incomplete frames; `repair` removes them.
+
+        Orphans younger than `grace_s` are skipped: they may belong to an upsert still in progress.
+        Repair deletes incomplete videos too (row first): they must be re-indexed.
+        """
+        meta = self.meta
+        expected: dict[tuple[str, int], int] = {}  # (video_id, generation) -> frame rows it should have
+        for row in self._scan(self.video_collection, "video_id", ["generation", "frame_count"]):
+            expected[row["video_id"], row["generation"]] = meta.rows_for(int(row["frame_count"]))
+        found: dict[tuple[str, int], int] = defaultdict(int)
+        for row in self._scan(self.frame_collection, "pk", ["video_id", "generation"]):
+            found[row["video_id"], row["generation"]] += 1
+        now = time.time()
+        unreferenced = [key for key in found if key not in expected]
+        orphans = [key for key in unreferenced if now - generation_time(key[1]) >= grace_s]
+        recent = sum(found[key] for key in unreferenced if now - generation_time(key[1]) < grace_s)
+        incomplete = sorted(video_id for (video_id, generation), rows in expected.items()
+                            if found.get((video_id, generation), 0) != rows)
+        report = CheckReport(
+            videos=len(expected), frame_rows=sum(found.values()), orphan_rows=sum(found[k] for k in orphans),
+            orphan_video_ids=sorted({video_id for video_id, _ in orphans}), incomplete_video_ids=incomplete,
+            skipped_recent_rows=recent,
+        )
+        if repair:
+            for video_id in incomplete:
+                self.delete(video_id)
+            for start in range(0, len(orphans), ORPHAN_DELETE_BATCH):
+                self._delete_frames(_pairs_filter(orphans[start:start + ORPHAN_DELETE_BATCH]))
+            report.repaired = True
+        return report
+
+
+def _frame_columns(result: Any, meta: StoreMeta) -> tuple[list[dict], list[np.ndarray]]:
+    """A frame query's rows and their codes ([frames, 9, 64] uint8 / [frames, 9, 512] float32 each).
+
+    pymilvus 3.0.2 decodes vector cells row by row, copying the whole protobuf column for every row (12,000
+    binary rows: minutes); the column is read once here instead.  Falls back to per-row decoding.
+    """
+    lazy = {column.field_name: column for column in getattr(result, "_lazy_field_data", [])}
+    column = lazy.get("codes")
+    if meta.layout == "vector" and column is not None:
+        rows = list(list.__iter__(result))
+        if meta.representation == "binary":
+            flat = np.frombuffer(column.vectors.binary_vector, dtype=np.uint8)
+        else:
+            flat = np.asarray(column.vectors.float_vector.data, dtype=np.float32)
+        frames = flat.reshape((len(rows), 1, *meta.frame_shape))
+        if all("codes" not in row or row["codes"] is None for row in rows):
+            return rows, list(frames)
+    rows = list(result)
+    return rows, [decode_row(row, meta) for row in rows]
+
+
+def _group_filter(group: dict[str, int]) -> str:
+    """{video_id: generation} -> a filter for their frame rows: these ids and these generations (a superset
+    only where a generation value is shared; readers drop the extra rows by (video_id, generation))."""
+    return f"video_id in {json.dumps(list(group))} and generation in {list(group.values())}"
+
+
+def _pairs_filter(pairs: Sequence[tuple[str, int]]) -> str:
+    """[(video_id, generation)] -> a filter matching exactly the frame rows of those pairs."""
+    return " or ".join(f'(video_id == "{video_id}" and generation == {generation})'
+                       for video_id, generation in pairs)
+
+
+def _contiguous(parts: list[tuple[int, np.ndarray]]) -> bool:
+    """Sorted (frame_start, [frames, ...]) pieces cover 0..T-1 without gaps or overlaps."""
+    expected = 0
+    for start, piece in parts:
+        if start != expected:
+            return False
+        expected += len(piece)
+    return True
+
+
+def _is_unavailable(error: Exception) -> bool:
+    code = getattr(error, "code", None)
+    if callable(code):  # grpc.RpcError
+        name = getattr(code(), "name", "")
+        return name in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+    text = str(error).lower()
+    return code == 2 or any(marker in text for marker in UNAVAILABLE_MARKERS) or isinstance(
+        error, (ConnectionError, TimeoutError))
+

@@ -1,0 +1,1 @@
+"""The training side's sub-commands: `dnsvr features`, `similarity`, `train`, `eval`."""

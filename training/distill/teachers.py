@@ -1,0 +1,112 @@
+"""Teachers: networks (or rules) that score video pairs for the students to learn from.
+
+Every teacher turns one video's region features `[T, R, D]` float32 into a prepared tensor (`prepare`) and
+scores a prepared query against prepared targets (`similarities`, -> `[K]` float32 in [-1, 1]).
+
+* `ChamferTeacher` (offline, no weights): region Chamfer then frame Chamfer of the raw region features, the
+  fine-grained similarity with no learned part (`dnsvr.training.networks.similarity.chamfer_similarity`).  Over
+  EfficientNet-Lite0 features it is the teacher of the bundled pack, named `chamfer/efficientnet_lite0`.
+* `ViSiLTeacher`: the paper's teacher, the ViSiL head of the official `visil.pth` over 3840-d ResNet50
+  L3-iMAC regions PCA-whitened with the official file (`dnsvr features --extractor resnet50
+  --resnet-weights resnet50.pth --pca pca_resnet50_vcdb_1M.pth --pca-dims 3840`).
+* `FineStudentTeacher`: a trained fine-grained student (S^f_A or S^f_B) as the next teacher, the paper's
+  iterative self-distillation (iter1 -> iter2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from dnsvr.training.distill.augment import pad_batch
+from dnsvr.training.networks.similarity import chamfer_similarity
+from torch import Tensor, nn
+
+TEACHER_KINDS = ("chamfer", "visil", "student")
+
+
+class Teacher:
+    """Base: `prepare` one video, `similarities` of a query against targets, in chunks of `chunk_size`."""
+
+    name = "teacher"
+    chunk_size = 16
+
+    def prepare(self, features: np.ndarray | Tensor) -> Tensor:
+        """`[T, R, D]` -> prepared `[T, R, D']` (identity here)."""
+        return torch.as_tensor(np.asarray(features), dtype=torch.float32)
+
+    def _score(self, query: Tensor, targets: Tensor, target_mask: Tensor) -> Tensor:
+        """Prepared query `[Tq, R, D]`, padded targets `[K, T, R, D]` + mask `[K, T]` -> `[K]`."""
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def similarities(self, query: Tensor, targets: Sequence[Tensor]) -> np.ndarray:
+        """Prepared query `[Tq, R, D]` vs prepared targets `[T_k, R, D]` -> `[K]` float32 in [-1, 1]."""
+        scores = []
+        for start in range(0, len(targets), self.chunk_size):
+            batch, mask = pad_batch(targets[start : start + self.chunk_size])
+            scores.append(self._score(query, batch, mask).reshape(-1))
+        return torch.cat(scores).numpy().astype(np.float32) if scores else np.zeros(0, np.float32)
+
+
+class ChamferTeacher(Teacher):
+    """Region Chamfer then frame Chamfer of the (L2-normalised) region features; no weights."""
+
+    def __init__(self, extractor: str = "efficientnet_lite0"):
+        self.name = f"chamfer/{extractor}"
+
+    def _score(self, query: Tensor, targets: Tensor, target_mask: Tensor) -> Tensor:
+        return chamfer_similarity(query, targets, target_mask=target_mask)
+
+
+class NetworkTeacher(Teacher):
+    """A network with `index_video` and `calculate_video_similarity(q, t, q_mask, t_mask)` as teacher."""
+
+    def __init__(self, network: nn.Module, name: str):
+        self.network = network.eval()
+        self.name = name
+
+    @torch.inference_mode()
+    def prepare(self, features: np.ndarray | Tensor) -> Tensor:
+        """`[T, R, D]` -> the network's indexed features `[T, R, D']` (attention-weighted, or ±1 codes)."""
+        return self.network.index_video(super().prepare(features))
+
+    def _score(self, query: Tensor, targets: Tensor, target_mask: Tensor) -> Tensor:
+        return self.network.calculate_video_similarity(query, targets, None, target_mask)
+
+
+class ViSiLTeacher(NetworkTeacher):
+    """The official ViSiL teacher (`visil.pth`, or `visil_symmetric.pth` with symmetric=True)."""
+
+    def __init__(self, checkpoint: str | Path, symmetric: bool = False):
+        from dnsvr.training.networks.checkpoints import load_checkpoint
+
+        head = load_checkpoint(checkpoint, kind="teacher", symmetric=symmetric)
+        super().__init__(head, "visil" + ("_symmetric" if symmetric else "") + f" ({Path(checkpoint).name})")
+
+
+class FineStudentTeacher(NetworkTeacher):
+    """A fine-grained student checkpoint (S^f_A or S^f_B) as teacher: iterative self-distillation."""
+
+    def __init__(self, checkpoint: str | Path):
+        from dnsvr.training.networks.checkpoints import load_checkpoint
+
+        student = load_checkpoint(checkpoint)
+        if not hasattr(student, "fg_type"):
+            raise ValueError(f"{checkpoint}: a teacher checkpoint must be a fine-grained student")
+        super().__init__(student, f"{student.get_network_name()} ({Path(checkpoint).name})")
+
+
+def load_teacher(kind: str, checkpoint: str | Path | None = None, extractor: str = "efficientnet_lite0",
+                 symmetric: bool = False) -> Teacher:
+    """kind `chamfer` (no checkpoint), `visil` (checkpoint = visil.pth) or `student` (a fine student's
+    checkpoint) -> the teacher."""
+    if kind == "chamfer":
+        return ChamferTeacher(extractor)
+    if kind not in TEACHER_KINDS:
+        raise ValueError(f"teacher must be one of {', '.join(TEACHER_KINDS)}, got {kind!r}")
+    if checkpoint is None:
+        raise ValueError(f"the {kind} teacher needs a checkpoint file")
+    return ViSiLTeacher(checkpoint, symmetric) if kind == "visil" else FineStudentTeacher(checkpoint)

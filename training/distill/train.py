@@ -1,0 +1,438 @@
+"""Training loops of DnS: fine students (S^f_A, S^f_B) and the coarse student S^c distilled from teacher
+similarities, then the selector.
+
+Students (`train_student`): each epoch draws, per anchor of the pairs file, `triplets_per_anchor`
+(anchor, positive, negative) triplets from its pools; positives and negatives get the reference's temporal
+augmentations (`dnsvr.training.distill.augment`).  The loss is L1 between the student's and the teacher's
+similarities (the coarse student's targets mapped to [0, 1]), plus for the fine students 1e-3 x the
+regulariser on the comparator output leaving [-1, 1].  Adam, lr 1e-4 (fine) / 1e-5 (coarse) by default.
+S^f_B's W starts from ITQ on the corpus regions (or a given `{'proj': W}` file).
+
+Selector (`train_selector`): every scored pair of the pairs file is labelled 1 when the fine student's
+similarity (mapped s / 2 + 0.5) and the coarse student's differ by more than `threshold` (or by more than
+the quantile that labels `positive_fraction` of the pairs 1, for teachers whose similarity range is not
+the paper's); each epoch samples the same number of pairs from both classes; BCE.
+
+Files: the network in the official format `{'model': state_dict}` (`dns_<kind>_student.pth`,
+`dns_selector_cg-<fine>.pth`) and, next to it, `<name>.train-state.pth` with the optimizer state, epochs
+done and the loss history, so `resume=True` continues an interrupted run.  Both are rewritten atomically
+after every epoch.  Seeds: epoch e of a run with seed s seeds Python `random`, numpy and torch from (s, e),
+so a resumed run makes the same draws as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from dnsvr.training.data.features_io import read_features
+from dnsvr.training.distill.augment import pad_batch, temporal_augment
+from dnsvr.training.distill.losses import (
+    coarse_targets,
+    distillation_loss,
+    selector_labels,
+    selector_loss,
+    similarity_regularization,
+    total_student_loss,
+)
+from dnsvr.training.distill.pairs import PairSet
+from dnsvr.training.networks.similarity import canonical_frames, frame_chamfer
+from dnsvr.training.networks.students import CoarseGrainedStudent, FineGrainedStudent
+from torch import Tensor, nn
+from tqdm import tqdm
+
+STUDENT_KINDS = ("fg_bin", "fg_att", "cg")
+CHECKPOINT_NAMES = {"fg_bin": "dns_fg_bin_student.pth", "fg_att": "dns_fg_att_student.pth",
+                    "cg": "dns_cg_student.pth"}
+
+
+@dataclass
+class StudentConfig:
+    """Hyper-parameters of one student run (reference defaults where the reference has one)."""
+
+    kind: str = "fg_bin"
+    epochs: int = 30
+    batch_size: int = 64  # pairs per step: batch_size // 2 triplets, as the reference's batch_sz
+    learning_rate: float | None = None  # None: 1e-4 for fine students, 1e-5 for the coarse one
+    weight_decay: float = 0.0
+    regularization: float = 1e-3
+    augmentation: bool = True
+    triplets_per_anchor: int = 1
+    max_frames: int = 300
+    seed: int = 0
+    dims: int = 512
+    itq_file: str | None = None  # fg_bin: W from this {'proj': W} file instead of ITQ on the corpus
+    itq_regions: int = 100_000
+    itq_iterations: int = 50
+    transformer_heads: int = 8
+    transformer_feedforward_dims: int = 2048
+    transformer_layers: int = 1
+    netvlad_clusters: int = 64
+    netvlad_outdims: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.kind not in STUDENT_KINDS:
+            raise ValueError(f"student kind must be one of {', '.join(STUDENT_KINDS)}, got {self.kind!r}")
+        if self.epochs < 1 or self.batch_size < 2 or self.triplets_per_anchor < 1 or self.max_frames < 1:
+            raise ValueError("epochs, triplets_per_anchor and max_frames must be >= 1, batch_size >= 2")
+
+    @property
+    def lr(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 1e-5 if self.kind == "cg" else 1e-4
+
+
+@dataclass
+class SelectorConfig:
+    """Hyper-parameters of the selector run (reference defaults)."""
+
+    epochs: int = 100
+    batch_size: int = 64
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    threshold: float = 0.2
+    positive_fraction: float | None = None  # set: the threshold labels this fraction of the pairs 1
+    pairs_per_class: int = 5000
+    hidden_size: int = 100
+    num_layers: int = 1
+    max_frames: int = 300
+    validation_fraction: float = 0.1
+    seed: int = 0
+
+
+@dataclass
+class TrainingResult:
+    """checkpoint: the network file; losses: mean loss of every epoch so far; extra: per-run numbers."""
+
+    checkpoint: Path
+    losses: list[float]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def seed_everything(seed: int, epoch: int = 0) -> np.random.Generator:
+    """Seed Python `random`, numpy's global state and torch from (seed, epoch) -> a numpy Generator."""
+    sequence = np.random.SeedSequence([seed, epoch])
+    state = int(sequence.generate_state(1)[0])
+    random.seed(state)
+    np.random.seed(state)
+    torch.manual_seed(state)
+    return np.random.default_rng(sequence)
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Write `{'model': state_dict}` atomically; `dtype` (e.g. float16) stores floating tensors smaller."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().clone()
+             for k, v in model.state_dict().items()}
+    temp = path.with_name(f".{path.name}.tmp")
+    torch.save({"model": state}, temp)
+    temp.replace(path)
+    return path
+
+
+def state_path(checkpoint: Path) -> Path:
+    return checkpoint.with_name(checkpoint.name.removesuffix(".pth") + ".train-state.pth")
+
+
+def _save_state(path: Path, optimizer: torch.optim.Optimizer, epochs: int, losses: list[float],
+                config: dict[str, Any]) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    torch.save({"optimizer": optimizer.state_dict(), "epochs_done": epochs,
+                "losses": torch.tensor(losses, dtype=torch.float64), "config": json.dumps(config)}, temp)
+    temp.replace(path)
+
+
+def _resume(checkpoint: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+            config: dict[str, Any]) -> tuple[int, list[float]]:
+    """Load model + optimizer of an earlier run with the same settings -> (epochs done, losses)."""
+    state_file = state_path(checkpoint)
+    if not (checkpoint.is_file() and state_file.is_file()):
+        return 0, []
+    state = torch.load(state_file, map_location="cpu", weights_only=True)
+    stored = json.loads(state["config"])
+    mismatched = sorted(k for k in config if k != "epochs" and stored.get(k) != config[k])
+    if mismatched:
+        raise ValueError(f"{state_file}: an earlier run with other settings ({', '.join(mismatched)}); "
+                         "use another output folder or start afresh (resume=False, --no-resume)")
+    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return int(state["epochs_done"]), [float(x) for x in state["losses"]]
+
+
+def itq_initialisation(features_path: str | Path, config: StudentConfig, progress: bool = True) -> Tensor:
+    """W `[D, D]` for S^f_B: from `config.itq_file`, else ITQ on up to `itq_regions` corpus regions."""
+    from dnsvr.training.data.features_io import iter_features
+    from dnsvr.training.distill.itq import itq, load_itq, sample_regions
+
+    if config.itq_file:
+        projection = load_itq(config.itq_file)
+        if projection.shape[0] != config.dims:
+            raise ValueError(f"{config.itq_file}: W is {tuple(projection.shape)}, "
+                             f"the features are {config.dims}-d")
+        return projection
+    rng = np.random.default_rng(config.seed)
+    videos = (video for _, video in iter_features(features_path))
+    regions = sample_regions(videos, config.itq_regions, rng)
+    projection = itq(regions, iterations=config.itq_iterations, seed=config.seed, progress=progress)
+    return torch.from_numpy(projection)
+
+
+def build_student(config: StudentConfig, itq_projection: Tensor | None = None) -> nn.Module:
+    """A fresh student network of `config.kind` (fg_bin's W set to `itq_projection` when given)."""
+    if config.kind == "cg":
+        return CoarseGrainedStudent(
+            config.dims, transformer_heads=config.transformer_heads,
+            transformer_feedforward_dims=config.transformer_feedforward_dims,
+            transformer_layers=config.transformer_layers, netvlad_clusters=config.netvlad_clusters,
+            netvlad_outdims=config.netvlad_outdims)
+    student = FineGrainedStudent(config.dims, attention=config.kind == "fg_att",
+                                 binarization=config.kind == "fg_bin")
+    if itq_projection is not None and config.kind == "fg_bin":
+        student.binarization.W = nn.Parameter(itq_projection.detach().clone().float())
+    return student
+
+
+def paired_fine_similarity(student: FineGrainedStudent, query: Tensor, target: Tensor, query_mask: Tensor,
+                           target_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Row b of the query batch against row b of the target batch (training's pairing, not all pairs).
+
+    Indexed query `[B, Tq, R, D]`, target `[B, Tt, R, D]`, masks `[B, Tq]`, `[B, Tt]` -> (similarities `[B]`,
+    the similarity regulariser of the comparator outputs, a scalar).  Equal to the diagonal of
+    `student.calculate_video_similarity`.
+    """
+    query, query_mask = canonical_frames(query, query_mask)
+    target, target_mask = canonical_frames(target, target_mask)
+    scale = float(target.shape[-1]) if student.fg_type == "bin" else 1.0
+    f2f = torch.einsum("bird,bjsd->bijrs", query, target).amax(dim=-1).mean(dim=-1) / scale
+    f2f_mask = query_mask[:, :, None] & target_mask[:, None, :]
+    out, out_mask = student.visil_head(f2f.masked_fill(~f2f_mask, 0.0), f2f_mask)
+    regularization = similarity_regularization(out, out_mask)
+    scores = frame_chamfer(student.htanh(out), out_mask.any(dim=2), out_mask.any(dim=1))
+    return scores, regularization
+
+
+def student_step_loss(student: nn.Module, batch: Tensor, mask: Tensor, teacher: Tensor,
+                      regularization_weight: float) -> tuple[Tensor, Tensor]:
+    """Loss of one batch of triplets: videos `[3B, T, R, D]` (anchors, positives, negatives), mask `[3B, T]`,
+    teacher similarities `[B, 2]` (positive, negative) -> (total loss, distillation loss)."""
+    indexed = student.index_video(batch, mask)
+    anchors, positives, negatives = indexed.chunk(3)
+    anchor_mask, positive_mask, negative_mask = mask.chunk(3)
+    if isinstance(student, CoarseGrainedStudent):
+        student_sims = torch.stack([(anchors * positives).sum(-1), (anchors * negatives).sum(-1)], dim=1)
+        distillation = distillation_loss(student_sims.reshape(-1), coarse_targets(teacher).reshape(-1))
+        return distillation, distillation
+    pos, reg_pos = paired_fine_similarity(student, anchors, positives, anchor_mask, positive_mask)
+    neg, reg_neg = paired_fine_similarity(student, anchors, negatives, anchor_mask, negative_mask)
+    distillation = distillation_loss(torch.stack([pos, neg], dim=1).reshape(-1), teacher.reshape(-1))
+    return total_student_loss(distillation, reg_pos + reg_neg, regularization_weight), distillation
+
+
+def _triplet_batch(features_path: Path, triplets: list[tuple[str, str, str, float, float]],
+                   config: StudentConfig, rng: np.random.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    ids = [t[0] for t in triplets] + [t[1] for t in triplets] + [t[2] for t in triplets]
+    videos = read_features(features_path, list(dict.fromkeys(ids)))
+    clips = []
+    for position, video_id in enumerate(ids):
+        video = videos[video_id]
+        if config.augmentation and position >= len(triplets):
+            video = temporal_augment(video, rng, config.max_frames)
+        clips.append(video[: config.max_frames])
+    batch, mask = pad_batch(clips)
+    teacher = torch.tensor([[t[3], t[4]] for t in triplets], dtype=torch.float32)
+    return batch, mask, teacher
+
+
+def train_student(features_path: str | Path, pairs: PairSet | str | Path, out_dir: str | Path,
+                  config: StudentConfig, resume: bool = True, progress: bool = True,
+                  itq_projection: Tensor | None = None) -> TrainingResult:
+    """Distil a student of `config.kind` from the teacher similarities in `pairs` over `features_path`.
+
+    -> TrainingResult (checkpoint `out_dir/dns_<kind>_student.pth`, mean loss of every epoch, resumed ones
+    included; extra: steps run by this call).  `itq_projection` `[D, D]` skips computing ITQ for fg_bin.
+    """
+    features_path = Path(features_path)
+    pair_set = pairs if isinstance(pairs, PairSet) else PairSet.load(pairs)
+    checkpoint = Path(out_dir) / CHECKPOINT_NAMES[config.kind]
+    settings = {**asdict(config), "teacher": pair_set.teacher, "pairs": len(pair_set.pairs)}
+    seed_everything(config.seed)
+    if config.kind == "fg_bin" and itq_projection is None:
+        itq_projection = itq_initialisation(features_path, config, progress)
+    student = build_student(config, itq_projection).train()
+    optimizer = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=config.lr,
+                                 weight_decay=config.weight_decay)
+    start, losses = _resume(checkpoint, student, optimizer, settings) if resume else (0, [])
+    triplets_per_step = max(1, config.batch_size // 2)
+    step_losses: list[float] = []
+    for epoch in range(start, config.epochs):
+        rng = seed_everything(config.seed, epoch + 1)
+        triplets = pair_set.triplets(rng, config.triplets_per_anchor)
+        if not triplets:
+            raise ValueError("the pairs file has no anchor with both a positive and a negative")
+        order = rng.permutation(len(triplets))
+        steps = math.ceil(len(triplets) / triplets_per_step)
+        epoch_losses = []
+        bar = tqdm(range(steps), desc=f"{config.kind} epoch {epoch + 1}/{config.epochs}", unit="step",
+                   disable=not progress, leave=False)
+        for step in bar:
+            chosen = [triplets[i] for i in order[step * triplets_per_step:(step + 1) * triplets_per_step]]
+            batch, mask, teacher = _triplet_batch(features_path, chosen, config, rng)
+            optimizer.zero_grad()
+            loss, distillation = student_step_loss(student, batch, mask, teacher, config.regularization)
+            loss.backward()
+            optimizer.step()
+            epoch_losses.append(float(loss.detach()))
+            step_losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", distillation=f"{float(distillation.detach()):.4f}")
+        losses.append(float(np.mean(epoch_losses)))
+        save_checkpoint(student, checkpoint)
+        _save_state(state_path(checkpoint), optimizer, epoch + 1, losses, settings)
+        if progress:
+            tqdm.write(f"{config.kind} epoch {epoch + 1}/{config.epochs}: mean loss {losses[-1]:.4f}")
+    return TrainingResult(checkpoint, losses, {"steps_this_run": len(step_losses)})
+
+
+def fine_and_coarse_similarities(features_path: str | Path, pair_list: list[tuple[str, str, float]],
+                                 fine: nn.Module, coarse: nn.Module, max_frames: int = 300,
+                                 progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Fine and coarse student similarities of every (query, target, _) pair -> (`[P]`, `[P]`) float32."""
+    by_query: dict[str, list[int]] = {}
+    for number, (query, _, _) in enumerate(pair_list):
+        by_query.setdefault(query, []).append(number)
+    fine_sims = np.zeros(len(pair_list), np.float32)
+    coarse_sims = np.zeros(len(pair_list), np.float32)
+    with torch.inference_mode():
+        for query, numbers in tqdm(by_query.items(), desc="student similarities", unit="query",
+                                   disable=not progress):
+            targets = [pair_list[n][1] for n in numbers]
+            videos = read_features(features_path, list(dict.fromkeys([query, *targets])))
+            q = torch.from_numpy(videos[query][:max_frames])
+            batch, mask = pad_batch([videos[t][:max_frames] for t in targets])
+            fine_sims[numbers] = fine.calculate_video_similarity(
+                fine.index_video(q), fine.index_video(batch, mask), None, mask)[0].numpy()
+            coarse_sims[numbers] = coarse.calculate_video_similarity(
+                coarse.index_video(q), coarse.index_video(batch, mask))[0].numpy()
+    return fine_sims, coarse_sims
+
+
+def _balanced_sample(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices: the same number (min(per_class, smallest class)) from each class, shuffled."""
+    classes = [np.flatnonzero(labels == value) for value in (0.0, 1.0)]
+    size = min(per_class, *(len(c) for c in classes))
+    chosen = np.concatenate([rng.choice(c, size=size, replace=False) for c in classes])
+    return rng.permutation(chosen)
+
+
+def _selector_forward(selector: nn.Module, features_path: Path, pair_list: list[tuple[str, str, float]],
+                      coarse: np.ndarray, numbers: np.ndarray, max_frames: int) -> Tensor:
+    queries = [pair_list[n][0] for n in numbers]
+    targets = [pair_list[n][1] for n in numbers]
+    videos = read_features(features_path, list(dict.fromkeys(queries + targets)))
+    batch, mask = pad_batch([videos[v][:max_frames] for v in queries + targets])
+    scores = selector.index_video(batch, mask)
+    query_scores, target_scores = scores.chunk(2)
+    rows = torch.cat([query_scores, target_scores, torch.from_numpy(coarse[numbers])[:, None]], dim=1)
+    return selector(rows)[:, 0]
+
+
+def train_selector(features_path: str | Path, pairs: PairSet | str | Path, fine_checkpoint: str | Path,
+                   coarse_checkpoint: str | Path, out_dir: str | Path, config: SelectorConfig,
+                   resume: bool = True, progress: bool = True) -> TrainingResult:
+    """Train the selector on the pairs of `pairs`, labelled by the fine and coarse students' disagreement.
+
+    -> TrainingResult (checkpoint `out_dir/dns_selector_cg-<fine kind>.pth`, mean BCE per epoch; extra:
+    label counts and the last validation accuracy / F1).  Raises ValueError when the threshold puts every
+    pair in one class.
+    """
+    from dnsvr.training.networks.checkpoints import load_checkpoint
+    from dnsvr.training.networks.selector import SelectorNetwork
+
+    features_path = Path(features_path)
+    pair_set = pairs if isinstance(pairs, PairSet) else PairSet.load(pairs)
+    fine = load_checkpoint(fine_checkpoint)
+    if not hasattr(fine, "fg_type"):
+        raise ValueError(f"{fine_checkpoint}: not a fine-grained student checkpoint")
+    coarse = load_checkpoint(coarse_checkpoint, kind="cg_student")
+    pair_list = pair_set.all_pairs()
+    fine_sims, coarse_sims = fine_and_coarse_similarities(features_path, pair_list, fine, coarse,
+                                                          config.max_frames, progress)
+    threshold = config.threshold
+    if config.positive_fraction is not None:
+        if not 0.0 < config.positive_fraction < 1.0:
+            raise ValueError(f"positive_fraction must be in (0, 1), got {config.positive_fraction}")
+        disagreement = np.abs(fine_sims / 2.0 + 0.5 - coarse_sims)
+        threshold = float(np.quantile(disagreement, 1.0 - config.positive_fraction))
+    labels = selector_labels(torch.from_numpy(fine_sims), torch.from_numpy(coarse_sims), threshold).numpy()
+    positives = int(labels.sum())
+    if positives == 0 or positives == len(labels):
+        raise ValueError(f"all {len(labels)} pairs get label {int(labels[0])} at threshold "
+                         f"{threshold}: choose a threshold between the students' disagreements")
+    seed_everything(config.seed)
+    split = np.random.default_rng(config.seed).permutation(len(labels))
+    validation = split[: int(round(len(labels) * config.validation_fraction))]
+    training = split[len(validation):]
+    selector = SelectorNetwork(fine.dims, config.hidden_size, config.num_layers,
+                               attention=fine.fg_type == "att", binarization=fine.fg_type == "bin").train()
+    optimizer = torch.optim.Adam(selector.parameters(), lr=config.learning_rate,
+                                 weight_decay=config.weight_decay)
+    checkpoint = Path(out_dir) / f"dns_selector_cg-fg_{fine.fg_type}.pth"
+    settings = {**asdict(config), "pairs": len(labels), "fine": Path(fine_checkpoint).name}
+    start, losses = _resume(checkpoint, selector, optimizer, settings) if resume else (0, [])
+    extra: dict[str, Any] = {"pairs": len(labels), "threshold": threshold, "label_1": positives,
+                             "label_0": len(labels) - positives}
+    for epoch in range(start, config.epochs):
+        rng = seed_everything(config.seed, epoch + 1)
+        chosen = training[_balanced_sample(labels[training], config.pairs_per_class, rng)]
+        selector.train()
+        epoch_losses = []
+        steps = range(0, len(chosen), config.batch_size)
+        bar = tqdm(steps, desc=f"selector epoch {epoch + 1}/{config.epochs}", unit="step",
+                   disable=not progress, leave=False)
+        for begin in bar:
+            numbers = chosen[begin: begin + config.batch_size]
+            if len(numbers) < 2:
+                continue
+            optimizer.zero_grad()
+            probabilities = _selector_forward(selector, features_path, pair_list, coarse_sims, numbers,
+                                              config.max_frames)
+            loss = selector_loss(probabilities, torch.from_numpy(labels[numbers]))
+            loss.backward()
+            optimizer.step()
+            epoch_losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        losses.append(float(np.mean(epoch_losses)) if epoch_losses else float("nan"))
+        if len(validation):
+            extra.update(_validate(selector, features_path, pair_list, coarse_sims, labels, validation,
+                                   config))
+        save_checkpoint(selector, checkpoint)
+        _save_state(state_path(checkpoint), optimizer, epoch + 1, losses, settings)
+        if progress:
+            tqdm.write(f"selector epoch {epoch + 1}/{config.epochs}: mean loss {losses[-1]:.4f} "
+                       f"validation accuracy {extra.get('val_accuracy', float('nan')):.3f}")
+    return TrainingResult(checkpoint, losses, extra)
+
+
+def _validate(selector: nn.Module, features_path: Path, pair_list: list[tuple[str, str, float]],
+              coarse: np.ndarray, labels: np.ndarray, numbers: np.ndarray,
+              config: SelectorConfig) -> dict[str, float]:
+    """Accuracy and F1 (label 1) of the selector at 0.5 on the validation pairs."""
+    selector.eval()
+    predictions = []
+    with torch.inference_mode():
+        for begin in range(0, len(numbers), config.batch_size):
+            chunk = numbers[begin: begin + config.batch_size]
+            predictions.append(_selector_forward(selector, features_path, pair_list, coarse, chunk,
+                                                 config.max_frames).numpy() > 0.5)
+    predicted = np.concatenate(predictions)
+    truth = labels[numbers] > 0.5
+    true_positives = float(np.sum(predicted & truth))
+    f1 = 2 * true_positives / max(1.0, float(predicted.sum() + truth.sum()))
+    return {"val_accuracy": float(np.mean(predicted == truth)), "val_f1": f1}

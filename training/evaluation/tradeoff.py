@@ -1,0 +1,525 @@
+"""The DnS accuracy / time / storage trade-off, measured on our near-duplicate benchmark.
+
+Methods: the teacher (Chamfer over the pack's region features), the fine students S^f_A and S^f_B, the
+coarse student S^c, and DnS at re-rank fractions `FRACTIONS`: S^c scores every pair, the selector scores
+every pair and the top `int(fraction * N)` targets of each query (ties by id, as `evaluation.rerank_selected`)
+are re-scored by the pack's fine student, mapped `s / 2 + 0.5`.  An "oracle" selector picks the pairs
+whose fine and coarse scores differ most (the selector's training target, known exactly).  A baseline
+without a selector, the classic cascade: the top `int(fraction * N)` targets by S^c are re-ordered by the
+fine student in place (they keep the block of ranks they held, so no fine/coarse score scales are mixed).
+
+Time per query is measured, not modelled: the wall time of the query's retrieval computation against the
+indexed database (coarse dot products, selector MLP, fine similarities of the picked pairs; the query's and
+the database's indexing are excluded).  Storage per video is the index size in bytes: S^c 4*C, S^f_B 576 B
+per frame (9 regions x 64 packed bytes), S^f_A and the teacher 9*512*4 B per frame, the selector 4 B.
+
+Entry points: `index_videos` / `score_query` (also used by `dnsvr eval official`), `run_tradeoff`,
+`write_table`, `write_plot`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from dnsvr.training.distill.augment import pad_batch
+from dnsvr.training.networks.codes import pack_codes
+from dnsvr.training.networks.similarity import chamfer_similarity
+from torch import Tensor, nn
+from tqdm import tqdm
+
+FRACTIONS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+TOPK_METHOD = "S^c top-k re-ordered by S^f_B"
+REGIONS = 9
+FLOAT_REGION_BYTES = REGIONS * 512 * 4
+CODE_REGION_BYTES = REGIONS * 64
+SELECTOR_BYTES = 4
+FINE_AFFINE = (0.5, 0.5)
+CHUNK = 64  # targets scored per fine-similarity batch
+TIMING_REPEATS = 5  # each query is timed this many times; the fastest run counts (least disturbed)
+
+
+class FineScorer:
+    """One fine-grained similarity: `index` a video `[T, R, D]` float32 into what is stored, `score` a stored
+    query against stored targets -> `[K]` float32; `bytes_per_frame` of the stored form."""
+
+    name = "fine"
+    bytes_per_frame = FLOAT_REGION_BYTES
+
+    def index(self, features: Tensor) -> object:
+        raise NotImplementedError
+
+    def _score(self, query: object, targets: Sequence[object]) -> Tensor:
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def score(self, query: object, targets: Sequence[object]) -> np.ndarray:
+        """Stored query vs stored targets -> `[K]` float32 in [-1, 1], `CHUNK` targets per batch."""
+        chunks = [
+            self._score(query, targets[i : i + CHUNK]).reshape(-1) for i in range(0, len(targets), CHUNK)
+        ]
+        return torch.cat(chunks).numpy().astype(np.float32) if chunks else np.zeros(0, np.float32)
+
+
+class ChamferScorer(FineScorer):
+    """The teacher of the bundled pack: region then frame Chamfer of the raw region features."""
+
+    name = "chamfer"
+
+    def index(self, features: Tensor) -> Tensor:
+        return features
+
+    def _score(self, query: Tensor, targets: Sequence[Tensor]) -> Tensor:
+        batch, mask = pad_batch(list(targets))
+        return chamfer_similarity(query, batch, target_mask=mask)
+
+
+class AttentionScorer(FineScorer):
+    """S^f_A: attention-weighted region features stored as float32."""
+
+    def __init__(self, network: nn.Module):
+        self.network = network.eval()
+        self.name = network.get_network_name()
+
+    @torch.inference_mode()
+    def index(self, features: Tensor) -> Tensor:
+        return self.network.index_video(features)
+
+    def _score(self, query: Tensor, targets: Sequence[Tensor]) -> Tensor:
+        batch, mask = pad_batch(list(targets))
+        return self.network.calculate_video_similarity(query, batch, None, mask)
+
+
+class BinaryScorer(FineScorer):
+    """S^f_B: ±1 region codes stored packed (`codes.pack_codes`, 64 bytes per region)."""
+
+    bytes_per_frame = CODE_REGION_BYTES
+
+    def __init__(self, network: nn.Module):
+        self.network = network.eval()
+        self.name = network.get_network_name()
+
+    @torch.inference_mode()
+    def index(self, features: Tensor) -> np.ndarray:
+        return pack_codes(self.network.index_video(features).numpy())
+
+    def _score(self, query: np.ndarray, targets: Sequence[np.ndarray]) -> Tensor:
+        longest = max(t.shape[0] for t in targets)
+        batch = np.zeros((len(targets), longest, *targets[0].shape[1:]), np.uint8)
+        mask = np.zeros((len(targets), longest), bool)
+        for i, codes in enumerate(targets):
+            batch[i, : codes.shape[0]] = codes
+            mask[i, : codes.shape[0]] = True
+        return self.network.similarity_from_codes(query, batch, target_mask=mask)
+
+
+def fine_scorer(network: nn.Module) -> FineScorer:
+    """A fine student -> its scorer (binary codes for S^f_B, float features for S^f_A)."""
+    return BinaryScorer(network) if network.fg_type == "bin" else AttentionScorer(network)
+
+
+@dataclass
+class VideoIndex:
+    """The indexed database: ids sorted, frame counts `[N]`, S^c vectors `[N, C]`, selector self-similarity
+    `[N]`, and one stored list (length N) per fine scorer name."""
+
+    ids: list[str]
+    frames: np.ndarray
+    coarse: Tensor
+    selector: Tensor
+    fine: dict[str, list[object]] = field(default_factory=dict)
+
+    def position(self) -> dict[str, int]:
+        return {video_id: i for i, video_id in enumerate(self.ids)}
+
+
+@torch.inference_mode()
+def index_videos(
+    features: Mapping[str, np.ndarray] | Sequence[tuple[str, np.ndarray]],
+    coarse: nn.Module,
+    selector: nn.Module,
+    scorers: Sequence[FineScorer],
+    progress: bool = True,
+    total: int | None = None,
+) -> VideoIndex:
+    """{video_id: `[T, R, D]` float32} (or an iterable of pairs, read lazily) -> VideoIndex, ids sorted."""
+    items = features.items() if isinstance(features, Mapping) else features
+    rows: dict[str, tuple[int, Tensor, Tensor, list[object]]] = {}
+    for video_id, array in tqdm(
+        items,
+        desc="indexing videos",
+        unit="video",
+        disable=not progress,
+        total=total if total is not None else getattr(features, "__len__", lambda: None)(),
+    ):
+        x = torch.as_tensor(np.asarray(array, np.float32))
+        rows[video_id] = (
+            x.shape[0],
+            coarse.index_video(x)[0],
+            selector.index_video(x)[0, 0],
+            [scorer.index(x) for scorer in scorers],
+        )
+    if not rows:
+        raise ValueError("no videos to index")
+    ids = sorted(rows)
+    return VideoIndex(
+        ids=ids,
+        frames=np.array([rows[i][0] for i in ids]),
+        coarse=torch.stack([rows[i][1] for i in ids]),
+        selector=torch.stack([rows[i][2] for i in ids]),
+        fine={s.name: [rows[i][3][k] for i in ids] for k, s in enumerate(scorers)},
+    )
+
+
+@torch.inference_mode()
+def score_query(
+    index: VideoIndex,
+    query: int,
+    targets: np.ndarray,
+    method: str,
+    selector: nn.Module | None = None,
+    scorer: FineScorer | None = None,
+    fraction: float = 0.0,
+    oracle_gap: np.ndarray | None = None,
+) -> tuple[np.ndarray, int]:
+    """Scores of database row `query` against rows `targets` `[K]` -> (`[K]` float32, fine-similarity calls).
+
+    method: 'coarse' (S^c dot products), 'fine' (`scorer` on every target), 'dns' (S^c, then the top
+    `int(fraction * K)` targets by selector score, or by `oracle_gap` `[K]` when given, re-scored by
+    `scorer` mapped s/2+0.5) or 'topk' (the top `int(fraction * K)` targets by S^c re-ordered by `scorer`,
+    taking the S^c scores of the ranks they held).  Targets are in id order, so ties fall to the smaller id.
+    """
+    if method == "fine":
+        stored = index.fine[scorer.name]
+        return scorer.score(stored[query], [stored[t] for t in targets]), len(targets)
+    coarse = (index.coarse[targets] @ index.coarse[query]).numpy().astype(np.float32)
+    if method == "coarse":
+        return coarse, 0
+    if method not in ("dns", "topk"):
+        raise ValueError(f"method must be coarse, fine, dns or topk, got {method!r}")
+    picks = int(fraction * len(targets))
+    if picks == 0:
+        return coarse, 0
+    if method == "topk":
+        priority = coarse.copy()
+    elif oracle_gap is None:
+        rows = torch.stack(
+            [index.selector[query].expand(len(targets)), index.selector[targets], torch.from_numpy(coarse)],
+            dim=1,
+        )
+        priority = selector(rows)[:, 0].numpy()
+    else:
+        priority = oracle_gap
+    picked = np.argsort(-priority, kind="stable")[:picks]
+    stored = index.fine[scorer.name]
+    fine = scorer.score(stored[query], [stored[targets[p]] for p in picked])
+    if method == "topk":
+        coarse[picked[np.argsort(-fine, kind="stable")]] = coarse[picked]  # picked is in descending S^c order
+    else:
+        coarse[picked] = FINE_AFFINE[0] * fine + FINE_AFFINE[1]
+    return coarse, picks
+
+
+@dataclass
+class TradeoffRow:
+    """One line of the table: mAP overall and on `hard` copies, measured ms per query, fine-similarity
+    calls per query, index bytes per video."""
+
+    method: str
+    fraction: float | None
+    map_overall: float
+    map_hard: float
+    ms_per_query: float
+    fine_calls_per_query: float
+    bytes_per_video: float
+
+
+def extract_features(
+    benchmark, extractor: nn.Module, cache: Path | None, progress: bool = True
+) -> dict[str, np.ndarray]:
+    """Every benchmark video -> `[T, 9, 512]` float32 via `extractor`, cached in the HDF5 file `cache`."""
+    from dnsvr.training.data.features_io import list_ids, read_features, write_features
+
+    if cache is not None and cache.is_file() and set(list_ids(cache)) == set(benchmark.videos):
+        return read_features(cache)
+    with torch.inference_mode():
+        features = {
+            vid: extractor(frames).numpy() for vid, frames in benchmark.iter_frames(progress=progress)
+        }
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        write_features(cache, features, append=False)
+    return features
+
+
+def benchmark_features(benchmark, pack, cache_root: Path, progress: bool = True) -> dict[str, np.ndarray]:
+    """Every benchmark video's features with `pack`'s extractor, cached per (benchmark, pack version) under
+    `cache_root` -> {video_id: `[T, 9, 512]` float32}."""
+    key = hashlib.sha256(
+        json.dumps([benchmark.ground_truth(), pack.version], sort_keys=True, default=str).encode()
+    ).hexdigest()[:16]
+    return extract_features(benchmark, pack.load_extractor(), cache_root / f"tradeoff-{key}.h5", progress)
+
+
+def _timed_retrieval(
+    benchmark, index: VideoIndex, method: str, progress: bool, **kwargs
+) -> tuple[dict[str, dict[str, float]], float, float]:
+    """Run `score_query` for every benchmark query (fastest of `TIMING_REPEATS` timed runs, after one untimed
+    warm-up) -> (similarities, mean ms per query, fine calls per query)."""
+    position = index.position()
+    similarities, seconds, calls = {}, 0.0, 0
+    gaps = kwargs.pop("oracle_gaps", None)
+    first = position[benchmark.queries[0]]
+    warm_targets = np.array([i for i in range(len(index.ids)) if i != first][:CHUNK])
+    score_query(
+        index,
+        first,
+        warm_targets,
+        method,
+        kwargs.get("selector"),
+        kwargs.get("scorer"),
+        1.0,
+        None if gaps is None else gaps[benchmark.queries[0]][:CHUNK],
+    )  # untimed warm-up
+    for query in tqdm(
+        benchmark.queries, desc=kwargs.get("label", method), unit="query", disable=not progress
+    ):
+        q = position[query]
+        targets = np.array([i for i in range(len(index.ids)) if i != q])
+        runs = []
+        for _ in range(TIMING_REPEATS):
+            start = time.perf_counter()
+            scores, fine_calls = score_query(
+                index,
+                q,
+                targets,
+                method,
+                kwargs.get("selector"),
+                kwargs.get("scorer"),
+                kwargs.get("fraction", 0.0),
+                None if gaps is None else gaps[query],
+            )
+            runs.append(time.perf_counter() - start)
+        seconds += min(runs)
+        calls += fine_calls
+        similarities[query] = {index.ids[t]: float(s) for t, s in zip(targets, scores, strict=True)}
+    n = len(benchmark.queries)
+    return similarities, 1000.0 * seconds / n, calls / n
+
+
+def run_tradeoff(
+    preset: str = "small",
+    seed: int = 0,
+    pack_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    **config_overrides: object,
+) -> tuple[list[TradeoffRow], dict]:
+    """Build the benchmark (`BenchmarkConfig.preset(preset, seed=seed, **config_overrides)`), extract its
+    features (cached), index with the pack, run every method.
+
+    -> (rows, context) with context = {'preset', 'seed', 'pack', 'videos', 'queries', 'mean_frames',
+    'coarse_dims', 'torch_threads'}.  The pack needs `fine_att` (S^f_A) for the S^f_A line; without it that
+    line is left out.
+    """
+    from dnsvr.training.evaluation.nd_benchmark import BenchmarkConfig, build_benchmark, default_cache_dir
+    from dnsvr.training.networks.checkpoints import load_checkpoint
+    from dnsvr.training.packs.model_pack import ModelPack
+
+    pack = ModelPack.from_dir(pack_dir) if pack_dir is not None else ModelPack.bundled()
+    if cache_dir is not None:
+        config_overrides["cache_dir"] = Path(cache_dir)
+    config = BenchmarkConfig.preset(preset, seed=seed, **config_overrides)
+    benchmark = build_benchmark(config, progress=progress)
+    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    features = benchmark_features(benchmark, pack, cache_root, progress)
+
+    fine = pack.load("fine")
+    coarse, selector = pack.load("coarse"), pack.load("selector").eval()
+    teacher = ChamferScorer()
+    student_b = fine_scorer(fine)
+    scorers: list[FineScorer] = [teacher, student_b]
+    student_a = None
+    if "fine_att" in pack.files:
+        student_a = fine_scorer(load_checkpoint(pack.path("fine_att"), kind="fg_att_student"))
+        scorers.append(student_a)
+    index = index_videos(features, coarse, selector, scorers, progress=progress)
+
+    mean_frames = float(index.frames.mean())
+    coarse_bytes = 4 * index.coarse.shape[1]
+    rows: list[TradeoffRow] = []
+
+    def add(name: str, fraction: float | None, sims: dict, ms: float, calls: float, size: float) -> None:
+        result = benchmark.evaluate(sims)
+        rows.append(
+            TradeoffRow(
+                name,
+                fraction,
+                result["overall"]["mAP"],
+                result.get("hard", {}).get("mAP", np.nan),
+                ms,
+                calls,
+                size,
+            )
+        )
+
+    fine_sims: dict[str, dict[str, float]] = {}
+    for label, scorer in (("Teacher (Chamfer)", teacher), ("S^f_A", student_a), ("S^f_B", student_b)):
+        if scorer is None:
+            continue
+        sims, ms, calls = _timed_retrieval(benchmark, index, "fine", progress, scorer=scorer, label=label)
+        add(label, None, sims, ms, calls, scorer.bytes_per_frame * mean_frames)
+        if scorer is student_b:
+            fine_sims = sims
+    sims, ms, calls = _timed_retrieval(benchmark, index, "coarse", progress, label="S^c")
+    add("S^c", None, sims, ms, calls, coarse_bytes)
+    coarse_sims = sims
+
+    def sweep(name: str, method: str, fractions: Sequence[float], size: float, label: str, **kwargs) -> None:
+        for fraction in fractions:
+            sims, ms, calls = _timed_retrieval(
+                benchmark, index, method, progress, scorer=student_b, fraction=fraction,
+                label=f"{label} {fraction:g}", **kwargs
+            )
+            add(name, fraction, sims, ms, calls, size)
+
+    dns_bytes = coarse_bytes + student_b.bytes_per_frame * mean_frames + SELECTOR_BYTES
+    sweep("DnS (selector)", "dns", FRACTIONS, dns_bytes, "DnS", selector=selector)
+    position = index.position()
+    gaps = {}
+    for query in benchmark.queries:
+        others = [index.ids[i] for i in range(len(index.ids)) if i != position[query]]
+        gaps[query] = np.array(
+            [
+                abs(FINE_AFFINE[0] * fine_sims[query][t] + FINE_AFFINE[1] - coarse_sims[query][t])
+                for t in others
+            ]
+        )
+    sweep("DnS (oracle selector)", "dns", FRACTIONS[1:-1], dns_bytes, "oracle", oracle_gaps=gaps)
+    sweep(TOPK_METHOD, "topk", FRACTIONS[1:-1], dns_bytes - SELECTOR_BYTES, "top-k")
+
+    context = {
+        "preset": preset,
+        "seed": seed,
+        "pack": pack.version,
+        "videos": len(index.ids),
+        "queries": len(benchmark.queries),
+        "mean_frames": mean_frames,
+        "coarse_dims": int(index.coarse.shape[1]),
+        "torch_threads": torch.get_num_threads(),
+    }
+    return rows, context
+
+
+def summary(rows: Sequence[TradeoffRow]) -> list[str]:
+    """Markdown bullet lines checking the paper's claims on these rows: do the fine students beat S^c, and
+    how much of S^f_B's mAP do DnS and the top-k cascade keep at re-rank fractions <= 0.1, at what share of
+    its time."""
+    by_name = {r.method: r for r in rows if r.fraction is None}
+    dns = [
+        r for r in rows if r.method == "DnS (selector)" and r.fraction is not None and 0 < r.fraction <= 0.1
+    ]
+    if "S^f_B" not in by_name or "S^c" not in by_name or not dns:
+        return []
+    fine, coarse = by_name["S^f_B"], by_name["S^c"]
+    lines = ["## Summary (computed from the table)", ""]
+    for name in ("S^f_A", "S^f_B"):
+        if name in by_name:
+            verdict = "beats" if by_name[name].map_overall > coarse.map_overall else "does NOT beat"
+            lines.append(
+                f"- {name} ({by_name[name].map_overall:.4f} mAP) {verdict} S^c ({coarse.map_overall:.4f})."
+            )
+    topk = [r for r in rows if r.method == TOPK_METHOD and r.fraction is not None and r.fraction <= 0.1]
+    for label, group in (("DnS", dns), ("S^c top-k", topk)):
+        for row in group:
+            lines.append(
+                f"- {label} at {row.fraction:g}: {row.map_overall / fine.map_overall:.1%} of S^f_B's mAP, "
+                f"{row.ms_per_query / fine.ms_per_query:.1%} of its time per query "
+                f"({row.map_overall - coarse.map_overall:+.4f} mAP vs S^c)."
+            )
+    return lines
+
+
+def write_table(rows: Sequence[TradeoffRow], context: Mapping, path: str | Path) -> Path:
+    """Markdown table of `rows` (with the run's context) -> `path`, written atomically."""
+    path = Path(path)
+    lines = [
+        "# DnS trade-off on the near-duplicate benchmark",
+        "",
+        f"Benchmark preset `{context['preset']}` (seed {context['seed']}): {context['videos']} videos, "
+        f"{context['queries']} queries, {context['mean_frames']:.1f} frames per video on average (1 fps). "
+        f"Pack `{context['pack']}`. Generated by `dnsvr eval benchmark`.",
+        "",
+        f"Time per query: measured wall time (fastest of {TIMING_REPEATS} runs, mean over queries) of one "
+        f"query's retrieval against the indexed database on CPU "
+        f"({context['torch_threads']} torch threads): coarse dot products + selector + fine similarity of "
+        "the picked pairs; indexing excluded. Storage per video: S^c "
+        f"{4 * context['coarse_dims']} B, S^f_B 576 B/frame, S^f_A and teacher 18432 B/frame, selector 4 B. "
+        "The oracle selector re-ranks the pairs whose fine and coarse scores differ most, the selector's "
+        "training target known exactly (it needs the fine score of every pair: a reference, not a method). "
+        f"`{TOPK_METHOD}`: no selector; the top fraction by S^c re-ordered by S^f_B within the ranks it held.",
+        "",
+        "| method | re-rank fraction | mAP | mAP (hard) | ms / query | fine calls / query | bytes / video |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        fraction = "—" if row.fraction is None else f"{row.fraction:g}"
+        lines.append(
+            f"| {row.method} | {fraction} | {row.map_overall:.4f} | {row.map_hard:.4f} | "
+            f"{row.ms_per_query:.2f} | {row.fine_calls_per_query:.1f} | {row.bytes_per_video:,.0f} |"
+        )
+    lines += ["", *summary(rows)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text("\n".join(lines) + "\n")
+    partial.replace(path)
+    return path
+
+
+def write_plot(rows: Sequence[TradeoffRow], path: str | Path) -> Path:
+    """Two panels, mAP vs ms/query and mAP vs bytes/video (log x) -> PNG at `path`.
+
+    Raises ImportError with an install hint when matplotlib (the `plot` extra) is missing.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError("the trade-off plot needs matplotlib: pip install 'dnsvr[plot]'") from exc
+    path = Path(path)
+    figure, axes = plt.subplots(1, 2, figsize=(12, 5))
+    for axis, attribute, label in (
+        (axes[0], "ms_per_query", "time per query (ms, measured)"),
+        (axes[1], "bytes_per_video", "storage per video (bytes)"),
+    ):
+        for method in dict.fromkeys(r.method for r in rows):
+            group = [r for r in rows if r.method == method]
+            xs = [getattr(r, attribute) for r in group]
+            ys = [r.map_overall for r in group]
+            axis.plot(xs, ys, marker="o", linestyle="-" if len(group) > 1 else "none", label=method)
+            for r, x, y in zip(group, xs, ys, strict=True):
+                if r.fraction is not None and attribute == "ms_per_query" and method == "DnS (selector)":
+                    axis.annotate(
+                        f"{r.fraction:g}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7
+                    )
+        axis.set_xscale("log")
+        axis.set_xlabel(label)
+        axis.set_ylabel("mAP")
+        axis.grid(True, which="both", alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
+    figure.tight_layout(rect=(0, 0.1, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.stem + ".partial.png")
+    figure.savefig(partial, dpi=120)
+    plt.close(figure)
+    partial.replace(path)
+    return path

