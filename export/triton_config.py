@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from dnsvr.training.data.files import atomic_write_text
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
@@ -260,12 +261,7 @@ def read_config(path: str | Path) -> ModelConfig:
 
 def write_config(config: ModelConfig, path: str | Path) -> Path:
     """Write `render_config(config)` to `path` atomically (a reader never sees half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(render_config(config))
-    partial.replace(path)
-    return path
+    return atomic_write_text(path, render_config(config))
 
 
 def onnx_model_configs(

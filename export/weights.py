@@ -18,8 +18,7 @@ from dnsvr.training.packs.model_pack import ModelPack, ModelPackError, file_sha2
 from torch import nn
 
 EXPORTABLE_KINDS = {
-    "fg_bin_student": ("fine", "bin"),
-    "fg_att_student": ("fine", "att"),
+    **{fine.checkpoint_kind: ("fine", fine.name) for fine in spec.FINE_KINDS.values()},
     "cg_student": ("coarse", None),
     "selector": ("selector", None),
 }
@@ -47,9 +46,9 @@ class ExportSource:
 
 
 def _student_models(source: ExportSource, kind: str, network: nn.Module) -> None:
-    index_name, similarity_name = spec.FINE_MODELS[kind]
-    source.networks[index_name] = network
-    source.networks[similarity_name] = network
+    fine = spec.fine_kind(kind)
+    source.networks[fine.index_model] = network
+    source.networks[fine.similarity_model] = network
     source.fine_kinds.append(kind)
 
 
@@ -61,11 +60,11 @@ def _selector_models(source: ExportSource, network: nn.Module) -> None:
 def from_pack(pack: ModelPack) -> ExportSource:
     """Every network of a model pack (extractor, fine student, coarse student, selector)."""
     try:
-        files = {(f"fine_{pack.fine.removeprefix('fg_')}" if role == "fine" else role): pack.path(role)
+        files = {(f"fine_{pack.fine}" if role == "fine" else role): pack.path(role)
                  for role in pack.files if role in PACK_ROLES}
         source = ExportSource({}, files, f"model pack {pack.root}", pack.extractor, pack_version=pack.version)
         source.networks[spec.FEATURE_EXTRACTOR.name] = pack.load_extractor()
-        _student_models(source, pack.fine.removeprefix("fg_"), pack.load("fine"))
+        _student_models(source, pack.fine, pack.load("fine"))
         source.networks[spec.COARSE_EMBED.name] = pack.load("coarse")
         _selector_models(source, pack.load("selector"))
     except (ModelPackError, CheckpointError) as error:
@@ -137,7 +136,7 @@ def resolve_weights(
 ) -> ExportSource:
     """`["bundled"]`, `[pack or official folder]` or `[checkpoint files...]` -> ExportSource.
 
-    `fine` ("fg_bin"/"fg_att") picks the student of an official folder holding both.  Raises WeightsError.
+    `fine` ("bin"/"att") picks the student of an official folder holding both.  Raises WeightsError.
     """
     if not weights:
         raise WeightsError("no weights given: pass `bundled`, a model-pack / official folder or checkpoint files")

@@ -52,7 +52,7 @@ def _tensor(proto, tensor: spec.TensorSpec) -> None:
 
 def _ensemble_steps(config, fine_kind: str) -> None:
     """video_decode -> frame_features -> the three video models, all fed the same features and mask."""
-    fine_index = spec.FINE_MODELS[fine_kind][0]
+    fine_index = spec.fine_kind(fine_kind).index_model
     steps = [
         ("video_decode", {"video": "video", "frames": "frames"},
          {"frames": "decoded_frames", "mask": "mask", "frame_count": "frame_count"}),

@@ -25,7 +25,7 @@ def golden_pack(golden_dir: Path, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("pack")
     for name in GOLDEN_FILES.values():
         shutil.copy(golden_dir / name, root / name)
-    manifest = {"name": "golden-random", "extractor": "efficientnet_lite0", "fine": "fg_bin",
+    manifest = {"name": "golden-random", "extractor": "efficientnet_lite0", "fine": "bin",
                 "teacher": "none (random weights)", "files": GOLDEN_FILES}
     (root / "pack.json").write_text(json.dumps(manifest))
     return root
@@ -61,7 +61,7 @@ def test_official_folder_is_recognised(golden_dir: Path, tmp_path: Path):
                              "selector.pth")]:
         shutil.copy(golden_dir / golden, tmp_path / official)
     pack = ModelPack.from_dir(tmp_path)
-    assert (pack.extractor, pack.fine, pack.files["backbone"]) == ("resnet50", "fg_att", "resnet50-0676ba61.pth")
+    assert (pack.extractor, pack.fine, pack.files["backbone"]) == ("resnet50", "att", "resnet50-0676ba61.pth")
     assert pack.load("fine").attention is not None
 
 

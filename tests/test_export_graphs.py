@@ -110,7 +110,7 @@ def test_fine_similarity_reproduces_golden_pair_scores(student, golden_dir, expo
     """The golden `similarity_repeat` (unpadded scores, short videos repeated) from padded batches."""
     golden = np.load(golden_dir / f"{student}.npz")
     kind = student.split("_")[1]
-    index_name, similarity_name = spec.FINE_MODELS[kind]
+    index_name, similarity_name = spec.fine_kind(kind).index_model, spec.fine_kind(kind).similarity_model
     indexed = {}
     for side in ("queries", "targets"):
         out = run(exported[index_name], {"features": golden[side], "mask": golden[f"{side}_mask"]})

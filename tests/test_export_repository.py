@@ -103,7 +103,7 @@ def test_pack_folder_provides_every_network(golden_dir: Path, tmp_path: Path) ->
     names = {"fine": "fg_att_student.pth", "coarse": "cg_student.pth", "selector": "selector.pth"}
     for name in names.values():
         (tmp_path / name).symlink_to(golden_dir / name)
-    pack = {"name": "golden", "extractor": "efficientnet_lite0", "fine": "fg_att", "files": names}
+    pack = {"name": "golden", "extractor": "efficientnet_lite0", "fine": "att", "files": names}
     (tmp_path / "pack.json").write_text(json.dumps(pack))
     source = resolve_weights([str(tmp_path)])
     assert sorted(source.networks) == sorted(["feature_extractor", "coarse_embed", "fine_index_att",

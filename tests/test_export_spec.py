@@ -47,7 +47,7 @@ def test_spec_types_and_lookup() -> None:
         spec.COARSE_EMBED.input("x")
     with pytest.raises(ValueError, match="dtype 'complex64'"):
         spec.TensorSpec("x", "complex64", (1,))
-    assert set(spec.FINE_MODELS) == {"bin", "att"}
+    assert set(spec.FINE_KINDS) == {"bin", "att"}
 
 
 def test_client_spec_imports_without_torch_or_onnx() -> None:

@@ -34,7 +34,7 @@ def test_ensemble_wires_the_spec_models(fine_kind):
         assert set(step.output_map) <= set(model.output_names)
         produced |= set(step.output_map.values())
     assert {o.name for o in config.output} <= produced
-    fine_index = spec.FINE_MODELS[fine_kind][0]
+    fine_index = spec.fine_kind(fine_kind).index_model
     assert fine_index in [step.model_name for step in config.ensemble_scheduling.step]
     fine_output = next(o for o in config.output if o.name == "fine")
     assert list(fine_output.dims)[-1] == (spec.CODE_BYTES if fine_kind == "bin" else spec.FEATURE_DIMS)

@@ -55,7 +55,7 @@ def test_paired_similarity_matches_the_students_all_pairs_scores():
         assert float(regularization) >= 0.0
 
 
-@pytest.mark.parametrize("kind", ["fg_bin", "fg_att", "cg"])
+@pytest.mark.parametrize("kind", ["bin", "att", "cg"])
 def test_student_training_lowers_the_loss(corpus, tmp_path, kind):
     _, features, pairs = corpus
     config = StudentConfig(kind=kind, epochs=6, batch_size=8, triplets_per_anchor=2, augmentation=False,
@@ -68,13 +68,13 @@ def test_student_training_lowers_the_loss(corpus, tmp_path, kind):
     state = torch.load(result.checkpoint, weights_only=True)
     assert set(state) == {"model"}
     network = load_checkpoint(result.checkpoint)
-    assert network.get_network_name() == {"fg_bin": "fg_bin_student", "fg_att": "fg_att_student",
+    assert network.get_network_name() == {"bin": "fg_bin_student", "att": "fg_att_student",
                                           "cg": "cg_student"}[kind]
 
 
 def test_training_resumes_and_seeds_are_honoured(corpus, tmp_path):
     _, features, pairs = corpus
-    config = StudentConfig(kind="fg_att", epochs=2, batch_size=8, augmentation=True, learning_rate=1e-3)
+    config = StudentConfig(kind="att", epochs=2, batch_size=8, augmentation=True, learning_rate=1e-3)
     first = train_student(features, pairs, tmp_path / "a", config, progress=False)
     resumed = train_student(features, pairs, tmp_path / "a", replace(config, epochs=3), progress=False)
     assert resumed.extra["steps_this_run"] == 2 and len(resumed.losses) == 3  # one epoch of 6 / 4 triplets
@@ -97,7 +97,7 @@ def test_binarization_student_starts_from_the_given_itq_file(corpus, tmp_path):
     _, features, pairs = corpus
     projection = random_rotation(512, np.random.default_rng(0)).astype(np.float32)
     itq_file = save_itq(tmp_path / "itq.pth", projection)
-    config = StudentConfig(kind="fg_bin", epochs=1, batch_size=8, learning_rate=0.0, itq_file=str(itq_file))
+    config = StudentConfig(kind="bin", epochs=1, batch_size=8, learning_rate=0.0, itq_file=str(itq_file))
     result = train_student(features, pairs, tmp_path, config, progress=False)
     trained = torch.load(result.checkpoint, weights_only=True)["model"]["binarization.W"]
     torch.testing.assert_close(trained, torch.from_numpy(projection))
@@ -108,16 +108,16 @@ def test_selector_training_on_a_tiny_set(corpus, tmp_path):
 
     _, features, pairs = corpus
     students = {}
-    for kind in ("fg_bin", "cg"):
+    for kind in ("bin", "cg"):
         config = StudentConfig(kind=kind, epochs=1, batch_size=8, itq_regions=1000, itq_iterations=2,
                                **SMALL_COARSE)
         students[kind] = train_student(features, pairs, tmp_path, config, progress=False).checkpoint
-    fine, coarse = load_checkpoint(students["fg_bin"]), load_checkpoint(students["cg"])
+    fine, coarse = load_checkpoint(students["bin"]), load_checkpoint(students["cg"])
     fine_sims, coarse_sims = fine_and_coarse_similarities(features, PairSet.load(pairs).all_pairs(), fine,
                                                           coarse, progress=False)
     threshold = float(np.median(np.abs(fine_sims / 2 + 0.5 - coarse_sims)))
     config = SelectorConfig(epochs=3, batch_size=8, threshold=threshold - 1e-6, validation_fraction=0.2)
-    result = train_selector(features, pairs, students["fg_bin"], students["cg"], tmp_path, config,
+    result = train_selector(features, pairs, students["bin"], students["cg"], tmp_path, config,
                             progress=False)
     assert result.checkpoint.name == "dns_selector_cg-fg_bin.pth" and len(result.losses) == 3
     assert result.extra["label_0"] > 0 and result.extra["label_1"] > 0
@@ -127,7 +127,7 @@ def test_selector_training_on_a_tiny_set(corpus, tmp_path):
         probabilities = selector(torch.tensor([[0.5, 0.4, 0.9], [0.1, 0.2, 0.3]]))
     assert probabilities.shape == (2, 1) and bool(((probabilities > 0) & (probabilities < 1)).all())
     with pytest.raises(ValueError, match="all .* pairs get label"):
-        train_selector(features, pairs, students["fg_bin"], students["cg"], tmp_path / "none",
+        train_selector(features, pairs, students["bin"], students["cg"], tmp_path / "none",
                        replace(config, threshold=5.0), progress=False)
 
 
@@ -139,16 +139,16 @@ def test_pack_is_written_and_loads(corpus, tmp_path):
     shutil.copy(work / "corpus.h5", tmp_path / "corpus.h5")
     student = StudentConfig(epochs=1, batch_size=8, itq_regions=1000, itq_iterations=2)
     config = PackConfig(name="tiny", corpus=TINY_CORPUS, num_positives=2, num_negatives=3,
-                        fine=replace(student, kind="fg_bin"),
+                        fine=replace(student, kind="bin"),
                         coarse=replace(student, kind="cg", learning_rate=1e-4, **SMALL_COARSE),
                         selector=SelectorConfig(epochs=1, batch_size=8, positive_fraction=0.5))
     pack = train_pack(tmp_path / "pack", tmp_path, config, progress=False)
     again = ModelPack.from_dir(tmp_path / "pack")
-    assert again.name == "tiny" and again.extractor == "efficientnet_lite0" and again.fine == "fg_bin"
+    assert again.name == "tiny" and again.extractor == "efficientnet_lite0" and again.fine == "bin"
     assert again.teacher == "chamfer/efficientnet_lite0"
     assert set(again.files) == {"fine", "coarse", "selector", "fine_att"}
     assert again.info["corpus"]["videos"] == 6 and again.info["seed"] == 0
-    assert again.info["training"]["rounds"][0]["fg_bin"]["epoch_losses"]
+    assert again.info["training"]["rounds"][0]["bin"]["epoch_losses"]
     assert pack.version == again.version
     assert again.load("fine").fg_type == "bin"
     coarse = again.load("coarse")

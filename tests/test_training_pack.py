@@ -22,7 +22,7 @@ DISTRACTORS = ("doorknob-hd-no-bar", "test-padded-dimensions")
 @needs_bundled
 def test_bundled_pack_describes_itself_and_its_networks_load():
     pack = ModelPack.bundled()
-    assert pack.extractor == "efficientnet_lite0" and pack.fine == "fg_bin"
+    assert pack.extractor == "efficientnet_lite0" and pack.fine == "bin"
     assert pack.teacher.startswith("chamfer/efficientnet_lite0")
     assert {"corpus", "seed", "training"} <= set(pack.info)
     for role in pack.files:

@@ -28,6 +28,7 @@ from dnsvr.serving.pipeline_configs import install_pipelines
 from dnsvr.serving.pipelines.store_access import MANIFEST, fine_kind, read_manifest
 from dnsvr.serving.store.settings import is_server_uri
 from dnsvr.training import paths
+from dnsvr.training.data.files import atomic_write_text
 
 
 def changed_weights(repository: Path) -> list[str]:
@@ -154,12 +155,9 @@ class LocalService:
 
     def write_state(self, path: Path) -> None:
         """Record the endpoints for other commands (`dnsvr index/search` read the gRPC URL from it)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
         state = {"grpc_url": self.triton.grpc_url, "http_url": self.triton.http_url,
                  "metrics_url": self.triton.metrics_url, "store_uri": self.store_uri, "pid": os.getpid()}
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps(state, indent=2) + "\n")
-        partial.replace(path)
+        atomic_write_text(path, json.dumps(state, indent=2) + "\n")
 
     def __enter__(self) -> LocalService:
         return self if self.triton is not None else self.start()

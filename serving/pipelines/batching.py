@@ -1,38 +1,19 @@
-"""Search routing between the networks: selector inputs, fine-similarity batches, the final ranking.
+"""How the fine-similarity requests of one search are batched: candidates of similar lengths together.
 
-Plain numpy, no Triton: the `dnsvr_search` model calls these between its model requests.
+Plain numpy, no Triton: `dnsvr_search` calls these between its model requests.
 
-    pair_features(q_sel, t_sel [K], coarse [K])      -> [K, 3] float32 selector input rows
-    fine_batches(frame_counts [n], ...)              -> lists of positions, each one fine_similarity request
-    fine_to_unit(similarity [n])                     -> [n] in [0, 1] (s / 2 + 0.5, as the paper)
-    final_ranking(ids, coarse [K], selector [K], reranked_idx [n], fine_unit [n], top_k) -> Ranking
+    fine_batches(frame_counts [n], frame_bytes)  -> lists of positions, each one fine_similarity request
+    padded_batch([T_i, 9, W] ...)                -> candidates [K, Tmax, 9, W] zero-padded, mask [K, Tmax]
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-DEFAULT_CANDIDATES = 100
 MAX_PAIRS_PER_BATCH = 64
 MAX_CANDIDATE_BYTES = 64 << 20  # padded candidate tensor of one fine_similarity request
-
-
-def candidate_count(top_k: int, candidates: int | None) -> int:
-    """K': how many coarse neighbours to fetch: at least top_k, `candidates` if given (else 100)."""
-    return max(top_k, candidates if candidates else DEFAULT_CANDIDATES)
-
-
-def pair_features(query_selector: float, candidate_selectors: np.ndarray, coarse_scores: np.ndarray) -> np.ndarray:
-    """Selector input rows [sn_q, sn_t, coarse similarity]: [K] + [K] -> [K, 3] float32."""
-    candidate_selectors = np.asarray(candidate_selectors, np.float32).reshape(-1)
-    coarse_scores = np.asarray(coarse_scores, np.float32).reshape(-1)
-    if candidate_selectors.shape != coarse_scores.shape:
-        raise ValueError(f"{len(candidate_selectors)} selector scalars for {len(coarse_scores)} coarse scores")
-    query = np.full_like(coarse_scores, np.float32(query_selector))
-    return np.stack([query, candidate_selectors, coarse_scores], axis=1)
 
 
 def fine_batches(
@@ -66,52 +47,3 @@ def padded_batch(codes: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         batch[index, : len(video)] = video
         mask[index, : len(video)] = True
     return batch, mask
-
-
-def fine_to_unit(similarity: np.ndarray) -> np.ndarray:
-    """Fine-student similarity in [-1, 1] -> [0, 1] (s / 2 + 0.5), comparable with coarse scores."""
-    return (np.asarray(similarity, np.float32) / 2.0 + 0.5).astype(np.float32)
-
-
-@dataclass
-class Ranking:
-    """Results best first: ids, final scores, whether the fine student re-ranked each, and its coarse and
-    selector scores (NaN where the selector did not run)."""
-
-    ids: list[str]
-    scores: np.ndarray
-    reranked: np.ndarray
-    coarse_scores: np.ndarray
-    selector_scores: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-def final_ranking(
-    ids: Sequence[str],
-    coarse_scores: np.ndarray,
-    selector_scores: np.ndarray | None,
-    reranked: np.ndarray,
-    fine_unit_scores: np.ndarray,
-    top_k: int,
-) -> Ranking:
-    """Fine score where re-ranked, coarse score elsewhere; sorted descending (ties: coarse order); top_k.
-
-    ids/coarse/selector: [K] in coarse order; reranked: [n] candidate positions; fine_unit_scores: [n].
-    """
-    coarse = np.asarray(coarse_scores, np.float32).reshape(-1)
-    if len(ids) != len(coarse):
-        raise ValueError(f"{len(ids)} ids for {len(coarse)} coarse scores")
-    selector = (np.full(len(coarse), np.nan, np.float32) if selector_scores is None
-                else np.asarray(selector_scores, np.float32).reshape(-1))
-    positions = np.asarray(reranked, np.int64).reshape(-1)
-    fine = np.asarray(fine_unit_scores, np.float32).reshape(-1)
-    if positions.shape != fine.shape:
-        raise ValueError(f"{len(positions)} re-ranked positions for {len(fine)} fine scores")
-    scores = coarse.copy()
-    scores[positions] = fine
-    flags = np.zeros(len(coarse), bool)
-    flags[positions] = True
-    order = np.argsort(-scores, kind="stable")[:top_k]
-    return Ranking([ids[i] for i in order], scores[order], flags[order], coarse[order], selector[order])

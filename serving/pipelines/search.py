@@ -10,23 +10,15 @@ the store through `dnsvr.serving.store.video_store.VideoStore`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from dnsvr.serving.pipelines.batching import (
-    Ranking,
-    candidate_count,
-    final_ranking,
-    fine_batches,
-    fine_to_unit,
-    padded_batch,
-    pair_features,
-)
+from dnsvr.serving.pipelines.batching import fine_batches, padded_batch
 from dnsvr.serving.store.schema import IndexedVideo
 from dnsvr.serving.store.video_store import VideoStore
-from dnsvr.training.ranking import RerankPolicy
+from dnsvr.training.ranking import RerankPolicy, merge_fine, ranking_order, selector_rows
 
 
 @dataclass
@@ -78,6 +70,54 @@ class _Stage:
         self.watch.stages[self.name] = self.watch.stages.get(self.name, 0.0) + elapsed
 
 
+DEFAULT_CANDIDATES = 100
+
+
+def candidate_count(top_k: int, candidates: int | None) -> int:
+    """K': how many coarse neighbours to fetch: at least top_k, `candidates` if given (else 100)."""
+    return max(top_k, candidates if candidates else DEFAULT_CANDIDATES)
+
+
+@dataclass
+class Ranking:
+    """Results best first: ids, final scores, whether the fine student re-ranked each, and its coarse and
+    selector scores (NaN where the selector did not run)."""
+
+    ids: list[str]
+    scores: np.ndarray
+    reranked: np.ndarray
+    coarse_scores: np.ndarray
+    selector_scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def final_ranking(
+    ids: Sequence[str],
+    coarse_scores: np.ndarray,
+    selector_scores: np.ndarray | None,
+    reranked: np.ndarray,
+    fine_similarity: np.ndarray,
+    top_k: int,
+) -> Ranking:
+    """`merge_fine` (fine score where re-ranked, coarse elsewhere), best first (ties: coarse order), top_k.
+
+    ids/coarse/selector: [K] in coarse order; reranked: [n] candidate positions; fine_similarity: [n] in [-1, 1].
+    """
+    coarse = np.asarray(coarse_scores, np.float32).reshape(-1)
+    if len(ids) != len(coarse):
+        raise ValueError(f"{len(ids)} ids for {len(coarse)} coarse scores")
+    selector = (np.full(len(coarse), np.nan, np.float32) if selector_scores is None
+                else np.asarray(selector_scores, np.float32).reshape(-1))
+    positions = np.asarray(reranked, np.int64).reshape(-1)
+    scores = merge_fine(coarse, positions, fine_similarity)
+    flags = np.zeros(len(coarse), bool)
+    flags[positions] = True
+    order = ranking_order(scores)[:top_k]
+    return Ranking([ids[i] for i in order], scores[order], flags[order], coarse[order], selector[order])
+
+
 def index_video(store: VideoStore, video_id: str, embedding: Embedding, source_uri: str = "",
                 metadata: dict[str, Any] | None = None) -> None:
     """Insert or replace `video_id` (validated by the store first; nothing is written on bad input)."""
@@ -120,13 +160,13 @@ def search(
     if ids and policy.mode != "none":
         with watch.stage("selector"):
             selector_scores = np.asarray(
-                calls.selector_score(pair_features(query.selector, target_selectors, coarse)), np.float32)
+                calls.selector_score(selector_rows(query.selector, target_selectors, coarse)), np.float32)
         chosen = policy.choose(selector_scores)
     if len(chosen):
         fine_scores = _fine_scores(store, calls, query, [ids[i] for i in chosen], watch, consistency)
         found = ~np.isnan(fine_scores)  # a candidate deleted meanwhile keeps its coarse score
         chosen, fine_scores = chosen[found], fine_scores[found]
-    ranking = final_ranking(ids, coarse, selector_scores, chosen, fine_to_unit(fine_scores), top_k)
+    ranking = final_ranking(ids, coarse, selector_scores, chosen, fine_scores, top_k)
     return ranking, watch.stages
 
 

@@ -12,11 +12,11 @@ import hashlib
 import json
 from pathlib import Path
 
+from dnsvr.client import spec
 from dnsvr.serving.store.settings import StoreSettings
 from dnsvr.serving.store.video_store import StoreError, VideoStore
 
 MANIFEST = "manifest.json"
-REPRESENTATIONS = {"bin": "binary", "att": "float"}
 
 
 class ManifestError(RuntimeError):
@@ -36,7 +36,7 @@ def read_manifest(repository: str | Path) -> dict:
 def fine_kind(manifest: dict) -> str:
     """'bin' or 'att': the fine student the repository serves."""
     kinds = manifest.get("fine") or []
-    if len(kinds) != 1 or kinds[0] not in REPRESENTATIONS:
+    if len(kinds) != 1 or kinds[0] not in spec.FINE_KINDS:
         raise ManifestError(f"manifest names fine students {kinds}; the pipelines serve exactly one of bin/att")
     return kinds[0]
 
@@ -65,7 +65,7 @@ class ServiceStore:
         manifest = read_manifest(repository)
         self.model_version = model_version(manifest)
         self.fine_kind = fine_kind(manifest)
-        self.representation = REPRESENTATIONS[self.fine_kind]
+        self.representation = spec.fine_kind(self.fine_kind).representation
         self.settings = store_settings(parameters)
         self._stores: dict[int | None, VideoStore] = {}
 

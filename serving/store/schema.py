@@ -26,12 +26,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from dnsvr.client.spec import CODE_BYTES, FEATURE_DIMS, REGIONS
 
 SCHEMA_VERSION = 1
-REGIONS = 9
-CODE_BITS = 512
-PACKED_BYTES = CODE_BITS // 8
-FRAME_DIM = REGIONS * CODE_BITS  # 4608: the per-frame vector (bits or floats)
+FRAME_DIM = REGIONS * FEATURE_DIMS  # 4608: the per-frame vector (bits or floats)
 REPRESENTATIONS = ("binary", "float")
 LAYOUTS = ("vector", "chunk")
 CHUNK_BYTES = 36_864  # raw bytes per chunk row: 64 binary frames or 2 float frames; base64 -> 49,152 chars
@@ -81,7 +79,7 @@ class StoreMeta:
 
     @property
     def frame_shape(self) -> tuple[int, int]:
-        return (REGIONS, PACKED_BYTES) if self.representation == "binary" else (REGIONS, CODE_BITS)
+        return (REGIONS, CODE_BYTES) if self.representation == "binary" else (REGIONS, FEATURE_DIMS)
 
     @property
     def frame_dtype(self) -> np.dtype:
@@ -101,7 +99,7 @@ class StoreMeta:
 
 
 def frame_bytes(representation: str) -> int:
-    return REGIONS * (PACKED_BYTES if representation == "binary" else CODE_BITS * 4)
+    return REGIONS * (CODE_BYTES if representation == "binary" else FEATURE_DIMS * 4)
 
 
 def make_meta(model_version: str, coarse_dim: int, representation: str, layout: str) -> StoreMeta:

@@ -48,7 +48,7 @@ class TritonPythonModel:
         params = parameters(args)
         self.store = ServiceStore(repository_root(args), params)
         self.consistency = os.environ.get("DNSVR_SEARCH_CONSISTENCY") or params.get("consistency") or "Session"
-        similarity_model = spec.FINE_MODELS[self.store.fine_kind][1]
+        similarity_model = spec.fine_kind(self.store.fine_kind).similarity_model
 
         def fine_similarity(query, query_mask, candidates, candidate_mask) -> np.ndarray:
             feeds = {"query": query, "query_mask": query_mask, "candidates": candidates,

@@ -23,7 +23,7 @@ pack in dnsvr/training/packs/bundled.
 examples:
   dnsvr similarity a.mp4 b.mp4
   dnsvr similarity features.h5:video_1 features.h5:video_2 --json
-  dnsvr similarity a.mp4 b.mp4 --pack ~/dns-official --fine fg_att
+  dnsvr similarity a.mp4 b.mp4 --pack ~/dns-official --fine att
 """
 
 
@@ -48,8 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("a", metavar="A", help="video file, FILE.h5:ID or FILE.h5")
     parser.add_argument("b", metavar="B", help="video file, FILE.h5:ID or FILE.h5")
     parser.add_argument("--pack", type=Path, default=None, help="model pack directory (default: bundled)")
-    parser.add_argument("--fine", choices=["fg_bin", "fg_att"], default=None,
-                        help="fine student of an official folder holding both (default: fg_bin)")
+    parser.add_argument("--fine", choices=["bin", "att"], default=None,
+                        help="fine student of an official folder holding both (default: bin)")
     parser.add_argument("--fps", type=float, default=1.0, help="frames sampled per second (default: 1)")
     parser.add_argument("--max-frames", type=int, default=None, help="cap on sampled frames per video")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -79,16 +79,16 @@ def load_input(spec: str, extractor, fps: float = 1.0, max_frames: int | None = 
 def score_pair(pack, a, b) -> PairScores:
     """Features `[Ta, 9, D]`, `[Tb, 9, D]` -> the three DnS scores of the pair."""
     import torch
+    from dnsvr.training.ranking import fine_to_unit, selector_rows
 
     coarse_net, fine_net, selector = pack.load("coarse"), pack.load("fine"), pack.load("selector")
     with torch.inference_mode():
         coarse_a, coarse_b = coarse_net.index_video(a), coarse_net.index_video(b)
         coarse = float(coarse_net.calculate_video_similarity(coarse_a, coarse_b).reshape(()))
         fine = float(fine_net.calculate_video_similarity(fine_net.index_video(a), fine_net.index_video(b)))
-        sn = torch.cat([selector.index_video(a), selector.index_video(b)], dim=1)
-        pair = torch.cat([sn, torch.tensor([[coarse]])], dim=1)
-        chosen = float(selector(pair).reshape(()))
-    return PairScores(coarse=coarse, fine=fine, fine_01=fine / 2 + 0.5, selector=chosen,
+        rows = selector_rows(selector.index_video(a), selector.index_video(b), torch.tensor([coarse]))
+        chosen = float(selector(rows).reshape(()))
+    return PairScores(coarse=coarse, fine=fine, fine_01=fine_to_unit(fine), selector=chosen,
                       frames_a=int(a.shape[0]), frames_b=int(b.shape[0]))
 
 

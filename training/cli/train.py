@@ -1,6 +1,6 @@
 """`dnsvr train ...`: the DnS training pipeline on unlabelled video, one sub-command per stage.
 
-features -> pairs -> student (fg_bin / fg_att / cg) -> selector, or all of it at once with `pack`.
+features -> pairs -> student (bin / att / cg) -> selector, or all of it at once with `pack`.
 Heavy imports happen inside the handlers so `dnsvr --help` stays fast.
 """
 
@@ -20,7 +20,7 @@ The pipeline (Distill-and-Select, Kordopatis-Zilos et al., IJCV 2022), each stag
   2. dnsvr train pairs --features corpus.h5 --out pairs.json
                                            teacher similarities of mined pairs (nearest neighbours as
                                            likely positives, random negatives)
-  3. dnsvr train student --kind fg_bin|fg_att|cg --features corpus.h5 --pairs pairs.json --out-dir run/
+  3. dnsvr train student --kind bin|att|cg --features corpus.h5 --pairs pairs.json --out-dir run/
   4. dnsvr train selector --features corpus.h5 --pairs pairs.json --fine run/dns_fg_bin_student.pth \\
          --coarse run/dns_cg_student.pth --out-dir run/
   or   dnsvr train pack --out training/packs/bundled    (all of it, with small CPU-friendly defaults)
@@ -74,9 +74,9 @@ def _student_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> Non
                        help="weight of the fine students' similarity regulariser (default: 1e-3)")
     group.add_argument("--no-augmentation", action="store_true", help="no temporal augmentation")
     group.add_argument("--train-max-frames", type=int, default=300, help="frames kept per video (default: 300)")
-    group.add_argument("--itq", type=Path, help="fg_bin: initial W from this {'proj': W} file, not ITQ on the corpus")
+    group.add_argument("--itq", type=Path, help="bin: initial W from this {'proj': W} file, not ITQ on the corpus")
     group.add_argument("--itq-regions", type=int, default=100_000,
-                       help="fg_bin: regions sampled for ITQ (default: 100000)")
+                       help="bin: regions sampled for ITQ (default: 100000)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -121,12 +121,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="do not score each anchor against itself as a positive (default: do)")
     pairs.add_argument("--no-resume", action="store_true", help="start afresh, replacing --out")
 
-    student = _add(stages, "student", "distil a student (fg_bin, fg_att or cg) from teacher pairs",
-                   "Writes OUT_DIR/dns_<kind>_student.pth ({'model': state_dict}) and a .train-state.pth next\n"
-                   "to it after every epoch; rerunning the same command resumes.\n\nexample:\n"
-                   "  dnsvr train student --kind fg_att --features corpus.h5 --pairs pairs.json --out-dir run/",
+    student = _add(stages, "student", "distil a student (bin, att or cg) from teacher pairs",
+                   "Writes OUT_DIR/dns_fg_<kind>_student.pth (cg: dns_cg_student.pth), {'model': state_dict}, and a\n"
+                   ".train-state.pth next to it after every epoch; rerunning the same command resumes.\n\nexample:\n"
+                   "  dnsvr train student --kind att --features corpus.h5 --pairs pairs.json --out-dir run/",
                    run_student)
-    student.add_argument("--kind", choices=["fg_bin", "fg_att", "cg"], required=True,
+    student.add_argument("--kind", choices=["bin", "att", "cg"], required=True,
                          help="S^f_B (binarization), S^f_A (attention) or the coarse student S^c")
     student.add_argument("--features", type=Path, required=True, help="features HDF5 of the corpus")
     student.add_argument("--pairs", type=Path, required=True, help="pairs JSON from `dnsvr train pairs`")

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from dnsvr.client.spec import FEATURE_DIMS, REGIONS
+from dnsvr.training.data.files import atomic_path
 
-REGIONS = 9
-DIMS = 512
 ID_ATTR = "video_id"
 TEMP_PREFIX = ".partial-"
 
@@ -50,7 +50,7 @@ def dataset_name(video_id: str) -> str:
 
 
 def validate_features(
-    video_id: str, features: np.ndarray, regions: int | None = REGIONS, dims: int | None = DIMS
+    video_id: str, features: np.ndarray, regions: int | None = REGIONS, dims: int | None = FEATURE_DIMS
 ) -> np.ndarray:
     """Check one video's features and return them as float32 `[T, R, D]`.
 
@@ -130,7 +130,7 @@ def write_features(
     append: bool = True,
     overwrite: bool = False,
     regions: int | None = REGIONS,
-    dims: int | None = DIMS,
+    dims: int | None = FEATURE_DIMS,
     compression: str | None = None,
 ) -> list[str]:
     """Store `{video_id: [T, R, D] array}` as float32 datasets; returns the ids written, in order.
@@ -152,14 +152,9 @@ def write_features(
             for video_id, array in arrays.items():
                 _write_one(file, video_id, array, overwrite, compression)
         return list(arrays)
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with h5py.File(temp, "w") as file:
-            for video_id, array in arrays.items():
-                _write_one(file, video_id, array, overwrite=False, compression=compression)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+    with atomic_path(path) as temp, h5py.File(temp, "w") as file:
+        for video_id, array in arrays.items():
+            _write_one(file, video_id, array, overwrite=False, compression=compression)
     return list(arrays)
 
 

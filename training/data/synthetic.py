@@ -30,6 +30,7 @@ import numpy as np
 import skimage.data
 import torch
 import torch.nn.functional as F
+from dnsvr.training.data.files import atomic_write_bytes
 from PIL import Image, ImageDraw, ImageFont
 from scipy.ndimage import gaussian_filter
 
@@ -285,9 +286,7 @@ def write_mp4(
     """Write uint8 `[T, H, W, 3]` as an mp4 file (atomically: a temporary file renamed into place)."""
     path = Path(path)
     data = encode_mp4(frames, fps, codec, bitrate, crf)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    partial.replace(path)
+    atomic_write_bytes(path, data)
     return path
 
 

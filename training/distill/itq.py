@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from dnsvr.training.data.files import atomic_path
 from tqdm import tqdm
 
 
@@ -82,12 +83,9 @@ def itq(x: np.ndarray, bits: int | None = None, iterations: int = 50, seed: int 
 
 def save_itq(path: str | Path, projection: np.ndarray | torch.Tensor) -> Path:
     """Write W `[D, bits]` as `{'proj': W}` (the reference's ITQ file layout)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    torch.save({"proj": torch.as_tensor(np.asarray(projection), dtype=torch.float32)}, temp)
-    temp.replace(path)
-    return path
+    with atomic_path(path) as partial:
+        torch.save({"proj": torch.as_tensor(np.asarray(projection), dtype=torch.float32)}, partial)
+    return Path(path)
 
 
 def load_itq(path: str | Path) -> torch.Tensor:

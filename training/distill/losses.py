@@ -8,6 +8,7 @@ is trained towards targets in [0, 1] (`coarse_targets`), as in the reference tra
 from __future__ import annotations
 
 import torch.nn.functional as F
+from dnsvr.training.ranking import disagreement, fine_to_unit
 from torch import Tensor
 
 
@@ -31,14 +32,14 @@ def similarity_regularization(sim: Tensor, mask: Tensor | None = None, low: floa
 
 
 def coarse_targets(teacher: Tensor) -> Tensor:
-    """Teacher similarities in [-1, 1] -> the coarse student's targets in [0, 1] (s / 2 + 0.5)."""
-    return teacher / 2.0 + 0.5
+    """Teacher similarities in [-1, 1] -> the coarse student's targets in [0, 1] (`ranking.fine_to_unit`)."""
+    return fine_to_unit(teacher)
 
 
 def selector_labels(fine: Tensor, coarse: Tensor, threshold: float) -> Tensor:
-    """1.0 where the fine similarity (mapped s / 2 + 0.5) and the coarse one differ by more than
-    `threshold` (the pair is worth re-ranking), else 0.0: `[N]`, `[N]` -> `[N]` float."""
-    return ((coarse_targets(fine) - coarse).abs() > threshold).to(coarse.dtype)
+    """1.0 where `ranking.disagreement` of the fine and coarse similarities exceeds `threshold` (the pair is
+    worth re-ranking), else 0.0: `[N]`, `[N]` -> `[N]` float."""
+    return (disagreement(fine, coarse) > threshold).to(coarse.dtype)
 
 
 def selector_loss(probabilities: Tensor, labels: Tensor) -> Tensor:

@@ -15,7 +15,6 @@ machine), pairs 2 s, three students 10.6 min, selector 1.3 min.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -24,6 +23,7 @@ from typing import Any
 
 import torch
 from dnsvr.training.data.corpus import CorpusConfig, build_corpus_features
+from dnsvr.training.data.files import atomic_path, atomic_write_text
 from dnsvr.training.distill.itq import load_itq, save_itq
 from dnsvr.training.distill.pairs import mine_pairs
 from dnsvr.training.distill.teachers import ChamferTeacher, FineStudentTeacher, Teacher
@@ -53,7 +53,7 @@ class PackConfig:
     iterations: int = 0
     attention_student: bool = True
     fine: StudentConfig = field(default_factory=lambda: StudentConfig(
-        kind="fg_bin", epochs=20, batch_size=64, triplets_per_anchor=4, learning_rate=1e-3, itq_regions=30_000))
+        kind="bin", epochs=20, batch_size=64, triplets_per_anchor=4, learning_rate=1e-3, itq_regions=30_000))
     coarse: StudentConfig = field(default_factory=lambda: StudentConfig(
         kind="cg", epochs=10, batch_size=32, triplets_per_anchor=2, learning_rate=1e-4,
         transformer_feedforward_dims=512, netvlad_clusters=16, netvlad_outdims=256))
@@ -73,19 +73,18 @@ def _write_pack_file(source: Path, target: Path, float16: bool = False) -> None:
 
         save_checkpoint(load_checkpoint(source), target, dtype=torch.float16)
         return
-    temp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, temp)
-    temp.replace(target)
+    with atomic_path(target) as partial:
+        shutil.copyfile(source, partial)
 
 
 def _round_students(features: Path, pairs: Path, out: Path, config: PackConfig,
                     progress: bool, itq_projection: torch.Tensor) -> dict[str, TrainingResult]:
-    kinds = ["fg_bin"] + (["fg_att"] if config.attention_student else [])
+    kinds = ["bin"] + (["att"] if config.attention_student else [])
     results = {}
     for kind in kinds:
         student = replace(config.fine, kind=kind, seed=config.seed)
         results[kind] = train_student(features, pairs, out, student, progress=progress,
-                                      itq_projection=itq_projection if kind == "fg_bin" else None)
+                                      itq_projection=itq_projection if kind == "bin" else None)
     results["cg"] = train_student(features, pairs, out, replace(config.coarse, seed=config.seed),
                                   progress=progress)
     return results
@@ -133,11 +132,11 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
         rounds.append({kind: {"first_epoch_loss": r.losses[0], "last_epoch_loss": r.losses[-1],
                               "epoch_losses": r.losses} for kind, r in results.items()})
         if round_number < config.iterations:
-            teacher = FineStudentTeacher(results["fg_att" if config.attention_student else "fg_bin"].checkpoint)
+            teacher = FineStudentTeacher(results["att" if config.attention_student else "bin"].checkpoint)
             teachers.append(f"{teacher.network.get_network_name()} iter{round_number + 1}")
 
     started = time.monotonic()
-    selector = train_selector(features, pairs, results["fg_bin"].checkpoint, results["cg"].checkpoint,
+    selector = train_selector(features, pairs, results["bin"].checkpoint, results["cg"].checkpoint,
                               work_dir / f"round{config.iterations}",
                               replace(config.selector, seed=config.seed), progress=progress)
     timed("selector", started)
@@ -145,17 +144,17 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"fine": "dns_fg_bin_student.pth", "coarse": "dns_cg_student.pth",
              "selector": "dns_selector_cg-fg_bin.pth"}
-    _write_pack_file(results["fg_bin"].checkpoint, out_dir / files["fine"])
+    _write_pack_file(results["bin"].checkpoint, out_dir / files["fine"])
     _write_pack_file(results["cg"].checkpoint, out_dir / files["coarse"], float16=config.coarse_float16)
     _write_pack_file(selector.checkpoint, out_dir / files["selector"])
     if config.attention_student:
         files["fine_att"] = "dns_fg_att_student.pth"
-        _write_pack_file(results["fg_att"].checkpoint, out_dir / files["fine_att"])
+        _write_pack_file(results["att"].checkpoint, out_dir / files["fine_att"])
     manifest = {
         "name": config.name,
         "extractor": "efficientnet_lite0",
         "taps": [6, 7],
-        "fine": "fg_bin",
+        "fine": "bin",
         "teacher": " -> ".join(teachers),
         "files": files,
         "seed": config.seed,
@@ -169,7 +168,5 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
             "command": "dnsvr train pack",
         },
     }
-    temp = out_dir / ".pack.json.tmp"
-    temp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(temp, out_dir / "pack.json")
+    atomic_write_text(out_dir / "pack.json", json.dumps(manifest, indent=2) + "\n")
     return ModelPack.from_dir(out_dir)

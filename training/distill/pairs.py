@@ -20,14 +20,13 @@ JSON, never pickle, so a pairs file from elsewhere cannot run code.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from dnsvr.training.data.features_io import iter_features, list_ids, read_features
+from dnsvr.training.data.files import atomic_write_text
 from dnsvr.training.distill.teachers import Teacher
 from tqdm import tqdm
 
@@ -63,15 +62,7 @@ class PairSet:
 
     def save(self, path: str | Path) -> Path:
         """Write atomically (temporary file + rename): an interrupted save leaves the old file intact."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            temp.write_text(json.dumps(self.to_json(), separators=(",", ":")))
-            os.replace(temp, path)
-        finally:
-            temp.unlink(missing_ok=True)
-        return path
+        return atomic_write_text(path, json.dumps(self.to_json(), separators=(",", ":")))
 
     @classmethod
     def load(cls, path: str | Path) -> PairSet:

@@ -31,7 +31,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from dnsvr.client.spec import FINE_KINDS
 from dnsvr.training.data.features_io import read_features
+from dnsvr.training.data.files import atomic_path
 from dnsvr.training.distill.augment import pad_batch, temporal_augment
 from dnsvr.training.distill.losses import (
     coarse_targets,
@@ -44,19 +46,19 @@ from dnsvr.training.distill.losses import (
 from dnsvr.training.distill.pairs import PairSet
 from dnsvr.training.networks.similarity import canonical_frames, frame_chamfer
 from dnsvr.training.networks.students import CoarseGrainedStudent, FineGrainedStudent
+from dnsvr.training.ranking import disagreement, selector_rows
 from torch import Tensor, nn
 from tqdm import tqdm
 
-STUDENT_KINDS = ("fg_bin", "fg_att", "cg")
-CHECKPOINT_NAMES = {"fg_bin": "dns_fg_bin_student.pth", "fg_att": "dns_fg_att_student.pth",
-                    "cg": "dns_cg_student.pth"}
+STUDENT_KINDS = (*FINE_KINDS, "cg")  # the fine students by their one name (bin, att), and the coarse one
+CHECKPOINT_NAMES = {**{k: f"dns_{f.official}_student.pth" for k, f in FINE_KINDS.items()}, "cg": "dns_cg_student.pth"}
 
 
 @dataclass
 class StudentConfig:
     """Hyper-parameters of one student run (reference defaults where the reference has one)."""
 
-    kind: str = "fg_bin"
+    kind: str = "bin"
     epochs: int = 30
     batch_size: int = 64  # pairs per step: batch_size // 2 triplets, as the reference's batch_sz
     learning_rate: float | None = None  # None: 1e-4 for fine students, 1e-5 for the coarse one
@@ -67,7 +69,7 @@ class StudentConfig:
     max_frames: int = 300
     seed: int = 0
     dims: int = 512
-    itq_file: str | None = None  # fg_bin: W from this {'proj': W} file instead of ITQ on the corpus
+    itq_file: str | None = None  # bin: W from this {'proj': W} file instead of ITQ on the corpus
     itq_regions: int = 100_000
     itq_iterations: int = 50
     transformer_heads: int = 8
@@ -128,14 +130,11 @@ def seed_everything(seed: int, epoch: int = 0) -> np.random.Generator:
 
 def save_checkpoint(model: nn.Module, path: str | Path, dtype: torch.dtype | None = None) -> Path:
     """Write `{'model': state_dict}` atomically; `dtype` (e.g. float16) stores floating tensors smaller."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().clone()
              for k, v in model.state_dict().items()}
-    temp = path.with_name(f".{path.name}.tmp")
-    torch.save({"model": state}, temp)
-    temp.replace(path)
-    return path
+    with atomic_path(path) as partial:
+        torch.save({"model": state}, partial)
+    return Path(path)
 
 
 def state_path(checkpoint: Path) -> Path:
@@ -144,10 +143,9 @@ def state_path(checkpoint: Path) -> Path:
 
 def _save_state(path: Path, optimizer: torch.optim.Optimizer, epochs: int, losses: list[float],
                 config: dict[str, Any]) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    torch.save({"optimizer": optimizer.state_dict(), "epochs_done": epochs,
-                "losses": torch.tensor(losses, dtype=torch.float64), "config": json.dumps(config)}, temp)
-    temp.replace(path)
+    with atomic_path(path) as partial:
+        torch.save({"optimizer": optimizer.state_dict(), "epochs_done": epochs,
+                    "losses": torch.tensor(losses, dtype=torch.float64), "config": json.dumps(config)}, partial)
 
 
 def _resume(checkpoint: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -186,16 +184,16 @@ def itq_initialisation(features_path: str | Path, config: StudentConfig, progres
 
 
 def build_student(config: StudentConfig, itq_projection: Tensor | None = None) -> nn.Module:
-    """A fresh student network of `config.kind` (fg_bin's W set to `itq_projection` when given)."""
+    """A fresh student network of `config.kind` (bin's W set to `itq_projection` when given)."""
     if config.kind == "cg":
         return CoarseGrainedStudent(
             config.dims, transformer_heads=config.transformer_heads,
             transformer_feedforward_dims=config.transformer_feedforward_dims,
             transformer_layers=config.transformer_layers, netvlad_clusters=config.netvlad_clusters,
             netvlad_outdims=config.netvlad_outdims)
-    student = FineGrainedStudent(config.dims, attention=config.kind == "fg_att",
-                                 binarization=config.kind == "fg_bin")
-    if itq_projection is not None and config.kind == "fg_bin":
+    student = FineGrainedStudent(config.dims, attention=config.kind == "att",
+                                 binarization=config.kind == "bin")
+    if itq_projection is not None and config.kind == "bin":
         student.binarization.W = nn.Parameter(itq_projection.detach().clone().float())
     return student
 
@@ -257,14 +255,14 @@ def train_student(features_path: str | Path, pairs: PairSet | str | Path, out_di
     """Distil a student of `config.kind` from the teacher similarities in `pairs` over `features_path`.
 
     -> TrainingResult (checkpoint `out_dir/dns_<kind>_student.pth`, mean loss of every epoch, resumed ones
-    included; extra: steps run by this call).  `itq_projection` `[D, D]` skips computing ITQ for fg_bin.
+    included; extra: steps run by this call).  `itq_projection` `[D, D]` skips computing ITQ for bin.
     """
     features_path = Path(features_path)
     pair_set = pairs if isinstance(pairs, PairSet) else PairSet.load(pairs)
     checkpoint = Path(out_dir) / CHECKPOINT_NAMES[config.kind]
     settings = {**asdict(config), "teacher": pair_set.teacher, "pairs": len(pair_set.pairs)}
     seed_everything(config.seed)
-    if config.kind == "fg_bin" and itq_projection is None:
+    if config.kind == "bin" and itq_projection is None:
         itq_projection = itq_initialisation(features_path, config, progress)
     student = build_student(config, itq_projection).train()
     optimizer = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=config.lr,
@@ -339,7 +337,7 @@ def _selector_forward(selector: nn.Module, features_path: Path, pair_list: list[
     batch, mask = pad_batch([videos[v][:max_frames] for v in queries + targets])
     scores = selector.index_video(batch, mask)
     query_scores, target_scores = scores.chunk(2)
-    rows = torch.cat([query_scores, target_scores, torch.from_numpy(coarse[numbers])[:, None]], dim=1)
+    rows = selector_rows(query_scores, target_scores, torch.from_numpy(coarse[numbers]))
     return selector(rows)[:, 0]
 
 
@@ -368,8 +366,7 @@ def train_selector(features_path: str | Path, pairs: PairSet | str | Path, fine_
     if config.positive_fraction is not None:
         if not 0.0 < config.positive_fraction < 1.0:
             raise ValueError(f"positive_fraction must be in (0, 1), got {config.positive_fraction}")
-        disagreement = np.abs(fine_sims / 2.0 + 0.5 - coarse_sims)
-        threshold = float(np.quantile(disagreement, 1.0 - config.positive_fraction))
+        threshold = float(np.quantile(disagreement(fine_sims, coarse_sims), 1.0 - config.positive_fraction))
     labels = selector_labels(torch.from_numpy(fine_sims), torch.from_numpy(coarse_sims), threshold).numpy()
     positives = int(labels.sum())
     if positives == 0 or positives == len(labels):
@@ -383,7 +380,7 @@ def train_selector(features_path: str | Path, pairs: PairSet | str | Path, fine_
                                attention=fine.fg_type == "att", binarization=fine.fg_type == "bin").train()
     optimizer = torch.optim.Adam(selector.parameters(), lr=config.learning_rate,
                                  weight_decay=config.weight_decay)
-    checkpoint = Path(out_dir) / f"dns_selector_cg-fg_{fine.fg_type}.pth"
+    checkpoint = Path(out_dir) / f"dns_selector_cg-{FINE_KINDS[fine.fg_type].official}.pth"
     settings = {**asdict(config), "pairs": len(labels), "fine": Path(fine_checkpoint).name}
     start, losses = _resume(checkpoint, selector, optimizer, settings) if resume else (0, [])
     extra: dict[str, Any] = {"pairs": len(labels), "threshold": threshold, "label_1": positives,

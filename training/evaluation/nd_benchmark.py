@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 
 import numpy as np
 from dnsvr.training import paths
+from dnsvr.training.data.files import atomic_path, atomic_write_text
 from dnsvr.training.data.synthetic import (
     PHOTOS,
     TEMPORAL_EDITS,
@@ -184,11 +184,8 @@ def decode_cached(path: Path, fps: float, max_frames: int, cache_dir: Path) -> n
         except (OSError, ValueError):
             cached.unlink(missing_ok=True)  # a damaged cache entry is rebuilt
     frames = decode_video(path, fps=fps, max_frames=max_frames)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = cache_dir / f"{key}.{os.getpid()}.partial"
-    with open(partial, "wb") as handle:
+    with atomic_path(cached) as partial, open(partial, "wb") as handle:
         np.save(handle, frames, allow_pickle=False)
-    partial.replace(cached)
     return frames
 
 
@@ -256,9 +253,7 @@ class Benchmark:
         for video_id, frames in self.iter_frames(progress=progress):
             write_mp4(frames, out / f"{video_id}.mp4", crf=crf)
         truth = out / "ground_truth.json"
-        partial = out / "ground_truth.json.partial"
-        partial.write_text(json.dumps(self.ground_truth(), indent=1))
-        partial.replace(truth)
+        atomic_write_text(truth, json.dumps(self.ground_truth(), indent=1))
         return truth
 
     def similarity_matrix(

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from dnsvr.training.ranking import fine_to_unit, fraction_count
 
 Similarities = Mapping[str, Mapping[str, float]]
 
@@ -196,18 +197,16 @@ def rerank_selected(
     fine: Similarities,
     selector_scores: Similarities,
     fraction: float,
-    fine_affine: tuple[float, float] = (0.5, 0.5),
 ) -> dict[str, dict[str, float]]:
-    """DnS re-ranking: per query, the `int(fraction * N)` targets the selector scores highest (ties by id)
-    take their fine-student similarity, mapped `a * s + b` by `fine_affine` (the reference maps fine
-    scores from [-1, 1] to [0, 1] with (0.5, 0.5)); the other targets keep their coarse similarity.
+    """DnS re-ranking: per query, the `ranking.fraction_count(fraction, N)` targets the selector scores highest
+    (ties by id) take their fine-student similarity mapped by `ranking.fine_to_unit` (as the reference maps fine
+    scores from [-1, 1] to [0, 1]); the other targets keep their coarse similarity.
 
     coarse, selector_scores: {query: {target: score}} over the same N targets; fine: needs at least the
     selected pairs.  -> {query: {target: score}}, fit for any protocol's `evaluate`.
     """
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must be in [0, 1], got {fraction}")
-    scale, shift = fine_affine
     out: dict[str, dict[str, float]] = {}
     for query, coarse_scores in coarse.items():
         if query not in selector_scores:
@@ -218,13 +217,13 @@ def rerank_selected(
                 f"query {query!r}: {len(coarse_scores) - len(order)} targets lack a selector score"
             )
         out[query] = {t: float(v) for t, v in coarse_scores.items()}
-        for target in order[: int(fraction * len(order))]:
+        for target in order[: fraction_count(fraction, len(order))]:
             fine_score = fine.get(query, {}).get(target)
             if fine_score is None:
                 raise ValueError(
                     f"query {query!r}: target {target!r} was selected but has no fine similarity"
                 )
-            out[query][target] = scale * float(fine_score) + shift
+            out[query][target] = fine_to_unit(float(fine_score))
     return out
 
 

@@ -2,11 +2,12 @@
 
 Methods: the teacher (Chamfer over the pack's region features), the fine students S^f_A and S^f_B, the
 coarse student S^c, and DnS at re-rank fractions `FRACTIONS`: S^c scores every pair, the selector scores
-every pair and the top `int(fraction * N)` targets of each query (ties by id, as `evaluation.rerank_selected`)
-are re-scored by the pack's fine student, mapped `s / 2 + 0.5`.  An "oracle" selector picks the pairs
-whose fine and coarse scores differ most (the selector's training target, known exactly).  A baseline
-without a selector, the classic cascade: the top `int(fraction * N)` targets by S^c are re-ordered by the
-fine student in place (they keep the block of ranks they held, so no fine/coarse score scales are mixed).
+every pair and the top `ranking.fraction_count(fraction, N)` targets of each query (ties by id, as
+`protocols.rerank_selected`) are re-scored by the pack's fine student (`ranking.merge_fine`).  An "oracle"
+selector picks the pairs whose fine and coarse scores differ most (the selector's training target, known
+exactly).  A baseline without a selector, the classic cascade (`ranking.cascade_fine`): the top targets by S^c
+are re-ordered by the fine student in place (they keep the block of ranks they held, so no fine/coarse score
+scales are mixed).
 
 Time per query is measured, not modelled: the wall time of the query's retrieval computation against the
 indexed database (coarse dot products, selector MLP, fine similarities of the picked pairs; the query's and
@@ -28,19 +29,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from dnsvr.client.spec import CODE_BYTES, FEATURE_DIMS, REGIONS
+from dnsvr.training.data.files import atomic_path, atomic_write_text
 from dnsvr.training.distill.augment import pad_batch
 from dnsvr.training.networks.codes import pack_codes
 from dnsvr.training.networks.similarity import chamfer_similarity
+from dnsvr.training.ranking import (
+    RerankPolicy,
+    cascade_fine,
+    disagreement,
+    fraction_count,
+    merge_fine,
+    selector_rows,
+)
 from torch import Tensor, nn
 from tqdm import tqdm
 
 FRACTIONS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 TOPK_METHOD = "S^c top-k re-ordered by S^f_B"
-REGIONS = 9
-FLOAT_REGION_BYTES = REGIONS * 512 * 4
-CODE_REGION_BYTES = REGIONS * 64
+FLOAT_REGION_BYTES = REGIONS * FEATURE_DIMS * 4
+CODE_REGION_BYTES = REGIONS * CODE_BYTES
 SELECTOR_BYTES = 4
-FINE_AFFINE = (0.5, 0.5)
 CHUNK = 64  # targets scored per fine-similarity batch
 TIMING_REPEATS = 5  # each query is timed this many times; the fastest run counts (least disturbed)
 
@@ -191,9 +200,9 @@ def score_query(
     """Scores of database row `query` against rows `targets` `[K]` -> (`[K]` float32, fine-similarity calls).
 
     method: 'coarse' (S^c dot products), 'fine' (`scorer` on every target), 'dns' (S^c, then the top
-    `int(fraction * K)` targets by selector score, or by `oracle_gap` `[K]` when given, re-scored by
-    `scorer` mapped s/2+0.5) or 'topk' (the top `int(fraction * K)` targets by S^c re-ordered by `scorer`,
-    taking the S^c scores of the ranks they held).  Targets are in id order, so ties fall to the smaller id.
+    `fraction_count(fraction, K)` targets by selector score, or by `oracle_gap` `[K]` when given, re-scored by
+    `scorer`: `merge_fine`) or 'topk' (the top targets by S^c re-ordered by `scorer`: `cascade_fine`).
+    Targets are in id order, so ties fall to the smaller id.
     """
     if method == "fine":
         stored = index.fine[scorer.name]
@@ -203,27 +212,20 @@ def score_query(
         return coarse, 0
     if method not in ("dns", "topk"):
         raise ValueError(f"method must be coarse, fine, dns or topk, got {method!r}")
-    picks = int(fraction * len(targets))
-    if picks == 0:
+    policy = RerankPolicy("fraction", fraction)
+    if fraction_count(fraction, len(targets)) == 0:
         return coarse, 0
     if method == "topk":
-        priority = coarse.copy()
+        priority = coarse
     elif oracle_gap is None:
-        rows = torch.stack(
-            [index.selector[query].expand(len(targets)), index.selector[targets], torch.from_numpy(coarse)],
-            dim=1,
-        )
-        priority = selector(rows)[:, 0].numpy()
+        priority = selector(selector_rows(index.selector[query], index.selector[targets], coarse))[:, 0].numpy()
     else:
         priority = oracle_gap
-    picked = np.argsort(-priority, kind="stable")[:picks]
+    picked = policy.choose(priority)
     stored = index.fine[scorer.name]
     fine = scorer.score(stored[query], [stored[targets[p]] for p in picked])
-    if method == "topk":
-        coarse[picked[np.argsort(-fine, kind="stable")]] = coarse[picked]  # picked is in descending S^c order
-    else:
-        coarse[picked] = FINE_AFFINE[0] * fine + FINE_AFFINE[1]
-    return coarse, picks
+    merge = cascade_fine if method == "topk" else merge_fine
+    return merge(coarse, picked, fine), len(picked)
 
 
 @dataclass
@@ -397,7 +399,7 @@ def run_tradeoff(
         others = [index.ids[i] for i in range(len(index.ids)) if i != position[query]]
         gaps[query] = np.array(
             [
-                abs(FINE_AFFINE[0] * fine_sims[query][t] + FINE_AFFINE[1] - coarse_sims[query][t])
+                disagreement(fine_sims[query][t], coarse_sims[query][t])
                 for t in others
             ]
         )
@@ -476,9 +478,7 @@ def write_table(rows: Sequence[TradeoffRow], context: Mapping, path: str | Path)
         )
     lines += ["", *summary(rows)]
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text("\n".join(lines) + "\n")
-    partial.replace(path)
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
 
@@ -517,9 +517,7 @@ def write_plot(rows: Sequence[TradeoffRow], path: str | Path) -> Path:
     handles, labels = axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
     figure.tight_layout(rect=(0, 0.1, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.stem + ".partial.png")
-    figure.savefig(partial, dpi=120)
+    with atomic_path(path, suffix=".png") as partial:
+        figure.savefig(partial, dpi=120)
     plt.close(figure)
-    partial.replace(path)
     return path

@@ -208,6 +208,8 @@ def download_official(dest_dir: str | Path, names: Iterable[str] | None = None) 
 
     Needs network access; never called by tests or at serving time.  -> paths of the files.
     """
+    from dnsvr.training.data.files import atomic_path
+
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -216,10 +218,9 @@ def download_official(dest_dir: str | Path, names: Iterable[str] | None = None) 
             raise ValueError(f"unknown official file {name!r}; known: {', '.join(OFFICIAL_URLS)}")
         target = dest / name
         if not target.exists():
-            partial = target.with_suffix(target.suffix + ".part")
-            with urllib.request.urlopen(OFFICIAL_URLS[name]) as response, open(partial, "wb") as out:
+            with atomic_path(target) as partial, urllib.request.urlopen(OFFICIAL_URLS[name]) as response, \
+                    open(partial, "wb") as out:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
-            partial.replace(target)
         paths.append(target)
     return paths

@@ -2,7 +2,7 @@
 
 A pack is a directory.  Either it holds a `pack.json` written by `dnsvr train` (or by hand):
 
-    {"name": "bundled", "extractor": "efficientnet_lite0", "fine": "fg_bin",
+    {"name": "bundled", "extractor": "efficientnet_lite0", "fine": "bin",
      "teacher": "chamfer/efficientnet_lite0",
      "files": {"fine": "dns_fg_bin_student.pth", "coarse": "dns_cg_student.pth",
                "selector": "dns_selector_cg-fg_bin.pth", "pca": "pca_efficientnet_lite0.pth"}}
@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dnsvr.client.spec import FINE_KINDS
+
 EXTRACTORS = ("efficientnet_lite0", "resnet50")
-FINE_KINDS = ("fg_bin", "fg_att")
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 
 
@@ -57,7 +58,7 @@ class ModelPack:
         if self.extractor not in EXTRACTORS:
             raise ModelPackError(f"{self.root}: extractor {self.extractor!r} is not one of {EXTRACTORS}")
         if self.fine not in FINE_KINDS:
-            raise ModelPackError(f"{self.root}: fine student {self.fine!r} is not one of {FINE_KINDS}")
+            raise ModelPackError(f"{self.root}: fine student {self.fine!r} is not one of {', '.join(FINE_KINDS)}")
         required = {"fine", "coarse", "selector"}
         if self.extractor == "resnet50":
             required |= {"pca", "backbone"}
@@ -70,7 +71,7 @@ class ModelPack:
 
     @classmethod
     def from_dir(cls, root: str | Path, fine: str | None = None) -> ModelPack:
-        """Read `root/pack.json`, or recognise a folder of official files (`fine`: fg_bin or fg_att)."""
+        """Read `root/pack.json`, or recognise a folder of official files (`fine`: bin or att)."""
         root = Path(root)
         if not root.is_dir():
             raise ModelPackError(f"model pack directory {root} does not exist")
@@ -88,22 +89,25 @@ class ModelPack:
 
     @classmethod
     def _official(cls, root: Path, fine: str | None) -> ModelPack:
-        candidates = [f for f in FINE_KINDS if (root / f"dns_{f}_student.pth").is_file()]
+        if fine is not None and fine not in FINE_KINDS:
+            raise ModelPackError(f"{root}: fine student {fine!r} is not one of {', '.join(FINE_KINDS)}")
+        candidates = [k for k, f in FINE_KINDS.items() if (root / f"dns_{f.official}_student.pth").is_file()]
         chosen = fine or (candidates[0] if candidates else None)
         if chosen is None:
             raise ModelPackError(
                 f"{root}: no pack.json and no official dns_fg_bin_student.pth / dns_fg_att_student.pth"
             )
         backbones = sorted(root.glob("resnet50*.pth"))
+        official = FINE_KINDS[chosen].official
         files = {
-            "fine": f"dns_{chosen}_student.pth",
+            "fine": f"dns_{official}_student.pth",
             "coarse": "dns_cg_student.pth",
-            "selector": f"dns_selector_cg-{chosen}.pth",
+            "selector": f"dns_selector_cg-{official}.pth",
             "pca": "pca_resnet50_vcdb_1M.pth",
         }
         if backbones:
             files["backbone"] = backbones[0].name
-        return cls(root=root, name=f"official-{chosen}", extractor="resnet50", fine=chosen, files=files,
+        return cls(root=root, name=f"official-{official}", extractor="resnet50", fine=chosen, files=files,
                    teacher="visil (official release)")
 
     @classmethod
@@ -131,7 +135,7 @@ class ModelPack:
         """The network of one role (`fine`, `coarse`, `selector`) in eval mode."""
         from dnsvr.training.networks.checkpoints import load_checkpoint
 
-        kinds = {"fine": f"{self.fine}_student", "coarse": "cg_student", "selector": "selector"}
+        kinds = {"fine": FINE_KINDS[self.fine].checkpoint_kind, "coarse": "cg_student", "selector": "selector"}
         if role not in kinds:
             raise ModelPackError(f"role must be one of {', '.join(kinds)}, got {role!r}")
         return load_checkpoint(self.path(role), kind=kinds[role])

@@ -198,10 +198,49 @@ NETWORKS: dict[str, ModelSpec] = {
     for spec in (FEATURE_EXTRACTOR, COARSE_EMBED, FINE_INDEX_BIN, FINE_INDEX_ATT, SELECTOR_INDEX,
                  SELECTOR_SCORE, FINE_SIMILARITY_BIN, FINE_SIMILARITY_ATT)
 }
-FINE_MODELS: dict[str, tuple[str, str]] = {
-    "bin": (FINE_INDEX_BIN.name, FINE_SIMILARITY_BIN.name),
-    "att": (FINE_INDEX_ATT.name, FINE_SIMILARITY_ATT.name),
+
+
+@dataclass(frozen=True)
+class FineKind:
+    """A fine-grained student by its one name, "bin" (S^f_B, binary codes) or "att" (S^f_A, attention), and every
+    other spelling derived from it: served model names, what a frame stores, official file-name infixes."""
+
+    name: str
+    dtype: str  # the indexed representation: packed uint8 bits or float32 features, per region
+    width: int  # its last axis: CODE_BYTES or FEATURE_DIMS
+    representation: str  # the store's word for it ("binary" / "float")
+
+    @property
+    def index_model(self) -> str:
+        return f"fine_index_{self.name}"
+
+    @property
+    def similarity_model(self) -> str:
+        return f"fine_similarity_{self.name}"
+
+    @property
+    def official(self) -> str:
+        """The official release infix: dns_fg_bin_student.pth, dns_selector_cg-fg_bin.pth."""
+        return f"fg_{self.name}"
+
+    @property
+    def checkpoint_kind(self) -> str:
+        """What `dnsvr.training.load_checkpoint` calls such a checkpoint."""
+        return f"fg_{self.name}_student"
+
+
+FINE_KINDS: dict[str, FineKind] = {
+    "bin": FineKind("bin", "uint8", CODE_BYTES, "binary"),
+    "att": FineKind("att", "float32", FEATURE_DIMS, "float"),
 }
+
+
+def fine_kind(name: str) -> FineKind:
+    """The FineKind called `name` ("bin" or "att"); ValueError naming the choices otherwise."""
+    if name not in FINE_KINDS:
+        raise ValueError(f"fine student must be one of {', '.join(FINE_KINDS)}, got {name!r}")
+    return FINE_KINDS[name]
+
 
 # Served ensembles / BLS models built on NETWORKS (name -> ModelSpec).  No batch axis (max_batch_size 0):
 # one request is one video (or one query); dims are full shapes.  See dnsvr.serving.pipeline_configs.
@@ -217,15 +256,10 @@ def _video_inputs() -> tuple[TensorSpec, ...]:
     )
 
 
-def _fine_dtype(fine_kind: str) -> tuple[str, int]:
-    return ("uint8", CODE_BYTES) if fine_kind == "bin" else ("float32", FEATURE_DIMS)
-
-
-def pipeline_specs(fine_kind: str = "bin") -> dict[str, ModelSpec]:
+def pipeline_specs(fine: str = "bin") -> dict[str, ModelSpec]:
     """The served pipelines for the exported fine student (`bin` or `att`), by name."""
-    if fine_kind not in FINE_MODELS:
-        raise ValueError(f"fine_kind must be one of {sorted(FINE_MODELS)}, got {fine_kind!r}")
-    fine_dtype, fine_width = _fine_dtype(fine_kind)
+    kind = fine_kind(fine)
+    fine_dtype, fine_width = kind.dtype, kind.width
     frames = TensorSpec("frames", "uint8", (-1, FRAME_SIZE, FRAME_SIZE, 3))
     timings = TensorSpec("timings", "bytes", (1,))
     specs = (

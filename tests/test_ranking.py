@@ -1,0 +1,94 @@
+"""The DnS ranking contract: selector rows, the fine->score map, how many and which pairs a policy picks, merges."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from dnsvr.training.ranking import (
+    RerankPolicy,
+    cascade_fine,
+    disagreement,
+    fine_to_unit,
+    fraction_count,
+    merge_fine,
+    ranking_order,
+    selector_rows,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "mode", "value"),
+    [("0.1", "fraction", 0.1), ("fraction:0.25", "fraction", 0.25), ("threshold:0.5", "threshold", 0.5),
+     ("count:20", "count", 20.0), ("none", "none", 0.0), ("", "fraction", 0.1), (None, "fraction", 0.1),
+     (0.3, "fraction", 0.3), ("COUNT:3", "count", 3.0)],
+)
+def test_policy_parse(text, mode, value):
+    policy = RerankPolicy.parse(text)
+    assert (policy.mode, policy.value) == (mode, value)
+    assert RerankPolicy.parse(str(policy)) == policy
+
+
+@pytest.mark.parametrize("text", ["1.5", "fraction:-0.1", "count:2.5", "count:-1", "threshold:2", "top:3",
+                                  "abc", "fraction:nan"])
+def test_policy_rejects_bad_values(text):
+    with pytest.raises(ValueError, match="re-rank"):
+        RerankPolicy.parse(text)
+
+
+def test_policy_choose_orders_by_selector_score():
+    scores = np.array([0.2, 0.9, 0.5, 0.9, 0.1], np.float32)
+    assert RerankPolicy("fraction", 0.4).choose(scores).tolist() == [1, 3]  # floor(0.4 * 5) = 2, ties stable
+    assert RerankPolicy("fraction", 0.1).choose(scores).tolist() == []
+    assert RerankPolicy("fraction", 1.0).choose(scores).tolist() == [1, 3, 2, 0, 4]
+    assert RerankPolicy("count", 3).choose(scores).tolist() == [1, 3, 2]
+    assert RerankPolicy("count", 10).choose(scores).tolist() == [1, 3, 2, 0, 4]
+    assert RerankPolicy("threshold", 0.5).choose(scores).tolist() == [1, 3, 2]
+    assert RerankPolicy("none", 0).choose(scores).tolist() == []
+    assert RerankPolicy("count", 2).choose(np.zeros(0, np.float32)).tolist() == []
+
+
+@pytest.mark.parametrize(("fraction", "candidates", "count"),
+                         [(0.7, 10, 7), (0.1, 30, 3), (0.29, 100, 29), (0.05, 19, 0), (0.5, 5, 2), (1.0, 9, 9),
+                          (0.0, 9, 0)])
+def test_fraction_count_is_the_floor_of_the_decimal_product(fraction, candidates, count):
+    assert fraction_count(fraction, candidates) == count  # int(0.7 * 10) would be 6
+
+
+def test_selector_rows_numpy_and_torch_agree():
+    rows = selector_rows(0.7, np.array([0.1, 0.2]), np.array([0.9, 0.8]))
+    assert rows.dtype == np.float32 and rows.shape == (2, 3)
+    np.testing.assert_allclose(rows, [[0.7, 0.1, 0.9], [0.7, 0.2, 0.8]], rtol=1e-6)
+    per_pair = selector_rows(torch.tensor([[0.7], [0.6]]), torch.tensor([[0.1], [0.2]]), np.array([0.9, 0.8]))
+    assert isinstance(per_pair, torch.Tensor) and per_pair.shape == (2, 3)
+    np.testing.assert_allclose(per_pair.numpy(), [[0.7, 0.1, 0.9], [0.6, 0.2, 0.8]], rtol=1e-6)
+    with pytest.raises(ValueError, match="selector scalars"):
+        selector_rows(0.7, np.zeros(3), np.zeros(2))
+
+
+def test_fine_to_unit_and_disagreement_keep_types():
+    assert fine_to_unit(-1.0) == 0.0 and fine_to_unit(1.0) == 1.0
+    unit = fine_to_unit(np.array([1.0, -1.0, 0.0], np.float32))
+    assert unit.dtype == np.float32 and unit.tolist() == [1.0, 0.0, 0.5]
+    assert fine_to_unit(torch.tensor([0.5])).tolist() == [0.75]
+    assert disagreement(np.array([1.0, -1.0]), np.array([0.75, 0.25])).tolist() == [0.25, 0.25]
+
+
+def test_merge_fine_replaces_the_picked_scores():
+    coarse = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
+    merged = merge_fine(coarse, np.array([1, 2]), np.array([1.0, -1.0]))
+    np.testing.assert_allclose(merged, [0.9, 1.0, 0.0, 0.6])
+    np.testing.assert_allclose(coarse, [0.9, 0.8, 0.7, 0.6])  # the input is not changed
+    with pytest.raises(ValueError, match="fine similarities"):
+        merge_fine(coarse, np.array([0]), np.zeros(0))
+
+
+def test_cascade_reorders_the_block_within_its_ranks():
+    coarse = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
+    cascaded = cascade_fine(coarse, np.array([0, 1, 2]), np.array([-0.5, 0.9, 0.1]))
+    np.testing.assert_allclose(cascaded, [0.7, 0.9, 0.8, 0.6])  # fine order 1, 2, 0 takes ranks 1-3
+    assert ranking_order(cascaded).tolist() == [1, 2, 0, 3]
+
+
+def test_ranking_order_is_stable():
+    assert ranking_order(np.array([0.5, 0.7, 0.5, 0.7])).tolist() == [1, 3, 0, 2]
