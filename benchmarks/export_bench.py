@@ -28,7 +28,7 @@ from dnsvr.export.graphs import GRAPH_CLASSES
 from dnsvr.export.onnx_export import example_feeds, export_onnx
 from dnsvr.export.onnx_runner import OnnxRunner
 from dnsvr.export.parity import TOLERANCES, check_parity, reference_output
-from dnsvr.training import load_checkpoint
+from dnsvr.training import load_checkpoint, paths
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +102,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10, help="timed runs per graph (median reported)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for both ONNX Runtime and torch")
-    parser.add_argument("--golden", type=Path, default=ROOT.parent / "shared" / "golden")
+    parser.add_argument("--golden", type=Path, default=paths.shared_dir() / "golden")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     latency, parity = [], []

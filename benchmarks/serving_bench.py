@@ -24,16 +24,17 @@ from pathlib import Path
 
 import numpy as np
 from dnsvr.client import VideoSearchClient
+from dnsvr.export.manifest import model_version, read_manifest
 from dnsvr.serving.local.service import LocalService
-from dnsvr.serving.pipelines.store_access import ServiceStore, model_version, read_manifest
+from dnsvr.serving.pipelines.store_access import ServiceStore
 from dnsvr.serving.store.schema import IndexedVideo
+from dnsvr.training import paths
 from dnsvr.training.networks.codes import pack_codes
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "serving.md"
-VIDEOS = ROOT.parent / "shared" / "data" / "videos"
-GOLDEN = ROOT.parent / "shared" / "golden"
+VIDEOS = paths.shared_videos_dir()
 STAGES = ("embed", "coarse_search", "selector", "fetch_codes", "fine_similarity", "total", "round_trip")
 INSERT_BATCH = 500
 WARM_UP = 2
@@ -134,14 +135,8 @@ def main() -> None:
 def export_repository(target: Path) -> Path:
     from dnsvr.export.repository import build_repository
     from dnsvr.export.weights import resolve_weights
-    from dnsvr.training.packs.model_pack import BUNDLED_DIR
-
-    if (BUNDLED_DIR / "pack.json").is_file():
-        weights = ["bundled"]
-    else:
-        weights = [str(GOLDEN / f) for f in ("fg_bin_student.pth", "cg_student.pth", "selector.pth")]
-    print(f"exporting {weights} ...", flush=True)
-    build_repository(resolve_weights(weights), target)
+    print("exporting the bundled pack ...", flush=True)
+    build_repository(resolve_weights(["bundled"]), target)
     return target
 
 

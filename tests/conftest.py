@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from dnsvr.training import paths
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("DNSVR_SHARED", REPO.parent / "shared"))
+SHARED = paths.shared_dir()
 GOLDEN = SHARED / "golden"
 VIDEOS = SHARED / "data" / "videos"
 
@@ -49,3 +49,42 @@ def efficientnet_features(sample_frames: dict, efficientnet_extractor) -> dict:
 
     with torch.inference_mode():
         return {name: efficientnet_extractor(frames) for name, frames in sample_frames.items()}
+
+
+DOCKERFILE = REPO / "docker" / "Dockerfile.triton"
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of docker/Dockerfile.triton, continuation lines joined, comments dropped."""
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+
+
+def dockerfile_export_command() -> list[str]:
+    """The `dnsvr ...` arguments of the image build's export step (its RUN line), ARG defaults substituted."""
+    import re
+    import shlex
+
+    defaults: dict[str, str] = {}
+    for instruction, arguments in dockerfile_instructions():
+        if instruction == "ARG" and "=" in arguments:
+            name, value = arguments.split("=", 1)
+            defaults[name.strip()] = value.strip()
+        if instruction == "RUN" and arguments.startswith("dnsvr export"):
+            command = re.sub(r"\$\{(\w+)\}", lambda m: defaults[m[1]], arguments)
+            return shlex.split(command)[1:]
+    raise AssertionError(f"{DOCKERFILE} has no `RUN dnsvr export ...` step")
+
+
+@pytest.fixture(scope="session")
+def docker_export(tmp_path_factory) -> Path:
+    """The repository the production image bakes in: the Dockerfile's export command run here, as the image
+    build runs it, into an empty folder (its `--out` moved under a temporary folder)."""
+    from dnsvr.serving.cli.main import main
+
+    arguments = dockerfile_export_command()
+    out = tmp_path_factory.mktemp("image") / arguments[arguments.index("--out") + 1].lstrip("/")
+    arguments[arguments.index("--out") + 1] = str(out)
+    assert main(arguments) == 0
+    return out

@@ -1,19 +1,25 @@
-"""`dnsvr export` end to end: repository layout, manifest, atomic replacement, bad inputs, real Triton."""
+"""`dnsvr export` end to end: a complete repository (networks, pipelines, adapters, manifest), atomic replacement,
+bad inputs, and the real local Triton serving the export as it is."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from dnsvr.client import spec
-from dnsvr.export.onnx_export import example_feeds
+from dnsvr.export.onnx_export import ExportError, example_feeds
 from dnsvr.export.onnx_runner import OnnxRunner
 from dnsvr.export.parity import ParityError
-from dnsvr.export.repository import build_repository, recover_interrupted, stale_configs
+from dnsvr.export.repository import (
+    build_repository,
+    pipeline_networks,
+    recover_interrupted,
+    repository_files,
+    stale_files,
+)
 from dnsvr.export.weights import ExportSource, WeightsError, resolve_weights
 from dnsvr.serving.cli.main import main
 from dnsvr.serving.local.triton_server import TritonServer
@@ -27,11 +33,9 @@ def golden_files(golden_dir: Path, names: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def repository(golden_dir: Path, tmp_path_factory) -> Path:
-    """A repository exported by the CLI from golden checkpoints (+ EfficientNet-Lite0), with an ensemble
-    folder that the export must keep."""
+    """A repository exported by the CLI into an empty folder from golden checkpoints (+ EfficientNet-Lite0):
+    a whole pack, so the pipelines are part of it."""
     out = tmp_path_factory.mktemp("export") / "model_repository"
-    (out / "pipeline").mkdir(parents=True)
-    (out / "pipeline" / "config.pbtxt").write_text('name: "pipeline"\n')
     assert main(["export", "--weights", *golden_files(golden_dir, STUDENTS), "--out", str(out)]) == 0
     return out
 
@@ -46,15 +50,36 @@ def test_layout_configs_and_manifest(repository: Path, golden_dir: Path) -> None
     assert {"torch", "onnx", "onnxruntime", "python"} <= set(manifest["tools"])
     digest = json.loads((golden_dir / "manifest.json").read_text())
     assert manifest["weights"]["fine_bin"]["sha256"] in json.dumps(digest)
+    assert served == sorted(pipeline_networks("bin")) and manifest["pipelines"] == list(spec.PIPELINES)
     for name in served:
         entry = manifest["models"][name]
         assert entry["max_abs_error"] <= entry["tolerance"]["atol"] + 1e-12
         assert (repository / name / "1" / "model.onnx").is_file()
-        assert (repository / name / "1" / "model.py").is_file()
-    assert not (repository / "fine_index_att" / "1").exists()  # config only: not part of this pack
-    assert stale_configs(repository) == []
-    assert (repository / "pipeline" / "config.pbtxt").read_text() == 'name: "pipeline"\n'
+    assert stale_files(repository, served, "bin") == []
+    files = {p.relative_to(repository).as_posix() for p in repository.rglob("*") if p.is_file()}
+    graphs = {f"{name}/1/model.onnx" for name in served}
+    assert files == set(repository_files(served, "bin")) | graphs | {"manifest.json"}
+    assert not (repository / "fine_index_att").exists()  # not part of this pack
     assert not list(repository.parent.glob(".model_repository.staging*"))
+
+
+def test_export_without_a_whole_pack_writes_no_pipelines(golden_dir: Path, tmp_path: Path) -> None:
+    from dnsvr.training import load_checkpoint
+
+    source = ExportSource({"selector_score": load_checkpoint(golden_dir / "selector.pth")}, {}, "one", "none")
+    manifest = build_repository(source, tmp_path / "model_repository")
+    assert manifest["served"] == ["selector_score"] and manifest["pipelines"] == []
+    assert sorted(p.name for p in (tmp_path / "model_repository").iterdir()) == ["manifest.json", "selector_score"]
+
+
+def test_a_folder_that_is_no_model_repository_is_never_replaced(golden_dir: Path, tmp_path: Path) -> None:
+    from dnsvr.training import load_checkpoint
+
+    source = ExportSource({"selector_score": load_checkpoint(golden_dir / "selector.pth")}, {}, "one", "none")
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match="not a model repository.*notes.txt"):
+        build_repository(source, tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
 def test_failed_export_leaves_the_repository_untouched(repository: Path, golden_dir: Path) -> None:
@@ -128,14 +153,13 @@ def test_bundled_pack_missing_names_the_training_command(monkeypatch, tmp_path: 
 
 
 def test_exported_repository_serves_on_local_triton(repository: Path) -> None:
-    """The real local Triton server (cpu_local configs) loads every served model of the manifest; results
-    equal ONNX Runtime's.  (The other fine student's folders hold configs only, so the served models are
-    copied out: the launcher requires every model of a repository to load.)"""
-    served = json.loads((repository / "manifest.json").read_text())["served"]
-    serving = repository.parent / "served"
-    for name in served:
-        shutil.copytree(repository / name, serving / name)
-    with TritonServer(serving) as server, grpcclient.InferenceServerClient(server.grpc_url) as client:
+    """The real local Triton server (cpu_local configs) loads the export as it is, with nothing added: every
+    network and pipeline is ready, and the networks' results equal ONNX Runtime's."""
+    manifest = json.loads((repository / "manifest.json").read_text())
+    served = manifest["served"]
+    with TritonServer(repository) as server, grpcclient.InferenceServerClient(server.grpc_url) as client:
+        for name in served + manifest["pipelines"]:
+            assert client.is_model_ready(name), name
         for name in served:
             model = spec.NETWORKS[name]
             feeds = example_feeds(model, lengths=[3, 6], frames=7, seed=1) if name != "feature_extractor" \
@@ -154,7 +178,6 @@ def test_exported_repository_serves_on_local_triton(repository: Path) -> None:
 def test_concurrent_export_is_refused(tmp_path: Path, golden_dir: Path) -> None:
     import fcntl
 
-    from dnsvr.export.onnx_export import ExportError
     from dnsvr.training import load_checkpoint
 
     source = ExportSource({"selector_score": load_checkpoint(golden_dir / "selector.pth")}, {}, "one", "none")

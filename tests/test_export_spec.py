@@ -1,4 +1,4 @@
-"""The one interface spec: committed Triton configs are generated from it, the client can import it alone."""
+"""The one interface spec: the committed repository is generated from it, the client can import it alone."""
 
 from __future__ import annotations
 
@@ -8,33 +8,19 @@ from pathlib import Path
 
 import pytest
 from dnsvr.client import spec
-from dnsvr.export.repository import model_configs, stale_configs
-from dnsvr.export.triton_config import read_config
+from dnsvr.export.repository import pipeline_networks, repository_files, stale_files
 
 REPO = Path(__file__).resolve().parents[1]
+TEXT_FILES = ("*.pbtxt", "model.py")
 
 
-def test_committed_configs_equal_the_generated_ones() -> None:
-    stale = stale_configs(REPO / "model_repository")
-    assert not stale, f"run `dnsvr export --write-configs` and commit: {stale}"
-
-
-@pytest.mark.parametrize("name", list(spec.NETWORKS))
-def test_configs_carry_the_spec(name) -> None:
-    model = spec.NETWORKS[name]
-    for relative in model_configs(model):
-        on_disk = read_config(REPO / "model_repository" / name / relative)
-        assert on_disk.name == name
-        assert on_disk.max_batch_size == model.max_batch_size
-        strip = 1 if model.max_batch_size else 0
-        assert [(t.name, t.dtype, t.dims) for t in on_disk.inputs] == [
-            (t.name, t.numpy_dtype, t.dims[strip:]) for t in model.inputs]
-        assert [t.name for t in on_disk.outputs] == list(model.output_names)
-    production = model_configs(model)["config.pbtxt"]
-    assert production.platform == "onnxruntime_onnx"
-    assert production.instance_groups[0].kind == "KIND_GPU"
-    assert model_configs(model)["configs/tensorrt.pbtxt"].platform == "tensorrt_plan"
-    assert model_configs(model)["configs/cpu_local.pbtxt"].backend == "python"
+def test_committed_repository_is_the_bundled_exports_text() -> None:
+    """model_repository/ holds exactly the configs and adapters `dnsvr export --weights bundled` writes."""
+    committed = REPO / "model_repository"
+    assert stale_files(committed, pipeline_networks("bin"), "bin") == [], \
+        "run `dnsvr export --write-configs --out model_repository` and commit"
+    on_disk = {p.relative_to(committed).as_posix() for pattern in TEXT_FILES for p in committed.rglob(pattern)}
+    assert on_disk == set(repository_files(pipeline_networks("bin"), "bin"))
 
 
 def test_spec_types_and_lookup() -> None:

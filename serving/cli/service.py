@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from dnsvr.training import paths
-from dnsvr.training.data.files import ID_FROM_HELP, ID_RULES, find_videos
+from dnsvr.training.files import ID_FROM_HELP, ID_RULES, find_videos
 
 REPOSITORY_HELP = "model repository (default: %(default)s); exported from the bundled pack if it has none"
 

@@ -5,75 +5,37 @@ stopped together (what `dnsvr serve`, `dnsvr demo`, the tests and the benchmark 
         client = VideoSearchClient(service.grpc_url)
 
 Start-up: export the bundled models if the repository has no manifest.json, or export them again if the
-files it was exported from have changed (a retrained pack); install the pipelines (configs
-for the exported fine student, model.py files); start `milvus-lite server` on the store path (only one
-process may open a Lite data directory, and every Triton python model instance is its own process) unless
-`store` is a Milvus server URI; start Triton on a view of the repository holding only the served models
-(the repository keeps configs of both fine students, only one of which is exported), with DNSVR_MILVUS_URI
-pointing every model instance at the store.  Stop: Triton first, then Milvus; nothing is left running.
+files it was exported from have changed (a retrained pack): `dnsvr.export.repository.ensure_exported`, the
+one writer of the repository; start `milvus-lite server` on the store path (only one process may open a Lite
+data directory, and every Triton python model instance is its own process) unless `store` is a Milvus server
+URI; start Triton on the repository as exported, with DNSVR_MILVUS_URI pointing every model instance at the
+store.  Stop: Triton first, then Milvus; nothing is left running.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from dnsvr.export.manifest import ManifestError, read_manifest
+from dnsvr.export.repository import ensure_exported
 from dnsvr.serving.local.milvus_servers import MilvusLiteServer
 from dnsvr.serving.local.triton_server import TritonServer
-from dnsvr.serving.pipeline_configs import install_pipelines
-from dnsvr.serving.pipelines.store_access import MANIFEST, fine_kind, read_manifest
 from dnsvr.serving.store.settings import is_server_uri
 from dnsvr.training import paths
-from dnsvr.training.data.files import atomic_write_text
+from dnsvr.training.files import atomic_write_text
 
 
-def changed_weights(repository: Path) -> list[str]:
-    """Weight files recorded in the repository's manifest that still exist but no longer hash as exported
-    (e.g. a retrained bundled pack) -> their paths; [] when the export is current."""
-    from dnsvr.training.packs.model_pack import file_sha256
-
-    recorded = read_manifest(repository).get("weights", {}).values()
-    return [entry["path"] for entry in recorded
-            if Path(entry["path"]).is_file() and file_sha256(entry["path"]) != entry["sha256"]]
-
-
-def ensure_exported(repository: Path, weights: list[str], on_model: Callable[[str], None] | None = None) -> bool:
-    """Export `weights` into `repository` unless it holds a current export of them; True if it exported.
-
-    A repository exported from the same source whose weight files have changed since is exported again; one
-    exported from another source is left alone (ValueError if its files changed: re-export it by hand).
-    """
-    from dnsvr.export.repository import build_repository
-    from dnsvr.export.weights import resolve_weights
-
-    if (repository / MANIFEST).is_file():
-        changed = changed_weights(repository)
-        if not changed:
-            return False
-        source = resolve_weights(weights)
-        exported_from = read_manifest(repository).get("source")
-        if source.description != exported_from:
-            raise ValueError(f"{repository} was exported from {exported_from}, whose files changed since "
-                             f"({', '.join(changed)}); re-export it: dnsvr export --weights ... --out {repository}")
-        build_repository(source, repository, on_model=on_model)
-        return True
-    build_repository(resolve_weights(weights), repository, on_model=on_model)
-    return True
-
-
-def served_view(repository: Path, view: Path) -> list[str]:
-    """Fill `view` with symlinks to the served networks, the pipelines and the manifest; -> model names."""
+def served_models(repository: Path) -> list[str]:
+    """Every model the exported repository serves (networks, then pipelines); ManifestError when its export
+    has no pipelines (weights without a complete set of networks)."""
     manifest = read_manifest(repository)
-    pipelines = install_pipelines(repository, fine_kind(manifest))
-    models = list(manifest["served"]) + pipelines
-    view.mkdir(parents=True, exist_ok=True)
-    for name in [*models, MANIFEST]:
-        (view / name).symlink_to(repository.resolve() / name)
-    return models
+    if not manifest.get("pipelines"):
+        raise ManifestError(f"{repository} has no pipelines: its export ({manifest.get('source')}) lacks networks "
+                            "they call; export a complete pack (`dnsvr export --weights ... --out ...`)")
+    return [*manifest["served"], *manifest["pipelines"]]
 
 
 class LocalService:
@@ -110,7 +72,6 @@ class LocalService:
         self.milvus: MilvusLiteServer | None = None
         self.triton: TritonServer | None = None
         self.models: list[str] = []
-        self._view: Path | None = None
 
     @property
     def store_uri(self) -> str:
@@ -124,15 +85,14 @@ class LocalService:
         """Export if needed, start the store and Triton; on failure nothing is left running."""
         try:
             ensure_exported(self.repository, self.weights, on_export)
-            self._view = Path(tempfile.mkdtemp(prefix="dnsvr-repository-"))
-            self.models = served_view(self.repository, self._view / "models")
+            self.models = served_models(self.repository)
             if not is_server_uri(self.store):
                 self.milvus = MilvusLiteServer(Path(self.store).expanduser()).start()
-            env = {**self.env, "DNSVR_MILVUS_URI": self.store_uri}
+            env = {**self.env, paths.MILVUS_URI: self.store_uri}
             if self.prefix:
-                env["DNSVR_MILVUS_PREFIX"] = self.prefix
+                env[paths.MILVUS_PREFIX] = self.prefix
             log_path = self.log_dir / "triton.log" if self.log_dir else None
-            self.triton = TritonServer(self._view / "models", env=env, log_path=log_path,
+            self.triton = TritonServer(self.repository, env=env, log_path=log_path,
                                        startup_timeout_s=self.startup_timeout_s, **self.ports).start()
         except BaseException:
             self.stop()
@@ -140,7 +100,7 @@ class LocalService:
         return self
 
     def stop(self) -> None:
-        """Stop Triton, then Milvus, and remove the repository view (safe to call twice)."""
+        """Stop Triton, then Milvus (safe to call twice)."""
         try:
             if self.triton is not None:
                 self.triton.stop()
@@ -149,9 +109,6 @@ class LocalService:
             if self.milvus is not None:
                 self.milvus.stop()
                 self.milvus = None
-            if self._view is not None:
-                shutil.rmtree(self._view, ignore_errors=True)
-                self._view = None
 
     def write_state(self, path: Path) -> None:
         """Record the endpoints for other commands (`dnsvr index/search` read the gRPC URL from it)."""

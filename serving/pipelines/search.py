@@ -1,23 +1,31 @@
-"""What `dnsvr_index` and `dnsvr_search` do between their model calls, free of Triton (unit-testable).
+"""What `dnsvr_search` does between its model calls, free of Triton (unit-testable): DnS retrieval.
 
-The networks are reached through `ModelCalls` (the BLS models pass Triton requests; tests pass functions),
-the store through `dnsvr.serving.store.video_store.VideoStore`.
+The networks are reached through `ModelCalls` (the adapter passes Triton requests; tests pass functions),
+the store through `dnsvr.serving.pipelines.store_access.ServiceStore` / `VideoStore`.
 
-    index_video(store, video_id, embedding, source_uri, metadata)         -> upsert (replaces the id)
+    search_request(inputs, stores, calls, consistency) -> the outputs of one request (below)
     search(store, calls, query, top_k, policy, candidates, filter, exclude_id) -> (Ranking, timings ms)
+
+Request: video BYTES [1] | frames uint8 [T, 224, 224, 3] | video_id BYTES [1] (exactly one), top_k int32 [1],
+rerank BYTES [1] (policy, default "fraction:0.1"), candidates int32 [1] (K', default max(top_k, 100)), filter
+BYTES [1] (Milvus expression over the per-video fields).  Outputs: video_ids BYTES [n], scores / coarse_scores /
+selector_scores float32 [n], reranked bool [n], timings BYTES [1] (JSON, ms per stage).  The embedding (or the
+stored one of `video_id`, which is then left out of the results) -> Milvus coarse top-K' -> selector_score ->
+the policy's pairs -> fine codes from Milvus -> fine_similarity in batches -> `ranking.merge_fine`.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
+from dnsvr.client import spec
 from dnsvr.serving.pipelines.batching import fine_batches, padded_batch
-from dnsvr.serving.store.schema import IndexedVideo
-from dnsvr.serving.store.video_store import VideoStore
+from dnsvr.serving.pipelines.requests import BadRequest, RequestInputs, Stopwatch, bytes_array
+from dnsvr.serving.pipelines.store_access import ServiceStore
+from dnsvr.serving.store.schema import check_video_id
+from dnsvr.serving.store.video_store import StoreError, StoreUnavailable, VideoNotFound, VideoStore
 from dnsvr.training.ranking import RerankPolicy, merge_fine, ranking_order, selector_rows
 
 
@@ -34,40 +42,25 @@ class Embedding:
     def frame_count(self) -> int:
         return int(self.fine.shape[0])
 
+    @classmethod
+    def from_outputs(cls, outputs: dict[str, np.ndarray]) -> Embedding:
+        """dnsvr_embed's outputs (batch axis of 1) -> Embedding."""
+        return cls(outputs["coarse"][0], outputs["fine"][0], float(outputs["selector"].reshape(-1)[0]))
+
 
 @dataclass
 class ModelCalls:
-    """The two networks search needs besides the embedding.
+    """The networks search needs.
 
+    embed: {"video": [1] bytes} or {"frames": uint8 [T, 224, 224, 3]} -> Embedding (dnsvr_embed).
     selector_score: [K, 3] float32 -> [K] float32 in (0, 1).
     fine_similarity: query [Tq, 9, W], query_mask [Tq], candidates [K, Tt, 9, W], candidate_mask [K, Tt]
     -> [K] float32 in [-1, 1].
     """
 
+    embed: Callable[[dict[str, np.ndarray]], Embedding]
     selector_score: Callable[[np.ndarray], np.ndarray]
     fine_similarity: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-
-
-class Stopwatch:
-    """Named stage durations in milliseconds, in the order they were measured."""
-
-    def __init__(self) -> None:
-        self.stages: dict[str, float] = {}
-
-    def stage(self, name: str) -> _Stage:
-        return _Stage(self, name)
-
-
-class _Stage:
-    def __init__(self, watch: Stopwatch, name: str) -> None:
-        self.watch, self.name = watch, name
-
-    def __enter__(self) -> None:
-        self.began = time.perf_counter()
-
-    def __exit__(self, *exc_info: object) -> None:
-        elapsed = (time.perf_counter() - self.began) * 1000.0
-        self.watch.stages[self.name] = self.watch.stages.get(self.name, 0.0) + elapsed
 
 
 DEFAULT_CANDIDATES = 100
@@ -116,13 +109,6 @@ def final_ranking(
     flags[positions] = True
     order = ranking_order(scores)[:top_k]
     return Ranking([ids[i] for i in order], scores[order], flags[order], coarse[order], selector[order])
-
-
-def index_video(store: VideoStore, video_id: str, embedding: Embedding, source_uri: str = "",
-                metadata: dict[str, Any] | None = None) -> None:
-    """Insert or replace `video_id` (validated by the store first; nothing is written on bad input)."""
-    store.upsert(IndexedVideo(video_id=video_id, coarse=embedding.coarse, selector=embedding.selector,
-                              fine_codes=embedding.fine, source_uri=source_uri, metadata=metadata or {}))
 
 
 def embedding_of_indexed(store: VideoStore, video_id: str) -> Embedding:
@@ -189,3 +175,51 @@ def _fine_scores(store: VideoStore, calls: ModelCalls, query: Embedding, video_i
             similarity = calls.fine_similarity(query.fine, query_mask, candidates, mask)
             scores[positions] = np.asarray(similarity, np.float32).reshape(-1)
     return scores
+
+
+def search_request(inputs: RequestInputs, stores: ServiceStore, calls: ModelCalls,
+                   consistency: str = "Session") -> dict[str, np.ndarray]:
+    """One `dnsvr_search` request -> its outputs (module docstring); BadRequest / VideoNotFound name the problem."""
+    watch = Stopwatch()
+    top_k = inputs.integer("top_k")
+    if not 1 <= top_k <= spec.MAX_TOP_K:
+        raise BadRequest(f"top_k must be in 1..{spec.MAX_TOP_K}, got {top_k}")
+    candidates = inputs.integer("candidates", default=0)
+    if not 0 <= candidates <= spec.MAX_CANDIDATES:
+        raise BadRequest(f"candidates must be in 0..{spec.MAX_CANDIDATES} (0: default), got {candidates}")
+    try:
+        policy = RerankPolicy.parse(inputs.text("rerank"))
+    except ValueError as error:
+        raise BadRequest(str(error)) from None
+    query_id = inputs.text("video_id")
+    if (query_id is None) == (not inputs.given_videos()):
+        raise BadRequest("send exactly one of 'video', 'frames' or 'video_id'")
+    with watch.stage("embed"):
+        if query_id is not None:
+            query_id = check_video_id(query_id)
+            store = stores.existing()
+            if store is None:
+                raise VideoNotFound(query_id)
+            query = embedding_of_indexed(store, query_id)
+        else:
+            query = calls.embed(inputs.video())
+            store = stores.get(len(query.coarse))
+    expression = inputs.text("filter") or None
+    try:
+        ranking, stages = search(store, calls, query, top_k, policy, candidates or None, expression,
+                                 exclude_id=query_id, consistency=consistency)
+    except StoreUnavailable:
+        raise
+    except StoreError as error:
+        if expression is None:
+            raise
+        raise BadRequest(f"filter {expression!r} was rejected by the store: {error}") from None
+    watch.stages.update(stages)
+    return {
+        "video_ids": bytes_array(list(ranking.ids)),
+        "scores": ranking.scores.astype(np.float32),
+        "reranked": ranking.reranked.astype(bool),
+        "coarse_scores": ranking.coarse_scores.astype(np.float32),
+        "selector_scores": ranking.selector_scores.astype(np.float32),
+        "timings": watch.report(),
+    }

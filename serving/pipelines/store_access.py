@@ -2,53 +2,18 @@
 
 Where: model config parameters `store_uri` / `store_prefix` (empty: unset), else DNSVR_MILVUS_URI /
 DNSVR_MILVUS_TOKEN / DNSVR_MILVUS_PREFIX and the config file (`dnsvr.serving.store.settings`).  Which models:
-the repository's `manifest.json` (written by `dnsvr export`): the model-pack version, else a hash of the
-served ONNX files, so vectors of two different exports are never mixed in one store.
+the repository's `manifest.json` (`dnsvr.export.manifest.model_version`: the model-pack version, else a hash
+of the served ONNX files), so vectors of two different exports are never mixed in one store.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 from dnsvr.client import spec
+from dnsvr.export.manifest import fine_kind, model_version, read_manifest
 from dnsvr.serving.store.settings import StoreSettings
 from dnsvr.serving.store.video_store import StoreError, VideoStore
-
-MANIFEST = "manifest.json"
-
-
-class ManifestError(RuntimeError):
-    """The model repository has no usable manifest.json (run `dnsvr export`)."""
-
-
-def read_manifest(repository: str | Path) -> dict:
-    path = Path(repository) / MANIFEST
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ManifestError(f"{path} not found: export the models first (`dnsvr export --weights ...`)") from None
-    except json.JSONDecodeError as error:
-        raise ManifestError(f"{path} is not valid JSON: {error}") from error
-
-
-def fine_kind(manifest: dict) -> str:
-    """'bin' or 'att': the fine student the repository serves."""
-    kinds = manifest.get("fine") or []
-    if len(kinds) != 1 or kinds[0] not in spec.FINE_KINDS:
-        raise ManifestError(f"manifest names fine students {kinds}; the pipelines serve exactly one of bin/att")
-    return kinds[0]
-
-
-def model_version(manifest: dict) -> str:
-    """The model-pack version, else 'onnx@' + a hash of the served graphs' hashes."""
-    if manifest.get("pack_version"):
-        return str(manifest["pack_version"])
-    digest = hashlib.sha256()
-    for name, info in sorted(manifest.get("models", {}).items()):
-        digest.update(f"{name}={info.get('onnx_sha256', '')};".encode())
-    return f"onnx@{digest.hexdigest()[:12]}"
 
 
 def store_settings(parameters: dict[str, str] | None = None) -> StoreSettings:
@@ -62,6 +27,7 @@ class ServiceStore:
     """Opens the VideoStore lazily (its coarse dimension is known from the first embedding) and keeps it."""
 
     def __init__(self, repository: str | Path, parameters: dict[str, str] | None = None) -> None:
+        self.repository = Path(repository)
         manifest = read_manifest(repository)
         self.model_version = model_version(manifest)
         self.fine_kind = fine_kind(manifest)

@@ -51,6 +51,8 @@ FORBIDDEN_ID_CHARACTERS = set('"\\') | {chr(c) for c in range(32)} | {chr(127)}
 class InvalidVideo(ValueError):
     """Input rejected before anything was written: the message names the field and the problem."""
 
+    tag = "invalid_video"  # how a served pipeline reports it (dnsvr.client.errors)
+
 
 @dataclass(frozen=True)
 class StoreMeta:

@@ -68,13 +68,20 @@ class StoreError(RuntimeError):
 class StoreUnavailable(StoreError):
     """The Milvus server is down, unreachable or timed out. The next call reconnects."""
 
+    tag = "unavailable"  # how a served pipeline reports it (dnsvr.client.errors)
+
 
 class StoreMismatch(StoreError):
     """The collections were built for another model-pack version, dimension, representation or layout."""
 
 
 class VideoNotFound(KeyError):
-    """No video with this id in the store."""
+    """No video with this id in the store (args[0]: the id)."""
+
+    tag = "not_found"  # how a served pipeline reports it (dnsvr.client.errors)
+
+    def __str__(self) -> str:
+        return f"video {self.args[0]!r} is not indexed"
 
 
 @dataclass

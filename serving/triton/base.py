@@ -1,8 +1,21 @@
-"""Helpers for the pipelines' Triton python models: read request tensors, call other models, report errors.
+"""The base of every dnsvr Triton python model: the per-request loop, typed error responses, set-up and teardown.
 
-Imported only inside Triton's python-backend stub (it needs `triton_python_backend_utils`).  Errors go back
-tagged (`dnsvr.client.errors`) with a matching Triton code, so the client raises InvalidVideo, NotFound or
-ServerUnavailable; an error coming back from a called model keeps its tag.
+A model says only what one request means; everything it computes lives in plain, unit-tested code
+(`dnsvr.serving.pipelines`, `dnsvr.export.onnx_runner`):
+
+    class TritonPythonModel(PythonModel):
+        def setup(self) -> None:                                     # once per instance: open stores, sessions
+            self.stores = ServiceStore(self.repository, self.parameters)
+        def handle(self, inputs: RequestInputs) -> dict[str, np.ndarray]:
+            return delete_request(inputs, self.stores)               # outputs by name
+        def teardown(self) -> None:
+            self.stores.close()
+
+Imported only inside Triton's python-backend stub (it needs `triton_python_backend_utils`).  An error raised
+while answering becomes that request's error response, tagged by the error's `tag` attribute
+(`dnsvr.client.errors`: invalid_video, not_found, unavailable; anything else internal) with the matching
+Triton code, so the client raises InvalidVideo, NotFound or ServerUnavailable; an error coming back from a
+model called with `call` keeps the tag it had.  The other requests of the batch are answered as usual.
 """
 
 from __future__ import annotations
@@ -12,10 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from dnsvr.client.errors import TAG_PATTERN, tagged
-from dnsvr.serving.pipelines.search import Embedding
-from dnsvr.serving.store.schema import InvalidVideo
-from dnsvr.serving.store.video_store import StoreUnavailable, VideoNotFound
+from dnsvr.client.errors import TAG_PATTERN, TAGS, tagged
+from dnsvr.serving.pipelines.requests import RequestInputs
 
 TRITON_CODES = {
     "invalid_video": "INVALID_ARG",
@@ -25,115 +36,97 @@ TRITON_CODES = {
 }
 
 
-class BadRequest(ValueError):
-    """The request itself is wrong (missing/extra input, bad value): reported as invalid_video."""
-
-
 class ModelCallError(RuntimeError):
     """A model called from a python model answered with an error (its message, tag included)."""
 
 
-def parameters(args: dict) -> dict[str, str]:
-    """The model config's `parameters` as {key: string value}."""
-    config = json.loads(args["model_config"])
-    return {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
-
-
-def repository_root(args: dict) -> Path:
-    """The model repository folder (parent of this model's folder)."""
-    return Path(args["model_repository"]).resolve().parent
-
-
-def optional_input(request, name: str) -> np.ndarray | None:
-    tensor = pb_utils.get_input_tensor_by_name(request, name)
-    return None if tensor is None else tensor.as_numpy()
-
-
-def required_input(request, name: str) -> np.ndarray:
-    array = optional_input(request, name)
-    if array is None:
-        raise BadRequest(f"the request lacks input '{name}'")
-    return array
-
-
-def text_input(request, name: str, required: bool = False) -> str | None:
-    """A BYTES [1] input as str (UTF-8), None when absent and not required."""
-    array = required_input(request, name) if required else optional_input(request, name)
-    if array is None:
-        return None
-    if array.size != 1:
-        raise BadRequest(f"input '{name}' must hold one string, got {array.size}")
-    value = array.reshape(-1)[0]
-    try:
-        return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-    except UnicodeDecodeError:
-        raise BadRequest(f"input '{name}' is not valid UTF-8") from None
-
-
-def int_input(request, name: str, default: int | None = None) -> int | None:
-    array = optional_input(request, name)
-    if array is None:
-        if default is None:
-            raise BadRequest(f"the request lacks input '{name}'")
-        return default
-    if array.size != 1:
-        raise BadRequest(f"input '{name}' must hold one integer, got {array.size}")
-    return int(array.reshape(-1)[0])
-
-
-def video_inputs(request) -> dict[str, np.ndarray]:
-    """Exactly one of `video` (encoded file bytes) or `frames` (uint8 RGB), as given."""
-    given = {name: optional_input(request, name) for name in ("video", "frames")}
-    given = {name: array for name, array in given.items() if array is not None}
-    if len(given) != 1:
-        raise BadRequest(f"send exactly one of 'video' (file bytes) or 'frames' (uint8 RGB), got {sorted(given)}")
-    return given
-
-
-def bytes_tensor(name: str, values: list[bytes | str]) -> pb_utils.Tensor:
-    encoded = [v.encode("utf-8") if isinstance(v, str) else v for v in values]
-    return pb_utils.Tensor(name, np.array(encoded, dtype=np.object_))
-
-
-def call(model_name: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
-    """One synchronous BLS request; raises ModelCallError with the called model's message."""
-    request = pb_utils.InferenceRequest(
-        model_name=model_name,
-        requested_output_names=outputs,
-        inputs=[pb_utils.Tensor(name, array) for name, array in inputs.items()],
-    )
-    response = request.exec()
-    if response.has_error():
-        raise ModelCallError(f"{model_name}: {response.error().message()}")
-    return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in outputs}
-
-
-def embed(inputs: dict[str, np.ndarray]) -> Embedding:
-    """dnsvr_embed on one video (`video` or `frames`) -> Embedding, batch axis dropped."""
-    out = call("dnsvr_embed", inputs, ["coarse", "fine", "selector"])
-    return Embedding(out["coarse"][0], out["fine"][0], float(out["selector"].reshape(-1)[0]))
-
-
 def error_tag(error: Exception) -> str:
+    """The dnsvr error tag of `error`: its class's `tag`, a called model's tag, else internal."""
     if isinstance(error, ModelCallError):
         found = TAG_PATTERN.search(str(error))
         return found["tag"] if found else "internal"
-    if isinstance(error, (BadRequest, InvalidVideo)):
-        return "invalid_video"
-    if isinstance(error, VideoNotFound):
-        return "not_found"
-    if isinstance(error, StoreUnavailable):
-        return "unavailable"
-    return "internal"
+    tag = getattr(error, "tag", "internal")
+    return tag if tag in TAGS else "internal"
 
 
 def error_response(model_name: str, error: Exception) -> pb_utils.InferenceResponse:
     """A Triton error response carrying the error's tag and code; called-model errors pass through as is."""
     tag = error_tag(error)
-    if isinstance(error, ModelCallError) and TAG_PATTERN.search(str(error)):
-        message = str(error)[str(error).index("[dnsvr:"):]
+    text = str(error)
+    if isinstance(error, ModelCallError) and TAG_PATTERN.search(text):
+        message = text[text.index("[dnsvr:"):]
     else:
-        detail = f"video {error.args[0]!r} is not indexed" if isinstance(error, VideoNotFound) else str(error)
-        message = tagged(tag, f"{model_name}: {detail}")
+        message = tagged(tag, f"{model_name}: {text}")
     code = getattr(pb_utils.TritonError, TRITON_CODES[tag], pb_utils.TritonError.INTERNAL)
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
+
+
+def request_inputs(request, names: list[str]) -> RequestInputs:
+    """The inputs (of `names`) one Triton request carries, as numpy arrays."""
+    arrays = {}
+    for name in names:
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
+        if tensor is not None:
+            arrays[name] = tensor.as_numpy()
+    return RequestInputs(arrays)
+
+
+def response(outputs: dict[str, np.ndarray]) -> pb_utils.InferenceResponse:
+    """A response holding `outputs` by name."""
+    return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(name, array) for name, array in outputs.items()])
+
+
+def call(model_name: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+    """One synchronous BLS request to another model; raises ModelCallError with its message."""
+    request = pb_utils.InferenceRequest(
+        model_name=model_name,
+        requested_output_names=outputs,
+        inputs=[pb_utils.Tensor(name, array) for name, array in inputs.items()],
+    )
+    answer = request.exec()
+    if answer.has_error():
+        raise ModelCallError(f"{model_name}: {answer.error().message()}")
+    return {name: pb_utils.get_output_tensor_by_name(answer, name).as_numpy() for name in outputs}
+
+
+class PythonModel:
+    """Triton's python-model interface (initialize, execute, finalize) over `setup` / `handle` / `teardown`.
+
+    After initialize: `name`, `config` (the model config as a dict), `parameters` ({key: string value}),
+    `input_names`, `output_names`, `repository` (the model repository folder) and `version_dir` (this
+    model's version folder).
+    """
+
+    def initialize(self, args: dict) -> None:
+        self.config = json.loads(args["model_config"])
+        self.name = self.config["name"]
+        self.parameters = {key: value.get("string_value", "")
+                           for key, value in self.config.get("parameters", {}).items()}
+        self.input_names = [tensor["name"] for tensor in self.config.get("input", [])]
+        self.output_names = [tensor["name"] for tensor in self.config.get("output", [])]
+        model_dir = Path(args["model_repository"])
+        self.repository = model_dir.resolve().parent
+        self.version_dir = model_dir / str(args["model_version"])
+        self.setup()
+
+    def setup(self) -> None:
+        """Once per model instance, after the attributes above are set."""
+
+    def handle(self, inputs: RequestInputs) -> dict[str, np.ndarray]:
+        """One request's inputs -> its outputs by name (raise to answer with an error)."""
+        raise NotImplementedError
+
+    def teardown(self) -> None:
+        """When Triton unloads the model instance."""
+
+    def execute(self, requests: list) -> list:
+        responses = []
+        for request in requests:
+            try:
+                responses.append(response(self.handle(request_inputs(request, self.input_names))))
+            except Exception as error:
+                responses.append(error_response(self.name, error))
+        return responses
+
+    def finalize(self) -> None:
+        self.teardown()

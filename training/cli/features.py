@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from dnsvr.training.data.files import ID_FROM_HELP, ID_RULES, find_videos
+from dnsvr.training.files import ID_FROM_HELP, ID_RULES, find_videos
 
 FEATURES_EPILOG = """\
 Each video is decoded at --fps frames per second (by timestamp), resized to 256 on the shorter side,

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from dnsvr.training import paths
 from dnsvr.training.data.features_io import list_ids, write_features
-from dnsvr.training.data.files import is_video_file
+from dnsvr.training.files import is_video_file
 from tqdm import tqdm
 
 SEED_NAMESPACE = "dnsvr-train"

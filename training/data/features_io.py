@@ -24,7 +24,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 from dnsvr.client.spec import FEATURE_DIMS, REGIONS
-from dnsvr.training.data.files import atomic_path
+from dnsvr.training.files import atomic_path
 
 ID_ATTR = "video_id"
 TEMP_PREFIX = ".partial-"

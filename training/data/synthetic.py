@@ -30,7 +30,7 @@ import numpy as np
 import skimage.data
 import torch
 import torch.nn.functional as F
-from dnsvr.training.data.files import atomic_write_bytes
+from dnsvr.training.files import atomic_write_bytes
 from PIL import Image, ImageDraw, ImageFont
 from scipy.ndimage import gaussian_filter
 

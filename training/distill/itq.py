@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from dnsvr.training.data.files import atomic_path
+from dnsvr.training.files import atomic_path
 from tqdm import tqdm
 
 

@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 from dnsvr.training.data.corpus import CorpusConfig, build_corpus_features
-from dnsvr.training.data.files import atomic_path, atomic_write_text
 from dnsvr.training.distill.itq import load_itq, save_itq
 from dnsvr.training.distill.pairs import mine_pairs
 from dnsvr.training.distill.teachers import ChamferTeacher, FineStudentTeacher, Teacher
@@ -36,6 +35,7 @@ from dnsvr.training.distill.train import (
     train_selector,
     train_student,
 )
+from dnsvr.training.files import atomic_path, atomic_write_text
 from dnsvr.training.packs.model_pack import ModelPack
 from tqdm import tqdm
 

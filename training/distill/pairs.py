@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 from dnsvr.training.data.features_io import iter_features, list_ids, read_features
-from dnsvr.training.data.files import atomic_write_text
 from dnsvr.training.distill.teachers import Teacher
+from dnsvr.training.files import atomic_write_text
 from tqdm import tqdm
 
 FORMAT = "dnsvr-pairs/1"

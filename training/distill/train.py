@@ -33,7 +33,6 @@ import numpy as np
 import torch
 from dnsvr.client.spec import FINE_KINDS
 from dnsvr.training.data.features_io import read_features
-from dnsvr.training.data.files import atomic_path
 from dnsvr.training.distill.augment import pad_batch, temporal_augment
 from dnsvr.training.distill.losses import (
     coarse_targets,
@@ -44,6 +43,7 @@ from dnsvr.training.distill.losses import (
     total_student_loss,
 )
 from dnsvr.training.distill.pairs import PairSet
+from dnsvr.training.files import atomic_path
 from dnsvr.training.networks.similarity import canonical_frames, frame_chamfer
 from dnsvr.training.networks.students import CoarseGrainedStudent, FineGrainedStudent
 from dnsvr.training.ranking import disagreement, selector_rows

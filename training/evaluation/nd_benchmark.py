@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 from dnsvr.training import paths
-from dnsvr.training.data.files import atomic_path, atomic_write_text
 from dnsvr.training.data.synthetic import (
     PHOTOS,
     TEMPORAL_EDITS,
@@ -46,6 +45,7 @@ from dnsvr.training.data.synthetic import (
     write_mp4,
 )
 from dnsvr.training.evaluation.protocols import average_precision, rank_targets
+from dnsvr.training.files import atomic_path, atomic_write_text
 from tqdm import tqdm
 
 DIFFICULTIES = ("real", "easy", "medium", "hard")

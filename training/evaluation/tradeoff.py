@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from dnsvr.client.spec import CODE_BYTES, FEATURE_DIMS, REGIONS
-from dnsvr.training.data.files import atomic_path, atomic_write_text
 from dnsvr.training.distill.augment import pad_batch
+from dnsvr.training.files import atomic_path, atomic_write_text
 from dnsvr.training.networks.codes import pack_codes
 from dnsvr.training.networks.similarity import chamfer_similarity
 from dnsvr.training.ranking import (

@@ -208,7 +208,7 @@ def download_official(dest_dir: str | Path, names: Iterable[str] | None = None) 
 
     Needs network access; never called by tests or at serving time.  -> paths of the files.
     """
-    from dnsvr.training.data.files import atomic_path
+    from dnsvr.training.files import atomic_path
 
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)

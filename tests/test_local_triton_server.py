@@ -18,23 +18,33 @@ import numpy as np
 import pytest
 import torch
 import tritonclient.grpc as grpcclient
+from dnsvr.client.spec import ModelSpec, TensorSpec
 from dnsvr.export.onnx_runner import OnnxRunner
-from dnsvr.export.triton_config import (
-    DynamicBatching,
-    EnsembleStep,
-    InstanceGroup,
-    ModelConfig,
-    TensorSpec,
-    read_config,
-    write_config,
-    write_onnx_model_configs,
-)
-from dnsvr.serving.cpu_local import install_cpu_runner
+from dnsvr.export.repository import network_files
 from dnsvr.serving.local.triton_server import TritonServer, TritonStartError, descendants
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
 WIDTH = 4
-VECTOR = [TensorSpec("x", np.float32, (WIDTH,))]
+ENSEMBLE_CONFIG = """
+name: "affine_then_normalize"  platform: "ensemble"  max_batch_size: 8
+input { name: "x" data_type: TYPE_FP32 dims: 4 }
+output { name: "y" data_type: TYPE_FP32 dims: 4 }
+ensemble_scheduling {
+  step { model_name: "affine" model_version: -1
+         input_map { key: "x" value: "x" } output_map { key: "y" value: "shifted" } }
+  step { model_name: "normalize" model_version: -1
+         input_map { key: "x" value: "shifted" } output_map { key: "y" value: "y" } }
+}
+"""
+BLS_CONFIG = """
+name: "bls_chain"  backend: "python"  max_batch_size: 8
+input { name: "x" data_type: TYPE_FP32 dims: 4 }
+output { name: "y" data_type: TYPE_FP32 dims: 4 }
+output { name: "tag" data_type: TYPE_STRING dims: 1 }
+instance_group { kind: KIND_CPU count: 1 }
+"""
 
 
 class Affine(torch.nn.Module):
@@ -88,8 +98,21 @@ BLS_MODEL = textwrap.dedent(
 )
 
 
+def write_files(repository: Path, files: dict[str, str]) -> None:
+    for relative, text in files.items():
+        (repository / relative).parent.mkdir(parents=True, exist_ok=True)
+        (repository / relative).write_text(text)
+
+
+def write_config(repository: Path, text: str) -> None:
+    """A hand-written config, checked against Triton's proto, with its (empty) version folder."""
+    name = text_format.Parse(text, model_config_pb2.ModelConfig()).name
+    write_files(repository, {f"{name}/config.pbtxt": text})
+    (repository / name / "1").mkdir(exist_ok=True)
+
+
 def add_onnx_model(repository: Path, name: str, module: torch.nn.Module, config_width: int = WIDTH) -> Path:
-    """Export `module` ([B, 4] -> [B, 4], B dynamic) as <repository>/<name>/1/model.onnx, add configs, runner.
+    """Export `module` ([B, 4] -> [B, 4], B dynamic) as <repository>/<name>/1/model.onnx, add configs, adapter.
 
     config_width: the width the configs declare (-1: looser than the graph, so the runner's own checks run).
     """
@@ -101,10 +124,10 @@ def add_onnx_model(repository: Path, name: str, module: torch.nn.Module, config_
             module, (torch.zeros(2, WIDTH),), model_dir / "1" / "model.onnx", input_names=["x"],
             output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, dynamo=False,
         )
-    specs = [TensorSpec("x", np.float32, (config_width,))], [TensorSpec("y", np.float32, (config_width,))]
-    write_onnx_model_configs(model_dir, *specs, max_batch_size=8,
-                             dynamic_batching=DynamicBatching(max_queue_delay_microseconds=2000))
-    install_cpu_runner(model_dir)
+    model = ModelSpec(name, inputs=(TensorSpec("x", "float32", (-1, config_width)),),
+                      outputs=(TensorSpec("y", "float32", (-1, config_width)),), max_batch_size=8,
+                      dynamic_batching=True)
+    write_files(repository, network_files(model))
     return model_dir
 
 
@@ -119,10 +142,13 @@ def add_pick_model(repository: Path) -> None:
             input_names=["x", "index"], output_names=["y"],
             dynamic_axes={"x": {0: "batch"}, "index": {0: "batch"}, "y": {0: "batch"}}, dynamo=False,
         )
-    inputs = [TensorSpec("x", np.float32, (WIDTH,)), TensorSpec("index", np.int64, (1,))]
-    write_onnx_model_configs(model_dir, inputs, [TensorSpec("y", np.float32, (1,))], max_batch_size=8,
-                             dynamic_batching=DynamicBatching(max_queue_delay_microseconds=20000))
-    install_cpu_runner(model_dir)
+    model = ModelSpec("pick", inputs=(TensorSpec("x", "float32", (-1, WIDTH)), TensorSpec("index", "int64", (-1, 1))),
+                      outputs=(TensorSpec("y", "float32", (-1, 1)),), max_batch_size=8, dynamic_batching=True)
+    files = network_files(model)
+    config = text_format.Parse(files["pick/configs/cpu_local.pbtxt"].split("\n", 1)[1], model_config_pb2.ModelConfig())
+    config.dynamic_batching.max_queue_delay_microseconds = 20000  # room for the requests to meet in one batch
+    files["pick/configs/cpu_local.pbtxt"] = text_format.MessageToString(config)
+    write_files(repository, files)
 
 
 def build_repository(root: Path) -> Path:
@@ -131,27 +157,8 @@ def build_repository(root: Path) -> Path:
     add_onnx_model(repository, "affine", Affine())
     add_onnx_model(repository, "normalize", L2Normalize(), config_width=-1)
     add_pick_model(repository)
-    write_config(
-        ModelConfig(
-            name="affine_then_normalize", platform="ensemble", max_batch_size=8,
-            inputs=VECTOR, outputs=[TensorSpec("y", np.float32, (WIDTH,))],
-            ensemble_steps=[
-                EnsembleStep("affine", {"x": "x"}, {"y": "shifted"}),
-                EnsembleStep("normalize", {"x": "shifted"}, {"y": "y"}),
-            ],
-        ),
-        repository / "affine_then_normalize" / "config.pbtxt",
-    )
-    (repository / "affine_then_normalize" / "1").mkdir()
-    write_config(
-        ModelConfig(
-            name="bls_chain", backend="python", max_batch_size=8, inputs=VECTOR,
-            outputs=[TensorSpec("y", np.float32, (WIDTH,)), TensorSpec("tag", np.object_, (1,))],
-            instance_groups=[InstanceGroup("KIND_CPU")],
-        ),
-        repository / "bls_chain" / "config.pbtxt",
-    )
-    (repository / "bls_chain" / "1").mkdir()
+    write_config(repository, ENSEMBLE_CONFIG)
+    write_config(repository, BLS_CONFIG)
     (repository / "bls_chain" / "1" / "model.py").write_text(BLS_MODEL)
     return repository
 
@@ -248,7 +255,7 @@ def test_runtime_failure_in_a_merged_batch_fails_only_its_request(client):
         if index < WIDTH:
             np.testing.assert_array_equal(result, [[10.0 * index]])
         else:
-            assert "model 'pick'" in result.message() and "ONNX Runtime failed" in result.message()
+            assert "pick: " in result.message() and "ONNX Runtime failed" in result.message()
 
 
 def test_bad_inputs_give_clear_errors_and_server_stays_up(client):
@@ -281,9 +288,11 @@ def test_bls_model_calls_other_models_and_sees_passed_environment(client, reposi
 def test_server_uses_cpu_local_configs_and_keeps_production_ones(client, repository):
     served = client.get_model_config("affine", as_json=True)["config"]
     assert served["backend"] == "python" and served["instance_group"][0]["kind"] == "KIND_CPU"
-    production = read_config(repository / "affine" / "config.pbtxt")
-    assert production.platform == "onnxruntime_onnx" and production.instance_groups[0].kind == "KIND_GPU"
-    assert [t.name for t in production.inputs] == [i["name"] for i in served["input"]]
+    text = (repository / "affine" / "config.pbtxt").read_text()
+    production = text_format.Parse(text, model_config_pb2.ModelConfig())
+    assert production.platform == "onnxruntime_onnx"
+    assert production.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    assert [t.name for t in production.input] == [i["name"] for i in served["input"]]
 
 
 @pytest.mark.parametrize("grace_s", [15.0, 0.0], ids=["sigterm", "sigkill-after-grace"])

@@ -1,8 +1,8 @@
 """The product end to end: real Triton (cpu_local) + real Milvus Lite server, through the client over gRPC.
 
-One service per session (export ~45 s, start ~25 s, frames capped at 8 per video).  The networks are the
-bundled model pack when it exists, else the golden random-weight checkpoints: then rankings are meaningless
-and only the mechanics are checked; `test_pattern_group_ranks_first_with_bundled_pack` checks retrieval.
+One service per session (export ~45 s, start ~25 s, frames capped at 8 per video) over the repository the
+production image bakes in (the Dockerfile's export step, run here: the bundled model pack);
+`test_pattern_group_ranks_first_with_bundled_pack` checks retrieval.
 """
 
 from __future__ import annotations
@@ -19,32 +19,27 @@ import time
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from conftest import GOLDEN, VIDEOS
+from conftest import VIDEOS
 from dnsvr.client import InvalidVideo, NotFound, VideoSearchClient
 from dnsvr.client.aio_client import AsyncVideoSearchClient
+from dnsvr.export.manifest import changed_weights
+from dnsvr.export.repository import ensure_exported
 from dnsvr.serving.cli import main as cli
-from dnsvr.serving.local.service import LocalService, changed_weights, ensure_exported
+from dnsvr.serving.local.service import LocalService
 from dnsvr.serving.local.triton_server import descendants, still_same_process
-from dnsvr.training.packs.model_pack import BUNDLED_DIR
 from tritonclient.utils import InferenceServerException
 
-HAVE_BUNDLED = (BUNDLED_DIR / "pack.json").is_file()
 PATTERN = ["pattern-hd-no-bar", "pattern-longer-no-bar", "pattern-sd-grey-bar", "pattern-sd-with-large-logo-bar",
            "pattern-sd-with-small-logo-bar"]
 DISTRACTORS = ["doorknob-hd-no-bar", "test-padded-dimensions"]
 MAX_FRAMES = "8"
-WEIGHTS = ["bundled"] if HAVE_BUNDLED else [str(GOLDEN / f) for f in
-                                            ("fg_bin_student.pth", "cg_student.pth", "selector.pth")]
+WEIGHTS = ["bundled"]
 
 
 @pytest.fixture(scope="session")
-def exported_repository(tmp_path_factory):
-    from dnsvr.export.repository import build_repository
-    from dnsvr.export.weights import resolve_weights
-
-    repository = tmp_path_factory.mktemp("served") / "model_repository"
-    build_repository(resolve_weights(WEIGHTS), repository)
-    return repository
+def exported_repository(docker_export):
+    """The repository the production image bakes in (the Dockerfile's export step, run here)."""
+    return docker_export
 
 
 @pytest.fixture(scope="session")
@@ -171,7 +166,6 @@ def test_cli_index_and_search(service, indexed, tmp_path, capsys):
     assert cli.main(["delete", "doorknob-copy", "--url", service.grpc_url]) == 0
 
 
-@pytest.mark.skipif(not HAVE_BUNDLED, reason="the bundled model pack (training/packs/bundled) is not trained yet")
 def test_pattern_group_ranks_first_with_bundled_pack(client, indexed):
     """Coarse only, the selector re-ranking 10% (the CLI default) and half of the candidates, and fully
     re-ranked by S^f_B."""

@@ -1,15 +1,13 @@
-"""OnnxRunner on a tiny ONNX graph built with onnx.helper, and install_cpu_runner."""
+"""OnnxRunner and run_requests (the cpu_local model's batching) on a tiny ONNX graph built with onnx.helper."""
 
 from __future__ import annotations
 
-import py_compile
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from dnsvr.export.onnx_runner import OnnxInputError, OnnxRunError, OnnxRunner
-from dnsvr.serving.cpu_local import RUNNER_SOURCE, install_cpu_runner
+from dnsvr.export.onnx_runner import OnnxInputError, OnnxRunError, OnnxRunner, run_requests
 from onnx import TensorProto, helper
 
 
@@ -94,14 +92,23 @@ def test_missing_and_corrupt_files(tmp_path):
         OnnxRunner(tmp_path / "junk.onnx")
 
 
-def test_install_cpu_runner_copies_the_python_model(tmp_path):
-    model_dir = tmp_path / "add"
-    with pytest.raises(FileNotFoundError, match="export the model before"):
-        install_cpu_runner(model_dir)
-    (model_dir / "1").mkdir(parents=True)
-    write_add_model(model_dir / "1" / "model.onnx")
-    installed = install_cpu_runner(model_dir)
-    assert installed == model_dir / "1" / "model.py"
-    assert installed.read_bytes() == RUNNER_SOURCE.read_bytes()
-    assert sorted(p.name for p in (model_dir / "1").iterdir()) == ["model.onnx", "model.py"]
-    py_compile.compile(str(installed), cfile=str(tmp_path / "model.pyc"), doraise=True)
+def test_run_requests_merges_compatible_requests_and_isolates_failures(runner):
+    rng = np.random.default_rng(0)
+
+    def feeds(rows: int, width: int = 3) -> dict[str, np.ndarray]:
+        return {"x": rng.standard_normal((rows, width)).astype(np.float32),
+                "y": rng.standard_normal((rows, width)).astype(np.float32)}
+
+    rejected = OnnxInputError("bad request")
+    requests = [feeds(1), feeds(2), rejected, feeds(3)]
+    results = run_requests(runner, requests, ["z", "count"], batched=True)
+    assert results[2] is rejected
+    for request, result in zip([requests[0], requests[1], requests[3]], [results[0], results[1], results[3]],
+                               strict=True):
+        np.testing.assert_array_equal(result["z"], request["x"] + request["y"])
+    assert results[0]["count"].tolist() == [6]  # Shape(x) of one merged run, split like any output: 1 + 2 + 3 rows
+    unbatched = run_requests(runner, [feeds(1), feeds(2)], ["count"], batched=False)
+    assert [r["count"].tolist() for r in unbatched] == [[1, 3], [2, 3]]
+    broken = {"x": np.zeros((2, 3), np.float32), "y": np.zeros((3, 3), np.float32)}  # rows disagree at run time
+    mixed = run_requests(runner, [feeds(2), broken], ["z"], batched=True)
+    assert isinstance(mixed[1], OnnxRunError) and mixed[0]["z"].shape == (2, 3)

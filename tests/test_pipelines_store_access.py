@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from dnsvr.serving.pipelines.store_access import ManifestError, ServiceStore, fine_kind, model_version, store_settings
+from dnsvr.export.manifest import ManifestError, fine_kind, model_version
+from dnsvr.serving.pipelines.store_access import ServiceStore, store_settings
 
 
 def test_model_version_prefers_the_pack_version():

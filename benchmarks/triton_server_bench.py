@@ -1,6 +1,6 @@
 """Local CPU Triton: start-up time, gRPC round-trip latency, memory and stop time on a small repository.
 
-    .venv/bin/python benchmarks/triton_local.py [--requests 300] [--starts 3]
+    .venv/bin/python benchmarks/triton_server_bench.py [--requests 300] [--starts 3]
 
 Builds a temporary repository of cpu_local models (each an ONNX file run by ONNX Runtime in a python
 model): `affine` [B, 4] float32, `features` [B, 64, 9, 512] float32 (1.2 MB per video, the size of a
@@ -22,18 +22,26 @@ from pathlib import Path
 import numpy as np
 import torch
 import tritonclient.grpc as grpcclient
-from dnsvr.export.triton_config import (
-    EnsembleStep,
-    InstanceGroup,
-    ModelConfig,
-    TensorSpec,
-    write_config,
-    write_onnx_model_configs,
-)
-from dnsvr.serving.cpu_local import install_cpu_runner
+from dnsvr.client.spec import ModelSpec, TensorSpec
+from dnsvr.export.repository import network_files
 from dnsvr.serving.local.triton_server import TritonServer, descendants
 from tqdm import tqdm
 
+ENSEMBLE_CONFIG = """name: "affine_then_normalize" platform: "ensemble" max_batch_size: 8
+input { name: "x" data_type: TYPE_FP32 dims: 4 }
+output { name: "y" data_type: TYPE_FP32 dims: 4 }
+ensemble_scheduling {
+  step { model_name: "affine" model_version: -1
+         input_map { key: "x" value: "x" } output_map { key: "y" value: "s" } }
+  step { model_name: "normalize" model_version: -1
+         input_map { key: "x" value: "s" } output_map { key: "y" value: "y" } }
+}
+"""
+BLS_CONFIG = """name: "bls_chain" backend: "python" max_batch_size: 8
+input { name: "x" data_type: TYPE_FP32 dims: 4 }
+output { name: "y" data_type: TYPE_FP32 dims: 4 }
+instance_group { kind: KIND_CPU count: 1 }
+"""
 BLS_MODEL = '''"""BLS: y = normalize(affine(x)) by two InferenceRequest(...).exec() calls."""
 import triton_python_backend_utils as pb_utils
 
@@ -68,8 +76,14 @@ class L2Normalize(torch.nn.Module):
         return torch.nn.functional.normalize(x, dim=-1)
 
 
+def write_files(repository: Path, files: dict[str, str]) -> None:
+    for relative, text in files.items():
+        (repository / relative).parent.mkdir(parents=True, exist_ok=True)
+        (repository / relative).write_text(text)
+
+
 def add_onnx_model(repository: Path, name: str, module: torch.nn.Module, dims: tuple[int, ...]) -> None:
-    """<repository>/<name>: `module` exported to 1/model.onnx for [B, *dims] float32, both configs, runner."""
+    """<repository>/<name>: `module` exported to 1/model.onnx for [B, *dims] float32, its configs, adapter."""
     model_dir = repository / name
     (model_dir / "1").mkdir(parents=True)
     with warnings.catch_warnings():
@@ -78,9 +92,9 @@ def add_onnx_model(repository: Path, name: str, module: torch.nn.Module, dims: t
             module, (torch.zeros(1, *dims),), model_dir / "1" / "model.onnx", input_names=["x"],
             output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, dynamo=False,
         )
-    specs = [TensorSpec("x", np.float32, dims)], [TensorSpec("y", np.float32, dims)]
-    write_onnx_model_configs(model_dir, *specs, max_batch_size=8)
-    install_cpu_runner(model_dir)
+    model = ModelSpec(name, inputs=(TensorSpec("x", "float32", (-1, *dims)),),
+                      outputs=(TensorSpec("y", "float32", (-1, *dims)),), max_batch_size=8)
+    write_files(repository, network_files(model))
 
 
 def build_repository(root: Path) -> Path:
@@ -89,25 +103,9 @@ def build_repository(root: Path) -> Path:
     add_onnx_model(repository, "affine", Affine(), (4,))
     add_onnx_model(repository, "normalize", L2Normalize(), (4,))
     add_onnx_model(repository, "features", Affine(), (64, 9, 512))
-    vector = [TensorSpec("x", np.float32, (4,))], [TensorSpec("y", np.float32, (4,))]
-    write_config(
-        ModelConfig(
-            "affine_then_normalize", *vector, platform="ensemble", max_batch_size=8,
-            ensemble_steps=[
-                EnsembleStep("affine", {"x": "x"}, {"y": "shifted"}),
-                EnsembleStep("normalize", {"x": "shifted"}, {"y": "y"}),
-            ],
-        ),
-        repository / "affine_then_normalize" / "config.pbtxt",
-    )
+    write_files(repository, {"affine_then_normalize/config.pbtxt": ENSEMBLE_CONFIG,
+                             "bls_chain/config.pbtxt": BLS_CONFIG, "bls_chain/1/model.py": BLS_MODEL})
     (repository / "affine_then_normalize" / "1").mkdir()
-    write_config(
-        ModelConfig("bls_chain", *vector, backend="python", max_batch_size=8,
-                    instance_groups=[InstanceGroup("KIND_CPU")]),
-        repository / "bls_chain" / "config.pbtxt",
-    )
-    (repository / "bls_chain" / "1").mkdir()
-    (repository / "bls_chain" / "1" / "model.py").write_text(BLS_MODEL)
     return repository
 
 

@@ -1,0 +1,64 @@
+"""`manifest.json`: what an exported model repository serves and where it came from (written by `dnsvr export`).
+
+    {"format": 2, "source": "model pack /.../bundled", "pack_version": "bundled@e0b44a98dfe1",
+     "extractor": "efficientnet_lite0", "fine": ["bin"], "opset": 17,
+     "weights": {role: {"path", "sha256"}}, "tools": {...}, "served": [network names],
+     "pipelines": [pipeline names], "models": {network: {"onnx_sha256", "max_abs_error", "tolerance", ...}}}
+
+Readers: `read_manifest(repository)`, `fine_kind(manifest)` (the one fine student the pipelines serve),
+`model_version(manifest)` (what the store records, so vectors of two exports are never mixed) and
+`changed_weights(repository)` (weight files that changed since the export, e.g. a retrained pack).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from dnsvr.client import spec
+from dnsvr.training.packs.model_pack import file_sha256
+
+MANIFEST = "manifest.json"
+FORMAT = 2
+
+
+class ManifestError(RuntimeError):
+    """The model repository has no usable manifest.json (run `dnsvr export`)."""
+
+
+def read_manifest(repository: str | Path) -> dict:
+    """The manifest of `repository`; ManifestError when it is missing or not JSON."""
+    path = Path(repository) / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ManifestError(f"{path} not found: export the models first (`dnsvr export --weights ...`)") from None
+    except json.JSONDecodeError as error:
+        raise ManifestError(f"{path} is not valid JSON: {error}") from error
+
+
+def fine_kind(manifest: dict) -> str:
+    """'bin' or 'att': the fine student the repository serves."""
+    kinds = manifest.get("fine") or []
+    if len(kinds) != 1 or kinds[0] not in spec.FINE_KINDS:
+        raise ManifestError(f"manifest names fine students {kinds}; the pipelines serve exactly one of bin/att")
+    return kinds[0]
+
+
+def model_version(manifest: dict) -> str:
+    """The model-pack version, else 'onnx@' + a hash of the served graphs' hashes."""
+    if manifest.get("pack_version"):
+        return str(manifest["pack_version"])
+    digest = hashlib.sha256()
+    for name, info in sorted(manifest.get("models", {}).items()):
+        digest.update(f"{name}={info.get('onnx_sha256', '')};".encode())
+    return f"onnx@{digest.hexdigest()[:12]}"
+
+
+def changed_weights(repository: str | Path) -> list[str]:
+    """Weight files recorded in the manifest that still exist but no longer hash as exported (e.g. a retrained
+    bundled pack) -> their paths; [] when the export is current."""
+    recorded = read_manifest(repository).get("weights", {}).values()
+    return [entry["path"] for entry in recorded
+            if Path(entry["path"]).is_file() and file_sha256(entry["path"]) != entry["sha256"]]

@@ -1,0 +1,89 @@
+"""Triton configs from the spec (one protobuf writer): networks in three variants, the pipelines, round trips."""
+
+from __future__ import annotations
+
+import pytest
+from dnsvr.client import spec
+from dnsvr.export.repository import PYTHON_MODELS
+from dnsvr.export.triton_config import (
+    CPU_LOCAL,
+    HEADER,
+    TENSORRT,
+    network_configs,
+    pipeline_config,
+    render,
+    write_config,
+)
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+KIND = model_config_pb2.ModelInstanceGroup.Kind
+
+
+def parse(text: str) -> model_config_pb2.ModelConfig:
+    assert text.startswith(HEADER)
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
+@pytest.mark.parametrize("name", list(spec.NETWORKS))
+def test_network_configs_carry_the_spec(name):
+    model = spec.NETWORKS[name]
+    configs = network_configs(model)
+    assert set(configs) == {"config.pbtxt", f"configs/{CPU_LOCAL}.pbtxt", f"configs/{TENSORRT}.pbtxt"}
+    strip = 1 if model.max_batch_size else 0
+    for config in configs.values():
+        config = parse(render(config))
+        assert config.name == name and config.max_batch_size == model.max_batch_size
+        assert [(t.name, model_config_pb2.DataType.Name(t.data_type), tuple(t.dims)) for t in config.input] == [
+            (t.name, t.config_data_type, t.dims[strip:]) for t in model.inputs]
+        assert [t.name for t in config.output] == list(model.output_names)
+        assert config.HasField("dynamic_batching") == model.dynamic_batching
+    production, cpu_local, tensorrt = (configs[k] for k in ("config.pbtxt", f"configs/{CPU_LOCAL}.pbtxt",
+                                                            f"configs/{TENSORRT}.pbtxt"))
+    assert production.platform == "onnxruntime_onnx" and production.instance_group[0].kind == KIND.KIND_GPU
+    assert tensorrt.platform == "tensorrt_plan" and tensorrt.instance_group[0].kind == KIND.KIND_GPU
+    assert cpu_local.backend == "python" and cpu_local.instance_group[0].kind == KIND.KIND_CPU
+    assert cpu_local.parameters["intra_op_threads"].string_value == "1"
+
+
+def test_instances_and_threads_are_settable():
+    configs = network_configs(spec.COARSE_EMBED, gpu_instances=2, cpu_instances=3, intra_op_threads=4)
+    assert configs["config.pbtxt"].instance_group[0].count == 2
+    assert configs["configs/cpu_local.pbtxt"].instance_group[0].count == 3
+    assert configs["configs/cpu_local.pbtxt"].parameters["intra_op_threads"].string_value == "4"
+
+
+@pytest.mark.parametrize("fine", ["bin", "att"])
+def test_ensemble_wires_the_spec_models(fine):
+    config = pipeline_config("dnsvr_embed", fine)
+    assert config.platform == "ensemble" and config.max_batch_size == 0
+    produced = {"video", "frames"}
+    for step in config.ensemble_scheduling.step:
+        model = spec.NETWORKS.get(step.model_name) or spec.pipeline_specs(fine)[step.model_name]
+        assert set(step.input_map) == set(model.input_names), step.model_name
+        assert set(step.input_map.values()) <= produced, f"{step.model_name} reads a tensor not produced yet"
+        assert set(step.output_map) <= set(model.output_names)
+        produced |= set(step.output_map.values())
+    assert {o.name for o in config.output} <= produced
+    assert spec.fine_kind(fine).index_model in [step.model_name for step in config.ensemble_scheduling.step]
+    fine_output = next(o for o in config.output if o.name == "fine")
+    assert list(fine_output.dims)[-1] == spec.fine_kind(fine).width
+
+
+def test_python_models_are_complete():
+    assert set(PYTHON_MODELS) == set(spec.PIPELINES) - {"dnsvr_embed"}
+    for name in PYTHON_MODELS:
+        config = parse(render(pipeline_config(name)))
+        assert config.backend == "python" and config.instance_group[0].count >= 1
+        assert all(t.dims for t in [*config.input, *config.output])
+        assert {t.name for t in config.input if t.optional} == {t.name for t in spec.PIPELINES[name].inputs
+                                                                 if t.optional}
+
+
+def test_write_config_is_atomic_and_round_trips(tmp_path):
+    config = pipeline_config("dnsvr_search")
+    config.parameters["note"].string_value = 'say "hi" \\ bye'
+    path = write_config(config, tmp_path / "dnsvr_search" / "config.pbtxt")
+    assert parse(path.read_text()) == config
+    assert parse(path.read_text()).parameters["note"].string_value == 'say "hi" \\ bye'
+    assert not list(tmp_path.rglob("*.partial"))

@@ -1,0 +1,228 @@
+"""The pipelines between model calls (dnsvr.serving.pipelines), on a real embedded Milvus Lite store.
+
+The networks are reached through `ModelCalls`, the seam the Triton BLS models fill with their requests; here
+they are small numpy functions with known answers (embed = a lookup of prepared embeddings, selector = coarse
+similarity, fine similarity = mean best-match agreement of the codes), so the outcomes can be checked exactly.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from dnsvr.serving.pipelines.admin import delete_request, stats_request
+from dnsvr.serving.pipelines.index import index_request, index_video
+from dnsvr.serving.pipelines.requests import BadRequest, RequestInputs
+from dnsvr.serving.pipelines.search import Embedding, ModelCalls, embedding_of_indexed, search, search_request
+from dnsvr.serving.pipelines.store_access import ServiceStore
+from dnsvr.serving.pipelines.video import decode_request, frame_features
+from dnsvr.serving.store.schema import InvalidVideo
+from dnsvr.serving.store.settings import StoreSettings
+from dnsvr.serving.store.video_store import VideoNotFound, VideoStore
+from dnsvr.training.networks.codes import pack_codes, unpack_codes
+from dnsvr.training.ranking import RerankPolicy
+
+DIM = 16
+
+
+def unit(vector: np.ndarray) -> np.ndarray:
+    return (vector / np.linalg.norm(vector)).astype(np.float32)
+
+
+def codes_similarity(query, query_mask, candidates, candidate_mask) -> np.ndarray:
+    """[K] in [-1, 1]: mean over query frames of the best frame agreement (Hamming, all regions)."""
+    q = unpack_codes(query[query_mask]).reshape(int(query_mask.sum()), -1)
+    scores = []
+    for video, mask in zip(candidates, candidate_mask, strict=True):
+        t = unpack_codes(video[mask]).reshape(int(mask.sum()), -1)
+        scores.append((q @ t.T / q.shape[1]).max(axis=1).mean())
+    return np.array(scores, np.float32)
+
+
+EMBEDDINGS: dict[bytes, Embedding] = {}  # "video bytes" -> the embedding the stand-in dnsvr_embed returns
+
+
+def embed(video: dict[str, np.ndarray]) -> Embedding:
+    return EMBEDDINGS[video["video"].reshape(-1)[0]]
+
+
+CALLS = ModelCalls(embed=embed, selector_score=lambda pairs: pairs[:, 2], fine_similarity=codes_similarity)
+
+
+def text(value: str) -> np.ndarray:
+    return np.array([value.encode()], dtype=object)
+
+
+def request(**inputs) -> RequestInputs:
+    return RequestInputs({name: text(v) if isinstance(v, str) else v for name, v in inputs.items()})
+
+
+@pytest.fixture()
+def store(tmp_path):
+    settings = StoreSettings(uri=str(tmp_path / "store.db"), coarse_index="FLAT")
+    with VideoStore(settings, model_version="test", coarse_dim=DIM, representation="binary") as opened:
+        yield opened
+
+
+@pytest.fixture()
+def library(store):
+    """Six videos: 'twin' has the query's codes, the others random codes; coarse vectors at known angles."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=DIM)
+    query_bits = rng.choice([-1.0, 1.0], size=(5, 9, 512))
+    query = Embedding(unit(base), pack_codes(query_bits), 0.5)
+    for index, name in enumerate(["near0", "near1", "twin", "far0", "far1", "far2"]):
+        noise = rng.normal(size=DIM) * (0.2 + 0.3 * index)
+        bits = query_bits if name == "twin" else rng.choice([-1.0, 1.0], size=(4 + index, 9, 512))
+        index_video(store, name, Embedding(unit(base + noise), pack_codes(bits), 0.4))
+    return query
+
+
+def test_coarse_only_ranks_by_coarse_similarity(store, library):
+    ranking, timings = search(store, CALLS, library, top_k=4, policy=RerankPolicy("none", 0))
+    assert ranking.ids == ["near0", "near1", "twin", "far0"]
+    assert not ranking.reranked.any() and np.all(np.diff(ranking.scores) <= 0)
+    assert set(timings) == {"coarse_search"}
+
+
+def test_fine_reranking_lifts_the_true_duplicate(store, library):
+    ranking, timings = search(store, CALLS, library, top_k=6, policy=RerankPolicy("count", 3))
+    assert ranking.ids[0] == "twin" and ranking.scores[0] == pytest.approx(1.0)
+    assert ranking.reranked.sum() == 3
+    assert sorted(np.array(ranking.ids)[ranking.reranked]) == ["near0", "near1", "twin"]
+    assert {"coarse_search", "selector", "fetch_codes", "fine_similarity"} <= set(timings)
+
+
+def test_policy_decides_how_many_pairs_are_reranked(store, library):
+    for policy, expected in [(RerankPolicy("fraction", 0.5), 3), (RerankPolicy("threshold", 2.0 / 3), None)]:
+        ranking, _ = search(store, CALLS, library, top_k=6, policy=policy)
+        if expected is not None:
+            assert ranking.reranked.sum() == expected
+        else:  # threshold on the selector score (= coarse similarity here)
+            assert ranking.reranked.sum() == int((ranking.coarse_scores >= 2.0 / 3).sum())
+
+
+def test_search_by_indexed_id_excludes_itself(store, library):
+    query = embedding_of_indexed(store, "twin")
+    ranking, _ = search(store, CALLS, query, top_k=10, policy=RerankPolicy("fraction", 1.0), exclude_id="twin")
+    assert "twin" not in ranking.ids and len(ranking) == 5
+    with pytest.raises(VideoNotFound):
+        embedding_of_indexed(store, "missing")
+
+
+def test_reindexing_replaces_and_bad_vectors_write_nothing(store, library):
+    rng = np.random.default_rng(1)
+    replacement = Embedding(unit(rng.normal(size=DIM)), pack_codes(rng.choice([-1.0, 1.0], (3, 9, 512))), 0.1)
+    index_video(store, "far2", replacement)
+    assert store.count() == 6 and store.get("far2").frame_count == 3
+    with pytest.raises(InvalidVideo, match="L2-normalised"):
+        index_video(store, "far2", Embedding(np.ones(DIM, np.float32), replacement.fine, 0.1))
+    with pytest.raises(InvalidVideo, match="shape"):
+        index_video(store, "new", Embedding(replacement.coarse, replacement.fine[..., :8], 0.1))
+    assert store.count() == 6 and store.get("far2").frame_count == 3
+
+
+@pytest.fixture()
+def stores(tmp_path):
+    """A ServiceStore over an exported repository's manifest (bin student) and an embedded store."""
+    (tmp_path / "repository").mkdir()
+    manifest = {"pack_version": "test@1", "fine": ["bin"], "served": ["coarse_embed"], "source": "tests"}
+    (tmp_path / "repository" / "manifest.json").write_text(json.dumps(manifest))
+    opened = ServiceStore(tmp_path / "repository", {"store_uri": str(tmp_path / "service.db"), "store_prefix": ""})
+    yield opened
+    opened.close()
+
+
+def test_index_search_delete_and_stats_requests(stores):
+    rng = np.random.default_rng(2)
+    for name in ("a", "b", "c"):
+        codes = pack_codes(rng.choice([-1.0, 1.0], (4, 9, 512)))
+        EMBEDDINGS[name.encode()] = Embedding(unit(rng.normal(size=DIM)), codes, 0.3)
+        out = index_request(request(video_id=name, video=np.array([name.encode()], object),
+                                    metadata='{"channel": "news"}', source_uri=f"file:{name}"), stores, embed)
+        assert out["frame_count"].tolist() == [4] and "total" in json.loads(out["timings"][0])
+    found = search_request(request(video_id="a", top_k=np.array([5], np.int32), rerank="count:1"), stores, CALLS)
+    assert sorted(found["video_ids"].tolist()) == [b"b", b"c"] and found["reranked"].sum() == 1
+    assert {"embed", "coarse_search", "selector", "fetch_codes", "fine_similarity", "total"} <= set(
+        json.loads(found["timings"][0]))
+    by_video = search_request(request(video=np.array([b"a"], object), top_k=np.array([1], np.int32), rerank="none"),
+                              stores, CALLS)
+    assert by_video["video_ids"].tolist() == [b"a"] and by_video["scores"][0] == pytest.approx(1.0)
+    report = json.loads(stats_request(request(request="stats"), stores)["report"][0])
+    assert report["videos"] == 3 and report["models"]["source"] == "tests" and report["fine"] == "bin"
+    assert delete_request(request(video_id="a"), stores)["deleted"].tolist() == [True]
+    assert delete_request(request(video_id="a"), stores)["deleted"].tolist() == [False]
+    with pytest.raises(VideoNotFound, match="'a' is not indexed"):
+        search_request(request(video_id="a", top_k=np.array([5], np.int32)), stores, CALLS)
+
+
+@pytest.mark.parametrize(("inputs", "message"), [
+    ({"video_id": "a", "top_k": np.array([0], np.int32)}, "top_k must be in"),
+    ({"video_id": "a", "top_k": np.array([3], np.int32), "candidates": np.array([-1], np.int32)}, "candidates"),
+    ({"video_id": "a", "top_k": np.array([3], np.int32), "rerank": "sometimes"}, "re-rank policy"),
+    ({"video_id": "a", "video": np.array([b"a"], object), "top_k": np.array([3], np.int32)}, "exactly one"),
+    ({"top_k": np.array([3], np.int32)}, "exactly one"),
+    ({"video_id": "a"}, "lacks input 'top_k'"),
+    ({"video_id": "a", "top_k": np.array([1.5], np.float32)}, "one integer"),
+])
+def test_bad_search_requests_name_the_problem(stores, inputs, message):
+    with pytest.raises(BadRequest, match=message):
+        search_request(request(**inputs), stores, CALLS)
+
+
+def test_bad_index_requests_write_nothing(stores):
+    EMBEDDINGS[b"x"] = Embedding(unit(np.ones(DIM)), pack_codes(np.ones((4, 9, 512))), 0.3)
+    video = np.array([b"x"], object)
+    for inputs, error, message in [
+        ({"video_id": "x", "video": video, "metadata": "[1, 2]"}, BadRequest, "JSON object"),
+        ({"video_id": "x", "video": video, "metadata": "{"}, BadRequest, "not valid JSON"),
+        ({"video_id": 'x"y', "video": video}, InvalidVideo, "forbidden characters"),
+        ({"video": video}, BadRequest, "lacks input 'video_id'"),
+    ]:
+        with pytest.raises(error, match=message):
+            index_request(request(**inputs), stores, embed)
+    assert stores.existing() is None  # nothing was written: not even the collections
+
+
+def test_stats_request_before_anything_is_indexed(stores):
+    report = json.loads(stats_request(request(request="health"), stores)["report"][0])
+    assert report["store_exists"] is False and report["videos"] == 0
+    with pytest.raises(BadRequest, match="'stats' or 'health'"):
+        stats_request(request(request="everything"), stores)
+
+
+def test_request_inputs_accessors():
+    inputs = request(name="clip", n=np.array([7], np.int64), frames=np.zeros((2, 224, 224, 3), np.uint8))
+    assert inputs.text("name") == "clip" and inputs.text("absent") is None and inputs.integer("n") == 7
+    assert inputs.integer("absent", default=3) == 3 and inputs.json_object("absent") == {}
+    assert list(inputs.video()) == ["frames"] and inputs.given_videos() == ["frames"]
+    with pytest.raises(BadRequest, match="not valid UTF-8"):
+        RequestInputs({"name": np.array([b"\xff"], object)}).text("name")
+    with pytest.raises(BadRequest, match="one string"):
+        RequestInputs({"name": np.array([b"a", b"b"], object)}).text("name")
+
+
+def test_decode_request_checks_frames_and_bytes():
+    out = decode_request(request(frames=np.zeros((2, 224, 224, 3), np.uint8)), fps=1.0, max_frames=10)
+    assert out["frames"].shape == (4, 224, 224, 3) and out["mask"].shape == (1, 4)  # short clips repeated to 4
+    assert out["frame_count"].tolist() == [4]
+    for inputs, message in [({"frames": np.zeros((0, 224, 224, 3), np.uint8)}, "0 frames"),
+                            ({"frames": np.zeros((11, 224, 224, 3), np.uint8)}, "maximum is 10"),
+                            ({"video": np.array([b""], object)}, "empty"),
+                            ({"video": np.array([b"not a video"], object)}, ""),
+                            ({}, "exactly one")]:
+        with pytest.raises(BadRequest, match=message):
+            decode_request(RequestInputs(inputs), fps=1.0, max_frames=10)
+
+
+def test_frame_features_calls_the_extractor_in_chunks():
+    calls = []
+
+    def extract(frames: np.ndarray) -> np.ndarray:
+        calls.append(len(frames))
+        return np.full((len(frames), 9, 512), float(len(calls)), np.float32)
+
+    features = frame_features(np.zeros((10, 224, 224, 3), np.uint8), extract, chunk=4)
+    assert calls == [4, 4, 2] and features.shape == (1, 10, 9, 512)
+    assert features[0, :, 0, 0].tolist() == [1.0] * 4 + [2.0] * 4 + [3.0] * 2

@@ -1,0 +1,155 @@
+"""The Triton adapters (dnsvr.serving.triton) over a stand-in python-backend module: each model.py translates
+tensors and calls plain code; errors come back typed; one bad request does not fail the others."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+
+import numpy as np
+import pytest
+import stand_in_pb_utils
+from dnsvr.client.errors import error_from_message
+from dnsvr.client.spec import ModelSpec, TensorSpec
+from dnsvr.export.repository import ONNX_RUNNER, PYTHON_MODELS, VERSION
+from dnsvr.export.triton_config import network_configs, pipeline_config
+from google.protobuf import json_format
+
+Tensor = stand_in_pb_utils.Tensor
+
+
+@pytest.fixture(autouse=True)
+def stand_in(monkeypatch):
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", stand_in_pb_utils)
+    stand_in_pb_utils.MODELS.clear()
+    yield stand_in_pb_utils.MODELS
+
+
+def initialized(module: str, config, model_dir, version: str = VERSION):
+    """The adapter class of `module`, initialised as Triton would: config JSON, model folder, version."""
+    model = importlib.import_module(module).TritonPythonModel()
+    model.initialize({"model_config": json_format.MessageToJson(config, preserving_proto_field_name=True),
+                      "model_repository": str(model_dir), "model_version": version, "model_name": config.name})
+    return model
+
+
+def requests(*inputs: dict) -> list:
+    return [stand_in_pb_utils.InferenceRequest(inputs=[Tensor(k, v) for k, v in item.items()]) for item in inputs]
+
+
+def text(value: str) -> np.ndarray:
+    return np.array([value.encode()], dtype=object)
+
+
+def write_manifest(repository, fine: str = "bin") -> None:
+    repository.mkdir(parents=True, exist_ok=True)
+    (repository / "manifest.json").write_text(json.dumps({"pack_version": "test@1", "fine": [fine]}))
+
+
+def test_every_pipeline_module_defines_an_adapter():
+    for module in [*PYTHON_MODELS.values(), ONNX_RUNNER]:
+        assert issubclass(importlib.import_module(module).TritonPythonModel,
+                          importlib.import_module("dnsvr.serving.triton.base").PythonModel), module
+
+
+def test_decode_adapter_answers_each_request(tmp_path, monkeypatch):
+    monkeypatch.delenv("DNSVR_MAX_FRAMES", raising=False)
+    model = initialized(PYTHON_MODELS["video_decode"], pipeline_config("video_decode"), tmp_path / "video_decode")
+    good, empty = np.zeros((5, 224, 224, 3), np.uint8), np.array([b""], object)
+    first, second = model.execute(requests({"frames": good}, {"video": empty}))
+    assert first.outputs()["frames"].shape == (5, 224, 224, 3) and first.outputs()["frame_count"].tolist() == [5]
+    assert second.has_error() and second.error().code() == "INVALID_ARG"
+    error = error_from_message(second.error().message())
+    assert type(error).__name__ == "InvalidVideo" and "video_decode: video is empty" in str(error)
+
+
+def test_features_adapter_calls_the_extractor_in_chunks(tmp_path, stand_in):
+    seen = []
+
+    def extractor(inputs):
+        seen.append(len(inputs["frames"]))
+        return {"features": np.ones((len(inputs["frames"]), 9, 512), np.float32)}
+
+    stand_in["feature_extractor"] = extractor
+    model = initialized(PYTHON_MODELS["frame_features"], pipeline_config("frame_features"), tmp_path / "ff")
+    (answer,) = model.execute(requests({"frames": np.zeros((70, 224, 224, 3), np.uint8)}))
+    assert answer.outputs()["features"].shape == (1, 70, 9, 512) and seen == [64, 6]
+    stand_in["feature_extractor"] = lambda inputs: 1 / 0
+    (failed,) = model.execute(requests({"frames": np.zeros((3, 224, 224, 3), np.uint8)}))
+    assert failed.has_error() and "feature_extractor: division by zero" in failed.error().message()
+
+
+def test_called_models_tag_passes_through(tmp_path, stand_in):
+    def refuse(inputs):
+        raise ValueError("[dnsvr:invalid_video] video_decode: no video stream")
+
+    stand_in["dnsvr_embed"] = refuse
+    write_manifest(tmp_path / "repo")
+    model = initialized(PYTHON_MODELS["dnsvr_index"], pipeline_config("dnsvr_index"), tmp_path / "repo" / "dnsvr_index")
+    model.parameters["store_uri"] = str(tmp_path / "store.db")
+    (answer,) = model.execute(requests({"video_id": text("a"), "video": text("junk")}))
+    assert answer.error().message() == "[dnsvr:invalid_video] video_decode: no video stream"
+    assert answer.error().code() == "INVALID_ARG"
+
+
+def test_store_adapters_index_search_delete_stats(tmp_path, stand_in):
+    rng = np.random.default_rng(0)
+    coarse = rng.normal(size=8).astype(np.float32)
+    coarse /= np.linalg.norm(coarse)
+    stand_in["dnsvr_embed"] = lambda inputs: {"coarse": coarse[None], "selector": np.array([[0.5]], np.float32),
+                                              "fine": np.zeros((1, 4, 9, 64), np.uint8)}
+    stand_in["selector_score"] = lambda inputs: {"scores": inputs["pair_features"][:, 2]}
+    stand_in["fine_similarity_bin"] = lambda inputs: {"similarity": np.ones(len(inputs["candidates"]), np.float32)}
+    repository = tmp_path / "repo"
+    write_manifest(repository)
+    store = {"store_uri": str(tmp_path / "store.db")}
+
+    def adapter(name):
+        config = pipeline_config(name)
+        for key, value in store.items():
+            config.parameters[key].string_value = value
+        return initialized(PYTHON_MODELS[name], config, repository / name)
+
+    index, search, delete, stats = (adapter(n) for n in ("dnsvr_index", "dnsvr_search", "dnsvr_delete", "dnsvr_stats"))
+    try:
+        indexed = index.execute(requests({"video_id": text("a"), "video": text("a")},
+                                         {"video_id": text('bad"id'), "video": text("b")}))
+        assert indexed[0].outputs()["frame_count"].tolist() == [4]
+        assert indexed[1].error().code() == "INVALID_ARG" and "forbidden characters" in indexed[1].error().message()
+        found, missing = search.execute(requests(
+            {"video": text("q"), "top_k": np.array([3], np.int32), "rerank": text("1.0")},
+            {"video_id": text("nope"), "top_k": np.array([3], np.int32)}))
+        assert found.outputs()["video_ids"].tolist() == [b"a"] and found.outputs()["reranked"].tolist() == [True]
+        assert found.outputs()["scores"].tolist() == [1.0]
+        assert missing.error().code() == "NOT_FOUND"
+        assert type(error_from_message(missing.error().message())).__name__ == "NotFound"
+        (report,) = stats.execute(requests({"request": text("health")}))
+        assert json.loads(report.outputs()["report"][0])["videos"] == 1
+        (deleted,) = delete.execute(requests({"video_id": text("a")}))
+        assert deleted.outputs()["deleted"].tolist() == [True]
+    finally:
+        for model in (index, search, delete, stats):
+            model.finalize()
+
+
+def test_onnx_adapter_batches_requests_and_isolates_bad_ones(tmp_path):
+    import torch
+
+    model_dir = tmp_path / "double"
+    (model_dir / VERSION).mkdir(parents=True)
+    torch.onnx.export(torch.nn.Linear(2, 2, bias=False), (torch.zeros(1, 2),), model_dir / VERSION / "model.onnx",
+                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "b"}, "y": {0: "b"}},
+                      dynamo=False)
+    spec_ = ModelSpec("double", (TensorSpec("x", "float32", (-1, 2)),), (TensorSpec("y", "float32", (-1, 2)),),
+                      max_batch_size=8, dynamic_batching=True)
+    model = initialized(ONNX_RUNNER, network_configs(spec_)["configs/cpu_local.pbtxt"], model_dir)
+    ones, wrong = np.ones((2, 2), np.float32), np.ones((2, 3), np.float32)
+    first, bad, third = model.execute(requests({"x": ones}, {"x": wrong}, {"x": ones[:1]}))
+    assert first.outputs()["y"].shape == (2, 2) and third.outputs()["y"].shape == (1, 2)
+    np.testing.assert_allclose(third.outputs()["y"], first.outputs()["y"][:1])
+    assert bad.error().code() == "INVALID_ARG" and "axis 1 differs" in bad.error().message()
+    config = network_configs(spec_)["configs/cpu_local.pbtxt"]
+    config.input[0].name = "z"
+    with pytest.raises(ValueError, match="differ from the ONNX graph"):
+        initialized(ONNX_RUNNER, config, model_dir)
