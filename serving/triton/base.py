@@ -4,12 +4,13 @@ A model says only what one request means; everything it computes lives in plain,
 (`dnsvr.serving.pipelines`, `dnsvr.export.onnx_runner`):
 
     class TritonPythonModel(PythonModel):
-        def setup(self) -> None:                                     # once per instance: open stores, sessions
-            self.stores = ServiceStore(self.repository, self.parameters)
+        def setup(self) -> None:                          # once per instance, after initialize: parameters
+            self.fps = float(self.parameters.get("fps") or 1.0)
         def handle(self, inputs: RequestInputs) -> dict[str, np.ndarray]:
-            return delete_request(inputs, self.stores)               # outputs by name
-        def teardown(self) -> None:
-            self.stores.close()
+            return decode_request(inputs, self.fps, 1200)  # one request's outputs, by name
+
+(`teardown` runs when Triton unloads the instance.)  `StoreModel` adds the store: `self.stores`, opened at
+set-up and closed at teardown.
 
 Imported only inside Triton's python-backend stub (it needs `triton_python_backend_utils`).  An error raised
 while answering becomes that request's error response, tagged by the error's `tag` attribute
@@ -27,6 +28,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 from dnsvr.client.errors import TAG_PATTERN, TAGS, tagged
 from dnsvr.serving.pipelines.requests import RequestInputs
+from dnsvr.serving.pipelines.store_access import ServiceStore
 
 TRITON_CODES = {
     "invalid_video": "INVALID_ARG",
@@ -130,3 +132,14 @@ class PythonModel:
 
     def finalize(self) -> None:
         self.teardown()
+
+
+class StoreModel(PythonModel):
+    """A python model over the video store: `self.stores` (a ServiceStore of this repository and the model's
+    `store_uri` / `store_prefix` parameters) is opened at set-up and closed at teardown."""
+
+    def setup(self) -> None:
+        self.stores = ServiceStore(self.repository, self.parameters)
+
+    def teardown(self) -> None:
+        self.stores.close()

@@ -8,16 +8,9 @@ from __future__ import annotations
 import numpy as np
 from dnsvr.serving.pipelines.admin import delete_request
 from dnsvr.serving.pipelines.requests import RequestInputs
-from dnsvr.serving.pipelines.store_access import ServiceStore
-from dnsvr.serving.triton.base import PythonModel
+from dnsvr.serving.triton.base import StoreModel
 
 
-class TritonPythonModel(PythonModel):
-    def setup(self) -> None:
-        self.stores = ServiceStore(self.repository, self.parameters)
-
+class TritonPythonModel(StoreModel):
     def handle(self, inputs: RequestInputs) -> dict[str, np.ndarray]:
         return delete_request(inputs, self.stores)
-
-    def teardown(self) -> None:
-        self.stores.close()

@@ -9,17 +9,10 @@ from __future__ import annotations
 import numpy as np
 from dnsvr.serving.pipelines.index import index_request
 from dnsvr.serving.pipelines.requests import RequestInputs
-from dnsvr.serving.pipelines.store_access import ServiceStore
-from dnsvr.serving.triton.base import PythonModel
+from dnsvr.serving.triton.base import StoreModel
 from dnsvr.serving.triton.calls import embed
 
 
-class TritonPythonModel(PythonModel):
-    def setup(self) -> None:
-        self.stores = ServiceStore(self.repository, self.parameters)
-
+class TritonPythonModel(StoreModel):
     def handle(self, inputs: RequestInputs) -> dict[str, np.ndarray]:
         return index_request(inputs, self.stores, embed)
-
-    def teardown(self) -> None:
-        self.stores.close()

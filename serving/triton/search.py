@@ -9,21 +9,17 @@ from __future__ import annotations
 import numpy as np
 from dnsvr.serving.pipelines.requests import RequestInputs
 from dnsvr.serving.pipelines.search import search_request
-from dnsvr.serving.pipelines.store_access import ServiceStore
-from dnsvr.serving.triton.base import PythonModel
+from dnsvr.serving.triton.base import StoreModel
 from dnsvr.serving.triton.calls import model_calls
 from dnsvr.training import paths
 
 
-class TritonPythonModel(PythonModel):
+class TritonPythonModel(StoreModel):
     def setup(self) -> None:
-        self.stores = ServiceStore(self.repository, self.parameters)
+        super().setup()
         self.consistency = (paths.environment(paths.SEARCH_CONSISTENCY) or self.parameters.get("consistency")
                             or "Session")
         self.calls = model_calls(self.stores.fine_kind)
 
     def handle(self, inputs: RequestInputs) -> dict[str, np.ndarray]:
         return search_request(inputs, self.stores, self.calls, self.consistency)
-
-    def teardown(self) -> None:
-        self.stores.close()
