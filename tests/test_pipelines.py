@@ -177,7 +177,7 @@ def test_bad_index_requests_write_nothing(stores):
     for inputs, error, message in [
         ({"video_id": "x", "video": video, "metadata": "[1, 2]"}, BadRequest, "JSON object"),
         ({"video_id": "x", "video": video, "metadata": "{"}, BadRequest, "not valid JSON"),
-        ({"video_id": 'x"y', "video": video}, InvalidVideo, "forbidden characters"),
+        ({"video_id": 'x"y', "video": video}, InvalidVideo, "forbidden character"),
         ({"video": video}, BadRequest, "lacks input 'video_id'"),
     ]:
         with pytest.raises(error, match=message):

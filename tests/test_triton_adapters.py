@@ -116,7 +116,7 @@ def test_store_adapters_index_search_delete_stats(tmp_path, stand_in):
         indexed = index.execute(requests({"video_id": text("a"), "video": text("a")},
                                          {"video_id": text('bad"id'), "video": text("b")}))
         assert indexed[0].outputs()["frame_count"].tolist() == [4]
-        assert indexed[1].error().code() == "INVALID_ARG" and "forbidden characters" in indexed[1].error().message()
+        assert indexed[1].error().code() == "INVALID_ARG" and "forbidden character" in indexed[1].error().message()
         found, missing = search.execute(requests(
             {"video": text("q"), "top_k": np.array([3], np.int32), "rerank": text("1.0")},
             {"video_id": text("nope"), "top_k": np.array([3], np.int32)}))

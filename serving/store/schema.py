@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from dnsvr.client.errors import InvalidVideo
+from dnsvr.client.ids import MAX_VIDEO_ID_BYTES, check_video_id
 from dnsvr.client.spec import CODE_BYTES, FEATURE_DIMS, REGIONS
 
 SCHEMA_VERSION = 1
@@ -37,7 +39,6 @@ CHUNK_FIELD_CHARS = 65_535
 PLACEHOLDER_DIM = 2
 META_KEY = "store"
 
-MAX_VIDEO_ID_BYTES = 256
 MAX_FRAMES = 100_000
 MAX_MODEL_VERSION_BYTES = 128
 MAX_SOURCE_URI_BYTES = 4_096
@@ -45,13 +46,6 @@ MAX_METADATA_BYTES = 60_000  # JSON text; Milvus 2.3 caps a JSON value at 65,536
 MAX_QUERY_ROWS = 16_384  # Milvus returns at most this many rows per query
 QUERY_BYTE_BUDGET = 32 << 20  # keep one query response well under gRPC message limits
 COARSE_NORM_TOLERANCE = 1e-3
-FORBIDDEN_ID_CHARACTERS = set('"\\') | {chr(c) for c in range(32)} | {chr(127)}
-
-
-class InvalidVideo(ValueError):
-    """Input rejected before anything was written: the message names the field and the problem."""
-
-    tag = "invalid_video"  # how a served pipeline reports it (dnsvr.client.errors)
 
 
 @dataclass(frozen=True)
@@ -145,17 +139,6 @@ def check_text(name: str, value: object, max_bytes: int, allow_empty: bool = Tru
     if not allow_empty and not value:
         raise InvalidVideo(f"{name} must not be empty")
     return value
-
-
-def check_video_id(video_id: object) -> str:
-    """A video id: 1..256 bytes of UTF-8, no control characters, quotes or backslashes, no outer spaces."""
-    check_text("video_id", video_id, MAX_VIDEO_ID_BYTES, allow_empty=False)
-    bad = FORBIDDEN_ID_CHARACTERS.intersection(video_id)
-    if bad:
-        raise InvalidVideo(f"video_id {video_id!r} contains forbidden characters {sorted(bad)!r}")
-    if video_id != video_id.strip():
-        raise InvalidVideo(f"video_id {video_id!r} has leading or trailing whitespace")
-    return video_id
 
 
 def check_coarse(coarse: object, dim: int) -> np.ndarray:

@@ -30,6 +30,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+from dnsvr.serving.store.expressions import (
+    both,
+    either,
+    equals,
+    greater,
+    integer_literal,
+    is_in,
+    is_not_in,
+)
 from dnsvr.serving.store.schema import (
     MAX_QUERY_ROWS,
     META_KEY,
@@ -303,8 +312,8 @@ class VideoStore:
         if not self._has(self.meta_collection):
             return None
         self._load(self.meta_collection)
-        rows = self._call("get meta", lambda c: c.get(self.meta_collection, ids=[META_KEY],
-                                                        output_fields=["value"], consistency_level="Strong"))
+        rows = self._call("get meta", lambda c: c.query(self.meta_collection, filter=equals("key", META_KEY),
+                                                          output_fields=["value"], consistency_level="Strong"))
         if not rows:
             return None
         meta = StoreMeta.from_json(rows[0]["value"])
@@ -414,11 +423,25 @@ class VideoStore:
         if not checked:
             return
         generations = new_generations(len(checked))
+        written = list(zip(ids, generations, strict=True))
         rows = [row for video, generation in zip(checked, generations, strict=True)
                 for row in frame_rows(video.video_id, generation, video.fine_codes, meta)]
         batch = max(1, INSERT_BYTE_BUDGET // meta.row_bytes)
-        for start in range(0, len(rows), batch):
-            self._call("insert frames", lambda c, s=start: c.insert(self.frame_collection, rows[s:s + batch]))
+        try:
+            for start in range(0, len(rows), batch):
+                self._call("insert frames", lambda c, s=start: c.insert(self.frame_collection, rows[s:s + batch]))
+            self._switch(checked, generations, meta)
+        except BaseException:
+            self._roll_back(written)
+            raise
+        current = self._video_rows(ids, ["generation"], "Strong")  # what won, if another writer raced this one
+        keep = [row["generation"] for row in current.values()]
+        for start in range(0, len(ids), DELETE_BATCH):  # the replaced generations' frames (and any strays)
+            self._delete_frames(both(is_in("video_id", ids[start:start + DELETE_BATCH]), is_not_in("generation", keep)))
+        self._flush_if_embedded()
+
+    def _switch(self, videos: list[IndexedVideo], generations: list[int], meta: StoreMeta) -> None:
+        """The per-video rows pointing at the new generations: from here on readers see the new frames."""
         now_ms = int(time.time() * 1000)
         video_rows = [{
             "video_id": video.video_id,
@@ -430,22 +453,28 @@ class VideoStore:
             "source_uri": video.source_uri,
             "indexed_at": now_ms,
             "metadata": video.metadata,
-        } for video, generation in zip(checked, generations, strict=True)]
+        } for video, generation in zip(videos, generations, strict=True)]
         self._call("upsert videos", lambda c: c.upsert(self.video_collection, video_rows))
-        current = self._video_rows(ids, ["generation"], "Strong")
-        keep = [row["generation"] for row in current.values()]
-        for start in range(0, len(ids), DELETE_BATCH):
-            id_list = json.dumps(ids[start:start + DELETE_BATCH])
-            self._delete_frames(f"video_id in {id_list} and generation not in {keep}")
-        self._flush_if_embedded()
+
+    def _roll_back(self, written: list[tuple[str, int]]) -> None:
+        """After a failed write: remove the (video_id, generation) frames it wrote, unless a row points at them
+        (the switch went through).  Best effort: what a broken connection leaves is orphaned, and
+        `check(repair=True)` removes it later; readers never follow an orphan."""
+        try:
+            current = self._video_rows([video_id for video_id, _ in written], ["generation"], "Strong")
+            stray = [(v, g) for v, g in written if current.get(v, {}).get("generation") != g]
+            for start in range(0, len(stray), ORPHAN_DELETE_BATCH):
+                self._delete_frames(_pairs_filter(stray[start:start + ORPHAN_DELETE_BATCH]))
+        except Exception:  # the original error is the one to report
+            pass
 
     def delete(self, video_id: str) -> bool:
         """Remove a video: its row first (no longer searchable), then its frames. False if it was absent."""
         check_video_id(video_id)
         self.meta  # noqa: B018 - opens (and checks) the collections before writing
         existed = bool(self._video_rows([video_id], ["generation"], "Strong"))
-        self._call("delete video", lambda c: c.delete(self.video_collection, ids=[video_id]))
-        self._delete_frames(f'video_id == "{video_id}"')
+        self._call("delete video", lambda c: c.delete(self.video_collection, filter=equals("video_id", video_id)))
+        self._delete_frames(equals("video_id", video_id))
         self._flush_if_embedded()
         return existed
 
@@ -470,8 +499,8 @@ class VideoStore:
         unique = list(dict.fromkeys(video_ids))
         for start in range(0, len(unique), DELETE_BATCH):
             chunk = unique[start:start + DELETE_BATCH]
-            found = self._call("get videos", lambda c, ids=chunk: c.get(
-                self.video_collection, ids=ids, output_fields=["video_id", *fields],
+            found = self._call("get videos", lambda c, ids=chunk: c.query(
+                self.video_collection, filter=is_in("video_id", ids), output_fields=["video_id", *fields],
                 consistency_level=consistency))
             rows.update({row["video_id"]: row for row in found})
         return rows
@@ -563,8 +592,9 @@ class VideoStore:
             if rows > limit:  # one long video: page through it by frame index
                 span = limit * meta.frames_per_row
                 for start in range(0, frame_count, span):
-                    yield (f'video_id == "{video_id}" and generation == {generation} and '
-                           f"frame_start >= {start} and frame_start < {start + span}")
+                    yield both(equals("video_id", video_id), equals("generation", generation),
+                               f"frame_start >= {integer_literal(start)}",
+                               f"frame_start < {integer_literal(start + span)}")
                 continue
             if group_rows + rows > limit:
                 yield _group_filter(group)
@@ -615,7 +645,7 @@ class VideoStore:
             if cursor is None:
                 expression = ""
             else:
-                expression = f'{key} > "{cursor}"' if isinstance(cursor, str) else f"{key} > {cursor}"
+                expression = greater(key, cursor)
             page = self._call("scan", lambda c, e=expression: c.query(
                 collection, filter=e, output_fields=[key, *fields], limit=batch_size,
                 consistency_level="Strong"))
@@ -696,13 +726,13 @@ def _frame_columns(result: Any, meta: StoreMeta) -> tuple[list[dict], list[np.nd
 def _group_filter(group: dict[str, int]) -> str:
     """{video_id: generation} -> a filter for their frame rows: these ids and these generations (a superset
     only where a generation value is shared; readers drop the extra rows by (video_id, generation))."""
-    return f"video_id in {json.dumps(list(group))} and generation in {list(group.values())}"
+    return both(is_in("video_id", group), is_in("generation", group.values()))
 
 
 def _pairs_filter(pairs: Sequence[tuple[str, int]]) -> str:
     """[(video_id, generation)] -> a filter matching exactly the frame rows of those pairs."""
-    return " or ".join(f'(video_id == "{video_id}" and generation == {generation})'
-                       for video_id, generation in pairs)
+    return either(*(both(equals("video_id", video_id), equals("generation", generation))
+                    for video_id, generation in pairs))
 
 
 def _contiguous(parts: list[tuple[int, np.ndarray]]) -> bool:

@@ -19,9 +19,13 @@ class DnsvrError(Exception):
 class InvalidVideo(DnsvrError, ValueError):
     """The video (or another input: id, top_k, policy) was rejected; nothing was stored or changed."""
 
+    tag = "invalid_video"
+
 
 class NotFound(DnsvrError, KeyError):
     """No indexed video has this id."""
+
+    tag = "not_found"
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "not found"
@@ -30,17 +34,16 @@ class NotFound(DnsvrError, KeyError):
 class ServerUnavailable(DnsvrError, ConnectionError):
     """The Triton server or the Milvus store behind it cannot be reached (down, overloaded, timed out)."""
 
+    tag = "unavailable"
+
 
 class ServerError(DnsvrError):
     """Any other failure reported by the server (a bug or a broken deployment); the message says which."""
 
+    tag = "internal"
 
-TAGS: dict[str, type[DnsvrError]] = {
-    "invalid_video": InvalidVideo,
-    "not_found": NotFound,
-    "unavailable": ServerUnavailable,
-    "internal": ServerError,
-}
+
+TAGS: dict[str, type[DnsvrError]] = {cls.tag: cls for cls in (InvalidVideo, NotFound, ServerUnavailable, ServerError)}
 
 
 def tagged(tag: str, message: str) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from dnsvr.client import spec
 from dnsvr.client.errors import InvalidVideo
+from dnsvr.client.ids import check_video_id
 from dnsvr.client.results import IndexResult, SearchHit, SearchResult
 from dnsvr.client.video_input import VideoLike, video_tensor
 
@@ -43,19 +44,13 @@ def _text(value: str) -> np.ndarray:
     return np.array([value.encode("utf-8")], dtype=np.object_)
 
 
-def _video_id(video_id: str) -> str:
-    if not isinstance(video_id, str) or not video_id.strip():
-        raise InvalidVideo(f"video_id must be a non-empty string, got {video_id!r}")
-    return video_id
-
-
 def _outputs(model: str) -> tuple[str, ...]:
     return spec.model(model).output_names
 
 
 def index_request(video_id: str, video: VideoLike, source_uri: str = "", metadata: dict | None = None) -> Request:
     name, array = video_tensor(video)
-    inputs = {"video_id": _text(_video_id(video_id)), name: array}
+    inputs = {"video_id": _text(check_video_id(video_id)), name: array}
     if source_uri:
         inputs["source_uri"] = _text(source_uri)
     if metadata:
@@ -97,7 +92,7 @@ def search_request(
         name, array = video_tensor(video)
         inputs[name] = array
     else:
-        inputs["video_id"] = _text(_video_id(video_id))
+        inputs["video_id"] = _text(check_video_id(video_id))
     policy = rerank_text(rerank)
     if policy:
         inputs["rerank"] = _text(policy)
@@ -109,7 +104,7 @@ def search_request(
 
 
 def delete_request(video_id: str) -> Request:
-    return Request(DELETE, {"video_id": _text(_video_id(video_id))}, _outputs(DELETE))
+    return Request(DELETE, {"video_id": _text(check_video_id(video_id))}, _outputs(DELETE))
 
 
 def stats_request(what: str = "stats") -> Request:

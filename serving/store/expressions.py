@@ -1,0 +1,71 @@
+"""Milvus boolean expressions that carry our values: the one place they are written.
+
+No value ever reaches an expression by string concatenation elsewhere: strings go through `string_literal`
+(a double-quoted literal with `\\` and `"` escaped, any other character, non-ASCII included, as itself: the
+Milvus parsers of Lite 3 and of the servers read UTF-8 literals, and neither accepts a \\uXXXX escape), integers
+through `integer_literal` (an int, never a bool or a str).  Video ids are checked by the id rule
+(`dnsvr.client.ids`) before they get here, which already keeps quotes, backslashes and control characters out.
+
+    equals("video_id", "clip-1")                 -> 'video_id == "clip-1"'
+    is_in("video_id", ["a", "b"])                -> 'video_id in ["a", "b"]'
+    is_in("generation", [3, 4])                  -> 'generation in [3, 4]'
+    greater("video_id", "clip-1")                -> 'video_id > "clip-1"'
+    both(e1, e2), either(e1, e2)                 -> '(e1) and (e2)', '(e1) or (e2)'
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable
+
+Value = str | int
+
+
+def string_literal(value: str) -> str:
+    """`value` as a Milvus string literal; ValueError for control or surrogate characters (not representable)."""
+    if not isinstance(value, str):
+        raise TypeError(f"expected a str, got {type(value).__name__}")
+    bad = next((c for c in value if unicodedata.category(c) in ("Cc", "Cs")), None)
+    if bad is not None:
+        raise ValueError(f"{value!r} holds the control character {bad!r}: not allowed in an expression")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def integer_literal(value: int) -> str:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an int, got {type(value).__name__}")
+    return str(value)
+
+
+def literal(value: Value) -> str:
+    return string_literal(value) if isinstance(value, str) else integer_literal(value)
+
+
+def _field(name: str) -> str:
+    if not name.isidentifier():
+        raise ValueError(f"{name!r} is not a field name")
+    return name
+
+
+def equals(field: str, value: Value) -> str:
+    return f"{_field(field)} == {literal(value)}"
+
+
+def greater(field: str, value: Value) -> str:
+    return f"{_field(field)} > {literal(value)}"
+
+
+def is_in(field: str, values: Iterable[Value]) -> str:
+    return f"{_field(field)} in [{', '.join(literal(v) for v in values)}]"
+
+
+def is_not_in(field: str, values: Iterable[Value]) -> str:
+    return f"{_field(field)} not in [{', '.join(literal(v) for v in values)}]"
+
+
+def both(*expressions: str) -> str:
+    return " and ".join(f"({e})" for e in expressions)
+
+
+def either(*expressions: str) -> str:
+    return " or ".join(f"({e})" for e in expressions)
