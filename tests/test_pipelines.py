@@ -155,6 +155,13 @@ def test_index_search_delete_and_stats_requests(stores):
     assert delete_request(request(video_id="a"), stores)["deleted"].tolist() == [False]
     with pytest.raises(VideoNotFound, match="'a' is not indexed"):
         search_request(request(video_id="a", top_k=np.array([5], np.int32)), stores, CALLS)
+    invalid = "source_uri like " + "(" * 3000  # a 3 KB invalid filter: a short, clear error
+    with pytest.raises(BadRequest, match="was rejected by the store") as rejected:
+        search_request(request(video_id="b", top_k=np.array([5], np.int32), filter=invalid), stores, CALLS)
+    assert len(str(rejected.value)) < 1000
+    narrowed = search_request(request(video_id="b", top_k=np.array([5], np.int32), filter='source_uri == "file:c"'),
+                              stores, CALLS)
+    assert narrowed["video_ids"].tolist() == [b"c"]
 
 
 @pytest.mark.parametrize(("inputs", "message"), [
@@ -165,6 +172,7 @@ def test_index_search_delete_and_stats_requests(stores):
     ({"top_k": np.array([3], np.int32)}, "exactly one"),
     ({"video_id": "a"}, "lacks input 'top_k'"),
     ({"video_id": "a", "top_k": np.array([1.5], np.float32)}, "one integer"),
+    ({"video_id": "a", "top_k": np.array([3], np.int32), "filter": "x" * 4097}, "the maximum is 4096"),
 ])
 def test_bad_search_requests_name_the_problem(stores, inputs, message):
     with pytest.raises(BadRequest, match=message):

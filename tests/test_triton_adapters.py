@@ -53,6 +53,13 @@ def test_every_pipeline_module_defines_an_adapter():
                           importlib.import_module("dnsvr.serving.triton.base").PythonModel), module
 
 
+def test_error_messages_stay_small():
+    from dnsvr.serving.triton.base import MAX_MESSAGE_CHARS, error_response
+
+    answer = error_response("dnsvr_search", ValueError("x" * 10_000))
+    assert len(answer.error().message()) < MAX_MESSAGE_CHARS + 100 and "more characters" in answer.error().message()
+
+
 def test_decode_adapter_answers_each_request(tmp_path, monkeypatch):
     monkeypatch.delenv("DNSVR_MAX_FRAMES", raising=False)
     model = initialized(PYTHON_MODELS["video_decode"], pipeline_config("video_decode"), tmp_path / "video_decode")

@@ -23,6 +23,15 @@ from typing import Any
 import numpy as np
 
 VIDEO_INPUTS = ("video", "frames")
+SHORTENED_CHARS = 300
+
+
+def shortened(text: str, limit: int = SHORTENED_CHARS) -> str:
+    """`text` quoted, cut to `limit` characters with the number left out (error messages stay small: they
+    travel in gRPC trailers, whose size is capped)."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text) - limit} more characters)"
 
 
 class BadRequest(ValueError):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from dnsvr.client import spec
 from dnsvr.serving.pipelines.batching import fine_batches, padded_batch
-from dnsvr.serving.pipelines.requests import BadRequest, RequestInputs, Stopwatch, bytes_array
+from dnsvr.serving.pipelines.requests import BadRequest, RequestInputs, Stopwatch, bytes_array, shortened
 from dnsvr.serving.pipelines.store_access import ServiceStore
 from dnsvr.serving.store.schema import check_video_id
 from dnsvr.serving.store.video_store import StoreError, StoreUnavailable, VideoNotFound, VideoStore
@@ -191,6 +191,9 @@ def search_request(inputs: RequestInputs, stores: ServiceStore, calls: ModelCall
         policy = RerankPolicy.parse(inputs.text("rerank"))
     except ValueError as error:
         raise BadRequest(str(error)) from None
+    expression = inputs.text("filter") or None
+    if expression is not None and len(expression.encode("utf-8")) > spec.MAX_FILTER_BYTES:
+        raise BadRequest(f"filter is {len(expression.encode('utf-8'))} bytes, the maximum is {spec.MAX_FILTER_BYTES}")
     query_id = inputs.text("video_id")
     if (query_id is None) == (not inputs.given_videos()):
         raise BadRequest("send exactly one of 'video', 'frames' or 'video_id'")
@@ -204,7 +207,6 @@ def search_request(inputs: RequestInputs, stores: ServiceStore, calls: ModelCall
         else:
             query = calls.embed(inputs.video())
             store = stores.get(len(query.coarse))
-    expression = inputs.text("filter") or None
     try:
         ranking, stages = search(store, calls, query, top_k, policy, candidates or None, expression,
                                  exclude_id=query_id, consistency=consistency)
@@ -213,7 +215,7 @@ def search_request(inputs: RequestInputs, stores: ServiceStore, calls: ModelCall
     except StoreError as error:
         if expression is None:
             raise
-        raise BadRequest(f"filter {expression!r} was rejected by the store: {error}") from None
+        raise BadRequest(f"filter {shortened(expression)} was rejected by the store: {shortened(str(error))}") from None
     watch.stages.update(stages)
     return {
         "video_ids": bytes_array(list(ranking.ids)),

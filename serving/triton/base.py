@@ -30,6 +30,7 @@ from dnsvr.client.errors import TAG_PATTERN, TAGS, tagged
 from dnsvr.serving.pipelines.requests import RequestInputs
 from dnsvr.serving.pipelines.store_access import ServiceStore
 
+MAX_MESSAGE_CHARS = 2000  # an error message travels in gRPC trailers (8 KB of metadata at most by default)
 TRITON_CODES = {
     "invalid_video": "INVALID_ARG",
     "not_found": "NOT_FOUND",
@@ -59,6 +60,8 @@ def error_response(model_name: str, error: Exception) -> pb_utils.InferenceRespo
         message = text[text.index("[dnsvr:"):]
     else:
         message = tagged(tag, f"{model_name}: {text}")
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[:MAX_MESSAGE_CHARS] + f"... ({len(message) - MAX_MESSAGE_CHARS} more characters)"
     code = getattr(pb_utils.TritonError, TRITON_CODES[tag], pb_utils.TritonError.INTERNAL)
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
 

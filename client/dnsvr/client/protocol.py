@@ -99,6 +99,8 @@ def search_request(
     if candidates:
         inputs["candidates"] = np.array([candidates], np.int32)
     if filter:
+        if not isinstance(filter, str) or len(filter.encode("utf-8")) > spec.MAX_FILTER_BYTES:
+            raise InvalidVideo(f"filter must be a str of at most {spec.MAX_FILTER_BYTES} bytes of UTF-8")
         inputs["filter"] = _text(filter)
     return Request(SEARCH, inputs, _outputs(SEARCH))
 

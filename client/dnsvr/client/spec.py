@@ -246,6 +246,7 @@ def fine_kind(name: str) -> FineKind:
 # one request is one video (or one query); dims are full shapes.  See dnsvr.serving.pipeline_configs.
 MAX_TOP_K = 1000
 MAX_CANDIDATES = 10_000
+MAX_FILTER_BYTES = 4096  # a search filter's UTF-8 size
 
 
 def _video_inputs() -> tuple[TensorSpec, ...]:
