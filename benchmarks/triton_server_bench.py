@@ -24,7 +24,8 @@ import torch
 import tritonclient.grpc as grpcclient
 from dnsvr.client.spec import ModelSpec, TensorSpec
 from dnsvr.export.repository import network_files
-from dnsvr.serving.local.triton_server import TritonServer, descendants
+from dnsvr.serving.local.processes import descendants
+from dnsvr.serving.local.triton_server import TritonServer
 from tqdm import tqdm
 
 ENSEMBLE_CONFIG = """name: "affine_then_normalize" platform: "ensemble" max_batch_size: 8

@@ -7,6 +7,7 @@ and the two tensor lookups.  The real server stays covered by the end-to-end tes
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import numpy as np
@@ -56,9 +57,14 @@ class InferenceRequest:
     """A request: built by the tests as Triton would hand it over, or by a BLS model to call another model."""
 
     def __init__(self, model_name: str = "", requested_output_names: list[str] | None = None,
-                 inputs: list[Tensor] | None = None) -> None:
+                 inputs: list[Tensor] | None = None, parameters: dict | None = None) -> None:
         self.model_name, self.requested = model_name, requested_output_names or []
         self.inputs = {tensor.name(): tensor for tensor in inputs or []}
+        self._parameters = json.dumps(parameters or {})
+
+    def parameters(self) -> str:
+        """Triton's request parameters as JSON (the forwarded headers)."""
+        return self._parameters
 
     def exec(self) -> InferenceResponse:
         try:

@@ -84,7 +84,7 @@ def test_error_mapping():
 
 def test_server_down_is_server_unavailable():
     """A real fault: nothing listens on the port (the retries of an idempotent call run, then give up)."""
-    from dnsvr.serving.local.triton_server import free_port
+    from dnsvr.serving.local.processes import free_port
 
     with VideoSearchClient(f"127.0.0.1:{free_port()}", timeout_s=5, retries=1) as client:
         with pytest.raises(ServerUnavailable):

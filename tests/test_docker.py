@@ -3,13 +3,16 @@ no Docker engine here, so the image's export step runs here as the build would r
 
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
 from pathlib import Path
 
 from conftest import REPO, dockerfile_export_command, dockerfile_instructions
 from dnsvr.export.repository import pipeline_networks, repository_files
 
 TEXT_FILES = ("*.pbtxt", "model.py")
+ENTRYPOINT = REPO / "docker" / "triton-entrypoint.sh"
 
 
 def text_files(repository: Path) -> dict[str, str]:
@@ -23,9 +26,38 @@ def test_image_serves_the_folder_its_export_step_writes():
     out = arguments[arguments.index("--out") + 1]
     instructions = dockerfile_instructions()
     assert ("COPY", f"--from=export {out} {out}") in instructions
-    command = json.loads(next(arguments for name, arguments in instructions if name == "CMD"))
-    assert f"--model-repository={out}" in command
+    assert ("COPY", "docker/triton-entrypoint.sh /usr/local/bin/dnsvr-triton") in instructions
+    assert json.loads(next(arguments for name, arguments in instructions if name == "ENTRYPOINT")) == ["dnsvr-triton"]
+    assert '--model-repository="${DNSVR_MODEL_REPOSITORY:-' + out + '}"' in ENTRYPOINT.read_text()
     assert not any(name == "COPY" and arguments.startswith("model_repository") for name, arguments in instructions)
+
+
+def run_entrypoint(tmp_path: Path, **env: str) -> tuple[list[str], dict[str, str]]:
+    """The image's entrypoint with a stand-in `tritonserver` that records its arguments and environment."""
+    fake = tmp_path / "bin" / "tritonserver"
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$0.args"\nenv > "$0.env"\n')
+    fake.chmod(0o755)
+    subprocess.run(["sh", str(ENTRYPOINT), "--log-info=true"], check=True,
+                   env={"PATH": f"{fake.parent}:/usr/bin:/bin", **env})
+    variables = dict(line.split("=", 1) for line in (tmp_path / "bin" / "tritonserver.env").read_text().splitlines()
+                     if "=" in line)
+    return (tmp_path / "bin" / "tritonserver.args").read_text().splitlines(), variables
+
+
+def test_entrypoint_keeps_only_the_token_digest_and_restricts_admin(tmp_path: Path):
+    args, env = run_entrypoint(tmp_path, DNSVR_ACCESS_TOKEN="s3cret", DNSVR_ADMIN_KEY="k")
+    assert env["DNSVR_ACCESS_TOKEN_SHA256"] == hashlib.sha256(b"s3cret").hexdigest()
+    assert "DNSVR_ACCESS_TOKEN" not in env
+    assert "--model-repository=/models" in args and "--log-info=true" in args
+    assert "--grpc-header-forward-pattern=^dnsvr-token$" in args
+    restricted = "model-repository,model-config,shared-memory,statistics,trace,logging:dnsvr-admin=k"
+    assert f"--grpc-restricted-protocol={restricted}" in args and f"--http-restricted-api={restricted}" in args
+    assert not any(a.startswith("--grpc-use-ssl") for a in args)
+    tls, _ = run_entrypoint(tmp_path, DNSVR_TLS_CERT="/certs/c.pem", DNSVR_TLS_KEY="/certs/k.pem")
+    assert {"--grpc-use-ssl=true", "--grpc-server-cert=/certs/c.pem", "--http-address=127.0.0.1"} <= set(tls)
+    random_key = next(a for a in tls if a.startswith("--http-restricted-api=")).rsplit("=", 1)[1]
+    assert len(random_key) == 32
 
 
 def test_export_step_writes_the_complete_committed_repository(docker_export):

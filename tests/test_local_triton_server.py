@@ -21,7 +21,8 @@ import tritonclient.grpc as grpcclient
 from dnsvr.client.spec import ModelSpec, TensorSpec
 from dnsvr.export.onnx_runner import OnnxRunner
 from dnsvr.export.repository import network_files
-from dnsvr.serving.local.triton_server import TritonServer, TritonStartError, descendants
+from dnsvr.serving.local.processes import descendants
+from dnsvr.serving.local.triton_server import TritonServer, TritonStartError
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException

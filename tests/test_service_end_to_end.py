@@ -25,8 +25,8 @@ from dnsvr.client.aio_client import AsyncVideoSearchClient
 from dnsvr.export.manifest import changed_weights
 from dnsvr.export.repository import ensure_exported
 from dnsvr.serving.cli import main as cli
+from dnsvr.serving.local.processes import descendants, still_same_process
 from dnsvr.serving.local.service import LocalService
-from dnsvr.serving.local.triton_server import descendants, still_same_process
 from tritonclient.utils import InferenceServerException
 
 PATTERN = ["pattern-hd-no-bar", "pattern-longer-no-bar", "pattern-sd-grey-bar", "pattern-sd-with-large-logo-bar",

@@ -13,6 +13,11 @@
     DNSVR_SEARCH_CONSISTENCY  Milvus consistency of ranking reads in `dnsvr_search`; default its parameter (Session)
     DNSVR_URL                 Triton gRPC address for the CLI and the client SDK; default the running `dnsvr serve`,
                               else 127.0.0.1:8001 (the SDK imports nothing of ours and reads it itself)
+    DNSVR_ACCESS_TOKEN        the access token: `dnsvr serve` requires it of callers, the CLI sends it (the SDK
+                              reads it itself, like DNSVR_URL); default none
+    DNSVR_ACCESS_TOKEN_SHA256 what the served pipelines compare a caller's token with (hex SHA-256 of the token;
+                              `dnsvr serve` sets it from DNSVR_ACCESS_TOKEN); unset: no token is required
+    DNSVR_OPEN_SEARCH         "1": search and stats need no token, only index and delete do
 
 Everything else reads these through `environment(name)` or the functions below, never `os.environ` directly.
 """
@@ -35,8 +40,11 @@ MILVUS_PREFIX = "DNSVR_MILVUS_PREFIX"
 MAX_FRAMES = "DNSVR_MAX_FRAMES"
 SEARCH_CONSISTENCY = "DNSVR_SEARCH_CONSISTENCY"
 URL = "DNSVR_URL"
+ACCESS_TOKEN = "DNSVR_ACCESS_TOKEN"
+ACCESS_TOKEN_SHA256 = "DNSVR_ACCESS_TOKEN_SHA256"
+OPEN_SEARCH = "DNSVR_OPEN_SEARCH"
 VARIABLES = (SHARED, CACHE, DATA, STATE, CONFIG, MILVUS_URI, MILVUS_TOKEN, MILVUS_TLS_CA, MILVUS_PREFIX,
-             MAX_FRAMES, SEARCH_CONSISTENCY, URL)
+             MAX_FRAMES, SEARCH_CONSISTENCY, URL, ACCESS_TOKEN, ACCESS_TOKEN_SHA256, OPEN_SEARCH)
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 

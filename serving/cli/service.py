@@ -1,7 +1,8 @@
 """`dnsvr serve | index | search | delete | stats | demo`: run the service locally and talk to it.
 
 `serve` starts Milvus Lite + Triton (dnsvr.serving.local.service) and records its gRPC address in a state
-file; the other commands use `--url`, else $DNSVR_URL, else that state file.  `demo` does it all in one go.
+file; the other commands use `--url`, else $DNSVR_URL, else that state file, and send $DNSVR_ACCESS_TOKEN
+when it is set.  `health` is a probe for orchestrators.  `demo` does it all in one go.
 """
 
 from __future__ import annotations
@@ -20,6 +21,19 @@ examples:
   dnsvr serve                                   # free ports, Milvus Lite at ~/.local/share/dnsvr/milvus.db
   dnsvr serve --grpc-port 8001 --http-port 8000 --metrics-port 8002 --store var/milvus.db
   dnsvr serve --store http://milvus.internal:19530          # a Milvus server (token: DNSVR_MILVUS_TOKEN)
+  DNSVR_ACCESS_TOKEN=$(cat token) dnsvr serve --host 0.0.0.0 --tls-cert cert.pem --tls-key key.pem \
+      --grpc-port 8001 --health-port 8080 --open-search   # reachable by others: TLS + a token for writes
+
+Security: on 127.0.0.1 (the default) no token is needed unless $DNSVR_ACCESS_TOKEN (or --token-file) gives
+one.  Any other --host needs TLS (--tls-cert/--tls-key; --tls-client-ca for mutual TLS) and a token, unless
+--insecure.  With a token, index and delete need it, and search and stats too unless --open-search.  Only
+gRPC listens on --host (Triton's HTTP has no TLS: HTTP and metrics stay on 127.0.0.1); Triton's admin APIs
+(model repository and config, logging, trace, statistics) answer only `dnsvr serve` itself.
+
+Supervision: Milvus Lite is started again when it dies (logged, with a back-off), a model whose python
+instance died is reloaded, and every server dies with `dnsvr serve`, however it dies.  The health endpoint
+(--health-port) answers GET /live and GET /ready (200, or 503 with the reason: Triton, models, python
+instances, the store) for load balancers.
 
 Prints a line containing `ready` with the endpoints once every model is loaded, and records them in the state
 file that `dnsvr index` / `dnsvr search` read.  Ctrl-C or SIGTERM stops Triton and Milvus; nothing is left.
@@ -45,7 +59,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--grpc-port", type=int, help="Triton gRPC port (default: a free one)")
     serve.add_argument("--http-port", type=int, help="Triton HTTP port (default: a free one)")
     serve.add_argument("--metrics-port", type=int, help="Prometheus metrics port (default: a free one)")
+    serve.add_argument("--health-port", type=int, default=0,
+                       help="port of GET /live and /ready on --host (default: a free one)")
+    serve.add_argument("--host", default="127.0.0.1", help="gRPC listen address (default: %(default)s)")
+    serve.add_argument("--tls-cert", type=Path, help="PEM certificate of the gRPC endpoint (TLS)")
+    serve.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    serve.add_argument("--tls-client-ca", type=Path, help="mutual TLS: PEM CA that client certificates need")
+    serve.add_argument("--token-file", type=Path,
+                       help="file holding the access token (default: $DNSVR_ACCESS_TOKEN; none: no token)")
+    serve.add_argument("--open-search", action="store_true",
+                       help="with a token: search and stats need none (index and delete still do)")
+    serve.add_argument("--insecure", action="store_true",
+                       help="allow a --host other than loopback without TLS or a token")
     serve.set_defaults(handler=serve_command)
+
+    health = subparsers.add_parser(
+        "health", help="probe a running service: Triton live and ready, every pipeline ready, the store answering",
+        description="Exit 0 when the service can serve (prints the JSON report), 1 otherwise: a readiness probe "
+                    "for docker/Kubernetes that also checks the store.")
+    _client_options(health)
+    health.set_defaults(handler=health_command)
 
     index = subparsers.add_parser(
         "index", help="index video files (or folders of them) into the running service",
@@ -107,13 +140,26 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help="Triton gRPC address host:port (default: $DNSVR_URL, else the running "
                         "`dnsvr serve`)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per request (default: %(default)s)")
+    parser.add_argument("--tls-ca", type=Path, help="TLS: the PEM CA (or self-signed certificate) of the server")
 
 
-def _service(args: argparse.Namespace, ports: dict | None = None):
+def _service(args: argparse.Namespace, **options):
     from dnsvr.serving.local.service import LocalService
 
     return LocalService(args.repository, store=args.store, prefix=args.prefix, weights=args.weights,
-                        log_dir=args.log_dir, **(ports or {}))
+                        log_dir=args.log_dir, **options)
+
+
+def _security_options(args: argparse.Namespace) -> dict:
+    """LocalService's host, TLS, token and health options from the serve flags (token: file, else env)."""
+    from dnsvr.serving.local.triton_server import TlsFiles
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise SystemExit("error: --tls-cert and --tls-key go together")
+    token = args.token_file.read_text().strip() if args.token_file else paths.environment(paths.ACCESS_TOKEN)
+    tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
+    return dict(host=args.host, tls=tls, token=token, open_search=args.open_search, insecure=args.insecure,
+                health_port=args.health_port)
 
 
 def _export_progress(name: str) -> None:
@@ -121,6 +167,7 @@ def _export_progress(name: str) -> None:
 
 
 def serve_command(args: argparse.Namespace) -> int:
+    import logging
     import signal
     import time
 
@@ -130,8 +177,13 @@ def serve_command(args: argparse.Namespace) -> int:
             signal.signal(handled, signal.SIG_IGN)  # one stop at a time
         raise KeyboardInterrupt
 
-    service = _service(args, dict(grpc_port=args.grpc_port, http_port=args.http_port,
-                                  metrics_port=args.metrics_port))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        service = _service(args, grpc_port=args.grpc_port, http_port=args.http_port,
+                           metrics_port=args.metrics_port, **_security_options(args))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     state_path = paths.state_path()
     code = 0
@@ -139,8 +191,9 @@ def serve_command(args: argparse.Namespace) -> int:
         service.start(on_export=_export_progress)
         service.write_state(state_path)
         triton = service.triton
-        print(f"dnsvr ready: gRPC {triton.grpc_url}  HTTP {triton.http_url}  metrics {triton.metrics_url}  "
-              f"store {service.store_uri}  (models: {', '.join(service.models)}). Ctrl-C to stop.", flush=True)
+        print(f"dnsvr ready: gRPC {triton.grpc_url}{' (TLS)' if service.tls else ''}  HTTP {triton.http_url}  "
+              f"metrics {triton.metrics_url}  health http://{args.host}:{service.health.port}/ready  store "
+              f"{service.store_uri}  (models: {', '.join(service.models)}). Ctrl-C to stop.", flush=True)
         while triton.running:
             time.sleep(0.5)
         print(f"error: Triton exited by itself; log {triton.log_path}", file=sys.stderr)
@@ -170,7 +223,8 @@ def _client(args: argparse.Namespace):
         if state is None:
             raise SystemExit("error: no server address: start `dnsvr serve`, or pass --url / set DNSVR_URL")
         url = state["grpc_url"]
-    return VideoSearchClient(url, timeout_s=args.timeout)
+    tls = {"ssl": True, "root_certificates": str(args.tls_ca)} if args.tls_ca else {}
+    return VideoSearchClient(url, timeout_s=args.timeout, token=paths.environment(paths.ACCESS_TOKEN), **tls)
 
 
 def index_paths(client, inputs: list[Path], id_from: str = "stem", concurrency: int = 2) -> int:
@@ -255,6 +309,22 @@ def stats_command(args: argparse.Namespace) -> int:
         health = client.health()
         print(json.dumps({"healthy": health.ok, "models": health.models, "store_error": health.store_error,
                           **client.stats()}, indent=2))
+    return 0 if health.ok else 1
+
+
+def health_command(args: argparse.Namespace) -> int:
+    import json
+
+    from dnsvr.client import DnsvrError
+
+    try:
+        with _client(args) as client:
+            health = client.health()
+    except (DnsvrError, SystemExit) as error:
+        print(json.dumps({"healthy": False, "error": str(error)}))
+        return 1
+    print(json.dumps({"healthy": health.ok, "live": health.live, "ready": health.ready, "models": health.models,
+                      "store_error": health.store_error}))
     return 0 if health.ok else 1
 
 

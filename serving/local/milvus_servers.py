@@ -6,8 +6,9 @@ own process; so `dnsvr serve` starts one `milvus-lite server` and every model in
 URI.  `MilvusStandaloneServer` runs the real Milvus 2.3.5 server shipped by the `milvus` wheel (binary
 vectors, HNSW, BIN_IVF_FLAT) for tests and benchmarks.
 
-Both are context managers: start on a free port, wait until a client can list collections, stop by signalling
-the whole process group (the wrapper script and the server it spawned), never leaving orphans.
+Both are context managers: start on a free port under a guard (`dnsvr.serving.local.guard`: the server dies
+with this process, however it dies), wait until a client can list collections, stop by signalling the whole
+process group (the guard, the wrapper script and the server it spawned), never leaving orphans.
 
     with MilvusLiteServer(data_dir) as server:
         store = VideoStore.open(server.uri, ...)
@@ -15,6 +16,8 @@ the whole process group (the wrapper script and the server it spawned), never le
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 import signal
@@ -24,7 +27,12 @@ import sys
 import time
 from pathlib import Path
 
-LOOPBACK = "127.0.0.1"
+from dnsvr.serving.local.guard import guarded
+from dnsvr.serving.local.processes import LOOPBACK, free_port, lock_holders, process_start_time, still_same_process
+from dnsvr.training.files import atomic_write_text
+
+LOG = logging.getLogger("dnsvr.serve")
+
 STANDALONE_COMPONENTS = (
     "rootCoord", "proxy", "queryCoord", "queryNode", "indexNode", "dataCoord", "dataNode",
 )
@@ -32,13 +40,6 @@ STANDALONE_COMPONENTS = (
 
 class ServerStartError(RuntimeError):
     """A local Milvus process exited or did not become ready in time; the message holds its log tail."""
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port that is free on `host` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def _executable(name: str) -> str:
@@ -74,14 +75,18 @@ class _LocalMilvusProcess:
     def command(self) -> list[str]:
         raise NotImplementedError
 
+    def prepare(self) -> None:
+        """Before spawning: make sure the data directory can be used (subclasses)."""
+
     def start(self) -> _LocalMilvusProcess:
         """Spawn the server and wait until it answers; on failure raise ServerStartError, nothing running."""
         if self.running:
             return self
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.prepare()
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                guarded(self.command()), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
         try:
@@ -94,6 +99,19 @@ class _LocalMilvusProcess:
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    @property
+    def exit_code(self) -> int | None:
+        """The exit code of a process that ended (None while it runs or before it started)."""
+        return None if self._process is None else self._process.poll()
+
+    def restart(self) -> _LocalMilvusProcess:
+        """Start again on the same port and data directory, after whatever is left of the old group is killed."""
+        if self._process is not None:
+            self._signal_group(signal.SIGKILL)
+            self._process.wait(timeout=10)
+            self._process = None
+        return self.start()
 
     def _log_tail(self, lines: int = 20) -> str:
         try:
@@ -173,14 +191,58 @@ class _LocalMilvusProcess:
 
 
 class MilvusLiteServer(_LocalMilvusProcess):
-    """`milvus-lite server` (Milvus Lite 3.x) serving one data directory on 127.0.0.1:port over gRPC."""
+    """`milvus-lite server` (Milvus Lite 3.x) serving one data directory on 127.0.0.1:port over gRPC.
+
+    Milvus Lite holds an flock on `<data_dir>/LOCK` while a process has the directory open (released when the
+    process dies).  Each start records its launcher in `<data_dir>.owner.json`; a later start that finds the
+    lock held looks there: a holder whose launcher is gone (an orphan of a killed `dnsvr serve`) is stopped
+    and the start goes on, logged; a holder whose launcher lives is reported by a ServerStartError naming both.
+    """
 
     name = "milvus-lite"
+    LOCK = "LOCK"  # Milvus Lite's lock file in its data directory
 
     def __init__(self, data_dir: str | os.PathLike, port: int | None = None, startup_timeout_s: float = 60.0,
                  max_workers: int = 10):
         super().__init__(data_dir, port, startup_timeout_s)
         self.max_workers = max_workers
+
+    @property
+    def owner_path(self) -> Path:
+        return self.data_dir.parent / f"{self.data_dir.name}.owner.json"
+
+    def prepare(self) -> None:
+        """Clear the lock of an orphaned holder (module docstring), or refuse a directory in use."""
+        holders = lock_holders(self.data_dir / self.LOCK)
+        if not holders:
+            return
+        try:
+            owner = json.loads(self.owner_path.read_text())
+        except (OSError, ValueError):
+            owner = {}
+        launcher = owner.get("launcher_pid")
+        if launcher and still_same_process(launcher, owner.get("launcher_start", "")):
+            raise ServerStartError(f"{self.data_dir} is in use by process {holders} of the dnsvr process {launcher} "
+                                   "(stop it, or use another --store)")
+        LOG.warning("%s: clearing the lock of orphaned process(es) %s (their launcher %s is gone)",
+                    self.data_dir, holders, launcher or "is unknown")
+        for pid in holders:
+            try:
+                os.killpg(os.getpgid(pid), signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+        deadline = time.monotonic() + 10.0
+        while lock_holders(self.data_dir / self.LOCK) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for pid in lock_holders(self.data_dir / self.LOCK):
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+
+    def start(self) -> MilvusLiteServer:
+        super().start()
+        record = {"launcher_pid": os.getpid(), "launcher_start": process_start_time(os.getpid()),
+                  "server_pid": self.pid, "port": self.port}
+        atomic_write_text(self.owner_path, json.dumps(record) + "\n")
+        return self
 
     def command(self) -> list[str]:
         return [

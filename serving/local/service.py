@@ -9,20 +9,26 @@ files it was exported from have changed (a retrained pack): `dnsvr.export.reposi
 one writer of the repository; start `milvus-lite server` on the store path (only one process may open a Lite
 data directory, and every Triton python model instance is its own process) unless `store` is a Milvus server
 URI; start Triton on the repository as exported, with DNSVR_MILVUS_URI pointing every model instance at the
-store.  Stop: Triton first, then Milvus; nothing is left running.
+store; then the supervisor (a dead Milvus Lite restarted, dead python instances replaced) and the health
+endpoint.  Every server runs under a guard: it dies with this process, however this process dies.  Stop:
+health, supervisor, Triton, then Milvus; nothing is left running.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from dnsvr.export.manifest import ManifestError, read_manifest
 from dnsvr.export.repository import ensure_exported
+from dnsvr.serving.local.health import HealthServer
 from dnsvr.serving.local.milvus_servers import MilvusLiteServer
-from dnsvr.serving.local.triton_server import TritonServer
+from dnsvr.serving.local.supervisor import Supervisor
+from dnsvr.serving.local.triton_server import TlsFiles, TritonServer
+from dnsvr.serving.pipelines.access import token_digest
 from dnsvr.serving.store.settings import is_server_uri
 from dnsvr.training import paths
 from dnsvr.training.files import atomic_write_text
@@ -38,13 +44,27 @@ def served_models(repository: Path) -> list[str]:
     return [*manifest["served"], *manifest["pipelines"]]
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+TOKEN_PATTERN = "^dnsvr-token$"  # the request header Triton hands the pipelines (`pipelines.access`)
+
+
+class InsecureBind(ValueError):
+    """A non-loopback address without TLS and an access token, and no explicit `insecure`."""
+
+
 class LocalService:
-    """Milvus (Lite server on `store`, or the server at a URI) + Triton on 127.0.0.1.
+    """Milvus (Lite server on `store`, or the server at a URI) + Triton, supervised, with a health endpoint.
 
     repository: model repository; weights: what to export when it has none (default the bundled pack).
     store: a Lite data path (default ~/.local/share/dnsvr/milvus.db) or http(s)://host:port; prefix: the
     store's collection prefix.  Ports: None = free ones.  env: more environment for the python models
     (e.g. DNSVR_MAX_FRAMES).  log_dir: Triton's log (default a temporary file).
+    host: Triton's gRPC listen address (default 127.0.0.1).  tls: gRPC TLS files.  token: the access token
+    callers must send (index and delete; search and stats too unless `open_search`).  A host other than
+    loopback needs TLS and a token unless `insecure`.  health_port: the /live and /ready endpoint
+    (`dnsvr.serving.local.health`, on `host`; None: none).  supervise: restart a dead Milvus Lite, replace
+    dead python instances (`dnsvr.serving.local.supervisor`).  The admin APIs of Triton (model repository,
+    config, logging, trace, statistics) answer only this process (a per-run key).
     """
 
     def __init__(
@@ -60,7 +80,17 @@ class LocalService:
         env: Mapping[str, str] | None = None,
         log_dir: str | Path | None = None,
         startup_timeout_s: float = 300.0,
+        host: str = "127.0.0.1",
+        tls: TlsFiles | None = None,
+        token: str | None = None,
+        open_search: bool = False,
+        insecure: bool = False,
+        health_port: int | None = None,
+        supervise: bool = True,
     ) -> None:
+        if host not in LOOPBACK_HOSTS and not insecure and (tls is None or not token):
+            raise InsecureBind(f"refusing to listen on {host} without TLS and an access token: give a certificate "
+                               "and key, and a token, or say insecure (--insecure) to accept plain, open access")
         self.repository = Path(repository).resolve()
         self.store = str(store or paths.default_store_path())
         self.prefix = prefix
@@ -69,8 +99,12 @@ class LocalService:
         self.env = dict(env or {})
         self.log_dir = Path(log_dir) if log_dir else None
         self.startup_timeout_s = startup_timeout_s
+        self.host, self.tls, self.token, self.open_search = host, tls, token, open_search
+        self.health_port, self.supervise = health_port, supervise
         self.milvus: MilvusLiteServer | None = None
         self.triton: TritonServer | None = None
+        self.supervisor: Supervisor | None = None
+        self.health: HealthServer | None = None
         self.models: list[str] = []
 
     @property
@@ -81,27 +115,58 @@ class LocalService:
     def grpc_url(self) -> str:
         return self.triton.grpc_url
 
+    def _model_environment(self) -> dict[str, str]:
+        env = {**self.env, paths.MILVUS_URI: self.store_uri}
+        if self.prefix:
+            env[paths.MILVUS_PREFIX] = self.prefix
+        if self.token:
+            env[paths.ACCESS_TOKEN_SHA256] = token_digest(self.token)
+            env[paths.OPEN_SEARCH] = "1" if self.open_search else "0"
+        return env
+
+    def probe_store(self) -> None:
+        """A round trip to the store the pipelines use (raises when it does not answer)."""
+        from dnsvr.serving.pipelines.store_access import ServiceStore
+
+        stores = ServiceStore(self.repository, {"store_uri": self.store_uri, "store_prefix": self.prefix or ""})
+        try:
+            stores.get(create=False).server_version  # noqa: B018 - one call to the server
+            stores.existing()
+        finally:
+            stores.close()
+
     def start(self, on_export: Callable[[str], None] | None = None) -> LocalService:
-        """Export if needed, start the store and Triton; on failure nothing is left running."""
+        """Export if needed, start the store, Triton, the supervisor and the health endpoint; on failure
+        nothing is left running."""
         try:
             ensure_exported(self.repository, self.weights, on_export)
             self.models = served_models(self.repository)
             if not is_server_uri(self.store):
                 self.milvus = MilvusLiteServer(Path(self.store).expanduser()).start()
-            env = {**self.env, paths.MILVUS_URI: self.store_uri}
-            if self.prefix:
-                env[paths.MILVUS_PREFIX] = self.prefix
             log_path = self.log_dir / "triton.log" if self.log_dir else None
-            self.triton = TritonServer(self.repository, env=env, log_path=log_path,
-                                       startup_timeout_s=self.startup_timeout_s, **self.ports).start()
+            self.triton = TritonServer(self.repository, env=self._model_environment(), log_path=log_path,
+                                       startup_timeout_s=self.startup_timeout_s, host=self.host, tls=self.tls,
+                                       admin_key=secrets.token_hex(16), forward_headers=TOKEN_PATTERN,
+                                       reloadable=True, **self.ports).start()
+            self.supervisor = Supervisor(self, store_probe=self.probe_store)
+            if self.supervise:
+                self.supervisor.start()
+            if self.health_port is not None:
+                self.health = HealthServer(self.supervisor.readiness, self.host, self.health_port).start()
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self) -> None:
-        """Stop Triton, then Milvus (safe to call twice)."""
+        """Stop the health endpoint, the supervisor, Triton, then Milvus (safe to call twice)."""
         try:
+            if self.health is not None:
+                self.health.stop()
+                self.health = None
+            if self.supervisor is not None:
+                self.supervisor.stop()
+                self.supervisor = None
             if self.triton is not None:
                 self.triton.stop()
         finally:
@@ -113,7 +178,9 @@ class LocalService:
     def write_state(self, path: Path) -> None:
         """Record the endpoints for other commands (`dnsvr index/search` read the gRPC URL from it)."""
         state = {"grpc_url": self.triton.grpc_url, "http_url": self.triton.http_url,
-                 "metrics_url": self.triton.metrics_url, "store_uri": self.store_uri, "pid": os.getpid()}
+                 "metrics_url": self.triton.metrics_url, "store_uri": self.store_uri, "pid": os.getpid(),
+                 "health_url": f"http://{self.triton.grpc_url.rsplit(':', 1)[0]}:{self.health.port}"
+                 if self.health else None, "tls": self.tls is not None}
         atomic_write_text(path, json.dumps(state, indent=2) + "\n")
 
     def __enter__(self) -> LocalService:

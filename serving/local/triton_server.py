@@ -13,15 +13,14 @@ so the same repository serves production (GPU Triton) and local runs. The launch
 - waits until `/v2/health/ready` answers and every model is READY, or raises TritonStartError naming each
   model that failed with its reason (or quoting the log's tail when no model is to blame);
 - stops it with SIGTERM to the whole group, SIGKILL after a grace period, then kills any descendant left
-  (python stubs included) and removes its shared-memory regions. If this Python process dies first, the
-  kernel sends the server SIGTERM (PR_SET_PDEATHSIG: start it from a thread that outlives it, such as the
-  main thread), and servers still running at interpreter exit are stopped.
+  (python stubs included) and removes its shared-memory regions.  It runs under a guard
+  (`dnsvr.serving.local.guard`): if this Python process dies first, however it dies, the guard stops the
+  server's whole process group; servers still running at interpreter exit are stopped.
 """
 
 from __future__ import annotations
 
 import atexit
-import ctypes
 import hashlib
 import http.client
 import importlib.util
@@ -40,7 +39,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dnsvr.serving.local.milvus_servers import free_port
+from dnsvr.serving.local.guard import guarded
+from dnsvr.serving.local.processes import LOOPBACK, descendants, free_port, still_same_process
 from dnsvr.training import paths
 
 LOG_TAIL_LINES = 40
@@ -50,9 +50,21 @@ FAILURE_PATTERNS = (  # the server log's ways of saying a model did not load
     re.compile(r"Poll failed for model directory '(?P<name>[^']+)': (?P<reason>.*)"),
     re.compile(r"^\|\s*(?P<name>\S+)\s*\|\s*\S+\s*\|\s*UNAVAILABLE: (?P<reason>.*?)\s*\|$"),
 )
-PR_SET_PDEATHSIG = 1
-_prctl = ctypes.CDLL(None, use_errno=True).prctl
 _RUNNING: set[TritonServer] = set()
+
+
+ADMIN_HEADER = "dnsvr-admin"
+ADMIN_APIS = ("model-repository", "model-config", "shared-memory", "statistics", "trace", "logging")
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of the gRPC endpoint's TLS: the server certificate and key, and (mutual TLS) the CA that
+    client certificates must be signed by."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
 
 
 class TritonStartError(RuntimeError):
@@ -169,52 +181,6 @@ def _choose_ports(requested: Sequence[int | None]) -> list[int]:
     return ports
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: ask the kernel for SIGTERM when the parent (thread) dies."""
-    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _process_start_time(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
-        return None
-
-
-def descendants(pid: int) -> dict[int, str]:
-    """{pid: start time} of every living descendant of `pid`, read from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stat:
-                parent = int(stat.read().rsplit(b")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(parent, []).append(int(entry))
-    found: dict[int, str] = {}
-    pending = list(children.get(pid, []))
-    while pending:
-        child = pending.pop()
-        start = _process_start_time(child)
-        if start is not None:
-            found[child] = start
-            pending += children.get(child, [])
-    return found
-
-
-def still_same_process(pid: int, start_time: str) -> bool:
-    """True while `pid` is alive (not a zombie) and is the process that had `start_time` (not a reuse)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return False
-    return fields[0] != b"Z" and fields[19].decode() == start_time
-
-
 def failed_models(log_text: str) -> dict[str, str]:
     """{model name: first line of the reason} for every model the server log reports as failing to load."""
     failures: dict[str, str] = {}
@@ -238,8 +204,12 @@ class TritonServer:
     startup_timeout_s: how long start() waits for readiness.
     exit_timeout_s: Triton's own wait for in-flight requests at shutdown. stop_grace_s: how long stop()
     waits after SIGTERM before SIGKILL. cache_dir: where the backend folder is kept (`paths.cache_dir()`).
-    die_with_parent: have the kernel SIGTERM the server when the thread that started it ends (keep True
-    unless starting it from a short-lived thread). extra_args: further tritonserver flags.
+    host: the gRPC listen address (HTTP and metrics always listen on 127.0.0.1: Triton's HTTP has no TLS).
+    tls: gRPC TLS (`TlsFiles`).  admin_key: restrict the admin APIs (model repository and config, shared
+    memory, statistics, trace, logging) on both endpoints to requests carrying the header `dnsvr-admin: KEY`
+    (this launcher sends it).  forward_headers: a regex of request headers handed to the models as request
+    parameters (the access token).  reloadable: explicit model control, every model loaded at start, so
+    `reload_model` can replace a model's instances.  extra_args: further tritonserver flags.
     """
 
     def __init__(
@@ -257,7 +227,11 @@ class TritonServer:
         exit_timeout_s: int = 5,
         stop_grace_s: float = 15.0,
         cache_dir: Path | None = None,
-        die_with_parent: bool = True,
+        host: str = LOOPBACK,
+        tls: TlsFiles | None = None,
+        admin_key: str | None = None,
+        forward_headers: str | None = None,
+        reloadable: bool = False,
         extra_args: Sequence[str] = (),
     ) -> None:
         self.repository = Path(repository).resolve()
@@ -271,7 +245,8 @@ class TritonServer:
         self.exit_timeout_s = exit_timeout_s
         self.stop_grace_s = stop_grace_s
         self.cache_dir = cache_dir
-        self.die_with_parent = die_with_parent
+        self.host, self.tls, self.admin_key = host, tls, admin_key
+        self.forward_headers, self.reloadable = forward_headers, reloadable
         self.extra_args = list(extra_args)
         self.process: subprocess.Popen | None = None
         self.startup_seconds: float | None = None
@@ -279,7 +254,14 @@ class TritonServer:
 
     @property
     def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        """host:port to connect to (127.0.0.1 when the server listens on every interface)."""
+        host = LOOPBACK if self.host in ("0.0.0.0", "::") else self.host
+        return f"{host}:{self.grpc_port}"
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """The header that opens the restricted APIs (model repository, config, logging, ...)."""
+        return {ADMIN_HEADER: self.admin_key} if self.admin_key else {}
 
     @property
     def http_url(self) -> str:
@@ -308,9 +290,9 @@ class TritonServer:
             f"--exit-timeout-secs={self.exit_timeout_s}",
             "--pinned-memory-pool-byte-size=0",
             "--allow-gpu-metrics=false",
-            "--http-address=127.0.0.1",
+            f"--http-address={LOOPBACK}",
             f"--http-port={self.http_port}",
-            "--grpc-address=127.0.0.1",
+            f"--grpc-address={self.host}",
             f"--grpc-port={self.grpc_port}",
             "--metrics-address=127.0.0.1",
             f"--metrics-port={self.metrics_port}",
@@ -318,6 +300,18 @@ class TritonServer:
         ]
         if self.model_config_name:
             args.append(f"--model-config-name={self.model_config_name}")
+        if self.tls is not None:
+            args += ["--grpc-use-ssl=true", f"--grpc-server-cert={self.tls.cert}", f"--grpc-server-key={self.tls.key}"]
+            if self.tls.client_ca:
+                args += [f"--grpc-root-cert={self.tls.client_ca}", "--grpc-use-ssl-mutual=true"]
+        if self.admin_key:
+            restricted = f"{','.join(ADMIN_APIS)}:{ADMIN_HEADER}={self.admin_key}"
+            args += [f"--grpc-restricted-protocol={restricted}", f"--http-restricted-api={restricted}"]
+        if self.forward_headers:
+            args += [f"--grpc-header-forward-pattern={self.forward_headers}",
+                     f"--http-header-forward-pattern={self.forward_headers}"]
+        if self.reloadable:
+            args += ["--model-control-mode=explicit", "--load-model=*"]
         return args + self.extra_args
 
     def start(self) -> TritonServer:
@@ -358,13 +352,12 @@ class TritonServer:
         began = time.perf_counter()
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                self.command(install, backend_dir),
+                guarded(self.command(install, backend_dir), self.stop_grace_s),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if self.die_with_parent else None,
             )
         _RUNNING.add(self)
         try:
@@ -376,10 +369,10 @@ class TritonServer:
         self.startup_seconds = time.perf_counter() - began
         return self
 
-    def _get(self, path: str, method: str = "GET") -> tuple[int, bytes]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=2)
+    def _get(self, path: str, method: str = "GET", timeout_s: float = 2.0) -> tuple[int, bytes]:
+        connection = http.client.HTTPConnection(LOOPBACK, self.http_port, timeout=timeout_s)
         try:
-            connection.request(method, path)
+            connection.request(method, path, headers=self.admin_headers)
             response = connection.getresponse()
             return response.status, response.read()
         finally:
@@ -406,6 +399,32 @@ class TritonServer:
             names = [m["name"] for m in unready]
             reasons = "; ".join(f"{m['name']}: {m.get('state')} {m.get('reason', '')}" for m in unready)
             raise TritonStartError(f"models not ready: {reasons}", names)
+
+    def model_states(self) -> dict[str, str]:
+        """{model: state} from the repository index ("READY", "UNAVAILABLE", ...)."""
+        _, body = self._get("/v2/repository/index", method="POST")
+        return {m["name"]: m.get("state", "") for m in json.loads(body or b"[]")}
+
+    def ready(self) -> bool:
+        """Triton's own readiness (strict: every model ready)."""
+        try:
+            return self._get("/v2/health/ready")[0] == 200
+        except (OSError, http.client.HTTPException):
+            return False
+
+    def reload_model(self, name: str, timeout_s: float = 300.0) -> None:
+        """Replace the instances of `name`: unload, load (a load of a loaded model is a no-op in Triton 2.51,
+        even when an instance's process died), then load every model left not ready (an ensemble over it).
+        Requests to it meanwhile fail as unavailable, which clients retry.  Needs `reloadable=True`."""
+        if not self.reloadable:
+            raise RuntimeError("the server was not started with reloadable=True (explicit model control)")
+        for action in ("unload", "load"):
+            status, body = self._get(f"/v2/repository/models/{name}/{action}", method="POST", timeout_s=timeout_s)
+            if status != 200:
+                raise RuntimeError(f"{action} of model '{name}' failed ({status}): {body[:500]!r}")
+        for other, state in self.model_states().items():
+            if state != "READY":
+                self._get(f"/v2/repository/models/{other}/load", method="POST", timeout_s=timeout_s)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """The last `lines` lines of the server log ('' before start)."""

@@ -42,9 +42,11 @@ class BadRequest(ValueError):
 
 @dataclass
 class RequestInputs:
-    """The inputs a request carried, by name (absent optional inputs are simply not there)."""
+    """The inputs a request carried, by name (absent optional inputs are simply not there), and its parameters
+    (forwarded headers such as the access token)."""
 
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    parameters: dict[str, object] = field(default_factory=dict)
 
     def optional(self, name: str) -> np.ndarray | None:
         return self.arrays.get(name)

@@ -27,12 +27,14 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from dnsvr.client.errors import TAG_PATTERN, TAGS, tagged
+from dnsvr.serving.pipelines.access import AccessPolicy
 from dnsvr.serving.pipelines.requests import RequestInputs
 from dnsvr.serving.pipelines.store_access import ServiceStore
 
 MAX_MESSAGE_CHARS = 2000  # an error message travels in gRPC trailers (8 KB of metadata at most by default)
 TRITON_CODES = {
     "invalid_video": "INVALID_ARG",
+    "forbidden": "INVALID_ARG",  # the python backend has no permission-denied code; the tag says it
     "not_found": "NOT_FOUND",
     "unavailable": "UNAVAILABLE",
     "internal": "INTERNAL",
@@ -67,13 +69,13 @@ def error_response(model_name: str, error: Exception) -> pb_utils.InferenceRespo
 
 
 def request_inputs(request, names: list[str]) -> RequestInputs:
-    """The inputs (of `names`) one Triton request carries, as numpy arrays."""
+    """The inputs (of `names`) one Triton request carries, as numpy arrays, and its parameters."""
     arrays = {}
     for name in names:
         tensor = pb_utils.get_input_tensor_by_name(request, name)
         if tensor is not None:
             arrays[name] = tensor.as_numpy()
-    return RequestInputs(arrays)
+    return RequestInputs(arrays, json.loads(request.parameters() or "{}"))
 
 
 def response(outputs: dict[str, np.ndarray]) -> pb_utils.InferenceResponse:
@@ -99,8 +101,11 @@ class PythonModel:
 
     After initialize: `name`, `config` (the model config as a dict), `parameters` ({key: string value}),
     `input_names`, `output_names`, `repository` (the model repository folder) and `version_dir` (this
-    model's version folder).
+    model's version folder).  `access` ("read", "write" or None): the access token check every request passes
+    before `handle` (`dnsvr.serving.pipelines.access`).
     """
+
+    access: str | None = None
 
     def initialize(self, args: dict) -> None:
         self.config = json.loads(args["model_config"])
@@ -112,6 +117,7 @@ class PythonModel:
         model_dir = Path(args["model_repository"])
         self.repository = model_dir.resolve().parent
         self.version_dir = model_dir / str(args["model_version"])
+        self.policy = AccessPolicy.from_environment()
         self.setup()
 
     def setup(self) -> None:
@@ -128,7 +134,10 @@ class PythonModel:
         responses = []
         for request in requests:
             try:
-                responses.append(response(self.handle(request_inputs(request, self.input_names))))
+                inputs = request_inputs(request, self.input_names)
+                if self.access is not None:
+                    self.policy.check(inputs.parameters, self.access)
+                responses.append(response(self.handle(inputs)))
             except Exception as error:
                 responses.append(error_response(self.name, error))
         return responses

@@ -12,5 +12,7 @@ from dnsvr.serving.triton.base import StoreModel
 
 
 class TritonPythonModel(StoreModel):
+    access = "write"
+
     def handle(self, inputs: RequestInputs) -> dict[str, np.ndarray]:
         return delete_request(inputs, self.stores)

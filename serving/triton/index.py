@@ -14,5 +14,7 @@ from dnsvr.serving.triton.calls import embed
 
 
 class TritonPythonModel(StoreModel):
+    access = "write"
+
     def handle(self, inputs: RequestInputs) -> dict[str, np.ndarray]:
         return index_request(inputs, self.stores, embed)

@@ -15,6 +15,8 @@ from dnsvr.training import paths
 
 
 class TritonPythonModel(StoreModel):
+    access = "read"
+
     def setup(self) -> None:
         super().setup()
         self.consistency = (paths.environment(paths.SEARCH_CONSISTENCY) or self.parameters.get("consistency")

@@ -12,5 +12,7 @@ from dnsvr.serving.triton.base import StoreModel
 
 
 class TritonPythonModel(StoreModel):
+    access = "read"
+
     def handle(self, inputs: RequestInputs) -> dict[str, np.ndarray]:
         return stats_request(inputs, self.stores)

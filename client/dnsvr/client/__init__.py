@@ -7,11 +7,11 @@
             print(hit.video_id, hit.score, hit.reranked)
 """
 
-from dnsvr.client.errors import DnsvrError, InvalidVideo, NotFound, ServerError, ServerUnavailable
+from dnsvr.client.errors import DnsvrError, Forbidden, InvalidVideo, NotFound, ServerError, ServerUnavailable
 from dnsvr.client.grpc_client import VideoSearchClient
 from dnsvr.client.results import Health, IndexOutcome, IndexResult, SearchHit, SearchResult
 
 __all__ = [
-    "DnsvrError", "Health", "IndexOutcome", "IndexResult", "InvalidVideo", "NotFound", "SearchHit",
+    "DnsvrError", "Forbidden", "Health", "IndexOutcome", "IndexResult", "InvalidVideo", "NotFound", "SearchHit",
     "SearchResult", "ServerError", "ServerUnavailable", "VideoSearchClient",
 ]

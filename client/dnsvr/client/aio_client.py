@@ -25,11 +25,12 @@ class AsyncVideoSearchClient:
 
     def __init__(self, url: str | None = None, *, timeout_s: float = 300.0, retries: int = 2, ssl: bool = False,
                  root_certificates: str | None = None, private_key: str | None = None,
-                 certificate_chain: str | None = None, headers: dict[str, str] | None = None) -> None:
+                 certificate_chain: str | None = None, token: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         self.url = url or os.environ.get("DNSVR_URL") or DEFAULT_URL
         self.timeout_s = timeout_s
         self.retries = retries
-        self.headers = dict(headers or {})
+        self.headers = protocol.call_headers(token, headers)
         self._client = aioclient.InferenceServerClient(
             self.url, channel_args=channel_args(), ssl=ssl, root_certificates=root_certificates,
             private_key=private_key, certificate_chain=certificate_chain)

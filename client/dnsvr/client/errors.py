@@ -37,13 +37,21 @@ class ServerUnavailable(DnsvrError, ConnectionError):
     tag = "unavailable"
 
 
+class Forbidden(DnsvrError, PermissionError):
+    """The call needs the server's access token, and none or another one was sent."""
+
+    tag = "forbidden"
+
+
 class ServerError(DnsvrError):
     """Any other failure reported by the server (a bug or a broken deployment); the message says which."""
 
     tag = "internal"
 
 
-TAGS: dict[str, type[DnsvrError]] = {cls.tag: cls for cls in (InvalidVideo, NotFound, ServerUnavailable, ServerError)}
+TAGS: dict[str, type[DnsvrError]] = {
+    cls.tag: cls for cls in (InvalidVideo, NotFound, ServerUnavailable, Forbidden, ServerError)}
+RETRYABLE_MESSAGES = ("is not healthy", "has no available versions")  # a dead python instance, a model reloading
 
 
 def tagged(tag: str, message: str) -> str:
@@ -56,12 +64,15 @@ def tagged(tag: str, message: str) -> str:
 def error_from_message(message: str, status: str | None = None) -> DnsvrError:
     """The exception for a server error: a tagged message by its tag (found anywhere in it, since Triton
     prefixes ensemble/BLS context); else by gRPC status name: INVALID_ARGUMENT (Triton's own dtype/shape
-    checks) -> InvalidVideo, UNAVAILABLE / DEADLINE_EXCEEDED -> ServerUnavailable, others -> ServerError."""
+    checks) -> InvalidVideo, UNAVAILABLE / DEADLINE_EXCEEDED -> ServerUnavailable, a model whose python instance
+    died or that is being reloaded (`RETRYABLE_MESSAGES`) -> ServerUnavailable, others -> ServerError."""
     found = TAG_PATTERN.search(message)
     if found:
         return TAGS[found["tag"]](found["message"].strip())
     if status in ("StatusCode.INVALID_ARGUMENT", "INVALID_ARGUMENT"):
         return InvalidVideo(message)
     if status in ("StatusCode.UNAVAILABLE", "UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED"):
+        return ServerUnavailable(message)
+    if any(marker in message for marker in RETRYABLE_MESSAGES):
         return ServerUnavailable(message)
     return ServerError(message)

@@ -51,7 +51,8 @@ class VideoSearchClient:
 
     timeout_s: per-call deadline (indexing a long video on CPU takes a while: raise it there).
     retries: extra attempts of idempotent calls on ServerUnavailable.  ssl / root_certificates /
-    private_key / certificate_chain: TLS (paths to PEM files); headers: sent with every call (e.g.
+    private_key / certificate_chain: TLS (paths to PEM files); token: the server's access token (default
+    $DNSVR_ACCESS_TOKEN), sent as the `dnsvr-token` header; headers: more headers for every call (e.g.
     {"authorization": "Bearer ..."} for a gateway in front of Triton).
     """
 
@@ -65,12 +66,13 @@ class VideoSearchClient:
         root_certificates: str | None = None,
         private_key: str | None = None,
         certificate_chain: str | None = None,
+        token: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         self.url = url or os.environ.get("DNSVR_URL") or DEFAULT_URL
         self.timeout_s = timeout_s
         self.retries = retries
-        self.headers = dict(headers or {})
+        self.headers = protocol.call_headers(token, headers)
         self._tls = dict(ssl=ssl, root_certificates=root_certificates, private_key=private_key,
                          certificate_chain=certificate_chain)
         self._local = threading.local()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,14 @@ from dnsvr.client.results import IndexResult, SearchHit, SearchResult
 from dnsvr.client.video_input import VideoLike, video_tensor
 
 INDEX, SEARCH, DELETE, STATS = "dnsvr_index", "dnsvr_search", "dnsvr_delete", "dnsvr_stats"
+TOKEN_HEADER = "dnsvr-token"  # carries the access token; the server forwards it to the pipelines
+TOKEN_ENV = "DNSVR_ACCESS_TOKEN"
+
+
+def call_headers(token: str | None, headers: dict[str, str] | None) -> dict[str, str]:
+    """The headers of every call: `headers`, plus the access token (given, else $DNSVR_ACCESS_TOKEN)."""
+    token = token or os.environ.get(TOKEN_ENV)
+    return {**(headers or {}), **({TOKEN_HEADER: token} if token else {})}
 PIPELINE_MODELS = ("dnsvr_embed", INDEX, SEARCH, DELETE, STATS)
 
 

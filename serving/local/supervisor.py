@@ -1,0 +1,141 @@
+"""Keeps a running `LocalService` whole, and says whether it can serve: what `dnsvr serve` runs beside it.
+
+A thread checks every `interval_s`:
+- the embedded Milvus Lite server: when its process died, it is started again on the same port and data
+  directory (the python models reconnect by themselves), logged, with a back-off of 1 s doubling to 30 s
+  between failed starts;
+- Triton's python-model instances: Triton 2.51 does not replace a stub process that died (every request
+  routed to that instance then fails, "Stub process ... is not healthy"), so a model whose live stubs are
+  fewer than at start is reloaded (`TritonServer.reload_model`), logged.
+
+`readiness()` is what a load balancer asks (`dnsvr.serving.local.health`): Triton running and ready, every
+model READY, every python instance alive, Milvus Lite running, and a store round trip through `dnsvr_stats`
+(the pipelines' own path to the store) answering.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dnsvr.serving.local.processes import descendants
+
+if TYPE_CHECKING:
+    from dnsvr.serving.local.service import LocalService
+
+LOG = logging.getLogger("dnsvr.serve")
+STUB = "triton_python_backend_stub"
+BACKOFF_S = (1.0, 30.0)
+
+
+def python_instances(triton_pid: int) -> Counter:
+    """{model name: live python stub processes} under the Triton process `triton_pid`."""
+    counts: Counter = Counter()
+    for pid in descendants(triton_pid):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 1 and argv[0].decode(errors="replace").endswith(STUB):
+            counts[Path(argv[1].decode(errors="replace")).parent.parent.name] += 1  # <repo>/<model>/1/model.py
+    return counts
+
+
+class Supervisor:
+    """The watch described in the module docstring over `service`; `store_probe()` raises when the store does
+    not answer (default: none)."""
+
+    def __init__(self, service: LocalService, interval_s: float = 1.0,
+                 store_probe: Callable[[], None] | None = None) -> None:
+        self.service = service
+        self.interval_s = interval_s
+        self.store_probe = store_probe
+        self.expected: Counter = Counter()
+        self.events: list[str] = []
+        self._backoff = BACKOFF_S[0]
+        self._next_milvus_try = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Supervisor:
+        self.expected = python_instances(self.service.triton.pid)
+        self._thread = threading.Thread(target=self._run, name="dnsvr-supervisor", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.check_once()
+            except Exception as error:  # the watch itself must keep running
+                LOG.error("supervisor check failed: %s: %s", type(error).__name__, error)
+
+    def _event(self, message: str, *args: object) -> None:
+        text = message % args
+        self.events.append(text)
+        LOG.warning(text)
+
+    def check_once(self) -> None:
+        """One round of the checks (the thread calls it; tests may too)."""
+        self._check_milvus()
+        self._check_instances()
+
+    def _check_milvus(self) -> None:
+        milvus = self.service.milvus
+        if milvus is None or milvus.running or time.monotonic() < self._next_milvus_try:
+            return
+        code = milvus.exit_code
+        self._event("Milvus Lite (%s) exited with code %s; starting it again on port %s", milvus.data_dir, code,
+                    milvus.port)
+        try:
+            milvus.restart()
+        except Exception as error:
+            self._next_milvus_try = time.monotonic() + self._backoff
+            self._event("Milvus Lite did not start (%s); next try in %.0f s", error, self._backoff)
+            self._backoff = min(self._backoff * 2, BACKOFF_S[1])
+            return
+        self._backoff = BACKOFF_S[0]
+        self._event("Milvus Lite is back on port %s", milvus.port)
+
+    def _check_instances(self) -> None:
+        triton = self.service.triton
+        if triton is None or not triton.running:
+            return
+        live = python_instances(triton.pid)
+        for model, count in self.expected.items():
+            if live[model] < count:
+                self._event("model %s: %d of its %d python instances died; reloading it", model,
+                            count - live[model], count)
+                triton.reload_model(model)
+                self._event("model %s reloaded", model)
+
+    def readiness(self) -> dict:
+        """{"ready": bool, and what was checked}: see the module docstring."""
+        triton, milvus = self.service.triton, self.service.milvus
+        report: dict = {"triton": bool(triton and triton.running and triton.ready())}
+        if report["triton"]:
+            states = triton.model_states()
+            report["models_not_ready"] = sorted(m for m, state in states.items() if state != "READY")
+            live = python_instances(triton.pid)
+            report["dead_instances"] = {m: c - live[m] for m, c in self.expected.items() if live[m] < c}
+        report["milvus_lite"] = None if milvus is None else milvus.running
+        try:
+            if self.store_probe is not None:
+                self.store_probe()
+            report["store"] = "ok"
+        except Exception as error:
+            report["store"] = f"{type(error).__name__}: {error}"
+        report["ready"] = (report["triton"] and not report["models_not_ready"] and not report["dead_instances"]
+                           and report["milvus_lite"] is not False and report["store"] == "ok")
+        return report
