@@ -16,9 +16,11 @@ model READY, every python instance alive, Milvus Lite running, and a store round
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,19 +33,25 @@ if TYPE_CHECKING:
 LOG = logging.getLogger("dnsvr.serve")
 STUB = "triton_python_backend_stub"
 BACKOFF_S = (1.0, 30.0)
+RETIRE_S = 15.0  # how long the stubs of a replaced model version may take to exit
 
 
-def python_instances(triton_pid: int) -> Counter:
-    """{model name: live python stub processes} under the Triton process `triton_pid`."""
-    counts: Counter = Counter()
+def python_stubs(triton_pid: int) -> dict[str, set[int]]:
+    """{model name: pids of its live python stub processes} under the Triton process `triton_pid`."""
+    stubs: dict[str, set[int]] = defaultdict(set)
     for pid in descendants(triton_pid):
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
         if len(argv) > 1 and argv[0].decode(errors="replace").endswith(STUB):
-            counts[Path(argv[1].decode(errors="replace")).parent.parent.name] += 1  # <repo>/<model>/1/model.py
-    return counts
+            stubs[Path(argv[1].decode(errors="replace")).parent.parent.name].add(pid)  # <repo>/<model>/1/model.py
+    return stubs
+
+
+def python_instances(triton_pid: int) -> Counter:
+    """{model name: live python stub processes} under the Triton process `triton_pid`."""
+    return Counter({model: len(pids) for model, pids in python_stubs(triton_pid).items()})
 
 
 class Supervisor:
@@ -59,6 +67,7 @@ class Supervisor:
         self.events: list[str] = []
         self._backoff = BACKOFF_S[0]
         self._next_milvus_try = 0.0
+        self._retiring: dict[int, float] = {}  # stubs of a replaced model version -> when they must be gone
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -112,13 +121,25 @@ class Supervisor:
         triton = self.service.triton
         if triton is None or not triton.running:
             return
-        live = python_instances(triton.pid)
+        stubs = python_stubs(triton.pid)
         for model, count in self.expected.items():
-            if live[model] < count:
-                self._event("model %s: %d of its %d python instances died; reloading it", model,
-                            count - live[model], count)
+            live = stubs.get(model, set()) - set(self._retiring)
+            if len(live) < count:
+                self._event("model %s: %d of its %d python instances died; reloading it", model, count - len(live),
+                            count)
                 triton.reload_model(model)
                 self._event("model %s reloaded", model)
+                # The old version's surviving stubs should exit with its unload; one that waits forever for an
+                # answer of its dead sibling would not, and keeps the unload from finishing.
+                self._retiring.update({pid: time.monotonic() + RETIRE_S for pid in live})
+        alive = {pid for pids in stubs.values() for pid in pids}
+        for pid, deadline in list(self._retiring.items()):
+            if pid not in alive:
+                del self._retiring[pid]
+            elif time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                del self._retiring[pid]
+                self._event("a stub of a replaced model version (pid %d) did not exit: killed", pid)
 
     def readiness(self) -> dict:
         """{"ready": bool, and what was checked}: see the module docstring."""

@@ -1,0 +1,268 @@
+"""Faults and access, against the real service (Triton + Milvus Lite, supervised), on 127.0.0.1:
+
+- a python-model instance killed (-9): the supervisor reloads its model, searches go on (the client retries);
+- Milvus Lite killed (-9) during searches and during indexing: restarted without restarting `serve`;
+  nothing acknowledged is lost, the store's consistency check passes;
+- the health endpoint reports the store and recovers with it;
+- `dnsvr serve` stopped by SIGTERM while indexing, killed by -9: no process left, and a new `serve` on the
+  same store starts, with the same rankings and every acknowledged video;
+- TLS and the access token: no plaintext, no write without the token, Triton's admin APIs closed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import http.client
+import ipaddress
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from dnsvr.client import Forbidden, ServerUnavailable, VideoSearchClient
+from dnsvr.serving.local.processes import descendants, still_same_process
+from dnsvr.serving.local.service import InsecureBind, LocalService
+from dnsvr.serving.local.supervisor import python_instances
+from dnsvr.serving.local.triton_server import TlsFiles
+from dnsvr.serving.store.settings import StoreSettings
+from dnsvr.serving.store.video_store import VideoStore
+
+MAX_FRAMES = "8"
+
+
+def frames(seed: int, count: int = 4) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (count, 224, 224, 3), dtype=np.uint8)
+
+
+def until(check, timeout_s: float = 60.0, every_s: float = 0.5):
+    """check() until it returns something true (exceptions count as not yet); the last error if it never does."""
+    deadline, last = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as error:
+            last = error
+        time.sleep(every_s)
+    raise AssertionError(f"not reached in {timeout_s} s (last error: {last!r})")
+
+
+def consistent(store_uri: str) -> None:
+    """Orphans of interrupted writes repaired, then the store's check is clean (no incomplete video)."""
+    with VideoStore(StoreSettings(uri=store_uri), create=False) as store:
+        report = store.check(repair=False, grace_s=0)
+        assert report.incomplete_video_ids == [], report
+        store.check(repair=True, grace_s=0)
+        assert store.check(grace_s=0).clean
+
+
+@pytest.fixture(scope="module")
+def service(docker_export, tmp_path_factory):
+    store = tmp_path_factory.mktemp("faults") / "milvus.db"
+    with LocalService(docker_export, store=store, env={"DNSVR_MAX_FRAMES": MAX_FRAMES}, health_port=0) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(service):
+    with VideoSearchClient(service.grpc_url, timeout_s=300, retries=6) as opened:
+        for seed in range(4):
+            opened.index(f"base-{seed}", frames(seed))
+        yield opened
+
+
+def get(port: int, path: str, headers: dict | None = None, method: str = "GET") -> tuple[int, dict]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request(method, path, headers=headers or {})
+    answer = connection.getresponse()
+    return answer.status, json.loads(answer.read() or b"{}")
+
+
+def test_dead_python_instance_is_replaced(service, client):
+    triton = service.triton
+    stubs = [pid for pid in descendants(triton.pid)
+             if "dnsvr_search/1/model.py" in Path(f"/proc/{pid}/cmdline").read_text()]
+    assert len(stubs) == service.supervisor.expected["dnsvr_search"] == 2
+    os.kill(stubs[0], signal.SIGKILL)
+    for _ in range(20):  # the dead instance answers "not healthy" until the reload: retried by the client
+        assert len(client.search(video_id="base-0", top_k=3, rerank=0.5)) == 3
+    until(lambda: python_instances(triton.pid)["dnsvr_search"] == 2)
+    assert any("dnsvr_search reloaded" in event for event in service.supervisor.events)
+
+
+def test_milvus_killed_during_searches_recovers_without_restarting_serve(service, client):
+    os.killpg(service.milvus.pid, signal.SIGKILL)
+    until(lambda: not service.milvus.running, 10)
+    result = until(lambda: client.search(video_id="base-1", top_k=3, rerank=0), 90)
+    assert len(result) == 3 and any("Milvus Lite is back" in event for event in service.supervisor.events)
+
+
+def test_milvus_killed_during_indexing_loses_nothing_acknowledged(service, client):
+    outcomes = []
+    items = [(f"during-{seed}", frames(100 + seed)) for seed in range(10)]
+    indexer = threading.Thread(target=lambda: outcomes.extend(client.index_many(items, concurrency=2)))
+    indexer.start()
+    until(lambda: client.stats()["videos"] >= 6, 120, 0.2)  # some acknowledged, some in flight
+    os.killpg(service.milvus.pid, signal.SIGKILL)
+    indexer.join(timeout=300)
+    acknowledged = [o.video_id for o in outcomes if o.ok]
+    assert acknowledged and all(isinstance(o.error, ServerUnavailable) for o in outcomes if not o.ok)
+    until(lambda: client.stats()["videos"] >= 4 + len(acknowledged), 90)
+    for video_id in acknowledged:
+        assert client.search(video_id=video_id, top_k=1, rerank=1.0).hits
+    consistent(service.store_uri)
+
+
+def test_health_endpoint_reports_the_store(service, client):
+    port = service.health.port
+    assert get(port, "/live") == (200, {"live": True})
+    status, report = get(port, "/ready")
+    assert status == 200 and report["ready"] and report["store"] == "ok"
+    supervisor = service.supervisor
+    supervisor.stop()  # hold the watch, so the outage stays visible
+    try:
+        os.killpg(service.milvus.pid, signal.SIGKILL)
+        until(lambda: not service.milvus.running, 10)
+        time.sleep(1.1)  # past the endpoint's cache
+        status, report = get(port, "/ready")
+        assert status == 503 and report["milvus_lite"] is False and report["store"] != "ok"
+        supervisor.check_once()  # the watch's round: Milvus Lite started again
+        until(lambda: get(port, "/ready")[0] == 200, 60)
+    finally:
+        supervisor.start()
+
+
+def test_admin_apis_answer_only_serve(service):
+    http_port = service.triton.http_port
+    status, body = get(http_port, "/v2/logging", method="POST")
+    assert status == 403 and "restricted" in body["error"]
+    assert get(http_port, "/v2/repository/index", method="POST")[0] == 403
+    assert service.triton.model_states()["dnsvr_search"] == "READY"  # serve itself holds the key
+
+
+def self_signed(folder: Path) -> TlsFiles:
+    """A certificate for 127.0.0.1 and localhost, signed by its own key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert, private = folder / "cert.pem", folder / "key.pem"
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    return TlsFiles(cert, private)
+
+
+def test_insecure_binds_are_refused(docker_export, tmp_path):
+    tls = TlsFiles(tmp_path / "c.pem", tmp_path / "k.pem")
+    for options in ({}, {"tls": tls}, {"token": "t"}):
+        with pytest.raises(InsecureBind, match="refusing to listen on 0.0.0.0"):
+            LocalService(docker_export, host="0.0.0.0", **options)
+    LocalService(docker_export, host="0.0.0.0", insecure=True)  # said explicitly
+    LocalService(docker_export, host="0.0.0.0", tls=tls, token="t")
+
+
+def test_tls_and_token(docker_export, tmp_path):
+    tls = self_signed(tmp_path)
+    with LocalService(docker_export, store=tmp_path / "milvus.db", env={"DNSVR_MAX_FRAMES": MAX_FRAMES}, tls=tls,
+                      token="s3cret-token", open_search=True) as service:
+        secure = {"ssl": True, "root_certificates": str(tls.cert), "retries": 0, "timeout_s": 120}
+        with VideoSearchClient(service.grpc_url, token="s3cret-token", **secure) as writer:
+            writer.index("tls-1", frames(7))
+        with VideoSearchClient(service.grpc_url, retries=0, timeout_s=20) as plaintext:
+            with pytest.raises(ServerUnavailable):
+                plaintext.search(video_id="tls-1")
+        with VideoSearchClient(service.grpc_url, **secure) as reader:  # open search: no token needed
+            assert reader.search(video_id="tls-1", top_k=1).hits == []
+            with pytest.raises(Forbidden, match="none was sent"):
+                reader.index("tls-2", frames(8))
+            with pytest.raises(Forbidden):
+                reader.delete("tls-1")
+        with VideoSearchClient(service.grpc_url, token="wrong", **secure) as wrong:
+            with pytest.raises(Forbidden, match="the one sent is wrong"):
+                wrong.index("tls-2", frames(8))
+        with VideoSearchClient(service.grpc_url, token="s3cret-token", **secure) as writer:
+            assert writer.stats()["videos"] == 1 and writer.delete("tls-1")
+
+
+def start_serve(repository: Path, tmp_path: Path, store: Path) -> tuple[subprocess.Popen, dict]:
+    env = {**os.environ, "DNSVR_STATE": str(tmp_path / "serve.json"), "DNSVR_MAX_FRAMES": MAX_FRAMES}
+    command = [sys.executable, "-m", "dnsvr.serving.cli.main", "serve", "--repository", str(repository),
+               "--store", str(store), "--log-dir", str(tmp_path)]
+    serve = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                             start_new_session=True)
+    lines = []
+    while True:
+        line = serve.stdout.readline()
+        lines.append(line)
+        if "ready" in line or not line:
+            break
+    assert "ready" in lines[-1], "".join(lines)
+    threading.Thread(target=serve.stdout.read, daemon=True).start()  # keep the pipe drained
+    return serve, json.loads((tmp_path / "serve.json").read_text())
+
+
+def gone(family: dict[int, str]) -> bool:
+    return not [pid for pid, started in family.items() if still_same_process(pid, started)]
+
+
+def test_serve_stopped_or_killed_leaves_nothing_and_restarts_on_the_same_store(docker_export, tmp_path):
+    store = tmp_path / "milvus.db"
+    serve, state = start_serve(docker_export, tmp_path, store)
+    with VideoSearchClient(state["grpc_url"], timeout_s=300) as client:
+        for seed in range(3):
+            client.index(f"kept-{seed}", frames(200 + seed))
+        before = client.search(video_id="kept-0", top_k=5, rerank=1.0)
+        outcomes = []
+        items = [(f"late-{seed}", frames(300 + seed)) for seed in range(8)]
+        indexer = threading.Thread(target=lambda: outcomes.extend(client.index_many(items, concurrency=2)))
+        indexer.start()
+        until(lambda: client.stats()["videos"] >= 4, 120, 0.2)
+        family = descendants(serve.pid)
+        serve.send_signal(signal.SIGTERM)  # while indexing
+        assert serve.wait(timeout=120) == 0
+        indexer.join(timeout=120)
+    until(lambda: gone(family), 30)
+    acknowledged = ["kept-0", "kept-1", "kept-2", *(o.video_id for o in outcomes if o.ok)]
+
+    serve, state = start_serve(docker_export, tmp_path, store)  # the same store: no lock left behind
+    with VideoSearchClient(state["grpc_url"], timeout_s=300) as client:
+        after = client.search(video_id="kept-0", top_k=50, rerank=1.0)
+        same = [hit for hit in after if hit.video_id in before.ids]  # the videos indexed before the restart
+        assert [hit.video_id for hit in same] == before.ids
+        np.testing.assert_allclose([hit.score for hit in same], [hit.score for hit in before], atol=1e-5)
+        for video_id in acknowledged:
+            assert client.search(video_id=video_id, top_k=1, rerank=0).hits is not None
+        family = descendants(serve.pid)
+        os.kill(serve.pid, signal.SIGKILL)  # what an OOM kill does
+        serve.wait(timeout=30)
+    until(lambda: gone(family), 30)
+
+    serve, state = start_serve(docker_export, tmp_path, store)
+    try:
+        with VideoSearchClient(state["grpc_url"], timeout_s=300) as client:
+            assert client.stats()["videos"] >= len(acknowledged)
+            consistent(state["store_uri"])
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=120) == 0
