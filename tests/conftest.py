@@ -88,3 +88,21 @@ def docker_export(tmp_path_factory) -> Path:
     arguments[arguments.index("--out") + 1] = str(out)
     assert main(arguments) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def lite_server(tmp_path_factory):
+    """A `milvus-lite server` on 127.0.0.1 for the session (the embedded default's engine)."""
+    from dnsvr.serving.local.milvus_servers import MilvusLiteServer
+
+    with MilvusLiteServer(tmp_path_factory.mktemp("lite") / "data") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory):
+    """The real Milvus 2.3.5 standalone server for the session (one per machine: its etcd port is fixed)."""
+    from dnsvr.serving.local.milvus_servers import MilvusStandaloneServer
+
+    with MilvusStandaloneServer(tmp_path_factory.mktemp("milvus") / "data") as server:
+        yield server

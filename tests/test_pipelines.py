@@ -22,6 +22,8 @@ from dnsvr.serving.store.settings import StoreSettings
 from dnsvr.serving.store.video_store import VideoNotFound, VideoStore
 from dnsvr.training.networks.codes import pack_codes, unpack_codes
 from dnsvr.training.ranking import RerankPolicy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 DIM = 16
 
@@ -234,3 +236,26 @@ def test_frame_features_calls_the_extractor_in_chunks():
     features = frame_features(np.zeros((10, 224, 224, 3), np.uint8), extract, chunk=4)
     assert calls == [4, 4, 2] and features.shape == (1, 10, 9, 512)
     assert features[0, :, 0, 0].tolist() == [1.0] * 4 + [2.0] * 4 + [3.0] * 2
+
+
+FILTERS = st.text(st.characters(codec="utf-8", categories=("L", "N", "P", "S", "Zs")), max_size=60)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(expression=FILTERS | st.sampled_from(['video_id != ""', 'source_uri like "%"', "1 == 1",
+                                             'video_id in ["a"] or 1 == 1', "selector > 0.5"]))
+def test_fuzz_a_filter_only_narrows_a_search(stores, expression):
+    """Any filter string: the search answers (a subset of the videos) or refuses it as a bad request; the store
+    is never changed."""
+    if stores.existing() is None:
+        for name in ("a", "b", "c"):
+            coarse = unit(np.arange(1.0, DIM + 1) + ord(name))
+            EMBEDDINGS[name.encode()] = Embedding(coarse, pack_codes(np.ones((4, 9, 512))), 0.3)
+            index_request(request(video_id=name, video=np.array([name.encode()], object)), stores, embed)
+    try:
+        found = search_request(request(video_id="a", top_k=np.array([5], np.int32), filter=expression), stores,
+                               CALLS)
+        assert set(found["video_ids"].tolist()) <= {b"b", b"c"}
+    except BadRequest:
+        pass
+    assert stores.existing().count() == 3

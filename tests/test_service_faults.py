@@ -266,3 +266,41 @@ def test_serve_stopped_or_killed_leaves_nothing_and_restarts_on_the_same_store(d
     finally:
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(timeout=120) == 0
+
+
+def test_ids_of_any_script_round_trip_and_injections_never_reach_the_store(service, client):
+    import tritonclient.grpc as grpcclient
+    from dnsvr.client import InvalidVideo
+
+    before = client.stats()["videos"]
+    for video_id in ("vidéo-日本", "a] or video_id in [b", "😀 clip #3", "(x) and (y)"):
+        assert client.index(video_id, frames(50)).frame_count == 4
+        assert client.search(video_id=video_id, top_k=3, rerank=1.0).hits
+        assert client.delete(video_id) is True
+    raw = grpcclient.InferenceServerClient(service.grpc_url)  # no client-side check: the server's rule holds
+    for video_id in ("x'] or video_id not in ['", "a' || 1==1 || '", 'x" or 1==1 or "'):
+        with pytest.raises(InvalidVideo):
+            client.delete(video_id)
+        tensor = grpcclient.InferInput("video_id", [1], "BYTES")
+        tensor.set_data_from_numpy(np.array([video_id.encode()], object))
+        with pytest.raises(Exception, match="forbidden character"):
+            raw.infer("dnsvr_delete", [tensor])
+    assert client.stats()["videos"] == before
+
+
+def test_store_check_on_a_live_embedded_store_goes_through_its_server(service, client, capsys):
+    from dnsvr.serving.cli.main import main
+
+    assert main(["store", "check", "--store", service.store, "--grace", "0"]) == 0
+    captured = capsys.readouterr()
+    assert "reaching it through http://127.0.0.1" in captured.err and "Traceback" not in captured.err
+
+
+def test_a_long_invalid_filter_is_a_clear_invalid_argument(client):
+    from dnsvr.client import InvalidVideo
+
+    with pytest.raises(InvalidVideo, match="was rejected by the store") as caught:
+        client.search(video_id="base-0", filter="source_uri like " + "(" * 3000)
+    assert len(str(caught.value)) < 2500
+    with pytest.raises(InvalidVideo, match="at most 4096 bytes"):
+        client.search(video_id="base-0", filter="x" * 5000)

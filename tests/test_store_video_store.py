@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from dnsvr.serving.cli import main as cli
-from dnsvr.serving.local.milvus_servers import MilvusLiteServer, MilvusStandaloneServer
 from dnsvr.serving.store.schema import IndexedVideo, InvalidVideo
 from dnsvr.serving.store.settings import StoreSettings
 from dnsvr.serving.store.video_store import StoreMismatch, StoreUnavailable, VideoNotFound, VideoStore
@@ -26,18 +25,6 @@ from dnsvr.training.networks.codes import pack_codes
 
 DIM = 32
 VERSION = "pack-test-1"
-
-
-@pytest.fixture(scope="session")
-def lite_server(tmp_path_factory):
-    with MilvusLiteServer(tmp_path_factory.mktemp("lite") / "data") as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def milvus_server(tmp_path_factory):
-    with MilvusStandaloneServer(tmp_path_factory.mktemp("milvus") / "data") as server:
-        yield server
 
 
 @pytest.fixture(params=["lite", "server"])

@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     check = add("check", "find frames no video points to and videos whose frames are incomplete", _check)
     check.add_argument("--repair", action="store_true",
-                       help="delete orphan frames, and incomplete videos (they must be re-indexed)")
+                       help="delete orphan frames, incomplete videos and ids the id rule refuses (re-index them)")
     check.add_argument("--grace", type=float, default=600.0, metavar="SECONDS",
                        help="skip orphans younger than this: upserts may be writing them (default 600)")
     add("stats", "rows, frames and bytes per video", _stats)
@@ -48,20 +48,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _open(args: argparse.Namespace):
+    """The store of the flags; an embedded store that a running `dnsvr serve` holds open is reached through
+    that serve's Milvus Lite server (only one process may open the files)."""
+    from dataclasses import replace
+
+    from dnsvr.serving.local.milvus_servers import serving_lite_uri
     from dnsvr.serving.store.settings import StoreSettings
     from dnsvr.serving.store.video_store import VideoStore
 
     settings = StoreSettings.resolve(config_path=args.config, uri=args.store, prefix=args.prefix)
+    if settings.embedded:
+        live = serving_lite_uri(settings.uri)
+        if live is not None:
+            print(f"{settings.uri} is open in a running dnsvr serve: reaching it through {live}", file=sys.stderr)
+            settings = replace(settings, uri=live)
     return VideoStore(settings, create=False)
 
 
 def _run(args: argparse.Namespace, action) -> int:
+    import logging
+
+    from dnsvr.serving.local.milvus_servers import ServerStartError
     from dnsvr.serving.store.video_store import StoreError
 
+    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # the one-line error below says it all
     try:
         with _open(args) as store:
             return action(store)
-    except (StoreError, ValueError, FileNotFoundError) as error:
+    except (StoreError, ServerStartError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
@@ -76,8 +90,10 @@ def _check(args: argparse.Namespace) -> int:
             print(f"skipped {report.skipped_recent_rows} orphan rows younger than {args.grace:.0f} s")
         print(f"incomplete videos: {len(report.incomplete_video_ids)}"
               + (f"  {', '.join(report.incomplete_video_ids[:20])}" if report.incomplete_video_ids else ""))
+        print(f"ids the id rule refuses: {len(report.invalid_video_ids)}"
+              + (f"  {', '.join(map(repr, report.invalid_video_ids[:20]))}" if report.invalid_video_ids else ""))
         if report.repaired:
-            print("repaired: orphan frames and incomplete videos removed")
+            print("repaired: orphan frames, incomplete videos and refused ids removed")
             return 0
         return 0 if report.clean else 1
 

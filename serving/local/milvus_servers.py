@@ -251,6 +251,22 @@ class MilvusLiteServer(_LocalMilvusProcess):
         ]
 
 
+def serving_lite_uri(data_dir: str | os.PathLike) -> str | None:
+    """The URI of the live `milvus-lite server` that holds `data_dir` open (from its owner record), None when
+    nothing holds it; ServerStartError when an unknown process holds it."""
+    data_dir = Path(data_dir).expanduser().resolve()
+    holders = lock_holders(data_dir / MilvusLiteServer.LOCK)
+    if not holders:
+        return None
+    try:
+        owner = json.loads((data_dir.parent / f"{data_dir.name}.owner.json").read_text())
+    except (OSError, ValueError):
+        owner = {}
+    if owner.get("port") and still_same_process(owner.get("launcher_pid", 0), owner.get("launcher_start", "")):
+        return f"http://{LOOPBACK}:{owner['port']}"
+    raise ServerStartError(f"{data_dir} is open in process {holders}, which serves no known port: stop it first")
+
+
 class MilvusStandaloneServer(_LocalMilvusProcess):
     """The real Milvus 2.3.5 standalone server of the `milvus` wheel (`milvus-server`), for tests, benchmarks.
 

@@ -25,11 +25,12 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+from dnsvr.client.ids import id_problem
 from dnsvr.serving.store.expressions import (
     both,
     either,
@@ -134,7 +135,8 @@ class StoreStats:
 
 @dataclass
 class CheckReport:
-    """Orphan frame rows (no per-video row points at their generation) and videos with incomplete frames."""
+    """Orphan frame rows (no per-video row points at their generation), videos with incomplete frames, and
+    videos whose id breaks the id rule (written before it existed: they cannot be reached through the API)."""
 
     videos: int
     frame_rows: int
@@ -142,11 +144,12 @@ class CheckReport:
     orphan_video_ids: list[str]
     incomplete_video_ids: list[str]
     skipped_recent_rows: int
+    invalid_video_ids: list[str] = field(default_factory=list)
     repaired: bool = False
 
     @property
     def clean(self) -> bool:
-        return not self.orphan_rows and not self.incomplete_video_ids
+        return not self.orphan_rows and not self.incomplete_video_ids and not self.invalid_video_ids
 
 
 class VideoStore:
@@ -473,10 +476,14 @@ class VideoStore:
         check_video_id(video_id)
         self.meta  # noqa: B018 - opens (and checks) the collections before writing
         existed = bool(self._video_rows([video_id], ["generation"], "Strong"))
+        self._delete_rows(video_id)
+        return existed
+
+    def _delete_rows(self, video_id: str) -> None:
+        """The row, then the frames, of one id (checked by the caller, or found in the store by `check`)."""
         self._call("delete video", lambda c: c.delete(self.video_collection, filter=equals("video_id", video_id)))
         self._delete_frames(equals("video_id", video_id))
         self._flush_if_embedded()
-        return existed
 
     def flush(self) -> None:
         """Seal what was written so far (Milvus Lite indexes only sealed data; a real server seals by itself)."""
@@ -670,10 +677,10 @@ class VideoStore:
         return StoreStats(videos, frames, frame_rows_count, payload, disk, meta)
 
     def check(self, repair: bool = False, grace_s: float = 600.0) -> CheckReport:
-        """Find orphan frame rows and videos with incomplete frames; `repair` removes them.
+        """Find orphan frame rows, videos with incomplete frames and ids the id rule refuses; `repair` removes them.
 
         Orphans younger than `grace_s` are skipped: they may belong to an upsert still in progress.
-        Repair deletes incomplete videos too (row first): they must be re-indexed.
+        Repair deletes incomplete videos and invalid ids too (row first): they must be re-indexed.
         """
         meta = self.meta
         expected: dict[tuple[str, int], int] = {}  # (video_id, generation) -> frame rows it should have
@@ -692,10 +699,13 @@ class VideoStore:
             videos=len(expected), frame_rows=sum(found.values()), orphan_rows=sum(found[k] for k in orphans),
             orphan_video_ids=sorted({video_id for video_id, _ in orphans}), incomplete_video_ids=incomplete,
             skipped_recent_rows=recent,
+            invalid_video_ids=sorted({video_id for video_id, _ in expected if id_problem(video_id)}),
         )
         if repair:
             for video_id in incomplete:
                 self.delete(video_id)
+            for video_id in report.invalid_video_ids:
+                self._delete_rows(video_id)
             for start in range(0, len(orphans), ORPHAN_DELETE_BATCH):
                 self._delete_frames(_pairs_filter(orphans[start:start + ORPHAN_DELETE_BATCH]))
             report.repaired = True
