@@ -9,7 +9,7 @@ through `integer_literal` (an int, never a bool or a str).  Video ids are checke
     equals("video_id", "clip-1")                 -> 'video_id == "clip-1"'
     is_in("video_id", ["a", "b"])                -> 'video_id in ["a", "b"]'
     is_in("generation", [3, 4])                  -> 'generation in [3, 4]'
-    greater("video_id", "clip-1")                -> 'video_id > "clip-1"'
+    greater("video_id", "clip-1")                -> 'video_id > "clip-1"'   (at_most: <=, less: <)
     both(e1, e2), either(e1, e2)                 -> '(e1) and (e2)', '(e1) or (e2)'
 """
 
@@ -53,6 +53,14 @@ def equals(field: str, value: Value) -> str:
 
 def greater(field: str, value: Value) -> str:
     return f"{_field(field)} > {literal(value)}"
+
+
+def at_most(field: str, value: Value) -> str:
+    return f"{_field(field)} <= {literal(value)}"
+
+
+def less(field: str, value: Value) -> str:
+    return f"{_field(field)} < {literal(value)}"
 
 
 def is_in(field: str, values: Iterable[Value]) -> str:

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import numpy as np
 from dnsvr.client.ids import id_problem
 from dnsvr.serving.store.expressions import (
+    at_most,
     both,
     either,
     equals,
@@ -39,6 +40,7 @@ from dnsvr.serving.store.expressions import (
     integer_literal,
     is_in,
     is_not_in,
+    less,
 )
 from dnsvr.serving.store.schema import (
     MAX_QUERY_ROWS,
@@ -638,28 +640,54 @@ class VideoStore:
         """Number of searchable videos."""
         return self._count(self.video_collection, consistency)
 
-    def _count(self, collection: str, consistency: str) -> int:
+    def _count(self, collection: str, consistency: str, expression: str = "") -> int:
         self.meta  # noqa: B018 - opens the collections
-        result = self._call("count", lambda c: c.query(collection, filter="", output_fields=["count(*)"],
+        result = self._call("count", lambda c: c.query(collection, filter=expression, output_fields=["count(*)"],
                                                        consistency_level=consistency))
         return int(result[0]["count(*)"])
 
     def _scan(self, collection: str, key: str, fields: list[str], batch_size: int = 8_192) -> Iterator[dict]:
-        """Every row of `collection`, paged by primary key `key` with Strong reads (pages come back in key
-        order). Not pymilvus's query_iterator: its snapshot time can miss other clients' latest deletes."""
+        """Every row of `collection` exactly once, in pages of at most `batch_size` rows between primary-key
+        bounds (`_page_bound`), with Strong reads.  Not pymilvus's query_iterator: its snapshot time can miss
+        other clients' latest deletes."""
         cursor: Any = None
         while True:
-            if cursor is None:
-                expression = ""
-            else:
-                expression = greater(key, cursor)
+            bound = self._page_bound(collection, key, cursor, batch_size)
+            expression = both(*(e for e in (_after(key, cursor), _upto(key, bound)) if e))
             page = self._call("scan", lambda c, e=expression: c.query(
-                collection, filter=e, output_fields=[key, *fields], limit=batch_size,
-                consistency_level="Strong"))
+                collection, filter=e, output_fields=[key, *fields], limit=batch_size, consistency_level="Strong"))
             yield from page
-            if len(page) < batch_size:
+            if bound is None:
                 return
-            cursor = max(row[key] for row in page)
+            cursor = bound
+
+    def _page_bound(self, collection: str, key: str, cursor: Any, batch_size: int) -> Any:
+        """A key b such that the rows with cursor < key <= b are at least one and at most `batch_size`, or None
+        when all rows after `cursor` are that few.  A query with a limit returns *some* matching rows, not the
+        smallest keys (Milvus Lite 3 returns them in storage order), so b is chosen among the keys of such a
+        sample by counting; when even the sample's smallest key has too many rows below it, the search goes on
+        below that key."""
+        ceiling: Any = None
+        while True:
+            window = both(*(e for e in (_after(key, cursor), _below(key, ceiling)) if e))
+            sample = self._call("scan keys", lambda c, e=window: c.query(
+                collection, filter=e, output_fields=[key], limit=batch_size, consistency_level="Strong"))
+            if ceiling is None and len(sample) < batch_size:
+                return None
+            keys = sorted(row[key] for row in sample)
+
+            def rows_upto(bound: Any) -> int:
+                expression = both(*(e for e in (_after(key, cursor), _upto(key, bound)) if e))
+                return self._count(collection, "Strong", expression)
+
+            if rows_upto(keys[0]) > batch_size:
+                ceiling = keys[0]
+                continue
+            low, high = 0, len(keys) - 1  # the largest keys[i] with at most batch_size rows up to it
+            while low < high:
+                middle = (low + high + 1) // 2
+                low, high = (middle, high) if rows_upto(keys[middle]) <= batch_size else (low, middle - 1)
+            return keys[low]
 
     def stats(self) -> StoreStats:
         """Row counts and bytes per video (payload; disk too for embedded Milvus Lite)."""
@@ -743,6 +771,18 @@ def _pairs_filter(pairs: Sequence[tuple[str, int]]) -> str:
     """[(video_id, generation)] -> a filter matching exactly the frame rows of those pairs."""
     return either(*(both(equals("video_id", video_id), equals("generation", generation))
                     for video_id, generation in pairs))
+
+
+def _after(key: str, cursor: Any) -> str:
+    return greater(key, cursor) if cursor is not None else ""
+
+
+def _upto(key: str, bound: Any) -> str:
+    return at_most(key, bound) if bound is not None else ""
+
+
+def _below(key: str, ceiling: Any) -> str:
+    return less(key, ceiling) if ceiling is not None else ""
 
 
 def _contiguous(parts: list[tuple[int, np.ndarray]]) -> bool:
