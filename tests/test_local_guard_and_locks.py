@@ -1,0 +1,75 @@
+"""This machine's launchers: the guard (a server dies with its launcher, however the launcher dies) and Milvus
+Lite's data-directory lock (an orphan's lock is recognised and cleared, a live owner's is reported)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from dnsvr.serving.local.milvus_servers import MilvusLiteServer, ServerStartError, _executable
+from dnsvr.serving.local.processes import descendants, lock_holders, process_start_time, still_same_process
+
+
+def wait_for(check, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "not reached in time"
+        time.sleep(0.1)
+
+
+def test_guarded_command_dies_with_its_launcher_killed_minus_9(tmp_path: Path) -> None:
+    launcher_code = textwrap.dedent("""
+        import subprocess, sys, time
+        from dnsvr.serving.local.guard import guarded
+        guard = subprocess.Popen(guarded(["sh", "-c", "sleep 300 & sleep 300; wait"], 2), start_new_session=True)
+        print(guard.pid, flush=True)
+        time.sleep(300)
+    """)
+    launcher = subprocess.Popen([sys.executable, "-c", launcher_code], stdout=subprocess.PIPE, text=True)
+    guard = int(launcher.stdout.readline())
+    wait_for(lambda: len(descendants(guard)) >= 3)  # sh and its two sleeps
+    family = {guard: process_start_time(guard), **descendants(guard)}
+    launcher.kill()
+    launcher.wait()
+    wait_for(lambda: not any(still_same_process(pid, start) for pid, start in family.items()))
+
+
+def test_guard_exits_with_the_commands_code() -> None:
+    from dnsvr.serving.local.guard import guarded
+
+    assert subprocess.run(guarded(["sh", "-c", "exit 7"]), start_new_session=True).returncode == 7
+
+
+def test_lock_of_an_orphaned_milvus_lite_is_cleared(tmp_path: Path) -> None:
+    data_dir = tmp_path / "milvus.db"
+    orphan = subprocess.Popen([_executable("milvus-lite"), "server", "--data-dir", str(data_dir), "--host",
+                               "127.0.0.1", "--port", "0"], start_new_session=True, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: lock_holders(data_dir / MilvusLiteServer.LOCK), 60)
+        dead_launcher = subprocess.Popen(["true"])
+        dead_launcher.wait()
+        record = {"launcher_pid": dead_launcher.pid, "launcher_start": "0", "server_pid": orphan.pid, "port": 1}
+        (tmp_path / "milvus.db.owner.json").write_text(json.dumps(record))
+        with MilvusLiteServer(data_dir) as server:  # clears the orphan, then starts
+            assert server.running and orphan.wait(timeout=20) is not None
+            assert lock_holders(data_dir / MilvusLiteServer.LOCK)
+            owner = json.loads(server.owner_path.read_text())
+            assert owner["launcher_pid"] == os.getpid() and owner["port"] == server.port
+    finally:
+        if orphan.poll() is None:
+            os.killpg(orphan.pid, signal.SIGKILL)
+
+
+def test_lock_of_a_live_owner_is_reported(tmp_path: Path) -> None:
+    with MilvusLiteServer(tmp_path / "milvus.db") as first:
+        with pytest.raises(ServerStartError, match=f"in use by process .* of the dnsvr process {os.getpid()}"):
+            MilvusLiteServer(tmp_path / "milvus.db").start()
+        assert first.running
