@@ -10,6 +10,7 @@ from dnsvr.training import paths
 REPO = Path(__file__).resolve().parents[1]
 SHARED = paths.shared_dir()
 GOLDEN = SHARED / "golden"
+GOLDEN_T2V = SHARED / "golden_t2v"
 VIDEOS = SHARED / "data" / "videos"
 
 
@@ -17,6 +18,12 @@ VIDEOS = SHARED / "data" / "videos"
 def golden_dir() -> Path:
     assert GOLDEN.is_dir(), f"golden files not found at {GOLDEN} (set DNSVR_SHARED)"
     return GOLDEN
+
+
+@pytest.fixture(scope="session")
+def golden_t2v() -> Path:
+    assert GOLDEN_T2V.is_dir(), f"text-to-video golden files not found at {GOLDEN_T2V} (set DNSVR_SHARED)"
+    return GOLDEN_T2V
 
 
 @pytest.fixture(scope="session")

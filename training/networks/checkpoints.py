@@ -18,6 +18,10 @@ Kinds and what they return:
                         `pca_components`, default 512).  The file has no ResNet weights, so it cannot be a
                         whole FeatureExtractor.
   resnet50           -> ResNet50 (a torchvision ImageNet state_dict)
+  teachclip_student  -> TeachCLIPStudent (a TeachCLIP / CLIP4Clip seqTransf checkpoint: `clip.*` in fp16 + head;
+                        every hyper-parameter from the shapes; overrides: `max_frames`)
+  clip               -> TeachCLIPStudent over a bare OpenAI CLIP state dict, with a fresh head
+                        (`dnsvr.training.networks.teachclip`)
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ OFFICIAL_URLS: dict[str, str] = {
 }
 
 KINDS = ("fg_att_student", "fg_bin_student", "fg_student", "cg_student", "selector", "teacher",
-         "feature_extractor", "pca", "resnet50")
+         "feature_extractor", "pca", "resnet50", "teachclip_student", "clip")
+TEXT_VIDEO_KINDS = ("teachclip_student", "clip")
 
 
 class CheckpointError(Exception):
@@ -79,6 +84,10 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
 def infer_kind(state_dict: Mapping[str, Tensor]) -> str | None:
     """The network a state_dict belongs to (one of KINDS), or None."""
     keys = set(state_dict)
+    if any(k.startswith("clip.") for k in keys):
+        return "teachclip_student"
+    if "visual.proj" in keys or "text_projection" in keys:  # before cg_student: CLIP has transformer.* too
+        return "clip"
     if keys == {"mean", "d", "V"}:
         return "pca"
     if "cnn.conv1.weight" in keys and ("pca.DVt" in keys or "normalizer.scale" in keys):
@@ -184,6 +193,13 @@ def load_checkpoint(
         raise CheckpointError(f"{path}: the keys ({sample}, ...) match no DnS/ViSiL network")
     if kind is not None and kind != found:
         raise CheckpointError(f"{path}: holds a {found} checkpoint, not {kind}")
+    if found in TEXT_VIDEO_KINDS:
+        from dnsvr.training.networks.teachclip import TeachCLIPStudent
+
+        try:
+            return TeachCLIPStudent.from_state_dict(sd, **overrides)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{path}: {exc}") from exc
     try:
         if found == "pca":
             return PCAWhitening.from_eigen(sd["mean"], sd["d"], sd["V"], pca_components).eval()
