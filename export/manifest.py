@@ -1,11 +1,13 @@
 """`manifest.json`: what an exported model repository serves and where it came from (written by `dnsvr export`).
 
-    {"format": 2, "source": "model pack /.../bundled", "pack_version": "bundled@e0b44a98dfe1",
+    {"format": 3, "source": "model pack /.../bundled", "pack_version": "bundled@e0b44a98dfe1",
      "extractor": "efficientnet_lite0", "fine": ["bin"], "opset": 17,
      "weights": {role: {"path", "sha256"}}, "tools": {...}, "served": [network names],
-     "pipelines": [pipeline names], "models": {network: {"onnx_sha256", "max_abs_error", "tolerance", ...}}}
+     "pipelines": [pipeline names], "models": {network: {"onnx_sha256", "max_abs_error", "tolerance", ...}},
+     "text": {"afa": "official", "max_frames": 12, "image_size": 224, "embed_dim": 512, "max_words": 32} or null}
 
 Readers: `read_manifest(repository)`, `fine_kind(manifest)` (the one fine student the pipelines serve),
+`text_settings(manifest)` (the text-video student's, None without one),
 `model_version(manifest)` (what the store records, so vectors of two exports are never mixed) and
 `changed_weights(repository)` (weight files that changed since the export, e.g. a retrained pack).
 """
@@ -20,7 +22,7 @@ from dnsvr.client import spec
 from dnsvr.training.packs.model_pack import file_sha256
 
 MANIFEST = "manifest.json"
-FORMAT = 2
+FORMAT = 3  # 3: the text-video student ("text", dnsvr_search_text); older exports are re-exported
 
 
 class ManifestError(RuntimeError):
@@ -44,6 +46,17 @@ def fine_kind(manifest: dict) -> str:
     if len(kinds) != 1 or kinds[0] not in spec.FINE_KINDS:
         raise ManifestError(f"manifest names fine students {kinds}; the pipelines serve exactly one of bin/att")
     return kinds[0]
+
+
+def text_settings(manifest: dict) -> dict | None:
+    """The text-video student's serving settings (see the module docstring), None when there is none."""
+    text = manifest.get("text")
+    if not text:
+        return None
+    missing = sorted({"afa", "max_frames", "image_size", "embed_dim", "max_words"} - set(text))
+    if missing:
+        raise ManifestError(f"the manifest's text settings lack {', '.join(missing)}: re-export the repository")
+    return text
 
 
 def model_version(manifest: dict) -> str:

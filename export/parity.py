@@ -31,6 +31,8 @@ TOLERANCES: dict[str, tuple[float, float]] = {
     spec.SELECTOR_SCORE.name: (1e-5, 1e-5),
     spec.FINE_SIMILARITY_BIN.name: (1e-5, 1e-5),
     spec.FINE_SIMILARITY_ATT.name: (1e-5, 1e-5),
+    spec.TEXT_ENCODER.name: (1e-4, 1e-4),  # unit vectors out of 12+ CLIP blocks (ViT-B/32: 12 + 4)
+    spec.VIDEO_TEXT_EMBED.name: (1e-4, 1e-4),
 }
 
 
@@ -51,14 +53,24 @@ PARITY_CASES = (
     ParityCase((3,), 3, query_length=2, query_frames=6),  # T < 4 everywhere
 )
 EXTRACTOR_FRAMES = (1, 3)
+TEXT_CASES = (  # (lengths, padded to): BPE tokens per caption / real frames per video
+    ((30, 1, 7), 32),  # a full caption, an empty one (SOT EOT), padding after EOT
+    ((4,), 6),
+)
+VIDEO_TEXT_CASES = (((3, 1), 3), ((2,), 2), ((1, 4), 4))  # short videos, a 1-frame one; max_frames is added
 
 
 class ParityError(AssertionError):
     """An exported graph whose output differs from the PyTorch network beyond its tolerance."""
 
 
-def reference_output(name: str, network: nn.Module, feeds: dict[str, np.ndarray]) -> np.ndarray:
-    """What the eager PyTorch network's public API returns for `feeds` (the graph's inputs)."""
+def reference_output(name: str, network: nn.Module, feeds: dict[str, np.ndarray], afa: str = "official") -> np.ndarray:
+    """What the eager PyTorch network's public API returns for `feeds` (the graph's inputs); `afa`: the
+    text-video student's AFA mode."""
+    if name in spec.TEXT_NETWORKS:
+        from dnsvr.export.text_graphs import reference_output as text_reference
+
+        return text_reference(name, network, feeds, afa)
     t = {key: torch.from_numpy(value) for key, value in feeds.items()}
     with torch.no_grad():
         if name == spec.FEATURE_EXTRACTOR.name:
@@ -89,13 +101,29 @@ def _compare_codes(onnx_codes: np.ndarray, student_codes: np.ndarray, mask: np.n
         raise ParityError("fine_index_bin: unpacked codes differ from the student's ±1 codes")
 
 
-def check_parity(name: str, network: nn.Module, onnx_path: str | Path, threads: int = 0) -> float:
-    """Run PARITY_CASES (EXTRACTOR_FRAMES for the extractor) on `onnx_path` with ONNX Runtime and on
-    `network` eagerly; raise ParityError outside TOLERANCES[name]; return the max absolute error."""
+def _text_cases(name: str, network: nn.Module) -> list[dict[str, np.ndarray]]:
+    from dnsvr.export import text_graphs
+
+    if name == spec.TEXT_ENCODER.name:
+        return [text_graphs.example_feeds(name, network, list(lengths), seed=i) for i, (lengths, _) in
+                enumerate(TEXT_CASES)]
+    full = network.max_frames
+    cases = [*VIDEO_TEXT_CASES, ((full, max(1, full // 2)), full)]  # a full video and a half one
+    return [text_graphs.example_feeds(name, network, list(lengths), frames, seed=i)
+            for i, (lengths, frames) in enumerate(cases)]
+
+
+def check_parity(name: str, network: nn.Module, onnx_path: str | Path, threads: int = 0,
+                 afa: str = "official") -> float:
+    """Run PARITY_CASES (EXTRACTOR_FRAMES for the extractor, TEXT_CASES / VIDEO_TEXT_CASES for the text-video
+    student, with AFA mode `afa`) on `onnx_path` with ONNX Runtime and on `network` eagerly; raise ParityError
+    outside TOLERANCES[name]; return the max absolute error."""
     model = spec.NETWORKS[name]
     runner = OnnxRunner(onnx_path, intra_op_threads=threads)
     atol, rtol = TOLERANCES[name]
-    if name == spec.FEATURE_EXTRACTOR.name:
+    if name in spec.TEXT_NETWORKS:
+        cases = _text_cases(name, network)
+    elif name == spec.FEATURE_EXTRACTOR.name:
         cases = [example_feeds(model, frames=n, seed=n) for n in EXTRACTOR_FRAMES]
     else:
         cases = [example_feeds(model, list(c.lengths), c.frames, c.query_length, c.query_frames, seed=i)
@@ -103,7 +131,7 @@ def check_parity(name: str, network: nn.Module, onnx_path: str | Path, threads: 
     worst = 0.0
     for feeds in cases:
         got = runner.run(feeds)[model.output_names[0]]
-        want = reference_output(name, network, feeds)
+        want = reference_output(name, network, feeds, afa)
         if name == spec.FINE_INDEX_BIN.name:
             _compare_codes(got, want, feeds["mask"])
             continue

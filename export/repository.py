@@ -7,12 +7,16 @@
     <repo>/<network>/1/model.py                the cpu_local adapter (one import line)
     <repo>/<network>/1/model.plan              with --tensorrt
     <repo>/dnsvr_embed/config.pbtxt, 1/        the ensemble video_decode -> frame_features -> the video models
+    <repo>/dnsvr_text_embed/config.pbtxt, 1/   the ensemble text_tokenize -> text_encoder (text-video student)
     <repo>/<python model>/config.pbtxt, 1/model.py   video_decode, frame_features, dnsvr_index, dnsvr_search,
-                                                      dnsvr_delete, dnsvr_stats (one import line each)
-    <repo>/manifest.json                       weights' hashes, opset, tool versions, measured errors
+                                                      dnsvr_search_text, dnsvr_delete, dnsvr_stats,
+                                                      text_tokenize (one import line each)
+    <repo>/manifest.json                       weights' hashes, opset, tool versions, measured errors,
+                                               the text-video student's settings
 
-Only the networks the weights provide are written (one fine student: bin or att), and the pipelines when they
-provide every network the pipelines call.  The repository is then complete: Triton serves it as it is, locally
+Only the networks the weights provide are written (one fine student: bin or att; the text-video student's two
+graphs when there is one), and the pipelines when they provide every network the DnS pipelines call.  The
+repository is then complete: Triton serves it as it is, locally
 (`dnsvr serve`, `dnsvr serve-triton`) or in the production image (docker/Dockerfile.triton runs this same
 export).  The `model.py` adapters import their `TritonPythonModel` from `dnsvr.serving.triton` (this package
 names the modules; it imports nothing of serving).  The committed `model_repository/` holds the text files
@@ -46,6 +50,7 @@ from dnsvr.training.files import atomic_write_text
 if TYPE_CHECKING:
     from dnsvr.export.tensorrt import ProfileConfig
     from dnsvr.export.weights import ExportSource
+    from torch import nn
 
 VERSION = "1"
 ADAPTERS = "dnsvr.serving.triton"
@@ -55,9 +60,12 @@ PYTHON_MODELS = {  # pipeline -> the module whose TritonPythonModel serves it
     "frame_features": f"{ADAPTERS}.features",
     "dnsvr_index": f"{ADAPTERS}.index",
     "dnsvr_search": f"{ADAPTERS}.search",
+    "dnsvr_search_text": f"{ADAPTERS}.search_text",
     "dnsvr_delete": f"{ADAPTERS}.delete",
     "dnsvr_stats": f"{ADAPTERS}.stats",
+    "text_tokenize": f"{ADAPTERS}.tokenize",
 }
+ENSEMBLES = ("dnsvr_embed", "dnsvr_text_embed")
 
 
 def pipeline_networks(fine: str) -> list[str]:
@@ -88,36 +96,40 @@ def network_files(model: spec.ModelSpec) -> dict[str, str]:
     return files
 
 
-def repository_files(networks: Iterable[str], fine: str | None) -> dict[str, str]:
+def repository_files(networks: Iterable[str], fine: str | None, text: dict | None = None) -> dict[str, str]:
     """{path relative to the repository: text} of every config and adapter for these networks and, when
-    `fine` is given, the pipelines serving it: everything but graphs, plans and the manifest."""
+    `fine` is given, the pipelines serving it (with `text`, the text-video student's settings, the text path
+    too): everything but graphs, plans and the manifest."""
     files: dict[str, str] = {}
     for name in sorted(networks):
         files.update(network_files(spec.NETWORKS[name]))
     if fine is not None:
-        for name in spec.pipeline_specs(fine):
-            files[f"{name}/config.pbtxt"] = render(pipeline_config(name, fine))
+        for name in spec.pipeline_specs(fine, text is not None):
+            files[f"{name}/config.pbtxt"] = render(pipeline_config(name, fine, text))
             if name in PYTHON_MODELS:
                 files[f"{name}/{VERSION}/model.py"] = adapter_source(PYTHON_MODELS[name])
     return files
 
 
-def write_repository_files(repository: str | Path, networks: Iterable[str], fine: str | None) -> list[Path]:
-    """Write `repository_files(...)` under `repository` (each file atomically); the ensemble's version folder
+def write_repository_files(repository: str | Path, networks: Iterable[str], fine: str | None,
+                           text: dict | None = None) -> list[Path]:
+    """Write `repository_files(...)` under `repository` (each file atomically); the ensembles' version folders
     too (Triton wants one, empty)."""
     repository = Path(repository)
-    written = [atomic_write_text(repository / relative, text)
-               for relative, text in repository_files(networks, fine).items()]
-    if fine is not None:
-        (repository / "dnsvr_embed" / VERSION).mkdir(parents=True, exist_ok=True)
+    files = repository_files(networks, fine, text)
+    written = [atomic_write_text(repository / relative, content) for relative, content in files.items()]
+    for ensemble in ENSEMBLES:
+        if f"{ensemble}/config.pbtxt" in files:
+            (repository / ensemble / VERSION).mkdir(parents=True, exist_ok=True)
     return written
 
 
-def stale_files(repository: str | Path, networks: Iterable[str], fine: str | None) -> list[str]:
+def stale_files(repository: str | Path, networks: Iterable[str], fine: str | None,
+                text: dict | None = None) -> list[str]:
     """Files of `repository_files(...)` that are missing under `repository` or differ (relative paths)."""
     repository = Path(repository)
-    return [relative for relative, text in repository_files(networks, fine).items()
-            if not (repository / relative).is_file() or (repository / relative).read_text() != text]
+    return [relative for relative, content in repository_files(networks, fine, text).items()
+            if not (repository / relative).is_file() or (repository / relative).read_text() != content]
 
 
 def tensor_table() -> str:
@@ -228,34 +240,36 @@ def _build_locked(
     fp16: bool,
     on_model: Callable[[str], None] | None,
 ) -> dict:
-    from dnsvr.export.graphs import GRAPH_CLASSES
-    from dnsvr.export.onnx_export import example_feeds, export_onnx
+    from dnsvr.export.graphs import build_graph
+    from dnsvr.export.onnx_export import export_onnx
     from dnsvr.export.parity import TOLERANCES, check_parity
     from dnsvr.training.packs.model_pack import file_sha256
 
     staging = _sibling(repository, f"staging-{uuid.uuid4().hex[:8]}")
     models: dict[str, dict] = {}
     fine = servable_fine(source.networks, source.fine_kinds)
+    text = source.text_settings()
     try:
         staging.mkdir(parents=True)
         for name, network in source.networks.items():
             model = spec.NETWORKS[name]
             onnx_path = staging / name / VERSION / "model.onnx"
-            example = example_feeds(model, frames=2) if name == spec.FEATURE_EXTRACTOR.name else None
-            export_onnx(GRAPH_CLASSES[name](network), model, onnx_path, opset=opset, example=example)
-            error = check_parity(name, network, onnx_path)
+            export_onnx(build_graph(name, network, source.afa), model, onnx_path, opset=opset,
+                        example=_trace_example(name, network))
+            error = check_parity(name, network, onnx_path, afa=source.afa)
             atol, rtol = TOLERANCES[name]
             models[name] = {"onnx_sha256": file_sha256(onnx_path), "max_abs_error": error,
                             "tolerance": {"atol": atol, "rtol": rtol}}
             if tensorrt_profile is not None:
                 from dnsvr.export.tensorrt import build_engine
 
-                plan = build_engine(onnx_path, onnx_path.with_name("model.plan"), model, tensorrt_profile, fp16)
+                plan = build_engine(onnx_path, onnx_path.with_name("model.plan"), model, tensorrt_profile, fp16,
+                                    text=text)
                 models[name]["plan"] = {"sha256": file_sha256(plan), "fp16": fp16,
-                                        "profile": tensorrt_profile.shapes(model)}
+                                        "profile": tensorrt_profile.shapes(model, text)}
             if on_model:
                 on_model(name)
-        write_repository_files(staging, models, fine)
+        write_repository_files(staging, models, fine, text)
         manifest = {
             "format": FORMAT,
             "source": source.description,
@@ -266,8 +280,9 @@ def _build_locked(
             "opset": opset,
             "tools": tool_versions(),
             "served": sorted(models),
-            "pipelines": list(spec.pipeline_specs(fine)) if fine else [],
+            "pipelines": list(spec.pipeline_specs(fine, text is not None)) if fine else [],
             "models": models,
+            "text": text,
         }
         atomic_write_text(staging / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         swap_in(staging, repository)
@@ -277,23 +292,47 @@ def _build_locked(
     return manifest
 
 
+def _trace_example(name: str, network: nn.Module) -> dict | None:
+    """The inputs a graph is traced on, when not `example_feeds(model)`'s default."""
+    from dnsvr.export.onnx_export import example_feeds
+
+    if name == spec.FEATURE_EXTRACTOR.name:
+        return example_feeds(spec.FEATURE_EXTRACTOR, frames=2)
+    if name in spec.TEXT_NETWORKS:
+        from dnsvr.export import text_graphs
+
+        return text_graphs.example_feeds(name, network, [5, 3], frames=min(network.max_frames, 5))
+    return None
+
+
 def ensure_exported(repository: str | Path, weights: list[str], on_model: Callable[[str], None] | None = None) -> bool:
     """Export `weights` into `repository` unless it holds a current export of them; True if it exported.
 
-    A repository exported from the same source whose weight files have changed since is exported again; one
-    exported from another source is left alone (ValueError if its files changed: re-export it by hand).
+    A repository exported from the same source whose weight files have changed since (or by an older dnsvr: its
+    manifest format is not FORMAT) is exported again, with the same text-video student and settings; one exported
+    from another source is left alone (ValueError if it needs a new export: re-export it by hand).
     """
-    from dnsvr.export.weights import resolve_weights
+    from dnsvr.export.weights import TEXT_ROLE, resolve_weights
 
     repository = Path(repository)
     if (repository / MANIFEST).is_file():
+        manifest = read_manifest(repository)
         changed = changed_weights(repository)
+        if manifest.get("format") != FORMAT:
+            changed.append(f"manifest format {manifest.get('format')} (now {FORMAT})")
         if not changed:
             return False
-        source = resolve_weights(weights)
-        exported_from = read_manifest(repository).get("source")
+        text, text_file = manifest.get("text"), manifest.get("weights", {}).get(TEXT_ROLE)
+        if text and text_file:
+            source = resolve_weights(weights, text_max_frames=text["max_frames"], afa=text["afa"])
+            if spec.TEXT_ENCODER.name not in source.networks:  # it came with --text-weights
+                source = resolve_weights(weights, text_weights=Path(text_file["path"]),
+                                         text_max_frames=text["max_frames"], afa=text["afa"])
+        else:
+            source = resolve_weights(weights)
+        exported_from = manifest.get("source")
         if source.description != exported_from:
-            raise ValueError(f"{repository} was exported from {exported_from}, whose files changed since "
+            raise ValueError(f"{repository} was exported from {exported_from} and needs a new export "
                              f"({', '.join(changed)}); re-export it: dnsvr export --weights ... --out {repository}")
         build_repository(source, repository, on_model=on_model)
         return True

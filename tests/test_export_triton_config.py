@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from dnsvr.client import spec
-from dnsvr.export.repository import PYTHON_MODELS
+from dnsvr.export.repository import ENSEMBLES, PYTHON_MODELS
 from dnsvr.export.triton_config import (
     CPU_LOCAL,
     HEADER,
@@ -18,6 +18,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 KIND = model_config_pb2.ModelInstanceGroup.Kind
+TEXT = {"afa": "official", "max_frames": 12, "image_size": 96, "embed_dim": 64, "max_words": 32}
 
 
 def parse(text: str) -> model_config_pb2.ModelConfig:
@@ -53,13 +54,15 @@ def test_instances_and_threads_are_settable():
     assert configs["configs/cpu_local.pbtxt"].parameters["intra_op_threads"].string_value == "4"
 
 
+@pytest.mark.parametrize("text", [None, TEXT], ids=["dns", "with-text"])
 @pytest.mark.parametrize("fine", ["bin", "att"])
-def test_ensemble_wires_the_spec_models(fine):
-    config = pipeline_config("dnsvr_embed", fine)
+def test_ensemble_wires_the_spec_models(fine, text):
+    config = pipeline_config("dnsvr_embed", fine, text)
     assert config.platform == "ensemble" and config.max_batch_size == 0
+    assert ("text_video" in {o.name for o in config.output}) == (text is not None)
     produced = {"video", "frames"}
     for step in config.ensemble_scheduling.step:
-        model = spec.NETWORKS.get(step.model_name) or spec.pipeline_specs(fine)[step.model_name]
+        model = spec.NETWORKS.get(step.model_name) or spec.pipeline_specs(fine, text is not None)[step.model_name]
         assert set(step.input_map) == set(model.input_names), step.model_name
         assert set(step.input_map.values()) <= produced, f"{step.model_name} reads a tensor not produced yet"
         assert set(step.output_map) <= set(model.output_names)
@@ -70,10 +73,28 @@ def test_ensemble_wires_the_spec_models(fine):
     assert list(fine_output.dims)[-1] == spec.fine_kind(fine).width
 
 
+def test_text_ensemble_tokenizes_then_encodes():
+    config = parse(render(pipeline_config("dnsvr_text_embed", "bin", TEXT)))
+    assert config.platform == "ensemble"
+    assert [(s.model_name, dict(s.input_map), dict(s.output_map)) for s in config.ensemble_scheduling.step] == [
+        ("text_tokenize", {"text": "text"}, {"token_ids": "token_ids"}),
+        (spec.TEXT_ENCODER.name, {"token_ids": "token_ids"}, {"embedding": "embedding"})]
+
+
+def test_text_settings_reach_decode_and_tokenizer_parameters():
+    decode = pipeline_config("video_decode", "bin", TEXT)
+    assert decode.parameters["clip_size"].string_value == "96"
+    assert decode.parameters["clip_max_frames"].string_value == "12"
+    assert {o.name for o in decode.output} == {"frames", "mask", "frame_count", "clip_frames", "clip_mask"}
+    assert "clip_size" not in pipeline_config("video_decode", "bin").parameters
+    assert pipeline_config("text_tokenize", "bin", TEXT).parameters["max_words"].string_value == "32"
+    assert "dnsvr_search_text" in spec.pipeline_specs("bin") and "text_tokenize" not in spec.pipeline_specs("bin")
+
+
 def test_python_models_are_complete():
-    assert set(PYTHON_MODELS) == set(spec.PIPELINES) - {"dnsvr_embed"}
+    assert set(PYTHON_MODELS) == set(spec.PIPELINES) - set(ENSEMBLES)
     for name in PYTHON_MODELS:
-        config = parse(render(pipeline_config(name)))
+        config = parse(render(pipeline_config(name, text=TEXT)))
         assert config.backend == "python" and config.instance_group[0].count >= 1
         assert all(t.dims for t in [*config.input, *config.output])
         assert {t.name for t in config.input if t.optional} == {t.name for t in spec.PIPELINES[name].inputs

@@ -186,7 +186,7 @@ def test_a_repository_whose_weights_changed_is_exported_again(exported_repositor
     stale = {**manifest, "weights": {**manifest["weights"], role: {**entry, "sha256": "0" * 64}}}
     manifest_file.write_text(json.dumps({**stale, "source": "model pack /elsewhere"}))
     assert changed_weights(repository) == [entry["path"]]
-    with pytest.raises(ValueError, match="exported from model pack /elsewhere, whose files changed"):
+    with pytest.raises(ValueError, match="exported from model pack /elsewhere and needs a new export"):
         ensure_exported(repository, WEIGHTS)
     manifest_file.write_text(json.dumps(stale))
     assert ensure_exported(repository, WEIGHTS)

@@ -205,28 +205,45 @@ def test_tls_and_token(docker_export, tmp_path):
             assert writer.stats()["videos"] == 1 and writer.delete("tls-1")
 
 
-def start_serve(repository: Path, tmp_path: Path, store: Path) -> tuple[subprocess.Popen, dict]:
-    env = {**os.environ, "DNSVR_STATE": str(tmp_path / "serve.json"), "DNSVR_MAX_FRAMES": MAX_FRAMES}
-    command = [sys.executable, "-m", "dnsvr.serving.cli.main", "serve", "--repository", str(repository),
-               "--store", str(store), "--log-dir", str(tmp_path)]
-    serve = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                             start_new_session=True)
-    lines = []
-    while True:
-        line = serve.stdout.readline()
-        lines.append(line)
-        if "ready" in line or not line:
-            break
-    assert "ready" in lines[-1], "".join(lines)
-    threading.Thread(target=serve.stdout.read, daemon=True).start()  # keep the pipe drained
-    return serve, json.loads((tmp_path / "serve.json").read_text())
+@pytest.fixture
+def start_serve():
+    """Starts `dnsvr serve` in its own session; whatever is still running at teardown is killed, with its family."""
+    started: list[tuple[subprocess.Popen, dict[int, str]]] = []
+
+    def start(repository: Path, tmp_path: Path, store: Path) -> tuple[subprocess.Popen, dict]:
+        env = {**os.environ, "DNSVR_STATE": str(tmp_path / "serve.json"), "DNSVR_MAX_FRAMES": MAX_FRAMES}
+        command = [sys.executable, "-m", "dnsvr.serving.cli.main", "serve", "--repository", str(repository),
+                   "--store", str(store), "--log-dir", str(tmp_path)]
+        serve = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                 start_new_session=True)
+        started.append((serve, {}))
+        lines = []
+        while True:
+            line = serve.stdout.readline()
+            lines.append(line)
+            if "ready" in line or not line:
+                break
+        assert "ready" in lines[-1], "".join(lines)
+        started[-1] = (serve, descendants(serve.pid))
+        threading.Thread(target=serve.stdout.read, daemon=True).start()  # keep the pipe drained
+        return serve, json.loads((tmp_path / "serve.json").read_text())
+
+    yield start
+    for serve, family in started:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait(timeout=30)
+        for pid, started_at in family.items():
+            if still_same_process(pid, started_at):
+                os.kill(pid, signal.SIGKILL)
 
 
 def gone(family: dict[int, str]) -> bool:
     return not [pid for pid, started in family.items() if still_same_process(pid, started)]
 
 
-def test_serve_stopped_or_killed_leaves_nothing_and_restarts_on_the_same_store(docker_export, tmp_path):
+def test_serve_stopped_or_killed_leaves_nothing_and_restarts_on_the_same_store(docker_export, tmp_path,
+                                                                               start_serve):
     store = tmp_path / "milvus.db"
     serve, state = start_serve(docker_export, tmp_path, store)
     with VideoSearchClient(state["grpc_url"], timeout_s=300) as client:

@@ -44,9 +44,12 @@ re-rank policies (--rerank):
   threshold:0.5          every candidate whose selector score is >= 0.5
   count:20               the 20 candidates with the best selector scores
   0 | none               coarse ranking only (fastest)
+text search (--text): the videos whose text-video student vector is closest to the query's (a model pack with
+a TeachCLIP student: `dnsvr export --weights ... --text-weights ...`); --rerank and --candidates do not apply.
 examples:
   dnsvr search query.mp4 --top-k 10 --rerank 0.2
   dnsvr search --id clip-42 --rerank count:50 --candidates 500
+  dnsvr search --text "a man riding a bike at night" --top-k 5 --filter 'metadata["channel"] == "news"'
 """
 
 
@@ -90,11 +93,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     index.set_defaults(handler=index_command)
 
     search = subparsers.add_parser(
-        "search", help="rank indexed videos against a query video (or an indexed id)",
-        description="DnS retrieval: coarse candidates, selector, fine re-ranking of the chosen pairs.",
+        "search", help="rank indexed videos against a query video, an indexed id or a text",
+        description="DnS retrieval: coarse candidates, selector, fine re-ranking of the chosen pairs; or text "
+                    "search with the text-video student.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SEARCH_EPILOG)
     search.add_argument("video", nargs="?", type=Path, help="query video file")
     search.add_argument("--id", dest="video_id", help="query by an indexed video id instead of a file")
+    search.add_argument("--text", help="query by a text (needs a text-video student) instead of a video")
     search.add_argument("--top-k", type=int, default=10, help="results to show (default: %(default)s)")
     search.add_argument("--rerank", default="0.1", help="re-rank policy (default: %(default)s, see below)")
     search.add_argument("--candidates", type=int, help="coarse candidates K' (default: max(top-k, 100))")
@@ -281,13 +286,16 @@ def print_results(result, title: str = "") -> None:
 def search_command(args: argparse.Namespace) -> int:
     from dnsvr.client import DnsvrError
 
-    if (args.video is None) == (args.video_id is None):
-        print("error: give a query VIDEO or --id ID (one of them)", file=sys.stderr)
+    if sum(query is not None for query in (args.video, args.video_id, args.text)) != 1:
+        print("error: give a query VIDEO, --id ID or --text TEXT (one of them)", file=sys.stderr)
         return 2
     with _client(args) as client:
         try:
-            result = client.search(args.video, video_id=args.video_id, top_k=args.top_k, rerank=args.rerank,
-                                   candidates=args.candidates, filter=args.filter)
+            if args.text is not None:
+                result = client.search_text(args.text, top_k=args.top_k, filter=args.filter)
+            else:
+                result = client.search(args.video, video_id=args.video_id, top_k=args.top_k, rerank=args.rerank,
+                                       candidates=args.candidates, filter=args.filter)
         except DnsvrError as error:
             print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
             return 1
@@ -361,6 +369,22 @@ def demo_command(args: argparse.Namespace) -> int:
             return 1
 
 
+DEMO_TEXT_QUERY = "a person talking on a phone in a car"
+
+
+def text_search_line(client) -> str:
+    """One line on text search: its best hits for DEMO_TEXT_QUERY, or why the served pack has none."""
+    from dnsvr.client import NoTextSearch
+
+    try:
+        hits = client.search_text(DEMO_TEXT_QUERY, top_k=3)
+    except NoTextSearch:
+        return ("text search: this model pack has no text-video student (the bundled pack has none yet; add one: "
+                "`dnsvr export --weights bundled --text-weights TEACHCLIP_CHECKPOINT`)")
+    best = ", ".join(f"{hit.video_id} {hit.score:.3f}" for hit in hits)
+    return f"text search {DEMO_TEXT_QUERY!r}: {best}"
+
+
 def _demo(args: argparse.Namespace, folders: list[Path]) -> int:
     from dnsvr.client import VideoSearchClient
 
@@ -382,6 +406,7 @@ def _demo(args: argparse.Namespace, folders: list[Path]) -> int:
                 compared = client.search(video_id=query, top_k=len(others), rerank=policy)
                 summary.append(f"re-rank {policy}: {_members_on_top(compared, others)}")
             print("  " + "; ".join(summary), flush=True)
+        print(text_search_line(client), flush=True)
         print(f"store: {client.stats().get('videos')} videos; stopping ...", flush=True)
     print("demo done")
     return 0

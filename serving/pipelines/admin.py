@@ -3,7 +3,8 @@
     delete_request(inputs, stores) -> {"deleted": bool [1]} (False when the id was not indexed)
     stats_request(inputs, stores) -> {"report": BYTES [1]}, a JSON object:
         health: store URI (redacted), Milvus server version, model version, videos (a store round trip)
-        stats:  the above + videos, frames, frame rows, payload bytes per video, store layout, manifest
+        stats:  the above + videos, frames, frame rows, payload bytes per video, store layout, text-video vectors,
+                manifest (with the text-video student's settings)
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def stats_request(inputs: RequestInputs, stores: ServiceStore) -> dict[str, np.n
     if what not in REPORTS:
         raise BadRequest(f"request must be 'stats' or 'health', got {what!r}")
     report = {"store_uri": stores.settings.display_uri, "model_version": stores.model_version,
-              "fine": stores.fine_kind}
+              "fine": stores.fine_kind, "text_search": stores.text is not None}
     store = stores.existing()
     if store is None:
         report.update(store_exists=False, videos=0, frames=0, milvus_version=stores.get(create=False).server_version)
@@ -44,9 +45,11 @@ def stats_request(inputs: RequestInputs, stores: ServiceStore) -> dict[str, np.n
         stats = store.stats()
         report.update(videos=stats.videos, frames=stats.frames, frame_rows=stats.frame_rows,
                       payload_bytes_per_video=stats.payload_bytes_per_video, disk_bytes=stats.disk_bytes,
-                      layout=stats.meta.layout, coarse_dim=stats.meta.coarse_dim)
+                      layout=stats.meta.layout, coarse_dim=stats.meta.coarse_dim, text_dim=stats.meta.text_dim,
+                      text_rows=stats.text_rows)
     if what == "stats":
         manifest = read_manifest(stores.repository)
         report["models"] = {"served": manifest.get("served", []), "source": manifest.get("source"),
-                            "pack_version": manifest.get("pack_version"), "opset": manifest.get("opset")}
+                            "pack_version": manifest.get("pack_version"), "opset": manifest.get("opset"),
+                            "text": manifest.get("text")}
     return {"report": bytes_array([json.dumps(report)])}

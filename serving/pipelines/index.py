@@ -1,7 +1,8 @@
 """What `dnsvr_index` does between its model calls, free of Triton: embed one video, write it to the store.
 
     index_request(inputs, stores, embed) -> {"frame_count": int64 [1], "timings": BYTES [1] JSON ms}
-    index_video(store, video_id, embedding, source_uri, metadata) -> upsert (re-indexing an id replaces it)
+    index_video(store, video_id, embedding, source_uri, metadata) -> upsert (re-indexing an id replaces it; with a
+        text-video student its vector is written with the rest)
 
 Request: video_id BYTES [1], video BYTES [1] | frames uint8 [T, 224, 224, 3], source_uri BYTES [1] (optional),
 metadata BYTES [1] (optional, a JSON object).  The id and metadata are checked before the video is embedded,
@@ -26,7 +27,8 @@ def index_video(store: VideoStore, video_id: str, embedding: Embedding, source_u
                 metadata: dict[str, Any] | None = None) -> None:
     """Insert or replace `video_id` (validated by the store first; nothing is written on bad input)."""
     store.upsert(IndexedVideo(video_id=video_id, coarse=embedding.coarse, selector=embedding.selector,
-                              fine_codes=embedding.fine, source_uri=source_uri, metadata=metadata or {}))
+                              fine_codes=embedding.fine, source_uri=source_uri, metadata=metadata or {},
+                              text=embedding.text))
 
 
 def index_request(inputs: RequestInputs, stores: ServiceStore,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dnsvr.client import spec
-from dnsvr.export.manifest import fine_kind, model_version, read_manifest
+from dnsvr.export.manifest import fine_kind, model_version, read_manifest, text_settings
 from dnsvr.serving.store.settings import StoreSettings
 from dnsvr.serving.store.video_store import StoreError, VideoStore
 
@@ -32,6 +32,8 @@ class ServiceStore:
         self.model_version = model_version(manifest)
         self.fine_kind = fine_kind(manifest)
         self.representation = spec.fine_kind(self.fine_kind).representation
+        self.text = text_settings(manifest)
+        self.text_dim = self.text["embed_dim"] if self.text else 0
         self.settings = store_settings(parameters)
         self._stores: dict[int | None, VideoStore] = {}
 
@@ -40,7 +42,8 @@ class ServiceStore:
         key = coarse_dim if create else None
         if key not in self._stores:
             self._stores[key] = VideoStore(self.settings, model_version=self.model_version, coarse_dim=coarse_dim,
-                                           representation=self.representation, create=create)
+                                           representation=self.representation, text_dim=self.text_dim,
+                                           create=create)
         return self._stores[key]
 
     def existing(self) -> VideoStore | None:

@@ -11,6 +11,10 @@ through `integer_literal` (an int, never a bool or a str).  Video ids are checke
     is_in("generation", [3, 4])                  -> 'generation in [3, 4]'
     greater("video_id", "clip-1")                -> 'video_id > "clip-1"'   (at_most: <=, less: <)
     both(e1, e2), either(e1, e2)                 -> '(e1) and (e2)', '(e1) or (e2)'
+    checked_filter('metadata["a"] == 1')         -> the caller's filter, once its brackets are known to balance
+
+A caller's filter (`search --filter`) is an expression by design; `checked_filter` makes sure that, put inside
+`both(...)`, it stays one operand: its parentheses and brackets balance outside its string literals.
 """
 
 from __future__ import annotations
@@ -77,3 +81,36 @@ def both(*expressions: str) -> str:
 
 def either(*expressions: str) -> str:
     return " or ".join(f"({e})" for e in expressions)
+
+
+_CLOSING = {")": "(", "]": "["}
+
+
+def checked_filter(expression: str) -> str:
+    """`expression` unchanged when its `(`/`[` balance outside string literals ('...' or "...", backslash escapes),
+    so that `both(ours, expression)` cannot be re-grouped by it; ValueError naming the problem otherwise."""
+    if not isinstance(expression, str):
+        raise TypeError(f"expected a str, got {type(expression).__name__}")
+    open_brackets: list[str] = []
+    quote: str | None = None
+    escaped = False
+    for character in expression:
+        if quote is not None:
+            if escaped:
+                escaped = False
+            elif character == "\\":
+                escaped = True
+            elif character == quote:
+                quote = None
+        elif character in "'\"":
+            quote = character
+        elif character in "([":
+            open_brackets.append(character)
+        elif character in _CLOSING:
+            if not open_brackets or open_brackets.pop() != _CLOSING[character]:
+                raise ValueError(f"filter {expression[:80]!r}: an unmatched {character!r}")
+    if quote is not None:
+        raise ValueError(f"filter {expression[:80]!r}: an unterminated string literal")
+    if open_brackets:
+        raise ValueError(f"filter {expression[:80]!r}: an unclosed {open_brackets[-1]!r}")
+    return expression

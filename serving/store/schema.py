@@ -1,4 +1,4 @@
-"""The Milvus schema of the video store: two collections, their metadata, limits, frame-code encodings.
+"""The Milvus schema of the video store: its collections, their metadata, limits, frame-code encodings.
 
 Per-video collection `{prefix}_videos` (one row makes a video searchable):
     video_id VARCHAR pk | coarse FLOAT_VECTOR[dim] (IP, L2-normalised) | selector FLOAT | frame_count INT64 |
@@ -12,6 +12,10 @@ with two layouts of `codes`:
               (bit-exact, ≤ 49,152 characters so it also fits a server's 65,535 limit), plus a 2-d placeholder
               float vector because a collection must hold one.  The embedded default (Milvus Lite 3.x has no
               binary vectors); see docs/storage.md for the measurements behind it.
+Per-video text-video vectors `{prefix}_text` (only in a store made for a text-video student, `text_dim` > 0):
+    pk INT64 auto | video_id VARCHAR | generation INT64 | vector FLOAT_VECTOR[text_dim] (IP, L2-normalised)
+    a separate collection because a Milvus 2.3 server allows one vector field per collection; rows follow
+    the frames' generation protocol (written before the switch, old generations deleted after it).
 `{prefix}_meta` holds one row, `StoreMeta` as JSON (Milvus Lite 3.2.2 drops collection descriptions): a store
 refuses collections built for another model-pack version, coarse dimension, representation or layout.
 """
@@ -58,6 +62,7 @@ class StoreMeta:
     layout: str  # "vector" or "chunk"
     frames_per_row: int
     schema: int = SCHEMA_VERSION
+    text_dim: int = 0  # the text-video vectors' dimension; 0: no text-video student, no text search
 
     def to_json(self) -> str:
         return json.dumps({"dnsvr_store": asdict(self)}, sort_keys=True)
@@ -98,16 +103,18 @@ def frame_bytes(representation: str) -> int:
     return REGIONS * (CODE_BYTES if representation == "binary" else FEATURE_DIMS * 4)
 
 
-def make_meta(model_version: str, coarse_dim: int, representation: str, layout: str) -> StoreMeta:
+def make_meta(model_version: str, coarse_dim: int, representation: str, layout: str, text_dim: int = 0) -> StoreMeta:
     if representation not in REPRESENTATIONS:
         raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}")
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if not 1 <= coarse_dim <= 32_768:
         raise ValueError(f"coarse_dim must be in 1..32768, got {coarse_dim}")
+    if not 0 <= text_dim <= 32_768:
+        raise ValueError(f"text_dim must be in 0..32768, got {text_dim}")
     check_text("model_version", model_version, MAX_MODEL_VERSION_BYTES, allow_empty=False)
     frames_per_row = 1 if layout == "vector" else CHUNK_BYTES // frame_bytes(representation)
-    return StoreMeta(model_version, coarse_dim, representation, layout, frames_per_row)
+    return StoreMeta(model_version, coarse_dim, representation, layout, frames_per_row, text_dim=text_dim)
 
 
 @dataclass
@@ -115,8 +122,9 @@ class IndexedVideo:
     """One video as the networks produce it.
 
     coarse [D] float32 (L2-normalised); selector float; fine_codes [T, 9, 64] uint8 (S^f_B packed bits, see
-    dnsvr.training.networks.codes) or [T, 9, 512] float32 (S^f_A); frame_count = T; metadata: JSON-serialisable dict.
-    `indexed_at` (unix seconds) is set by the store on read.
+    dnsvr.training.networks.codes) or [T, 9, 512] float32 (S^f_A); frame_count = T; metadata: JSON-serialisable dict;
+    text [text_dim] float32 (L2-normalised): the text-video student's vector, required by a store with text_dim > 0
+    and refused by one without.  `indexed_at` (unix seconds) is set by the store on read.
     """
 
     video_id: str
@@ -128,6 +136,7 @@ class IndexedVideo:
     metadata: dict[str, Any] = field(default_factory=dict)
     model_version: str = ""
     indexed_at: float | None = None
+    text: np.ndarray | None = None
 
 
 def check_text(name: str, value: object, max_bytes: int, allow_empty: bool = True) -> str:
@@ -141,20 +150,32 @@ def check_text(name: str, value: object, max_bytes: int, allow_empty: bool = Tru
     return value
 
 
-def check_coarse(coarse: object, dim: int) -> np.ndarray:
-    """[dim] floating, finite, unit L2 norm -> [dim] float32."""
-    array = np.asarray(coarse)
+def check_unit_vector(vector: object, dim: int, name: str = "coarse vector") -> np.ndarray:
+    """[dim] floating, finite, unit L2 norm -> [dim] float32; InvalidVideo naming `name` otherwise."""
+    array = np.asarray(vector)
     if not np.issubdtype(array.dtype, np.floating):
-        raise InvalidVideo(f"coarse vector must be floating point, got dtype {array.dtype}")
+        raise InvalidVideo(f"{name} must be floating point, got dtype {array.dtype}")
     if array.shape != (dim,):
-        raise InvalidVideo(f"coarse vector must have shape [{dim}], got {list(array.shape)}")
+        raise InvalidVideo(f"{name} must have shape [{dim}], got {list(array.shape)}")
     array = array.astype(np.float32)
     if not np.isfinite(array).all():
-        raise InvalidVideo("coarse vector contains NaN or Inf")
+        raise InvalidVideo(f"{name} contains NaN or Inf")
     norm = float(np.linalg.norm(array))
     if abs(norm - 1.0) > COARSE_NORM_TOLERANCE:
-        raise InvalidVideo(f"coarse vector must be L2-normalised (inner product), its norm is {norm:.4f}")
+        raise InvalidVideo(f"{name} must be L2-normalised (inner product), its norm is {norm:.4f}")
     return array
+
+
+def check_text_vector(text: object, meta: StoreMeta) -> np.ndarray | None:
+    """The text-video vector a video of this store must carry: [text_dim] unit float32, None without text."""
+    if not meta.text_dim:
+        if text is not None:
+            raise InvalidVideo("this store holds no text-video vectors (it was made for a model pack without a "
+                               "text-video student)")
+        return None
+    if text is None:
+        raise InvalidVideo(f"this store needs each video's {meta.text_dim}-d text-video vector")
+    return check_unit_vector(text, meta.text_dim, "text-video vector")
 
 
 def check_fine_codes(codes: object, meta: StoreMeta) -> np.ndarray:
@@ -181,7 +202,8 @@ def check_fine_codes(codes: object, meta: StoreMeta) -> np.ndarray:
 def check_video(video: IndexedVideo, meta: StoreMeta) -> IndexedVideo:
     """Validate every field against the store's metadata; returns a normalised copy. Raises InvalidVideo."""
     check_video_id(video.video_id)
-    coarse = check_coarse(video.coarse, meta.coarse_dim)
+    coarse = check_unit_vector(video.coarse, meta.coarse_dim)
+    text = check_text_vector(video.text, meta)
     try:
         selector = float(video.selector)
     except (TypeError, ValueError) as error:
@@ -201,7 +223,7 @@ def check_video(video: IndexedVideo, meta: StoreMeta) -> IndexedVideo:
     if len(metadata_text.encode("utf-8")) > MAX_METADATA_BYTES:
         raise InvalidVideo(f"metadata JSON is {len(metadata_text)} bytes, over {MAX_METADATA_BYTES}")
     return IndexedVideo(video.video_id, coarse, selector, codes, codes.shape[0], video.source_uri,
-                        json.loads(metadata_text), meta.model_version)
+                        json.loads(metadata_text), meta.model_version, text=text)
 
 
 def video_schema(client_cls: Any, meta: StoreMeta) -> Any:
@@ -237,6 +259,18 @@ def frame_schema(client_cls: Any, meta: StoreMeta) -> Any:
     else:
         schema.add_field("codes", DataType.VARCHAR, max_length=CHUNK_FIELD_CHARS)
         schema.add_field("placeholder", DataType.FLOAT_VECTOR, dim=PLACEHOLDER_DIM)
+    return schema
+
+
+def text_schema(client_cls: Any, meta: StoreMeta) -> Any:
+    """The text-video vector collection: one row per (video_id, generation)."""
+    from pymilvus import DataType
+
+    schema = client_cls.create_schema(auto_id=True, enable_dynamic_field=False, description=meta.to_json())
+    schema.add_field("pk", DataType.INT64, is_primary=True)
+    schema.add_field("video_id", DataType.VARCHAR, max_length=MAX_VIDEO_ID_BYTES)
+    schema.add_field("generation", DataType.INT64)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=meta.text_dim)
     return schema
 
 

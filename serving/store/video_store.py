@@ -4,10 +4,13 @@ One interface over embedded Milvus Lite (a `.db` path, or a `milvus-lite server`
 (http(s)://host:port + token); the layout of the frame collection is hidden (see store_schema).
 
 Write protocol (crash-safe: at worst orphan frames, which `check(repair=True)` removes):
-    upsert: frames of a new generation -> per-video row pointing at that generation (the switch) -> delete the
-            video's frames of any other generation.  Readers only follow a row's generation, so a re-index,
-            shorter or longer, never shows a mix of old and new frames.
-    delete: per-video row first, then its frames.
+    upsert: frames (and the text-video vector, in a store made for text search) of a new generation -> per-video
+            row pointing at that generation (the switch) -> delete the video's frames and text vectors of any
+            other generation.  Readers only follow a row's generation, so a re-index, shorter or longer, never
+            shows a mix of old and new frames, and text search never returns a replaced vector.
+    delete: per-video row first, then its frames and text vector.
+Text search (`search_text`): the text collection's inner-product top-k, each hit kept only if the video's row
+points at its generation (and passes the caller's filter over the per-video fields).
 Consistency: ranking reads (`search_coarse`, `fetch_codes`) default to Session: as cheap as Bounded (~5 ms
 vs ~200 ms for Strong on Milvus 2.3.5) and they see this client's own writes; a row seen implies its frames
 are seen (frames are written first).  Another process's writes become visible within the Bounded window; pass
@@ -34,6 +37,7 @@ from dnsvr.client.ids import id_problem
 from dnsvr.serving.store.expressions import (
     at_most,
     both,
+    checked_filter,
     either,
     equals,
     greater,
@@ -48,6 +52,7 @@ from dnsvr.serving.store.schema import (
     IndexedVideo,
     InvalidVideo,
     StoreMeta,
+    check_unit_vector,
     check_video,
     check_video_id,
     decode_row,
@@ -58,6 +63,7 @@ from dnsvr.serving.store.schema import (
     meta_row,
     meta_schema,
     new_generations,
+    text_schema,
     video_schema,
 )
 from dnsvr.serving.store.settings import StoreSettings
@@ -87,6 +93,12 @@ class StoreMismatch(StoreError):
     """The collections were built for another model-pack version, dimension, representation or layout."""
 
 
+class NoTextVectors(StoreError):
+    """Text search on a store made without text-video vectors (a model pack without a text-video student)."""
+
+    tag = "no_text_search"  # how a served pipeline reports it (dnsvr.client.errors)
+
+
 class VideoNotFound(KeyError):
     """No video with this id in the store (args[0]: the id)."""
 
@@ -107,6 +119,14 @@ class CoarseHits:
 
 
 @dataclass
+class TextHits:
+    """Top-k of a text search, best first: ids [k] and inner-product (cosine) scores [k] float32."""
+
+    ids: list[str]
+    scores: np.ndarray
+
+
+@dataclass
 class FetchedCodes:
     """Fine codes of K videos, in request order, zero-padded to the longest.
 
@@ -121,7 +141,8 @@ class FetchedCodes:
 
 @dataclass
 class StoreStats:
-    """Sizes of the store; payload = coarse + selector + fine codes (what the networks produced)."""
+    """Sizes of the store; payload = coarse + selector + fine codes + text-video vector (what the networks
+    produced)."""
 
     videos: int
     frames: int
@@ -129,6 +150,7 @@ class StoreStats:
     payload_bytes_per_video: float
     disk_bytes: int | None
     meta: StoreMeta
+    text_rows: int = 0
 
     @property
     def disk_bytes_per_video(self) -> float | None:
@@ -137,8 +159,9 @@ class StoreStats:
 
 @dataclass
 class CheckReport:
-    """Orphan frame rows (no per-video row points at their generation), videos with incomplete frames, and
-    videos whose id breaks the id rule (written before it existed: they cannot be reached through the API)."""
+    """Orphan frame and text-vector rows (no per-video row points at their generation), videos with incomplete
+    frames or no text-video vector (in a store made for text search), and videos whose id breaks the id rule
+    (written before it existed: they cannot be reached through the API)."""
 
     videos: int
     frame_rows: int
@@ -148,17 +171,20 @@ class CheckReport:
     skipped_recent_rows: int
     invalid_video_ids: list[str] = field(default_factory=list)
     repaired: bool = False
+    orphan_text_rows: int = 0
 
     @property
     def clean(self) -> bool:
-        return not self.orphan_rows and not self.incomplete_video_ids and not self.invalid_video_ids
+        return (not self.orphan_rows and not self.orphan_text_rows and not self.incomplete_video_ids
+                and not self.invalid_video_ids)
 
 
 class VideoStore:
-    """Per-video rows + per-frame codes in two Milvus collections, created on first use.
+    """Per-video rows + per-frame codes (+ text-video vectors) in Milvus collections, created on first use.
 
-    model_version / coarse_dim / representation: what this caller writes and expects; None adopts whatever the
-    existing collections hold (admin tools).  A mismatch with existing collections raises StoreMismatch.
+    model_version / coarse_dim / representation / text_dim: what this caller writes and expects (text_dim 0: no
+    text-video vectors); None adopts whatever the existing collections hold (admin tools).  A mismatch with
+    existing collections raises StoreMismatch.
     """
 
     def __init__(
@@ -168,6 +194,7 @@ class VideoStore:
         model_version: str | None = None,
         coarse_dim: int | None = None,
         representation: str | None = None,
+        text_dim: int | None = None,
         create: bool = True,
     ):
         if settings is None or isinstance(settings, str):
@@ -176,7 +203,8 @@ class VideoStore:
         self.video_collection = f"{settings.prefix}_videos"
         self.frame_collection = f"{settings.prefix}_frames"
         self.meta_collection = f"{settings.prefix}_meta"
-        self._wanted = (model_version, coarse_dim, representation)
+        self.text_collection = f"{settings.prefix}_text"
+        self._wanted = (model_version, coarse_dim, representation, text_dim)
         self._create = create
         self._client: Any = None
         self._meta: StoreMeta | None = None
@@ -219,7 +247,7 @@ class VideoStore:
         except Exception as error:
             text = str(error).lower()
             if self._meta is not None and not reloaded and ("released" in text or "not loaded" in text):
-                self._load_collections()
+                self._load_collections(self._meta)
                 return self._call(operation, action, reloaded=True)
             message = str(error)
             if self.settings.token:
@@ -232,8 +260,13 @@ class VideoStore:
                 raise StoreUnavailable(f"Milvus at {where} unavailable ({operation}): {message}") from None
             raise StoreError(f"{operation} failed on Milvus at {where}: {message}") from error
 
-    def _load_collections(self) -> None:
-        for name in (self.meta_collection, self.frame_collection, self.video_collection):
+    def _collections(self, meta: StoreMeta) -> list[str]:
+        """The data collections of a store like `meta` (meta collection first, the per-video one last)."""
+        text = [self.text_collection] if meta.text_dim else []
+        return [self.meta_collection, self.frame_collection, *text, self.video_collection]
+
+    def _load_collections(self, meta: StoreMeta) -> None:
+        for name in self._collections(meta):
             self._load(name)
 
     def _has(self, name: str) -> bool:
@@ -309,7 +342,7 @@ class VideoStore:
                                      f"{self.settings.display_uri} cannot be read back")
         self._check_wanted(meta)
         self._create_collections(meta)
-        self._load_collections()
+        self._load_collections(meta)
         return meta
 
     def _read_meta(self) -> StoreMeta | None:
@@ -336,7 +369,7 @@ class VideoStore:
         self._call("write meta", lambda c: c.upsert(self.meta_collection, [meta_row(meta)]))
 
     def _check_wanted(self, meta: StoreMeta) -> None:
-        model_version, coarse_dim, representation = self._wanted
+        model_version, coarse_dim, representation, text_dim = self._wanted
         problems = []
         if model_version is not None and model_version != meta.model_version:
             problems.append(f"model-pack version {meta.model_version!r} (this caller: {model_version!r})")
@@ -344,6 +377,8 @@ class VideoStore:
             problems.append(f"coarse dimension {meta.coarse_dim} (this caller: {coarse_dim})")
         if representation is not None and representation != meta.representation:
             problems.append(f"representation {meta.representation!r} (this caller: {representation!r})")
+        if text_dim is not None and text_dim != meta.text_dim:
+            problems.append(f"text-video vectors of dimension {meta.text_dim} (0: none; this caller: {text_dim})")
         layout = self.settings.layout
         if layout != "auto" and layout != meta.layout:
             problems.append(f"layout {meta.layout!r} (settings: {layout!r})")
@@ -355,7 +390,7 @@ class VideoStore:
             )
 
     def _new_meta(self) -> StoreMeta:
-        model_version, coarse_dim, representation = self._wanted
+        model_version, coarse_dim, representation, text_dim = self._wanted
         if model_version is None or coarse_dim is None or representation is None:
             raise StoreError(
                 f"no video store {self.settings.prefix!r} at {self.settings.display_uri} yet: creating one "
@@ -366,16 +401,17 @@ class VideoStore:
             layout = "vector" if self.supports_binary_vectors else "chunk"
         elif layout == "vector" and representation == "binary" and not self.supports_binary_vectors:
             raise StoreError(f"{self.server_version} has no binary vectors: use layout 'chunk' or 'auto'")
-        return make_meta(model_version, coarse_dim, representation, layout)
+        return make_meta(model_version, coarse_dim, representation, layout, text_dim or 0)
 
     def _create_collections(self, meta: StoreMeta) -> None:
-        """Create the frame, then the video collection, where missing (after a crash during creation too)."""
+        """Create the frame (and text), then the video collection, where missing (after a crash during creation
+        too)."""
         from pymilvus import MilvusClient
 
-        wanted = [
-            (self.frame_collection, frame_schema(MilvusClient, meta), self._frame_index(meta)),
-            (self.video_collection, video_schema(MilvusClient, meta), ("coarse", *self._coarse_index())),
-        ]
+        wanted = [(self.frame_collection, frame_schema(MilvusClient, meta), self._frame_index(meta))]
+        if meta.text_dim:
+            wanted.append((self.text_collection, text_schema(MilvusClient, meta), ("vector", *self._coarse_index())))
+        wanted.append((self.video_collection, video_schema(MilvusClient, meta), ("coarse", *self._coarse_index())))
         for name, schema, index in wanted:
             self._create_collection(name, schema, index, "Bounded")
 
@@ -417,8 +453,9 @@ class VideoStore:
     def upsert_many(self, videos: Sequence[IndexedVideo]) -> None:
         """Insert or replace videos (distinct ids), all validated before any write, never half-visible.
 
-        Frames of a new generation first, then the per-video rows (the switch), then the old generations'
-        frames are deleted.  Batching many videos per call is much faster than one call per video.
+        Frames and text-video vectors of a new generation first, then the per-video rows (the switch), then the
+        old generations' frames and vectors are deleted.  Batching many videos per call is much faster than one
+        call per video.
         """
         meta = self.meta
         checked = [check_video(video, meta) for video in videos]
@@ -435,14 +472,19 @@ class VideoStore:
         try:
             for start in range(0, len(rows), batch):
                 self._call("insert frames", lambda c, s=start: c.insert(self.frame_collection, rows[s:s + batch]))
+            if meta.text_dim:
+                text_rows = [{"video_id": video.video_id, "generation": generation, "vector": video.text.tolist()}
+                             for video, generation in zip(checked, generations, strict=True)]
+                self._call("insert text vectors", lambda c: c.insert(self.text_collection, text_rows))
             self._switch(checked, generations, meta)
         except BaseException:
             self._roll_back(written)
             raise
         current = self._video_rows(ids, ["generation"], "Strong")  # what won, if another writer raced this one
         keep = [row["generation"] for row in current.values()]
-        for start in range(0, len(ids), DELETE_BATCH):  # the replaced generations' frames (and any strays)
-            self._delete_frames(both(is_in("video_id", ids[start:start + DELETE_BATCH]), is_not_in("generation", keep)))
+        for start in range(0, len(ids), DELETE_BATCH):  # the replaced generations' rows (and any strays)
+            self._delete_generations(both(is_in("video_id", ids[start:start + DELETE_BATCH]),
+                                          is_not_in("generation", keep)))
         self._flush_if_embedded()
 
     def _switch(self, videos: list[IndexedVideo], generations: list[int], meta: StoreMeta) -> None:
@@ -469,12 +511,13 @@ class VideoStore:
             current = self._video_rows([video_id for video_id, _ in written], ["generation"], "Strong")
             stray = [(v, g) for v, g in written if current.get(v, {}).get("generation") != g]
             for start in range(0, len(stray), ORPHAN_DELETE_BATCH):
-                self._delete_frames(_pairs_filter(stray[start:start + ORPHAN_DELETE_BATCH]))
+                self._delete_generations(_pairs_filter(stray[start:start + ORPHAN_DELETE_BATCH]))
         except Exception:  # the original error is the one to report
             pass
 
     def delete(self, video_id: str) -> bool:
-        """Remove a video: its row first (no longer searchable), then its frames. False if it was absent."""
+        """Remove a video: its row first (no longer searchable), then its frames and text-video vector. False if
+        it was absent."""
         check_video_id(video_id)
         self.meta  # noqa: B018 - opens (and checks) the collections before writing
         existed = bool(self._video_rows([video_id], ["generation"], "Strong"))
@@ -484,12 +527,12 @@ class VideoStore:
     def _delete_rows(self, video_id: str) -> None:
         """The row, then the frames, of one id (checked by the caller, or found in the store by `check`)."""
         self._call("delete video", lambda c: c.delete(self.video_collection, filter=equals("video_id", video_id)))
-        self._delete_frames(equals("video_id", video_id))
+        self._delete_generations(equals("video_id", video_id))
         self._flush_if_embedded()
 
     def flush(self) -> None:
         """Seal what was written so far (Milvus Lite indexes only sealed data; a real server seals by itself)."""
-        for name in (self.frame_collection, self.video_collection):
+        for name in self._collections(self.meta)[1:]:
             self._call("flush", lambda c, n=name: c.flush(n))
 
     def _flush_if_embedded(self) -> None:
@@ -501,16 +544,27 @@ class VideoStore:
     def _delete_frames(self, expression: str) -> None:
         self._call("delete frames", lambda c: c.delete(self.frame_collection, filter=expression))
 
+    def _delete_text(self, expression: str) -> None:
+        if self.meta.text_dim:
+            self._call("delete text vectors", lambda c: c.delete(self.text_collection, filter=expression))
+
+    def _delete_generations(self, expression: str) -> None:
+        """Frame and text-vector rows matching `expression` (over video_id and generation)."""
+        self._delete_frames(expression)
+        self._delete_text(expression)
+
     # ---- reads -----------------------------------------------------------------------------------
 
-    def _video_rows(self, video_ids: Sequence[str], fields: list[str], consistency: str) -> dict[str, dict]:
+    def _video_rows(self, video_ids: Sequence[str], fields: list[str], consistency: str,
+                    condition: str = "") -> dict[str, dict]:
+        """{video_id: row with `fields`} of the ids that are indexed (and match `condition`, a checked filter)."""
         rows: dict[str, dict] = {}
         unique = list(dict.fromkeys(video_ids))
         for start in range(0, len(unique), DELETE_BATCH):
             chunk = unique[start:start + DELETE_BATCH]
-            found = self._call("get videos", lambda c, ids=chunk: c.query(
-                self.video_collection, filter=is_in("video_id", ids), output_fields=["video_id", *fields],
-                consistency_level=consistency))
+            expression = both(is_in("video_id", chunk), condition) if condition else is_in("video_id", chunk)
+            found = self._call("get videos", lambda c, e=expression: c.query(
+                self.video_collection, filter=e, output_fields=["video_id", *fields], consistency_level=consistency))
             rows.update({row["video_id"]: row for row in found})
         return rows
 
@@ -530,20 +584,65 @@ class VideoStore:
             raise InvalidVideo("query vector contains NaN or Inf")
         if not 1 <= k <= MAX_QUERY_ROWS:
             raise InvalidVideo(f"k must be in 1..{MAX_QUERY_ROWS}, got {k}")
+        hits = self._search_vectors(self.video_collection, "coarse", query, k, ["video_id", "selector"], consistency,
+                                    filter or "", ef)
+        entities = [hit["entity"] for hit in hits]
+        return CoarseHits(
+            ids=[entity["video_id"] for entity in entities],
+            scores=np.array([hit["distance"] for hit in hits], np.float32),
+            selectors=np.array([entity["selector"] for entity in entities], np.float32),
+        )
+
+    def search_text(self, vector: np.ndarray, k: int, filter: str | None = None,
+                    consistency: str = "Session") -> TextHits:
+        """[text_dim] float32 L2-normalised text query -> the k best videos by inner product with their text-video
+        vectors (cosine).  `filter`: a Milvus expression over the per-video fields, as in `search_coarse`.
+
+        Only vectors of each video's current generation count (a re-index in progress or an interrupted one
+        never shows an old vector), so the text collection is read in growing windows until k videos pass or
+        it is exhausted.  NoTextVectors on a store made without text-video vectors.
+        """
+        meta = self.meta
+        if not meta.text_dim:
+            raise NoTextVectors(f"store {self.settings.prefix!r} at {self.settings.display_uri} holds no text-video "
+                                "vectors: it was built for a model pack without a text-video student; re-index "
+                                "into a new store with a pack that has one")
+        query = check_unit_vector(np.asarray(vector), meta.text_dim, "text query vector")
+        if not 1 <= k <= MAX_QUERY_ROWS:
+            raise InvalidVideo(f"k must be in 1..{MAX_QUERY_ROWS}, got {k}")
+        try:
+            condition = checked_filter(filter) if filter else ""
+        except ValueError as error:
+            raise InvalidVideo(str(error)) from None
+        window = min(MAX_QUERY_ROWS, 2 * k + 16)
+        while True:
+            hits = self._search_vectors(self.text_collection, "vector", query, window, ["video_id", "generation"],
+                                        consistency)
+            ids = list(dict.fromkeys(hit["entity"]["video_id"] for hit in hits))
+            current = self._video_rows(ids, ["generation"], consistency, condition)
+            kept: dict[str, float] = {}
+            for hit in hits:
+                video_id = hit["entity"]["video_id"]
+                if video_id not in kept and current.get(video_id, {}).get("generation") == hit["entity"]["generation"]:
+                    kept[video_id] = float(hit["distance"])
+            if len(kept) >= k or len(hits) < window or window == MAX_QUERY_ROWS:
+                break
+            window = min(MAX_QUERY_ROWS, window * 4)
+        best = list(kept.items())[:k]
+        return TextHits([video_id for video_id, _ in best], np.array([score for _, score in best], np.float32))
+
+    def _search_vectors(self, collection: str, field_name: str, query: np.ndarray, limit: int,
+                        output_fields: list[str], consistency: str, filter: str = "", ef: int | None = None) -> list:
+        """One inner-product search of `collection`'s `field_name` -> its hits (dicts with "distance", "entity")."""
         params = {"metric_type": "IP", "params": {}}
         if self.settings.coarse_index == "HNSW":
-            params["params"]["ef"] = max(ef or 0, k, 64)
+            params["params"]["ef"] = max(ef or 0, limit, 64)
         elif self.settings.coarse_index == "IVF_FLAT":
             params["params"]["nprobe"] = 32
         result = self._call("search", lambda c: c.search(
-            self.video_collection, data=[query.astype(np.float32).tolist()], limit=k, filter=filter or "",
-            search_params=params, output_fields=["video_id", "selector"], consistency_level=consistency))
-        entities = [hit["entity"] for hit in result[0]]
-        return CoarseHits(
-            ids=[entity["video_id"] for entity in entities],
-            scores=np.array([hit["distance"] for hit in result[0]], np.float32),
-            selectors=np.array([entity["selector"] for entity in entities], np.float32),
-        )
+            collection, data=[query.astype(np.float32).tolist()], limit=limit, filter=filter, anns_field=field_name,
+            search_params=params, output_fields=output_fields, consistency_level=consistency))
+        return list(result[0])
 
     def fetch_codes(self, video_ids: Sequence[str], consistency: str = "Session") -> FetchedCodes:
         """Fine codes of K videos in few batched queries (≤ 16,384 rows each); see FetchedCodes."""
@@ -624,6 +723,7 @@ class VideoStore:
         if fetched.missing:
             raise StoreError(f"video {video_id!r} has incomplete frames; run `dnsvr store check --repair`")
         metadata = row["metadata"]
+        text = self._text_vector(video_id, row["generation"], consistency) if self.meta.text_dim else None
         return IndexedVideo(
             video_id=video_id,
             coarse=np.asarray(row["coarse"], np.float32),
@@ -634,7 +734,16 @@ class VideoStore:
             metadata=json.loads(metadata) if isinstance(metadata, str) else dict(metadata or {}),
             model_version=row["model_version"],
             indexed_at=row["indexed_at"] / 1000.0,
+            text=text,
         )
+
+    def _text_vector(self, video_id: str, generation: int, consistency: str) -> np.ndarray:
+        rows = self._call("get text vector", lambda c: c.query(
+            self.text_collection, filter=both(equals("video_id", video_id), equals("generation", generation)),
+            output_fields=["vector"], limit=1, consistency_level=consistency))
+        if not rows:
+            raise StoreError(f"video {video_id!r} has no text-video vector; run `dnsvr store check --repair`")
+        return np.asarray(rows[0]["vector"], np.float32)
 
     def count(self, consistency: str = "Strong") -> int:
         """Number of searchable videos."""
@@ -697,15 +806,17 @@ class VideoStore:
             videos += 1
             frames += int(row["frame_count"])
         frame_rows_count = self._count(self.frame_collection, "Strong")
-        payload = (4 * meta.coarse_dim + 4 + meta.frame_bytes * frames / videos) if videos else 0.0
+        text_rows = self._count(self.text_collection, "Strong") if meta.text_dim else 0
+        payload = (4 * (meta.coarse_dim + meta.text_dim) + 4 + meta.frame_bytes * frames / videos) if videos else 0.0
         disk = None
         if self.settings.embedded:
             files = Path(self.settings.uri).expanduser().rglob("*")
             disk = sum(p.stat().st_size for p in files if p.is_file())
-        return StoreStats(videos, frames, frame_rows_count, payload, disk, meta)
+        return StoreStats(videos, frames, frame_rows_count, payload, disk, meta, text_rows)
 
     def check(self, repair: bool = False, grace_s: float = 600.0) -> CheckReport:
-        """Find orphan frame rows, videos with incomplete frames and ids the id rule refuses; `repair` removes them.
+        """Find orphan frame and text-vector rows, videos with incomplete frames (or without their text-video
+        vector) and ids the id rule refuses; `repair` removes them.
 
         Orphans younger than `grace_s` are skipped: they may belong to an upsert still in progress.
         Repair deletes incomplete videos and invalid ids too (row first): they must be re-indexed.
@@ -721,21 +832,32 @@ class VideoStore:
         unreferenced = [key for key in found if key not in expected]
         orphans = [key for key in unreferenced if now - generation_time(key[1]) >= grace_s]
         recent = sum(found[key] for key in unreferenced if now - generation_time(key[1]) < grace_s)
-        incomplete = sorted(video_id for (video_id, generation), rows in expected.items()
-                            if found.get((video_id, generation), 0) != rows)
+        incomplete = {video_id for (video_id, generation), rows in expected.items()
+                      if found.get((video_id, generation), 0) != rows}
+        text_found: dict[tuple[str, int], int] = defaultdict(int)
+        if meta.text_dim:
+            for row in self._scan(self.text_collection, "pk", ["video_id", "generation"]):
+                text_found[row["video_id"], row["generation"]] += 1
+            incomplete.update(video_id for video_id, generation in expected if (video_id, generation) not in text_found)
+        text_unreferenced = [key for key in text_found if key not in expected]
+        text_orphans = [key for key in text_unreferenced if now - generation_time(key[1]) >= grace_s]
+        recent += sum(text_found[key] for key in text_unreferenced if now - generation_time(key[1]) < grace_s)
         report = CheckReport(
             videos=len(expected), frame_rows=sum(found.values()), orphan_rows=sum(found[k] for k in orphans),
-            orphan_video_ids=sorted({video_id for video_id, _ in orphans}), incomplete_video_ids=incomplete,
-            skipped_recent_rows=recent,
+            orphan_video_ids=sorted({video_id for video_id, _ in orphans + text_orphans}),
+            incomplete_video_ids=sorted(incomplete), skipped_recent_rows=recent,
             invalid_video_ids=sorted({video_id for video_id, _ in expected if id_problem(video_id)}),
+            orphan_text_rows=sum(text_found[k] for k in text_orphans),
         )
         if repair:
-            for video_id in incomplete:
+            for video_id in report.incomplete_video_ids:
                 self.delete(video_id)
             for video_id in report.invalid_video_ids:
                 self._delete_rows(video_id)
             for start in range(0, len(orphans), ORPHAN_DELETE_BATCH):
                 self._delete_frames(_pairs_filter(orphans[start:start + ORPHAN_DELETE_BATCH]))
+            for start in range(0, len(text_orphans), ORPHAN_DELETE_BATCH):
+                self._delete_text(_pairs_filter(text_orphans[start:start + ORPHAN_DELETE_BATCH]))
             report.repaired = True
         return report
 

@@ -36,6 +36,7 @@ TRITON_CODES = {
     "invalid_video": "INVALID_ARG",
     "forbidden": "INVALID_ARG",  # the python backend has no permission-denied code; the tag says it
     "not_found": "NOT_FOUND",
+    "no_text_search": "UNSUPPORTED",
     "unavailable": "UNAVAILABLE",
     "internal": "INTERNAL",
 }

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from dnsvr.client import spec
 from dnsvr.serving.pipelines.search import Embedding, ModelCalls
 from dnsvr.serving.triton.base import call
 
 
-def embed(video: dict[str, np.ndarray]) -> Embedding:
-    """dnsvr_embed on one video ({"video": bytes} or {"frames": uint8}) -> Embedding."""
-    return Embedding.from_outputs(call("dnsvr_embed", video, ["coarse", "fine", "selector"]))
+def embedder(text: bool) -> Callable[[dict[str, np.ndarray]], Embedding]:
+    """dnsvr_embed on one video ({"video": bytes} or {"frames": uint8}) -> Embedding; `text`: the pack has a
+    text-video student, whose vector dnsvr_embed then also returns."""
+    outputs = ["coarse", "fine", "selector", *(["text_video"] if text else [])]
+
+    def embed(video: dict[str, np.ndarray]) -> Embedding:
+        return Embedding.from_outputs(call("dnsvr_embed", video, outputs))
+
+    return embed
 
 
-def model_calls(fine: str) -> ModelCalls:
-    """dnsvr_embed, selector_score and the fine student `fine`'s similarity model."""
+def embed_text(text: str) -> np.ndarray:
+    """dnsvr_text_embed on one text query -> its unit vector [D] float32."""
+    query = np.array([text.encode("utf-8")], dtype=np.object_)
+    return call("dnsvr_text_embed", {"text": query}, ["embedding"])["embedding"][0]
+
+
+def model_calls(fine: str, text: bool = False) -> ModelCalls:
+    """dnsvr_embed (`embedder(text)`), selector_score and the fine student `fine`'s similarity model."""
     similarity_model = spec.fine_kind(fine).similarity_model
 
     def selector_score(rows: np.ndarray) -> np.ndarray:
@@ -25,4 +39,4 @@ def model_calls(fine: str) -> ModelCalls:
                  "candidate_mask": candidate_mask}
         return call(similarity_model, feeds, ["similarity"])["similarity"]
 
-    return ModelCalls(embed, selector_score, fine_similarity)
+    return ModelCalls(embedder(text), selector_score, fine_similarity)

@@ -10,11 +10,15 @@ import numpy as np
 from dnsvr.serving.pipelines.index import index_request
 from dnsvr.serving.pipelines.requests import RequestInputs
 from dnsvr.serving.triton.base import StoreModel
-from dnsvr.serving.triton.calls import embed
+from dnsvr.serving.triton.calls import embedder
 
 
 class TritonPythonModel(StoreModel):
     access = "write"
 
+    def setup(self) -> None:
+        super().setup()
+        self.embed = embedder(self.stores.text is not None)
+
     def handle(self, inputs: RequestInputs) -> dict[str, np.ndarray]:
-        return index_request(inputs, self.stores, embed)
+        return index_request(inputs, self.stores, self.embed)

@@ -21,7 +21,7 @@ class TritonPythonModel(StoreModel):
         super().setup()
         self.consistency = (paths.environment(paths.SEARCH_CONSISTENCY) or self.parameters.get("consistency")
                             or "Session")
-        self.calls = model_calls(self.stores.fine_kind)
+        self.calls = model_calls(self.stores.fine_kind, self.stores.text is not None)
 
     def handle(self, inputs: RequestInputs) -> dict[str, np.ndarray]:
         return search_request(inputs, self.stores, self.calls, self.consistency)

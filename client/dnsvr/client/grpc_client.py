@@ -5,9 +5,11 @@
     result = client.search("query.mp4", top_k=10, rerank=0.1)
     for hit in result:                                      # best first
         print(hit.video_id, hit.score, hit.reranked)
+    client.search_text("a man riding a bike at night", top_k=10)   # with a text-video student
 
 Errors: InvalidVideo (bad input, nothing changed), NotFound (unknown id), ServerUnavailable (server or store
-down, after the retries of idempotent calls), ServerError (anything else).  Searches, stats and health are
+down, after the retries of idempotent calls), NoTextSearch (text search without a text-video student or
+vectors), Forbidden (the access token), ServerError (anything else).  Searches, stats and health are
 retried on ServerUnavailable (`retries`, exponential back-off); index and delete are not (a retried delete
 could report a deletion it did not make; index is expensive and the caller decides).  One gRPC channel per
 thread: the client may be shared by threads (`index_many` does).
@@ -170,6 +172,17 @@ class VideoSearchClient:
         request = protocol.search_request(video, video_id, top_k, rerank, candidates, filter)
         began = time.perf_counter()
         result = protocol.parse_search(self._infer(request, idempotent=True))
+        result.timings_ms["round_trip"] = (time.perf_counter() - began) * 1000.0
+        return result
+
+    def search_text(self, text: str, top_k: int = 10, filter: str | None = None) -> SearchResult:
+        """Rank indexed videos against a text query ("a man riding a bike at night") by the cosine of the
+        text-video student's vectors.  NoTextSearch when the server's model pack has no text-video student or
+        its store holds no text-video vectors; InvalidVideo for an empty or too long text (spec.MAX_TEXT_BYTES).
+        """
+        request = protocol.search_text_request(text, top_k, filter)
+        began = time.perf_counter()
+        result = protocol.parse_search_text(self._infer(request, idempotent=True))
         result.timings_ms["round_trip"] = (time.perf_counter() - began) * 1000.0
         return result
 

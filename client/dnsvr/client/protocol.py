@@ -19,6 +19,7 @@ from dnsvr.client.results import IndexResult, SearchHit, SearchResult
 from dnsvr.client.video_input import VideoLike, video_tensor
 
 INDEX, SEARCH, DELETE, STATS = "dnsvr_index", "dnsvr_search", "dnsvr_delete", "dnsvr_stats"
+SEARCH_TEXT = "dnsvr_search_text"
 TOKEN_HEADER = "dnsvr-token"  # carries the access token; the server forwards it to the pipelines
 TOKEN_ENV = "DNSVR_ACCESS_TOKEN"
 
@@ -27,7 +28,7 @@ def call_headers(token: str | None, headers: dict[str, str] | None) -> dict[str,
     """The headers of every call: `headers`, plus the access token (given, else $DNSVR_ACCESS_TOKEN)."""
     token = token or os.environ.get(TOKEN_ENV)
     return {**(headers or {}), **({TOKEN_HEADER: token} if token else {})}
-PIPELINE_MODELS = ("dnsvr_embed", INDEX, SEARCH, DELETE, STATS)
+PIPELINE_MODELS = ("dnsvr_embed", INDEX, SEARCH, SEARCH_TEXT, DELETE, STATS)
 
 
 @dataclass(frozen=True)
@@ -94,9 +95,7 @@ def search_request(
 ) -> Request:
     if (video is None) == (video_id is None):
         raise InvalidVideo("search takes exactly one of video= or video_id=")
-    if not isinstance(top_k, int) or not 1 <= top_k <= spec.MAX_TOP_K:
-        raise InvalidVideo(f"top_k must be an int in 1..{spec.MAX_TOP_K}, got {top_k!r}")
-    inputs: dict[str, np.ndarray] = {"top_k": np.array([top_k], np.int32)}
+    inputs = _top_k_and_filter(top_k, filter)
     if video is not None:
         name, array = video_tensor(video)
         inputs[name] = array
@@ -107,11 +106,29 @@ def search_request(
         inputs["rerank"] = _text(policy)
     if candidates:
         inputs["candidates"] = np.array([candidates], np.int32)
+    return Request(SEARCH, inputs, _outputs(SEARCH))
+
+
+def _top_k_and_filter(top_k: int, filter: str | None) -> dict[str, np.ndarray]:
+    """The `top_k` and optional `filter` inputs every search takes, checked."""
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= spec.MAX_TOP_K:
+        raise InvalidVideo(f"top_k must be an int in 1..{spec.MAX_TOP_K}, got {top_k!r}")
+    inputs: dict[str, np.ndarray] = {"top_k": np.array([top_k], np.int32)}
     if filter:
         if not isinstance(filter, str) or len(filter.encode("utf-8")) > spec.MAX_FILTER_BYTES:
             raise InvalidVideo(f"filter must be a str of at most {spec.MAX_FILTER_BYTES} bytes of UTF-8")
         inputs["filter"] = _text(filter)
-    return Request(SEARCH, inputs, _outputs(SEARCH))
+    return inputs
+
+
+def search_text_request(text: str, top_k: int = 10, filter: str | None = None) -> Request:
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidVideo("the text query must be a non-empty str")
+    if len(text.encode("utf-8")) > spec.MAX_TEXT_BYTES:
+        raise InvalidVideo(f"the text query is {len(text.encode('utf-8'))} bytes of UTF-8, the maximum is "
+                           f"{spec.MAX_TEXT_BYTES}")
+    inputs = {"text": _text(text), **_top_k_and_filter(top_k, filter)}
+    return Request(SEARCH_TEXT, inputs, _outputs(SEARCH_TEXT))
 
 
 def delete_request(video_id: str) -> Request:
@@ -147,6 +164,15 @@ def parse_search(outputs: dict[str, np.ndarray]) -> SearchResult:
             outputs["video_ids"].reshape(-1), outputs["scores"].reshape(-1), outputs["reranked"].reshape(-1),
             outputs["coarse_scores"].reshape(-1), outputs["selector_scores"].reshape(-1), strict=True)
     ]
+    return SearchResult(hits, _timings(outputs))
+
+
+def parse_search_text(outputs: dict[str, np.ndarray]) -> SearchResult:
+    """Text search hits: `score` is the cosine of the text and video vectors (also `coarse_score`; never
+    re-ranked)."""
+    hits = [SearchHit(video_id=_decoded(video_id), score=float(score), reranked=False, coarse_score=float(score),
+                      selector_score=None)
+            for video_id, score in zip(outputs["video_ids"].reshape(-1), outputs["scores"].reshape(-1), strict=True)]
     return SearchResult(hits, _timings(outputs))
 
 

@@ -20,9 +20,12 @@ Network models (one ONNX graph each):
     fine_similarity_bin   query uint8 [Tq, 9, 64], query_mask [Tq],
                           candidates uint8 [K, Tt, 9, 64], candidate_mask [K, Tt] -> similarity float32 [K]
     fine_similarity_att   the same with float32 [.., 9, 512] representations
+    text_encoder          token_ids int64 [B, L] (CLIP tokens)        -> embedding float32 [B, D] (unit norm)
+    video_text_embed      frames uint8 [B, T, S, S, 3] RGB crops, mask [B, T] -> embedding float32 [B, D] (unit)
 
-Only the models of the exported fine student (bin or att) are served; `model_repository/manifest.json`
-lists them.  Served pipelines (ensembles / BLS models) go in `PIPELINES`, next to `NETWORKS`.
+Only the models of the exported fine student (bin or att) are served, and the two text-video models when the
+weights carry a text-video student (TeachCLIP); `model_repository/manifest.json` lists them.  Served pipelines
+(ensembles / BLS models) go in `pipeline_specs(fine, text)`, next to `NETWORKS`.
 """
 
 from __future__ import annotations
@@ -193,10 +196,30 @@ def _fine_similarity(name: str, dtype: str, width: int, what: str) -> ModelSpec:
 FINE_SIMILARITY_BIN = _fine_similarity("fine_similarity_bin", "uint8", CODE_BYTES, "packed S^f_B codes")
 FINE_SIMILARITY_ATT = _fine_similarity("fine_similarity_att", "float32", FEATURE_DIMS, "S^f_A features")
 
+TEXT_ENCODER = ModelSpec(
+    "text_encoder",
+    inputs=(TensorSpec("token_ids", "int64", (-1, -1)),),
+    outputs=(TensorSpec("embedding", "float32", (-1, -1)),),
+    max_batch_size=64,
+    dynamic_batching=True,
+    description="text-video student: CLIP token ids (SOT ... EOT, 0-padded) -> L2-normalised text vector",
+)
+VIDEO_TEXT_EMBED = ModelSpec(
+    "video_text_embed",
+    inputs=(TensorSpec("frames", "uint8", (-1, -1, -1, -1, 3)), _mask()),
+    outputs=(TensorSpec("embedding", "float32", (-1, -1)),),
+    max_batch_size=16,
+    dynamic_batching=True,
+    frame_axes=(("frames", 1), ("mask", 1)),
+    description="text-video student: uint8 RGB crops [B, T <= max_frames, S, S, 3] (CLIP normalisation inside) "
+                "-> L2-normalised video vector (AFA head; official mode pads to max_frames inside)",
+)
+TEXT_NETWORKS = (TEXT_ENCODER.name, VIDEO_TEXT_EMBED.name)
+
 NETWORKS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (FEATURE_EXTRACTOR, COARSE_EMBED, FINE_INDEX_BIN, FINE_INDEX_ATT, SELECTOR_INDEX,
-                 SELECTOR_SCORE, FINE_SIMILARITY_BIN, FINE_SIMILARITY_ATT)
+                 SELECTOR_SCORE, FINE_SIMILARITY_BIN, FINE_SIMILARITY_ATT, TEXT_ENCODER, VIDEO_TEXT_EMBED)
 }
 
 
@@ -247,6 +270,7 @@ def fine_kind(name: str) -> FineKind:
 MAX_TOP_K = 1000
 MAX_CANDIDATES = 10_000
 MAX_FILTER_BYTES = 4096  # a search filter's UTF-8 size
+MAX_TEXT_BYTES = 2048  # a text query's UTF-8 size (the tokenizer keeps 30 tokens of it anyway)
 
 
 def _video_inputs() -> tuple[TensorSpec, ...]:
@@ -257,19 +281,28 @@ def _video_inputs() -> tuple[TensorSpec, ...]:
     )
 
 
-def pipeline_specs(fine: str = "bin") -> dict[str, ModelSpec]:
-    """The served pipelines for the exported fine student (`bin` or `att`), by name."""
+def pipeline_specs(fine: str = "bin", text: bool = False) -> dict[str, ModelSpec]:
+    """The served pipelines for the exported fine student (`bin` or `att`), by name.
+
+    text=True: the weights carry a text-video student: video_decode also gives its frame crops, dnsvr_embed
+    its video vector (`text_video`), and the text path `text_tokenize` -> `dnsvr_text_embed` is served.
+    `dnsvr_search_text` is always served (without a text student it answers with a clear error).
+    """
     kind = fine_kind(fine)
     fine_dtype, fine_width = kind.dtype, kind.width
     frames = TensorSpec("frames", "uint8", (-1, FRAME_SIZE, FRAME_SIZE, 3))
     timings = TensorSpec("timings", "bytes", (1,))
-    specs = (
+    frame_count = TensorSpec("frame_count", "int64", (1,))
+    text_frames = (TensorSpec("clip_frames", "uint8", (1, -1, -1, -1, 3)), _mask_row("clip_mask")) if text else ()
+    text_video = (TensorSpec("text_video", "float32", (1, -1)),) if text else ()
+    specs = [
         ModelSpec(
             "video_decode",
             inputs=_video_inputs(),
-            outputs=(frames, _mask_row(), TensorSpec("frame_count", "int64", (1,))),
+            outputs=(frames, _mask_row(), frame_count, *text_frames),
             description="python: PyAV decode at 1 fps, 224 centre crop (or check given frames); short clips "
-                        "repeated to MIN_FRAMES",
+                        "repeated to MIN_FRAMES" + ("; the text student's crops of <= max_frames frames "
+                                                     "selected uniformly" if text else ""),
         ),
         ModelSpec(
             "frame_features",
@@ -285,9 +318,11 @@ def pipeline_specs(fine: str = "bin") -> dict[str, ModelSpec]:
                 TensorSpec("coarse", "float32", (1, -1)),
                 TensorSpec("fine", fine_dtype, (1, -1, REGIONS, fine_width)),
                 TensorSpec("selector", "float32", (1, 1)),
-                TensorSpec("frame_count", "int64", (1,)),
+                frame_count,
+                *text_video,
             ),
-            description="ensemble: video_decode -> frame_features -> coarse_embed | fine_index | selector_index",
+            description="ensemble: video_decode -> frame_features -> coarse_embed | fine_index | selector_index"
+                        + (" | video_text_embed" if text else ""),
         ),
         ModelSpec(
             "dnsvr_index",
@@ -297,7 +332,7 @@ def pipeline_specs(fine: str = "bin") -> dict[str, ModelSpec]:
                 TensorSpec("source_uri", "bytes", (1,), optional=True),
                 TensorSpec("metadata", "bytes", (1,), optional=True),
             ),
-            outputs=(TensorSpec("frame_count", "int64", (1,)), timings),
+            outputs=(frame_count, timings),
             description="BLS: dnsvr_embed -> Milvus upsert (re-indexing an id replaces it)",
         ),
         ModelSpec(
@@ -321,6 +356,16 @@ def pipeline_specs(fine: str = "bin") -> dict[str, ModelSpec]:
             description="BLS: embed (or load an indexed id) -> coarse top-K' -> selector -> fine re-rank",
         ),
         ModelSpec(
+            "dnsvr_search_text",
+            inputs=(
+                TensorSpec("text", "bytes", (1,)),
+                TensorSpec("top_k", "int32", (1,)),
+                TensorSpec("filter", "bytes", (1,), optional=True),
+            ),
+            outputs=(TensorSpec("video_ids", "bytes", (-1,)), TensorSpec("scores", "float32", (-1,)), timings),
+            description="BLS: dnsvr_text_embed -> Milvus inner-product top-k over the text-video vectors",
+        ),
+        ModelSpec(
             "dnsvr_delete",
             inputs=(TensorSpec("video_id", "bytes", (1,)),),
             outputs=(TensorSpec("deleted", "bool", (1,)),),
@@ -332,15 +377,30 @@ def pipeline_specs(fine: str = "bin") -> dict[str, ModelSpec]:
             outputs=(TensorSpec("report", "bytes", (1,)),),
             description="python: JSON report ('stats': store sizes and model versions; 'health': store reachable)",
         ),
-    )
+    ]
+    if text:
+        specs += [
+            ModelSpec(
+                "text_tokenize",
+                inputs=(TensorSpec("text", "bytes", (1,)),),
+                outputs=(TensorSpec("token_ids", "int64", (1, -1)),),
+                description="python: CLIP tokenizer (text clean-up, BPE, SOT/EOT, max_words) -> token ids",
+            ),
+            ModelSpec(
+                "dnsvr_text_embed",
+                inputs=(TensorSpec("text", "bytes", (1,)),),
+                outputs=(TensorSpec("embedding", "float32", (1, -1)),),
+                description="ensemble: text_tokenize -> text_encoder",
+            ),
+        ]
     return {model_spec.name: model_spec for model_spec in specs}
 
 
-def _mask_row() -> TensorSpec:
-    return TensorSpec("mask", "bool", (1, -1))
+def _mask_row(name: str = "mask") -> TensorSpec:
+    return TensorSpec(name, "bool", (1, -1))
 
 
-PIPELINES: dict[str, ModelSpec] = pipeline_specs("bin")
+PIPELINES: dict[str, ModelSpec] = pipeline_specs("bin", text=True)  # every pipeline name (`model()` lookups)
 
 
 def model(name: str) -> ModelSpec:
