@@ -50,7 +50,8 @@ def test_layout_configs_and_manifest(repository: Path, golden_dir: Path) -> None
     assert {"torch", "onnx", "onnxruntime", "python"} <= set(manifest["tools"])
     digest = json.loads((golden_dir / "manifest.json").read_text())
     assert manifest["weights"]["fine_bin"]["sha256"] in json.dumps(digest)
-    assert served == sorted(pipeline_networks("bin")) and manifest["pipelines"] == list(spec.PIPELINES)
+    assert served == sorted(pipeline_networks("bin")) and manifest["pipelines"] == list(spec.pipeline_specs("bin"))
+    assert manifest["text"] is None and "dnsvr_search_text" in manifest["pipelines"]
     for name in served:
         entry = manifest["models"][name]
         assert entry["max_abs_error"] <= entry["tolerance"]["atol"] + 1e-12

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from conftest import VIDEOS
-from dnsvr.client import InvalidVideo, NotFound, VideoSearchClient
+from dnsvr.client import InvalidVideo, NoTextSearch, NotFound, VideoSearchClient
 from dnsvr.client.aio_client import AsyncVideoSearchClient
 from dnsvr.export.manifest import changed_weights
 from dnsvr.export.repository import ensure_exported
@@ -71,6 +71,12 @@ def test_health_and_stats(client, indexed):
     stats = client.stats()
     assert stats["videos"] == len(indexed) and stats["milvus_version"].startswith("milvus_lite")
     assert "fine_similarity_bin" in stats["models"]["served"]
+
+
+def test_text_search_without_a_text_student_says_so(client, indexed):
+    with pytest.raises(NoTextSearch, match="no text-video student"):
+        client.search_text("a test pattern", top_k=3)
+    assert client.health().models["dnsvr_search_text"] and client.stats()["text_search"] is False
 
 
 def test_search_mechanics(client, indexed):

@@ -13,7 +13,7 @@ put it on the command line of a shared machine).
 
 examples:
   dnsvr store stats --store http://127.0.0.1:19530
-  dnsvr store check                 # report orphan frames / incomplete videos (exit 1 if any)
+  dnsvr store check                 # report orphan frames and text vectors / incomplete videos (exit 1 if any)
   dnsvr store check --repair        # remove them
   dnsvr store delete my-video-42
 """
@@ -84,7 +84,8 @@ def _check(args: argparse.Namespace) -> int:
     def action(store) -> int:
         report = store.check(repair=args.repair, grace_s=args.grace)
         print(f"videos: {report.videos}  frame rows: {report.frame_rows}")
-        print(f"orphan frame rows: {report.orphan_rows} (of {len(report.orphan_video_ids)} video ids)"
+        print(f"orphan frame rows: {report.orphan_rows}  orphan text-vector rows: {report.orphan_text_rows} "
+              f"(of {len(report.orphan_video_ids)} video ids)"
               + (f"  {', '.join(report.orphan_video_ids[:20])}" if report.orphan_video_ids else ""))
         if report.skipped_recent_rows:
             print(f"skipped {report.skipped_recent_rows} orphan rows younger than {args.grace:.0f} s")
@@ -93,7 +94,7 @@ def _check(args: argparse.Namespace) -> int:
         print(f"ids the id rule refuses: {len(report.invalid_video_ids)}"
               + (f"  {', '.join(map(repr, report.invalid_video_ids[:20]))}" if report.invalid_video_ids else ""))
         if report.repaired:
-            print("repaired: orphan frames, incomplete videos and refused ids removed")
+            print("repaired: orphan frames and text vectors, incomplete videos and refused ids removed")
             return 0
         return 0 if report.clean else 1
 
@@ -105,9 +106,12 @@ def _stats(args: argparse.Namespace) -> int:
         stats = store.stats()
         meta = stats.meta
         print(f"store:           {store.settings.display_uri}  ({store.server_version})")
-        print(f"collections:     {store.video_collection}, {store.frame_collection}")
+        text = f", {store.text_collection}" if meta.text_dim else ""
+        print(f"collections:     {store.video_collection}, {store.frame_collection}{text}")
         print(f"model version:   {meta.model_version}   coarse dim: {meta.coarse_dim}  "
               f"representation: {meta.representation}  layout: {meta.layout} ({meta.frames_per_row}/row)")
+        vectors = f"{meta.text_dim}-d text-video vectors ({stats.text_rows} rows)" if meta.text_dim else "none"
+        print(f"text search:     {vectors}")
         print(f"videos:          {stats.videos}")
         print(f"frames:          {stats.frames}  in {stats.frame_rows} rows")
         print(f"payload/video:   {stats.payload_bytes_per_video:,.0f} B")

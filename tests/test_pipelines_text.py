@@ -1,0 +1,138 @@
+"""The text-search pipelines between model calls (dnsvr.serving.pipelines.text_search, video decode for the
+text-video student) on a real embedded Milvus Lite store: the text embedder is a stand-in with known vectors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from dnsvr.client import spec
+from dnsvr.serving.pipelines.index import index_request
+from dnsvr.serving.pipelines.requests import BadRequest, RequestInputs
+from dnsvr.serving.pipelines.search import Embedding
+from dnsvr.serving.pipelines.store_access import ServiceStore
+from dnsvr.serving.pipelines.text_search import (
+    NoTextStudent,
+    checked_query,
+    search_text_request,
+    tokenize_request,
+)
+from dnsvr.serving.pipelines.video import decode_request
+from dnsvr.serving.store.video_store import NoTextVectors
+from dnsvr.training.data.clip_frames import resize_and_crop, select_frame_indices
+from dnsvr.training.data.clip_tokenizer import encode
+from dnsvr.training.data.video import decode_video, decode_video_with_crops
+from dnsvr.training.networks.codes import pack_codes
+
+DIM, TEXT_DIM = 16, 8
+TEXT = {"afa": "official", "max_frames": 12, "image_size": 96, "embed_dim": TEXT_DIM, "max_words": 32}
+
+
+def unit(vector: np.ndarray) -> np.ndarray:
+    return (vector / np.linalg.norm(vector)).astype(np.float32)
+
+
+def text(value: str) -> np.ndarray:
+    return np.array([value.encode()], dtype=object)
+
+
+def request(**inputs) -> RequestInputs:
+    return RequestInputs({name: text(v) if isinstance(v, str) else v for name, v in inputs.items()})
+
+
+def service_store(tmp_path, text_settings: dict | None) -> ServiceStore:
+    repository = tmp_path / "repository"
+    repository.mkdir(parents=True, exist_ok=True)
+    manifest = {"pack_version": "test@1", "fine": ["bin"], "served": [], "source": "tests", "text": text_settings}
+    (repository / "manifest.json").write_text(json.dumps(manifest))
+    return ServiceStore(repository, {"store_uri": str(tmp_path / "service.db"), "store_prefix": ""})
+
+
+VECTORS = {name: unit(np.random.default_rng(i).normal(size=TEXT_DIM)) for i, name in enumerate("abcdef")}
+QUERIES = {"like c": VECTORS["c"], "unlike c": -VECTORS["c"]}
+
+
+def embed_text(query: str) -> np.ndarray:
+    return QUERIES.get(query, VECTORS["a"])
+
+
+@pytest.fixture()
+def stores(tmp_path):
+    opened = service_store(tmp_path, TEXT)
+    rng = np.random.default_rng(9)
+    for index, (name, vector) in enumerate(VECTORS.items()):
+        embedding = Embedding(unit(rng.normal(size=DIM)), pack_codes(rng.choice([-1.0, 1.0], (4, 9, 512))), 0.3,
+                              text=vector)
+        index_request(request(video_id=name, video=np.array([b"x"], object),
+                              metadata=json.dumps({"even": index % 2 == 0})), opened, lambda video, e=embedding: e)
+    yield opened
+    opened.close()
+
+
+def test_search_text_ranks_by_the_cosine_and_filters(stores):
+    found = search_text_request(request(text="like c", top_k=np.array([3], np.int32)), stores, embed_text)
+    expected = sorted(VECTORS, key=lambda name: -float(VECTORS[name] @ VECTORS["c"]))[:3]
+    assert [v.decode() for v in found["video_ids"]] == expected
+    np.testing.assert_allclose(found["scores"], [VECTORS[n] @ VECTORS["c"] for n in expected], atol=1e-5)
+    assert {"embed", "search", "total"} <= set(json.loads(found["timings"][0]))
+    even = search_text_request(request(text="unlike c", top_k=np.array([6], np.int32),
+                                       filter='metadata["even"] == true'), stores, embed_text)
+    assert sorted(v.decode() for v in even["video_ids"]) == ["a", "c", "e"]
+    assert even["video_ids"][-1] == b"c"
+
+
+@pytest.mark.parametrize("inputs, message", [
+    (dict(text="", top_k=np.array([3], np.int32)), "text query is empty"),
+    (dict(text=" \t\n", top_k=np.array([3], np.int32)), "text query is empty"),
+    (dict(text="é" * 1025, top_k=np.array([3], np.int32)), "2050 bytes of UTF-8, the maximum is 2048"),
+    (dict(top_k=np.array([3], np.int32)), "lacks input 'text'"),
+    (dict(text="dog", top_k=np.array([0], np.int32)), "top_k must be in"),
+    (dict(text="dog", top_k=np.array([3], np.int32), filter="x" * 5000), "filter is 5000 bytes"),
+    (dict(text="dog", top_k=np.array([3], np.int32), filter="video_id == 'a') or (true"), "an unmatched"),
+    (dict(text="dog", top_k=np.array([3], np.int32), filter="no_such_field > 3"), "rejected by the store"),
+])
+def test_bad_text_requests_name_the_problem(stores, inputs, message):
+    with pytest.raises(ValueError, match=message):  # BadRequest / InvalidVideo: both reach the client as InvalidVideo
+        search_text_request(request(**inputs), stores, embed_text)
+
+
+def test_without_a_student_or_text_vectors_text_search_says_so(tmp_path):
+    no_student = service_store(tmp_path / "one", None)
+    with pytest.raises(NoTextStudent, match="no text-video student"):
+        search_text_request(request(text="dog", top_k=np.array([3], np.int32)), no_student, None)
+    assert NoTextStudent.tag == NoTextVectors.tag == "no_text_search"
+    empty = service_store(tmp_path / "two", TEXT)  # nothing indexed yet: no hits, no error
+    found = search_text_request(request(text="like c", top_k=np.array([3], np.int32)), empty, embed_text)
+    assert found["video_ids"].size == 0
+    no_student.close(), empty.close()
+
+
+def test_tokenize_request_gives_the_official_ids():
+    out = tokenize_request(request(text="A man is playing a GUITAR"), 32)["token_ids"]
+    assert out.dtype == np.int64 and out.shape == (1, 32)
+    np.testing.assert_array_equal(out, encode("A man is playing a GUITAR", 32)[0])
+    assert checked_query("  a dog ") == "  a dog "
+    with pytest.raises(BadRequest, match="empty"):
+        tokenize_request(request(text="   "), 32)
+
+
+def test_decode_gives_the_students_crops_of_the_same_frames(videos_dir):
+    path = videos_dir / "pattern-longer-no-bar.mp4"
+    data = path.read_bytes()
+    frames, crops = decode_video_with_crops(data, clip_size=96, clip_max_frames=5, max_frames=40)
+    np.testing.assert_array_equal(frames, decode_video(data, max_frames=40))
+    native = decode_video(data, size=None, full_frames=True, max_frames=40, min_frames=0)
+    chosen = select_frame_indices(len(native), 5)
+    np.testing.assert_array_equal(crops, np.stack([resize_and_crop(native[i], 96) for i in chosen]))
+    outputs = decode_request(request(video=np.array([data], object)), 1.0, 40, clip=(96, 5))
+    assert outputs["clip_frames"].shape == (1, 5, 96, 96, 3) and outputs["clip_mask"].tolist() == [[True] * 5]
+    np.testing.assert_array_equal(outputs["clip_frames"][0], crops)
+    assert "clip_frames" not in decode_request(request(video=np.array([data], object)), 1.0, 40)
+
+
+def test_given_frames_give_crops_of_the_frames_before_repetition():
+    frames = np.random.default_rng(0).integers(0, 256, (2, spec.FRAME_SIZE, spec.FRAME_SIZE, 3), dtype=np.uint8)
+    outputs = decode_request(request(frames=frames), 1.0, 100, clip=(96, 12))
+    assert len(outputs["frames"]) == 4 and outputs["clip_frames"].shape == (1, 2, 96, 96, 3)  # 2 frames, not 4
+    np.testing.assert_array_equal(outputs["clip_frames"][0, 1], resize_and_crop(frames[1], 96))
