@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from dnsvr.client import spec
-from dnsvr.export.graphs import GRAPH_CLASSES
+from dnsvr.export import text_graphs
+from dnsvr.export.graphs import build_graph
 from dnsvr.export.onnx_export import example_feeds, export_onnx
 from dnsvr.export.onnx_runner import OnnxRunner
 from dnsvr.export.parity import TOLERANCES, check_parity, reference_output
@@ -49,6 +50,7 @@ def networks(golden: Path) -> list[tuple[str, str, torch.nn.Module]]:
         resnet.pca.DVt.copy_(torch.randn(3840, 512) / 60.0)
     fg_bin, fg_att = load_checkpoint(golden / "fg_bin_student.pth"), load_checkpoint(golden / "fg_att_student.pth")
     selector = load_checkpoint(golden / "selector.pth")
+    teachclip = load_checkpoint(golden.parent / "golden_t2v" / "teachclip_student.bin")
     return [
         ("feature_extractor (EfficientNet-Lite0)", "feature_extractor", EfficientNetLite0Extractor()),
         ("feature_extractor (ResNet50 + PCA)", "feature_extractor", resnet),
@@ -59,11 +61,18 @@ def networks(golden: Path) -> list[tuple[str, str, torch.nn.Module]]:
         ("selector_score", "selector_score", selector),
         ("fine_similarity_bin", "fine_similarity_bin", fg_bin),
         ("fine_similarity_att", "fine_similarity_att", fg_att),
+        ("text_encoder (golden TeachCLIP student)", "text_encoder", teachclip),
+        ("video_text_embed (golden TeachCLIP student, official AFA)", "video_text_embed", teachclip),
     ]
 
 
-def benchmark_feeds(name: str) -> tuple[dict[str, np.ndarray], str]:
+def benchmark_feeds(name: str, network: torch.nn.Module) -> tuple[dict[str, np.ndarray], str]:
     model = spec.NETWORKS[name]
+    if name == "text_encoder":
+        return text_graphs.example_feeds(name, network, [30]), "B=1, 32 tokens"
+    if name == "video_text_embed":
+        frames = network.max_frames
+        return text_graphs.example_feeds(name, network, [frames]), f"B=1, T={frames} crops"
     if name == "feature_extractor":
         return example_feeds(model, frames=FRAMES), f"T={FRAMES} frames"
     if name == "selector_score":
@@ -110,10 +119,12 @@ def main() -> None:
         for label, name, network in tqdm(networks(args.golden), desc="graphs", unit="graph"):
             model = spec.NETWORKS[name]
             example = example_feeds(model, frames=2) if name == "feature_extractor" else None
-            path = export_onnx(GRAPH_CLASSES[name](network), model, Path(tmp) / f"{name}.onnx", example=example)
+            if name in spec.TEXT_NETWORKS:
+                example = text_graphs.example_feeds(name, network, [5, 3], frames=5)
+            path = export_onnx(build_graph(name, network), model, Path(tmp) / f"{name}.onnx", example=example)
             parity.append((label, check_parity(name, network, path), TOLERANCES[name]))
             runner = OnnxRunner(path, intra_op_threads=args.threads)
-            feeds, shape = benchmark_feeds(name)
+            feeds, shape = benchmark_feeds(name, network)
             runs = max(3, args.runs // 3) if "ResNet50" in label else args.runs
             onnx_ms = median_ms(lambda runner=runner, feeds=feeds: runner.run(feeds), runs)
             torch_ms = median_ms(lambda n=name, net=network, f=feeds: reference_output(n, net, f), runs)

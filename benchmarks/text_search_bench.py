@@ -13,7 +13,7 @@ The student is a TeachCLIP checkpoint (`--text-weights`), by default a ViT-B/32-
 on the weights' values.
 
     python benchmarks/text_search_bench.py                       # 10k and 100k videos, embedded Milvus Lite
-    python benchmarks/text_search_bench.py --sizes 10000 --store http://127.0.0.1:19530
+    python benchmarks/text_search_bench.py --stores lite http://127.0.0.1:19530   # and a Milvus server
 
 Writes benchmarks/results/text_search.md.
 """
@@ -114,6 +114,7 @@ def grow(store, target: int, rng: np.random.Generator) -> None:
 
 def query_latency(repository: Path, store_uri: str | None, scratch: Path, sizes: list[int], queries: int,
                   top_k: int) -> list[dict]:
+    """Text queries at each size on one store (`store_uri`: a Milvus server; None: embedded Milvus Lite)."""
     store_location = store_uri or scratch / "query.db"
     prefix = f"bench{int(time.time())}" if store_uri else None
     rows = []
@@ -133,8 +134,8 @@ def query_latency(repository: Path, store_uri: str | None, scratch: Path, sizes:
                 if index >= WARM_UP:
                     for stage in timings:
                         timings[stage].append(result.timings_ms.get(stage, 0.0))
-            rows.append({"size": size, "timings": timings, "store": service.store_uri if store_uri else
-                         "embedded Milvus Lite"})
+            name = f"Milvus server {store.server_version}" if store_uri else "embedded Milvus Lite"
+            rows.append({"size": size, "timings": timings, "store": name})
             print(f"{size:>8,} videos: " + ", ".join(f"{k} {cell(v)}" for k, v in timings.items()), flush=True)
         store.close()
     return rows
@@ -148,7 +149,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=30, help="text queries per size (distinct captions)")
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--index-rounds", type=int, default=2, help="timed indexing rounds of the sample videos")
-    parser.add_argument("--store", help="a Milvus server URI for the query part (default: embedded Milvus Lite)")
+    parser.add_argument("--stores", nargs="+", default=["lite"],
+                        help="stores for the query part: `lite` (embedded Milvus Lite) and/or Milvus server URIs")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"report file (default: {RESULTS})")
     args = parser.parse_args()
 
@@ -164,7 +166,9 @@ def main() -> None:
                     index_throughput(with_text, scratch, "DnS + text-video vector", args.index_rounds)]
         for entry in indexing:
             print(f"{entry['label']}: {entry['fps']:.2f} frames/s, embed {cell(entry['embed_ms'])} ms", flush=True)
-        rows = query_latency(with_text, args.store, scratch, args.sizes, args.queries, args.top_k)
+        rows = [row for store in args.stores
+                for row in query_latency(with_text, None if store == "lite" else store, scratch, args.sizes,
+                                         args.queries, args.top_k)]
     write_report(args, manifest["text"], indexing, rows)
 
 

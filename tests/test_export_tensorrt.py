@@ -73,3 +73,35 @@ def test_engine_matches_onnx_runtime(name, golden_dir: Path, tmp_path: Path) -> 
         want = OnnxRunner(onnx_path).run(feeds)
         for output in model.output_names:
             np.testing.assert_allclose(got[output], want[output], rtol=1e-4, atol=1e-4)
+
+
+def test_text_profiles_fix_size_frames_and_tokens() -> None:
+    text = {"afa": "official", "max_frames": 12, "image_size": 224, "embed_dim": 512, "max_words": 32}
+    video = ProfileConfig().shapes(spec.VIDEO_TEXT_EMBED, text)
+    assert video["frames"] == ((1, 1, 224, 224, 3), (8, 12, 224, 224, 3), (16, 12, 224, 224, 3))
+    assert video["mask"] == ((1, 1), (8, 12), (16, 12))
+    assert ProfileConfig().shapes(spec.TEXT_ENCODER, text)["token_ids"] == ((1, 2), (8, 32), (64, 32))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_TENSORRT or not has_gpu(), reason="needs the tensorrt package and a CUDA GPU")
+@pytest.mark.parametrize("name", ["text_encoder", "video_text_embed"])
+def test_text_engines_match_onnx_runtime(name, golden_t2v: Path, tmp_path: Path) -> None:
+    from dnsvr.export.graphs import build_graph
+    from dnsvr.export.onnx_export import export_onnx
+    from dnsvr.export.onnx_runner import OnnxRunner
+    from dnsvr.export.tensorrt import build_engine, run_engine
+    from dnsvr.export.text_graphs import example_feeds
+    from dnsvr.training import load_checkpoint
+
+    student = load_checkpoint(golden_t2v / "teachclip_student.bin")
+    model = spec.NETWORKS[name]
+    text = {"afa": "official", "max_frames": 12, "image_size": 96, "embed_dim": 64, "max_words": 32}
+    onnx_path = export_onnx(build_graph(name, student), model, tmp_path / "model.onnx",
+                            example=example_feeds(name, student, [5, 3], frames=5))
+    plan = build_engine(onnx_path, tmp_path / "model.plan", model, ProfileConfig(), text=text)
+    cases = [[1, 3, 9], [12], [30]] if name == "text_encoder" else [[1, 3, 9], [12], [2] * 16]
+    for lengths in cases:  # tokens per caption / frames per video (padded to 12 slots)
+        feeds = example_feeds(name, student, lengths, 12 if name == "video_text_embed" else None, seed=len(lengths))
+        got, want = run_engine(plan, model, feeds), OnnxRunner(onnx_path).run(feeds)
+        np.testing.assert_allclose(got["embedding"], want["embedding"], rtol=1e-4, atol=1e-4)

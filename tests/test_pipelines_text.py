@@ -24,6 +24,8 @@ from dnsvr.training.data.clip_frames import resize_and_crop, select_frame_indice
 from dnsvr.training.data.clip_tokenizer import encode
 from dnsvr.training.data.video import decode_video, decode_video_with_crops
 from dnsvr.training.networks.codes import pack_codes
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 DIM, TEXT_DIM = 16, 8
 TEXT = {"afa": "official", "max_frames": 12, "image_size": 96, "embed_dim": TEXT_DIM, "max_words": 32}
@@ -136,3 +138,23 @@ def test_given_frames_give_crops_of_the_frames_before_repetition():
     outputs = decode_request(request(frames=frames), 1.0, 100, clip=(96, 12))
     assert len(outputs["frames"]) == 4 and outputs["clip_frames"].shape == (1, 2, 96, 96, 3)  # 2 frames, not 4
     np.testing.assert_array_equal(outputs["clip_frames"][0, 1], resize_and_crop(frames[1], 96))
+
+
+FILTERS = st.text(st.characters(codec="utf-8", categories=("L", "N", "P", "S", "Zs")), max_size=60)
+ESCAPES = st.sampled_from(['video_id == "a") or (video_id != ""', "1 == 1) or (1 == 1", 'video_id in ["a"]]',
+                           '"a") or ("', 'metadata["even"] == true', "selector > 0.5", 'video_id like "%"'])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(expression=FILTERS | ESCAPES)
+def test_fuzz_a_filter_only_narrows_a_text_search(stores, expression):
+    """Any filter: text search answers a subset of what it answers without one, or refuses it as bad input (an
+    escape from its parentheses included); the store is never changed."""
+    everything = search_text_request(request(text="like c", top_k=np.array([6], np.int32)), stores, embed_text)
+    try:
+        found = search_text_request(request(text="like c", top_k=np.array([6], np.int32), filter=expression),
+                                    stores, embed_text)
+        assert set(found["video_ids"].tolist()) <= set(everything["video_ids"].tolist())
+    except ValueError:  # BadRequest / InvalidVideo
+        pass
+    assert stores.existing().count() == len(VECTORS)
