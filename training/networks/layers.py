@@ -177,10 +177,9 @@ class VideoComparator(nn.Module):
         extent are zero when `zero_outside`, unspecified otherwise."""
         valid = _outer(_length_mask(rows, x.shape[2]), _length_mask(cols, x.shape[3]))
         if self.padding == "replicate":
-            x = F.pad(_extend_edges(x, rows, cols), (1, 1, 1, 1), mode="replicate")
-        else:
-            x = F.pad(x.masked_fill(~valid, 0.0), (1, 1, 1, 1))
-        x = conv(x)
+            x = conv(F.pad(_extend_edges(x, rows, cols), (1, 1, 1, 1), mode="replicate"))
+        else:  # zero padding inside the conv: one op where a separate Pad costs a copy of the activations
+            x = F.conv2d(x.masked_fill(~valid, 0.0), conv.weight, conv.bias, padding=1)
         return F.relu(x.masked_fill(~valid, 0.0) if zero_outside else x)
 
     def _pooled_lengths(self, lengths: Tensor, size: int, reference_padding: bool) -> Tensor:
