@@ -20,6 +20,9 @@ Network models (one ONNX graph each):
     fine_similarity_bin   query uint8 [Tq, 9, 64], query_mask [Tq],
                           candidates uint8 [K, Tt, 9, 64], candidate_mask [K, Tt] -> similarity float32 [K]
     fine_similarity_att   the same with float32 [.., 9, 512] representations
+    fine_comparator       f2f float32 [K, Tq, Tt], query_mask [Tq], candidate_mask [K, Tt] -> similarity [K]
+                          (a part graph: fine_similarity_bin's cpu_local model runs it after its Hamming
+                          kernel; not in NETWORKS, not served on its own)
 
 Only the models of the exported fine student (bin or att) are served; `model_repository/manifest.json`
 lists them.  Served pipelines (ensembles / BLS models) go in `PIPELINES`, next to `NETWORKS`.
@@ -192,6 +195,20 @@ def _fine_similarity(name: str, dtype: str, width: int, what: str) -> ModelSpec:
 
 FINE_SIMILARITY_BIN = _fine_similarity("fine_similarity_bin", "uint8", CODE_BYTES, "packed S^f_B codes")
 FINE_SIMILARITY_ATT = _fine_similarity("fine_similarity_att", "float32", FEATURE_DIMS, "S^f_A features")
+
+# A part graph, not served on its own: fine_similarity_bin's cpu_local model computes the frame-to-frame
+# similarities with a Hamming kernel and runs this graph (`1/comparator.onnx`) for the learned rest.
+FINE_COMPARATOR = ModelSpec(
+    "fine_comparator",
+    inputs=(
+        TensorSpec("f2f", "float32", (-1, -1, -1)),
+        TensorSpec("query_mask", "bool", (-1,)),
+        _mask("candidate_mask"),
+    ),
+    outputs=(TensorSpec("similarity", "float32", (-1,)),),
+    description="f2f [K, Tq, Tt]: similarities of the real frames (not repeated), 0 elsewhere -> the fine "
+                "student's scores (short-video rule, comparator, Chamfer)",
+)
 
 NETWORKS: dict[str, ModelSpec] = {
     spec.name: spec
