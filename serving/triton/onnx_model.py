@@ -15,17 +15,20 @@ from dnsvr.serving.triton.base import PythonModel, error_response, request_input
 
 
 class TritonPythonModel(PythonModel):
+    def open_runner(self, intra_op_threads: int) -> OnnxRunner:
+        """What runs the requests: `model.onnx` of the version folder with ONNX Runtime."""
+        return OnnxRunner(self.version_dir / "model.onnx", intra_op_threads=intra_op_threads)
+
     def setup(self) -> None:
-        threads = int(self.parameters.get("intra_op_threads") or 1)
-        onnx_path = self.version_dir / "model.onnx"
-        self.runner = OnnxRunner(onnx_path, intra_op_threads=threads)
+        self.runner = self.open_runner(int(self.parameters.get("intra_op_threads") or 1))
+        path = self.runner.model_path
         if sorted(self.input_names) != sorted(self.runner.input_names):
             raise ValueError(f"model '{self.name}': config inputs {self.input_names} differ from the ONNX graph's "
-                             f"{self.runner.input_names} ({onnx_path})")
+                             f"{self.runner.input_names} ({path})")
         missing = sorted(set(self.output_names) - set(self.runner.output_names))
         if missing:
             raise ValueError(f"model '{self.name}': config outputs {missing} are not in the ONNX graph "
-                             f"({self.runner.output_names}, {onnx_path})")
+                             f"({self.runner.output_names}, {path})")
         self.batched = int(self.config.get("max_batch_size", 0)) > 0
 
     def execute(self, requests: list) -> list:
