@@ -110,7 +110,8 @@ class HammingFineSimilarity:
     """
 
     def __init__(self, comparator_path: str | Path, threads: int = 1, intra_op_threads: int = 1) -> None:
-        self.comparator = OnnxRunner(comparator_path, intra_op_threads=intra_op_threads)
+        # no spinning: ONNX Runtime's idle workers would take the cores from the next request's kernel tiles
+        self.comparator = OnnxRunner(comparator_path, intra_op_threads=intra_op_threads, allow_spinning=False)
         if self.comparator.inputs != _spec_tensors(spec.FINE_COMPARATOR.inputs):
             raise OnnxInputError(f"{comparator_path}: inputs {[t.describe() for t in self.comparator.inputs]} are "
                                  f"not those of {spec.FINE_COMPARATOR.name}")

@@ -114,15 +114,19 @@ class OnnxRunner:
 
     model_path: the `.onnx` file. intra_op_threads: threads ONNX Runtime uses inside one operator (keep it
     small when several model instances share the cores; 0 lets ONNX Runtime use every core).
+    allow_spinning=False: the intra-op threads sleep at once after a run instead of spinning a while (for a
+    graph that alternates with other CPU work in the same process, which the spinning would slow down).
     """
 
-    def __init__(self, model_path: str | Path, intra_op_threads: int = 1, inter_op_threads: int = 1) -> None:
+    def __init__(self, model_path: str | Path, intra_op_threads: int = 1, inter_op_threads: int = 1,
+                 allow_spinning: bool = True) -> None:
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {self.model_path}")
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = inter_op_threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
