@@ -10,7 +10,8 @@ path of `dnsvr.export.hamming` (kernel threads and the comparator's intra-op thr
 (Hamming + region Chamfer -> f2f, then comparator.onnx).  `--baseline-onnx` adds a float graph exported
 elsewhere (e.g. from the main branch) to time beside them.  The max abs differences are those of the
 scores on this input (new vs float graph, new vs the eager student).  Writes
-benchmarks/results/fine_similarity.md.
+benchmarks/results/fine_similarity.md and the table into docs/export.md (between its `fine-similarity`
+markers).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from dnsvr.training import load_checkpoint, paths
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_MS = 40.0  # issue 12: 50 pairs at T = 60
+DOCS_START, DOCS_END = "<!-- fine-similarity:start -->", "<!-- fine-similarity:end -->"
 
 
 def timed(call: Callable[[], object]) -> float:
@@ -113,6 +115,10 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
+    doc = ROOT / "docs" / "export.md"
+    head, rest = doc.read_text().split(DOCS_START, 1)
+    table = "\n".join(lines[2:])
+    doc.write_text(f"{head}{DOCS_START}\n{table}\n{DOCS_END}{rest.split(DOCS_END, 1)[1]}")
     print(text)
 
 

@@ -1,9 +1,11 @@
 """Triton python model running the `model.onnx` beside it with ONNX Runtime: the `cpu_local` runner.
 
-Every network's `1/model.py` imports this class; Triton's python backend loads it when the server runs with
-`--model-config-name=cpu_local` (whose `configs/cpu_local.pbtxt` says `backend: "python"`), production Triton
-ignores it (its config names the onnxruntime platform).  Inputs and outputs are named by the model config
-(the same names as the ONNX graph, checked at load).  Config parameter `intra_op_threads` (default "1").
+Every network's `1/model.py` imports this class (fine_similarity_bin's a subclass, `hamming_model`, whose
+`open_runner` gives its Hamming kernel + comparator instead); Triton's python backend loads it when the server
+runs with `--model-config-name=cpu_local` (whose `configs/cpu_local.pbtxt` says `backend: "python"`),
+production Triton ignores it (its config names the onnxruntime platform).  Inputs and outputs are named by
+the model config (the same names as the ONNX graph, checked at load).  Config parameter `intra_op_threads`
+(default "1").
 The requests Triton's dynamic batcher hands over together run as one batch where they can
 (`dnsvr.export.onnx_runner.run_requests`); a bad request gets its own error response.
 """
