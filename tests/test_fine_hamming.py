@@ -158,6 +158,8 @@ def test_bad_requests_name_the_problem(kernel) -> None:
             kernel.run(bad)
     with pytest.raises(OnnxInputError, match="unknown output"):
         kernel.run(feeds, ["scores"])
+    with pytest.raises(TypeError, match="must be uint8"):
+        frame_hamming(feeds["query"].astype(np.int64), feeds["candidates"][0])
 
 
 def test_a_comparator_of_another_interface_is_refused(graphs) -> None:
