@@ -1,6 +1,7 @@
 """The CPU path of fine_similarity_bin (dnsvr.export.hamming: popcount Hamming kernel + comparator.onnx) against
 the float ±1 graph it stands in for and the eager S^f_B student: Hamming sums exact, frame similarities bit for
-bit, scores within 1e-6; golden and random codes, odd frame counts, padding, 1-3 frame videos, K = 1."""
+bit, scores within 1e-6; golden and random codes, odd frame counts, padding, 1-3 frame videos, K = 1; every
+Hamming kernel this machine runs (the AVX-512 extension and faiss)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 from dnsvr.client import spec
 from dnsvr.export import hamming
 from dnsvr.export.graphs import GRAPH_CLASSES, ComparatorGraph
-from dnsvr.export.hamming import HammingFineSimilarity, frame_hamming, frame_similarities
+from dnsvr.export.hamming import KERNEL, KERNELS, HammingFineSimilarity, frame_hamming, frame_similarities
 from dnsvr.export.onnx_export import example_feeds, export_onnx
 from dnsvr.export.onnx_runner import OnnxInputError, OnnxRunner
 from dnsvr.training import load_checkpoint
@@ -34,9 +35,9 @@ def graphs(student, tmp_path_factory) -> dict[str, Path]:
             "comparator": export_onnx(ComparatorGraph(student), spec.FINE_COMPARATOR, folder / "comparator.onnx")}
 
 
-@pytest.fixture(scope="module")
-def kernel(graphs) -> HammingFineSimilarity:
-    runner = HammingFineSimilarity(graphs["comparator"], threads=2)
+@pytest.fixture(scope="module", params=KERNELS)
+def kernel(graphs, request) -> HammingFineSimilarity:
+    runner = HammingFineSimilarity(graphs["comparator"], threads=2, kernel=request.param)
     yield runner
     runner.close()
 
@@ -78,9 +79,15 @@ CASES = {  # name: (candidate lengths, candidate frames, query length, query fra
 }
 
 
+def test_the_install_builds_the_avx512_kernel_and_it_is_used_where_the_cpu_has_it() -> None:
+    assert hamming._hamming is not None, "dnsvr.export._hamming was not built: is a C compiler installed?"
+    assert KERNEL == ("avx512" if hamming._hamming.available() else "faiss")
+
+
+@pytest.mark.parametrize("kernel_name", KERNELS)
 @pytest.mark.parametrize("threads", [1, 2])
-def test_frame_hamming_is_the_region_chamfer_of_hamming_distances_exactly(monkeypatch, threads) -> None:
-    """Several tiles per axis, ragged last tiles, one thread or a pool: the same integers as the definition."""
+def test_frame_hamming_is_the_region_chamfer_of_hamming_distances_exactly(monkeypatch, threads, kernel_name) -> None:
+    """Several tiles per axis, ragged last tiles and blocks, one thread or a pool: the definition's integers."""
     monkeypatch.setattr(hamming, "TILE_QUERY_FRAMES", 4)
     monkeypatch.setattr(hamming, "TILE_CANDIDATE_FRAMES", 16)
     rng = np.random.default_rng(threads)
@@ -91,10 +98,13 @@ def test_frame_hamming_is_the_region_chamfer_of_hamming_distances_exactly(monkey
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(threads) as pool:
-        got = frame_hamming(query, frames, pool if threads > 1 else None)
+        got = frame_hamming(query, frames, pool if threads > 1 else None, kernel_name)
     assert got.dtype == np.int32
     np.testing.assert_array_equal(got, brute_force_hamming(query, frames))
     assert got[2, 5] == 0 and got[3, 6] == spec.REGIONS * spec.FEATURE_DIMS
+    for n in (0, 1, 7, 8, 9):  # empty, fewer than one block, block edges
+        np.testing.assert_array_equal(frame_hamming(query[:3], frames[:n], None, kernel_name),
+                                      brute_force_hamming(query[:3], frames[:n]))
 
 
 def test_frame_similarities_are_the_students_bit_for_bit(student, golden_dir) -> None:
@@ -162,6 +172,18 @@ def test_bad_requests_name_the_problem(kernel) -> None:
         frame_hamming(feeds["query"].astype(np.int64), feeds["candidates"][0])
 
 
-def test_a_comparator_of_another_interface_is_refused(graphs) -> None:
+def test_a_comparator_of_another_interface_or_an_unknown_kernel_is_refused(graphs) -> None:
     with pytest.raises(OnnxInputError, match="not those of fine_comparator"):
         HammingFineSimilarity(graphs["model"])
+    with pytest.raises(ValueError, match="Hamming kernel 'popcnt' is not available"):
+        HammingFineSimilarity(graphs["comparator"], kernel="popcnt")
+
+
+@pytest.mark.skipif("avx512" not in KERNELS, reason="this CPU has no AVX-512 VPOPCNTDQ")
+def test_the_avx512_extension_checks_its_buffers() -> None:
+    query, lanes, out = np.zeros((2, 9, 8), np.uint64), np.zeros((1, 9, 8, 8), np.uint64), np.zeros((1, 2, 8), np.int32)
+    hamming._hamming.region_chamfer(query, lanes, out, 2, 9, 8, 1)
+    with pytest.raises(ValueError, match="buffer sizes do not match"):
+        hamming._hamming.region_chamfer(query, lanes, out, 3, 9, 8, 1)
+    with pytest.raises(TypeError):
+        hamming._hamming.region_chamfer(query, lanes, out.copy(order="F")[:, :1], 1, 9, 8, 1)
