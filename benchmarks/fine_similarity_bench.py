@@ -7,10 +7,10 @@ packed codes of `example_feeds` (weights: the golden S^f_B checkpoint; the timin
 For each thread count: the float graph `model.onnx` (ONNX Runtime, that many intra-op threads) and the CPU
 path of `dnsvr.export.hamming` (kernel threads and the comparator's intra-op threads alike), `--runs` rounds
 after a warm-up round, each round running every column once; median and fastest run per column (the machine
-is shared: the fastest run is the closest to an idle one); the new path split into its stages
-(Hamming + region Chamfer -> f2f, then comparator.onnx).  `--baseline-onnx` adds a float graph exported
-elsewhere (e.g. from the main branch) to time beside them.  The max abs differences are those of the
-scores on this input (new vs float graph, new vs the eager student).  Writes
+is shared: the fastest run is the closest to an idle one); the new path split into its stages (Hamming +
+region Chamfer -> f2f, with each Hamming kernel this machine runs, then comparator.onnx).  `--baseline-onnx`
+adds a float graph exported elsewhere (e.g. from the main branch) to time beside them.  The max abs
+differences are those of the scores on this input (new vs float graph, new vs the eager student).  Writes
 benchmarks/results/fine_similarity.md and the table into docs/export.md (between its `fine-similarity`
 markers).
 """
@@ -31,7 +31,7 @@ import onnxruntime
 import torch
 from dnsvr.client import spec
 from dnsvr.export.graphs import GRAPH_CLASSES, ComparatorGraph
-from dnsvr.export.hamming import HammingFineSimilarity
+from dnsvr.export.hamming import KERNEL, KERNELS, HammingFineSimilarity, frame_similarities
 from dnsvr.export.onnx_export import example_feeds, export_onnx
 from dnsvr.export.onnx_runner import OnnxRunner
 from dnsvr.export.parity import reference_output
@@ -54,8 +54,11 @@ def measure(graph: OnnxRunner, baseline: OnnxRunner | None, kernel: HammingFineS
     once, so a change of the machine's load hits all columns alike."""
     checked = kernel.validate(feeds)
     f2f = kernel.frame_similarities(checked)
-    calls = {"graph": lambda: graph.run(feeds), "f2f": lambda: kernel.frame_similarities(checked),
-             "comparator": lambda: kernel.compare(f2f, checked), "new": lambda: kernel.run(feeds)}
+    arrays = [checked[name] for name in spec.FINE_SIMILARITY_BIN.input_names]
+    calls = {"graph": lambda: graph.run(feeds), "comparator": lambda: kernel.compare(f2f, checked),
+             "new": lambda: kernel.run(feeds)}
+    for name in KERNELS:
+        calls[f"f2f {name}"] = lambda name=name: frame_similarities(*arrays, kernel.pool, name)
     if baseline is not None:
         calls["baseline"] = lambda: baseline.run(feeds)
     times: dict[str, list[float]] = {name: [] for name in calls}
@@ -97,9 +100,10 @@ def main() -> None:
             rows.append((threads, measure(graph, baseline, kernel, feeds, args.runs), vs_graph, vs_student))
             kernel.close()
     columns = ["baseline"] if args.baseline_onnx else []
-    columns += ["graph", "f2f", "comparator", "new"]
-    titles = {"baseline": "float graph, baseline", "graph": "float graph", "f2f": "new: Hamming + Chamfer",
-              "comparator": "new: comparator", "new": "new: total"}
+    columns += ["graph", *(f"f2f {name}" for name in KERNELS), "comparator", "new"]
+    titles = {"baseline": "float graph, baseline", "graph": "float graph", "comparator": "new: comparator",
+              "new": f"new: total ({KERNEL})"}
+    titles.update({f"f2f {name}": f"new: Hamming + Chamfer ({name})" for name in KERNELS})
     lines = [
         f"# Fine similarity S^f_B on CPU: float graph vs Hamming kernel + comparator ({args.runs} rounds)",
         "",
