@@ -1,6 +1,7 @@
 """S^f_B fine similarity on the CPU: the float ±1 graph vs the Hamming kernel + comparator graph, side by side.
 
-    .venv/bin/python benchmarks/fine_similarity_bench.py [--runs 20] [--threads 1 2] [--baseline-onnx F.onnx]
+    .venv/bin/python benchmarks/fine_similarity_bench.py [--runs 20] [--threads 1 2]
+        [--baseline-onnx F.onnx --baseline-label main@c314e88]
 
 One query of T = 60 frames against K = 50 candidates of T = 60 frames (`--frames`, `--candidates`), the
 packed codes of `example_feeds` (weights: the golden S^f_B checkpoint; the timings do not depend on them).
@@ -77,6 +78,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=60, help="frames of the query and of every candidate")
     parser.add_argument("--candidates", type=int, default=50, help="K, candidates scored in one call")
     parser.add_argument("--baseline-onnx", type=Path, help="another float fine_similarity_bin graph to time")
+    parser.add_argument("--baseline-label", default="baseline", help="its column's name (e.g. main@abc1234)")
     parser.add_argument("--golden", type=Path, default=paths.shared_dir() / "golden")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fine_similarity.md")
     args = parser.parse_args()
@@ -101,8 +103,8 @@ def main() -> None:
             kernel.close()
     columns = ["baseline"] if args.baseline_onnx else []
     columns += ["graph", *(f"f2f {name}" for name in KERNELS), "comparator", "new"]
-    titles = {"baseline": "float graph, baseline", "graph": "float graph", "comparator": "new: comparator",
-              "new": f"new: total ({KERNEL})"}
+    titles = {"baseline": f"float graph, {args.baseline_label}", "graph": "float graph",
+              "comparator": "new: comparator", "new": f"new: total ({KERNEL})"}
     titles.update({f"f2f {name}": f"new: Hamming + Chamfer ({name})" for name in KERNELS})
     lines = [
         f"# Fine similarity S^f_B on CPU: float graph vs Hamming kernel + comparator ({args.runs} rounds)",
