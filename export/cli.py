@@ -28,6 +28,9 @@ production image (docker/Dockerfile.triton runs this command):
                                   and against PyTorch on padded/short/odd-length inputs
   <out>/<network>/config.pbtxt    production (onnxruntime, GPU); configs/cpu_local.pbtxt (ONNX Runtime in a
                                   python model, 1/model.py) and configs/tensorrt.pbtxt beside it
+  <out>/fine_similarity_bin/1/comparator.onnx
+                                  the learned part of its cpu_local path, after a popcount Hamming kernel
+                                  (checked against the float graph and PyTorch)
   <out>/<pipeline>/...            dnsvr_embed (ensemble), video_decode, frame_features, dnsvr_index,
                                   dnsvr_search, dnsvr_search_text, dnsvr_delete, dnsvr_stats (+ text_tokenize,
                                   dnsvr_text_embed with a text-video student): config + one-line model.py

@@ -10,7 +10,9 @@ checks) with fixed tensor code, so one trace is valid for every batch size and f
   pads the frame axis to at least 6 frames;
 - S^f_B codes are packed to bytes inside `fine_index_bin` (bits x [128, ..., 1] summed per byte) and
   unpacked inside `fine_similarity_bin` with a [256, 8] ±1 lookup table: the packing of
-  `dnsvr.training.networks.codes`.
+  `dnsvr.training.networks.codes`;
+- `ComparatorGraph` is the learned part of `fine_similarity_bin` alone (after the CPU Hamming kernel of
+  `dnsvr.export.hamming`): both graphs end in `compare_frames`.
 
 Masks are bool `[B, T]` prefixes (True at real frames) with at least one real frame per row.
 """
@@ -195,6 +197,16 @@ class FineIndexGraph(nn.Module):
         return pack_bits(x) if self.binary else x
 
 
+def compare_frames(student: nn.Module, sim: Tensor, query_mask: Tensor, candidate_mask: Tensor) -> Tensor:
+    """The learned part of a fine student's pair score: frame-to-frame similarities of the (repeated) videos
+    `[K, Tq, Tt]`, query_mask `[Tq]`, candidate_mask `[K, Tt]` -> `[K]`: masked cells zeroed, the video
+    comparator on each pair's valid extent, Hardtanh, then the frame Chamfer over its output masks."""
+    sim_mask = query_mask[None, :, None] & candidate_mask[:, None, :]
+    sim = torch.where(sim_mask, sim, torch.zeros_like(sim))
+    sim, sim_mask = student.visil_head(sim, sim_mask)
+    return frame_chamfer(student.htanh(sim), sim_mask.any(dim=2), sim_mask.any(dim=1))
+
+
 class FineSimilarityGraph(nn.Module):
     """One query against K candidates with the fine student's comparator -> `[K]` scores in [-1, 1].
 
@@ -216,11 +228,27 @@ class FineSimilarityGraph(nn.Module):
             query, candidates = unpack_bits(query, self.unpack_table), unpack_bits(candidates, self.unpack_table)
         q, q_mask = repeat_short_videos(query[None], query_mask[None])
         t, t_mask = repeat_short_videos(candidates, candidate_mask)
-        sim = query_region_chamfer(q[0], t, self.scale)
-        sim_mask = q_mask[:, :, None] & t_mask[:, None, :]
-        sim = torch.where(sim_mask, sim, torch.zeros_like(sim))
-        sim, sim_mask = s.visil_head(sim, sim_mask)
-        return frame_chamfer(s.htanh(sim), sim_mask.any(dim=2), sim_mask.any(dim=1))
+        return compare_frames(s, query_region_chamfer(q[0], t, self.scale), q_mask[0], t_mask)
+
+
+class ComparatorGraph(nn.Module):
+    """The learned part of `FineSimilarityGraph` alone (`spec.FINE_COMPARATOR`, `comparator.onnx`), for the
+    CPU path of S^f_B whose frame-to-frame similarities come from a Hamming kernel (`dnsvr.export.hamming`).
+
+    f2f `[K, Tq, Tt]`: the similarities of the real frames, not repeated (0 elsewhere); query_mask `[Tq]`,
+    candidate_mask `[K, Tt]` -> `[K]`.  The short-video rule is applied to the matrix: `repeat_short_videos`
+    on its rows (by the query's length), then on its columns (by each candidate's), which gives exactly the
+    matrix of the repeated videos (cell (p, q) of it is cell (p mod Lq, q mod Lt)).
+    """
+
+    def __init__(self, student: nn.Module):
+        super().__init__()
+        self.student = student
+
+    def forward(self, f2f: Tensor, query_mask: Tensor, candidate_mask: Tensor) -> Tensor:
+        rows, q_mask = repeat_short_videos(f2f.transpose(0, 1)[None], query_mask[None])  # [1, Tq', K, Tt]
+        cols, t_mask = repeat_short_videos(rows[0].permute(1, 2, 0)[..., None], candidate_mask)  # [K, Tt', Tq', 1]
+        return compare_frames(self.student, cols[..., 0].transpose(1, 2), q_mask[0], t_mask)
 
 
 class SelectorIndexGraph(nn.Module):

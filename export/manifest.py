@@ -22,7 +22,8 @@ from dnsvr.client import spec
 from dnsvr.training.packs.model_pack import file_sha256
 
 MANIFEST = "manifest.json"
-FORMAT = 3  # 3: the text-video student ("text", dnsvr_search_text); older exports are re-exported
+FORMAT = 4  # 3: the text-video student ("text", dnsvr_search_text); 4: fine_similarity_bin/1/comparator.onnx
+# (its CPU Hamming path).  Older exports are re-exported.
 
 
 class ManifestError(RuntimeError):

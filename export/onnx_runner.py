@@ -67,20 +67,66 @@ def _graph_tensor(node: ort.NodeArg) -> GraphTensor:
     return GraphTensor(node.name, ONNX_TO_NUMPY[node.type], shape)
 
 
+def check_feeds(label: str, inputs: Sequence[GraphTensor], feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Check `feeds` against `inputs` (names, dtypes, ranks, fixed dims); return them as C-contiguous arrays.
+    Raises OnnxInputError naming `label` (the model file) and what the model takes."""
+    names = [tensor.name for tensor in inputs]
+    unknown = sorted(set(feeds) - set(names))
+    missing = [name for name in names if name not in feeds]
+    if unknown or missing:
+        problems = []
+        if missing:
+            problems.append(f"missing input(s) {missing}")
+        if unknown:
+            problems.append(f"unknown input(s) {unknown}")
+        raise OnnxInputError(
+            f"{label}: {' and '.join(problems)}; the model takes "
+            + ", ".join(tensor.describe() for tensor in inputs)
+        )
+    checked = {}
+    for tensor in inputs:
+        array = feeds[tensor.name]
+        if not isinstance(array, np.ndarray):
+            raise OnnxInputError(f"input '{tensor.name}' is a {type(array).__name__}, not a numpy array")
+        if array.dtype != tensor.dtype:
+            raise OnnxInputError(
+                f"input '{tensor.name}' has dtype {array.dtype.name}, the model expects "
+                f"{tensor.dtype.name} ({tensor.describe()})"
+            )
+        if array.ndim != len(tensor.shape):
+            raise OnnxInputError(
+                f"input '{tensor.name}' has rank {array.ndim} (shape {list(array.shape)}), the model "
+                f"expects rank {len(tensor.shape)} ({tensor.describe()})"
+            )
+        pairs = enumerate(zip(array.shape, tensor.shape, strict=True))
+        wrong_axes = [axis for axis, (got, want) in pairs if want not in (None, got)]
+        if wrong_axes:
+            raise OnnxInputError(
+                f"input '{tensor.name}' has shape {list(array.shape)}, the model expects "
+                f"{tensor.describe()} (axis {wrong_axes[0]} differs)"
+            )
+        checked[tensor.name] = np.ascontiguousarray(array)
+    return checked
+
+
 class OnnxRunner:
     """An ONNX Runtime CPU session over one `.onnx` file, with input validation.
 
     model_path: the `.onnx` file. intra_op_threads: threads ONNX Runtime uses inside one operator (keep it
     small when several model instances share the cores; 0 lets ONNX Runtime use every core).
+    allow_spinning=False: the intra-op threads sleep at once after a run instead of spinning a while (for a
+    graph that alternates with other CPU work in the same process, which the spinning would slow down).
     """
 
-    def __init__(self, model_path: str | Path, intra_op_threads: int = 1, inter_op_threads: int = 1) -> None:
+    def __init__(self, model_path: str | Path, intra_op_threads: int = 1, inter_op_threads: int = 1,
+                 allow_spinning: bool = True) -> None:
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {self.model_path}")
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = inter_op_threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
@@ -102,42 +148,7 @@ class OnnxRunner:
 
     def validate(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Check `feeds` against the graph; return them as C-contiguous arrays. Raises OnnxInputError."""
-        unknown = sorted(set(feeds) - set(self.input_names))
-        missing = [name for name in self.input_names if name not in feeds]
-        if unknown or missing:
-            problems = []
-            if missing:
-                problems.append(f"missing input(s) {missing}")
-            if unknown:
-                problems.append(f"unknown input(s) {unknown}")
-            raise OnnxInputError(
-                f"{self.model_path.name}: {' and '.join(problems)}; the model takes "
-                + ", ".join(tensor.describe() for tensor in self.inputs)
-            )
-        checked = {}
-        for tensor in self.inputs:
-            array = feeds[tensor.name]
-            if not isinstance(array, np.ndarray):
-                raise OnnxInputError(f"input '{tensor.name}' is a {type(array).__name__}, not a numpy array")
-            if array.dtype != tensor.dtype:
-                raise OnnxInputError(
-                    f"input '{tensor.name}' has dtype {array.dtype.name}, the model expects "
-                    f"{tensor.dtype.name} ({tensor.describe()})"
-                )
-            if array.ndim != len(tensor.shape):
-                raise OnnxInputError(
-                    f"input '{tensor.name}' has rank {array.ndim} (shape {list(array.shape)}), the model "
-                    f"expects rank {len(tensor.shape)} ({tensor.describe()})"
-                )
-            pairs = enumerate(zip(array.shape, tensor.shape, strict=True))
-            wrong_axes = [axis for axis, (got, want) in pairs if want not in (None, got)]
-            if wrong_axes:
-                raise OnnxInputError(
-                    f"input '{tensor.name}' has shape {list(array.shape)}, the model expects "
-                    f"{tensor.describe()} (axis {wrong_axes[0]} differs)"
-                )
-            checked[tensor.name] = np.ascontiguousarray(array)
-        return checked
+        return check_feeds(self.model_path.name, self.inputs, feeds)
 
     def run(
         self, feeds: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None

@@ -5,6 +5,10 @@ than 4 frames, heavy padding, a padded query) through ONNX Runtime and through t
 entry point (`index_video`, `calculate_video_similarity`, the selector MLP, the extractor's forward), and
 raises ParityError when a result is outside `TOLERANCES`.  S^f_B codes must be exact: the packed bytes equal
 `pack_codes` of the student's ±1 codes and unpack to them.  Returns the largest absolute error seen.
+
+`check_comparator_parity(network, model_path, comparator_path)` does the same for the CPU path of
+fine_similarity_bin (`dnsvr.export.hamming`: Hamming kernel + `comparator.onnx`), against the student
+(`TOLERANCES`) and against the float graph `model_path` it stands in for (`KERNEL_VS_GRAPH`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from dnsvr.client import spec
+from dnsvr.export.hamming import HammingFineSimilarity
 from dnsvr.export.onnx_export import example_feeds
 from dnsvr.export.onnx_runner import OnnxRunner
 from dnsvr.training.networks.codes import pack_codes, unpack_codes
@@ -34,6 +39,7 @@ TOLERANCES: dict[str, tuple[float, float]] = {
     spec.TEXT_ENCODER.name: (1e-4, 1e-4),  # unit vectors out of 12+ CLIP blocks (ViT-B/32: 12 + 4)
     spec.VIDEO_TEXT_EMBED.name: (1e-4, 1e-4),
 }
+KERNEL_VS_GRAPH = 1e-6  # max abs difference of fine_similarity_bin's CPU path from its float graph (same ORT)
 
 
 @dataclass(frozen=True)
@@ -113,32 +119,60 @@ def _text_cases(name: str, network: nn.Module) -> list[dict[str, np.ndarray]]:
             for i, (lengths, frames) in enumerate(cases)]
 
 
+def parity_feeds(name: str, network: nn.Module | None = None) -> list[dict[str, np.ndarray]]:
+    """The inputs every parity check of model `name` runs: PARITY_CASES (EXTRACTOR_FRAMES for the extractor,
+    TEXT_CASES / VIDEO_TEXT_CASES for the text-video student, whose token and frame sizes come from `network`)."""
+    model = spec.NETWORKS[name]
+    if name in spec.TEXT_NETWORKS:
+        return _text_cases(name, network)
+    if name == spec.FEATURE_EXTRACTOR.name:
+        return [example_feeds(model, frames=n, seed=n) for n in EXTRACTOR_FRAMES]
+    return [example_feeds(model, list(c.lengths), c.frames, c.query_length, c.query_frames, seed=i)
+            for i, c in enumerate(PARITY_CASES)]
+
+
+def compare(label: str, got: np.ndarray, want: np.ndarray, atol: float, rtol: float) -> float:
+    """Max abs error of `got` against `want`; ParityError on a shape mismatch, a non-finite value or an error
+    beyond (atol, rtol)."""
+    if got.shape != want.shape or not np.all(np.isfinite(got)):
+        raise ParityError(f"{label}: output {got.shape} (finite: {np.isfinite(got).all()}) vs {want.shape}")
+    error = float(np.abs(got.astype(np.float64) - want).max(initial=0.0))
+    if not np.allclose(got, want, atol=atol, rtol=rtol):
+        raise ParityError(f"{label}: max abs error {error:.3g} exceeds atol={atol:g}, rtol={rtol:g}")
+    return error
+
+
 def check_parity(name: str, network: nn.Module, onnx_path: str | Path, threads: int = 0,
                  afa: str = "official") -> float:
-    """Run PARITY_CASES (EXTRACTOR_FRAMES for the extractor, TEXT_CASES / VIDEO_TEXT_CASES for the text-video
-    student, with AFA mode `afa`) on `onnx_path` with ONNX Runtime and on `network` eagerly; raise ParityError
-    outside TOLERANCES[name]; return the max absolute error."""
+    """Run `parity_feeds(name)` on `onnx_path` with ONNX Runtime and on `network` eagerly (the text-video
+    student with AFA mode `afa`); raise ParityError outside TOLERANCES[name]; return the max absolute error."""
     model = spec.NETWORKS[name]
     runner = OnnxRunner(onnx_path, intra_op_threads=threads)
-    atol, rtol = TOLERANCES[name]
-    if name in spec.TEXT_NETWORKS:
-        cases = _text_cases(name, network)
-    elif name == spec.FEATURE_EXTRACTOR.name:
-        cases = [example_feeds(model, frames=n, seed=n) for n in EXTRACTOR_FRAMES]
-    else:
-        cases = [example_feeds(model, list(c.lengths), c.frames, c.query_length, c.query_frames, seed=i)
-                 for i, c in enumerate(PARITY_CASES)]
     worst = 0.0
-    for feeds in cases:
+    for feeds in parity_feeds(name, network):
         got = runner.run(feeds)[model.output_names[0]]
         want = reference_output(name, network, feeds, afa)
         if name == spec.FINE_INDEX_BIN.name:
             _compare_codes(got, want, feeds["mask"])
             continue
-        if got.shape != want.shape or not np.all(np.isfinite(got)):
-            raise ParityError(f"{name}: ONNX output {got.shape} (finite: {np.isfinite(got).all()}) vs {want.shape}")
-        error = float(np.abs(got.astype(np.float64) - want).max())
-        worst = max(worst, error)
-        if not np.allclose(got, want, atol=atol, rtol=rtol):
-            raise ParityError(f"{name}: max abs error {error:.3g} exceeds atol={atol:g}, rtol={rtol:g}")
+        worst = max(worst, compare(name, got, want, *TOLERANCES[name]))
     return worst
+
+
+def check_comparator_parity(network: nn.Module, model_path: str | Path, comparator_path: str | Path,
+                            threads: int = 0) -> tuple[float, float]:
+    """Run PARITY_CASES through fine_similarity_bin's CPU path (Hamming kernel + `comparator_path`), the
+    student `network` and the float graph `model_path`; raise ParityError beyond TOLERANCES (student) or
+    KERNEL_VS_GRAPH (graph); return the max abs errors (vs the student, vs the graph)."""
+    name = spec.FINE_SIMILARITY_BIN.name
+    kernel = HammingFineSimilarity(comparator_path, intra_op_threads=threads)
+    graph = OnnxRunner(model_path, intra_op_threads=threads)
+    worst_student = worst_graph = 0.0
+    for feeds in parity_feeds(name):
+        got = kernel.run(feeds)["similarity"]
+        student = compare(f"{name} (Hamming kernel + comparator)", got, reference_output(name, network, feeds),
+                          *TOLERANCES[name])
+        vs_graph = compare(f"{name} (Hamming kernel + comparator vs float graph)", got,
+                           graph.run(feeds)["similarity"], KERNEL_VS_GRAPH, 0.0)
+        worst_student, worst_graph = max(worst_student, student), max(worst_graph, vs_graph)
+    return worst_student, worst_graph

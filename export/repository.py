@@ -5,6 +5,8 @@
     <repo>/<network>/configs/tensorrt.pbtxt    tensorrt_plan, KIND_GPU (`--model-config-name=tensorrt`)
     <repo>/<network>/1/model.onnx              the parity-checked graph
     <repo>/<network>/1/model.py                the cpu_local adapter (one import line)
+    <repo>/fine_similarity_bin/1/comparator.onnx   its cpu_local path's learned part, after the Hamming kernel of
+                                               dnsvr.export.hamming (model.onnx stays for GPU and TensorRT)
     <repo>/<network>/1/model.plan              with --tensorrt
     <repo>/dnsvr_embed/config.pbtxt, 1/        the ensemble video_decode -> frame_features -> the video models
     <repo>/dnsvr_text_embed/config.pbtxt, 1/   the ensemble text_tokenize -> text_encoder (text-video student)
@@ -42,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dnsvr.client import spec
+from dnsvr.export.hamming import COMPARATOR_FILE
 from dnsvr.export.manifest import FORMAT, MANIFEST, changed_weights, read_manifest
 from dnsvr.export.onnx_export import ExportError, check_opset
 from dnsvr.export.triton_config import network_configs, pipeline_config, render
@@ -55,6 +58,9 @@ if TYPE_CHECKING:
 VERSION = "1"
 ADAPTERS = "dnsvr.serving.triton"
 ONNX_RUNNER = f"{ADAPTERS}.onnx_model"
+NETWORK_ADAPTERS = {  # networks whose cpu_local adapter is not ONNX_RUNNER
+    spec.FINE_SIMILARITY_BIN.name: f"{ADAPTERS}.hamming_model",  # Hamming kernel + comparator.onnx
+}
 PYTHON_MODELS = {  # pipeline -> the module whose TritonPythonModel serves it
     "video_decode": f"{ADAPTERS}.decode",
     "frame_features": f"{ADAPTERS}.features",
@@ -92,7 +98,7 @@ def adapter_source(module: str) -> str:
 def network_files(model: spec.ModelSpec) -> dict[str, str]:
     """{path relative to the repository: text} of one ONNX network's configs and its cpu_local adapter."""
     files = {f"{model.name}/{relative}": render(config) for relative, config in network_configs(model).items()}
-    files[f"{model.name}/{VERSION}/model.py"] = adapter_source(ONNX_RUNNER)
+    files[f"{model.name}/{VERSION}/model.py"] = adapter_source(NETWORK_ADAPTERS.get(model.name, ONNX_RUNNER))
     return files
 
 
@@ -240,9 +246,9 @@ def _build_locked(
     fp16: bool,
     on_model: Callable[[str], None] | None,
 ) -> dict:
-    from dnsvr.export.graphs import build_graph
+    from dnsvr.export.graphs import ComparatorGraph, build_graph
     from dnsvr.export.onnx_export import export_onnx
-    from dnsvr.export.parity import TOLERANCES, check_parity
+    from dnsvr.export.parity import KERNEL_VS_GRAPH, TOLERANCES, check_comparator_parity, check_parity
     from dnsvr.training.packs.model_pack import file_sha256
 
     staging = _sibling(repository, f"staging-{uuid.uuid4().hex[:8]}")
@@ -260,6 +266,12 @@ def _build_locked(
             atol, rtol = TOLERANCES[name]
             models[name] = {"onnx_sha256": file_sha256(onnx_path), "max_abs_error": error,
                             "tolerance": {"atol": atol, "rtol": rtol}}
+            if name == spec.FINE_SIMILARITY_BIN.name:
+                comparator = export_onnx(ComparatorGraph(network), spec.FINE_COMPARATOR,
+                                         onnx_path.with_name(COMPARATOR_FILE), opset=opset)
+                vs_student, vs_graph = check_comparator_parity(network, onnx_path, comparator)
+                models[name]["comparator"] = {"onnx_sha256": file_sha256(comparator), "max_abs_error": vs_student,
+                                              "max_abs_error_vs_graph": vs_graph, "tolerance_vs_graph": KERNEL_VS_GRAPH}
             if tensorrt_profile is not None:
                 from dnsvr.export.tensorrt import build_engine
 

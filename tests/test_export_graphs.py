@@ -9,10 +9,10 @@ import onnx
 import pytest
 import torch
 from dnsvr.client import spec
-from dnsvr.export.graphs import GRAPH_CLASSES, pack_bits, repeat_short_videos, unpack_bits
+from dnsvr.export.graphs import GRAPH_CLASSES, ComparatorGraph, pack_bits, repeat_short_videos, unpack_bits
 from dnsvr.export.onnx_export import ExportError, example_feeds, export_onnx
 from dnsvr.export.onnx_runner import OnnxRunner
-from dnsvr.export.parity import TOLERANCES, check_parity
+from dnsvr.export.parity import KERNEL_VS_GRAPH, TOLERANCES, check_comparator_parity, check_parity
 from dnsvr.training import load_checkpoint
 from dnsvr.training.networks.codes import pack_codes, unpack_codes
 
@@ -60,6 +60,20 @@ def test_graph_interface_is_the_spec_and_passes_checker(name, exported) -> None:
     assert [(t.name, t.dtype) for t in runner.outputs] == [(t.name, t.numpy_dtype) for t in model.outputs]
     for graph_tensor, tensor in zip(runner.inputs, model.inputs, strict=True):
         assert graph_tensor.shape == tuple(None if d == -1 else d for d in tensor.dims)
+
+
+def test_comparator_graph_of_the_cpu_path_matches_the_float_graph_and_pytorch(networks, exported, tmp_path) -> None:
+    """comparator.onnx after the Hamming kernel: the parity cases within the student's tolerance and within
+    KERNEL_VS_GRAPH of the float graph; its interface is spec.FINE_COMPARATOR; the file is reproducible."""
+    student = networks[spec.FINE_SIMILARITY_BIN.name]
+    path = export_onnx(ComparatorGraph(student), spec.FINE_COMPARATOR, tmp_path / "comparator.onnx")
+    vs_student, vs_graph = check_comparator_parity(student, exported[spec.FINE_SIMILARITY_BIN.name], path)
+    assert vs_student <= TOLERANCES[spec.FINE_SIMILARITY_BIN.name][0] and vs_graph <= KERNEL_VS_GRAPH
+    onnx.checker.check_model(onnx.load(path), full_check=True)
+    runner = OnnxRunner(path)
+    assert [(t.name, t.dtype) for t in runner.inputs] == [(t.name, t.numpy_dtype) for t in spec.FINE_COMPARATOR.inputs]
+    again = export_onnx(ComparatorGraph(student), spec.FINE_COMPARATOR, tmp_path / "again.onnx")
+    assert again.read_bytes() == path.read_bytes()
 
 
 def test_export_is_byte_for_byte_deterministic(networks, exported, tmp_path) -> None:

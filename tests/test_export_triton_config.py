@@ -7,6 +7,7 @@ from dnsvr.client import spec
 from dnsvr.export.repository import ENSEMBLES, PYTHON_MODELS
 from dnsvr.export.triton_config import (
     CPU_LOCAL,
+    CPU_LOCAL_PARAMETERS,
     HEADER,
     TENSORRT,
     network_configs,
@@ -44,7 +45,17 @@ def test_network_configs_carry_the_spec(name):
     assert production.platform == "onnxruntime_onnx" and production.instance_group[0].kind == KIND.KIND_GPU
     assert tensorrt.platform == "tensorrt_plan" and tensorrt.instance_group[0].kind == KIND.KIND_GPU
     assert cpu_local.backend == "python" and cpu_local.instance_group[0].kind == KIND.KIND_CPU
-    assert cpu_local.parameters["intra_op_threads"].string_value == "1"
+    threads = CPU_LOCAL_PARAMETERS.get(name, {}).get("intra_op_threads", "1")
+    assert cpu_local.parameters["intra_op_threads"].string_value == threads
+
+
+def test_cpu_local_fine_similarity_bin_sets_its_kernel_threads():
+    """Its cpu_local adapter (Hamming kernel + comparator) reads hamming_threads; production configs carry none."""
+    configs = network_configs(spec.FINE_SIMILARITY_BIN)
+    parameters = configs[f"configs/{CPU_LOCAL}.pbtxt"].parameters
+    assert {key: parameters[key].string_value for key in parameters} == {"hamming_threads": "2",
+                                                                         "intra_op_threads": "2"}
+    assert not configs["config.pbtxt"].parameters and not configs[f"configs/{TENSORRT}.pbtxt"].parameters
 
 
 def test_instances_and_threads_are_settable():

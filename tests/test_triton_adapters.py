@@ -12,7 +12,7 @@ import pytest
 import stand_in_pb_utils
 from dnsvr.client.errors import error_from_message
 from dnsvr.client.spec import ModelSpec, TensorSpec
-from dnsvr.export.repository import ONNX_RUNNER, PYTHON_MODELS, VERSION
+from dnsvr.export.repository import NETWORK_ADAPTERS, ONNX_RUNNER, PYTHON_MODELS, VERSION
 from dnsvr.export.triton_config import network_configs, pipeline_config
 from google.protobuf import json_format
 
@@ -48,7 +48,7 @@ def write_manifest(repository, fine: str = "bin") -> None:
 
 
 def test_every_pipeline_module_defines_an_adapter():
-    for module in [*PYTHON_MODELS.values(), ONNX_RUNNER]:
+    for module in [*PYTHON_MODELS.values(), ONNX_RUNNER, *NETWORK_ADAPTERS.values()]:
         assert issubclass(importlib.import_module(module).TritonPythonModel,
                           importlib.import_module("dnsvr.serving.triton.base").PythonModel), module
 
@@ -160,3 +160,32 @@ def test_onnx_adapter_batches_requests_and_isolates_bad_ones(tmp_path):
     config.input[0].name = "z"
     with pytest.raises(ValueError, match="differ from the ONNX graph"):
         initialized(ONNX_RUNNER, config, model_dir)
+
+
+def test_fine_similarity_bin_adapter_runs_the_hamming_kernel_and_isolates_bad_requests(tmp_path, golden_dir):
+    """cpu_local fine_similarity_bin: its model.py's adapter scores with the Hamming kernel (hamming_threads from
+    the config) and comparator.onnx, like HammingFineSimilarity; a bad mask fails only its own request."""
+    from dnsvr.client import spec
+    from dnsvr.export.graphs import ComparatorGraph
+    from dnsvr.export.hamming import COMPARATOR_FILE, HammingFineSimilarity
+    from dnsvr.export.onnx_export import example_feeds, export_onnx
+    from dnsvr.training import load_checkpoint
+
+    model_dir = tmp_path / spec.FINE_SIMILARITY_BIN.name
+    comparator = export_onnx(ComparatorGraph(load_checkpoint(golden_dir / "fg_bin_student.pth")),
+                             spec.FINE_COMPARATOR, model_dir / VERSION / COMPARATOR_FILE)
+    config = network_configs(spec.FINE_SIMILARITY_BIN)["configs/cpu_local.pbtxt"]
+    config.parameters["hamming_threads"].string_value = "2"
+    model = initialized(NETWORK_ADAPTERS[spec.FINE_SIMILARITY_BIN.name], config, model_dir)
+    assert model.runner.threads == 2
+    first = example_feeds(spec.FINE_SIMILARITY_BIN, [3, 8, 5], 8, 4, 6, seed=2)
+    third = example_feeds(spec.FINE_SIMILARITY_BIN, [1], 2, 7, 7, seed=3)
+    bad = dict(first, candidate_mask=~first["candidate_mask"])
+    answers = model.execute(requests(first, bad, third))
+    reference = HammingFineSimilarity(comparator)
+    for answer, feeds in ((answers[0], first), (answers[2], third)):
+        np.testing.assert_array_equal(answer.outputs()["similarity"], reference.run(feeds)["similarity"])
+    assert answers[1].error().code() == "INVALID_ARG" and "prefix mask" in answers[1].error().message()
+    model.finalize()
+    with pytest.raises(RuntimeError, match="shutdown"):
+        model.runner.pool.submit(int)

@@ -150,7 +150,10 @@ class VideoComparator(nn.Module):
     values before every conv and a pooled cell is valid only when its whole 2x2 window is (floor pooling, as
     on the unpadded matrix).  `reference_padding=True` instead keeps pooled windows that straddle the last
     valid row/column, as the reference implementation's masked pooling does (zero padding only).
-    The returned valid extent is (row_lengths // 4, col_lengths // 4), or ceil-halved twice in reference mode.
+    The returned valid extent is (row_lengths // 4, col_lengths // 4), or ceil-halved twice in reference mode;
+    output cells outside it are unspecified (callers pool with the returned mask).  Conv outputs outside the
+    extent are zeroed only in reference mode, where straddling pools read them: elsewhere nothing valid
+    depends on them, and leaving them saves two masked passes over the largest activations.
     """
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, padding: str = "zero"):
@@ -169,14 +172,15 @@ class VideoComparator(nn.Module):
             nn.init.xavier_uniform_(conv.weight)
             nn.init.zeros_(conv.bias)
 
-    def _conv(self, conv: nn.Conv2d, x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
-        """Padded 3x3 conv + ReLU on the valid extent, zero outside: x `[P, C, H, W]` -> `[P, C', H, W]`."""
+    def _conv(self, conv: nn.Conv2d, x: Tensor, rows: Tensor, cols: Tensor, zero_outside: bool) -> Tensor:
+        """Padded 3x3 conv + ReLU of the valid extent: x `[P, C, H, W]` -> `[P, C', H, W]`; cells outside the
+        extent are zero when `zero_outside`, unspecified otherwise."""
         valid = _outer(_length_mask(rows, x.shape[2]), _length_mask(cols, x.shape[3]))
         if self.padding == "replicate":
-            x = F.pad(_extend_edges(x, rows, cols), (1, 1, 1, 1), mode="replicate")
-        else:
-            x = F.pad(x.masked_fill(~valid, 0.0), (1, 1, 1, 1))
-        return F.relu(conv(x).masked_fill(~valid, 0.0))
+            x = conv(F.pad(_extend_edges(x, rows, cols), (1, 1, 1, 1), mode="replicate"))
+        else:  # zero padding inside the conv: one op where a separate Pad costs a copy of the activations
+            x = F.conv2d(x.masked_fill(~valid, 0.0), conv.weight, conv.bias, padding=1)
+        return F.relu(x.masked_fill(~valid, 0.0) if zero_outside else x)
 
     def _pooled_lengths(self, lengths: Tensor, size: int, reference_padding: bool) -> Tensor:
         halved = (lengths + 1) // 2 if reference_padding else lengths // 2
@@ -208,9 +212,9 @@ class VideoComparator(nn.Module):
             raise ValueError("reference_padding is only defined for the zero-padded comparator")
         x = sim[:, None]
         for conv in (self.conv1, self.conv2):
-            x = F.max_pool2d(self._conv(conv, x, rows, cols), 2, 2)
+            x = F.max_pool2d(self._conv(conv, x, rows, cols, reference_padding), 2, 2)
             rows = self._pooled_lengths(rows, x.shape[2] * 2, reference_padding)
             cols = self._pooled_lengths(cols, x.shape[3] * 2, reference_padding)
-        x = self.fconv(self._conv(self.conv3, x, rows, cols))[:, 0]
+        x = self.fconv(self._conv(self.conv3, x, rows, cols, reference_padding))[:, 0]
         out_mask = _outer(_length_mask(rows, x.shape[1]), _length_mask(cols, x.shape[2]))[:, 0]
         return x, out_mask

@@ -22,6 +22,9 @@ Network models (one ONNX graph each):
     fine_similarity_att   the same with float32 [.., 9, 512] representations
     text_encoder          token_ids int64 [B, L] (CLIP tokens)        -> embedding float32 [B, D] (unit norm)
     video_text_embed      frames uint8 [B, T, S, S, 3] RGB crops, mask [B, T] -> embedding float32 [B, D] (unit)
+    fine_comparator       f2f float32 [K, Tq, Tt], query_mask [Tq], candidate_mask [K, Tt] -> similarity [K]
+                          (a part graph: fine_similarity_bin's cpu_local model runs it after its Hamming
+                          kernel; not in NETWORKS, not served on its own)
 
 Only the models of the exported fine student (bin or att) are served, and the two text-video models when the
 weights carry a text-video student (TeachCLIP); `model_repository/manifest.json` lists them.  Served pipelines
@@ -215,6 +218,19 @@ VIDEO_TEXT_EMBED = ModelSpec(
                 "-> L2-normalised video vector (AFA head; official mode pads to max_frames inside)",
 )
 TEXT_NETWORKS = (TEXT_ENCODER.name, VIDEO_TEXT_EMBED.name)
+# A part graph, not served on its own: fine_similarity_bin's cpu_local model computes the frame-to-frame
+# similarities with a Hamming kernel and runs this graph (`1/comparator.onnx`) for the learned rest.
+FINE_COMPARATOR = ModelSpec(
+    "fine_comparator",
+    inputs=(
+        TensorSpec("f2f", "float32", (-1, -1, -1)),
+        TensorSpec("query_mask", "bool", (-1,)),
+        _mask("candidate_mask"),
+    ),
+    outputs=(TensorSpec("similarity", "float32", (-1,)),),
+    description="f2f [K, Tq, Tt]: similarities of the real frames (not repeated), 0 elsewhere -> the fine "
+                "student's scores (short-video rule, comparator, Chamfer)",
+)
 
 NETWORKS: dict[str, ModelSpec] = {
     spec.name: spec

@@ -1,0 +1,23 @@
+"""Triton python model serving fine_similarity_bin under `cpu_local`: the Hamming kernel, then comparator.onnx.
+
+`1/model.py` of fine_similarity_bin imports this class; only `--model-config-name=cpu_local` (python backend)
+runs it: production (onnxruntime on GPU) and `tensorrt` serve the float ±1 graph `model.onnx` beside it.
+The requests are answered as by the ONNX runner (`dnsvr.serving.triton.onnx_model`), with
+`dnsvr.export.hamming.HammingFineSimilarity` in place of ONNX Runtime over model.onnx: popcount Hamming
+distances of the packed codes (faiss), region Chamfer in integers, then the comparator graph.  Config
+parameters: `hamming_threads` (the kernel's, default "1") and `intra_op_threads` (the comparator's).
+"""
+
+from __future__ import annotations
+
+from dnsvr.export.hamming import COMPARATOR_FILE, HammingFineSimilarity
+from dnsvr.serving.triton import onnx_model
+
+
+class TritonPythonModel(onnx_model.TritonPythonModel):
+    def open_runner(self, intra_op_threads: int) -> HammingFineSimilarity:
+        threads = int(self.parameters.get("hamming_threads") or 1)
+        return HammingFineSimilarity(self.version_dir / COMPARATOR_FILE, threads, intra_op_threads)
+
+    def teardown(self) -> None:
+        self.runner.close()
