@@ -1,4 +1,4 @@
-"""Search latency through the real local Triton + Milvus Lite, per stage and end to end (median, p95).
+"""Search latency through the real local Triton + Milvus, per stage and end to end (median, p95).
 
 The collection is grown to each `--sizes` with synthetic videos written straight into the store the service
 uses (unit coarse vectors near a few cluster centres, random packed S^f_B codes of `--frames` frames), plus
@@ -7,7 +7,12 @@ fraction of `--candidates` coarse neighbours: `--queries` searches by indexed id
 no CNN: the retrieval path) and `--video-queries` searches by a real video file (decode + CNN included).
 
     python benchmarks/serving_bench.py                         # 1k and 10k videos, fractions 0, 0.05, 0.2
-    python benchmarks/serving_bench.py --repository model_repository --sizes 1000
+    python benchmarks/serving_bench.py --repository model_repository --sizes 1000 --backends server
+
+Backends (`--backends`): `lite` is what `dnsvr serve` starts by default (a `milvus-lite server` on a data
+directory, chunk layout); `server` is the Milvus 2.3.5 standalone server of the `milvus` wheel, started here on
+127.0.0.1 and given to the service as a server URI, with the frame layout of `--server-layout`.  After the
+timed searches of each size, `--clients` threads search by id at once (rerank 0.05): searches/s and errors.
 
 Writes benchmarks/results/serving.md.  Numbers are for this machine (CPU only); the networks run in ONNX
 Runtime inside python-backend models, as `dnsvr serve` runs them.
@@ -19,12 +24,14 @@ import argparse
 import platform
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
-from dnsvr.client import VideoSearchClient
+from dnsvr.client import NotFound, VideoSearchClient
 from dnsvr.export.manifest import model_version, read_manifest
+from dnsvr.serving.local.milvus_servers import MilvusStandaloneServer
 from dnsvr.serving.local.service import LocalService
 from dnsvr.serving.pipelines.store_access import ServiceStore
 from dnsvr.serving.store.schema import IndexedVideo
@@ -83,8 +90,45 @@ def measure(client: VideoSearchClient, queries: list, rerank: float, candidates:
     return {"timings": timings, "reranked_in_top": statistics.mean(reranked)}
 
 
-def table_rows(size: int, kind: str, rerank: float, candidates: int, measured: dict) -> str:
-    cells = [f"{size:,}", kind, f"{rerank:g}", f"{int(rerank * min(candidates, size))}"]
+def visible(client: VideoSearchClient, ids: list[str], timeout_s: float = 60.0) -> None:
+    """Wait until the service sees the videos this process wrote (a server's Session consistency covers only
+    the writer's own session; other processes see the rows within its time tick)."""
+    deadline = time.monotonic() + timeout_s
+    for video_id in ids:
+        while True:
+            try:
+                client.search(video_id=video_id, top_k=1, rerank=0)
+                break
+            except NotFound:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+
+def concurrent_searches(client: VideoSearchClient, ids: list[str], clients: int, per_client: int, rerank: float,
+                        candidates: int, top_k: int) -> tuple[float, int]:
+    """`clients` threads, each `per_client` searches by id at once -> (searches per second, errors)."""
+    errors: list[Exception] = []
+
+    def work(offset: int) -> None:
+        for i in range(per_client):
+            try:
+                client.search(video_id=ids[(offset + i) % len(ids)], top_k=top_k, rerank=rerank, candidates=candidates)
+            except Exception as error:  # counted and reported, the run goes on
+                errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(c * per_client,)) for c in range(clients)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    return clients * per_client / elapsed, len(errors)
+
+
+def table_rows(backend: str, size: int, kind: str, rerank: float, candidates: int, measured: dict) -> str:
+    cells = [backend, f"{size:,}", kind, f"{rerank:g}", f"{int(rerank * min(candidates, size))}"]
     for stage in STAGES:
         values = measured["timings"][stage]
         cells.append(f"{statistics.median(values):.1f} / {percentile(values, 95):.1f}")
@@ -95,41 +139,69 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repository", type=Path, help="exported model repository (default: export the bundled "
                         "pack, else the golden checkpoints, into a temporary folder)")
+    parser.add_argument("--backends", nargs="+", choices=("lite", "server"), default=["lite", "server"])
+    parser.add_argument("--server-layout", choices=("auto", "vector", "chunk"), default="auto",
+                        help="frame layout of the server backend's store (auto: vector, a row per frame)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000])
     parser.add_argument("--rerank", type=float, nargs="+", default=[0.0, 0.05, 0.2])
     parser.add_argument("--candidates", type=int, default=1000, help="coarse candidates K' (default 1000)")
-    parser.add_argument("--frames", type=int, default=30, help="frames per synthetic video (default 30)")
+    parser.add_argument("--frames", type=int, default=60, help="frames per synthetic video (default 60)")
     parser.add_argument("--queries", type=int, default=20, help="searches by indexed id per setting")
     parser.add_argument("--video-queries", type=int, default=3, help="searches by video file per setting")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients of the throughput run")
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"report file (default: {RESULTS})")
     args = parser.parse_args()
 
+    rows: list[str] = []
+    throughput: list[str] = []
     with tempfile.TemporaryDirectory(prefix="dnsvr-serving-bench-") as scratch:
         repository = args.repository or export_repository(Path(scratch) / "model_repository")
-        service = LocalService(repository, store=Path(scratch) / "milvus.db", log_dir=Path(scratch))
+        for backend in args.backends:
+            run_backend(backend, repository, Path(scratch) / backend, args, rows, throughput)
+        manifest = read_manifest(repository)
+        models = f"{manifest.get('source')} ({manifest.get('pack_version') or model_version(manifest)})"
+    write_report(rows, throughput, args, models)
+
+
+def run_backend(backend: str, repository: Path, scratch: Path, args: argparse.Namespace, rows: list[str],
+                throughput: list[str]) -> None:
+    """Start the service on `backend`, grow its store through args.sizes and measure; rows are appended."""
+    scratch.mkdir(parents=True)
+    server = MilvusStandaloneServer(scratch / "milvus-server").start() if backend == "server" else None
+    env = {}
+    if server is not None:
+        config = scratch / "store.toml"
+        config.write_text(f'[store]\nlayout = "{args.server_layout}"\n')
+        env[paths.CONFIG] = str(config)
+    try:
+        store_path = server.uri if server else scratch / "milvus.db"
+        service = LocalService(repository, store=store_path, log_dir=scratch, env=env)
         began = time.perf_counter()
         with service, VideoSearchClient(service.grpc_url, timeout_s=900) as client:
-            print(f"service ready in {time.perf_counter() - began:.1f} s", flush=True)
+            print(f"{backend}: service ready in {time.perf_counter() - began:.1f} s", flush=True)
             videos = sorted(VIDEOS.glob("*.mp4"))
             client.index_many([(path.stem, path) for path in videos])
             store = ServiceStore(repository, {"store_uri": service.store_uri}).get(create=False)
             rng = np.random.default_rng(0)
-            rows = []
             for size in args.sizes:
                 grow(store, size, args.frames, rng)
-                ids = [f"synthetic-{i:06d}" for i in rng.choice(size - len(videos), args.queries, replace=False)]
+                ids = [f"synthetic-{i:06d}" for i in rng.choice(np.arange(len(videos), size), args.queries, replace=False)]
+                visible(client, ids)
                 for rerank in args.rerank:
                     by_id = measure(client, [("id", i) for i in ids], rerank, args.candidates, args.top_k)
-                    rows.append(table_rows(size, "id", rerank, args.candidates, by_id))
+                    rows.append(table_rows(backend, size, "id", rerank, args.candidates, by_id))
                     files = [("video", videos[i % len(videos)]) for i in range(args.video_queries)]
                     by_video = measure(client, files, rerank, args.candidates, args.top_k)
-                    rows.append(table_rows(size, "video", rerank, args.candidates, by_video))
+                    rows.append(table_rows(backend, size, "video", rerank, args.candidates, by_video))
                     print(rows[-2], rows[-1], sep="\n", flush=True)
+                rate, errors = concurrent_searches(client, ids, args.clients, 10, 0.05, args.candidates, args.top_k)
+                throughput.append(f"| {backend} | {size:,} | {args.clients} | {rate:.1f} | {errors} |")
+                print(throughput[-1], flush=True)
             store.close()
-        manifest = read_manifest(repository)
-        models = f"{manifest.get('source')} ({manifest.get('pack_version') or model_version(manifest)})"
-    write_report(rows, args, models)
+    finally:
+        if server is not None:
+            server.stop()
 
 
 def export_repository(target: Path) -> Path:
@@ -140,13 +212,14 @@ def export_repository(target: Path) -> Path:
     return target
 
 
-def write_report(rows: list[str], args: argparse.Namespace, models: str) -> None:
-    header = ["videos", "query", "rerank", "fine pairs", *[f"{stage} ms" for stage in STAGES]]
+def write_report(rows: list[str], throughput: list[str], args: argparse.Namespace, models: str) -> None:
+    header = ["backend", "videos", "query", "rerank", "fine pairs", *[f"{stage} ms" for stage in STAGES]]
     lines = [
-        "# Serving benchmark: search through the local Triton + Milvus Lite",
+        "# Serving benchmark: search through the local Triton + Milvus",
         "",
         f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, CPU only; "
-        f"`python benchmarks/serving_bench.py` ({time.strftime('%Y-%m-%d')}).",
+        f"`python benchmarks/serving_bench.py` ({time.strftime('%Y-%m-%d')}).  Backends: `lite` = Milvus Lite "
+        f"3.2.2 (what `dnsvr serve` starts), `server` = Milvus 2.3.5 standalone (layout {args.server_layout}).",
         f"Collection: the 7 sample videos + synthetic videos of {args.frames} frames written into the store. "
         f"K' = {args.candidates} coarse candidates, top-{args.top_k}; the selector picks `rerank` x K' pairs for "
         f"the fine student. `id`: {args.queries} searches by indexed id (stored embedding, no CNN); `video`: "
@@ -157,6 +230,12 @@ def write_report(rows: list[str], args: argparse.Namespace, models: str) -> None
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
         *rows,
+        "",
+        f"{args.clients} clients at once, 10 searches by id each (rerank 0.05):",
+        "",
+        "| backend | videos | clients | searches/s | errors |",
+        "|---|---|---|---|---|",
+        *throughput,
         "",
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
