@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pytest
 from dnsvr.serving.pipelines.admin import delete_request, stats_request
+from dnsvr.serving.pipelines.code_cache import CodeCache
 from dnsvr.serving.pipelines.index import index_request, index_video
 from dnsvr.serving.pipelines.requests import BadRequest, RequestInputs
 from dnsvr.serving.pipelines.search import Embedding, ModelCalls, embedding_of_indexed, search, search_request
@@ -21,7 +22,7 @@ from dnsvr.serving.store.schema import InvalidVideo
 from dnsvr.serving.store.settings import StoreSettings
 from dnsvr.serving.store.video_store import VideoNotFound, VideoStore
 from dnsvr.training.networks.codes import pack_codes, unpack_codes
-from dnsvr.training.ranking import RerankPolicy
+from dnsvr.training.ranking import RerankPolicy, fine_to_unit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -94,6 +95,80 @@ def test_fine_reranking_lifts_the_true_duplicate(store, library):
     assert ranking.reranked.sum() == 3
     assert sorted(np.array(ranking.ids)[ranking.reranked]) == ["near0", "near1", "twin"]
     assert {"coarse_search", "selector", "fetch_codes", "fine_similarity"} <= set(timings)
+
+
+def same_ranking(first, second) -> bool:
+    return (first.ids == second.ids and first.scores.tobytes() == second.scores.tobytes()
+            and first.reranked.tolist() == second.reranked.tolist())
+
+
+def counting_reads(store, monkeypatch) -> list[int]:
+    """Spy on store.read_codes: the number of videos each call asked for."""
+    real, asked = store.read_codes, []
+
+    def read_codes(wanted, consistency="Session"):
+        asked.append(len(wanted))
+        return real(wanted, consistency)
+
+    monkeypatch.setattr(store, "read_codes", read_codes)
+    return asked
+
+
+def test_the_code_cache_changes_no_result_and_saves_the_reads(store, library, monkeypatch):
+    policy = RerankPolicy("fraction", 1.0)
+    asked = counting_reads(store, monkeypatch)
+    uncached, _ = search(store, CALLS, library, top_k=6, policy=policy)
+    cache = CodeCache(1 << 20)
+    cold, _ = search(store, CALLS, library, top_k=6, policy=policy, cache=cache)
+    warm, timings = search(store, CALLS, library, top_k=6, policy=policy, cache=cache)
+    assert same_ranking(uncached, cold) and same_ranking(uncached, warm) and uncached.reranked.all()
+    assert asked == [6, 6]  # without the cache, then cold; warm: no store read
+    assert {"fetch_codes", "fine_similarity"} <= set(timings)
+    tiny = CodeCache(3 * 9 * 64 * 6)  # room for only some of the videos: hits and misses mixed
+    for _ in range(3):
+        assert same_ranking(uncached, search(store, CALLS, library, top_k=6, policy=policy, cache=tiny)[0])
+
+
+def test_a_reindexed_video_is_scored_with_its_new_codes(store, library):
+    """'twin' (the query's own codes: fine score 1) is re-indexed with other codes under the same id and coarse
+    vector: the next search through the same cache must score the new codes, as a search without a cache does."""
+    policy, cache = RerankPolicy("fraction", 1.0), CodeCache(1 << 20)
+    before, _ = search(store, CALLS, library, top_k=6, policy=policy, cache=cache)
+    assert before.ids[0] == "twin" and before.scores[0] == pytest.approx(1.0)
+    twin = embedding_of_indexed(store, "twin")
+    other_codes = pack_codes(np.random.default_rng(7).choice([-1.0, 1.0], size=(5, 9, 512)))
+    index_video(store, "twin", Embedding(twin.coarse, other_codes, 0.4))
+    after, _ = search(store, CALLS, library, top_k=6, policy=policy, cache=cache)
+    uncached, _ = search(store, CALLS, library, top_k=6, policy=policy)
+    assert same_ranking(after, uncached)
+    expected = fine_to_unit(codes_similarity(library.fine, np.ones(5, bool), other_codes[None], np.ones((1, 5), bool)))
+    assert after.scores[after.ids.index("twin")] == pytest.approx(expected[0]) and expected[0] < 0.9
+
+
+def test_a_deleted_video_is_not_scored(store, library):
+    policy, cache = RerankPolicy("fraction", 1.0), CodeCache(1 << 20)
+    before, _ = search(store, CALLS, library, top_k=6, policy=policy, cache=cache)
+    assert "twin" in before.ids
+    assert store.delete("twin")
+    after, _ = search(store, CALLS, library, top_k=6, policy=policy, cache=cache)
+    assert "twin" not in after.ids and len(after) == 5 and after.reranked.all()
+
+
+def test_a_candidate_gone_since_the_coarse_search_keeps_its_coarse_score(store, library, monkeypatch):
+    """A re-index or delete between the coarse search and the code read (a race that cannot be timed on
+    demand, so the coarse hits are replaced by a test double carrying a generation the store never wrote)."""
+    real = store.search_coarse
+
+    def stale_hits(*args, **kwargs):
+        hits = real(*args, **kwargs)
+        hits.generations[hits.ids.index("twin")] += 1
+        return hits
+
+    monkeypatch.setattr(store, "search_coarse", stale_hits)
+    ranking, _ = search(store, CALLS, library, top_k=6, policy=RerankPolicy("fraction", 1.0), cache=CodeCache(1 << 20))
+    twin = ranking.ids.index("twin")
+    assert not ranking.reranked[twin] and ranking.scores[twin] == ranking.coarse_scores[twin]
+    assert ranking.reranked.sum() == 5
 
 
 def test_policy_decides_how_many_pairs_are_reranked(store, library):

@@ -165,6 +165,63 @@ def test_fetch_across_the_query_row_limit_is_exact(backend_uri: str) -> None:
             assert fetched.codes[row].tobytes() == videos[index].fine_codes.tobytes(), videos[index].video_id
 
 
+def test_search_coarse_carries_each_rows_generation_and_frame_count(backend_uri: str) -> None:
+    with open_store(backend_uri, fresh_prefix()) as store:
+        videos = [make_video(f"g{i}", frames, i) for i, frames in enumerate([3, 70, 1])]
+        store.upsert_many(videos)
+        rows = store._video_rows([v.video_id for v in videos], ["generation"], "Strong")
+        hits = store.search_coarse(videos[1].coarse, k=3, consistency="Strong")
+        assert sorted(hits.ids) == ["g0", "g1", "g2"]
+        assert hits.generations.dtype == np.int64 and hits.frame_counts.dtype == np.int64
+        by_id = {v.video_id: v for v in videos}
+        for video_id, generation, count in zip(hits.ids, hits.generations, hits.frame_counts, strict=True):
+            assert (generation, count) == (rows[video_id]["generation"], len(by_id[video_id].fine_codes))
+        store.upsert(make_video("g1", 5, 9))  # a re-index: a fresh generation, the new length
+        again = store.search_coarse(make_video("g1", 5, 9).coarse, k=1, consistency="Strong")
+        assert again.ids == ["g1"] and again.frame_counts.tolist() == [5]
+        assert again.generations[0] != rows["g1"]["generation"]
+
+
+def test_read_codes_across_a_small_query_row_limit_is_exact(backend_uri: str, monkeypatch) -> None:
+    """read_codes with the (generation, frame_count) of coarse hits, the per-query row limit shrunk to 4 rows (the
+    byte budget behind `rows_per_query` lowered), so short videos are split over several queries and a long one
+    is paged by frame index; a stale generation, a wrong frame count and a deleted video are left out."""
+    with open_store(backend_uri, fresh_prefix()) as store:
+        per_row = store.meta.frames_per_row
+        monkeypatch.setattr("dnsvr.serving.store.schema.QUERY_BYTE_BUDGET",
+                            4 * store.meta.row_bytes * (2 if store.meta.layout == "chunk" else 1))
+        assert store.meta.rows_per_query == 4
+        lengths = [1 + (i * 37) % (2 * per_row) for i in range(11)] + [9 * per_row + 5]
+        videos = [make_video(f"r{i:02d}", frames, 300 + i) for i, frames in enumerate(lengths)]
+        store.upsert_many(videos)
+        hits = store.search_coarse(videos[0].coarse, k=len(videos), consistency="Strong")
+        wanted = {video_id: (generation, count) for video_id, generation, count
+                  in zip(hits.ids, hits.generations.tolist(), hits.frame_counts.tolist(), strict=True)}
+        assert len(wanted) == len(videos)
+        real_call, queries = store._call, []
+
+        def counting_call(operation, action, *args):
+            queries.append(operation)
+            return real_call(operation, action, *args)
+
+        monkeypatch.setattr(store, "_call", counting_call)
+        codes = store.read_codes(wanted, consistency="Strong")
+        rows = sum(store.meta.rows_for(length) for length in lengths)
+        assert queries.count("query frames") >= -(-rows // 4) and "get videos" not in queries
+        assert sorted(codes) == sorted(wanted)
+        for video in videos:
+            assert codes[video.video_id].tobytes() == video.fine_codes.tobytes(), video.video_id
+        stale = wanted["r00"]
+        store.upsert(make_video("r00", 4, 999))
+        store.delete("r01")
+        generation, count = wanted["r02"]
+        left = store.read_codes({"r00": stale, "r01": wanted["r01"], "r02": (generation, count + 1),
+                                 "r03": wanted["r03"]}, consistency="Strong")
+        assert list(left) == ["r03"] and left["r03"].tobytes() == videos[3].fine_codes.tobytes()
+        with pytest.raises(InvalidVideo):
+            store.read_codes({'bad"id': (1, 1)})
+
+
 def test_reindex_is_idempotent_and_a_shorter_one_leaves_no_stale_frames(backend_uri: str) -> None:
     with open_store(backend_uri, fresh_prefix()) as store:
         long = make_video("clip", 150, 1)

@@ -3,15 +3,17 @@
 The networks are reached through `ModelCalls` (the adapter passes Triton requests; tests pass functions),
 the store through `dnsvr.serving.pipelines.store_access.ServiceStore` / `VideoStore`.
 
-    search_request(inputs, stores, calls, consistency) -> the outputs of one request (below)
-    search(store, calls, query, top_k, policy, candidates, filter, exclude_id) -> (Ranking, timings ms)
+    search_request(inputs, stores, calls, consistency, cache) -> the outputs of one request (below)
+    search(store, calls, query, top_k, policy, candidates, filter, exclude_id, consistency, cache)
+        -> (Ranking, timings ms)
 
 Request: video BYTES [1] | frames uint8 [T, 224, 224, 3] | video_id BYTES [1] (exactly one), top_k int32 [1],
 rerank BYTES [1] (policy, default "fraction:0.1"), candidates int32 [1] (K', default max(top_k, 100)), filter
 BYTES [1] (Milvus expression over the per-video fields).  Outputs: video_ids BYTES [n], scores / coarse_scores /
 selector_scores float32 [n], reranked bool [n], timings BYTES [1] (JSON, ms per stage).  The embedding (or the
 stored one of `video_id`, which is then left out of the results) -> Milvus coarse top-K' -> selector_score ->
-the policy's pairs -> fine codes from Milvus -> fine_similarity in batches -> `ranking.merge_fine`.
+the policy's pairs -> fine codes from the model instance's `CodeCache`, the misses from Milvus in one read (the
+coarse hits carry each row's generation and frame count) -> fine_similarity in batches -> `ranking.merge_fine`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from dnsvr.client import spec
 from dnsvr.serving.pipelines.batching import fine_batches, padded_batch
+from dnsvr.serving.pipelines.code_cache import CodeCache, CodeKey
 from dnsvr.serving.pipelines.requests import BadRequest, RequestInputs, Stopwatch, bytes_array, shortened
 from dnsvr.serving.pipelines.store_access import ServiceStore
 from dnsvr.serving.store.schema import check_video_id
@@ -130,9 +133,11 @@ def search(
     filter: str | None = None,
     exclude_id: str | None = None,
     consistency: str = "Session",
+    cache: CodeCache | None = None,
 ) -> tuple[Ranking, dict[str, float]]:
     """DnS retrieval for one query: coarse top-K' -> selector -> fine re-rank of the chosen -> top_k.
 
+    `cache`: fine codes kept between searches (None: every candidate's codes are read from the store).
     Returns the ranking and stage timings in ms (coarse_search, selector, fetch_codes, fine_similarity).
     """
     watch = Stopwatch()
@@ -152,37 +157,54 @@ def search(
                 calls.selector_score(selector_rows(query.selector, target_selectors, coarse)), np.float32)
         chosen = policy.choose(selector_scores)
     if len(chosen):
-        fine_scores = _fine_scores(store, calls, query, [ids[i] for i in chosen], watch, consistency)
-        found = ~np.isnan(fine_scores)  # a candidate deleted meanwhile keeps its coarse score
+        rows = [keep[i] for i in chosen]
+        wanted = [(hits.ids[r], int(hits.generations[r]), int(hits.frame_counts[r])) for r in rows]
+        fine_scores = _fine_scores(store, calls, query, wanted, watch, consistency,
+                                   cache if cache is not None else CodeCache(0))
+        found = ~np.isnan(fine_scores)  # a candidate deleted or re-indexed meanwhile keeps its coarse score
         chosen, fine_scores = chosen[found], fine_scores[found]
     ranking = final_ranking(ids, coarse, selector_scores, chosen, fine_scores, top_k)
     return ranking, watch.stages
 
 
-def _fine_scores(store: VideoStore, calls: ModelCalls, query: Embedding, video_ids: list[str],
-                 watch: Stopwatch, consistency: str) -> np.ndarray:
-    """Raw fine similarities [n] in [-1, 1] for `video_ids` (NaN for ids no longer in the store)."""
+def _fine_scores(store: VideoStore, calls: ModelCalls, query: Embedding, wanted: list[tuple[str, int, int]],
+                 watch: Stopwatch, consistency: str, cache: CodeCache) -> np.ndarray:
+    """Raw fine similarities [n] in [-1, 1] of the candidates `wanted` [n] (video_id, generation, frame_count),
+    NaN where the store no longer holds that generation's frames (deleted or re-indexed since the coarse search).
+
+    Codes come from `cache` where it holds them; the rest are read from the store in one `read_codes` and kept.
+    """
+    keys: list[CodeKey] = [(video_id, generation) for video_id, generation, _ in wanted]
     with watch.stage("fetch_codes"):
-        fetched = store.fetch_codes(video_ids, consistency=consistency)
-    scores = np.full(len(video_ids), np.nan, np.float32)
-    present = [i for i, count in enumerate(fetched.frame_counts) if count > 0]
+        codes = cache.lookup(keys)
+        misses = {video_id: (generation, count) for video_id, generation, count in wanted
+                  if (video_id, generation) not in codes}
+        if misses:
+            for video_id, read in store.read_codes(misses, consistency=consistency).items():
+                key = (video_id, misses[video_id][0])
+                cache.put(key, read)
+                codes[key] = read
+    scores = np.full(len(wanted), np.nan, np.float32)
+    present = [i for i, key in enumerate(keys) if key in codes]
     if not present:
         return scores
     query_mask = np.ones(query.frame_count, bool)
-    frame_bytes = int(np.prod(fetched.codes.shape[2:])) * fetched.codes.itemsize
-    counts = [int(fetched.frame_counts[i]) for i in present]
+    frame_bytes = codes[keys[present[0]]][0].nbytes
+    counts = [len(codes[keys[i]]) for i in present]
     with watch.stage("fine_similarity"):
         for batch in fine_batches(counts, frame_bytes):
             positions = [present[b] for b in batch]
-            candidates, mask = padded_batch([fetched.codes[p, : fetched.frame_counts[p]] for p in positions])
+            candidates, mask = padded_batch([codes[keys[p]] for p in positions])
             similarity = calls.fine_similarity(query.fine, query_mask, candidates, mask)
             scores[positions] = np.asarray(similarity, np.float32).reshape(-1)
     return scores
 
 
 def search_request(inputs: RequestInputs, stores: ServiceStore, calls: ModelCalls,
-                   consistency: str = "Session") -> dict[str, np.ndarray]:
-    """One `dnsvr_search` request -> its outputs (module docstring); BadRequest / VideoNotFound name the problem."""
+                   consistency: str = "Session", cache: CodeCache | None = None) -> dict[str, np.ndarray]:
+    """One `dnsvr_search` request -> its outputs (module docstring); BadRequest / VideoNotFound name the problem.
+
+    `cache`: the model instance's fine codes kept between requests (see `search`)."""
     watch = Stopwatch()
     top_k = inputs.integer("top_k")
     if not 1 <= top_k <= spec.MAX_TOP_K:
@@ -212,7 +234,7 @@ def search_request(inputs: RequestInputs, stores: ServiceStore, calls: ModelCall
             store = stores.get(len(query.coarse))
     try:
         ranking, stages = search(store, calls, query, top_k, policy, candidates or None, expression,
-                                 exclude_id=query_id, consistency=consistency)
+                                 exclude_id=query_id, consistency=consistency, cache=cache)
     except StoreUnavailable:
         raise
     except StoreError as error:

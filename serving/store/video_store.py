@@ -11,7 +11,7 @@ Write protocol (crash-safe: at worst orphan frames, which `check(repair=True)` r
     delete: per-video row first, then its frames and text vector.
 Text search (`search_text`): the text collection's inner-product top-k, each hit kept only if the video's row
 points at its generation (and passes the caller's filter over the per-video fields).
-Consistency: ranking reads (`search_coarse`, `fetch_codes`) default to Session: as cheap as Bounded (~5 ms
+Consistency: ranking reads (`search_coarse`, `read_codes`, `fetch_codes`) default to Session: as cheap as Bounded (~5 ms
 vs ~200 ms for Strong on Milvus 2.3.5) and they see this client's own writes; a row seen implies its frames
 are seen (frames are written first).  Another process's writes become visible within the Bounded window; pass
 `consistency="Strong"` where that matters.  Bookkeeping reads (upsert, delete, get, count, check) use Strong.
@@ -23,11 +23,12 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import operator
 import os
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -110,12 +111,15 @@ class VideoNotFound(KeyError):
 
 @dataclass
 class CoarseHits:
-    """Top-k of a coarse search, best first: ids [k], inner-product scores [k] float32, and the candidates'
-    selector scalars [k] float32 (what the selector network needs besides the query's own)."""
+    """Top-k of a coarse search, best first: ids [k], inner-product scores [k] float32, the candidates'
+    selector scalars [k] float32 (what the selector network needs besides the query's own), and the
+    generations [k] int64 and frame counts [k] int64 their rows point at (what `read_codes` needs)."""
 
     ids: list[str]
     scores: np.ndarray
     selectors: np.ndarray
+    generations: np.ndarray
+    frame_counts: np.ndarray
 
 
 @dataclass
@@ -584,13 +588,15 @@ class VideoStore:
             raise InvalidVideo("query vector contains NaN or Inf")
         if not 1 <= k <= MAX_QUERY_ROWS:
             raise InvalidVideo(f"k must be in 1..{MAX_QUERY_ROWS}, got {k}")
-        hits = self._search_vectors(self.video_collection, "coarse", query, k, ["video_id", "selector"], consistency,
-                                    filter or "", ef)
+        fields = ["video_id", "selector", "generation", "frame_count"]
+        hits = self._search_vectors(self.video_collection, "coarse", query, k, fields, consistency, filter or "", ef)
         entities = [hit["entity"] for hit in hits]
         return CoarseHits(
             ids=[entity["video_id"] for entity in entities],
             scores=np.array([hit["distance"] for hit in hits], np.float32),
             selectors=np.array([entity["selector"] for entity in entities], np.float32),
+            generations=np.array([entity["generation"] for entity in entities], np.int64),
+            frame_counts=np.array([entity["frame_count"] for entity in entities], np.int64),
         )
 
     def search_text(self, vector: np.ndarray, k: int, filter: str | None = None,
@@ -645,47 +651,52 @@ class VideoStore:
         return list(result[0])
 
     def fetch_codes(self, video_ids: Sequence[str], consistency: str = "Session") -> FetchedCodes:
-        """Fine codes of K videos in few batched queries (≤ 16,384 rows each); see FetchedCodes."""
+        """Fine codes of K videos: their rows, then `read_codes` (≤ 16,384 rows per query); see FetchedCodes."""
         meta = self.meta
         for video_id in video_ids:
             check_video_id(video_id)
         rows = self._video_rows(video_ids, ["generation", "frame_count"], consistency)
-        frames = self._frames_of({vid: (row["generation"], row["frame_count"]) for vid, row in rows.items()},
+        frames = self.read_codes({vid: (row["generation"], row["frame_count"]) for vid, row in rows.items()},
                                  consistency)
-        torn = [vid for vid in frames if frames[vid] is None]
+        torn = [vid for vid in rows if vid not in frames]
         if torn and consistency != "Strong":  # a concurrent re-index swapped it under us: read again
             rows.update(self._video_rows(torn, ["generation", "frame_count"], "Strong"))
-            frames.update(self._frames_of({v: (rows[v]["generation"], rows[v]["frame_count"]) for v in torn
-                                           if v in rows}, "Strong"))
-        counts = np.array([len(frames[v]) if frames.get(v) is not None else 0 for v in video_ids], np.int64)
+            frames.update(self.read_codes({v: (rows[v]["generation"], rows[v]["frame_count"]) for v in torn},
+                                          "Strong"))
+        counts = np.array([len(frames[v]) if v in frames else 0 for v in video_ids], np.int64)
         t_max = int(counts.max()) if len(counts) else 0
         codes = np.zeros((len(video_ids), t_max, *meta.frame_shape), meta.frame_dtype)
         for index, video_id in enumerate(video_ids):
             if counts[index]:
                 codes[index, :counts[index]] = frames[video_id]
-        missing = [v for v in video_ids if frames.get(v) is None]
+        missing = [v for v in video_ids if v not in frames]
         return FetchedCodes(codes, counts, missing)
 
-    def _frames_of(self, wanted: dict[str, tuple[int, int]], consistency: str) -> dict[str, Any]:
-        """{video_id: (generation, frame_count)} -> {video_id: [T, ...] codes, or None if incomplete}.
+    def read_codes(self, wanted: Mapping[str, tuple[int, int]], consistency: str = "Session") -> dict[str, np.ndarray]:
+        """Fine codes of videos whose rows the caller has read (e.g. `search_coarse` hits), without reading the rows
+        again: {video_id: (generation, frame_count)} -> {video_id: [T, 9, 64] uint8 or [T, 9, 512] float32}, in
+        few batched queries of ≤ `rows_per_query` rows each.
 
+        A video whose frames of that generation are not exactly `frame_count` contiguous frames (re-indexed or
+        deleted since its row was read, or broken) is left out of the result: the caller counts it as missing.
         Rows are keyed by (video_id, generation): two videos sharing a generation value (independent writers
         in the same millisecond) must never lend each other frames.
         """
         meta = self.meta
+        checked = {check_video_id(video_id): (operator.index(generation), operator.index(frame_count))
+                   for video_id, (generation, frame_count) in wanted.items()}
         pieces: dict[tuple[str, int], dict[int, np.ndarray]] = defaultdict(dict)  # -> frame_start -> codes
-        for expression in self._frame_queries(wanted):
+        for expression in self._frame_queries(checked):
             found = self._call("query frames", lambda c, e=expression: c.query(
                 self.frame_collection, filter=e, output_fields=["video_id", "generation", "frame_start", "codes"],
                 limit=MAX_QUERY_ROWS, consistency_level=consistency))
             for row, codes in zip(*_frame_columns(found, meta), strict=True):
                 pieces[row["video_id"], row["generation"]][row["frame_start"]] = codes
-        result: dict[str, np.ndarray | None] = {}
-        for video_id, (generation, frame_count) in wanted.items():
+        result: dict[str, np.ndarray] = {}
+        for video_id, (generation, frame_count) in checked.items():
             parts = sorted(pieces.get((video_id, generation), {}).items(), key=lambda part: part[0])
-            codes = np.concatenate([p for _, p in parts]) if parts else None
-            complete = codes is not None and len(codes) == frame_count and _contiguous(parts)
-            result[video_id] = codes if complete else None
+            if parts and _contiguous(parts) and sum(len(p) for _, p in parts) == frame_count:
+                result[video_id] = np.concatenate([p for _, p in parts])
         return result
 
     def _frame_queries(self, wanted: dict[str, tuple[int, int]]) -> Iterator[str]:

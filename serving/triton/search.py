@@ -1,12 +1,14 @@
 """Triton python (BLS) model `dnsvr_search`: DnS retrieval for one query video or indexed id.
 
 Config parameters `store_uri`, `store_prefix`, `consistency` (Milvus consistency of the ranking reads,
-default Session; $DNSVR_SEARCH_CONSISTENCY overrides).  The work: `dnsvr.serving.pipelines.search`.
+default Session; $DNSVR_SEARCH_CONSISTENCY overrides), `code_cache_mb` (MiB of fine codes each model instance
+keeps between requests; 0 or absent: none).  The work: `dnsvr.serving.pipelines.search`.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from dnsvr.serving.pipelines.code_cache import CodeCache, budget_bytes
 from dnsvr.serving.pipelines.requests import RequestInputs
 from dnsvr.serving.pipelines.search import search_request
 from dnsvr.serving.triton.base import StoreModel
@@ -22,6 +24,7 @@ class TritonPythonModel(StoreModel):
         self.consistency = (paths.environment(paths.SEARCH_CONSISTENCY) or self.parameters.get("consistency")
                             or "Session")
         self.calls = model_calls(self.stores.fine_kind, self.stores.text is not None)
+        self.code_cache = CodeCache(budget_bytes(self.parameters.get("code_cache_mb")))
 
     def handle(self, inputs: RequestInputs) -> dict[str, np.ndarray]:
-        return search_request(inputs, self.stores, self.calls, self.consistency)
+        return search_request(inputs, self.stores, self.calls, self.consistency, self.code_cache)

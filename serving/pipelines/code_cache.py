@@ -1,0 +1,79 @@
+"""CodeCache: the fine codes of recently re-ranked videos, kept in the search model's process (issue 12).
+
+Keyed by (video_id, generation).  Every index run of a video writes its frames under a fresh generation and
+the frames of one (video_id, generation) are never changed afterwards, so an entry can never be stale: a
+re-indexed video's coarse hit carries its new generation and misses the old entry, and a deleted video is
+never a coarse hit, so its entries are never looked up (both just age out).  LRU, bounded by the bytes of the
+arrays it holds; thread-safe.
+
+    cache = CodeCache(budget_bytes(parameters.get("code_cache_mb")))
+    found = cache.lookup([(video_id, generation), ...])   # {key: [T, 9, 64] uint8 / [T, 9, 512] float32}
+    cache.put((video_id, generation), codes)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+
+import numpy as np
+
+CodeKey = tuple[str, int]  # (video_id, generation)
+
+
+def budget_bytes(megabytes: str | None) -> int:
+    """The `code_cache_mb` model parameter (MiB ≥ 0, fractions allowed) -> bytes; empty or absent (a config
+    written before the parameter existed): 0, no cache.  Raises ValueError naming the parameter otherwise."""
+    text = (megabytes or "").strip()
+    try:
+        value = float(text) if text else 0.0
+    except ValueError:
+        raise ValueError(f"code_cache_mb must be a number of MiB >= 0 (0: no cache), got {megabytes!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"code_cache_mb must be a number of MiB >= 0 (0: no cache), got {megabytes!r}")
+    return int(value * (1 << 20))
+
+
+class CodeCache:
+    """Least-recently-used fine codes, at most `budget` bytes of arrays (sum of `nbytes`) in all.
+
+    Entries are read-only copies, never changed; an array larger than the whole budget is not kept, and a
+    budget of 0 keeps nothing.
+    """
+
+    def __init__(self, budget: int) -> None:
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
+            raise ValueError(f"a code cache budget is a number of bytes >= 0, got {budget!r}")
+        self.budget = budget
+        self._entries: OrderedDict[CodeKey, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def lookup(self, keys: Iterable[CodeKey]) -> dict[CodeKey, np.ndarray]:
+        """{key: read-only codes [T, 9, W]} of the `keys` held; each one found becomes the most recently used."""
+        found: dict[CodeKey, np.ndarray] = {}
+        with self._lock:
+            for key in keys:
+                codes = self._entries.get(key)
+                if codes is not None:
+                    self._entries.move_to_end(key)
+                    found[key] = codes
+        return found
+
+    def put(self, key: CodeKey, codes: np.ndarray) -> None:
+        """Keep a read-only copy of `codes` [T, 9, W] under `key` (the most recently used), dropping the least
+        recently used entries until the budget holds; an array over the whole budget is not kept."""
+        if codes.nbytes > self.budget:
+            return
+        stored = np.array(codes, copy=True)
+        stored.setflags(write=False)
+        with self._lock:
+            previous = self._entries.pop(key, None)
+            if previous is not None:
+                self._bytes -= previous.nbytes
+            self._entries[key] = stored
+            self._bytes += stored.nbytes
+            while self._bytes > self.budget:
+                _, evicted = self._entries.popitem(last=False)
+                self._bytes -= evicted.nbytes
