@@ -108,7 +108,7 @@ def lite_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def milvus_server(tmp_path_factory):
-    """The real Milvus 2.3.5 standalone server for the session (one per machine: its etcd port is fixed)."""
+    """The real Milvus 2.3.5 standalone server for the session."""
     from dnsvr.serving.local.milvus_servers import MilvusStandaloneServer
 
     with MilvusStandaloneServer(tmp_path_factory.mktemp("milvus") / "data") as server:

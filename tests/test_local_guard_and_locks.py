@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from dnsvr.serving.local.milvus_servers import MilvusLiteServer, ServerStartError, _executable
+from dnsvr.serving.local.milvus_servers import MilvusLiteServer, MilvusStandaloneServer, ServerStartError, _executable
 from dnsvr.serving.local.processes import descendants, lock_holders, process_start_time, still_same_process
 
 
@@ -73,3 +73,21 @@ def test_lock_of_a_live_owner_is_reported(tmp_path: Path) -> None:
         with pytest.raises(ServerStartError, match=f"in use by process .* of the dnsvr process {os.getpid()}"):
             MilvusLiteServer(tmp_path / "milvus.db").start()
         assert first.running
+
+
+def test_standalone_servers_run_side_by_side_and_restart_on_their_etcd_ports(milvus_server, tmp_path: Path) -> None:
+    from pymilvus import MilvusClient
+
+    second = MilvusStandaloneServer(tmp_path / "data")
+    with second:  # the session's server holds its own etcd ports: no clash on 2380
+        config = second.etcd_config_path.read_text()
+        assert "2380" not in config and "2379" not in config and "127.0.0.1" in config
+        client = MilvusClient(uri=second.uri)
+        client.create_collection("side_by_side", dimension=4)
+        client.close()
+        second.restart()  # etcd remembers its peer URL: the same configuration again
+        assert second.etcd_config_path.read_text() == config
+        client = MilvusClient(uri=second.uri)
+        assert "side_by_side" in client.list_collections()
+        client.close()
+    assert MilvusClient(uri=milvus_server.uri).list_collections() is not None

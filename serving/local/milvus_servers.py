@@ -78,6 +78,10 @@ class _LocalMilvusProcess:
     def prepare(self) -> None:
         """Before spawning: make sure the data directory can be used (subclasses)."""
 
+    def environment(self) -> dict[str, str]:
+        """Variables the server process gets on top of this process's environment (subclasses)."""
+        return {}
+
     def start(self) -> _LocalMilvusProcess:
         """Spawn the server and wait until it answers; on failure raise ServerStartError, nothing running."""
         if self.running:
@@ -87,7 +91,7 @@ class _LocalMilvusProcess:
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
                 guarded(self.command()), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
+                start_new_session=True, env={**os.environ, **self.environment()},
             )
         try:
             self._wait_ready()
@@ -270,10 +274,14 @@ def serving_lite_uri(data_dir: str | os.PathLike) -> str | None:
 class MilvusStandaloneServer(_LocalMilvusProcess):
     """The real Milvus 2.3.5 standalone server of the `milvus` wheel (`milvus-server`), for tests, benchmarks.
 
-    Every component advertises 127.0.0.1, and the etcd it embeds listens on 127.0.0.1 only (its peer port is
-    fixed at 2380: one such server per machine).  Milvus 2.3.5 has
-    no setting for the listen address of its gRPC servers: they accept connections on all interfaces (measured
-    with `ss -ltn`).  Run it only on a trusted host or behind a firewall; production uses a real deployment.
+    Every component advertises 127.0.0.1.  The etcd it embeds would listen on the fixed peer port 2380 (one
+    such server per machine); each server here gets its own etcd configuration instead, `<data_dir>.etcd.yaml`
+    (client and peer URLs on 127.0.0.1, free ports chosen at the first start and kept for restarts, since etcd
+    remembers its peer URL), which Milvus reads from the ETCD_CONFIG_PATH environment variable (its
+    `etcd.config.path` setting; the wheel's --extra-config only rewrites keys of its template, and this one is
+    not there).  Milvus 2.3.5 has no setting for the listen address of its gRPC servers: they accept
+    connections on all interfaces (measured with `ss -ltn`).  Run it only on a trusted host or behind a
+    firewall; production uses a real deployment.
     """
 
     name = "milvus-server"
@@ -283,8 +291,37 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
         super().__init__(data_dir, port, startup_timeout_s)
         self.session_ttl_s = session_ttl_s
 
+    @property
+    def etcd_config_path(self) -> Path:
+        return self.data_dir.parent / f"{self.data_dir.name}.etcd.yaml"
+
+    def prepare(self) -> None:
+        """Write the embedded etcd's configuration on free loopback ports, once per data directory."""
+        if self.etcd_config_path.exists():
+            return
+        client, peer = free_port(), free_port()
+        atomic_write_text(self.etcd_config_path, "\n".join([
+            "name: dnsvr",
+            f"listen-client-urls: http://{LOOPBACK}:{client}",
+            f"advertise-client-urls: http://{LOOPBACK}:{client}",
+            f"listen-peer-urls: http://{LOOPBACK}:{peer}",
+            f"initial-advertise-peer-urls: http://{LOOPBACK}:{peer}",
+            f"initial-cluster: dnsvr=http://{LOOPBACK}:{peer}",
+            "",
+        ]))
+
+    def environment(self) -> dict[str, str]:
+        return {"ETCD_CONFIG_PATH": str(self.etcd_config_path)}
+
+    def _etcd_client_port(self) -> int:
+        for line in self.etcd_config_path.read_text().splitlines():
+            if line.startswith("listen-client-urls:"):
+                return int(line.rsplit(":", 1)[1])
+        raise ServerStartError(f"{self.etcd_config_path} names no listen-client-urls")
+
     def command(self) -> list[str]:
-        command = [_executable("milvus-server"), "--data", str(self.data_dir), "--proxy-port", str(self.port)]
+        command = [_executable("milvus-server"), "--data", str(self.data_dir), "--proxy-port", str(self.port),
+                   "--etcd-port", str(self._etcd_client_port())]
         for component in STANDALONE_COMPONENTS:
             command += ["--extra-config", f"{component}.ip={LOOPBACK}"]
         # after a kill -9 the coordinators wait for the dead process's etcd sessions to expire (default 30 s)
