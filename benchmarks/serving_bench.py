@@ -186,7 +186,8 @@ def run_backend(backend: str, repository: Path, scratch: Path, args: argparse.Na
             rng = np.random.default_rng(0)
             for size in args.sizes:
                 grow(store, size, args.frames, rng)
-                ids = [f"synthetic-{i:06d}" for i in rng.choice(np.arange(len(videos), size), args.queries, replace=False)]
+                synthetic = np.arange(len(videos), size)  # grow() numbers them after the sample videos
+                ids = [f"synthetic-{i:06d}" for i in rng.choice(synthetic, args.queries, replace=False)]
                 visible(client, ids)
                 for rerank in args.rerank:
                     by_id = measure(client, [("id", i) for i in ids], rerank, args.candidates, args.top_k)

@@ -96,9 +96,10 @@ def data_dir() -> Path:
     return Path(environment(DATA)) if environment(DATA) else _xdg("XDG_DATA_HOME", ".local/share")
 
 
-def default_store_path() -> Path:
-    """The embedded Milvus Lite store used when none is configured."""
-    return data_dir() / "milvus.db"
+def default_store_path(engine: str = "lite") -> Path:
+    """The local store used when none is configured: Milvus Lite's data path, or the Milvus server's data
+    directory for `dnsvr serve --engine server`."""
+    return data_dir() / ("milvus.db" if engine == "lite" else "milvus-server")
 
 
 def state_path() -> Path:

@@ -1,8 +1,8 @@
 """`dnsvr serve | index | search | delete | stats | demo`: run the service locally and talk to it.
 
-`serve` starts Milvus Lite + Triton (dnsvr.serving.local.service) and records its gRPC address in a state
-file; the other commands use `--url`, else $DNSVR_URL, else that state file, and send $DNSVR_ACCESS_TOKEN
-when it is set.  `health` is a probe for orchestrators.  `demo` does it all in one go.
+`serve` starts a local Milvus (Lite, or the 2.3.5 server) + Triton (dnsvr.serving.local.service) and records
+its gRPC address in a state file; the other commands use `--url`, else $DNSVR_URL, else that state file, and
+send $DNSVR_ACCESS_TOKEN when it is set.  `health` is a probe for orchestrators.  `demo` does it all in one go.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ examples:
   dnsvr serve                                   # free ports, Milvus Lite at ~/.local/share/dnsvr/milvus.db
   dnsvr serve --grpc-port 8001 --http-port 8000 --metrics-port 8002 --store var/milvus.db
   dnsvr serve --store http://milvus.internal:19530          # a Milvus server (token: DNSVR_MILVUS_TOKEN)
+  dnsvr serve --engine server       # start the local Milvus 2.3.5 server instead of Milvus Lite (faster search)
   DNSVR_ACCESS_TOKEN=$(cat token) dnsvr serve --host 0.0.0.0 --tls-cert cert.pem --tls-key key.pem \
       --grpc-port 8001 --health-port 8080 --open-search   # reachable by others: TLS + a token for writes
 
@@ -30,7 +31,12 @@ one.  Any other --host needs TLS (--tls-cert/--tls-key; --tls-client-ca for mutu
 gRPC listens on --host (Triton's HTTP has no TLS: HTTP and metrics stay on 127.0.0.1); Triton's admin APIs
 (model repository and config, logging, trace, statistics) answer only `dnsvr serve` itself.
 
-Supervision: Milvus Lite is started again when it dies (logged, with a back-off), a model whose python
+Engines (--engine, for a local --store path): `lite` (default) is Milvus Lite, a pure-Python engine: one
+top-1000 coarse search costs ~0.15-0.5 s at 10k videos.  `server` is the Milvus 2.3.5 server of the `milvus`
+wheel (~10 ms, docs/storage.md), ~8 s to start and ~230 MB of memory idle; its gRPC ports listen on every
+interface (Milvus 2.3.5 cannot bind one address): use it on a trusted host or behind a firewall.
+
+Supervision: the local Milvus is started again when it dies (logged, with a back-off), a model whose python
 instance died is reloaded, and every server dies with `dnsvr serve`, however it dies.  The health endpoint
 (--health-port) answers GET /live and GET /ready (200, or 503 with the reason: Triton, models, python
 instances, the store) for load balancers.
@@ -55,8 +61,9 @@ examples:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser(
-        "serve", help="run the search service locally (Triton + Milvus Lite) until Ctrl-C",
-        description="Start Milvus Lite and the Triton server on 127.0.0.1 over the model repository.",
+        "serve", help="run the search service locally (Triton + Milvus) until Ctrl-C",
+        description="Start a local Milvus (Lite by default) and the Triton server on 127.0.0.1 over the model "
+                    "repository.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SERVE_EPILOG)
     _service_options(serve)
     serve.add_argument("--grpc-port", type=int, help="Triton gRPC port (default: a free one)")
@@ -135,8 +142,12 @@ def _service_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help=REPOSITORY_HELP)
     parser.add_argument("--weights", nargs="+", default=["bundled"],
                         help="what to export when the repository is empty (default: bundled)")
-    parser.add_argument("--store", help="Milvus Lite data path or Milvus server URI (default: "
-                        "~/.local/share/dnsvr/milvus.db; for demo a temporary store)")
+    parser.add_argument("--store", help="local data path or Milvus server URI (default: "
+                        "~/.local/share/dnsvr/milvus.db, with --engine server ~/.local/share/dnsvr/milvus-server; "
+                        "for demo a temporary store)")
+    parser.add_argument("--engine", choices=("lite", "server"), default="lite",
+                        help="what serves a local --store path: Milvus Lite (default) or the Milvus 2.3.5 server "
+                        "of the `milvus` wheel (faster search; listens on every interface)")
     parser.add_argument("--prefix", help="store collection prefix (default: dnsvr)")
     parser.add_argument("--log-dir", type=Path, default=Path("var"), help="Triton log folder (default: var)")
 
@@ -151,8 +162,8 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
 def _service(args: argparse.Namespace, **options):
     from dnsvr.serving.local.service import LocalService
 
-    return LocalService(args.repository, store=args.store, prefix=args.prefix, weights=args.weights,
-                        log_dir=args.log_dir, **options)
+    return LocalService(args.repository, store=args.store, engine=args.engine, prefix=args.prefix,
+                        weights=args.weights, log_dir=args.log_dir, **options)
 
 
 def _security_options(args: argparse.Namespace) -> dict:
@@ -356,10 +367,11 @@ def demo_command(args: argparse.Namespace) -> int:
     if not folders:
         print("error: no video folders found (pass --videos DIR)", file=sys.stderr)
         return 1
-    print(f"starting Triton + Milvus Lite over {args.repository} ...", flush=True)
+    engine = "Milvus Lite" if args.engine == "lite" else "the Milvus server"
+    print(f"starting Triton + {engine} over {args.repository} ...", flush=True)
     with tempfile.TemporaryDirectory(prefix="dnsvr-demo-") as scratch:
         if args.store is None:  # a fresh store per demo run, removed afterwards
-            args.store = str(Path(scratch) / "milvus.db")
+            args.store = str(Path(scratch) / ("milvus.db" if args.engine == "lite" else "milvus-server"))
         try:
             return _demo(args, folders)
         except KeyboardInterrupt:

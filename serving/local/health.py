@@ -2,7 +2,7 @@
 
     GET /live   200 while the `dnsvr serve` process runs its loop
     GET /ready  200 when it can serve, else 503; the body is the JSON of `Supervisor.readiness()` either way
-                (Triton and every model ready, every python instance alive, Milvus Lite running, the store
+                (Triton and every model ready, every python instance alive, the local Milvus running, the store
                 answering a round trip)
 
 Triton's own `/v2/health/ready` says nothing of the store, which is why this endpoint exists; it reveals no

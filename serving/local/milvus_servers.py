@@ -56,6 +56,7 @@ class _LocalMilvusProcess:
     """Shared life cycle: spawn in a new process group, poll readiness, signal the group to stop."""
 
     name = "milvus"
+    label = "Milvus"  # in the supervisor's events
 
     def __init__(self, data_dir: str | os.PathLike, port: int | None = None, startup_timeout_s: float = 60.0):
         self.data_dir = Path(data_dir).expanduser().resolve()
@@ -204,6 +205,7 @@ class MilvusLiteServer(_LocalMilvusProcess):
     """
 
     name = "milvus-lite"
+    label = "Milvus Lite"
     LOCK = "LOCK"  # Milvus Lite's lock file in its data directory
 
     def __init__(self, data_dir: str | os.PathLike, port: int | None = None, startup_timeout_s: float = 60.0,
@@ -285,6 +287,7 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
     """
 
     name = "milvus-server"
+    label = "Milvus server"
 
     def __init__(self, data_dir: str | os.PathLike, port: int | None = None, startup_timeout_s: float = 120.0,
                  session_ttl_s: int = 10):

@@ -1,4 +1,4 @@
-"""The whole service on this machine: Milvus Lite server + Triton over the model repository, started and
+"""The whole service on this machine: a local Milvus + Triton over the model repository, started and
 stopped together (what `dnsvr serve`, `dnsvr demo`, the tests and the benchmark run).
 
     with LocalService("model_repository", store="var/milvus.db") as service:
@@ -6,10 +6,12 @@ stopped together (what `dnsvr serve`, `dnsvr demo`, the tests and the benchmark 
 
 Start-up: export the bundled models if the repository has no manifest.json, or export them again if the
 files it was exported from have changed (a retrained pack): `dnsvr.export.repository.ensure_exported`, the
-one writer of the repository; start `milvus-lite server` on the store path (only one process may open a Lite
-data directory, and every Triton python model instance is its own process) unless `store` is a Milvus server
-URI; start Triton on the repository as exported, with DNSVR_MILVUS_URI pointing every model instance at the
-store; then the supervisor (a dead Milvus Lite restarted, dead python instances replaced) and the health
+one writer of the repository; start the local engine on the store path unless `store` is a Milvus server URI:
+`milvus-lite server` (engine "lite", the default: only one process may open a Lite data directory, and every
+Triton python model instance is its own process) or the Milvus 2.3.5 server of the `milvus` wheel (engine
+"server": ~25x faster top-1000 coarse searches, docs/storage.md, but its gRPC ports listen on every
+interface); start Triton on the repository as exported, with DNSVR_MILVUS_URI pointing every model instance at the
+store; then the supervisor (a dead local Milvus restarted, dead python instances replaced) and the health
 endpoint.  Every server runs under a guard: it dies with this process, however this process dies.  Stop:
 health, supervisor, Triton, then Milvus; nothing is left running.
 """
@@ -25,7 +27,7 @@ from pathlib import Path
 from dnsvr.export.manifest import ManifestError, read_manifest
 from dnsvr.export.repository import ensure_exported
 from dnsvr.serving.local.health import HealthServer
-from dnsvr.serving.local.milvus_servers import MilvusLiteServer
+from dnsvr.serving.local.milvus_servers import MilvusLiteServer, MilvusStandaloneServer
 from dnsvr.serving.local.supervisor import Supervisor
 from dnsvr.serving.local.triton_server import TlsFiles, TritonServer
 from dnsvr.serving.pipelines.access import token_digest
@@ -45,6 +47,7 @@ def served_models(repository: Path) -> list[str]:
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+ENGINES = {"lite": MilvusLiteServer, "server": MilvusStandaloneServer}  # what serves a local store path
 TOKEN_PATTERN = "^dnsvr-token$"  # the request header Triton hands the pipelines (`pipelines.access`)
 
 
@@ -53,16 +56,17 @@ class InsecureBind(ValueError):
 
 
 class LocalService:
-    """Milvus (Lite server on `store`, or the server at a URI) + Triton, supervised, with a health endpoint.
+    """Milvus (a local `engine` on `store`, or the server at a URI) + Triton, supervised, with a health endpoint.
 
     repository: model repository; weights: what to export when it has none (default the bundled pack).
-    store: a Lite data path (default ~/.local/share/dnsvr/milvus.db) or http(s)://host:port; prefix: the
+    store: a local data path (default `paths.default_store_path(engine)`) or http(s)://host:port; engine:
+    what serves a local path, "lite" (Milvus Lite) or "server" (the Milvus 2.3.5 server); prefix: the
     store's collection prefix.  Ports: None = free ones.  env: more environment for the python models
     (e.g. DNSVR_MAX_FRAMES).  log_dir: Triton's log (default a temporary file).
     host: Triton's gRPC listen address (default 127.0.0.1).  tls: gRPC TLS files.  token: the access token
     callers must send (index and delete; search and stats too unless `open_search`).  A host other than
     loopback needs TLS and a token unless `insecure`.  health_port: the /live and /ready endpoint
-    (`dnsvr.serving.local.health`, on `host`; None: none).  supervise: restart a dead Milvus Lite, replace
+    (`dnsvr.serving.local.health`, on `host`; None: none).  supervise: restart a dead local Milvus, replace
     dead python instances (`dnsvr.serving.local.supervisor`).  The admin APIs of Triton (model repository,
     config, logging, trace, statistics) answer only this process (a per-run key).
     """
@@ -72,6 +76,7 @@ class LocalService:
         repository: str | Path = "model_repository",
         *,
         store: str | Path | None = None,
+        engine: str = "lite",
         prefix: str | None = None,
         weights: list[str] | None = None,
         grpc_port: int | None = None,
@@ -91,8 +96,11 @@ class LocalService:
         if host not in LOOPBACK_HOSTS and not insecure and (tls is None or not token):
             raise InsecureBind(f"refusing to listen on {host} without TLS and an access token: give a certificate "
                                "and key, and a token, or say insecure (--insecure) to accept plain, open access")
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {sorted(ENGINES)}, got {engine!r}")
         self.repository = Path(repository).resolve()
-        self.store = str(store or paths.default_store_path())
+        self.engine = engine
+        self.store = str(store or paths.default_store_path(engine))
         self.prefix = prefix
         self.weights = weights or ["bundled"]
         self.ports = dict(grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port)
@@ -101,7 +109,7 @@ class LocalService:
         self.startup_timeout_s = startup_timeout_s
         self.host, self.tls, self.token, self.open_search = host, tls, token, open_search
         self.health_port, self.supervise = health_port, supervise
-        self.milvus: MilvusLiteServer | None = None
+        self.milvus: MilvusLiteServer | MilvusStandaloneServer | None = None
         self.triton: TritonServer | None = None
         self.supervisor: Supervisor | None = None
         self.health: HealthServer | None = None
@@ -142,7 +150,7 @@ class LocalService:
             ensure_exported(self.repository, self.weights, on_export)
             self.models = served_models(self.repository)
             if not is_server_uri(self.store):
-                self.milvus = MilvusLiteServer(Path(self.store).expanduser()).start()
+                self.milvus = ENGINES[self.engine](Path(self.store).expanduser()).start()
             log_path = self.log_dir / "triton.log" if self.log_dir else None
             self.triton = TritonServer(self.repository, env=self._model_environment(), log_path=log_path,
                                        startup_timeout_s=self.startup_timeout_s, host=self.host, tls=self.tls,

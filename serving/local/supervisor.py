@@ -1,16 +1,16 @@
 """Keeps a running `LocalService` whole, and says whether it can serve: what `dnsvr serve` runs beside it.
 
 A thread checks every `interval_s`:
-- the embedded Milvus Lite server: when its process died, it is started again on the same port and data
-  directory (the python models reconnect by themselves), logged, with a back-off of 1 s doubling to 30 s
+- the local Milvus (Lite or the 2.3.5 server): when its process died, it is started again on the same port
+  and data directory (the python models reconnect by themselves), logged, with a back-off of 1 s doubling to 30 s
   between failed starts;
 - Triton's python-model instances: Triton 2.51 does not replace a stub process that died (every request
   routed to that instance then fails, "Stub process ... is not healthy"), so a model whose live stubs are
   fewer than at start is reloaded (`TritonServer.reload_model`), logged.
 
 `readiness()` is what a load balancer asks (`dnsvr.serving.local.health`): Triton running and ready, every
-model READY, every python instance alive, Milvus Lite running, and a store round trip through `dnsvr_stats`
-(the pipelines' own path to the store) answering.
+model READY, every python instance alive, the local Milvus running (key `milvus_lite`, kept for either
+engine), and a store round trip through `dnsvr_stats` (the pipelines' own path to the store) answering.
 """
 
 from __future__ import annotations
@@ -105,17 +105,17 @@ class Supervisor:
         if milvus is None or milvus.running or time.monotonic() < self._next_milvus_try:
             return
         code = milvus.exit_code
-        self._event("Milvus Lite (%s) exited with code %s; starting it again on port %s", milvus.data_dir, code,
-                    milvus.port)
+        self._event("%s (%s) exited with code %s; starting it again on port %s", milvus.label, milvus.data_dir,
+                    code, milvus.port)
         try:
             milvus.restart()
         except Exception as error:
             self._next_milvus_try = time.monotonic() + self._backoff
-            self._event("Milvus Lite did not start (%s); next try in %.0f s", error, self._backoff)
+            self._event("%s did not start (%s); next try in %.0f s", milvus.label, error, self._backoff)
             self._backoff = min(self._backoff * 2, BACKOFF_S[1])
             return
         self._backoff = BACKOFF_S[0]
-        self._event("Milvus Lite is back on port %s", milvus.port)
+        self._event("%s is back on port %s", milvus.label, milvus.port)
 
     def _check_instances(self) -> None:
         triton = self.service.triton
