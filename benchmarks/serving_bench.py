@@ -24,8 +24,8 @@ import argparse
 import platform
 import statistics
 import tempfile
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -117,14 +117,10 @@ def concurrent_searches(client: VideoSearchClient, ids: list[str], clients: int,
             except Exception as error:  # counted and reported, the run goes on
                 errors.append(error)
 
-    threads = [threading.Thread(target=work, args=(c * per_client,)) for c in range(clients)]
     began = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - began
-    return clients * per_client / elapsed, len(errors)
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(work, [c * per_client for c in range(clients)]))
+    return clients * per_client / (time.perf_counter() - began), len(errors)
 
 
 def table_rows(backend: str, size: int, kind: str, rerank: float, candidates: int, measured: dict) -> str:
