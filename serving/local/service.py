@@ -9,7 +9,7 @@ files it was exported from have changed (a retrained pack): `dnsvr.export.reposi
 one writer of the repository; start the local engine on the store path unless `store` is a Milvus server URI:
 `milvus-lite server` (engine "lite", the default: only one process may open a Lite data directory, and every
 Triton python model instance is its own process) or the Milvus 2.3.5 server of the `milvus` wheel (engine
-"server": ~25x faster top-1000 coarse searches, docs/storage.md, but its gRPC ports listen on every
+"server": top-1000 coarse searches 15-25x faster, docs/storage.md, but its gRPC ports listen on every
 interface); start Triton on the repository as exported, with DNSVR_MILVUS_URI pointing every model instance at the
 store; then the supervisor (a dead local Milvus restarted, dead python instances replaced) and the health
 endpoint.  Every server runs under a guard: it dies with this process, however this process dies.  Stop:
