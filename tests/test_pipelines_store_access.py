@@ -6,7 +6,8 @@ import json
 
 import pytest
 from dnsvr.export.manifest import ManifestError, fine_kind, model_version
-from dnsvr.serving.pipelines.store_access import ServiceStore, store_settings
+from dnsvr.serving.pipelines.store_access import ServiceStore, ranking_consistency, store_settings
+from dnsvr.training import paths
 
 
 def test_model_version_prefers_the_pack_version():
@@ -38,3 +39,11 @@ def test_service_store_reads_the_manifest(tmp_path, monkeypatch):
     (tmp_path / "manifest.json").write_text(json.dumps({"fine": ["bin"], "pack_version": "p@1"}))
     service = ServiceStore(tmp_path, {"store_uri": str(tmp_path / "x.db")})
     assert (service.model_version, service.representation) == ("p@1", "binary")
+
+
+def test_ranking_consistency_is_the_environment_over_the_parameter_over_session(monkeypatch) -> None:
+    monkeypatch.delenv(paths.SEARCH_CONSISTENCY, raising=False)
+    assert ranking_consistency(None) == ranking_consistency({"consistency": ""}) == "Session"
+    assert ranking_consistency({"consistency": "Bounded"}) == "Bounded"
+    monkeypatch.setenv(paths.SEARCH_CONSISTENCY, "Strong")
+    assert ranking_consistency({"consistency": "Bounded"}) == "Strong"

@@ -14,6 +14,7 @@ from dnsvr.client import spec
 from dnsvr.export.manifest import fine_kind, model_version, read_manifest, text_settings
 from dnsvr.serving.store.settings import StoreSettings
 from dnsvr.serving.store.video_store import StoreError, VideoStore
+from dnsvr.training import paths
 
 
 def store_settings(parameters: dict[str, str] | None = None) -> StoreSettings:
@@ -21,6 +22,12 @@ def store_settings(parameters: dict[str, str] | None = None) -> StoreSettings:
     parameters = parameters or {}
     return StoreSettings.resolve(uri=parameters.get("store_uri") or None,
                                  prefix=parameters.get("store_prefix") or None)
+
+
+def ranking_consistency(parameters: dict[str, str] | None = None) -> str:
+    """The Milvus consistency of a search pipeline's ranking reads: $DNSVR_SEARCH_CONSISTENCY, else the model
+    parameter `consistency`, else Session."""
+    return paths.environment(paths.SEARCH_CONSISTENCY) or (parameters or {}).get("consistency") or "Session"
 
 
 class ServiceStore:

@@ -11,9 +11,9 @@ import numpy as np
 from dnsvr.serving.pipelines.code_cache import CodeCache, budget_bytes
 from dnsvr.serving.pipelines.requests import RequestInputs
 from dnsvr.serving.pipelines.search import search_request
+from dnsvr.serving.pipelines.store_access import ranking_consistency
 from dnsvr.serving.triton.base import StoreModel
 from dnsvr.serving.triton.calls import model_calls
-from dnsvr.training import paths
 
 
 class TritonPythonModel(StoreModel):
@@ -21,8 +21,7 @@ class TritonPythonModel(StoreModel):
 
     def setup(self) -> None:
         super().setup()
-        self.consistency = (paths.environment(paths.SEARCH_CONSISTENCY) or self.parameters.get("consistency")
-                            or "Session")
+        self.consistency = ranking_consistency(self.parameters)
         self.calls = model_calls(self.stores.fine_kind, self.stores.text is not None)
         self.code_cache = CodeCache(budget_bytes(self.parameters.get("code_cache_mb")))
 

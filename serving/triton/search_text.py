@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 from dnsvr.serving.pipelines.requests import RequestInputs
+from dnsvr.serving.pipelines.store_access import ranking_consistency
 from dnsvr.serving.pipelines.text_search import search_text_request
 from dnsvr.serving.triton.base import StoreModel
 from dnsvr.serving.triton.calls import embed_text
-from dnsvr.training import paths
 
 
 class TritonPythonModel(StoreModel):
@@ -21,8 +21,7 @@ class TritonPythonModel(StoreModel):
 
     def setup(self) -> None:
         super().setup()
-        self.consistency = (paths.environment(paths.SEARCH_CONSISTENCY) or self.parameters.get("consistency")
-                            or "Session")
+        self.consistency = ranking_consistency(self.parameters)
         self.embed_text = embed_text if self.stores.text is not None else None
 
     def handle(self, inputs: RequestInputs) -> dict[str, np.ndarray]:
