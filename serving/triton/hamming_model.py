@@ -4,8 +4,9 @@
 runs it: production (onnxruntime on GPU) and `tensorrt` serve the float ±1 graph `model.onnx` beside it.
 The requests are answered as by the ONNX runner (`dnsvr.serving.triton.onnx_model`), with
 `dnsvr.export.hamming.HammingFineSimilarity` in place of ONNX Runtime over model.onnx: popcount Hamming
-distances of the packed codes (faiss), region Chamfer in integers, then the comparator graph.  Config
-parameters: `hamming_threads` (the kernel's, default "1") and `intra_op_threads` (the comparator's).
+distances of the packed codes (the AVX-512 extension where the CPU has it, else faiss), region Chamfer in
+integers, then the comparator graph.  Config parameters: `hamming_threads` (the kernel's, 1 when absent; the
+exported cpu_local config sets 2) and `intra_op_threads` (the comparator's).
 """
 
 from __future__ import annotations
