@@ -20,7 +20,7 @@ from dnsvr.serving.pipelines.store_access import ServiceStore
 from dnsvr.serving.pipelines.video import decode_request, frame_features
 from dnsvr.serving.store.schema import InvalidVideo
 from dnsvr.serving.store.settings import StoreSettings
-from dnsvr.serving.store.video_store import VideoNotFound, VideoStore
+from dnsvr.serving.store.video_store import StoreError, VideoNotFound, VideoStore
 from dnsvr.training.networks.codes import pack_codes, unpack_codes
 from dnsvr.training.ranking import RerankPolicy, fine_to_unit
 from hypothesis import HealthCheck, given, settings
@@ -169,6 +169,24 @@ def test_a_candidate_gone_since_the_coarse_search_keeps_its_coarse_score(store, 
     twin = ranking.ids.index("twin")
     assert not ranking.reranked[twin] and ranking.scores[twin] == ranking.coarse_scores[twin]
     assert ranking.reranked.sum() == 5
+
+
+def test_the_query_embedding_of_an_indexed_video_reads_its_row_and_its_codes_once(store, library, monkeypatch):
+    """Search by id: the row in one query and the codes in one read, the codes then kept in the search's cache;
+    the same embedding as everything the store holds for the video (`get`)."""
+    stored = store.get("twin")
+    asked, cache = counting_reads(store, monkeypatch), CodeCache(1 << 20)
+    for _ in range(2):
+        query = embedding_of_indexed(store, "twin", cache)
+        assert np.array_equal(query.fine, stored.fine_codes) and np.array_equal(query.coarse, stored.coarse)
+        assert query.selector == pytest.approx(stored.selector) and query.text is None
+    assert asked == [1]
+
+
+def test_the_query_embedding_of_a_video_whose_codes_are_gone_is_an_error(store, library, monkeypatch):
+    monkeypatch.setattr(store, "read_codes", lambda wanted, consistency="Session": {})
+    with pytest.raises(StoreError, match="incomplete frames"):
+        embedding_of_indexed(store, "twin")
 
 
 def test_policy_decides_how_many_pairs_are_reranked(store, library):

@@ -117,10 +117,23 @@ def final_ranking(
     return Ranking([ids[i] for i in order], scores[order], flags[order], coarse[order], selector[order])
 
 
-def embedding_of_indexed(store: VideoStore, video_id: str) -> Embedding:
-    """The stored embedding of an indexed video (raises VideoNotFound)."""
-    video = store.get(video_id, consistency="Session")
-    return Embedding(video.coarse, video.fine_codes, video.selector)
+def embedding_of_indexed(store: VideoStore, video_id: str, cache: CodeCache | None = None,
+                         consistency: str = "Session") -> Embedding:
+    """The stored embedding of an indexed video (raises VideoNotFound): its row in one query, its codes from
+    `cache` or in one `read_codes` (kept in `cache`).  Codes found gone (a re-index swapped them between the two
+    reads) are read once more at Strong consistency."""
+    cache = cache if cache is not None else CodeCache(0)
+    for level in dict.fromkeys((consistency, "Strong")):
+        row = store.ranking_row(video_id, level)
+        key = (video_id, row.generation)
+        codes = cache.lookup([key]).get(key)
+        if codes is None:
+            codes = store.read_codes({video_id: (row.generation, row.frame_count)}, level).get(video_id)
+            if codes is not None:
+                cache.put(key, codes)
+        if codes is not None:
+            return Embedding(row.coarse, codes, row.selector)
+    raise StoreError(f"video {video_id!r} has incomplete frames; run `dnsvr store check --repair`")
 
 
 def search(
@@ -228,7 +241,7 @@ def search_request(inputs: RequestInputs, stores: ServiceStore, calls: ModelCall
             store = stores.existing()
             if store is None:
                 raise VideoNotFound(query_id)
-            query = embedding_of_indexed(store, query_id)
+            query = embedding_of_indexed(store, query_id, cache, consistency)
         else:
             query = calls.embed(inputs.video())
             store = stores.get(len(query.coarse))

@@ -123,6 +123,17 @@ class CoarseHits:
 
 
 @dataclass
+class RankingRow:
+    """An indexed video's row as search by id reads it: coarse [C] float32, selector scalar, the generation its
+    frames are written under and their count."""
+
+    coarse: np.ndarray
+    selector: float
+    generation: int
+    frame_count: int
+
+
+@dataclass
 class TextHits:
     """Top-k of a text search, best first: ids [k] and inner-product (cosine) scores [k] float32."""
 
@@ -722,6 +733,17 @@ class VideoStore:
             group_rows += rows
         if group:
             yield _group_filter(group)
+
+    def ranking_row(self, video_id: str, consistency: str = "Session") -> RankingRow:
+        """What searching by an indexed video needs of its row, in one query: coarse [C] float32, selector,
+        generation, frame_count (its codes: `read_codes`).  Raises VideoNotFound."""
+        check_video_id(video_id)
+        rows = self._video_rows([video_id], ["coarse", "selector", "generation", "frame_count"], consistency)
+        if video_id not in rows:
+            raise VideoNotFound(video_id)
+        row = rows[video_id]
+        return RankingRow(np.asarray(row["coarse"], np.float32), float(row["selector"]), int(row["generation"]),
+                          int(row["frame_count"]))
 
     def get(self, video_id: str, consistency: str = "Strong") -> IndexedVideo:
         """Everything stored for one video, fine codes included. Raises VideoNotFound."""
