@@ -116,6 +116,71 @@ def test_start_offset_and_missing_timestamps(tmp_path: Path) -> None:
     assert len(decode_video(raw, min_frames=0)) == 3
 
 
+def write_moving_clip(path: Path, codec: str, options: dict[str, str], times: list[float] | None = None,
+                      count: int = 90) -> Path:
+    """`count` frames of a moving pattern (25 fps, or shown at `times` seconds), encoded by `codec` with
+    `options` (keyframe interval, B-frames, open GOP) into the container that `path`'s suffix names."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=25, options=options)
+        stream.width, stream.height = 96, 64
+        stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        if times is not None:
+            stream.codec_context.time_base = Fraction(1, 1000)
+        for i in range(count):
+            image = np.zeros((64, 96, 3), np.uint8)
+            image[:, (5 * i) % 96:] = (37 * i) % 256
+            image[(3 * i) % 64] = 255
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            if times is not None:
+                frame.pts, frame.time_base = round(times[i] * 1000), Fraction(1, 1000)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return path
+
+
+def every_frame_sampled(path: Path, fps: float) -> list[np.ndarray]:
+    """The oracle: every frame decoded in order, the first at or after each k / fps kept (native RGB)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        timed = [(float(frame.pts * stream.time_base), frame.to_ndarray(format="rgb24"))
+                 for frame in container.decode(stream)]
+    return [timed[i][1] for i in first_at_or_after([time for time, _ in timed], fps)]
+
+
+CLIPS = {  # name: (codec, encoder options, variable frame times)
+    "short-gop-b-frames.mp4": ("libx264", {"g": "5", "bf": "3"}, False),
+    "open-gop.mp4": ("libx264", {"g": "12", "bf": "3", "x264-params": "open-gop=1"}, False),
+    "vfr-b-frames.mkv": ("libx264", {"g": "8", "bf": "2"}, True),
+    "transport-stream.ts": ("libx264", {"g": "9", "bf": "2"}, False),
+    "mpeg4-b-frames.avi": ("mpeg4", {"g": "10", "bf": "2"}, False),
+    "all-keyframes.avi": ("mjpeg", {}, False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CLIPS))
+def test_groups_of_pictures_left_undecoded_change_no_sampled_frame(tmp_path: Path, name: str) -> None:
+    """decode_video decodes only the groups of pictures a sampled time falls in: the frames it takes are
+    exactly those of a decode of every frame, whatever the keyframe interval, B-frames, open GOPs, variable
+    frame rate or container, and at several sampling rates."""
+    codec, options, variable = CLIPS[name]
+    times = list(np.cumsum(np.random.default_rng(3).integers(10, 200, 90)) / 1000) if variable else None
+    path = write_moving_clip(tmp_path / name, codec, options, times)
+    for fps in (0.5, 1.0, 2.0, 5.0):
+        expected = every_frame_sampled(path, fps)
+        frames = decode_video(path, fps=fps, size=None, full_frames=True, min_frames=0)
+        assert len(frames) == len(expected) > 1, (name, fps)
+        for index, (got, want) in enumerate(zip(frames, expected, strict=True)):
+            np.testing.assert_array_equal(got, want, err_msg=f"{name} at {fps} fps, sample {index}")
+
+
+def test_the_sample_videos_decode_as_every_frame_would(videos_dir: Path) -> None:
+    for path in sorted(videos_dir.glob("*.mp4")):
+        expected = every_frame_sampled(path, 1.0)
+        frames = decode_video(path, size=None, full_frames=True, min_frames=0)
+        assert len(frames) == len(expected), path.name
+        assert all(np.array_equal(got, want) for got, want in zip(frames, expected, strict=True)), path.name
+
+
 @pytest.mark.parametrize(("seconds", "padded"), [(1, 4), (2, 4), (3, 6)])
 def test_short_clips_are_repeated_to_four_frames(tmp_path: Path, seconds: int, padded: int) -> None:
     times = [i / 10 for i in range(10 * seconds)]

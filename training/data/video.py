@@ -135,40 +135,84 @@ def _rotation_steps(frame: av.VideoFrame) -> int:
     return round((getattr(frame, "rotation", 0) or 0) / 90) % 4
 
 
+class _Targets:
+    """The sampling clock shared by the decoder loop and the sampler: the times `k / fps` after the first decoded
+    frame's time (`origin`), and `index` k of the first one no frame has been taken for yet."""
+
+    def __init__(self, fps: float):
+        self.fps = fps
+        self.origin: float | None = None
+        self.index = 0
+
+    def next_time(self) -> float | None:
+        """Stream time (s) of the next target; None before the first frame is decoded."""
+        return None if self.origin is None else self.origin + self.index / self.fps
+
+
 def _timed_frames(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream, name: str
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, name: str, targets: _Targets
 ) -> Iterator[tuple[float, av.VideoFrame]]:
-    """Decoded frames with their presentation time in seconds (pts * time_base, extrapolated if missing)."""
+    """Decoded frames in display order with their presentation time in seconds (pts * time_base, extrapolated if
+    missing), leaving undecoded the groups of pictures that no target falls in.
+
+    Packets are demuxed (cheap) and held from the last keyframe on; they are decoded only once a packet's time
+    reaches the next target.  A keyframe at or before the next target makes everything held before it useless:
+    every picture before a keyframe in decoding order is displayed before it, hence before the target, so those
+    packets (and the frames in flight in the decoder) are dropped undecoded.  Every frame that is decoded is
+    decoded from its keyframe on, as a sequential decode would, so the frames taken are the same.  A packet
+    without a timestamp is decoded at once (no skipping around it).
+    """
     rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+    codec = stream.codec_context
+    time_base = stream.time_base  # the packets' (frames decoded late by threads or the drain may carry none)
+    tolerance = 1e-6
     previous: float | None = None
+    held: list[av.Packet] = []
+
+    def decoded(packets: list[av.Packet]) -> Iterator[tuple[float, av.VideoFrame]]:
+        nonlocal previous
+        for packet in packets:
+            for frame in codec.decode(packet):
+                if frame.pts is not None and time_base is not None:
+                    time = float(frame.pts * time_base)
+                elif previous is not None:
+                    time = previous + 1.0 / float(rate)
+                else:
+                    time = 0.0
+                previous = time
+                yield time, frame
+
     try:
-        for frame in container.decode(stream):
-            if frame.pts is not None and frame.time_base is not None:
-                time = float(frame.pts * frame.time_base)
-            elif previous is not None:
-                time = previous + 1.0 / float(rate)
-            else:
-                time = 0.0
-            previous = time
-            yield time, frame
+        for packet in container.demux(stream):
+            if packet.size == 0:  # the demuxer's end-of-stream packet: decode what is held, then drain
+                break
+            due = targets.next_time()
+            timed = packet.pts is not None and packet.time_base is not None and due is not None
+            when = float(packet.pts * packet.time_base) if timed else None
+            if timed and packet.is_keyframe and held and when <= due + tolerance:
+                held.clear()
+                codec.flush_buffers()
+            held.append(packet)
+            if not timed or when >= due - tolerance:
+                batch, held = held, []
+                yield from decoded(batch)
+        yield from decoded([*held, None])
     except av.FFmpegError as error:
         raise VideoDecodeError(f"{name}: decoding failed ({error})") from error
 
 
 def _sample_by_time(
-    frames: Iterator[tuple[float, av.VideoFrame]], fps: float, max_frames: int | None
+    frames: Iterator[tuple[float, av.VideoFrame]], targets: _Targets, max_frames: int | None
 ) -> Iterator[av.VideoFrame]:
-    """The first frame at or after each target time k / fps, times taken from the first frame's timestamp."""
+    """The first frame at or after each target time (see `_Targets`), advancing `targets` as frames are taken."""
     tolerance = 1e-6
-    origin: float | None = None
-    target = 0
     for time, frame in frames:
-        if origin is None:
-            origin = time
-        while (time - origin) >= target / fps - tolerance:
+        if targets.origin is None:
+            targets.origin = time
+        while (time - targets.origin) >= targets.index / targets.fps - tolerance:
             yield frame
-            target += 1
-            if max_frames is not None and target >= max_frames:
+            targets.index += 1
+            if max_frames is not None and targets.index >= max_frames:
                 return
 
 
@@ -239,7 +283,8 @@ def _sampled_images(source: VideoSource, fps: float, max_frames: int | None) -> 
     aspect = stream.codec_context.sample_aspect_ratio
     previous, image = None, None
     with container:
-        for frame in _sample_by_time(_timed_frames(container, stream, name), fps, max_frames):
+        targets = _Targets(fps)
+        for frame in _sample_by_time(_timed_frames(container, stream, name, targets), targets, max_frames):
             new = frame is not previous
             if new:
                 image = _to_rgb(frame, aspect)
