@@ -33,3 +33,11 @@ def test_relevance_one_video_per_caption_and_by_group():
 def test_inconsistent_split_is_a_typed_error(captions, owners, videos, groups, message):
     with pytest.raises(SplitError, match=message):
         TextVideoSplit(captions, owners, videos, groups)
+
+
+def test_save_and_load(tmp_path):
+    split = TextVideoSplit(["a cat", "a cup"], ["v1", "v2"], ["v1", "v2", "v3"], {"v3": "v1"})
+    assert TextVideoSplit.load(split.save(tmp_path / "split.json")) == split
+    (tmp_path / "bad.json").write_text('{"captions": []}')
+    with pytest.raises(SplitError, match="expected a JSON object"):
+        TextVideoSplit.load(tmp_path / "bad.json")

@@ -231,7 +231,8 @@ class CaptionedBenchmark:
     """The benchmark's recipes and captions; frames on demand (cached).
 
     `split()` -> TextVideoSplit; `frames(video_id)` -> uint8 `[T, 224, 224, 3]`; `build()` renders all;
-    `frames_digest(ids)` -> SHA-256 of the frames (reproducibility checks); `summary()` -> counts.
+    `frames_digest(ids)` -> SHA-256 of the frames (reproducibility checks); `summary()` -> counts;
+    `export(out_dir)` -> the videos as mp4 files and the split as JSON, for scorers outside this code.
     """
 
     config: CaptionedConfig
@@ -311,6 +312,16 @@ class CaptionedBenchmark:
             digest.update(f"{video_id}:{frames.shape}".encode())
             digest.update(np.ascontiguousarray(frames).tobytes())
         return digest.hexdigest()
+
+    def export(self, out_dir: str | Path, crf: int = 18, progress: bool = True) -> Path:
+        """Write `<out_dir>/videos/<video id>.mp4` (1 fps, H.264 at `crf`; ids hold one '/', so one folder per
+        subject) and `<out_dir>/split.json` (`TextVideoSplit.save`) -> the split file's path."""
+        from dnsvr.training.data.synthetic import write_mp4
+
+        out = Path(out_dir)
+        for video_id, frames in self.iter_frames(progress=progress):
+            write_mp4(frames, out / "videos" / f"{video_id}.mp4", crf=crf)
+        return self.split().save(out / "split.json")
 
     def summary(self) -> dict[str, int]:
         captioned = [r for r in self.recipes.values() if r.captioned]

@@ -10,16 +10,23 @@
 
 `relevance()` -> bool `[Nt, Nv]` (caption i is correct for video j) and `owner_index()` -> int `[Nt]` (the
 column of each caption's owner) are what the metrics need (`dnsvr.training.evaluation.t2v_metrics`).
+`save(path)` / `TextVideoSplit.load(path)`: the split as JSON, {"captions", "caption_video", "video_ids",
+"video_group"} (what `dnsvr eval t2v-export` writes and `dnsvr eval t2v --dataset split` reads).
 Bad input raises `SplitError` naming the problem.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+from dnsvr.training.files import atomic_write_text
+
+FIELDS = ("captions", "caption_video", "video_ids", "video_group")
 
 
 class SplitError(ValueError):
@@ -78,3 +85,16 @@ class TextVideoSplit:
         video_codes = np.array([code[self.group_of(v)] for v in self.video_ids], dtype=np.int64)
         caption_codes = video_codes[self.owner_index()]
         return caption_codes[:, None] == video_codes[None, :]
+
+    def save(self, path: str | Path) -> Path:
+        """Write the split as JSON (atomically)."""
+        data = {name: getattr(self, name) for name in FIELDS}
+        return atomic_write_text(path, json.dumps({**data, "video_group": dict(self.video_group)}, indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> TextVideoSplit:
+        """Read a split written by `save`."""
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or any(name not in data for name in FIELDS[:3]):
+            raise SplitError(f"{path}: expected a JSON object with {list(FIELDS)}")
+        return cls(*(data[name] for name in FIELDS[:3]), data.get("video_group", {}))

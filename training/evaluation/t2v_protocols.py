@@ -14,7 +14,11 @@ The file layouts are those CLIP4Clip's and TeachCLIP's data loaders read:
   paragraph, its one caption (video-paragraph retrieval).  `video_list` (the reference's `test_list.txt`)
   optionally restricts the videos.  A 'description' given as a list of sentences is joined too.
 
-Videos are ranked in the order they first appear.  Malformed files raise `SplitError` naming file and entry.
+* **our split files** (`split`): a `TextVideoSplit` saved as JSON (`TextVideoSplit.save`; e.g. the captioned
+  benchmark as `dnsvr eval t2v-export` writes it).
+
+Videos are ranked in the order they first appear (a split file: in its own order).  Malformed files raise
+`SplitError` naming file and entry.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 from dnsvr.training.data.text_video_split import SplitError, TextVideoSplit
 from dnsvr.training.evaluation.protocols import load_annotation_pickle
 
-DATASETS = ("msrvtt", "msvd", "didemo")
+DATASETS = ("msrvtt", "msvd", "didemo", "split")
 
 
 def _split(pairs: list[tuple[str, str]], source: Path) -> TextVideoSplit:
@@ -130,4 +134,6 @@ def load_split(dataset: str, path: str | Path, video_list: str | Path | None = N
         return read_msvd(path)
     if dataset == "didemo":
         return read_didemo(path, video_list)
+    if dataset == "split":
+        return TextVideoSplit.load(path)
     raise SplitError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
