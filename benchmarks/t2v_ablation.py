@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import platform
 import sys
 import time
@@ -227,8 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, path in args.similarity:
         results.append(run_similarity(name, path, split))
         print(f"{name}: measured from {path}")
-    context = {**benchmark.summary(), "preset": args.preset, "seed": args.seed,
-               "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {platform.system()}"}
+    machine = f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores"
+    context = {**benchmark.summary(), "preset": args.preset, "seed": args.seed, "date": time.strftime("%Y-%m-%d"),
+               "machine": machine}
     table = write_table(results, context, args.out / "t2v_ablation.md")
     print(table.read_text())
     try:
