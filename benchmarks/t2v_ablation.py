@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from dnsvr.training.data.captioned_benchmark import CAPTIONS_FILE, CaptionedConfig, captioned_benchmark
+from dnsvr.training.data.captioned_benchmark import CAPTIONS_FILE, PRESETS, CaptionedConfig, captioned_benchmark
 from dnsvr.training.data.text_video_split import TextVideoSplit
 from dnsvr.training.evaluation.t2v_evaluate import TIMED_QUERIES, evaluate_index, evaluate_text_video
 from dnsvr.training.evaluation.t2v_scores import ScoreFile
@@ -201,7 +201,7 @@ def parse_similarity(text: str) -> tuple[str, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=("standard", "tiny"), default="standard", help="benchmark size")
+    parser.add_argument("--preset", choices=tuple(PRESETS), default="standard", help="benchmark size")
     parser.add_argument("--seed", type=int, default=0, help="benchmark seed (default: 0)")
     parser.add_argument("--train-seed", type=int, default=0, help="seed passed to every training callable")
     parser.add_argument("--caption-file", type=Path, default=CAPTIONS_FILE, help="benchmark caption file")

@@ -13,7 +13,11 @@ import json
 import sys
 from pathlib import Path
 
-T2V_DATASETS = ("msrvtt", "msvd", "didemo", "split", "benchmark")
+from dnsvr.training.data.captioned_benchmark import PRESETS
+from dnsvr.training.evaluation.t2v_metrics import TIES
+from dnsvr.training.evaluation.t2v_protocols import DATASETS
+
+T2V_DATASETS = (*DATASETS, "benchmark")
 
 T2V_EPILOG = """\
 datasets and what --annotations points at (the files CLIP4Clip's and TeachCLIP's loaders read):
@@ -102,7 +106,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def _benchmark_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", choices=("standard", "tiny"), default="standard",
+    parser.add_argument("--preset", choices=tuple(PRESETS), default="standard",
                         help="benchmark size (default: standard)")
     parser.add_argument("--seed", type=int, default=0, help="benchmark seed (default: 0)")
     parser.add_argument("--cache-dir", type=Path,
@@ -123,7 +127,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     t2v.add_argument("--annotations", type=Path, help="the split's annotation file or folder (see below)")
     t2v.add_argument("--video-list", type=Path, help="didemo: the video ids to keep (test_list.txt)")
     t2v.add_argument("--scores", type=Path, required=True, help="the .npz score file (see below)")
-    t2v.add_argument("--ties", choices=("pessimistic", "optimistic"), default="pessimistic",
+    t2v.add_argument("--ties", choices=TIES, default=TIES[0],
                      help="where a correct video tied with wrong ones ranks (default: pessimistic)")
     t2v.add_argument("--no-v2t", action="store_true", help="text->video only")
     t2v.add_argument("--json", type=Path, help="also write the metrics to this JSON file")

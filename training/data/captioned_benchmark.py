@@ -38,7 +38,6 @@ import numpy as np
 from dnsvr.training import paths
 from dnsvr.training.data.text_video_split import TextVideoSplit
 from dnsvr.training.files import atomic_path
-from dnsvr.training.packs.model_pack import file_sha256
 from tqdm import tqdm
 
 CAPTIONS_FILE = Path(__file__).with_name("captioned_benchmark.json")
@@ -47,6 +46,10 @@ MOTIONS = ("pan", "zoom_in", "zoom_out", "drift")
 RECIPE_VERSION = 1  # bump when a recipe's meaning changes, to invalidate cached frames
 KINDS = ("photo", "clip")
 CAPTIONS_PER_SUBJECT = (3, 5)
+PRESETS: dict[str, dict[str, Any]] = {  # CaptionedConfig overrides; 'tiny' is for tests
+    "standard": {},
+    "tiny": {"videos_per_photo": 1, "photo_frames": 4, "max_clip_frames": 4},
+}
 
 
 SOURCE_ROOTS = {
@@ -124,13 +127,9 @@ class CaptionedConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> CaptionedConfig:
-        presets: dict[str, dict[str, Any]] = {
-            "standard": {},
-            "tiny": {"videos_per_photo": 1, "photo_frames": 4, "max_clip_frames": 4},
-        }
-        if name not in presets:
-            raise ValueError(f"unknown benchmark preset {name!r}; choose from {list(presets)}")
-        return replace(cls(), **{**presets[name], **overrides})
+        if name not in PRESETS:
+            raise ValueError(f"unknown benchmark preset {name!r}; choose from {list(PRESETS)}")
+        return replace(cls(), **{**PRESETS[name], **overrides})
 
 
 @dataclass(frozen=True)
@@ -258,6 +257,8 @@ class CaptionedBenchmark:
         return self._sources[source]
 
     def _cache_path(self, recipe: VideoRecipe) -> Path:
+        from dnsvr.training.packs.model_pack import file_sha256  # imported here: it pulls in the gRPC client
+
         key = {
             "recipe": {k: v for k, v in recipe.to_dict().items() if k not in ("video_id", "subject", "captioned")},
             "source_sha256": file_sha256(self._source_path(recipe.source)),
