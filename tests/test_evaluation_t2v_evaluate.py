@@ -97,6 +97,8 @@ def test_export_reads_back_as_a_split(tmp_path):
     caption_file = tmp_path / "captions.json"
     caption_file.write_text(json.dumps(data))
     bench = captioned_benchmark(CaptionedConfig.preset("tiny", cache_dir=tmp_path / "cache"), caption_file)
+    built = bench.build(progress=False)
+    assert built["videos"] == 3 and built["captions"] == 8 and built["frames"] == 4 + 4 + 4
     split_path = bench.export(tmp_path / "out", progress=False)
     assert sorted(p.relative_to(tmp_path / "out" / "videos").as_posix() for p in (tmp_path / "out").rglob("*.mp4")) == [
         "cat/0.mp4", "distractor-snake-logo/0.mp4", "door-handle/doorknob-hd-no-bar.mp4"]
