@@ -155,23 +155,27 @@ def _timed_frames(
     """Decoded frames in display order with their presentation time in seconds (pts * time_base, extrapolated if
     missing), leaving undecoded the groups of pictures that no target falls in.
 
-    Packets are demuxed (cheap) and held from the last keyframe on; they are decoded only once a packet's time
-    reaches the next target.  A keyframe at or before the next target makes everything held before it useless:
-    every picture before a keyframe in decoding order is displayed before it, hence before the target, so those
-    packets (and the frames in flight in the decoder) are dropped undecoded.  Every frame that is decoded is
-    decoded from its keyframe on, as a sequential decode would, so the frames taken are the same.  A packet
-    without a timestamp is decoded at once (no skipping around it).
+    Packets are demuxed (cheap) and held from the last keyframe on; they are fed to the decoder once a packet's
+    time reaches the next target, and from then on until the decoder (B-frame reordering, frame threads) has
+    output a frame at or after that target.  A keyframe at or before the next target makes everything held or in
+    flight before it useless: every picture before a keyframe in decoding order is displayed before it, hence
+    before the target, so those packets are dropped undecoded and the decoder is flushed.  Every frame that is
+    decoded is decoded from its keyframe on, as a sequential decode would, so the frames taken are the same.  A
+    packet without a timestamp is decoded at once (no skipping around it).
     """
     rate = stream.average_rate or stream.guessed_rate or Fraction(25)
     codec = stream.codec_context
     time_base = stream.time_base  # the packets' (frames decoded late by threads or the drain may carry none)
     tolerance = 1e-6
-    previous: float | None = None
+    previous: float | None = None  # time of the last frame out of the decoder
+    fed: float | None = None  # latest packet time fed to the decoder since it was last flushed
     held: list[av.Packet] = []
 
-    def decoded(packets: list[av.Packet]) -> Iterator[tuple[float, av.VideoFrame]]:
-        nonlocal previous
+    def decoded(packets: list[av.Packet | None]) -> Iterator[tuple[float, av.VideoFrame]]:
+        nonlocal previous, fed
         for packet in packets:
+            if packet is not None and packet.pts is not None:
+                fed = max(fed, float(packet.pts * time_base)) if fed is not None else float(packet.pts * time_base)
             for frame in codec.decode(packet):
                 if frame.pts is not None and time_base is not None:
                     time = float(frame.pts * time_base)
@@ -187,13 +191,16 @@ def _timed_frames(
             if packet.size == 0:  # the demuxer's end-of-stream packet: decode what is held, then drain
                 break
             due = targets.next_time()
-            timed = packet.pts is not None and packet.time_base is not None and due is not None
-            when = float(packet.pts * packet.time_base) if timed else None
-            if timed and packet.is_keyframe and held and when <= due + tolerance:
+            timed = packet.pts is not None and time_base is not None and due is not None
+            when = float(packet.pts * time_base) if timed else None
+            if timed and packet.is_keyframe and when <= due + tolerance and (held or fed is not None):
                 held.clear()
                 codec.flush_buffers()
+                fed = None
             held.append(packet)
-            if not timed or when >= due - tolerance:
+            awaited = fed is not None and due is not None and fed >= due - tolerance and (
+                previous is None or previous < due - tolerance)  # fed up to the target, its frame not out yet
+            if not timed or when >= due - tolerance or awaited:
                 batch, held = held, []
                 yield from decoded(batch)
         yield from decoded([*held, None])
