@@ -193,13 +193,13 @@ def _timed_frames(
             due = targets.next_time()
             timed = packet.pts is not None and time_base is not None and due is not None
             when = float(packet.pts * time_base) if timed else None
-            if timed and packet.is_keyframe and when <= due + tolerance and (held or fed is not None):
+            awaited = fed is not None and due is not None and fed >= due - tolerance and (
+                previous is None or previous < due - tolerance)  # fed up to the target, its frame not out yet
+            if timed and packet.is_keyframe and not awaited and when <= due + tolerance and (held or fed is not None):
                 held.clear()
                 codec.flush_buffers()
                 fed = None
             held.append(packet)
-            awaited = fed is not None and due is not None and fed >= due - tolerance and (
-                previous is None or previous < due - tolerance)  # fed up to the target, its frame not out yet
             if not timed or when >= due - tolerance or awaited:
                 batch, held = held, []
                 yield from decoded(batch)
