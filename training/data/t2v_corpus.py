@@ -34,8 +34,7 @@ PHOTO_SEED_NAMESPACE = "dnsvr-t2v-photo"
 class T2VCorpusConfig:
     """The DnS corpus (`base`) plus `photo_clips` single-shot clips of `clip_frames` frames per photograph."""
 
-    base: CorpusConfig = field(default_factory=lambda: CorpusConfig(synthetic_sources=24, synthetic_copies=1,
-                                                                    synthetic_frames=12, max_frames=24))
+    base: CorpusConfig = field(default_factory=CorpusConfig)
     photo_clips: int = 3
     clip_frames: int = 8
 

