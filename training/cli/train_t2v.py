@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dnsvr.training import paths
+from dnsvr.training.networks.t2v_defaults import DEFAULT_DEPTH, DEFAULT_DIM, DEFAULT_MAX_FRAMES, TEACHER_TEMPERATURE
 
 T2V_EPILOG = """\
 What it does (all offline, from the installed packages):
@@ -58,9 +59,6 @@ def register_stage(stages: argparse._SubParsersAction,
                    corpus_arguments: Callable[[argparse.ArgumentParser], None],
                    handler: Callable[[argparse.Namespace], int]) -> None:
     """Add `t2v` to `dnsvr train`'s stages (`add`, `corpus_arguments`: the train command's helpers)."""
-    from dnsvr.training.distill.t2v_teachers import TEACHER_TEMPERATURE
-    from dnsvr.training.networks.offline_t2v import DEFAULT_DEPTH, DEFAULT_DIM, DEFAULT_MAX_FRAMES
-
     parser = add(stages, "t2v", "train the offline text-video student (text search) into a model pack",
                  T2V_EPILOG, handler)
     parser.add_argument("--out", type=Path, required=True, help="pack folder (pack.json gets the text_video role)")
@@ -103,43 +101,28 @@ def register_stage(stages: argparse._SubParsersAction,
 def run_t2v(args: argparse.Namespace, corpus) -> int:
     """The handler of `dnsvr train t2v` (`corpus`: the DnS corpus config from the corpus arguments)."""
     import torch
-    from dnsvr.training.data.imagenet_classes import imagenet_class_names
-    from dnsvr.training.data.t2v_corpus import T2VCorpusConfig, build_frame_features, read_frame_features
-    from dnsvr.training.distill.t2v_captions import generate_captions, load_captions, save_captions
+    from dnsvr.training.data.t2v_corpus import T2VCorpusConfig
     from dnsvr.training.distill.t2v_pack import write_t2v_pack
-    from dnsvr.training.distill.t2v_teachers import ClassProbabilities, PrecomputedTeacher, create_teacher
-    from dnsvr.training.distill.train_t2v import T2VTrainConfig, train_t2v
+    from dnsvr.training.distill.t2v_pipeline import train_on_corpus
+    from dnsvr.training.distill.train_t2v import T2VTrainConfig
 
     started = time.monotonic()
     work_dir = args.work_dir or paths.cache_dir("train_t2v")
+    gt_only = args.gt_only
     try:
-        kinds = [k.strip() for k in args.teachers.split(",") if k.strip()] if not args.gt_only else []
-        bad = [k for k in kinds if k not in ("concept", "lexical")]
-        if bad:
-            raise ValueError(f"--teachers takes concept and lexical (others: --teacher-file), got {bad}")
         config = T2VTrainConfig(
             dim=args.dim, depth=args.depth, max_frames=args.text_max_frames, epochs=args.epochs,
             batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay, seed=args.seed,
-            coarse=None if args.gt_only or args.coarse == "none" else args.coarse,
-            fine=None if args.gt_only or args.fine == "none" else args.fine,
-            teachtext=args.teachtext and not args.gt_only, margin="none" if args.gt_only else args.margin,
-            teacher_temperature=args.teacher_temperature, denoise_max_rank=None if args.gt_only else args.denoise)
-        corpus_config = T2VCorpusConfig(base=corpus, photo_clips=args.photo_clips)
-        corpus_info = build_frame_features(corpus_config, work_dir / "frames.h5", progress=not args.quiet)
-        features = read_frame_features(work_dir / "frames.h5", config.max_frames)
-        probabilities = ClassProbabilities()
-        if args.captions is not None:
-            captions = load_captions(args.captions)
-        else:
-            with torch.no_grad():
-                frame_probabilities = {v: probabilities(torch.from_numpy(f)) for v, f in features.items()}
-            captions = generate_captions(frame_probabilities, imagenet_class_names(), args.captions_per_video,
-                                         seed=args.seed)
-        save_captions(work_dir / "captions.json", captions)
-        teachers = [create_teacher(kind, probabilities=probabilities) for kind in kinds]
-        teachers += [] if args.gt_only else [PrecomputedTeacher(path) for path in args.teacher_file]
-        result = train_t2v(features, captions, teachers, config, progress=not args.quiet)
-        training = {"config": config.describe(), "corpus": corpus_info, "teachers": result.extra["teachers"],
+            coarse=None if gt_only or args.coarse == "none" else args.coarse,
+            fine=None if gt_only or args.fine == "none" else args.fine,
+            teachtext=args.teachtext and not gt_only, margin="none" if gt_only else args.margin,
+            teacher_temperature=args.teacher_temperature, denoise_max_rank=None if gt_only else args.denoise)
+        result, data = train_on_corpus(
+            T2VCorpusConfig(base=corpus, photo_clips=args.photo_clips), work_dir, config,
+            teachers=[] if gt_only else [k.strip() for k in args.teachers.split(",") if k.strip()],
+            teacher_files=[] if gt_only else args.teacher_file, captions_path=args.captions,
+            captions_per_video=args.captions_per_video, progress=not args.quiet)
+        training = {"config": config.describe(), "corpus": data.corpus, "teachers": result.extra["teachers"],
                     "captions": {"source": str(args.captions) if args.captions else "generated",
                                  "total": result.extra["captions"], "kept": result.extra["kept_captions"]},
                     "history": result.history, "seconds": round(result.seconds, 1), "torch": torch.__version__,

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from dnsvr.training.data.minilm_tokenizer import DEFAULT_MAX_LEN
+from dnsvr.training.networks.t2v_defaults import TEACHER_TEMPERATURE
 from torch import Tensor, nn
 
 FRAME_TEMPERATURE = 0.05  # softmax temperature of the concept / lexical frame relevance (scores lie in [0, 1])
@@ -42,7 +43,6 @@ TOP_CLASSES = 5  # concept teacher: classes a text is spread over
 TOP_FRAME_FRACTION = 0.5  # concept / lexical similarity: mean over this fraction of a video's best frames
 MASS_FLOOR = 1e-4  # concept / lexical similarity: the class-probability mass that maps to 0 (`log_scaled`)
 CLASS_NAME_TOKENS = 16  # MiniLM tokens per class name (the longest name has 11)
-TEACHER_TEMPERATURE = 0.05  # teacher similarity -> logits of TeachCLIP's coarse loss (x 20)
 
 
 @dataclass

@@ -308,3 +308,44 @@ def _sentence_vectors(student: OfflineTextVideoStudent, texts: Sequence[str], ba
         ids, mask = tokenizer.encode(list(texts[start:start + batch_size]))
         chunks.append(student.sentence_vectors(torch.from_numpy(ids), torch.from_numpy(mask)))
     return torch.cat(chunks)
+
+
+# ---- entry points of the ablation (benchmarks/t2v_ablation.py looks them up by name) ----------------------------
+
+
+def train_student(seed: int = 0, teachclip_coarse: bool = True, teachclip_fine: bool = True, teachtext: bool = False,
+                  margin: Margin = "none", progress: bool = False, **options: Any):
+    """The student trained with these switches on the default corpus (frame features cached in
+    `paths.cache_dir("train_t2v")`, as `dnsvr train t2v`), as a served-style index (`t2v_index.StudentIndex`).
+    `options`: any other `T2VTrainConfig` field."""
+    from dnsvr.training import paths
+    from dnsvr.training.data.corpus import CorpusConfig
+    from dnsvr.training.data.t2v_corpus import T2VCorpusConfig
+    from dnsvr.training.distill.t2v_index import StudentIndex
+    from dnsvr.training.distill.t2v_pipeline import train_on_corpus
+
+    config = T2VTrainConfig(seed=seed, coarse="pear" if teachclip_coarse else None,
+                            fine="ce" if teachclip_fine else None, teachtext=teachtext, margin=margin, **options)
+    result, _ = train_on_corpus(T2VCorpusConfig(base=CorpusConfig(seed=seed)), paths.cache_dir("train_t2v"), config,
+                                progress=progress)
+    return StudentIndex(result.student)
+
+
+def _teacher_index(kind: str):
+    from dnsvr.training.distill.t2v_index import FrameEncoder, TeacherIndex
+    from dnsvr.training.distill.t2v_teachers import ClassProbabilities, create_teacher
+
+    encoder = FrameEncoder(DEFAULT_MAX_FRAMES)
+    return TeacherIndex(create_teacher(kind, probabilities=ClassProbabilities(encoder.model)), encoder)
+
+
+def concept_teacher(seed: int = 0):
+    """The concept teacher as a served-style index (`t2v_index.TeacherIndex`); untrained, `seed` is unused."""
+    del seed
+    return _teacher_index("concept")
+
+
+def lexical_teacher(seed: int = 0):
+    """The lexical teacher as a served-style index (`t2v_index.TeacherIndex`); untrained, `seed` is unused."""
+    del seed
+    return _teacher_index("lexical")
