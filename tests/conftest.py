@@ -121,3 +121,48 @@ def minilm():
     from dnsvr.training.networks.minilm import load_minilm
 
     return load_minilm()
+
+
+@pytest.fixture(scope="session")
+def offline_pack(tmp_path_factory) -> Path:
+    """The bundled pack plus an offline text-video student (`text_kind` "offline_minilm_effnet") whose head is
+    random with PyTorch's default Linear init (its scores spread more than under the training init's N(0, 0.02),
+    so rankings are sharp: neighbouring scores of the sample videos differ by > 5e-4)."""
+    import json
+    import shutil
+
+    import torch
+    from dnsvr.training.networks.offline_t2v import OfflineTextVideoStudent
+    from dnsvr.training.packs.model_pack import BUNDLED_DIR
+
+    folder = tmp_path_factory.mktemp("offline_pack") / "bundled_offline"
+    shutil.copytree(BUNDLED_DIR, folder)
+    torch.manual_seed(0)
+    student = OfflineTextVideoStudent()
+    for layer in (student.text_proj, student.video_proj, student.frameLinear, student.frameLinear2):
+        layer.reset_parameters()
+    torch.save(student.head_state_dict(), folder / "offline_t2v_head.pth")
+    meta = json.loads((folder / "pack.json").read_text())
+    meta["files"]["text_video"] = "offline_t2v_head.pth"
+    meta["text_kind"] = "offline_minilm_effnet"
+    (folder / "pack.json").write_text(json.dumps(meta))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def offline_student(offline_pack: Path):
+    """The offline pack's student (`OfflineTextVideoStudent`, eval), loaded as the export loads it."""
+    from dnsvr.training.packs.model_pack import ModelPack
+
+    return ModelPack.from_dir(offline_pack).load("text_video")
+
+
+@pytest.fixture(scope="session")
+def offline_repository(offline_pack: Path, tmp_path_factory) -> Path:
+    """The Triton repository `dnsvr export` builds from `offline_pack` (parity-checked graphs, the text path)."""
+    from dnsvr.export.repository import build_repository
+    from dnsvr.export.weights import resolve_weights
+
+    repository = tmp_path_factory.mktemp("offline_repo") / "models"
+    build_repository(resolve_weights([str(offline_pack)]), repository)
+    return repository

@@ -17,8 +17,9 @@ from dnsvr.serving.pipelines.text_search import (
     checked_query,
     search_text_request,
     tokenize_request,
+    tokenizer,
 )
-from dnsvr.serving.pipelines.video import decode_request
+from dnsvr.serving.pipelines.video import ClipCrops, decode_request
 from dnsvr.serving.store.video_store import NoTextVectors
 from dnsvr.training.data.clip_frames import resize_and_crop, select_frame_indices
 from dnsvr.training.data.clip_tokenizer import encode
@@ -28,7 +29,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 DIM, TEXT_DIM = 16, 8
-TEXT = {"afa": "official", "max_frames": 12, "image_size": 96, "embed_dim": TEXT_DIM, "max_words": 32}
+TEXT = {"kind": "teachclip", "afa": "official", "max_frames": 12, "image_size": 96, "embed_dim": TEXT_DIM,
+        "max_words": 32}
 
 
 def unit(vector: np.ndarray) -> np.ndarray:
@@ -111,12 +113,13 @@ def test_without_a_student_or_text_vectors_text_search_says_so(tmp_path):
 
 
 def test_tokenize_request_gives_the_official_ids():
-    out = tokenize_request(request(text="A man is playing a GUITAR"), 32)["token_ids"]
+    clip = tokenizer("teachclip", 32)
+    out = tokenize_request(request(text="A man is playing a GUITAR"), clip)["token_ids"]
     assert out.dtype == np.int64 and out.shape == (1, 32)
     np.testing.assert_array_equal(out, encode("A man is playing a GUITAR", 32)[0])
     assert checked_query("  a dog ") == "  a dog "
     with pytest.raises(BadRequest, match="empty"):
-        tokenize_request(request(text="   "), 32)
+        tokenize_request(request(text="   "), clip)
 
 
 def test_decode_gives_the_students_crops_of_the_same_frames(videos_dir):
@@ -127,7 +130,7 @@ def test_decode_gives_the_students_crops_of_the_same_frames(videos_dir):
     native = decode_video(data, size=None, full_frames=True, max_frames=40, min_frames=0)
     chosen = select_frame_indices(len(native), 5)
     np.testing.assert_array_equal(crops, np.stack([resize_and_crop(native[i], 96) for i in chosen]))
-    outputs = decode_request(request(video=np.array([data], object)), 1.0, 40, clip=(96, 5))
+    outputs = decode_request(request(video=np.array([data], object)), 1.0, 40, ClipCrops(96, 5))
     assert outputs["clip_frames"].shape == (1, 5, 96, 96, 3) and outputs["clip_mask"].tolist() == [[True] * 5]
     np.testing.assert_array_equal(outputs["clip_frames"][0], crops)
     assert "clip_frames" not in decode_request(request(video=np.array([data], object)), 1.0, 40)
@@ -135,7 +138,7 @@ def test_decode_gives_the_students_crops_of_the_same_frames(videos_dir):
 
 def test_given_frames_give_crops_of_the_frames_before_repetition():
     frames = np.random.default_rng(0).integers(0, 256, (2, spec.FRAME_SIZE, spec.FRAME_SIZE, 3), dtype=np.uint8)
-    outputs = decode_request(request(frames=frames), 1.0, 100, clip=(96, 12))
+    outputs = decode_request(request(frames=frames), 1.0, 100, ClipCrops(96, 12))
     assert len(outputs["frames"]) == 4 and outputs["clip_frames"].shape == (1, 2, 96, 96, 3)  # 2 frames, not 4
     np.testing.assert_array_equal(outputs["clip_frames"][0, 1], resize_and_crop(frames[1], 96))
 
