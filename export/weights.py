@@ -31,9 +31,11 @@ from dnsvr.training.networks.checkpoints import (
 )
 from dnsvr.training.networks.teachclip import AFA_MODES
 from dnsvr.training.packs.model_pack import (
+    DEFAULT_TEXT_MAX_FRAMES,
     TEXT_ROLE,
     ModelPack,
     ModelPackError,
+    check_text_encoder,
     file_sha256,
     load_text_student,
     text_checkpoint,
@@ -112,6 +114,7 @@ def from_pack(pack: ModelPack, text_max_frames: int | None = None) -> ExportSour
         source.networks[spec.COARSE_EMBED.name] = pack.load("coarse")
         _selector_models(source, pack.load("selector"))
         if text_kind:
+            check_text_encoder(pack.info)  # the offline student's MiniLM: the one it was trained with
             student = load_text_student(pack.path(TEXT_ROLE), text_max_frames or pack.text_max_frames, text_kind)
             _text_models(source, text_kind, student)
     except (ModelPackError, CheckpointError) as error:
@@ -162,7 +165,7 @@ def from_checkpoints(paths: list[Path], resnet_weights: Path | None = None, pca:
         if key in source.files:
             raise WeightsError(f"{path} and {source.files[key]} are both {kind} checkpoints: give one")
         try:
-            network = (load_text_student(path, text_max_frames) if role == TEXT_ROLE
+            network = (load_text_student(path, text_max_frames or DEFAULT_TEXT_MAX_FRAMES) if role == TEXT_ROLE
                        else load_checkpoint(path, kind=kind))
         except (CheckpointError, ModelPackError) as error:
             raise WeightsError(str(error)) from error
@@ -193,7 +196,7 @@ def add_text_student(source: ExportSource, path: Path, max_frames: int | None = 
     if source.text_kind is not None:
         raise WeightsError(f"{path}: the weights already hold a text-video student ({source.files.get(TEXT_ROLE)})")
     try:
-        _text_models(source, spec.TEACHCLIP.name, load_text_student(path, max_frames))
+        _text_models(source, spec.TEACHCLIP.name, load_text_student(path, max_frames or DEFAULT_TEXT_MAX_FRAMES))
     except ModelPackError as error:
         raise WeightsError(str(error)) from error
     source.files[TEXT_ROLE] = path

@@ -125,28 +125,20 @@ def minilm():
 
 @pytest.fixture(scope="session")
 def offline_pack(tmp_path_factory) -> Path:
-    """The bundled pack plus an offline text-video student (`text_kind` "offline_minilm_effnet") whose head is
-    random with PyTorch's default Linear init (its scores spread more than under the training init's N(0, 0.02),
-    so rankings are sharp: neighbouring scores of the sample videos differ by > 5e-4)."""
-    import json
-    import shutil
-
+    """The bundled pack plus an offline text-video student, written as `dnsvr train t2v` writes it
+    (`write_t2v_pack`), whose head is random with PyTorch's default Linear init (its scores spread more than under
+    the training init's N(0, 0.02), so rankings are sharp: neighbouring scores of the sample videos differ by
+    > 5e-4)."""
     import torch
+    from dnsvr.training.distill.t2v_pack import write_t2v_pack
     from dnsvr.training.networks.offline_t2v import OfflineTextVideoStudent
-    from dnsvr.training.packs.model_pack import BUNDLED_DIR
 
-    folder = tmp_path_factory.mktemp("offline_pack") / "bundled_offline"
-    shutil.copytree(BUNDLED_DIR, folder)
     torch.manual_seed(0)
     student = OfflineTextVideoStudent()
     for layer in (student.text_proj, student.video_proj, student.frameLinear, student.frameLinear2):
         layer.reset_parameters()
-    torch.save(student.head_state_dict(), folder / "offline_t2v_head.pth")
-    meta = json.loads((folder / "pack.json").read_text())
-    meta["files"]["text_video"] = "offline_t2v_head.pth"
-    meta["text_kind"] = "offline_minilm_effnet"
-    (folder / "pack.json").write_text(json.dumps(meta))
-    return folder
+    folder = tmp_path_factory.mktemp("offline_pack") / "bundled_offline"
+    return write_t2v_pack(folder, student, {"note": "random head (tests)"}).root
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dnsvr.training import paths
+from dnsvr.training.cli.train_t2v import register_stage as register_t2v_stage
+from dnsvr.training.cli.train_t2v import run_t2v
 
 TRAIN_EPILOG = """\
 The pipeline (Distill-and-Select, Kordopatis-Zilos et al., IJCV 2022), each stage resumable:
@@ -24,6 +26,8 @@ The pipeline (Distill-and-Select, Kordopatis-Zilos et al., IJCV 2022), each stag
   4. dnsvr train selector --features corpus.h5 --pairs pairs.json --fine run/dns_fg_bin_student.pth \\
          --coarse run/dns_cg_student.pth --out-dir run/
   or   dnsvr train pack --out training/packs/bundled    (all of it, with small CPU-friendly defaults)
+
+Text search: dnsvr train t2v --out PACK_DIR trains the offline text-video student (see its --help).
 
 Self-distillation (the paper's iter1/iter2): score the pairs again with a trained fine student,
   dnsvr train pairs ... --teacher student --teacher-checkpoint run/dns_fg_att_student.pth --out pairs_iter1.json
@@ -187,6 +191,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pack.add_argument("--negatives", type=int, default=16, help="(default: 16)")
     _corpus_arguments(pack)
     pack.add_argument("videos", nargs="*", metavar="VIDEO", help="extra video files or folders for the corpus")
+
+    register_t2v_stage(stages, _add, _corpus_arguments, lambda args: run_t2v(args, _corpus_config(args, [])))
 
 
 def _fail(command: str, error: Exception) -> int:

@@ -176,19 +176,24 @@ class CLIP(nn.Module):
         """Normalised images `[N, 3, S, S]` float32 (S = image_resolution) -> `[N, embed_dim]` float32."""
         return self.visual(images)
 
-    def encode_text(self, token_ids: Tensor) -> Tensor:
-        """Token ids `[N, L]` int64 (L <= context_length) -> `[N, embed_dim]` float32, read at the first EOT.
-
-        The causal mask is built for the actual length L, so zero-padding the ids to any length gives the same
-        result.  The EOT token has the largest id, hence `argmax` finds its first occurrence.
-        """
-        n, length = token_ids.shape
+    def text_token_states(self, token_ids: Tensor) -> Tensor:
+        """Token ids `[N, L]` int64 (L <= context_length) -> every token's state after `ln_final`, `[N, L, width]`
+        float32 (not projected).  The causal mask is built for the actual length L, so zero-padding the ids to any
+        length changes no state up to the first EOT."""
+        length = token_ids.shape[1]
         if length > self.config.context_length:
             raise ValueError(f"{length} tokens exceed CLIP's context length {self.config.context_length}")
         x = self.token_embedding(token_ids) + self.positional_embedding[:length]  # [N, L, width]
         causal = torch.full((length, length), float("-inf"), device=x.device).triu_(1)  # [L, L], -inf above diag
-        x = self.ln_final(self.transformer(x, causal))  # [N, L, width]
-        eot = x[torch.arange(n, device=x.device), token_ids.argmax(dim=-1)]  # [N, width]
+        return self.ln_final(self.transformer(x, causal))  # [N, L, width]
+
+    def encode_text(self, token_ids: Tensor) -> Tensor:
+        """Token ids `[N, L]` int64 (L <= context_length) -> `[N, embed_dim]` float32, read at the first EOT.
+
+        The EOT token has the largest id, hence `argmax` finds its first occurrence.
+        """
+        x = self.text_token_states(token_ids)  # [N, L, width]
+        eot = x[torch.arange(x.shape[0], device=x.device), token_ids.argmax(dim=-1)]  # [N, width]
         return eot @ self.text_projection  # [N, width] @ [width, embed_dim] -> [N, embed_dim]
 
 

