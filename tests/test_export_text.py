@@ -113,8 +113,8 @@ def text_pack(tmp_path_factory, golden_t2v):
 
 def test_the_student_comes_from_a_pack_role_a_folder_files_or_text_weights(text_pack, golden_t2v, tmp_path):
     from_pack = resolve_weights([str(text_pack)])
-    assert from_pack.text_settings() == {"afa": "official", "max_frames": 6, "image_size": 96, "embed_dim": 64,
-                                         "max_words": 32}
+    assert from_pack.text_settings() == {"kind": "teachclip", "afa": "official", "max_frames": 6, "image_size": 96,
+                                         "embed_dim": 64, "max_words": 32}
     run = tmp_path / "teachclip_run"  # a TeachCLIP output folder: the best / last epoch is taken
     run.mkdir()
     for name in ("pytorch_model.bin.0", "pytorch_model.bin.4", "pytorch_opt.bin.4"):
@@ -152,10 +152,11 @@ def test_wrong_text_weights_are_clear_errors(text_pack, golden_t2v, tmp_path):
 def test_a_repository_with_the_text_path(text_pack, tmp_path):
     manifest = build_repository(resolve_weights([str(text_pack)]), tmp_path / "repo")
     text = text_settings(manifest)
-    assert text == {"afa": "official", "max_frames": 6, "image_size": 96, "embed_dim": 64, "max_words": 32}
-    assert set(spec.TEXT_NETWORKS) <= set(manifest["served"])
+    assert text == {"kind": "teachclip", "afa": "official", "max_frames": 6, "image_size": 96, "embed_dim": 64,
+                    "max_words": 32}
+    assert set(spec.TEACHCLIP.networks) <= set(manifest["served"])
     assert {"text_tokenize", "dnsvr_text_embed", "dnsvr_search_text"} <= set(manifest["pipelines"])
-    assert all(manifest["models"][name]["max_abs_error"] < 1e-5 for name in spec.TEXT_NETWORKS)
+    assert all(manifest["models"][name]["max_abs_error"] < 1e-5 for name in spec.TEACHCLIP.networks)
     for relative, content in repository_files(manifest["served"], "bin", text).items():
         assert (tmp_path / "repo" / relative).read_text() == content
     assert (tmp_path / "repo" / "dnsvr_text_embed" / "1").is_dir()
