@@ -43,8 +43,8 @@ production image (docker/Dockerfile.triton runs this command):
   <out>/manifest.json             hashes, tool versions, measured errors, what is served
 The new repository is built beside <out> and swapped in whole only when everything succeeded; a folder that
 is not a model repository is never replaced.  Configs come from dnsvr.client.spec; `--write-configs` rewrites
-the configs and adapters of a --fine pack's repository without exporting graphs (the committed
-model_repository/ holds those of the bundled pack).
+the configs and adapters of the bundled pack's repository (with fine student --fine, and the pack's text-video
+student) without exporting graphs: the committed model_repository/ holds them.
 
 With --tensorrt (needs the tensorrt package and a GPU) each graph also gets <model>/1/model.plan, served
 with `tritonserver --model-config-name=tensorrt`; --profile FILE sets the (min, opt, max) sizes, e.g.
@@ -89,7 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--fp16", action="store_true", help="let TensorRT compute in FP16 (with --tensorrt)")
     parser.add_argument("--profile", type=Path, help="JSON with TensorRT (min, opt, max) axis sizes")
     parser.add_argument("--write-configs", action="store_true",
-                        help="(re)write the configs and model.py adapters of a whole pack's repository (fine "
+                        help="(re)write the configs and model.py adapters of the bundled pack's repository (fine "
                              "student --fine, default bin) from the spec, without graphs; then export only if "
                              "--weights is given")
     parser.set_defaults(handler=run)
@@ -97,7 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dnsvr.export.onnx_export import ExportError, check_opset
-    from dnsvr.export.repository import build_repository, pipeline_networks, write_repository_files
+    from dnsvr.export.repository import build_repository, bundled_layout, write_repository_files
     from dnsvr.export.weights import WeightsError, resolve_weights
 
     if not args.weights and not args.write_configs:
@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.write_configs:
         fine = args.fine or "bin"
-        written = write_repository_files(args.out, pipeline_networks(fine), fine)
+        networks, text = bundled_layout(fine)
+        written = write_repository_files(args.out, networks, fine, text)
         print(f"wrote {len(written)} config and adapter files under {args.out}")
         if not args.weights:
             return 0

@@ -147,7 +147,7 @@ class PooledFeatureExtractorGraph(FeatureExtractorGraph):
     """uint8 frames `[T, 224, 224, 3]` -> (features `[T, 9, 512]`, pooled `[T, 1280]`) from one pass of
     EfficientNet-Lite0 through all its stages: `FeatureExtractorGraph`'s region features, and each frame's
     pre-classifier feature (`EfficientNetLite0.pool_head` of stage 7), which the offline text-video student
-    reads.  One graph costs ~1 ms per frame more than the features alone on CPU (docs/export.md)."""
+    reads.  On CPU it costs what the features alone cost, within the noise (docs/export.md)."""
 
     def __init__(self, extractor: nn.Module):
         super().__init__(extractor)
