@@ -126,15 +126,15 @@ def minilm():
 @pytest.fixture(scope="session")
 def offline_pack(tmp_path_factory) -> Path:
     """The bundled pack plus an offline text-video student, written as `dnsvr train t2v` writes it
-    (`write_t2v_pack`), whose head is random with PyTorch's default Linear init (its scores spread more than under
-    the training init's N(0, 0.02), so rankings are sharp: neighbouring scores of the sample videos differ by
-    > 5e-4)."""
+    (`write_t2v_pack`): 4 frame slots (so that the server's choice of frames is exercised on the sample videos),
+    a random head with PyTorch's default Linear init (its scores spread more than under the training init's
+    N(0, 0.02), so rankings are sharp)."""
     import torch
     from dnsvr.training.distill.t2v_pack import write_t2v_pack
     from dnsvr.training.networks.offline_t2v import OfflineTextVideoStudent
 
     torch.manual_seed(0)
-    student = OfflineTextVideoStudent()
+    student = OfflineTextVideoStudent(max_frames=4)
     for layer in (student.text_proj, student.video_proj, student.frameLinear, student.frameLinear2):
         layer.reset_parameters()
     folder = tmp_path_factory.mktemp("offline_pack") / "bundled_offline"

