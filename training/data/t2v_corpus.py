@@ -58,7 +58,8 @@ def t2v_corpus_videos(config: T2VCorpusConfig) -> list[tuple[str, Callable[[], n
 def build_frame_features(config: T2VCorpusConfig, out_path: str | Path, model: torch.nn.Module | None = None,
                          progress: bool = True, batch_size: int = 32) -> dict[str, Any]:
     """Pooled EfficientNet-Lite0 features `[T, 1, 1280]` of every training video into `out_path` (HDF5), skipping
-    ids already there -> a description for pack.json (config, counts)."""
+    ids already there -> a description (config, counts, and `ids`: this config's videos in the file, which may hold
+    others from other configs)."""
     from dnsvr.training.networks.efficientnet import load_efficientnet_lite0, normalize_frames
 
     out_path = Path(out_path)
@@ -78,10 +79,11 @@ def build_frame_features(config: T2VCorpusConfig, out_path: str | Path, model: t
                                     for i in range(0, len(frames), batch_size)])  # [T, 1280]
             write_features(out_path, {video_id: pooled[:, None, :].numpy()}, regions=1, dims=FRAME_FEATURE_DIM)
             bar.update()
-    ids = list_ids(out_path)
+    stored = set(list_ids(out_path))
+    ids = [video_id for video_id, _ in t2v_corpus_videos(config) if video_id in stored]  # a video may have 0 frames
     kinds = {prefix: sum(video_id.startswith(prefix + "/") for video_id in ids)
              for prefix in ("real", "synthetic", "photo")}
-    return {"config": config.describe(), "videos": len(ids), **kinds}
+    return {"config": config.describe(), "videos": len(ids), **kinds, "ids": ids}
 
 
 def read_frame_features(path: str | Path, max_frames: int,

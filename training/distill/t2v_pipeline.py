@@ -42,7 +42,7 @@ def prepare_training_data(corpus: T2VCorpusConfig, work_dir: str | Path, max_fra
     """Steps 1-2 of the module docstring."""
     work_dir = Path(work_dir)
     corpus_info = build_frame_features(corpus, work_dir / "frames.h5", progress=progress)
-    features = read_frame_features(work_dir / "frames.h5", max_frames)
+    features = read_frame_features(work_dir / "frames.h5", max_frames, corpus_info.pop("ids"))
     probabilities = ClassProbabilities()
     if captions_path is not None:
         captions = load_captions(captions_path)
