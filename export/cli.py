@@ -77,13 +77,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resnet-weights", type=Path, help="torchvision ResNet50 state_dict (with FILEs)")
     parser.add_argument("--pca", type=Path, help="official PCA file {mean, d, V} for --resnet-weights")
     parser.add_argument("--text-weights", type=Path, metavar="FILE|DIR",
-                        help="a text-video student to add: TeachCLIP / CLIP4Clip / OpenAI CLIP checkpoint, or a "
+                        help="a TeachCLIP text-video student to add: TeachCLIP / CLIP4Clip / OpenAI CLIP checkpoint, or a "
                              "TeachCLIP output folder (its pytorch_model.bin.<epoch>)")
     parser.add_argument("--text-max-frames", type=int, metavar="N",
-                        help="frames the text-video student aggregates per video (default: the pack's, else 12)")
+                        help="frames the text-video student aggregates per video (default: the pack's, else 12; the "
+                             "offline student's are its frame positions)")
     parser.add_argument("--afa", choices=["official", "real_frames"], default="official",
-                        help="the text-video student's AFA softmax: over max_frames padded slots as TeachCLIP "
-                             "(official, default) or over a video's real frames")
+                        help="a TeachCLIP student's AFA softmax: over max_frames padded slots as TeachCLIP "
+                             "(official, default) or over a video's real frames (the offline student's always is)")
     parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default: {OPSET})")
     parser.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (GPU only)")
     parser.add_argument("--fp16", action="store_true", help="let TensorRT compute in FP16 (with --tensorrt)")
