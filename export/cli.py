@@ -77,8 +77,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resnet-weights", type=Path, help="torchvision ResNet50 state_dict (with FILEs)")
     parser.add_argument("--pca", type=Path, help="official PCA file {mean, d, V} for --resnet-weights")
     parser.add_argument("--text-weights", type=Path, metavar="FILE|DIR",
-                        help="a TeachCLIP text-video student to add: TeachCLIP / CLIP4Clip / OpenAI CLIP checkpoint, or a "
-                             "TeachCLIP output folder (its pytorch_model.bin.<epoch>)")
+                        help="a TeachCLIP text-video student to add: TeachCLIP / CLIP4Clip / OpenAI CLIP "
+                             "checkpoint, or a TeachCLIP output folder (its pytorch_model.bin.<epoch>)")
     parser.add_argument("--text-max-frames", type=int, metavar="N",
                         help="frames the text-video student aggregates per video (default: the pack's, else 12; the "
                              "offline student's are its frame positions)")
