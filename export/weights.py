@@ -165,9 +165,9 @@ def from_checkpoints(paths: list[Path], resnet_weights: Path | None = None, pca:
         if key in source.files:
             raise WeightsError(f"{path} and {source.files[key]} are both {kind} checkpoints: give one")
         try:
-            network = (load_text_student(path, text_max_frames or DEFAULT_TEXT_MAX_FRAMES) if role == TEXT_ROLE
-                       else load_checkpoint(path, kind=kind))
-        except (CheckpointError, ModelPackError) as error:
+            extra = {"max_frames": text_max_frames or DEFAULT_TEXT_MAX_FRAMES} if role == TEXT_ROLE else {}
+            network = load_checkpoint(path, kind=kind, **extra)
+        except CheckpointError as error:
             raise WeightsError(str(error)) from error
         source.files[key] = Path(path)
         if role == TEXT_ROLE:
