@@ -19,7 +19,7 @@ WEIGHTS is one of
 A text-video student (text search: `dnsvr search --text`) comes with the weights (a pack's `text_video` role:
 a TeachCLIP checkpoint, or with "text_kind": "offline_minilm_effnet" the offline MiniLM + EfficientNet-Lite0
 student's head; a TeachCLIP `pytorch_model.bin.<epoch>` in an official folder, a TeachCLIP / CLIP4Clip / OpenAI
-CLIP checkpoint among the FILEs) or from --text-weights FILE|DIR (TeachCLIP) added to any of them.
+CLIP checkpoint among the FILEs) or from --text-weights FILE|DIR (TeachCLIP), in place of the weights' own.
 --text-max-frames is how many frames a TeachCLIP student aggregates per video (default: the pack's, else 12,
 TeachCLIP's MSR-VTT setting; the offline student reads the frames it was trained for); --afa official (default)
 reproduces TeachCLIP's padded AFA softmax, --afa real_frames restricts it to a video's real frames (the offline
@@ -55,7 +55,7 @@ examples:
   dnsvr export --weights /models/dns --fine att --out model_repository/
   dnsvr export --weights fg_bin.pth cg.pth selector.pth --resnet-weights r50.pth --pca pca.pth
   dnsvr export --weights /models/dns --tensorrt --fp16 --profile profile.json
-  dnsvr export --weights bundled --text-weights /runs/teachclip_msrvtt/   # + text search
+  dnsvr export --weights bundled --text-weights /runs/teachclip_msrvtt/   # a TeachCLIP student instead
   dnsvr export --write-configs --out model_repository
 """
 
@@ -77,8 +77,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resnet-weights", type=Path, help="torchvision ResNet50 state_dict (with FILEs)")
     parser.add_argument("--pca", type=Path, help="official PCA file {mean, d, V} for --resnet-weights")
     parser.add_argument("--text-weights", type=Path, metavar="FILE|DIR",
-                        help="a TeachCLIP text-video student to add: TeachCLIP / CLIP4Clip / OpenAI CLIP "
-                             "checkpoint, or a TeachCLIP output folder (its pytorch_model.bin.<epoch>)")
+                        help="a TeachCLIP text-video student, in place of the weights' own: TeachCLIP / "
+                             "CLIP4Clip / OpenAI CLIP checkpoint, or a TeachCLIP output folder (its "
+                             "pytorch_model.bin.<epoch>)")
     parser.add_argument("--text-max-frames", type=int, metavar="N",
                         help="frames the text-video student aggregates per video (default: the pack's, else 12; the "
                              "offline student's are its frame positions)")

@@ -6,7 +6,8 @@
      "pipelines": [pipeline names], "models": {network: {"onnx_sha256", "max_abs_error", "tolerance", ...}},
      "text": {"kind": "teachclip", "afa": "official", "max_frames": 12, "image_size": 224, "embed_dim": 512,
               "max_words": 32} or {"kind": "offline_minilm_effnet", "afa": "real_frames", "max_frames": 12,
-              "embed_dim": 256, "max_words": 32} or null}
+              "embed_dim": 256, "max_words": 32} or null,
+     "text_weights": the TeachCLIP checkpoint given with --text-weights in place of the pack's student, or null}
 
 Readers: `read_manifest(repository)`, `fine_kind(manifest)` (the one fine student the pipelines serve),
 `text_settings(manifest)` (the text-video student's, None without one),
@@ -25,7 +26,7 @@ from dnsvr.training.packs.model_pack import file_sha256
 
 MANIFEST = "manifest.json"
 FORMAT = 5  # 3: the text-video student ("text", dnsvr_search_text); 4: fine_similarity_bin/1/comparator.onnx
-# (its CPU Hamming path); 5: the student's kind ("text"."kind").  Older exports are re-exported.
+# (its CPU Hamming path); 5: the student's kind ("text"."kind"), "text_weights".  Older exports are re-exported.
 TEXT_KEYS = {"kind", "afa", "max_frames", "embed_dim", "max_words"}  # + "image_size" for a TeachCLIP student
 
 

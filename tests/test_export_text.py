@@ -121,24 +121,28 @@ def test_the_student_comes_from_a_pack_role_a_folder_files_or_text_weights(text_
     run.mkdir()
     for name in ("pytorch_model.bin.0", "pytorch_model.bin.4", "pytorch_opt.bin.4"):
         shutil.copy(golden_t2v / "teachclip_student.bin", run / name)
-    added = resolve_weights(["bundled"], text_weights=run, afa="real_frames")
-    assert added.files["text_video"] == run / "pytorch_model.bin.4"
+    added = resolve_weights(["bundled"], text_weights=run, afa="real_frames")  # in place of the pack's own student
+    assert added.files["text_video"] == added.text_weights == run / "pytorch_model.bin.4"
     assert added.text_settings()["afa"] == "real_frames" and added.text_settings()["max_frames"] == 12
     assert added.pack_version.startswith("bundled@") and "+text@" in added.pack_version
+    assert spec.FEATURE_EXTRACTOR.name in added.networks and spec.TEXT_ENCODER_MINILM.name not in added.networks
     bare_clip = resolve_weights(["bundled"], text_weights=golden_t2v / "clip_tiny.pt", text_max_frames=8)
     assert bare_clip.text_settings()["max_frames"] == 8  # a bare CLIP: a student with a fresh head
     files = [str(BUNDLED_DIR / name) for name in ("dns_fg_bin_student.pth", "dns_cg_student.pth",
                                                   "dns_selector_cg-fg_bin.pth")]
     listed = resolve_weights([*files, str(golden_t2v / "teachclip_student.bin")])
     assert spec.TEXT_ENCODER.name in listed.networks and "text_video" in listed.files
-    assert resolve_weights(["bundled"]).text_settings() is None
+    assert resolve_weights(["bundled"]).text_settings()["kind"] == "offline_minilm_effnet"  # the pack's own
 
 
 def test_wrong_text_weights_are_clear_errors(text_pack, golden_t2v, tmp_path):
     with pytest.raises(WeightsError, match="not a text-video student"):
         resolve_weights(["bundled"], text_weights=BUNDLED_DIR / "dns_cg_student.pth")
+    files = [str(BUNDLED_DIR / name) for name in ("dns_fg_bin_student.pth", "dns_cg_student.pth",
+                                                  "dns_selector_cg-fg_bin.pth")]
+    teachclip = golden_t2v / "teachclip_student.bin"
     with pytest.raises(WeightsError, match="already hold a text-video student"):
-        resolve_weights([str(text_pack)], text_weights=golden_t2v / "teachclip_student.bin")
+        resolve_weights([*files, str(teachclip)], text_weights=teachclip)
     with pytest.raises(WeightsError, match="no TeachCLIP / CLIP4Clip checkpoint"):
         resolve_weights(["bundled"], text_weights=tmp_path)
     with pytest.raises(WeightsError, match="afa must be one of"):
