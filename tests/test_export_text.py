@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 from dnsvr.client import spec
-from dnsvr.export.manifest import text_settings
+from dnsvr.export.manifest import FORMAT, text_settings
 from dnsvr.export.onnx_export import export_onnx
 from dnsvr.export.onnx_runner import OnnxRunner
 from dnsvr.export.parity import check_parity
@@ -167,3 +167,22 @@ def test_a_repository_with_the_text_path(text_pack, tmp_path):
         assert (tmp_path / "repo" / relative).read_text() == content
     assert (tmp_path / "repo" / "dnsvr_text_embed" / "1").is_dir()
     assert 'key: "clip_size"' in (tmp_path / "repo" / "video_decode" / "config.pbtxt").read_text()
+
+
+def test_a_re_export_keeps_the_student_given_in_place_of_the_packs(golden_t2v, tmp_path, monkeypatch):
+    """A repository exported with --text-weights over the bundled pack (whose own student is the offline one) is
+    exported again with that TeachCLIP student when a weight file changed (the manifest's `text_weights`)."""
+    from dnsvr.export import repository as repository_module
+
+    teachclip = golden_t2v / "teachclip_student.bin"
+    manifest = {"format": FORMAT, "source": f"model pack {BUNDLED_DIR}", "text_weights": str(teachclip),
+                "text": {"kind": "teachclip", "afa": "real_frames", "max_frames": 5, "image_size": 96,
+                         "embed_dim": 64, "max_words": 32},
+                "weights": {"coarse": {"path": str(BUNDLED_DIR / "dns_cg_student.pth"), "sha256": "0" * 64}}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    exported = []
+    monkeypatch.setattr(repository_module, "build_repository", lambda source, *_, **__: exported.append(source))
+    assert repository_module.ensure_exported(tmp_path, ["bundled"])
+    (source,) = exported
+    assert source.text_kind == "teachclip" and source.text_weights == teachclip and source.afa == "real_frames"
+    assert source.text_settings()["max_frames"] == 5 and spec.TEXT_ENCODER_MINILM.name not in source.networks
