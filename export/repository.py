@@ -74,19 +74,31 @@ PYTHON_MODELS = {  # pipeline -> the module whose TritonPythonModel serves it
 ENSEMBLES = ("dnsvr_embed", "dnsvr_text_embed")
 
 
-def pipeline_networks(fine: str) -> list[str]:
-    """The networks the pipelines call when they serve fine student `fine` (bin or att)."""
+def pipeline_networks(fine: str, text: str | None = None) -> list[str]:
+    """The networks the DnS pipelines call when they serve fine student `fine` (bin or att), beside a
+    text-video student of kind `text` (None: none), which decides the extractor (`spec.extractor`)."""
     kind = spec.fine_kind(fine)
-    return [spec.FEATURE_EXTRACTOR.name, spec.COARSE_EMBED.name, kind.index_model, kind.similarity_model,
+    return [spec.extractor(text).name, spec.COARSE_EMBED.name, kind.index_model, kind.similarity_model,
             spec.SELECTOR_INDEX.name, spec.SELECTOR_SCORE.name]
 
 
-def servable_fine(networks: Iterable[str], fine_kinds: list[str]) -> str | None:
-    """The fine kind the pipelines can serve over `networks`, None when they cannot be served (a network
-    missing, or two fine students)."""
-    if len(fine_kinds) != 1 or not set(pipeline_networks(fine_kinds[0])) <= set(networks):
+def servable_fine(networks: Iterable[str], fine_kinds: list[str], text: str | None = None) -> str | None:
+    """The fine kind the pipelines can serve over `networks` (with a text-video student of kind `text`), None when
+    they cannot be served (a network missing, or two fine students)."""
+    if len(fine_kinds) != 1 or not set(pipeline_networks(fine_kinds[0], text)) <= set(networks):
         return None
     return fine_kinds[0]
+
+
+def bundled_layout(fine: str = "bin") -> tuple[list[str], dict | None]:
+    """The networks and text-video settings of the bundled pack's repository with fine student `fine`: what the
+    committed `model_repository/` holds the configs of (its text-video student, when it has one, is loaded to
+    read its settings)."""
+    from dnsvr.export.weights import resolve_weights
+
+    source = resolve_weights(["bundled"])
+    text_networks = list(spec.text_kind(source.text_kind).networks) if source.text_kind else []
+    return pipeline_networks(fine, source.text_kind) + text_networks, source.text_settings()
 
 
 def adapter_source(module: str) -> str:
@@ -110,7 +122,7 @@ def repository_files(networks: Iterable[str], fine: str | None, text: dict | Non
     for name in sorted(networks):
         files.update(network_files(spec.NETWORKS[name]))
     if fine is not None:
-        for name in spec.pipeline_specs(fine, text is not None):
+        for name in spec.pipeline_specs(fine, text["kind"] if text else None):
             files[f"{name}/config.pbtxt"] = render(pipeline_config(name, fine, text))
             if name in PYTHON_MODELS:
                 files[f"{name}/{VERSION}/model.py"] = adapter_source(PYTHON_MODELS[name])
@@ -253,7 +265,7 @@ def _build_locked(
 
     staging = _sibling(repository, f"staging-{uuid.uuid4().hex[:8]}")
     models: dict[str, dict] = {}
-    fine = servable_fine(source.networks, source.fine_kinds)
+    fine = servable_fine(source.networks, source.fine_kinds, source.text_kind)
     text = source.text_settings()
     try:
         staging.mkdir(parents=True)
@@ -292,9 +304,10 @@ def _build_locked(
             "opset": opset,
             "tools": tool_versions(),
             "served": sorted(models),
-            "pipelines": list(spec.pipeline_specs(fine, text is not None)) if fine else [],
+            "pipelines": list(spec.pipeline_specs(fine, source.text_kind)) if fine else [],
             "models": models,
             "text": text,
+            "text_weights": str(source.text_weights) if source.text_weights else None,
         }
         atomic_write_text(staging / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         swap_in(staging, repository)
@@ -308,12 +321,12 @@ def _trace_example(name: str, network: nn.Module) -> dict | None:
     """The inputs a graph is traced on, when not `example_feeds(model)`'s default."""
     from dnsvr.export.onnx_export import example_feeds
 
-    if name == spec.FEATURE_EXTRACTOR.name:
-        return example_feeds(spec.FEATURE_EXTRACTOR, frames=2)
+    if name in (spec.FEATURE_EXTRACTOR.name, spec.FEATURE_EXTRACTOR_POOLED.name):
+        return example_feeds(spec.NETWORKS[name], frames=2)
     if name in spec.TEXT_NETWORKS:
-        from dnsvr.export import text_graphs
+        from dnsvr.export.text_kinds import text_export
 
-        return text_graphs.example_feeds(name, network, [5, 3], frames=min(network.max_frames, 5))
+        return text_export(name).example_feeds(name, network, [5, 3], frames=min(network.max_frames, 5))
     return None
 
 
@@ -324,7 +337,7 @@ def ensure_exported(repository: str | Path, weights: list[str], on_model: Callab
     manifest format is not FORMAT) is exported again, with the same text-video student and settings; one exported
     from another source is left alone (ValueError if it needs a new export: re-export it by hand).
     """
-    from dnsvr.export.weights import TEXT_ROLE, resolve_weights
+    from dnsvr.export.weights import resolve_weights
 
     repository = Path(repository)
     if (repository / MANIFEST).is_file():
@@ -334,12 +347,10 @@ def ensure_exported(repository: str | Path, weights: list[str], on_model: Callab
             changed.append(f"manifest format {manifest.get('format')} (now {FORMAT})")
         if not changed:
             return False
-        text, text_file = manifest.get("text"), manifest.get("weights", {}).get(TEXT_ROLE)
-        if text and text_file:
-            source = resolve_weights(weights, text_max_frames=text["max_frames"], afa=text["afa"])
-            if spec.TEXT_ENCODER.name not in source.networks:  # it came with --text-weights
-                source = resolve_weights(weights, text_weights=Path(text_file["path"]),
-                                         text_max_frames=text["max_frames"], afa=text["afa"])
+        text, added = manifest.get("text"), manifest.get("text_weights")
+        if text:
+            source = resolve_weights(weights, text_weights=Path(added) if added else None,
+                                     text_max_frames=text["max_frames"], afa=text["afa"])
         else:
             source = resolve_weights(weights)
         exported_from = manifest.get("source")

@@ -64,7 +64,8 @@ class ProfileConfig:
                 elif dim != -1:
                     ranges.append((dim, dim, dim))
                 elif model.max_batch_size > 0 and axis == 0:
-                    low, opt, _ = self.extractor_frames if model is spec.FEATURE_EXTRACTOR else self.batch
+                    extractor = model in (spec.FEATURE_EXTRACTOR, spec.FEATURE_EXTRACTOR_POOLED)
+                    low, opt, _ = self.extractor_frames if extractor else self.batch
                     cap = model.max_batch_size
                     ranges.append((min(low, cap), min(opt, cap), cap))
                 elif frame_axes.get(tensor.name) == axis:
@@ -76,12 +77,15 @@ class ProfileConfig:
 
 
 def text_axes(text: dict) -> dict[tuple[str, str, int], tuple[int, int, int]]:
-    """{(model, tensor, axis): (min, opt, max)} of the text-video graphs' dynamic axes other than the batch."""
-    size, frames, words = text["image_size"], text["max_frames"], text["max_words"]
-    video = spec.VIDEO_TEXT_EMBED.name
-    return {(video, "frames", 1): (1, frames, frames), (video, "mask", 1): (1, frames, frames),
-            (video, "frames", 2): (size,) * 3, (video, "frames", 3): (size,) * 3,
-            (spec.TEXT_ENCODER.name, "token_ids", 1): (2, words, words)}
+    """{(model, tensor, axis): (min, opt, max)} of the text-video graphs' dynamic axes other than the batch: the
+    tokens, the frames and, for a TeachCLIP student's crops, the image size."""
+    kind = spec.text_kind(text["kind"])
+    frames, words = text["max_frames"], text["max_words"]
+    axes = {(kind.encoder.name, tensor.name, 1): (2, words, words) for tensor in kind.encoder.inputs}
+    axes |= {(kind.video.name, tensor, axis): (1, frames, frames) for tensor, axis in kind.video.frame_axes}
+    if "image_size" in text:
+        axes |= {(kind.video.name, "frames", axis): (text["image_size"],) * 3 for axis in (2, 3)}
+    return axes
 
 
 def import_tensorrt():

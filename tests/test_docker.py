@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 from conftest import REPO, dockerfile_export_command, dockerfile_instructions
-from dnsvr.export.repository import pipeline_networks, repository_files
+from dnsvr.export.repository import bundled_layout, repository_files
 
 TEXT_FILES = ("*.pbtxt", "model.py")
 ENTRYPOINT = REPO / "docker" / "triton-entrypoint.sh"
@@ -64,11 +64,12 @@ def test_export_step_writes_the_complete_committed_repository(docker_export):
     """The image's repository: every network of the bundled pack with its graph, the pipelines with their
     adapters, the manifest; its text files are the committed model_repository/'s, byte for byte."""
     manifest = json.loads((docker_export / "manifest.json").read_text())
-    assert manifest["served"] == sorted(pipeline_networks("bin"))
+    networks, text = bundled_layout("bin")
+    assert manifest["served"] == sorted(networks) and manifest["text"] == text
     assert manifest["pipelines"] and manifest["fine"] == ["bin"]
     for name in manifest["served"]:
         assert (docker_export / name / "1" / "model.onnx").is_file()
     assert (docker_export / "dnsvr_embed" / "1").is_dir()
     exported = text_files(docker_export)
     assert exported == text_files(REPO / "model_repository")
-    assert set(exported) == set(repository_files(pipeline_networks("bin"), "bin"))
+    assert set(exported) == set(repository_files(networks, "bin", text))

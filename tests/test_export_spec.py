@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from dnsvr.client import spec
-from dnsvr.export.repository import pipeline_networks, repository_files, stale_files
+from dnsvr.export.repository import bundled_layout, repository_files, stale_files
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT_FILES = ("*.pbtxt", "model.py")
@@ -17,10 +17,11 @@ TEXT_FILES = ("*.pbtxt", "model.py")
 def test_committed_repository_is_the_bundled_exports_text() -> None:
     """model_repository/ holds exactly the configs and adapters `dnsvr export --weights bundled` writes."""
     committed = REPO / "model_repository"
-    assert stale_files(committed, pipeline_networks("bin"), "bin") == [], \
+    networks, text = bundled_layout("bin")
+    assert stale_files(committed, networks, "bin", text) == [], \
         "run `dnsvr export --write-configs --out model_repository` and commit"
     on_disk = {p.relative_to(committed).as_posix() for pattern in TEXT_FILES for p in committed.rglob(pattern)}
-    assert on_disk == set(repository_files(pipeline_networks("bin"), "bin"))
+    assert on_disk == set(repository_files(networks, "bin", text))
 
 
 def test_spec_types_and_lookup() -> None:

@@ -76,11 +76,20 @@ def test_engine_matches_onnx_runtime(name, golden_dir: Path, tmp_path: Path) -> 
 
 
 def test_text_profiles_fix_size_frames_and_tokens() -> None:
-    text = {"afa": "official", "max_frames": 12, "image_size": 224, "embed_dim": 512, "max_words": 32}
+    text = {"kind": "teachclip", "afa": "official", "max_frames": 12, "image_size": 224, "embed_dim": 512,
+            "max_words": 32}
     video = ProfileConfig().shapes(spec.VIDEO_TEXT_EMBED, text)
     assert video["frames"] == ((1, 1, 224, 224, 3), (8, 12, 224, 224, 3), (16, 12, 224, 224, 3))
     assert video["mask"] == ((1, 1), (8, 12), (16, 12))
     assert ProfileConfig().shapes(spec.TEXT_ENCODER, text)["token_ids"] == ((1, 2), (8, 32), (64, 32))
+    offline = {"kind": "offline_minilm_effnet", "afa": "real_frames", "max_frames": 12, "embed_dim": 256,
+               "max_words": 32}
+    video = ProfileConfig().shapes(spec.VIDEO_TEXT_EMBED_EFFNET, offline)
+    assert video["frame_features"] == ((1, 1, 1280), (8, 12, 1280), (16, 12, 1280))
+    assert video["mask"] == ((1, 1), (8, 12), (16, 12))
+    tokens = ProfileConfig().shapes(spec.TEXT_ENCODER_MINILM, offline)
+    assert tokens["input_ids"] == tokens["attention_mask"] == ((1, 2), (8, 32), (64, 32))
+    assert ProfileConfig().shapes(spec.FEATURE_EXTRACTOR_POOLED)["frames"][2] == (64, 224, 224, 3)
 
 
 @pytest.mark.gpu
@@ -96,7 +105,8 @@ def test_text_engines_match_onnx_runtime(name, golden_t2v: Path, tmp_path: Path)
 
     student = load_checkpoint(golden_t2v / "teachclip_student.bin")
     model = spec.NETWORKS[name]
-    text = {"afa": "official", "max_frames": 12, "image_size": 96, "embed_dim": 64, "max_words": 32}
+    text = {"kind": "teachclip", "afa": "official", "max_frames": 12, "image_size": 96, "embed_dim": 64,
+            "max_words": 32}
     onnx_path = export_onnx(build_graph(name, student), model, tmp_path / "model.onnx",
                             example=example_feeds(name, student, [5, 3], frames=5))
     plan = build_engine(onnx_path, tmp_path / "model.plan", model, ProfileConfig(), text=text)

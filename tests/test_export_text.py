@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 from dnsvr.client import spec
-from dnsvr.export.manifest import text_settings
+from dnsvr.export.manifest import FORMAT, text_settings
 from dnsvr.export.onnx_export import export_onnx
 from dnsvr.export.onnx_runner import OnnxRunner
 from dnsvr.export.parity import check_parity
@@ -115,30 +115,34 @@ def text_pack(tmp_path_factory, golden_t2v):
 
 def test_the_student_comes_from_a_pack_role_a_folder_files_or_text_weights(text_pack, golden_t2v, tmp_path):
     from_pack = resolve_weights([str(text_pack)])
-    assert from_pack.text_settings() == {"afa": "official", "max_frames": 6, "image_size": 96, "embed_dim": 64,
-                                         "max_words": 32}
+    assert from_pack.text_settings() == {"kind": "teachclip", "afa": "official", "max_frames": 6, "image_size": 96,
+                                         "embed_dim": 64, "max_words": 32}
     run = tmp_path / "teachclip_run"  # a TeachCLIP output folder: the best / last epoch is taken
     run.mkdir()
     for name in ("pytorch_model.bin.0", "pytorch_model.bin.4", "pytorch_opt.bin.4"):
         shutil.copy(golden_t2v / "teachclip_student.bin", run / name)
-    added = resolve_weights(["bundled"], text_weights=run, afa="real_frames")
-    assert added.files["text_video"] == run / "pytorch_model.bin.4"
+    added = resolve_weights(["bundled"], text_weights=run, afa="real_frames")  # in place of the pack's own student
+    assert added.files["text_video"] == added.text_weights == run / "pytorch_model.bin.4"
     assert added.text_settings()["afa"] == "real_frames" and added.text_settings()["max_frames"] == 12
     assert added.pack_version.startswith("bundled@") and "+text@" in added.pack_version
+    assert spec.FEATURE_EXTRACTOR.name in added.networks and spec.TEXT_ENCODER_MINILM.name not in added.networks
     bare_clip = resolve_weights(["bundled"], text_weights=golden_t2v / "clip_tiny.pt", text_max_frames=8)
     assert bare_clip.text_settings()["max_frames"] == 8  # a bare CLIP: a student with a fresh head
     files = [str(BUNDLED_DIR / name) for name in ("dns_fg_bin_student.pth", "dns_cg_student.pth",
                                                   "dns_selector_cg-fg_bin.pth")]
     listed = resolve_weights([*files, str(golden_t2v / "teachclip_student.bin")])
     assert spec.TEXT_ENCODER.name in listed.networks and "text_video" in listed.files
-    assert resolve_weights(["bundled"]).text_settings() is None
+    assert resolve_weights(["bundled"]).text_settings()["kind"] == "offline_minilm_effnet"  # the pack's own
 
 
 def test_wrong_text_weights_are_clear_errors(text_pack, golden_t2v, tmp_path):
     with pytest.raises(WeightsError, match="not a text-video student"):
         resolve_weights(["bundled"], text_weights=BUNDLED_DIR / "dns_cg_student.pth")
+    files = [str(BUNDLED_DIR / name) for name in ("dns_fg_bin_student.pth", "dns_cg_student.pth",
+                                                  "dns_selector_cg-fg_bin.pth")]
+    teachclip = golden_t2v / "teachclip_student.bin"
     with pytest.raises(WeightsError, match="already hold a text-video student"):
-        resolve_weights([str(text_pack)], text_weights=golden_t2v / "teachclip_student.bin")
+        resolve_weights([*files, str(teachclip)], text_weights=teachclip)
     with pytest.raises(WeightsError, match="no TeachCLIP / CLIP4Clip checkpoint"):
         resolve_weights(["bundled"], text_weights=tmp_path)
     with pytest.raises(WeightsError, match="afa must be one of"):
@@ -154,11 +158,31 @@ def test_wrong_text_weights_are_clear_errors(text_pack, golden_t2v, tmp_path):
 def test_a_repository_with_the_text_path(text_pack, tmp_path):
     manifest = build_repository(resolve_weights([str(text_pack)]), tmp_path / "repo")
     text = text_settings(manifest)
-    assert text == {"afa": "official", "max_frames": 6, "image_size": 96, "embed_dim": 64, "max_words": 32}
-    assert set(spec.TEXT_NETWORKS) <= set(manifest["served"])
+    assert text == {"kind": "teachclip", "afa": "official", "max_frames": 6, "image_size": 96, "embed_dim": 64,
+                    "max_words": 32}
+    assert set(spec.TEACHCLIP.networks) <= set(manifest["served"])
     assert {"text_tokenize", "dnsvr_text_embed", "dnsvr_search_text"} <= set(manifest["pipelines"])
-    assert all(manifest["models"][name]["max_abs_error"] < 1e-5 for name in spec.TEXT_NETWORKS)
+    assert all(manifest["models"][name]["max_abs_error"] < 1e-5 for name in spec.TEACHCLIP.networks)
     for relative, content in repository_files(manifest["served"], "bin", text).items():
         assert (tmp_path / "repo" / relative).read_text() == content
     assert (tmp_path / "repo" / "dnsvr_text_embed" / "1").is_dir()
     assert 'key: "clip_size"' in (tmp_path / "repo" / "video_decode" / "config.pbtxt").read_text()
+
+
+def test_a_re_export_keeps_the_student_given_in_place_of_the_packs(golden_t2v, tmp_path, monkeypatch):
+    """A repository exported with --text-weights over the bundled pack (whose own student is the offline one) is
+    exported again with that TeachCLIP student when a weight file changed (the manifest's `text_weights`)."""
+    from dnsvr.export import repository as repository_module
+
+    teachclip = golden_t2v / "teachclip_student.bin"
+    manifest = {"format": FORMAT, "source": f"model pack {BUNDLED_DIR}", "text_weights": str(teachclip),
+                "text": {"kind": "teachclip", "afa": "real_frames", "max_frames": 5, "image_size": 96,
+                         "embed_dim": 64, "max_words": 32},
+                "weights": {"coarse": {"path": str(BUNDLED_DIR / "dns_cg_student.pth"), "sha256": "0" * 64}}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    exported = []
+    monkeypatch.setattr(repository_module, "build_repository", lambda source, *_, **__: exported.append(source))
+    assert repository_module.ensure_exported(tmp_path, ["bundled"])
+    (source,) = exported
+    assert source.text_kind == "teachclip" and source.text_weights == teachclip and source.afa == "real_frames"
+    assert source.text_settings()["max_frames"] == 5 and spec.TEXT_ENCODER_MINILM.name not in source.networks

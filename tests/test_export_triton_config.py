@@ -19,7 +19,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 KIND = model_config_pb2.ModelInstanceGroup.Kind
-TEXT = {"afa": "official", "max_frames": 12, "image_size": 96, "embed_dim": 64, "max_words": 32}
+TEXT = {"kind": "teachclip", "afa": "official", "max_frames": 12, "image_size": 96, "embed_dim": 64, "max_words": 32}
+OFFLINE = {"kind": "offline_minilm_effnet", "afa": "real_frames", "max_frames": 12, "embed_dim": 256, "max_words": 32}
 
 
 def parse(text: str) -> model_config_pb2.ModelConfig:
@@ -65,15 +66,16 @@ def test_instances_and_threads_are_settable():
     assert configs["configs/cpu_local.pbtxt"].parameters["intra_op_threads"].string_value == "4"
 
 
-@pytest.mark.parametrize("text", [None, TEXT], ids=["dns", "with-text"])
+@pytest.mark.parametrize("text", [None, TEXT, OFFLINE], ids=["dns", "with-teachclip", "with-offline"])
 @pytest.mark.parametrize("fine", ["bin", "att"])
 def test_ensemble_wires_the_spec_models(fine, text):
     config = pipeline_config("dnsvr_embed", fine, text)
     assert config.platform == "ensemble" and config.max_batch_size == 0
     assert ("text_video" in {o.name for o in config.output}) == (text is not None)
+    kind = text["kind"] if text else None
     produced = {"video", "frames"}
     for step in config.ensemble_scheduling.step:
-        model = spec.NETWORKS.get(step.model_name) or spec.pipeline_specs(fine, text is not None)[step.model_name]
+        model = spec.NETWORKS.get(step.model_name) or spec.pipeline_specs(fine, kind)[step.model_name]
         assert set(step.input_map) == set(model.input_names), step.model_name
         assert set(step.input_map.values()) <= produced, f"{step.model_name} reads a tensor not produced yet"
         assert set(step.output_map) <= set(model.output_names)
@@ -90,16 +92,41 @@ def test_text_ensemble_tokenizes_then_encodes():
     assert [(s.model_name, dict(s.input_map), dict(s.output_map)) for s in config.ensemble_scheduling.step] == [
         ("text_tokenize", {"text": "text"}, {"token_ids": "token_ids"}),
         (spec.TEXT_ENCODER.name, {"token_ids": "token_ids"}, {"embedding": "embedding"})]
+    offline = parse(render(pipeline_config("dnsvr_text_embed", "bin", OFFLINE)))
+    tokens = {"input_ids": "input_ids", "attention_mask": "attention_mask"}
+    assert [(s.model_name, dict(s.input_map), dict(s.output_map)) for s in offline.ensemble_scheduling.step] == [
+        ("text_tokenize", {"text": "text"}, tokens),
+        (spec.TEXT_ENCODER_MINILM.name, tokens, {"embedding": "embedding"})]
 
 
 def test_text_settings_reach_decode_and_tokenizer_parameters():
     decode = pipeline_config("video_decode", "bin", TEXT)
-    assert decode.parameters["clip_size"].string_value == "96"
-    assert decode.parameters["clip_max_frames"].string_value == "12"
+    assert {key: decode.parameters[key].string_value for key in ("text_kind", "clip_size", "text_max_frames")} == {
+        "text_kind": "teachclip", "clip_size": "96", "text_max_frames": "12"}
     assert {o.name for o in decode.output} == {"frames", "mask", "frame_count", "clip_frames", "clip_mask"}
-    assert "clip_size" not in pipeline_config("video_decode", "bin").parameters
-    assert pipeline_config("text_tokenize", "bin", TEXT).parameters["max_words"].string_value == "32"
+    assert "text_kind" not in pipeline_config("video_decode", "bin").parameters
+    tokenize = pipeline_config("text_tokenize", "bin", TEXT)
+    assert tokenize.parameters["max_words"].string_value == "32" and {o.name for o in tokenize.output} == {"token_ids"}
     assert "dnsvr_search_text" in spec.pipeline_specs("bin") and "text_tokenize" not in spec.pipeline_specs("bin")
+
+
+def test_the_offline_student_reads_frame_positions_and_pooled_features():
+    decode = pipeline_config("video_decode", "bin", OFFLINE)
+    assert "clip_size" not in decode.parameters and decode.parameters["text_max_frames"].string_value == "12"
+    assert {o.name for o in decode.output} == {"frames", "mask", "frame_count", "text_frames", "text_mask"}
+    features = pipeline_config("frame_features", "bin", OFFLINE)
+    assert features.parameters["text_kind"].string_value == "offline_minilm_effnet"
+    assert [i.name for i in features.input] == ["frames", "text_frames"]
+    assert [(o.name, list(o.dims)) for o in features.output] == [("features", [1, -1, 9, 512]),
+                                                                  ("text_features", [1, -1, 1280])]
+    tokenize = pipeline_config("text_tokenize", "bin", OFFLINE)
+    assert tokenize.parameters["text_kind"].string_value == "offline_minilm_effnet"
+    assert [(o.name, o.data_type) for o in tokenize.output] == [("input_ids", model_config_pb2.TYPE_INT64),
+                                                                ("attention_mask", model_config_pb2.TYPE_INT64)]
+    assert spec.extractor("offline_minilm_effnet") is spec.FEATURE_EXTRACTOR_POOLED
+    assert spec.extractor(None) is spec.extractor("teachclip") is spec.FEATURE_EXTRACTOR
+    with pytest.raises(ValueError, match="must be one of teachclip, offline_minilm_effnet"):
+        spec.text_kind("clip")
 
 
 def test_python_models_are_complete():

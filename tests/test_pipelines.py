@@ -322,11 +322,11 @@ def test_decode_request_checks_frames_and_bytes():
 def test_frame_features_calls_the_extractor_in_chunks():
     calls = []
 
-    def extract(frames: np.ndarray) -> np.ndarray:
+    def extract(frames: np.ndarray) -> dict[str, np.ndarray]:
         calls.append(len(frames))
-        return np.full((len(frames), 9, 512), float(len(calls)), np.float32)
+        return {"features": np.full((len(frames), 9, 512), float(len(calls)), np.float32)}
 
-    features = frame_features(np.zeros((10, 224, 224, 3), np.uint8), extract, chunk=4)
+    features = frame_features(np.zeros((10, 224, 224, 3), np.uint8), extract, chunk=4)["features"]
     assert calls == [4, 4, 2] and features.shape == (1, 10, 9, 512)
     assert features[0, :, 0, 0].tolist() == [1.0] * 4 + [2.0] * 4 + [3.0] * 2
 

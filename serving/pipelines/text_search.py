@@ -1,7 +1,10 @@
 """What `dnsvr_search_text` and `text_tokenize` do, free of Triton: text query -> vector -> Milvus top-k.
 
     checked_query(text) -> the text, or BadRequest (empty, only whitespace, over spec.MAX_TEXT_BYTES)
-    tokenize_request(inputs, max_words) -> {"token_ids": int64 [1, max_words]}
+    tokenizer(kind, max_words) -> text -> the text encoder's inputs, each int64 [1, max_words]:
+        "teachclip": {"token_ids"} (CLIP BPE, the official loaders' ids); "offline_minilm_effnet": {"input_ids",
+        "attention_mask"} (MiniLM WordPiece, [CLS] ... [SEP], truncated with [SEP] kept)
+    tokenize_request(inputs, tokenize) -> tokenize(the request's checked text)
     search_text_request(inputs, stores, embed_text, consistency) -> {"video_ids": BYTES [n], "scores": float32 [n],
                                                                      "timings": BYTES [1] JSON ms}
 
@@ -39,12 +42,46 @@ def checked_query(text: str | None) -> str:
     return text
 
 
-def tokenize_request(inputs: RequestInputs, max_words: int) -> dict[str, np.ndarray]:
-    """`text_tokenize`: one text -> CLIP token ids `[1, max_words]` int64 (the official loaders' rule)."""
-    from dnsvr.training.data.clip_tokenizer import encode
+Tokenize = Callable[[str], dict[str, np.ndarray]]
 
-    token_ids, _ = encode(checked_query(inputs.text("text", required=True)), max_words)
-    return {"token_ids": token_ids}
+
+def _clip_tokenizer(max_words: int) -> Tokenize:
+    from dnsvr.training.data.clip_tokenizer import default_tokenizer, encode
+
+    default_tokenizer()  # the vocabulary is read now, not on the first query
+
+    def tokenize(text: str) -> dict[str, np.ndarray]:
+        return {"token_ids": encode(text, max_words)[0]}
+
+    return tokenize
+
+
+def _minilm_tokenizer(max_words: int) -> Tokenize:
+    from dnsvr.training.data.minilm_tokenizer import MiniLMTokenizer
+
+    wordpiece = MiniLMTokenizer()
+
+    def tokenize(text: str) -> dict[str, np.ndarray]:
+        input_ids, attention_mask = wordpiece.encode([text], max_words)
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+    return tokenize
+
+
+TOKENIZERS: dict[str, Callable[[int], Tokenize]] = {
+    spec.TEACHCLIP.name: _clip_tokenizer,
+    spec.OFFLINE_MINILM_EFFNET.name: _minilm_tokenizer,
+}
+
+
+def tokenizer(kind: str, max_words: int) -> Tokenize:
+    """The tokenizer of a text-video student of kind `kind` (loaded now): text -> its text encoder's inputs."""
+    return TOKENIZERS[kind](max_words)
+
+
+def tokenize_request(inputs: RequestInputs, tokenize: Tokenize) -> dict[str, np.ndarray]:
+    """`text_tokenize`: one request's text, checked (`checked_query`), -> `tokenize(text)`."""
+    return tokenize(checked_query(inputs.text("text", required=True)))
 
 
 def search_text_request(inputs: RequestInputs, stores: ServiceStore,
@@ -61,7 +98,7 @@ def search_text_request(inputs: RequestInputs, stores: ServiceStore,
         raise BadRequest(f"filter is {len(expression.encode('utf-8'))} bytes, the maximum is {spec.MAX_FILTER_BYTES}")
     if embed_text is None:
         raise NoTextStudent("the served model pack has no text-video student; export one with "
-                            "`dnsvr export --weights ... --text-weights TEACHCLIP_CHECKPOINT`")
+                            "`dnsvr export --weights ... --text-weights TEACHCLIP_CHECKPOINT` or a pack with one")
     with watch.stage("embed"):
         query = embed_text(text)
     store = stores.existing()

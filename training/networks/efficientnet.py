@@ -141,8 +141,12 @@ class EfficientNetLite0(nn.Module):
     def pooled_features(self, x: Tensor) -> Tensor:
         """Normalised images `[N, 3, H, W]` float32 (`normalize_frames`) -> the pre-classifier feature `[N, 1280]`:
         the head convolution's output, ReLU6, averaged over space."""
-        x = self.stages(x)[-1]
-        x = F.relu6(self._bn1(self._conv_head(x)))  # [N, 320, h, w] -> [N, 1280, h, w]
+        return self.pool_head(self.stages(x)[-1])
+
+    def pool_head(self, last_stage: Tensor) -> Tensor:
+        """Stage 7's output `[N, 320, h, w]` -> the pre-classifier feature `[N, 1280]` (for callers that already
+        ran the stages, e.g. the DnS region extractor's graph)."""
+        x = F.relu6(self._bn1(self._conv_head(last_stage)))  # [N, 320, h, w] -> [N, 1280, h, w]
         return x.mean(dim=(2, 3))  # [N, 1280, h, w] -> [N, 1280]
 
     def classify(self, pooled: Tensor) -> Tensor:

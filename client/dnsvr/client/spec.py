@@ -22,13 +22,19 @@ Network models (one ONNX graph each):
     fine_similarity_att   the same with float32 [.., 9, 512] representations
     text_encoder          token_ids int64 [B, L] (CLIP tokens)        -> embedding float32 [B, D] (unit norm)
     video_text_embed      frames uint8 [B, T, S, S, 3] RGB crops, mask [B, T] -> embedding float32 [B, D] (unit)
+    feature_extractor_pooled  frames uint8 [T, 224, 224, 3]          -> features [T, 9, 512],
+                          pooled float32 [T, 1280] (EfficientNet-Lite0's pre-classifier feature, same CNN pass)
+    text_encoder_minilm   input_ids, attention_mask int64 [B, L] (MiniLM WordPiece) -> embedding [B, D] (unit)
+    video_text_embed_effnet  frame_features float32 [B, T, 1280], mask [B, T] -> embedding float32 [B, D] (unit)
     fine_comparator       f2f float32 [K, Tq, Tt], query_mask [Tq], candidate_mask [K, Tt] -> similarity [K]
                           (a part graph: fine_similarity_bin's cpu_local model runs it after its Hamming
                           kernel; not in NETWORKS, not served on its own)
 
-Only the models of the exported fine student (bin or att) are served, and the two text-video models when the
-weights carry a text-video student (TeachCLIP); `model_repository/manifest.json` lists them.  Served pipelines
-(ensembles / BLS models) go in `pipeline_specs(fine, text)`, next to `NETWORKS`.
+Only the models of the exported fine student (bin or att) are served, and the two text-video models of the
+weights' text-video student, by its kind (`TEXT_KINDS`: a TeachCLIP checkpoint, or the offline MiniLM +
+EfficientNet-Lite0 student, whose frame input comes from `feature_extractor_pooled` in place of
+`feature_extractor`); `model_repository/manifest.json` lists them.  Served pipelines (ensembles / BLS models) go
+in `pipeline_specs(fine, text)`, next to `NETWORKS`.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ REGIONS = 9
 FEATURE_DIMS = 512
 CODE_BYTES = FEATURE_DIMS // 8
 MIN_FRAMES = 4
+POOLED_DIMS = 1280  # EfficientNet-Lite0's pooled pre-classifier feature of a frame (the offline text student's input)
 
 # numpy dtype name -> (Triton wire datatype used by tritonclient, Triton config data_type)
 _TRITON_TYPES = {
@@ -134,6 +141,10 @@ def _mask(name: str = "mask") -> TensorSpec:
     return TensorSpec(name, "bool", (-1, -1))
 
 
+def _mask_row(name: str = "mask") -> TensorSpec:
+    return TensorSpec(name, "bool", (1, -1))
+
+
 _VIDEO_BATCH = dict(max_batch_size=16, dynamic_batching=True, frame_axes=(("features", 1), ("mask", 1)))
 
 FEATURE_EXTRACTOR = ModelSpec(
@@ -144,6 +155,16 @@ FEATURE_EXTRACTOR = ModelSpec(
     dynamic_batching=True,
     frame_axes=(("frames", 0),),
     description="uint8 RGB frames -> L2-normalised region features (normalisation inside the graph)",
+)
+FEATURE_EXTRACTOR_POOLED = ModelSpec(
+    "feature_extractor_pooled",
+    inputs=FEATURE_EXTRACTOR.inputs,
+    outputs=(*FEATURE_EXTRACTOR.outputs, TensorSpec("pooled", "float32", (-1, POOLED_DIMS))),
+    max_batch_size=FEATURE_EXTRACTOR.max_batch_size,
+    dynamic_batching=True,
+    frame_axes=FEATURE_EXTRACTOR.frame_axes,
+    description="feature_extractor (EfficientNet-Lite0) + each frame's pooled pre-classifier feature from the same "
+                "CNN pass: what the offline text-video student reads",
 )
 COARSE_EMBED = ModelSpec(
     "coarse_embed",
@@ -217,7 +238,25 @@ VIDEO_TEXT_EMBED = ModelSpec(
     description="text-video student: uint8 RGB crops [B, T <= max_frames, S, S, 3] (CLIP normalisation inside) "
                 "-> L2-normalised video vector (AFA head; official mode pads to max_frames inside)",
 )
-TEXT_NETWORKS = (TEXT_ENCODER.name, VIDEO_TEXT_EMBED.name)
+TEXT_ENCODER_MINILM = ModelSpec(
+    "text_encoder_minilm",
+    inputs=(TensorSpec("input_ids", "int64", (-1, -1)), TensorSpec("attention_mask", "int64", (-1, -1))),
+    outputs=(TensorSpec("embedding", "float32", (-1, -1)),),
+    max_batch_size=64,
+    dynamic_batching=True,
+    description="offline text-video student: MiniLM WordPiece ids ([CLS] ... [SEP], 0-padded) and their mask -> "
+                "all-MiniLM-L6-v2 sentence vector -> projection -> L2-normalised text vector",
+)
+VIDEO_TEXT_EMBED_EFFNET = ModelSpec(
+    "video_text_embed_effnet",
+    inputs=(TensorSpec("frame_features", "float32", (-1, -1, POOLED_DIMS)), _mask()),
+    outputs=(TensorSpec("embedding", "float32", (-1, -1)),),
+    max_batch_size=16,
+    dynamic_batching=True,
+    frame_axes=(("frame_features", 1), ("mask", 1)),
+    description="offline text-video student: pooled EfficientNet-Lite0 features of <= max_frames frames -> "
+                "L2-normalised video vector (TeachCLIP's head, AFA over the real frames)",
+)
 # A part graph, not served on its own: fine_similarity_bin's cpu_local model computes the frame-to-frame
 # similarities with a Hamming kernel and runs this graph (`1/comparator.onnx`) for the learned rest.
 FINE_COMPARATOR = ModelSpec(
@@ -234,8 +273,9 @@ FINE_COMPARATOR = ModelSpec(
 
 NETWORKS: dict[str, ModelSpec] = {
     spec.name: spec
-    for spec in (FEATURE_EXTRACTOR, COARSE_EMBED, FINE_INDEX_BIN, FINE_INDEX_ATT, SELECTOR_INDEX,
-                 SELECTOR_SCORE, FINE_SIMILARITY_BIN, FINE_SIMILARITY_ATT, TEXT_ENCODER, VIDEO_TEXT_EMBED)
+    for spec in (FEATURE_EXTRACTOR, FEATURE_EXTRACTOR_POOLED, COARSE_EMBED, FINE_INDEX_BIN, FINE_INDEX_ATT,
+                 SELECTOR_INDEX, SELECTOR_SCORE, FINE_SIMILARITY_BIN, FINE_SIMILARITY_ATT, TEXT_ENCODER,
+                 VIDEO_TEXT_EMBED, TEXT_ENCODER_MINILM, VIDEO_TEXT_EMBED_EFFNET)
 }
 
 
@@ -281,6 +321,63 @@ def fine_kind(name: str) -> FineKind:
     return FINE_KINDS[name]
 
 
+@dataclass(frozen=True)
+class TextKind:
+    """A kind of text-video student by its one name (a model pack's `text_kind`) and what serving it takes.
+
+    `encoder` / `video`: its text and video networks; `tokenizer`: what `text_tokenize` runs (it gives exactly the
+    encoder's inputs); `extractor`: the frame network of the DnS path, whose outputs also feed this student.  The
+    video pipelines carry for it: `decoded` (what video_decode adds), `features_in` / `features_out` (what
+    frame_features also takes from video_decode and gives), `video_feed` (the video network's inputs <- those
+    tensors, in the dnsvr_embed ensemble).
+    """
+
+    name: str
+    tokenizer: str
+    encoder: ModelSpec
+    video: ModelSpec
+    extractor: ModelSpec
+    decoded: tuple[TensorSpec, ...]
+    video_feed: tuple[tuple[str, str], ...]
+    features_in: tuple[TensorSpec, ...] = ()
+    features_out: tuple[TensorSpec, ...] = ()
+
+    @property
+    def networks(self) -> tuple[str, str]:
+        """Its two served networks: text encoder, video network."""
+        return self.encoder.name, self.video.name
+
+
+TEACHCLIP = TextKind(  # a TeachCLIP / CLIP4Clip checkpoint: CLIP crops of the sampled frames, CLIP BPE tokens
+    "teachclip", "CLIP BPE", TEXT_ENCODER, VIDEO_TEXT_EMBED, FEATURE_EXTRACTOR,
+    decoded=(TensorSpec("clip_frames", "uint8", (1, -1, -1, -1, 3)), _mask_row("clip_mask")),
+    video_feed=(("frames", "clip_frames"), ("mask", "clip_mask")),
+)
+_TEXT_FRAMES = TensorSpec("text_frames", "int64", (1, -1))  # positions in `frames` of the frames it reads
+OFFLINE_MINILM_EFFNET = TextKind(  # the offline student: pooled EfficientNet-Lite0 features, MiniLM WordPiece
+    "offline_minilm_effnet", "MiniLM WordPiece", TEXT_ENCODER_MINILM, VIDEO_TEXT_EMBED_EFFNET,
+    FEATURE_EXTRACTOR_POOLED,
+    decoded=(_TEXT_FRAMES, _mask_row("text_mask")),
+    video_feed=(("frame_features", "text_features"), ("mask", "text_mask")),
+    features_in=(_TEXT_FRAMES,),
+    features_out=(TensorSpec("text_features", "float32", (1, -1, POOLED_DIMS)),),
+)
+TEXT_KINDS: dict[str, TextKind] = {kind.name: kind for kind in (TEACHCLIP, OFFLINE_MINILM_EFFNET)}
+TEXT_NETWORKS = tuple(name for kind in TEXT_KINDS.values() for name in kind.networks)
+
+
+def text_kind(name: str) -> TextKind:
+    """The TextKind called `name`; ValueError naming the choices otherwise."""
+    if name not in TEXT_KINDS:
+        raise ValueError(f"text-video student kind must be one of {', '.join(TEXT_KINDS)}, got {name!r}")
+    return TEXT_KINDS[name]
+
+
+def extractor(text: str | None = None) -> ModelSpec:
+    """The frame network the pipelines call for a text-video student of kind `text` (None: none)."""
+    return text_kind(text).extractor if text else FEATURE_EXTRACTOR
+
+
 # Served ensembles / BLS models built on NETWORKS (name -> ModelSpec).  No batch axis (max_batch_size 0):
 # one request is one video (or one query); dims are full shapes.  See dnsvr.serving.pipeline_configs.
 MAX_TOP_K = 1000
@@ -297,34 +394,37 @@ def _video_inputs() -> tuple[TensorSpec, ...]:
     )
 
 
-def pipeline_specs(fine: str = "bin", text: bool = False) -> dict[str, ModelSpec]:
+def pipeline_specs(fine: str = "bin", text: str | None = None) -> dict[str, ModelSpec]:
     """The served pipelines for the exported fine student (`bin` or `att`), by name.
 
-    text=True: the weights carry a text-video student: video_decode also gives its frame crops, dnsvr_embed
-    its video vector (`text_video`), and the text path `text_tokenize` -> `dnsvr_text_embed` is served.
+    text: the kind of the weights' text-video student (`TEXT_KINDS`), None without one.  With one, video_decode
+    and frame_features also give what its video network reads (`TextKind.decoded` / `features_out`: the
+    TeachCLIP student's crops, or the offline student's frame positions and pooled features), dnsvr_embed its
+    video vector (`text_video`), and the text path `text_tokenize` -> `dnsvr_text_embed` is served.
     `dnsvr_search_text` is always served (without a text student it answers with a clear error).
     """
     kind = fine_kind(fine)
+    student = text_kind(text) if text else None
     fine_dtype, fine_width = kind.dtype, kind.width
     frames = TensorSpec("frames", "uint8", (-1, FRAME_SIZE, FRAME_SIZE, 3))
     timings = TensorSpec("timings", "bytes", (1,))
     frame_count = TensorSpec("frame_count", "int64", (1,))
-    text_frames = (TensorSpec("clip_frames", "uint8", (1, -1, -1, -1, 3)), _mask_row("clip_mask")) if text else ()
-    text_video = (TensorSpec("text_video", "float32", (1, -1)),) if text else ()
+    text_video = (TensorSpec("text_video", "float32", (1, -1)),) if student else ()
     specs = [
         ModelSpec(
             "video_decode",
             inputs=_video_inputs(),
-            outputs=(frames, _mask_row(), frame_count, *text_frames),
+            outputs=(frames, _mask_row(), frame_count, *(student.decoded if student else ())),
             description="python: PyAV decode at 1 fps, 224 centre crop (or check given frames); short clips "
-                        "repeated to MIN_FRAMES" + ("; the text student's crops of <= max_frames frames "
-                                                     "selected uniformly" if text else ""),
+                        "repeated to MIN_FRAMES" + ("; the text student's <= max_frames frames, selected "
+                                                     "uniformly" if student else ""),
         ),
         ModelSpec(
             "frame_features",
-            inputs=(frames,),
-            outputs=(TensorSpec("features", "float32", (1, -1, REGIONS, FEATURE_DIMS)),),
-            description="BLS: feature_extractor over the frames in chunks of its max_batch_size -> batch-1 "
+            inputs=(frames, *(student.features_in if student else ())),
+            outputs=(TensorSpec("features", "float32", (1, -1, REGIONS, FEATURE_DIMS)),
+                     *(student.features_out if student else ())),
+            description=f"BLS: {extractor(text).name} over the frames in chunks of its max_batch_size -> batch-1 "
                         "video layout",
         ),
         ModelSpec(
@@ -338,7 +438,7 @@ def pipeline_specs(fine: str = "bin", text: bool = False) -> dict[str, ModelSpec
                 *text_video,
             ),
             description="ensemble: video_decode -> frame_features -> coarse_embed | fine_index | selector_index"
-                        + (" | video_text_embed" if text else ""),
+                        + (f" | {student.video.name}" if student else ""),
         ),
         ModelSpec(
             "dnsvr_index",
@@ -394,29 +494,26 @@ def pipeline_specs(fine: str = "bin", text: bool = False) -> dict[str, ModelSpec
             description="python: JSON report ('stats': store sizes and model versions; 'health': store reachable)",
         ),
     ]
-    if text:
+    if student:
         specs += [
             ModelSpec(
                 "text_tokenize",
                 inputs=(TensorSpec("text", "bytes", (1,)),),
-                outputs=(TensorSpec("token_ids", "int64", (1, -1)),),
-                description="python: CLIP tokenizer (text clean-up, BPE, SOT/EOT, max_words) -> token ids",
+                outputs=tuple(TensorSpec(t.name, t.dtype, (1, -1)) for t in student.encoder.inputs),
+                description=f"python: {student.tokenizer} tokenizer (max_words tokens) -> "
+                            f"{student.encoder.name}'s inputs",
             ),
             ModelSpec(
                 "dnsvr_text_embed",
                 inputs=(TensorSpec("text", "bytes", (1,)),),
                 outputs=(TensorSpec("embedding", "float32", (1, -1)),),
-                description="ensemble: text_tokenize -> text_encoder",
+                description=f"ensemble: text_tokenize -> {student.encoder.name}",
             ),
         ]
     return {model_spec.name: model_spec for model_spec in specs}
 
 
-def _mask_row(name: str = "mask") -> TensorSpec:
-    return TensorSpec(name, "bool", (1, -1))
-
-
-PIPELINES: dict[str, ModelSpec] = pipeline_specs("bin", text=True)  # every pipeline name (`model()` lookups)
+PIPELINES: dict[str, ModelSpec] = pipeline_specs("bin", TEACHCLIP.name)  # every pipeline name (`model()` lookups)
 
 
 def model(name: str) -> ModelSpec:
