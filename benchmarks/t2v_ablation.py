@@ -53,7 +53,9 @@ from dnsvr.training.files import atomic_path, atomic_write_text
 ROOT = Path(__file__).resolve().parents[1]
 TRAINER_MODULE = "dnsvr.training.distill.train_t2v"
 STUDENT = "train_student"
-NO_DISTILLATION = {"teachclip_coarse": False, "teachclip_fine": False, "teachtext": False, "margin": "none"}
+BUNDLED_WIDTH = {"dim": 128}  # the bundled pack's student (training/packs/bundled/pack.json, text_training)
+NO_DISTILLATION = {**BUNDLED_WIDTH, "teachclip_coarse": False, "teachclip_fine": False, "teachtext": False,
+                   "margin": "none"}
 COARSE = {**NO_DISTILLATION, "teachclip_coarse": True}
 FINE = {**COARSE, "teachclip_fine": True}
 TEACHTEXT = {**FINE, "teachtext": True}
