@@ -1,8 +1,8 @@
 """The text-to-video ablation: what each distillation signal adds to the student, on our captioned benchmark.
 
-Each row of ROWS names a training callable of `dnsvr.training.distill.train_t2v` (looked up at run time: the
-trainer lives on branch t2v-model; a row whose module or callable is absent is skipped with a message) and its
-keyword options.  The rows are cumulative, as in the papers' ablations:
+Each row of ROWS names a training callable of `dnsvr.training.distill.train_t2v` (looked up by name; a row
+whose callable is absent is skipped with a message) and its keyword options.  The rows are cumulative, as in
+the papers' ablations:
 
     student, ground truth only           (CLIP4Clip-style symmetric cross-entropy)
     + TeachCLIP coarse                   (Pearson distillation of the teachers' text x video matrices)
@@ -95,13 +95,7 @@ class Result:
 
 def find_trainer(name: str):
     """The callable `name` of TRAINER_MODULE -> (callable, None), or (None, why it is absent)."""
-    try:
-        module = importlib.import_module(TRAINER_MODULE)
-    except ModuleNotFoundError as error:
-        if error.name and TRAINER_MODULE.startswith(error.name):
-            return None, f"no module {TRAINER_MODULE} (the trainer comes from branch t2v-model)"
-        raise
-    trainer = getattr(module, name, None)
+    trainer = getattr(importlib.import_module(TRAINER_MODULE), name, None)
     if not callable(trainer):
         return None, f"{TRAINER_MODULE} has no callable {name!r}"
     return trainer, None
