@@ -1,9 +1,11 @@
-"""Shared fixtures: where `../shared` is (golden files, sample videos)."""
+"""Shared fixtures: where `../shared` is (golden files, sample videos); the served-text-ranking check."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from dnsvr.training import paths
 
@@ -12,6 +14,24 @@ SHARED = paths.shared_dir()
 GOLDEN = SHARED / "golden"
 GOLDEN_T2V = SHARED / "golden_t2v"
 VIDEOS = SHARED / "data" / "videos"
+
+
+def check_served_text_ranking(client, vectors: dict[str, np.ndarray], text_vector: Callable[[str], np.ndarray],
+                              caption: str):
+    """`caption`'s served text search over every indexed video ranks them as the PyTorch student's unit vectors
+    `vectors` and `text_vector(caption)` do, with scores within 1e-4; returns the served result."""
+    result = client.search_text(caption, top_k=len(vectors))
+    query = text_vector(caption)
+    expected = sorted(vectors, key=lambda video_id: -float(vectors[video_id] @ query))
+    assert result.ids == expected, caption
+    np.testing.assert_allclose([hit.score for hit in result], [vectors[v] @ query for v in expected], atol=1e-4)
+    return result
+
+
+def check_pattern_filter(client, caption: str) -> None:
+    """A filtered text search keeps only the videos the filter admits (ids starting with "pattern")."""
+    top = client.search_text(caption, top_k=2, filter='video_id like "pattern%"')
+    assert len(top) == 2 and all(hit.video_id.startswith("pattern") for hit in top)
 
 
 @pytest.fixture(scope="session")

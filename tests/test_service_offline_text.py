@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import tritonclient.grpc as grpcclient
-from conftest import VIDEOS
+from conftest import VIDEOS, check_pattern_filter, check_served_text_ranking
 from dnsvr.client import InvalidVideo, VideoSearchClient
 from dnsvr.serving.local.service import LocalService
 from dnsvr.training.data.clip_frames import select_frame_indices
@@ -63,13 +63,8 @@ def reference(offline_student):
 def test_served_text_ranking_equals_the_pytorch_ranking(client, reference):
     vectors, text_vector = reference
     for caption in CAPTIONS:
-        result = client.search_text(caption, top_k=len(vectors))
-        query = text_vector(caption)
-        expected = sorted(vectors, key=lambda video_id: -float(vectors[video_id] @ query))
-        assert result.ids == expected, caption
-        np.testing.assert_allclose([hit.score for hit in result], [vectors[v] @ query for v in expected], atol=1e-4)
-    top = client.search_text(CAPTIONS[3], top_k=2, filter='video_id like "pattern%"')
-    assert len(top) == 2 and all(hit.video_id.startswith("pattern") for hit in top)
+        check_served_text_ranking(client, vectors, text_vector, caption)
+    check_pattern_filter(client, CAPTIONS[3])
     stats = client.stats()
     assert stats["text_search"] and stats["text_dim"] == 256 and stats["text_rows"] == len(vectors)
 

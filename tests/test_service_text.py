@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import tritonclient.grpc as grpcclient
-from conftest import VIDEOS
+from conftest import VIDEOS, check_pattern_filter, check_served_text_ranking
 from dnsvr.client import InvalidVideo, VideoSearchClient
 from dnsvr.export.repository import build_repository
 from dnsvr.export.weights import resolve_weights
@@ -73,14 +73,9 @@ def reference(golden_t2v):
 def test_served_text_ranking_equals_the_pytorch_ranking(client, reference):
     vectors, text_vector = reference
     for caption in CAPTIONS:
-        result = client.search_text(caption, top_k=len(vectors))
-        query = text_vector(caption)
-        expected = sorted(vectors, key=lambda video_id: -float(vectors[video_id] @ query))
-        assert result.ids == expected, caption
-        np.testing.assert_allclose([hit.score for hit in result], [vectors[v] @ query for v in expected], atol=1e-4)
+        result = check_served_text_ranking(client, vectors, text_vector, caption)
         assert not any(hit.reranked for hit in result) and {"embed", "search", "round_trip"} <= set(result.timings_ms)
-    top = client.search_text(CAPTIONS[1], top_k=2, filter='video_id like "pattern%"')
-    assert len(top) == 2 and all(hit.video_id.startswith("pattern") for hit in top)
+    check_pattern_filter(client, CAPTIONS[1])
 
 
 def test_reindexing_keeps_one_vector_and_health_lists_text_search(client, reference):
