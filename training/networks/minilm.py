@@ -82,8 +82,9 @@ class MiniLMFiles:
     weights_sha256: str
 
 
+@cache
 def minilm_files() -> MiniLMFiles:
-    """The installed package's version and the sha256 of its `model.safetensors` bytes."""
+    """The installed package's version and the sha256 of its `model.safetensors` bytes (hashed once per process)."""
     weights = read_minilm_archive().weights
     return MiniLMFiles(distribution=MINILM_DISTRIBUTION, version=importlib.metadata.version(MINILM_DISTRIBUTION),
                        weights_sha256=hashlib.sha256(weights).hexdigest())
