@@ -28,13 +28,25 @@ import time
 from pathlib import Path
 
 from dnsvr.serving.local.guard import guarded
-from dnsvr.serving.local.processes import LOOPBACK, free_port, lock_holders, process_start_time, still_same_process
+from dnsvr.serving.local.processes import (
+    LOOPBACK,
+    descendants,
+    free_port,
+    lock_holders,
+    process_start_time,
+    still_same_process,
+)
 from dnsvr.training.files import atomic_write_text
 
 LOG = logging.getLogger("dnsvr.serve")
 
 STANDALONE_COMPONENTS = (
     "rootCoord", "proxy", "queryCoord", "queryNode", "indexNode", "dataCoord", "dataNode",
+)
+# the `milvus-server` options of the ports its components listen on besides the proxy's (`--root-coord-port` ...)
+STANDALONE_PORT_OPTIONS = (
+    "root_coord_port", "proxy_internal_port", "query_coord_port", "query_node_port", "index_coord_port",
+    "index_node_port", "data_coord_port", "data_node_port",
 )
 
 
@@ -112,10 +124,7 @@ class _LocalMilvusProcess:
 
     def restart(self) -> _LocalMilvusProcess:
         """Start again on the same port and data directory, after whatever is left of the old group is killed."""
-        if self._process is not None:
-            self._signal_group(signal.SIGKILL)
-            self._process.wait(timeout=10)
-            self._process = None
+        self.kill()
         return self.start()
 
     def _log_tail(self, lines: int = 20) -> str:
@@ -135,6 +144,9 @@ class _LocalMilvusProcess:
                     f"{self.name} exited with code {self._process.returncode} before it was ready "
                     f"(log {self.log_path}):\n{self._log_tail()}"
                 )
+            if self._server_died():
+                raise ServerStartError(f"{self.name}: the server process died before it was ready (log "
+                                       f"{self.log_path} and the logs of {self.data_dir}):\n{self._log_tail()}")
             if self._port_open():
                 try:
                     client = MilvusClient(uri=self.uri, timeout=5)
@@ -148,6 +160,11 @@ class _LocalMilvusProcess:
             f"{self.name} on {self.uri} not ready after {self.startup_timeout_s:.0f} s ({last_error}); "
             f"log {self.log_path}:\n{self._log_tail()}"
         )
+
+    def _server_died(self) -> bool:
+        """Whether the server under a still-running launcher is known dead (subclasses whose launcher does not
+        exit with its server)."""
+        return False
 
     def _port_open(self) -> bool:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -165,12 +182,13 @@ class _LocalMilvusProcess:
         if self._process is None:
             return
         self._signal_group(signal.SIGTERM)
+        self._wait_group_gone(timeout_s)
+        self.kill()
+
+    def _wait_group_gone(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and self._group_alive():
             time.sleep(0.1)
-        self._signal_group(signal.SIGKILL)
-        self._process.wait(timeout=10)
-        self._process = None
 
     def _group_alive(self) -> bool:
         self._process.poll()  # reap the wrapper so that a zombie does not count
@@ -181,11 +199,13 @@ class _LocalMilvusProcess:
             return False
 
     def kill(self) -> None:
-        """SIGKILL the whole group at once, as a crash would (tests, fault injection)."""
+        """SIGKILL the whole group at once, as a crash would (tests, fault injection), and wait until all of it is
+        gone: a server still dying holds its ports, and one started now would listen elsewhere."""
         if self._process is None:
             return
         self._signal_group(signal.SIGKILL)
         self._process.wait(timeout=10)
+        self._wait_group_gone(10.0)
         self._process = None
 
     def __enter__(self):
@@ -281,7 +301,14 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
     (client and peer URLs on 127.0.0.1, free ports chosen at the first start and kept for restarts, since etcd
     remembers its peer URL), which Milvus reads from the ETCD_CONFIG_PATH environment variable (its
     `etcd.config.path` setting; the wheel's --extra-config only rewrites keys of its template, and this one is
-    not there).  Milvus 2.3.5 has no setting for the listen address of its gRPC servers: they accept
+    not there).  Its other components get fresh ports from the kernel at every start, none of them a port of the
+    start before: the coordinators find each other by the addresses in their etcd sessions, and after a crash the
+    dead sessions live on for `session_ttl_s`; the wrapper's own choice (the lowest free port from a fixed base)
+    gave one component another's old port, and the proxy, calling a service that port does not serve, panicked.
+    (Fixed ports are no cure: after a kill -9 they sit in TIME-WAIT and Milvus moves to the next one.)  Its
+    launcher keeps waiting after the server binary dies; that is noticed and reported at once.  The launcher runs
+    through `dnsvr.serving.local.milvus_standalone_launcher`, which makes its port test agree with the server's.
+    Milvus 2.3.5 has no setting for the listen address of its gRPC servers: they accept
     connections on all interfaces (measured with `ss -ltn`).  Run it only on a trusted host or behind a
     firewall; production uses a real deployment.
     """
@@ -293,13 +320,25 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
                  session_ttl_s: int = 10):
         super().__init__(data_dir, port, startup_timeout_s)
         self.session_ttl_s = session_ttl_s
+        self._seen_server = False  # the server binary was seen running during this start
+        self.component_ports: dict[str, int] = {}  # --root-coord-port ... of the current start
 
     @property
     def etcd_config_path(self) -> Path:
         return self.data_dir.parent / f"{self.data_dir.name}.etcd.yaml"
 
     def prepare(self) -> None:
-        """Write the embedded etcd's configuration on free loopback ports, once per data directory."""
+        """Choose this start's component ports; write the embedded etcd's configuration on free loopback ports,
+        once per data directory."""
+        self._seen_server = False
+        used = set(self.component_ports.values()) | {self.port}
+        self.component_ports = {}
+        for option in STANDALONE_PORT_OPTIONS:
+            port = free_port()
+            while port in used:
+                port = free_port()
+            used.add(port)
+            self.component_ports[option] = port
         if self.etcd_config_path.exists():
             return
         client, peer = free_port(), free_port()
@@ -323,10 +362,24 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
         raise ServerStartError(f"{self.etcd_config_path} names no listen-client-urls")
 
     def command(self) -> list[str]:
-        command = [_executable("milvus-server"), "--data", str(self.data_dir), "--proxy-port", str(self.port),
+        command = [sys.executable, "-m", "dnsvr.serving.local.milvus_standalone_launcher",
+                   "--data", str(self.data_dir), "--proxy-port", str(self.port),
                    "--etcd-port", str(self._etcd_client_port())]
+        for option, port in self.component_ports.items():
+            command += [f"--{option.replace('_', '-')}", str(port)]
         for component in STANDALONE_COMPONENTS:
             command += ["--extra-config", f"{component}.ip={LOOPBACK}"]
         # after a kill -9 the coordinators wait for the dead process's etcd sessions to expire (default 30 s)
         command += ["--extra-config", f"common.session.ttl={self.session_ttl_s}"]
         return command
+
+    def _server_died(self) -> bool:
+        """The `milvus run standalone` binary was seen under the launcher and is gone (the launcher lives on)."""
+        alive = False
+        for pid in descendants(self._process.pid):
+            try:
+                alive |= Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:3] == [b"run", b"standalone"]
+            except OSError:
+                continue
+        self._seen_server |= alive
+        return self._seen_server and not alive
