@@ -85,34 +85,32 @@ def _check_positive(name: str, value: float) -> float:
 
 
 def _local_alignment(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cell scores `[Tq, Tt]` -> (H `[Tq, Tt]` float64 best path score ending at each cell, step `[Tq, Tt]` int8:
-    the index in STEPS of the step into the cell, -1 where the path starts there)."""
+    """Cell scores `[Tq, Tt]` -> (H `[Tq, Tt]` float64 best path score ending at each cell, 0 where none gains;
+    step `[Tq, Tt]` int8: the index in STEPS of the step into the cell, -1 where the path starts there)."""
     rows, cols = scores.shape
     best = np.zeros((rows, cols))
     step_into = np.full((rows, cols), -1, dtype=np.int8)
     for i in range(rows):
-        candidates = np.zeros((len(STEPS), cols))  # 0: start a new path here
-        for k, (di, dj) in enumerate(STEPS):
+        candidates = np.full((len(STEPS) + 1, cols), -np.inf)
+        candidates[0] = scores[i]  # a path starting here
+        for k, (di, dj) in enumerate(STEPS, start=1):
             if i >= di:
-                candidates[k, dj:] = best[i - di, : cols - dj]
-            candidates[k] += (di + dj) / 2 * scores[i]
-        k_best = candidates.argmax(axis=0)
-        gained = candidates[k_best, np.arange(cols)]
-        starts = gained <= 0
-        best[i] = np.where(starts, 0.0, gained)
-        step_into[i] = np.where(starts, -1, k_best)
+                before = best[i - di, : cols - dj]
+                candidates[k, dj:] = np.where(before > 0, before + (di + dj) / 2 * scores[i, dj:], -np.inf)
+        chosen = candidates.argmax(axis=0)
+        gained = candidates[chosen, np.arange(cols)]
+        best[i] = np.maximum(gained, 0.0)
+        step_into[i] = np.where(gained > 0, chosen - 1, -1)
     return best, step_into
 
 
-def _backtrack(step_into: np.ndarray, end: tuple[int, int], best: np.ndarray) -> list[tuple[int, int]]:
-    """The path's cells from its first positive cell to `end`, in order."""
+def _backtrack(step_into: np.ndarray, end: tuple[int, int]) -> list[tuple[int, int]]:
+    """The path's cells from its start to `end`, in order."""
     i, j = end
     path = [(i, j)]
     while step_into[i, j] >= 0:
         di, dj = STEPS[step_into[i, j]]
         i, j = i - di, j - dj
-        if best[i, j] <= 0:  # the predecessor scored nothing: the path starts at the cell after it
-            break
         path.append((i, j))
     return path[::-1]
 
@@ -152,7 +150,7 @@ def align(
         end = np.unravel_index(int(best.argmax()), best.shape)
         if best[end] < min_score:
             break
-        path = _backtrack(step_into, (int(end[0]), int(end[1])), best)
+        path = _backtrack(step_into, (int(end[0]), int(end[1])))
         rows, cols = zip(*path, strict=True)
         (q0, q1), (t0, t1) = (min(rows), max(rows)), (min(cols), max(cols))
         mean_similarity = float(matrix[list(rows), list(cols)].mean())
