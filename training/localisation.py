@@ -13,7 +13,8 @@ and unrelated ones negative (the training objective pushes them towards +1 and -
 
 Algorithm (local alignment, repeated):
 
-1. cell score s = f2f - threshold, floored at -gap_penalty: copied cells gain, the rest cost at most gap_penalty;
+1. cell score s = (f2f - threshold) / (1 - threshold), floored at -gap_penalty: a cell at similarity 1 gains 1,
+   one at the threshold 0, the rest cost at most gap_penalty;
 2. a Smith-Waterman-style dynamic programme over the matrix, row by row (vectorised along the target axis):
    H[i, j] = max(0, best predecessor + step weight * s[i, j]) with steps (1, 1), (1, 2) and (2, 1), so a path
    follows any speed ratio between 0.5 and 2; the step weight (di + dj) / 2 makes a path's score about
@@ -119,18 +120,19 @@ def align(
     f2f: np.ndarray,
     fps_query: float,
     fps_target: float,
-    threshold: float = 0.0,
+    threshold: float = 0.7,
     gap_penalty: float = 0.5,
-    min_score: float = 2.0,
+    min_score: float = 3.0,
     max_segments: int = 10,
 ) -> list[Segment]:
     """Copied segments of one pair from its similarity matrix, best score first.
 
     f2f `[Tq, Tt]` float (values in [-1, 1]; row i is query time i / fps_query, column j target time
     j / fps_target; see the module docstring for which matrix) -> up to `max_segments` Segments, seconds, each
-    cell covering [i / fps, (i + 1) / fps).  threshold: the similarity above which a cell counts as copied;
-    gap_penalty (> 0): the most a non-copied cell costs a path; min_score (> 0): the least path score reported,
-    about (matched seconds x fps) x (similarity - threshold), so 2.0 is some 3 cells at 0.7.
+    cell covering [i / fps, (i + 1) / fps).  threshold (< 1): the similarity above which a cell counts as
+    copied; gap_penalty (> 0): the most a non-copied cell costs a path; min_score (> 0): the least path score
+    reported, in cells at similarity 1 (a path of n cells at similarity x scores about
+    n (x - threshold) / (1 - threshold)).
     [] for a pair with no copy.  ValueError for an empty, non-2-D or non-finite matrix or bad parameters.
     """
     matrix = _check_matrix(f2f)
@@ -138,12 +140,12 @@ def align(
     fps_target = _check_positive("fps_target", fps_target)
     gap_penalty = _check_positive("gap_penalty", gap_penalty)
     min_score = _check_positive("min_score", min_score)
-    if not math.isfinite(threshold):
-        raise ValueError(f"threshold must be finite, got {threshold!r}")
+    if not (math.isfinite(threshold) and threshold < 1):
+        raise ValueError(f"threshold must be a finite number < 1, got {threshold!r}")
     if max_segments < 1:
         raise ValueError(f"max_segments must be >= 1, got {max_segments!r}")
 
-    scores = np.maximum(matrix.astype(np.float64) - threshold, -gap_penalty)
+    scores = np.maximum((matrix.astype(np.float64) - threshold) / (1 - threshold), -gap_penalty)
     segments = []
     while len(segments) < max_segments:
         best, step_into = _local_alignment(scores)
