@@ -386,10 +386,20 @@ def demo_command(args: argparse.Namespace) -> int:
             return 1
 
 
-# Text queries the demo ends with, and one short clip per scikit-image photograph it indexes beside the videos
-# so that they have something to find: a camera moving over the photo (`synthetic.synthetic_video`).
-DEMO_TEXT_QUERIES = ("a cat", "a cup of coffee", "an astronaut", "people riding bicycles", "a knitted fabric",
-                     "a man talking on a phone in a car")
+# Text queries the demo ends with, each with the videos a person expects first (what they show: `bikes` is a
+# street with traffic and a parked bicycle, `carphone` a man in a suit and tie at the wheel), and one short clip per
+# scikit-image photograph it indexes beside the videos so that they have something to find: a camera moving over
+# the photo (`synthetic.synthetic_video`).
+DEMO_TEXT_QUERIES: dict[str, tuple[str, ...]] = {
+    "a cat": ("photo-chelsea",),
+    "a cup of coffee": ("photo-coffee",),
+    "a motorcycle": ("photo-stereo_motorcycle",),
+    "a rocket": ("photo-rocket",),
+    "a knitted fabric": ("pattern-hd-no-bar", "pattern-longer-no-bar", "pattern-sd-grey-bar",
+                         "pattern-sd-with-large-logo-bar", "pattern-sd-with-small-logo-bar"),
+    "a man in a suit and tie": ("carphone_pristine", "carphone_distorted"),
+    "a bicycle parked in a street": ("bikes",),
+}
 DEMO_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle")
 DEMO_PHOTO_FRAMES = 6
 
@@ -402,8 +412,9 @@ def photo_clips() -> list[tuple[str, np.ndarray]]:
             for seed, name in enumerate(DEMO_PHOTOS)]
 
 
-def print_text_searches(client, queries: tuple[str, ...] = DEMO_TEXT_QUERIES, top_k: int = 3) -> None:
-    """The best `top_k` hits of each text query, one line each, or one line saying the served pack has no
+def print_text_searches(client, queries: dict[str, tuple[str, ...]] = DEMO_TEXT_QUERIES, top_k: int = 3) -> None:
+    """The best `top_k` hits of each text query, one line each ("ok" when the first hit is one of the videos
+    expected, "expected ..." otherwise), then how many were right; or one line saying the served pack has no
     text-video student."""
     from dnsvr.client import NoTextSearch
 
@@ -415,8 +426,15 @@ def print_text_searches(client, queries: tuple[str, ...] = DEMO_TEXT_QUERIES, to
         return
     print(f"text search, best {top_k} hits (cosine of the text and video vectors):")
     width = max(len(repr(query)) for query in queries)
+    right = 0
     for query, result in results.items():
-        print(f"  {query!r:{width}}  " + " | ".join(f"{hit.video_id} {hit.score:.3f}" for hit in result), flush=True)
+        expected = queries[query]
+        first_ok = bool(result) and result[0].video_id in expected
+        right += first_ok
+        verdict = "ok" if first_ok else f"expected {' or '.join(expected)}"
+        print(f"  {query!r:{width}}  " + " | ".join(f"{hit.video_id} {hit.score:.3f}" for hit in result)
+              + f"  [{verdict}]", flush=True)
+    print(f"text search: the expected video first for {right} of {len(results)} queries", flush=True)
 
 
 def _demo(args: argparse.Namespace, folders: list[Path]) -> int:
