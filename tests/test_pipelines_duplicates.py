@@ -71,6 +71,7 @@ def test_policy_modes_decide_search_and_store() -> None:
     assert (keep.checks, report.checks, skip.checks) == (False, True, True)
     assert keep.stores(3) and report.stores(3) and report.stores(0) and skip.stores(0) and not skip.stores(1)
     assert DuplicatePolicy.parse("skip", 0).threshold == 0 and DuplicatePolicy.parse("skip", 1.0).threshold == 1.0
+    assert DuplicatePolicy.parse("skip", np.float32(0.5)).threshold == 0.5
 
 
 @pytest.mark.parametrize(("mode", "threshold", "message"), [
@@ -101,18 +102,20 @@ def test_request_policy_names_the_problem() -> None:
 
 
 def test_keep_report_and_skip(stores) -> None:
-    kept = index_request(request("original", b"original"), stores, CALLS)
+    first = index_request(request("original", b"original", on_duplicate="skip"), stores, CALLS)  # an empty store
+    assert first["stored"].tolist() == [True] and duplicates_of(first) == {}
+    kept = index_request(request("other", b"other"), stores, CALLS)
     assert kept["stored"].tolist() == [True] and duplicates_of(kept) == {}
     assert "duplicate_check" not in json.loads(kept["timings"][0])  # keep does not search
     store = stores.existing()
 
     skipped = index_request(request("copy", b"copy", on_duplicate="skip"), stores, CALLS)
     assert skipped["stored"].tolist() == [False] and skipped["frame_count"].tolist() == [4]
-    assert duplicates_of(skipped) == {"original": pytest.approx(1.0)} and store.count() == 1
+    assert duplicates_of(skipped) == {"original": pytest.approx(1.0)} and store.count() == 2
     assert "store" not in json.loads(skipped["timings"][0])
 
     unrelated = index_request(request("other", b"other", on_duplicate="skip", duplicate_threshold=np.array(
-        [0.99], np.float32)), stores, CALLS)
+        [0.99], np.float32)), stores, CALLS)  # a re-index: its own id is no duplicate
     assert unrelated["stored"].tolist() == [True] and duplicates_of(unrelated) == {} and store.count() == 2
 
     reported = index_request(request("copy", b"copy", on_duplicate="report"), stores, CALLS)

@@ -19,6 +19,7 @@ from the score distributions of the near-duplicate benchmark: `benchmarks/duplic
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 ON_DUPLICATE = ("keep", "report", "skip")
@@ -39,7 +40,7 @@ class DuplicatePolicy:
         if self.mode not in ON_DUPLICATE:
             raise ValueError(f"on_duplicate must be one of {', '.join(ON_DUPLICATE)}, got {self.mode!r}")
         low, high = SCORE_RANGE
-        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, numbers.Real) \
                 or math.isnan(self.threshold) or not low <= self.threshold <= high:
             raise ValueError(f"duplicate_threshold must be a number in [{low}, {high}] (the score range), "
                              f"got {self.threshold!r}")
