@@ -2,7 +2,7 @@
 
     client = VideoSearchClient("127.0.0.1:8001")
     client.index("clip-1", "clip-1.mp4")                    # path, bytes or uint8 frames [T, 224, 224, 3]
-    client.index("clip-2", "clip-2.mp4", on_duplicate="skip").duplicates   # not stored if a near-duplicate is
+    client.index("clip-2", "clip-2.mp4", on_duplicate="skip")  # left out when a near-duplicate is indexed
     result = client.search("query.mp4", top_k=10, rerank=0.1)
     for hit in result:                                      # best first
         print(hit.video_id, hit.score, hit.reranked)
