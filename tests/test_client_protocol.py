@@ -60,6 +60,29 @@ def test_index_request_metadata():
         protocol.index_request("clip", b"x", metadata={"bad": object()})
 
 
+def test_index_request_duplicate_policy():
+    plain = protocol.index_request("clip", b"x")
+    assert "on_duplicate" not in plain.inputs and "duplicate_threshold" not in plain.inputs  # the server's defaults
+    request = protocol.index_request("clip", b"x", on_duplicate="skip", duplicate_threshold=0.8)
+    assert request.inputs["on_duplicate"][0] == b"skip"
+    threshold = request.inputs["duplicate_threshold"]
+    assert threshold.dtype == np.float32 and threshold.tolist() == [np.float32(0.8)]
+    for kwargs, message in [({"on_duplicate": "drop"}, "on_duplicate must be one of keep, report, skip"),
+                            ({"duplicate_threshold": float("nan")}, "duplicate_threshold must be a number"),
+                            ({"on_duplicate": "skip", "duplicate_threshold": 1.01}, "got 1.01")]:
+        with pytest.raises(InvalidVideo, match=message):
+            protocol.index_request("clip", b"x", **kwargs)
+
+
+def test_parse_index_result_with_duplicates():
+    outputs = {"frame_count": np.array([6], np.int64), "stored": np.array([False]),
+               "duplicate_ids": np.array([b"a", b"b"], object), "duplicate_scores": np.array([0.97, 0.91], np.float32),
+               "timings": np.array([json.dumps({"total": 5.0}).encode()], object)}
+    result = protocol.parse_index("clip", outputs)
+    assert result.frame_count == 6 and result.stored is False
+    assert [(d.video_id, round(d.score, 2)) for d in result.duplicates] == [("a", 0.97), ("b", 0.91)]
+
+
 def test_parse_search_result():
     outputs = {
         "video_ids": np.array([b"a", b"b"], object), "scores": np.array([0.9, 0.5], np.float32),

@@ -235,7 +235,7 @@ def test_index_search_delete_and_stats_requests(stores):
         codes = pack_codes(rng.choice([-1.0, 1.0], (4, 9, 512)))
         EMBEDDINGS[name.encode()] = Embedding(unit(rng.normal(size=DIM)), codes, 0.3)
         out = index_request(request(video_id=name, video=np.array([name.encode()], object),
-                                    metadata='{"channel": "news"}', source_uri=f"file:{name}"), stores, embed)
+                                    metadata='{"channel": "news"}', source_uri=f"file:{name}"), stores, CALLS)
         assert out["frame_count"].tolist() == [4] and "total" in json.loads(out["timings"][0])
     found = search_request(request(video_id="a", top_k=np.array([5], np.int32), rerank="count:1"), stores, CALLS)
     assert sorted(found["video_ids"].tolist()) == [b"b", b"c"] and found["reranked"].sum() == 1
@@ -284,7 +284,7 @@ def test_bad_index_requests_write_nothing(stores):
         ({"video": video}, BadRequest, "lacks input 'video_id'"),
     ]:
         with pytest.raises(error, match=message):
-            index_request(request(**inputs), stores, embed)
+            index_request(request(**inputs), stores, CALLS)
     assert stores.existing() is None  # nothing was written: not even the collections
 
 
@@ -344,7 +344,7 @@ def test_fuzz_a_filter_only_narrows_a_search(stores, expression):
         for name in ("a", "b", "c"):
             coarse = unit(np.arange(1.0, DIM + 1) + ord(name))
             EMBEDDINGS[name.encode()] = Embedding(coarse, pack_codes(np.ones((4, 9, 512))), 0.3)
-            index_request(request(video_id=name, video=np.array([name.encode()], object)), stores, embed)
+            index_request(request(video_id=name, video=np.array([name.encode()], object)), stores, CALLS)
     try:
         found = search_request(request(video_id="a", top_k=np.array([5], np.int32), filter=expression), stores,
                                CALLS)

@@ -10,7 +10,7 @@ import pytest
 from dnsvr.client import spec
 from dnsvr.serving.pipelines.index import index_request
 from dnsvr.serving.pipelines.requests import BadRequest, RequestInputs
-from dnsvr.serving.pipelines.search import Embedding
+from dnsvr.serving.pipelines.search import Embedding, ModelCalls
 from dnsvr.serving.pipelines.store_access import ServiceStore
 from dnsvr.serving.pipelines.text_search import (
     NoTextStudent,
@@ -66,11 +66,12 @@ def embed_text(query: str) -> np.ndarray:
 def stores(tmp_path):
     opened = service_store(tmp_path, TEXT)
     rng = np.random.default_rng(9)
-    for index, (name, vector) in enumerate(VECTORS.items()):
+    for index, (name, vector) in enumerate(VECTORS.items()):  # the default on_duplicate (keep) calls only embed
         embedding = Embedding(unit(rng.normal(size=DIM)), pack_codes(rng.choice([-1.0, 1.0], (4, 9, 512))), 0.3,
                               text=vector)
         index_request(request(video_id=name, video=np.array([b"x"], object),
-                              metadata=json.dumps({"even": index % 2 == 0})), opened, lambda video, e=embedding: e)
+                              metadata=json.dumps({"even": index % 2 == 0})), opened,
+                      ModelCalls(lambda video, e=embedding: e, selector_score=np.asarray, fine_similarity=np.asarray))
     yield opened
     opened.close()
 

@@ -118,6 +118,41 @@ def test_reindex_replaces_without_duplicates(client, indexed):
     assert client.stats()["videos"] == before
 
 
+def test_index_skips_and_reports_near_duplicates(client, service, indexed):
+    """A brighter copy of an indexed video: skip reports the original and stores nothing, report stores it and
+    reports the original (sync and asyncio clients); a bad policy sent past the client's check is refused."""
+    from dnsvr.client import protocol
+    from dnsvr.client.duplicates import DEFAULT_DUPLICATE_THRESHOLD
+    from dnsvr.training.data.video import decode_video
+
+    frames = decode_video(VIDEOS / "doorknob-hd-no-bar.mp4", max_frames=int(MAX_FRAMES))
+    brighter = np.clip(frames.astype(np.int16) + 12, 0, 255).astype(np.uint8)
+    before = client.stats()["videos"]
+    skipped = client.index("doorknob-brighter", brighter, on_duplicate="skip")
+    assert not skipped.stored and skipped.duplicates[0].video_id == "doorknob-hd-no-bar"
+    assert all(d.score >= DEFAULT_DUPLICATE_THRESHOLD for d in skipped.duplicates)
+    assert client.stats()["videos"] == before
+    with pytest.raises(NotFound):
+        client.search(video_id="doorknob-brighter")
+
+    async def report():
+        async with AsyncVideoSearchClient(service.grpc_url) as aio:
+            return await aio.index("doorknob-brighter", brighter, on_duplicate="report")
+
+    reported = asyncio.run(report())
+    assert reported.stored and reported.duplicates[0].video_id == "doorknob-hd-no-bar"
+    assert reported.duplicates[0].score == pytest.approx(skipped.duplicates[0].score, abs=1e-5)
+    assert client.stats()["videos"] == before + 1
+    strict = client.index("doorknob-brighter-2", brighter, on_duplicate="skip", duplicate_threshold=0.999)
+    assert strict.duplicates[0].video_id == "doorknob-brighter" and not strict.stored  # the same frames first
+    assert all(d.score >= 0.999 for d in strict.duplicates)
+    inputs = protocol.index_request("bad", brighter).inputs
+    with pytest.raises(InvalidVideo, match="on_duplicate must be one of"):
+        client._infer(protocol.Request(protocol.INDEX, {**inputs, "on_duplicate": np.array([b"drop"], object)},
+                                       protocol.index_request("bad", b"x").outputs), idempotent=False)
+    assert client.delete("doorknob-brighter") and client.stats()["videos"] == before
+
+
 def test_bad_input_is_rejected_and_store_unchanged(client, indexed, tmp_path, service):
     before = client.stats()["videos"]
     corrupt = tmp_path / "corrupt.mp4"

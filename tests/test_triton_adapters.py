@@ -140,6 +140,9 @@ def test_store_adapters_index_search_delete_stats(tmp_path, stand_in):
                                          {"video_id": text('bad"id'), "video": text("b")}))
         assert indexed[0].outputs()["frame_count"].tolist() == [4]
         assert indexed[1].error().code() == "INVALID_ARG" and "forbidden character" in indexed[1].error().message()
+        (skipped,) = index.execute(requests({"video_id": text("b"), "video": text("b"), "on_duplicate": text("skip"),
+                                             "duplicate_threshold": np.array([0.9], np.float32)}))
+        assert skipped.outputs()["stored"].tolist() == [False] and skipped.outputs()["duplicate_ids"].tolist() == [b"a"]
         found, missing = search.execute(requests(
             {"video": text("q"), "top_k": np.array([3], np.int32), "rerank": text("1.0")},
             {"video_id": text("nope"), "top_k": np.array([3], np.int32)}))

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dnsvr.client.duplicates import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_ON_DUPLICATE, ON_DUPLICATE
 from dnsvr.training import paths
 from dnsvr.training.files import ID_FROM_HELP, ID_RULES, find_videos
 
@@ -100,6 +101,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     index.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="video files or folders")
     index.add_argument("--id-from", choices=ID_RULES, default="stem", help=ID_FROM_HELP)
     index.add_argument("--concurrency", type=int, default=2, help="requests in flight (default: %(default)s)")
+    index.add_argument("--on-duplicate", choices=ON_DUPLICATE, default=DEFAULT_ON_DUPLICATE,
+                       help="keep: store without searching (default); report: search for near-duplicates already "
+                            "indexed, store, report them; skip: search, do not store a video that has one")
+    index.add_argument("--duplicate-threshold", type=float, metavar="SCORE",
+                       help=f"served score from which an indexed video is a near-duplicate, in [0, 1] (default: "
+                            f"{DEFAULT_DUPLICATE_THRESHOLD}, docs/duplicates.md)")
+    index.add_argument("--duplicate-report", type=Path, metavar="PATH",
+                       help="also write the duplicate report to PATH: .csv (one row per pair) or .json")
     _client_options(index)
     index.set_defaults(handler=index_command)
 
@@ -248,8 +257,14 @@ def _client(args: argparse.Namespace):
     return VideoSearchClient(url, timeout_s=args.timeout, token=paths.environment(paths.ACCESS_TOKEN), **tls)
 
 
-def index_paths(client, inputs: list[Path], id_from: str = "stem", concurrency: int = 2) -> int:
-    """Index the videos under `inputs` with a progress bar and a summary; returns the number that failed."""
+def index_paths(client, inputs: list[Path], id_from: str = "stem", concurrency: int = 2,
+                on_duplicate: str = DEFAULT_ON_DUPLICATE, duplicate_threshold: float | None = None,
+                duplicate_report: Path | None = None) -> int:
+    """Index the videos under `inputs` with a progress bar and a summary; returns the number that failed.
+
+    on_duplicate report / skip (`dnsvr.client.duplicates`): the duplicate report follows the summary
+    (`dnsvr.serving.cli.duplicate_report`), and is written to `duplicate_report` (.csv / .json) when given."""
+    from dnsvr.serving.cli.duplicate_report import print_report, write_report
     from tqdm import tqdm
 
     found = find_videos(inputs, id_from)
@@ -260,22 +275,42 @@ def index_paths(client, inputs: list[Path], id_from: str = "stem", concurrency: 
             if not outcome.ok:
                 bar.write(f"skipped {outcome.video_id}: {type(outcome.error).__name__}: {outcome.error}")
 
-        outcomes = client.index_many(items, concurrency=concurrency, on_done=done)
-    indexed = [o for o in outcomes if o.ok]
-    frames = sum(o.result.frame_count for o in indexed)
+        outcomes = client.index_many(items, concurrency=concurrency, on_done=done, on_duplicate=on_duplicate,
+                                     duplicate_threshold=duplicate_threshold)
+    results = [o.result for o in outcomes if o.ok]
+    stored = [result for result in results if result.stored]
+    frames = sum(result.frame_count for result in stored)
     for missing in found.missing:
         print(f"skipped {missing}: no such file or folder")
-    failed = len(outcomes) - len(indexed) + len(found.missing)
-    print(f"indexed {len(indexed)} videos ({frames} frames at 1 fps), {failed} skipped")
+    failed = len(outcomes) - len(results) + len(found.missing)
+    not_stored = len(results) - len(stored)
+    print(f"indexed {len(stored)} videos ({frames} frames at 1 fps), {failed} skipped"
+          + (f", {not_stored} not stored as near-duplicates" if not_stored else ""))
+    if on_duplicate != "keep":
+        print_report(results)
+        if duplicate_report is not None:
+            print(f"duplicate report written to {write_report(results, duplicate_report)}")
     return failed
 
 
 def index_command(args: argparse.Namespace) -> int:
     from dnsvr.client import ServerUnavailable
+    from dnsvr.client.duplicates import DuplicatePolicy
+    from dnsvr.serving.cli.duplicate_report import report_format
 
+    try:
+        DuplicatePolicy.parse(args.on_duplicate, args.duplicate_threshold)
+        if args.duplicate_report is not None:
+            report_format(args.duplicate_report)
+            if args.on_duplicate == "keep":
+                raise ValueError("--duplicate-report needs --on-duplicate report or skip (keep does not search)")
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     with _client(args) as client:
         try:
-            failed = index_paths(client, args.paths, args.id_from, args.concurrency)
+            failed = index_paths(client, args.paths, args.id_from, args.concurrency, args.on_duplicate,
+                                 args.duplicate_threshold, args.duplicate_report)
         except ServerUnavailable as error:
             print(f"error: {error}", file=sys.stderr)
             return 1

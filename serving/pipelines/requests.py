@@ -6,6 +6,7 @@ pipeline code reads it through these accessors, which name the input and the pro
 
     inputs = RequestInputs({"video_id": np.array([b"clip-1"], object), "top_k": np.array([10], np.int32)})
     inputs.text("video_id", required=True) -> "clip-1";  inputs.integer("top_k") -> 10
+    inputs.number("duplicate_threshold") -> float or None
     inputs.video() -> {"video": [1] bytes} or {"frames": uint8 [T, 224, 224, 3]}: exactly one of them
     inputs.json_object("metadata") -> dict
     bytes_array(["a", b"b"]) -> object array of bytes (a BYTES output)
@@ -80,6 +81,15 @@ class RequestInputs:
         if array.size != 1 or not np.issubdtype(array.dtype, np.integer):
             raise BadRequest(f"input '{name}' must hold one integer, got {array.size} of {array.dtype}")
         return int(array.reshape(-1)[0])
+
+    def number(self, name: str) -> float | None:
+        """A floating-point [1] input as float (NaN passes: the caller's range check names it); None when absent."""
+        array = self.optional(name)
+        if array is None:
+            return None
+        if array.size != 1 or not np.issubdtype(array.dtype, np.floating):
+            raise BadRequest(f"input '{name}' must hold one floating-point number, got {array.size} of {array.dtype}")
+        return float(array.reshape(-1)[0])
 
     def json_object(self, name: str) -> dict[str, Any]:
         """A BYTES [1] input holding a JSON object ({} when absent)."""

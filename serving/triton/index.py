@@ -1,4 +1,5 @@
-"""Triton python (BLS) model `dnsvr_index`: video id + video -> dnsvr_embed -> Milvus upsert.
+"""Triton python (BLS) model `dnsvr_index`: video id + video -> dnsvr_embed -> (on_duplicate report / skip: the
+search of dnsvr_search, selector and fine student included) -> Milvus upsert unless skipped.
 
 Store location: config parameters `store_uri` / `store_prefix`, else DNSVR_MILVUS_URI etc.
 (`dnsvr.serving.pipelines.store_access`).  The work: `dnsvr.serving.pipelines.index.index_request`.
@@ -10,7 +11,7 @@ import numpy as np
 from dnsvr.serving.pipelines.index import index_request
 from dnsvr.serving.pipelines.requests import RequestInputs
 from dnsvr.serving.triton.base import StoreModel
-from dnsvr.serving.triton.calls import embedder
+from dnsvr.serving.triton.calls import model_calls
 
 
 class TritonPythonModel(StoreModel):
@@ -18,7 +19,7 @@ class TritonPythonModel(StoreModel):
 
     def setup(self) -> None:
         super().setup()
-        self.embed = embedder(self.stores.text is not None)
+        self.calls = model_calls(self.stores.fine_kind, self.stores.text is not None)
 
     def handle(self, inputs: RequestInputs) -> dict[str, np.ndarray]:
-        return index_request(inputs, self.stores, self.embed)
+        return index_request(inputs, self.stores, self.calls)

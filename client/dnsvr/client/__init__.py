@@ -3,6 +3,7 @@
     from dnsvr.client import VideoSearchClient
     with VideoSearchClient("127.0.0.1:8001") as client:
         client.index("clip-1", "clip-1.mp4")
+        client.index("clip-2", "clip-2.mp4", on_duplicate="skip")  # not stored if a near-duplicate is indexed
         for hit in client.search("query.mp4", top_k=10, rerank=0.1):
             print(hit.video_id, hit.score, hit.reranked)
         client.search_text("a man riding a bike at night", top_k=10)  # a pack with a text-video student
@@ -18,9 +19,9 @@ from dnsvr.client.errors import (
     ServerUnavailable,
 )
 from dnsvr.client.grpc_client import VideoSearchClient
-from dnsvr.client.results import Health, IndexOutcome, IndexResult, SearchHit, SearchResult
+from dnsvr.client.results import Duplicate, Health, IndexOutcome, IndexResult, SearchHit, SearchResult
 
 __all__ = [
-    "DnsvrError", "Forbidden", "Health", "IndexOutcome", "IndexResult", "InvalidVideo", "NoTextSearch", "NotFound",
-    "SearchHit", "SearchResult", "ServerError", "ServerUnavailable", "VideoSearchClient",
+    "DnsvrError", "Duplicate", "Forbidden", "Health", "IndexOutcome", "IndexResult", "InvalidVideo", "NoTextSearch",
+    "NotFound", "SearchHit", "SearchResult", "ServerError", "ServerUnavailable", "VideoSearchClient",
 ]

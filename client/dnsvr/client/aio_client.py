@@ -60,9 +60,10 @@ class AsyncVideoSearchClient:
             await asyncio.sleep(0.2 * 2**attempt)
         raise AssertionError("unreachable")
 
-    async def index(self, video_id: str, video: VideoLike, *, source_uri: str = "",
-                    metadata: dict | None = None) -> IndexResult:
-        request = protocol.index_request(video_id, video, source_uri, metadata)
+    async def index(self, video_id: str, video: VideoLike, *, source_uri: str = "", metadata: dict | None = None,
+                    on_duplicate: str | None = None, duplicate_threshold: float | None = None) -> IndexResult:
+        """See VideoSearchClient.index (on_duplicate: keep, report or skip)."""
+        request = protocol.index_request(video_id, video, source_uri, metadata, on_duplicate, duplicate_threshold)
         return protocol.parse_index(video_id, await self._infer(request, idempotent=False))
 
     async def search(self, video: VideoLike | None = None, *, video_id: str | None = None, top_k: int = 10,

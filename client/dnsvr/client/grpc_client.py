@@ -2,6 +2,7 @@
 
     client = VideoSearchClient("127.0.0.1:8001")
     client.index("clip-1", "clip-1.mp4")                    # path, bytes or uint8 frames [T, 224, 224, 3]
+    client.index("clip-2", "clip-2.mp4", on_duplicate="skip")  # left out when a near-duplicate is indexed
     result = client.search("query.mp4", top_k=10, rerank=0.1)
     for hit in result:                                      # best first
         print(hit.video_id, hit.score, hit.reranked)
@@ -123,9 +124,16 @@ class VideoSearchClient:
         raise AssertionError("unreachable")
 
     def index(self, video_id: str, video: VideoLike, *, source_uri: str = "", metadata: dict | None = None,
-              ) -> IndexResult:
-        """Index `video` under `video_id`, replacing what the id held; metadata: a JSON-serialisable dict."""
-        request = protocol.index_request(video_id, video, source_uri, metadata)
+              on_duplicate: str | None = None, duplicate_threshold: float | None = None) -> IndexResult:
+        """Index `video` under `video_id`, replacing what the id held; metadata: a JSON-serialisable dict.
+
+        on_duplicate: "keep" (the default: store, no search), "report" (search the collection, store, report
+        the near-duplicates) or "skip" (search; store only when there is no near-duplicate).  A near-duplicate
+        is another indexed video whose search score against this one is >= duplicate_threshold (default
+        `dnsvr.client.duplicates.DEFAULT_DUPLICATE_THRESHOLD`, in [0, 1]).  The result says whether the video
+        was `stored` and lists the `duplicates` found.
+        """
+        request = protocol.index_request(video_id, video, source_uri, metadata, on_duplicate, duplicate_threshold)
         return protocol.parse_index(video_id, self._infer(request, idempotent=False))
 
     def index_many(
@@ -134,16 +142,20 @@ class VideoSearchClient:
         *,
         concurrency: int = 2,
         on_done: Callable[[IndexOutcome], None] | None = None,
+        on_duplicate: str | None = None,
+        duplicate_threshold: float | None = None,
     ) -> list[IndexOutcome]:
         """Index (video_id, video) pairs with at most `concurrency` requests in flight; a failing item is
         reported in its outcome and does not stop the others.  Outcomes in input order; `on_done` is called
-        as each finishes (progress bars)."""
+        as each finishes (progress bars).  on_duplicate / duplicate_threshold: as `index`, for every item."""
         items = list(items)
 
         def one(item: tuple[str, VideoLike]) -> IndexOutcome:
             video_id, video = item
             try:
-                outcome = IndexOutcome(video_id, result=self.index(video_id, video))
+                result = self.index(video_id, video, on_duplicate=on_duplicate,
+                                    duplicate_threshold=duplicate_threshold)
+                outcome = IndexOutcome(video_id, result=result)
             except DnsvrError as error:
                 outcome = IndexOutcome(video_id, error=error)
             if on_done is not None:

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from dnsvr.client import spec
+from dnsvr.client.duplicates import DuplicatePolicy
 from dnsvr.client.errors import InvalidVideo
 from dnsvr.client.ids import check_video_id
-from dnsvr.client.results import IndexResult, SearchHit, SearchResult
+from dnsvr.client.results import Duplicate, IndexResult, SearchHit, SearchResult
 from dnsvr.client.video_input import VideoLike, video_tensor
 
 INDEX, SEARCH, DELETE, STATS = "dnsvr_index", "dnsvr_search", "dnsvr_delete", "dnsvr_stats"
@@ -58,9 +59,20 @@ def _outputs(model: str) -> tuple[str, ...]:
     return spec.model(model).output_names
 
 
-def index_request(video_id: str, video: VideoLike, source_uri: str = "", metadata: dict | None = None) -> Request:
+def index_request(video_id: str, video: VideoLike, source_uri: str = "", metadata: dict | None = None,
+                  on_duplicate: str | None = None, duplicate_threshold: float | None = None) -> Request:
+    """on_duplicate / duplicate_threshold: `dnsvr.client.duplicates` (None: the server's defaults); checked here
+    first (InvalidVideo naming the problem)."""
+    try:
+        DuplicatePolicy.parse(on_duplicate, duplicate_threshold)
+    except ValueError as error:
+        raise InvalidVideo(str(error)) from None
     name, array = video_tensor(video)
     inputs = {"video_id": _text(check_video_id(video_id)), name: array}
+    if on_duplicate is not None:
+        inputs["on_duplicate"] = _text(on_duplicate)
+    if duplicate_threshold is not None:
+        inputs["duplicate_threshold"] = np.array([duplicate_threshold], np.float32)
     if source_uri:
         inputs["source_uri"] = _text(source_uri)
     if metadata:
@@ -148,7 +160,10 @@ def _timings(outputs: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 def parse_index(video_id: str, outputs: dict[str, np.ndarray]) -> IndexResult:
-    return IndexResult(video_id, int(outputs["frame_count"].reshape(-1)[0]), _timings(outputs))
+    duplicates = [Duplicate(_decoded(duplicate), float(score)) for duplicate, score in zip(
+        outputs["duplicate_ids"].reshape(-1), outputs["duplicate_scores"].reshape(-1), strict=True)]
+    return IndexResult(video_id, int(outputs["frame_count"].reshape(-1)[0]), _timings(outputs),
+                       stored=bool(outputs["stored"].reshape(-1)[0]), duplicates=duplicates)
 
 
 def parse_search(outputs: dict[str, np.ndarray]) -> SearchResult:

@@ -1,4 +1,4 @@
-"""Typed results of the dnsvr client: search hits in rank order, index outcomes, health."""
+"""Typed results of the dnsvr client: search hits in rank order, index outcomes and duplicates, health."""
 
 from __future__ import annotations
 
@@ -41,12 +41,24 @@ class SearchResult:
 
 
 @dataclass(frozen=True)
+class Duplicate:
+    """An indexed video found to be a near-duplicate of a video being indexed: its id and served score."""
+
+    video_id: str
+    score: float
+
+
+@dataclass(frozen=True)
 class IndexResult:
-    """A video indexed (or re-indexed: the id now holds only this version): frames stored, timings in ms."""
+    """A video indexed (or re-indexed: the id now holds only this version): frames it has, timings in ms, whether
+    it was `stored` (False: on_duplicate="skip" found a near-duplicate) and the near-duplicates found, best first
+    (always empty with on_duplicate="keep", which does not search)."""
 
     video_id: str
     frame_count: int
     timings_ms: dict[str, float] = field(default_factory=dict)
+    stored: bool = True
+    duplicates: list[Duplicate] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

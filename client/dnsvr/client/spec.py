@@ -447,9 +447,18 @@ def pipeline_specs(fine: str = "bin", text: str | None = None) -> dict[str, Mode
                 *_video_inputs(),
                 TensorSpec("source_uri", "bytes", (1,), optional=True),
                 TensorSpec("metadata", "bytes", (1,), optional=True),
+                TensorSpec("on_duplicate", "bytes", (1,), optional=True),
+                TensorSpec("duplicate_threshold", "float32", (1,), optional=True),
             ),
-            outputs=(frame_count, timings),
-            description="BLS: dnsvr_embed -> Milvus upsert (re-indexing an id replaces it)",
+            outputs=(
+                frame_count,
+                TensorSpec("stored", "bool", (1,)),
+                TensorSpec("duplicate_ids", "bytes", (-1,)),
+                TensorSpec("duplicate_scores", "float32", (-1,)),
+                timings,
+            ),
+            description="BLS: dnsvr_embed -> (on_duplicate report/skip: the search of dnsvr_search, hits >= the "
+                        "threshold) -> Milvus upsert unless skipped (re-indexing an id replaces it)",
         ),
         ModelSpec(
             "dnsvr_search",

@@ -1,0 +1,77 @@
+"""The default duplicate threshold of `index(on_duplicate=...)`: served scores of true copies vs other videos.
+
+    .venv/bin/python benchmarks/duplicate_threshold.py [--preset small] [--seed 0] [--pack DIR]
+
+For every query of the near-duplicate benchmark (`dnsvr eval benchmark`'s, features cached the same way) and
+every other video, the score the served search gives that pair with its default policy (S^c, the selector
+sending 10 % of the candidates to S^f_B, `ranking.merge_fine`; the small preset's 100 targets per query are the
+service's default K' = 100 coarse candidates).  Prints the score percentiles of true copies (by difficulty) and
+of the other videos, precision and recall of "score >= t" on a 0.01 grid, and the threshold with the best F1
+(ties: the higher one), which `dnsvr.client.duplicates.DEFAULT_DUPLICATE_THRESHOLD` records.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+from dnsvr.training.evaluation.nd_benchmark import DIFFICULTIES, BenchmarkConfig, build_benchmark, default_cache_dir
+from dnsvr.training.evaluation.tradeoff import benchmark_features, fine_scorer, index_videos, score_query
+from dnsvr.training.packs.model_pack import ModelPack
+
+SERVED_FRACTION = 0.1  # the service's default re-rank policy (RerankPolicy())
+PERCENTILES = (0, 1, 5, 25, 50, 75, 95, 99, 100)
+GRID = np.round(np.arange(0.80, 0.991, 0.01), 2)
+
+
+def percentiles(values: np.ndarray) -> str:
+    return " ".join(f"{v:.3f}" for v in np.percentile(values, PERCENTILES))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="small", choices=["tiny", "small", "medium"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pack", default=None, help="model pack folder (default: the bundled pack)")
+    args = parser.parse_args()
+
+    pack = ModelPack.from_dir(args.pack) if args.pack else ModelPack.bundled()
+    benchmark = build_benchmark(BenchmarkConfig.preset(args.preset, seed=args.seed))
+    features = benchmark_features(benchmark, pack, default_cache_dir())
+    selector, fine = pack.load("selector").eval(), fine_scorer(pack.load("fine"))
+    index = index_videos(features, pack.load("coarse"), selector, [fine])
+    position = index.position()
+    scores, labels = [], []  # served score; difficulty of a true copy, "" for another video
+    for query in benchmark.queries:
+        q = position[query]
+        targets = np.array([i for i in range(len(index.ids)) if i != q])
+        served, _ = score_query(index, q, targets, "dns", selector=selector, scorer=fine, fraction=SERVED_FRACTION)
+        difficulty = {video_id: level for level in DIFFICULTIES for video_id in benchmark.positives(query, level)}
+        scores += [float(s) for s in served]
+        labels += [difficulty.get(index.ids[t], "") for t in targets]
+    scores, labels = np.array(scores), np.array(labels)
+    copies = labels != ""
+    print(f"preset {args.preset}, seed {args.seed}, pack {pack.version}: {len(scores)} pairs, "
+          f"{len(benchmark.queries)} queries; served score (DnS, re-rank {SERVED_FRACTION})")
+    print("percentiles " + " / ".join(str(p) for p in PERCENTILES))
+    print(f"  true copies  ({int(copies.sum()):4d}) {percentiles(scores[copies])}")
+    for level in DIFFICULTIES:
+        if (labels == level).any():
+            print(f"    {level:9s}  ({int((labels == level).sum()):4d}) {percentiles(scores[labels == level])}")
+    print(f"  other videos ({int((~copies).sum()):4d}) {percentiles(scores[~copies])}")
+    print("threshold  precision  recall  F1    false positives")
+    best = (-1.0, 0.0)
+    for threshold in GRID:
+        flagged = scores >= threshold
+        hits = int((flagged & copies).sum())
+        precision = hits / max(int(flagged.sum()), 1)
+        recall = hits / int(copies.sum())
+        f1 = 2 * precision * recall / max(precision + recall, 1e-12)
+        print(f"  {threshold:.2f}     {precision:.3f}      {recall:.3f}   {f1:.3f} {int((flagged & ~copies).sum()):5d}")
+        if f1 >= best[0]:
+            best = (f1, float(threshold))
+    print(f"best F1 {best[0]:.3f} at threshold {best[1]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""The near-duplicates of a video about to be indexed, free of Triton: the served search, cut at a threshold.
+
+    duplicate_policy(inputs) -> DuplicatePolicy of the request's `on_duplicate` / `duplicate_threshold`
+        (BadRequest naming the problem for an unknown mode, a threshold outside [0, 1] or NaN)
+    find_duplicates(store, calls, embedding, video_id, threshold) -> [Duplicate] best first
+
+The ranking is `dnsvr.serving.pipelines.search.search` with its default policy and candidates (coarse top-K',
+the selector, the fine re-rank, `ranking.merge_fine`): a near-duplicate is a hit whose score there is >=
+the threshold, so `index` and `search` agree on what a video's score against the collection is.  The video's
+own id is left out (re-indexing an id replaces it).  The read is at Strong consistency: a video acknowledged
+by another index call just before is seen.  Checking is a read and writing follows it; two copies indexed at
+the same moment by two calls may both be stored (nothing serialises concurrent index calls).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dnsvr.client.duplicates import DuplicatePolicy
+from dnsvr.serving.pipelines.requests import BadRequest, RequestInputs
+from dnsvr.serving.pipelines.search import Embedding, ModelCalls, search
+from dnsvr.serving.store.video_store import VideoStore
+from dnsvr.training.ranking import RerankPolicy
+
+REPORTED_DUPLICATES = 100  # at most this many near-duplicates are reported, best first
+CHECK_CONSISTENCY = "Strong"
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """An indexed video and its served score against the new one."""
+
+    video_id: str
+    score: float
+
+
+def duplicate_policy(inputs: RequestInputs) -> DuplicatePolicy:
+    """The request's policy (absent inputs: the defaults); BadRequest naming the problem."""
+    try:
+        return DuplicatePolicy.parse(inputs.text("on_duplicate") or None, inputs.number("duplicate_threshold"))
+    except ValueError as error:
+        raise BadRequest(str(error)) from None
+
+
+def find_duplicates(store: VideoStore, calls: ModelCalls, embedding: Embedding, video_id: str,
+                    threshold: float) -> list[Duplicate]:
+    """The indexed videos (other than `video_id`) whose served score against `embedding` is >= `threshold`,
+    best first, at most REPORTED_DUPLICATES."""
+    ranking, _ = search(store, calls, embedding, REPORTED_DUPLICATES, RerankPolicy(), exclude_id=video_id,
+                        consistency=CHECK_CONSISTENCY)
+    return [Duplicate(hit, float(score)) for hit, score in zip(ranking.ids, ranking.scores, strict=True)
+            if score >= threshold]
