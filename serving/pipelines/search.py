@@ -12,11 +12,11 @@ rerank BYTES [1] (policy, default "fraction:0.1"), candidates int32 [1] (K', def
 BYTES [1] (Milvus expression over the per-video fields).  Outputs: video_ids BYTES [n], scores / coarse_scores /
 selector_scores float32 [n], reranked bool [n], the re-ranked hits' copied segments (`spec.SEGMENT_OUTPUTS`:
 segment_hits int32 [S], segment_times float32 [S, 4], segment_confidences float32 [S]), timings BYTES [1] (JSON,
-ms per stage).  The embedding (or the
-stored one of `video_id`, which is then left out of the results) -> Milvus coarse top-K' -> selector_score ->
-the policy's pairs -> fine codes from the model instance's `CodeCache`, the misses from Milvus in one read (the
-coarse hits carry each row's generation and frame count) -> fine_similarity in batches (scores and each pair's
-frame-to-frame matrix) -> `ranking.merge_fine` -> `localisation.hit_segments` over the re-ranked hits' matrices.
+ms per stage).  The embedding (or the stored one of `video_id`, which is then left out of the results) -> Milvus
+coarse top-K' -> selector_score -> the policy's pairs -> fine codes from the model instance's `CodeCache`, the
+misses from Milvus in one read (the coarse hits carry each row's generation and frame count) -> fine_similarity
+in batches (scores and each pair's frame-to-frame matrix) -> `ranking.merge_fine` -> `localisation.hit_segments`
+over the re-ranked hits' matrices.
 """
 
 from __future__ import annotations
