@@ -231,27 +231,32 @@ def compare_frames(student: nn.Module, sim: Tensor, query_mask: Tensor, candidat
 
 
 class FineSimilarityGraph(nn.Module):
-    """One query against K candidates with the fine student's comparator -> `[K]` scores in [-1, 1].
+    """One query against K candidates with the fine student's comparator -> (`[K]` scores in [-1, 1], f2f).
 
     query `[Tq, 9, W]`, query_mask `[Tq]`, candidates `[K, Tt, 9, W]`, candidate_mask `[K, Tt]`: W = 64
     packed uint8 bytes (S^f_B, unpacked here; the frame-to-frame matrix is divided by 512) or 512 float32
-    indexed features (S^f_A).  Short videos are repeated; a pair's score is its unpadded score.
+    indexed features (S^f_A).  f2f `[K, Tq, Tt]`: the region-Chamfer similarities of the real frames, 0
+    elsewhere (what `ComparatorGraph` reads, and copy localisation); the short-video rule is applied to that
+    matrix, so a pair's score is its unpadded score.
     """
 
     def __init__(self, student: nn.Module):
         super().__init__()
-        self.student = student
         self.binary = student.fg_type == "bin"
         self.scale = float(student.binarization.W.shape[1]) if self.binary else 1.0  # code length (512)
+        self.comparator = ComparatorGraph(student)
         self.register_buffer("unpack_table", unpack_table(), persistent=False)
 
-    def forward(self, query: Tensor, query_mask: Tensor, candidates: Tensor, candidate_mask: Tensor) -> Tensor:
-        s = self.student
+    def forward(self, query: Tensor, query_mask: Tensor, candidates: Tensor,
+                candidate_mask: Tensor) -> tuple[Tensor, Tensor]:
         if self.binary:
             query, candidates = unpack_bits(query, self.unpack_table), unpack_bits(candidates, self.unpack_table)
-        q, q_mask = repeat_short_videos(query[None], query_mask[None])
-        t, t_mask = repeat_short_videos(candidates, candidate_mask)
-        return compare_frames(s, query_region_chamfer(q[0], t, self.scale), q_mask[0], t_mask)
+        query = zero_padded(query[None], query_mask[None])[0]
+        candidates = zero_padded(candidates, candidate_mask)
+        f2f = query_region_chamfer(query, candidates, self.scale)
+        real = query_mask[None, :, None] & candidate_mask[:, None, :]
+        f2f = torch.where(real, f2f, torch.zeros_like(f2f))
+        return self.comparator(f2f, query_mask, candidate_mask), f2f
 
 
 class ComparatorGraph(nn.Module):

@@ -12,7 +12,8 @@ one, `comparator.onnx` (`dnsvr.export.graphs.ComparatorGraph`, checked by `dnsvr
 
     frame_hamming(query [Tq, R, W], frames [N, R, W], pool)        -> int32 [Tq, N]: H of every frame pair
     frame_similarities(query, query_mask, candidates, candidate_mask, pool) -> float32 [K, Tq, Tt]
-    HammingFineSimilarity(comparator_path, threads, intra_op_threads).run(feeds) -> {"similarity": [K]}
+    HammingFineSimilarity(comparator_path, threads, intra_op_threads).run(feeds)
+        -> {"similarity": [K], "f2f": [K, Tq, Tt]}
 
 W = B / 8 bytes per region (64 for 512-bit codes, a multiple of 8).  Two kernels compute H, the same integers
 (tests pin both to the definition); `KERNELS` are those this machine runs, `KERNEL` the one it uses:
@@ -205,14 +206,16 @@ class HammingFineSimilarity:
         return self.comparator.run(inputs)["similarity"]
 
     def run(self, feeds: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        """Validate `feeds` (fine_similarity_bin's inputs), score them -> {"similarity": float32 [K]}
-        (`output_names`, as for `OnnxRunner.run`, can only name that output)."""
+        """Validate `feeds` (fine_similarity_bin's inputs), score them -> {"similarity": float32 [K], "f2f":
+        float32 [K, Tq, Tt]} (`output_names`, as for `OnnxRunner.run`, picks among those outputs)."""
         unknown = sorted(set(output_names or ()) - set(self.output_names))
         if unknown:
             raise OnnxInputError(f"{spec.FINE_SIMILARITY_BIN.name}: unknown output(s) {unknown}; the model has "
                                  f"{self.output_names}")
         checked = self.validate(feeds)
-        return {"similarity": self.compare(self.frame_similarities(checked), checked)}
+        f2f = self.frame_similarities(checked)
+        outputs = {"similarity": self.compare(f2f, checked), "f2f": f2f}
+        return {name: outputs[name] for name in (output_names or self.output_names)}
 
     def close(self) -> None:
         if self.pool is not None:

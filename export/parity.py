@@ -98,16 +98,24 @@ def reference_output(name: str, network: nn.Module, feeds: dict[str, np.ndarray]
             return network.index_video(t["features"], t["mask"]).numpy()
         if name == spec.SELECTOR_SCORE.name:
             return network(t["pair_features"])[:, 0].numpy()
-        if name == spec.FINE_SIMILARITY_BIN.name:
-            return network.calculate_video_similarity(
-                torch.from_numpy(unpack_codes(feeds["query"])), torch.from_numpy(unpack_codes(feeds["candidates"])),
-                t["query_mask"], t["candidate_mask"],
-            )[0].numpy()
-        if name == spec.FINE_SIMILARITY_ATT.name:
-            return network.calculate_video_similarity(
-                t["query"], t["candidates"], t["query_mask"], t["candidate_mask"]
-            )[0].numpy()
+        if name in (spec.FINE_SIMILARITY_BIN.name, spec.FINE_SIMILARITY_ATT.name):
+            unpack = unpack_codes if name == spec.FINE_SIMILARITY_BIN.name else np.asarray
+            query, candidates = torch.from_numpy(unpack(feeds["query"])), torch.from_numpy(unpack(feeds["candidates"]))
+            similarity = network.calculate_video_similarity(query, candidates, t["query_mask"], t["candidate_mask"])
+            f2f, _ = network.frame_to_frame_similarity(query, candidates, t["query_mask"], t["candidate_mask"])
+            return {"similarity": similarity[0].numpy(),
+                    "f2f": _real_frames(f2f.numpy(), feeds["query_mask"], feeds["candidate_mask"])}
     raise KeyError(f"no reference for model '{name}'")
+
+
+def _real_frames(f2f: np.ndarray, query_mask: np.ndarray, candidate_mask: np.ndarray) -> np.ndarray:
+    """The student's f2f `[K, Tq', Tt']` (short videos repeated) -> `[K, Tq, Tt]` of the masks' shapes: each
+    pair's real (unrepeated) frames' cells, 0 elsewhere (what the fine_similarity graphs give as `f2f`)."""
+    real = np.zeros((len(candidate_mask), len(query_mask), candidate_mask.shape[1]), np.float32)
+    query_length = int(query_mask.sum())
+    for k, length in enumerate(candidate_mask.sum(axis=1)):
+        real[k, :query_length, :length] = f2f[k, :query_length, :length]
+    return real
 
 
 def _compare_codes(onnx_codes: np.ndarray, student_codes: np.ndarray, mask: np.ndarray) -> None:
@@ -183,10 +191,11 @@ def check_comparator_parity(network: nn.Module, model_path: str | Path, comparat
     graph = OnnxRunner(model_path, intra_op_threads=threads)
     worst_student = worst_graph = 0.0
     for feeds in parity_feeds(name):
-        got = kernel.run(feeds)["similarity"]
-        student = compare(f"{name} (Hamming kernel + comparator)", got, reference_output(name, network, feeds),
-                          *TOLERANCES[name])
-        vs_graph = compare(f"{name} (Hamming kernel + comparator vs float graph)", got,
-                           graph.run(feeds)["similarity"], KERNEL_VS_GRAPH, 0.0)
-        worst_student, worst_graph = max(worst_student, student), max(worst_graph, vs_graph)
+        got, want, float_graph = kernel.run(feeds), reference_output(name, network, feeds), graph.run(feeds)
+        for output in spec.FINE_SIMILARITY_BIN.output_names:
+            student = compare(f"{name} {output} (Hamming kernel + comparator)", got[output], want[output],
+                              *TOLERANCES[name])
+            vs_graph = compare(f"{name} {output} (Hamming kernel + comparator vs float graph)", got[output],
+                               float_graph[output], KERNEL_VS_GRAPH, 0.0)
+            worst_student, worst_graph = max(worst_student, student), max(worst_graph, vs_graph)
     return worst_student, worst_graph

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import FrozenInstanceError
 
 import numpy as np
 import pytest
-from dnsvr.client import InvalidVideo, NotFound, ServerError, ServerUnavailable, VideoSearchClient, protocol
+from dnsvr.client import InvalidVideo, NotFound, Segment, ServerError, ServerUnavailable, VideoSearchClient, protocol
 from dnsvr.client.errors import error_from_message, tagged
 from dnsvr.client.video_input import video_tensor
 
@@ -90,9 +91,23 @@ def test_parse_search_result():
         "selector_scores": np.array([0.8, np.nan], np.float32),
         "timings": np.array([json.dumps({"embed": 12.5, "total": 20.0}).encode()], object),
     }
-    result = protocol.parse_search(outputs)
+    result = protocol.parse_search({**outputs, **segment_outputs(((1, (0.0, 4.0, 10.0, 14.0), 0.5),
+                                                                  (0, (0.0, 2.0, 1.0, 3.0), 0.25),
+                                                                  (0, (2.0, 3.0, 5.0, 6.0), 1.0)))})
     assert result.ids == ["a", "b"] and result[0].reranked and not result[1].reranked
     assert result[1].selector_score is None and result.timings_ms == {"embed": 12.5, "total": 20.0}
+    assert result[0].segments == (Segment(0.0, 2.0, 1.0, 3.0, 0.25), Segment(2.0, 3.0, 5.0, 6.0, 1.0))
+    assert result[1].segments == (Segment(0.0, 4.0, 10.0, 14.0, 0.5),)
+    with pytest.raises(FrozenInstanceError):
+        result[0].segments[0].confidence = 0.0
+    assert all(hit.segments == () for hit in protocol.parse_search({**outputs, **segment_outputs(())}))
+
+
+def segment_outputs(segments) -> dict[str, np.ndarray]:
+    """(hit position, (query start, query end, target start, target end), confidence) -> the segment tensors."""
+    return {"segment_hits": np.array([hit for hit, _, _ in segments], np.int32),
+            "segment_times": np.array([times for _, times, _ in segments], np.float32).reshape(-1, 4),
+            "segment_confidences": np.array([confidence for _, _, confidence in segments], np.float32)}
 
 
 def test_error_mapping():

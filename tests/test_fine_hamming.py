@@ -136,10 +136,16 @@ def test_random_codes_score_like_the_float_graph_and_the_student(student, graphs
     lengths, frames, query_length, query_frames = CASES[case]
     feeds = example_feeds(spec.FINE_SIMILARITY_BIN, lengths, frames, query_length, query_frames,
                           seed=len(case))
-    got = kernel.run(feeds)["similarity"]
+    outputs, graph = kernel.run(feeds), OnnxRunner(graphs["model"]).run(feeds)
+    got = outputs["similarity"]
     assert got.shape == (len(lengths),) and got.dtype == np.float32
-    np.testing.assert_allclose(got, OnnxRunner(graphs["model"]).run(feeds)["similarity"], rtol=0, atol=SAME_AS_GRAPH)
+    np.testing.assert_allclose(got, graph["similarity"], rtol=0, atol=SAME_AS_GRAPH)
     np.testing.assert_allclose(got, student_scores(student, feeds), rtol=0, atol=SAME_AS_GRAPH)
+    # f2f (copy localisation's matrix): the real frames' cells, not repeated, 0 elsewhere, as the float graph's
+    assert outputs["f2f"].shape == (len(lengths), query_frames, frames)
+    np.testing.assert_allclose(outputs["f2f"], graph["f2f"], rtol=0, atol=SAME_AS_GRAPH)
+    real = feeds["query_mask"][None, :, None] & feeds["candidate_mask"][:, None, :]
+    assert not outputs["f2f"][~real].any() and np.array_equal(kernel.run(feeds, ["f2f"])["f2f"], outputs["f2f"])
 
 
 def test_threads_and_padded_content_change_nothing(graphs, kernel) -> None:

@@ -21,6 +21,7 @@ from dnsvr.serving.pipelines.video import decode_request, frame_features
 from dnsvr.serving.store.schema import InvalidVideo
 from dnsvr.serving.store.settings import StoreSettings
 from dnsvr.serving.store.video_store import StoreError, VideoNotFound, VideoStore
+from dnsvr.training.localisation import Segment
 from dnsvr.training.networks.codes import pack_codes, unpack_codes
 from dnsvr.training.ranking import RerankPolicy, fine_to_unit
 from hypothesis import HealthCheck, given, settings
@@ -33,14 +34,17 @@ def unit(vector: np.ndarray) -> np.ndarray:
     return (vector / np.linalg.norm(vector)).astype(np.float32)
 
 
-def codes_similarity(query, query_mask, candidates, candidate_mask) -> np.ndarray:
-    """[K] in [-1, 1]: mean over query frames of the best frame agreement (Hamming, all regions)."""
+def codes_similarity(query, query_mask, candidates, candidate_mask) -> tuple[np.ndarray, np.ndarray]:
+    """([K] in [-1, 1]: mean over query frames of the best frame agreement (Hamming, all regions), f2f
+    [K, Tq, Tt]: those frame agreements at the real frames, 0 elsewhere)."""
     q = unpack_codes(query[query_mask]).reshape(int(query_mask.sum()), -1)
+    f2f = np.zeros((len(candidates), len(query), candidates.shape[1]), np.float32)
     scores = []
-    for video, mask in zip(candidates, candidate_mask, strict=True):
+    for k, (video, mask) in enumerate(zip(candidates, candidate_mask, strict=True)):
         t = unpack_codes(video[mask]).reshape(int(mask.sum()), -1)
-        scores.append((q @ t.T / q.shape[1]).max(axis=1).mean())
-    return np.array(scores, np.float32)
+        f2f[k, : len(q), : len(t)] = q @ t.T / q.shape[1]
+        scores.append(f2f[k, : len(q), : len(t)].max(axis=1).mean())
+    return np.array(scores, np.float32), f2f
 
 
 EMBEDDINGS: dict[bytes, Embedding] = {}  # "video bytes" -> the embedding the stand-in dnsvr_embed returns
@@ -141,7 +145,8 @@ def test_a_reindexed_video_is_scored_with_its_new_codes(store, library):
     after, _ = search(store, CALLS, library, top_k=6, policy=policy, cache=cache)
     uncached, _ = search(store, CALLS, library, top_k=6, policy=policy)
     assert same_ranking(after, uncached)
-    expected = fine_to_unit(codes_similarity(library.fine, np.ones(5, bool), other_codes[None], np.ones((1, 5), bool)))
+    scores, _ = codes_similarity(library.fine, np.ones(5, bool), other_codes[None], np.ones((1, 5), bool))
+    expected = fine_to_unit(scores)
     assert after.scores[after.ids.index("twin")] == pytest.approx(expected[0]) and expected[0] < 0.9
 
 
@@ -239,6 +244,7 @@ def test_index_search_delete_and_stats_requests(stores):
         assert out["frame_count"].tolist() == [4] and "total" in json.loads(out["timings"][0])
     found = search_request(request(video_id="a", top_k=np.array([5], np.int32), rerank="count:1"), stores, CALLS)
     assert sorted(found["video_ids"].tolist()) == [b"b", b"c"] and found["reranked"].sum() == 1
+    assert found["segment_times"].shape == (0, 4) and found["segment_hits"].dtype == np.int32  # random codes
     assert {"embed", "coarse_search", "selector", "fetch_codes", "fine_similarity", "total"} <= set(
         json.loads(found["timings"][0]))
     by_video = search_request(request(video=np.array([b"a"], object), top_k=np.array([1], np.int32), rerank="none"),
@@ -352,3 +358,16 @@ def test_fuzz_a_filter_only_narrows_a_search(stores, expression):
     except BadRequest:
         pass
     assert stores.existing().count() == 3
+
+
+def test_reranked_hits_carry_their_copied_segments(store, library):
+    """'twin' holds the query's 5 frames: one segment over all of them on both sides, in seconds at `fps`;
+    random codes give none, and hits left unranked by the fine student have none."""
+    ranking, timings = search(store, CALLS, library, top_k=6, policy=RerankPolicy("count", 3))
+    segments = dict(zip(ranking.ids, ranking.segments, strict=True))
+    assert segments["twin"] == [Segment(0.0, 5.0, 0.0, 5.0, 1.0)] and "localisation" in timings
+    assert all(segments[name] == [] for name in ("near0", "near1", "far0", "far1", "far2"))
+    at_two, _ = search(store, CALLS, library, top_k=6, policy=RerankPolicy("count", 3), fps=2.0)
+    assert dict(zip(at_two.ids, at_two.segments, strict=True))["twin"] == [Segment(0.0, 2.5, 0.0, 2.5, 1.0)]
+    coarse_only, _ = search(store, CALLS, library, top_k=6, policy=RerankPolicy("none", 0))
+    assert coarse_only.segments == [[]] * 6

@@ -25,11 +25,12 @@ OTHER = Embedding((w := RNG.normal(size=DIM)) / np.linalg.norm(w), pack_codes(RN
 VIDEOS = {b"original": ORIGINAL, b"copy": ORIGINAL, b"other": OTHER}  # video bytes -> what dnsvr_embed returns
 
 
-def fine_agreement(query, query_mask, candidates, candidate_mask) -> np.ndarray:
-    """[K] in [-1, 1]: mean agreement of the codes, frame by frame (equal lengths here)."""
+def fine_agreement(query, query_mask, candidates, candidate_mask) -> tuple[np.ndarray, np.ndarray]:
+    """([K] in [-1, 1]: mean agreement of the codes, frame by frame (equal lengths here); an all-zero f2f
+    [K, Tq, Tt]: no copied segment)."""
     q = unpack_codes(query[query_mask])
-    return np.array([(q * unpack_codes(c[m])).mean() for c, m in zip(candidates, candidate_mask, strict=True)],
-                    np.float32)
+    scores = [(q * unpack_codes(c[m])).mean() for c, m in zip(candidates, candidate_mask, strict=True)]
+    return np.array(scores, np.float32), np.zeros((len(candidates), len(query), candidates.shape[1]), np.float32)
 
 
 EMBEDDED: list[bytes] = []

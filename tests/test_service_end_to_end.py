@@ -209,6 +209,32 @@ def test_cli_index_and_search(service, indexed, tmp_path, capsys):
     assert cli.main(["delete", "doorknob-copy", "--url", service.grpc_url]) == 0
 
 
+def test_reranked_hits_say_where_the_copy_is(service, client, indexed, capsys, monkeypatch):
+    """Copy localisation through the served system: searching by an indexed video (8 s, 8 frames at 1 fps) finds
+    the whole video on both sides; by its last 5 frames, query 0-5 s in the hit at 3-8 s.  Hits the fine
+    student did not re-rank carry no segments; `dnsvr search` prints them."""
+    from dnsvr.training.data.video import decode_video
+
+    video = VIDEOS / "pattern-longer-no-bar.mp4"
+    whole = client.search(video, top_k=3, rerank=1.0)
+    itself = whole[whole.ids.index(video.stem)]
+    assert itself.reranked and itself.segments, itself
+    best = itself.segments[0]
+    assert (best.query_start_s, best.query_end_s, best.target_start_s, best.target_end_s) == (0.0, 8.0, 0.0, 8.0)
+    assert 0.9 <= best.confidence <= 1.0
+    frames = decode_video(video, max_frames=int(MAX_FRAMES))
+    partial = client.search(frames[3:], top_k=3, rerank=1.0)
+    best = partial[partial.ids.index(video.stem)].segments[0]
+    # neighbouring frames of this slow pan are alike (f2f > 0.85): the path may take one (1, 2) step at its start
+    assert (best.query_start_s, best.query_end_s, best.target_end_s) == (0.0, 5.0, 8.0)
+    assert 2.0 <= best.target_start_s <= 3.0
+    coarse_only = client.search(video, top_k=3, rerank=0)
+    assert all(hit.segments == () for hit in coarse_only)
+    monkeypatch.setenv("COLUMNS", "200")  # the table's width: the segments column unwrapped
+    assert cli.main(["search", str(video), "--top-k", "1", "--rerank", "1.0", "--url", service.grpc_url]) == 0
+    assert "q 0.0-8.0s ↔ t 0.0-8.0s" in capsys.readouterr().out
+
+
 def test_pattern_group_ranks_first_with_bundled_pack(client, indexed):
     """Coarse only, the selector re-ranking 10% (the CLI default) and half of the candidates, and fully
     re-ranked by S^f_B."""

@@ -123,7 +123,9 @@ def test_store_adapters_index_search_delete_stats(tmp_path, stand_in):
     stand_in["dnsvr_embed"] = lambda inputs: {"coarse": coarse[None], "selector": np.array([[0.5]], np.float32),
                                               "fine": np.zeros((1, 4, 9, 64), np.uint8)}
     stand_in["selector_score"] = lambda inputs: {"scores": inputs["pair_features"][:, 2]}
-    stand_in["fine_similarity_bin"] = lambda inputs: {"similarity": np.ones(len(inputs["candidates"]), np.float32)}
+    stand_in["fine_similarity_bin"] = lambda inputs: {
+        "similarity": np.ones(len(inputs["candidates"]), np.float32),
+        "f2f": np.zeros((len(inputs["candidates"]), len(inputs["query"]), inputs["candidates"].shape[1]), np.float32)}
     repository = tmp_path / "repo"
     write_manifest(repository)
     store = {"store_uri": str(tmp_path / "store.db")}

@@ -317,18 +317,30 @@ def index_command(args: argparse.Namespace) -> int:
     return 0 if failed == 0 else 1
 
 
+def describe_segment(segment) -> str:
+    """A copied segment (`dnsvr.client.Segment`) as "q 0.0-4.0s ↔ t 10.0-14.0s (0.93)": query span, hit span,
+    confidence."""
+    return (f"q {segment.query_start_s:.1f}-{segment.query_end_s:.1f}s ↔ "
+            f"t {segment.target_start_s:.1f}-{segment.target_end_s:.1f}s ({segment.confidence:.2f})")
+
+
 def print_results(result, title: str = "") -> None:
-    """The ranking as a table (rank, id, score, re-ranked?) and the stage timings."""
+    """The ranking as a table (rank, id, score, re-ranked?, coarse, selector, and where any hit has copied
+    segments, a segments column) and the stage timings."""
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title or None)
-    for column in ("rank", "video id", "score", "re-ranked", "coarse", "selector"):
-        table.add_column(column, justify="left" if column == "video id" else "right")
+    with_segments = any(hit.segments for hit in result)
+    columns = ("rank", "video id", "score", "re-ranked", "coarse", "selector") + (("segments",) if with_segments
+                                                                                  else ())
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("video id", "segments") else "right")
     for rank, hit in enumerate(result, 1):
         selector = "-" if hit.selector_score is None else f"{hit.selector_score:.3f}"
+        segments = ("; ".join(describe_segment(segment) for segment in hit.segments),) if with_segments else ()
         table.add_row(str(rank), hit.video_id, f"{hit.score:.4f}", "yes" if hit.reranked else "",
-                      f"{hit.coarse_score:.4f}", selector)
+                      f"{hit.coarse_score:.4f}", selector, *segments)
     console = Console()
     console.print(table)
     console.print("timings (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings_ms.items()))

@@ -3,32 +3,37 @@
 The networks are reached through `ModelCalls` (the adapter passes Triton requests; tests pass functions),
 the store through `dnsvr.serving.pipelines.store_access.ServiceStore` / `VideoStore`.
 
-    search_request(inputs, stores, calls, consistency, cache) -> the outputs of one request (below)
-    search(store, calls, query, top_k, policy, candidates, filter, exclude_id, consistency, cache)
+    search_request(inputs, stores, calls, consistency, cache, fps) -> the outputs of one request (below)
+    search(store, calls, query, top_k, policy, candidates, filter, exclude_id, consistency, cache, fps)
         -> (Ranking, timings ms)
 
 Request: video BYTES [1] | frames uint8 [T, 224, 224, 3] | video_id BYTES [1] (exactly one), top_k int32 [1],
 rerank BYTES [1] (policy, default "fraction:0.1"), candidates int32 [1] (K', default max(top_k, 100)), filter
 BYTES [1] (Milvus expression over the per-video fields).  Outputs: video_ids BYTES [n], scores / coarse_scores /
-selector_scores float32 [n], reranked bool [n], timings BYTES [1] (JSON, ms per stage).  The embedding (or the
-stored one of `video_id`, which is then left out of the results) -> Milvus coarse top-K' -> selector_score ->
-the policy's pairs -> fine codes from the model instance's `CodeCache`, the misses from Milvus in one read (the
-coarse hits carry each row's generation and frame count) -> fine_similarity in batches -> `ranking.merge_fine`.
+selector_scores float32 [n], reranked bool [n], the re-ranked hits' copied segments (`spec.SEGMENT_OUTPUTS`:
+segment_hits int32 [S], segment_times float32 [S, 4], segment_confidences float32 [S]), timings BYTES [1] (JSON,
+ms per stage).  The embedding (or the stored one of `video_id`, which is then left out of the results) -> Milvus
+coarse top-K' -> selector_score -> the policy's pairs -> fine codes from the model instance's `CodeCache`, the
+misses from Milvus in one read (the coarse hits carry each row's generation and frame count) -> fine_similarity
+in batches (scores and each pair's frame-to-frame matrix) -> `ranking.merge_fine` -> `localisation.hit_segments`
+over the re-ranked hits' matrices.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from dnsvr.client import spec
 from dnsvr.serving.pipelines.batching import fine_batches, padded_batch
 from dnsvr.serving.pipelines.code_cache import CodeCache, CodeKey
+from dnsvr.serving.pipelines.localisation import hit_segments, segment_outputs
 from dnsvr.serving.pipelines.requests import BadRequest, RequestInputs, Stopwatch, bytes_array, shortened
 from dnsvr.serving.pipelines.store_access import ServiceStore
 from dnsvr.serving.store.schema import check_video_id
 from dnsvr.serving.store.video_store import StoreError, StoreUnavailable, VideoNotFound, VideoStore
+from dnsvr.training.localisation import Segment
 from dnsvr.training.ranking import RerankPolicy, merge_fine, ranking_order, selector_rows
 
 
@@ -61,12 +66,13 @@ class ModelCalls:
     embed: {"video": [1] bytes} or {"frames": uint8 [T, 224, 224, 3]} -> Embedding (dnsvr_embed).
     selector_score: [K, 3] float32 -> [K] float32 in (0, 1).
     fine_similarity: query [Tq, 9, W], query_mask [Tq], candidates [K, Tt, 9, W], candidate_mask [K, Tt]
-    -> [K] float32 in [-1, 1].
+    -> (similarity [K] float32 in [-1, 1], f2f [K, Tq, Tt] float32: each pair's frame-to-frame similarities at
+    its real frames, 0 elsewhere).
     """
 
     embed: Callable[[dict[str, np.ndarray]], Embedding]
     selector_score: Callable[[np.ndarray], np.ndarray]
-    fine_similarity: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+    fine_similarity: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 DEFAULT_CANDIDATES = 100
@@ -79,14 +85,16 @@ def candidate_count(top_k: int, candidates: int | None) -> int:
 
 @dataclass
 class Ranking:
-    """Results best first: ids, final scores, whether the fine student re-ranked each, and its coarse and
-    selector scores (NaN where the selector did not run)."""
+    """Results best first: ids, final scores, whether the fine student re-ranked each, its coarse and
+    selector scores (NaN where the selector did not run), and per hit its copied segments (best first; [] where
+    not re-ranked)."""
 
     ids: list[str]
     scores: np.ndarray
     reranked: np.ndarray
     coarse_scores: np.ndarray
     selector_scores: np.ndarray
+    segments: list[list[Segment]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -147,11 +155,14 @@ def search(
     exclude_id: str | None = None,
     consistency: str = "Session",
     cache: CodeCache | None = None,
+    fps: float = spec.DECODE_FPS,
 ) -> tuple[Ranking, dict[str, float]]:
-    """DnS retrieval for one query: coarse top-K' -> selector -> fine re-rank of the chosen -> top_k.
+    """DnS retrieval for one query: coarse top-K' -> selector -> fine re-rank of the chosen -> top_k -> the
+    re-ranked hits' copied segments.
 
-    `cache`: fine codes kept between searches (None: every candidate's codes are read from the store).
-    Returns the ranking and stage timings in ms (coarse_search, selector, fetch_codes, fine_similarity).
+    `cache`: fine codes kept between searches (None: every candidate's codes are read from the store); `fps`:
+    the frame rate of the query's and the stored frames.  Returns the ranking and stage timings in ms
+    (coarse_search, selector, fetch_codes, fine_similarity, localisation where a pair was re-ranked).
     """
     watch = Stopwatch()
     limit = candidate_count(top_k, candidates)
@@ -164,6 +175,7 @@ def search(
     selector_scores = None
     chosen = np.zeros(0, np.int64)
     fine_scores = np.zeros(0, np.float32)
+    f2f_by_id: dict[str, np.ndarray] = {}
     if ids and policy.mode != "none":
         with watch.stage("selector"):
             selector_scores = np.asarray(
@@ -172,18 +184,25 @@ def search(
     if len(chosen):
         rows = [keep[i] for i in chosen]
         wanted = [(hits.ids[r], int(hits.generations[r]), int(hits.frame_counts[r])) for r in rows]
-        fine_scores = _fine_scores(store, calls, query, wanted, watch, consistency,
-                                   cache if cache is not None else CodeCache(0))
+        fine_scores, matrices = _fine_scores(store, calls, query, wanted, watch, consistency,
+                                             cache if cache is not None else CodeCache(0))
         found = ~np.isnan(fine_scores)  # a candidate deleted or re-indexed meanwhile keeps its coarse score
+        f2f_by_id = {ids[i]: matrix for i, matrix, kept in zip(chosen, matrices, found, strict=True) if kept}
         chosen, fine_scores = chosen[found], fine_scores[found]
     ranking = final_ranking(ids, coarse, selector_scores, chosen, fine_scores, top_k)
+    if f2f_by_id:
+        with watch.stage("localisation"):
+            ranking.segments = hit_segments(f2f_by_id, ranking.ids, ranking.reranked, fps)
+    else:
+        ranking.segments = [[] for _ in ranking.ids]
     return ranking, watch.stages
 
 
 def _fine_scores(store: VideoStore, calls: ModelCalls, query: Embedding, wanted: list[tuple[str, int, int]],
-                 watch: Stopwatch, consistency: str, cache: CodeCache) -> np.ndarray:
+                 watch: Stopwatch, consistency: str, cache: CodeCache) -> tuple[np.ndarray, list[np.ndarray | None]]:
     """Raw fine similarities [n] in [-1, 1] of the candidates `wanted` [n] (video_id, generation, frame_count),
-    NaN where the store no longer holds that generation's frames (deleted or re-indexed since the coarse search).
+    NaN where the store no longer holds that generation's frames (deleted or re-indexed since the coarse search),
+    and per candidate its frame-to-frame matrix `[Tq, its frame count]` float32 (None where NaN).
 
     Codes come from `cache` where it holds them; the rest are read from the store in one `read_codes` and kept.
     """
@@ -198,9 +217,10 @@ def _fine_scores(store: VideoStore, calls: ModelCalls, query: Embedding, wanted:
                 cache.put(key, read)
                 codes[key] = read
     scores = np.full(len(wanted), np.nan, np.float32)
+    matrices: list[np.ndarray | None] = [None] * len(wanted)
     present = [i for i, key in enumerate(keys) if key in codes]
     if not present:
-        return scores
+        return scores, matrices
     query_mask = np.ones(query.frame_count, bool)
     frame_bytes = codes[keys[present[0]]][0].nbytes
     counts = [len(codes[keys[i]]) for i in present]
@@ -208,16 +228,19 @@ def _fine_scores(store: VideoStore, calls: ModelCalls, query: Embedding, wanted:
         for batch in fine_batches(counts, frame_bytes):
             positions = [present[b] for b in batch]
             candidates, mask = padded_batch([codes[keys[p]] for p in positions])
-            similarity = calls.fine_similarity(query.fine, query_mask, candidates, mask)
+            similarity, f2f = calls.fine_similarity(query.fine, query_mask, candidates, mask)
             scores[positions] = np.asarray(similarity, np.float32).reshape(-1)
-    return scores
+            for row, position in enumerate(positions):
+                matrices[position] = f2f[row, :, : len(codes[keys[position]])]
+    return scores, matrices
 
 
 def search_request(inputs: RequestInputs, stores: ServiceStore, calls: ModelCalls,
-                   consistency: str = "Session", cache: CodeCache | None = None) -> dict[str, np.ndarray]:
+                   consistency: str = "Session", cache: CodeCache | None = None,
+                   fps: float = spec.DECODE_FPS) -> dict[str, np.ndarray]:
     """One `dnsvr_search` request -> its outputs (module docstring); BadRequest / VideoNotFound name the problem.
 
-    `cache`: the model instance's fine codes kept between requests (see `search`)."""
+    `cache`: the model instance's fine codes kept between requests; `fps`: the frames' rate (see `search`)."""
     watch = Stopwatch()
     top_k = inputs.integer("top_k")
     if not 1 <= top_k <= spec.MAX_TOP_K:
@@ -247,7 +270,7 @@ def search_request(inputs: RequestInputs, stores: ServiceStore, calls: ModelCall
             store = stores.get(len(query.coarse))
     try:
         ranking, stages = search(store, calls, query, top_k, policy, candidates or None, expression,
-                                 exclude_id=query_id, consistency=consistency, cache=cache)
+                                 exclude_id=query_id, consistency=consistency, cache=cache, fps=fps)
     except StoreUnavailable:
         raise
     except StoreError as error:
@@ -261,5 +284,6 @@ def search_request(inputs: RequestInputs, stores: ServiceStore, calls: ModelCall
         "reranked": ranking.reranked.astype(bool),
         "coarse_scores": ranking.coarse_scores.astype(np.float32),
         "selector_scores": ranking.selector_scores.astype(np.float32),
+        **segment_outputs(ranking.segments),
         "timings": watch.report(),
     }

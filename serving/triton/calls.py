@@ -34,9 +34,10 @@ def model_calls(fine: str, text: bool = False) -> ModelCalls:
     def selector_score(rows: np.ndarray) -> np.ndarray:
         return call(spec.SELECTOR_SCORE.name, {"pair_features": rows}, ["scores"])["scores"]
 
-    def fine_similarity(query, query_mask, candidates, candidate_mask) -> np.ndarray:
+    def fine_similarity(query, query_mask, candidates, candidate_mask) -> tuple[np.ndarray, np.ndarray]:
         feeds = {"query": query, "query_mask": query_mask, "candidates": candidates,
                  "candidate_mask": candidate_mask}
-        return call(similarity_model, feeds, ["similarity"])["similarity"]
+        outputs = call(similarity_model, feeds, ["similarity", "f2f"])
+        return outputs["similarity"], outputs["f2f"]
 
     return ModelCalls(embedder(text), selector_score, fine_similarity)

@@ -16,7 +16,7 @@ from dnsvr.client import spec
 from dnsvr.client.duplicates import DuplicatePolicy
 from dnsvr.client.errors import InvalidVideo
 from dnsvr.client.ids import check_video_id
-from dnsvr.client.results import Duplicate, IndexResult, SearchHit, SearchResult
+from dnsvr.client.results import Duplicate, IndexResult, SearchHit, SearchResult, Segment
 from dnsvr.client.video_input import VideoLike, video_tensor
 
 INDEX, SEARCH, DELETE, STATS = "dnsvr_index", "dnsvr_search", "dnsvr_delete", "dnsvr_stats"
@@ -166,7 +166,17 @@ def parse_index(video_id: str, outputs: dict[str, np.ndarray]) -> IndexResult:
                        stored=bool(outputs["stored"].reshape(-1)[0]), duplicates=duplicates)
 
 
+def _segments_by_hit(outputs: dict[str, np.ndarray], hits: int) -> list[tuple[Segment, ...]]:
+    """dnsvr_search's segment tensors (`spec.SEGMENT_OUTPUTS`) -> per hit its segments, in the server's order."""
+    found: list[list[Segment]] = [[] for _ in range(hits)]
+    for hit, times, confidence in zip(outputs["segment_hits"].reshape(-1), outputs["segment_times"].reshape(-1, 4),
+                                      outputs["segment_confidences"].reshape(-1), strict=True):
+        found[int(hit)].append(Segment(*(float(t) for t in times), confidence=float(confidence)))
+    return [tuple(segments) for segments in found]
+
+
 def parse_search(outputs: dict[str, np.ndarray]) -> SearchResult:
+    ids = outputs["video_ids"].reshape(-1)
     hits = [
         SearchHit(
             video_id=_decoded(video_id),
@@ -174,10 +184,11 @@ def parse_search(outputs: dict[str, np.ndarray]) -> SearchResult:
             reranked=bool(reranked),
             coarse_score=float(coarse),
             selector_score=None if math.isnan(selector) else float(selector),
+            segments=segments,
         )
-        for video_id, score, reranked, coarse, selector in zip(
-            outputs["video_ids"].reshape(-1), outputs["scores"].reshape(-1), outputs["reranked"].reshape(-1),
-            outputs["coarse_scores"].reshape(-1), outputs["selector_scores"].reshape(-1), strict=True)
+        for video_id, score, reranked, coarse, selector, segments in zip(
+            ids, outputs["scores"].reshape(-1), outputs["reranked"].reshape(-1), outputs["coarse_scores"].reshape(-1),
+            outputs["selector_scores"].reshape(-1), _segments_by_hit(outputs, len(ids)), strict=True)
     ]
     return SearchResult(hits, _timings(outputs))
 

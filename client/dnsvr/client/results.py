@@ -7,15 +7,29 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
+class Segment:
+    """Where a copy is: query [query_start_s, query_end_s) matches hit [target_start_s, target_end_s), seconds;
+    confidence in [0, 1] (how far above the copy threshold the frame similarities along the match lie)."""
+
+    query_start_s: float
+    query_end_s: float
+    target_start_s: float
+    target_end_s: float
+    confidence: float
+
+
+@dataclass(frozen=True)
 class SearchHit:
     """One ranked video: final `score` (fine score s/2 + 0.5 where `reranked`, else the coarse cosine), plus
-    its coarse score and the selector's score (None where the selector did not run)."""
+    its coarse score, the selector's score (None where the selector did not run) and, where `reranked`, the
+    copied segments the server found in the pair, best first (empty where not re-ranked or none found)."""
 
     video_id: str
     score: float
     reranked: bool
     coarse_score: float
     selector_score: float | None
+    segments: tuple[Segment, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,9 @@ Network models (one ONNX graph each):
     selector_index        features, mask                              -> self_similarity float32 [B, 1]
     selector_score        pair_features float32 [K, 3]                -> scores float32 [K]
     fine_similarity_bin   query uint8 [Tq, 9, 64], query_mask [Tq],
-                          candidates uint8 [K, Tt, 9, 64], candidate_mask [K, Tt] -> similarity float32 [K]
+                          candidates uint8 [K, Tt, 9, 64], candidate_mask [K, Tt] -> similarity float32 [K],
+                          f2f float32 [K, Tq, Tt] (the frame-to-frame similarities of the real frames, not
+                          repeated, 0 elsewhere: what copy localisation reads)
     fine_similarity_att   the same with float32 [.., 9, 512] representations
     text_encoder          token_ids int64 [B, L] (CLIP tokens)        -> embedding float32 [B, D] (unit norm)
     video_text_embed      frames uint8 [B, T, S, S, 3] RGB crops, mask [B, T] -> embedding float32 [B, D] (unit)
@@ -49,6 +51,7 @@ REGIONS = 9
 FEATURE_DIMS = 512
 CODE_BYTES = FEATURE_DIMS // 8
 MIN_FRAMES = 4
+DECODE_FPS = 1.0  # frames per second video_decode samples (its `fps` parameter) and the store holds per video
 POOLED_DIMS = 1280  # EfficientNet-Lite0's pooled pre-classifier feature of a frame (the offline text student's input)
 
 # numpy dtype name -> (Triton wire datatype used by tritonclient, Triton config data_type)
@@ -211,9 +214,10 @@ def _fine_similarity(name: str, dtype: str, width: int, what: str) -> ModelSpec:
             TensorSpec("candidates", dtype, (-1, -1, REGIONS, width)),
             _mask("candidate_mask"),
         ),
-        outputs=(TensorSpec("similarity", "float32", (-1,)),),
+        outputs=(TensorSpec("similarity", "float32", (-1,)), TensorSpec("f2f", "float32", (-1, -1, -1))),
         frame_axes=(("query", 0), ("query_mask", 0), ("candidates", 1), ("candidate_mask", 1)),
-        description=f"one query against K candidates ({what}); a pair's score is its unpadded score",
+        description=f"one query against K candidates ({what}); a pair's score is its unpadded score; f2f: its "
+                    "frame-to-frame similarities (real frames, not repeated; 0 elsewhere)",
     )
 
 
@@ -386,6 +390,16 @@ MAX_FILTER_BYTES = 4096  # a search filter's UTF-8 size
 MAX_TEXT_BYTES = 2048  # a text query's UTF-8 size (the tokenizer keeps 30 tokens of it anyway)
 
 
+# dnsvr_search's copied segments, S of them over all hits, in hit order (dnsvr.serving.pipelines.localisation):
+# segment_hits: the position in video_ids of each segment's hit; segment_times: [query start, query end, target
+# start, target end] in seconds; segment_confidences: in [0, 1].
+SEGMENT_OUTPUTS = (
+    TensorSpec("segment_hits", "int32", (-1,)),
+    TensorSpec("segment_times", "float32", (-1, 4)),
+    TensorSpec("segment_confidences", "float32", (-1,)),
+)
+
+
 def _video_inputs() -> tuple[TensorSpec, ...]:
     """An encoded video file (`video`) or decoded RGB frames (`frames`): exactly one per request."""
     return (
@@ -476,9 +490,11 @@ def pipeline_specs(fine: str = "bin", text: str | None = None) -> dict[str, Mode
                 TensorSpec("reranked", "bool", (-1,)),
                 TensorSpec("coarse_scores", "float32", (-1,)),
                 TensorSpec("selector_scores", "float32", (-1,)),
+                *SEGMENT_OUTPUTS,
                 timings,
             ),
-            description="BLS: embed (or load an indexed id) -> coarse top-K' -> selector -> fine re-rank",
+            description="BLS: embed (or load an indexed id) -> coarse top-K' -> selector -> fine re-rank -> the "
+                        "re-ranked hits' copied segments",
         ),
         ModelSpec(
             "dnsvr_search_text",
