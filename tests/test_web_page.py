@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import VIDEOS
 from dnsvr.client import NoTextSearch, NotFound, SearchResult
+from dnsvr.serving.cli.main import main
 from dnsvr.serving.web.thumbnails import ThumbnailStore
 from dnsvr.serving.web.timeline import MIN_WIDTH_PCT, bars, hit_timeline, segments_of
 from dnsvr.serving.web.uploads import UploadLimit, UploadRejected, checked_video, read_upload
@@ -164,3 +165,8 @@ def test_api_over_a_stand_in_client():
         assert status == 200 and body["stats"]["videos"] == 2 and body["max_upload"] == "2 MB"
         with urllib.request.urlopen(page + "/", timeout=10) as html:
             assert b"/static/app.js" in html.read()
+
+
+def test_cli_refuses_a_non_positive_upload_limit():
+    with pytest.raises(SystemExit, match="upload limit must be positive"):
+        main(["web", "--grpc-url", "127.0.0.1:1", "--max-upload-mb", "0"])

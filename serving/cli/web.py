@@ -10,7 +10,9 @@ from dnsvr.serving.web.uploads import DEFAULT_MAX_UPLOAD_MB
 WEB_EPILOG = """\
 The page's server talks to the service only through the client SDK (gRPC): it never reads the store or files.
 Uploaded queries stay in memory (at most --max-upload-mb each); the page keeps thumbnails of recent queries
-only, and shows a placeholder for indexed videos (the service stores features, not frames).
+only, and shows a placeholder for indexed videos (the service stores features, not frames).  The page has no
+login of its own and calls the service with this process's token ($DNSVR_ACCESS_TOKEN): keep --host 127.0.0.1
+unless something in front of it checks who calls.
 examples:
   dnsvr web                                      # the running `dnsvr serve`, page on http://127.0.0.1:8080
   dnsvr web --grpc-url 127.0.0.1:8001 --port 9000 --max-upload-mb 200
