@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import VIDEOS
 from dnsvr.serving.web.uploads import UploadLimit
-from web_page_server import running_page
+from web_page_server import StandInClient, running_page
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 QUERY = VIDEOS / "pattern-sd-with-small-logo-bar.mp4"
@@ -73,15 +73,20 @@ def test_upload_shows_ranked_hits_with_timelines(browser, page, tmp_path_factory
     from selenium.webdriver.common.by import By
 
     browser.get(page)
+    rerank = browser.find_element(By.ID, "rerank")
+    rerank.clear()
+    rerank.send_keys("1.0")  # every candidate to the fine student: the re-ranked column says yes
     upload(browser, QUERY)
     first = visible(browser, "#hits tr.hit")
     rows = browser.find_elements(By.CSS_SELECTOR, "#hits tr.hit")
     ids = [row.find_element(By.CSS_SELECTOR, ".video-id").text for row in rows]
     assert ids[0].startswith("pattern"), ids
+    assert "yes" in [row.find_element(By.CSS_SELECTOR, ".badge").text for row in rows]
     assert first.find_element(By.CSS_SELECTOR, ".hit-timeline .track").is_displayed()
     assert visible(browser, "#query-timeline .track").is_displayed()
     assert visible(browser, "#filmstrip img").get_attribute("naturalWidth") != "0"  # a decoded query frame
-    # Segments come with a parallel branch's hits: where a hit has them, they are drawn as bars.
+    # This branch's hits have no segments yet (a parallel branch adds them): the tracks are there, empty, and
+    # test_segments_are_drawn_as_bars draws a stand-in client's segments.
     for bar in browser.find_elements(By.CSS_SELECTOR, "#hits .segment"):
         assert bar.is_displayed()
     assert " videos" in browser.find_element(By.ID, "stats").text
@@ -89,6 +94,20 @@ def test_upload_shows_ranked_hits_with_timelines(browser, page, tmp_path_factory
     assert browser.save_screenshot(str(screenshot))
     if os.environ.get("WEB_PAGE_SCREENSHOT"):
         shutil.copyfile(screenshot, os.environ["WEB_PAGE_SCREENSHOT"])
+
+
+def test_segments_are_drawn_as_bars(browser):
+    """A stand-in client's hit with a segment (query 1-3 s of the upload, target 0-2 s): a bar on each track."""
+    from selenium.webdriver.common.by import By
+
+    with running_page(StandInClient(), UploadLimit.from_megabytes(8)) as url:
+        browser.get(url)
+        upload(browser, VIDEOS / "doorknob-hd-no-bar.mp4")
+        visible(browser, "#hits tr.hit")
+        bars = browser.find_elements(By.CSS_SELECTOR, "#hits tr.hit:first-child .segment")
+        assert len(bars) == 2 and all(bar.is_displayed() for bar in bars)
+        assert bars[1].get_attribute("style").startswith("left: 0%; width: 100%")  # target: 0-2 s of 2 s
+        assert visible(browser, "#query-timeline .segment").is_displayed()
 
 
 def test_text_search_in_the_page(browser, page):

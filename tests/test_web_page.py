@@ -7,64 +7,17 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 from conftest import VIDEOS
-from dnsvr.client import NoTextSearch, NotFound, SearchResult
 from dnsvr.serving.cli.main import main
 from dnsvr.serving.web.thumbnails import ThumbnailStore
 from dnsvr.serving.web.timeline import MIN_WIDTH_PCT, bars, hit_timeline, segments_of
 from dnsvr.serving.web.uploads import UploadLimit, UploadRejected, checked_video, read_upload
-from web_page_server import running_page
+from web_page_server import Hit, Segment, StandInClient, running_page
 
 SAMPLE = VIDEOS / "doorknob-hd-no-bar.mp4"  # the smallest sample with several seconds
-
-
-@dataclass(frozen=True)
-class Segment:
-    query_start_s: float
-    query_end_s: float
-    target_start_s: float
-    target_end_s: float
-    confidence: float
-
-
-@dataclass(frozen=True)
-class Hit:
-    """A search hit as the client gives it, with the `segments` a parallel branch adds."""
-
-    video_id: str
-    score: float
-    reranked: bool
-    coarse_score: float
-    selector_score: float | None
-    segments: list = field(default_factory=list)
-
-
-class StandInClient:
-    """Answers like VideoSearchClient; records what each search was given."""
-
-    def __init__(self) -> None:
-        self.searched: list = []
-
-    def search(self, video=None, *, video_id=None, top_k=10, rerank=0.1) -> SearchResult:
-        self.searched.append(video if video_id is None else video_id)
-        if video_id == "missing":
-            raise NotFound("missing: no indexed video has this id")
-        hits = [Hit("near", 0.97, True, 0.9, 0.7, [Segment(1.0, 3.0, 0.0, 2.0, 0.9)]),
-                Hit("far", 0.5, False, 0.5, None)]
-        return SearchResult(hits[:top_k], {"total": 12.5})
-
-    def search_text(self, text, top_k=10, filter=None) -> SearchResult:
-        raise NoTextSearch("the model pack has no text-video student")
-
-    def stats(self) -> dict:
-        return {"videos": 2, "frames": 9}
-
-    def health(self):
-        return type("Health", (), {"ok": True})()
 
 
 async def chunks_of(*parts: bytes):

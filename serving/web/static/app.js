@@ -46,9 +46,12 @@ async function search(url, init, busyText) {
   }
 }
 
-function track(bars, title) {
+function track(bars, label, title) {
+  const row = element("div", "track-row");
+  row.appendChild(element("span", "track-label", label));
   const line = element("div", "track");
   line.title = title;
+  row.appendChild(line);
   for (const bar of bars) {
     const span = element("div", "segment");
     span.style.left = bar.left_pct + "%";
@@ -57,7 +60,7 @@ function track(bars, title) {
     span.title = bar.start_s.toFixed(1) + "–" + bar.end_s.toFixed(1) + " s, confidence " + bar.confidence.toFixed(2);
     line.appendChild(span);
   }
-  return line;
+  return row;
 }
 
 function cell(row, text, className) {
@@ -70,7 +73,7 @@ function hitRow(hit, rank) {
   const row = element("tr", "hit");
   cell(row, String(rank), "num");
   const thumb = cell(row, "");
-  thumb.appendChild(element("div", "placeholder", hit.video_id.slice(0, 8)));
+  thumb.appendChild(element("div", "placeholder", "no frame"));
   thumb.title = "the service keeps features, not frames: no thumbnail of indexed videos";
   cell(row, hit.video_id, "video-id");
   cell(row, hit.score.toFixed(4), "num");
@@ -79,10 +82,10 @@ function hitRow(hit, rank) {
   cell(row, hit.coarse_score.toFixed(4), "num");
   cell(row, hit.selector_score === null ? "—" : hit.selector_score.toFixed(3), "num");
   const timeline = cell(row, "", "timeline hit-timeline");
-  timeline.appendChild(track(hit.query_bars, "query (0–" + hit.query_scale_s.toFixed(1) + " s)"));
-  timeline.appendChild(track(hit.target_bars, "target (0–" + hit.target_scale_s.toFixed(1) + " s)"));
+  timeline.appendChild(track(hit.query_bars, "query", "query (0–" + hit.query_scale_s.toFixed(1) + " s)"));
+  timeline.appendChild(track(hit.target_bars, "target", "target (0–" + hit.target_scale_s.toFixed(1) + " s)"));
   if (hit.segments.length === 0) {
-    timeline.appendChild(element("div", "no-segments", hit.reranked ? "no matched segments" : "not re-ranked: no segments"));
+    timeline.appendChild(element("div", "no-segments", hit.reranked ? "no segments returned" : "not re-ranked: no segments"));
   }
   return row;
 }
@@ -98,8 +101,9 @@ function render(result) {
     strip.appendChild(image);
   }
   const queryTimeline = $("query-timeline");
-  queryTimeline.querySelectorAll(".track").forEach((node) => node.remove());
-  queryTimeline.appendChild(track(result.hits.flatMap((hit) => hit.query_bars), "query: segments matched by any hit"));
+  queryTimeline.querySelectorAll(".track-row").forEach((node) => node.remove());
+  const matched = result.hits.flatMap((hit) => hit.query_bars);
+  queryTimeline.appendChild(track(matched, "matched", "query: segments matched by any hit"));
   const body = $("hits").querySelector("tbody");
   body.replaceChildren(...result.hits.map((hit, index) => hitRow(hit, index + 1)));
   const timings = Object.entries(result.timings_ms).map(([stage, ms]) => stage + " " + ms.toFixed(1));
