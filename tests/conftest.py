@@ -14,6 +14,7 @@ SHARED = paths.shared_dir()
 GOLDEN = SHARED / "golden"
 GOLDEN_T2V = SHARED / "golden_t2v"
 VIDEOS = SHARED / "data" / "videos"
+MAX_FRAMES = "8"  # frames per video of the session's service (DNSVR_MAX_FRAMES)
 
 
 def check_served_text_ranking(client, vectors: dict[str, np.ndarray], text_vector: Callable[[str], np.ndarray],
@@ -178,3 +179,41 @@ def offline_repository(offline_pack: Path, tmp_path_factory) -> Path:
     repository = tmp_path_factory.mktemp("offline_repo") / "models"
     build_repository(resolve_weights([str(offline_pack)]), repository)
     return repository
+
+
+# The product end to end, one service per session (export ~45 s, start ~25 s, frames capped at MAX_FRAMES per
+# video): real Triton (cpu_local) + a real Milvus Lite server over the repository the production image bakes in.
+# Used by tests/test_service_end_to_end.py and tests/test_web_browser.py.
+@pytest.fixture(scope="session")
+def exported_repository(docker_export):
+    """The repository the production image bakes in (the Dockerfile's export step, run here)."""
+    return docker_export
+
+
+@pytest.fixture(scope="session")
+def service(exported_repository, tmp_path_factory):
+    """The service over `exported_repository` with a fresh Milvus Lite store."""
+    from dnsvr.serving.local.service import LocalService
+
+    store = tmp_path_factory.mktemp("store") / "milvus.db"
+    with LocalService(exported_repository, store=store, env={"DNSVR_MAX_FRAMES": MAX_FRAMES}) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def client(service):
+    """A client of `service` (300 s per call)."""
+    from dnsvr.client import VideoSearchClient
+
+    with VideoSearchClient(service.grpc_url, timeout_s=300) as opened:
+        yield opened
+
+
+@pytest.fixture(scope="session")
+def indexed(client):
+    """The seven sample videos indexed under their file stems."""
+    items = [(path.stem, path) for path in sorted(VIDEOS.glob("*.mp4"))]
+    outcomes = client.index_many(items, concurrency=2)
+    assert all(outcome.ok for outcome in outcomes), [o.error for o in outcomes if not o.ok]
+    assert all(1 <= o.result.frame_count <= int(MAX_FRAMES) for o in outcomes)
+    return [video_id for video_id, _ in items]

@@ -24,7 +24,7 @@ LAYERS = {  # package -> {first name below it: layer}; a module may import its o
     "dnsvr.export": {"onnx_runner": 0, "hamming": 0, "triton_config": 0, "manifest": 0, "graphs": 1, "text_graphs": 1,
                      "offline_text_graphs": 1, "text_kinds": 1, "onnx_export": 1, "tensorrt": 1, "weights": 1,
                      "parity": 2, "repository": 3, "cli": 4},
-    "dnsvr.serving": {"store": 0, "pipelines": 1, "local": 1, "triton": 2, "cli": 3},
+    "dnsvr.serving": {"store": 0, "pipelines": 1, "local": 1, "web": 1, "triton": 2, "cli": 3},
 }
 
 

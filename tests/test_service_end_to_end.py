@@ -1,7 +1,7 @@
 """The product end to end: real Triton (cpu_local) + real Milvus Lite server, through the client over gRPC.
 
-One service per session (export ~45 s, start ~25 s, frames capped at 8 per video) over the repository the
-production image bakes in (the Dockerfile's export step, run here: the bundled model pack);
+One service per session (conftest's `service`: export ~45 s, start ~25 s, frames capped at 8 per video) over the
+repository the production image bakes in (the Dockerfile's export step, run here: the bundled model pack);
 `test_pattern_group_ranks_first_with_bundled_pack` checks retrieval.
 """
 
@@ -19,50 +19,19 @@ import time
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from conftest import VIDEOS
-from dnsvr.client import InvalidVideo, NotFound, VideoSearchClient
+from conftest import MAX_FRAMES, VIDEOS
+from dnsvr.client import InvalidVideo, NotFound
 from dnsvr.client.aio_client import AsyncVideoSearchClient
 from dnsvr.export.manifest import changed_weights
 from dnsvr.export.repository import ensure_exported
 from dnsvr.serving.cli import main as cli
 from dnsvr.serving.local.processes import descendants, still_same_process
-from dnsvr.serving.local.service import LocalService
 from tritonclient.utils import InferenceServerException
 
 PATTERN = ["pattern-hd-no-bar", "pattern-longer-no-bar", "pattern-sd-grey-bar", "pattern-sd-with-large-logo-bar",
            "pattern-sd-with-small-logo-bar"]
 DISTRACTORS = ["doorknob-hd-no-bar", "test-padded-dimensions"]
-MAX_FRAMES = "8"
 WEIGHTS = ["bundled"]
-
-
-@pytest.fixture(scope="session")
-def exported_repository(docker_export):
-    """The repository the production image bakes in (the Dockerfile's export step, run here)."""
-    return docker_export
-
-
-@pytest.fixture(scope="session")
-def service(exported_repository, tmp_path_factory):
-    store = tmp_path_factory.mktemp("store") / "milvus.db"
-    with LocalService(exported_repository, store=store, env={"DNSVR_MAX_FRAMES": MAX_FRAMES}) as running:
-        yield running
-
-
-@pytest.fixture(scope="session")
-def client(service):
-    with VideoSearchClient(service.grpc_url, timeout_s=300) as opened:
-        yield opened
-
-
-@pytest.fixture(scope="session")
-def indexed(client):
-    """The seven sample videos indexed under their file stems."""
-    items = [(path.stem, path) for path in sorted(VIDEOS.glob("*.mp4"))]
-    outcomes = client.index_many(items, concurrency=2)
-    assert all(outcome.ok for outcome in outcomes), [o.error for o in outcomes if not o.ok]
-    assert all(1 <= o.result.frame_count <= int(MAX_FRAMES) for o in outcomes)
-    return [video_id for video_id, _ in items]
 
 
 def test_health_and_stats(client, indexed):

@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "dnsvr.serving.cli.triton",
     "dnsvr.serving.cli.store",
     "dnsvr.serving.cli.service",
+    "dnsvr.serving.cli.web",
     "dnsvr.export.cli",
 ]
 

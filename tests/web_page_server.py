@@ -1,0 +1,83 @@
+"""For the search page's tests: its application served by uvicorn in a thread on a free 127.0.0.1 port, and a
+stand-in client whose hits carry matched segments (as a parallel branch's search hits will)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import uvicorn
+from dnsvr.client import NoTextSearch, NotFound, SearchResult
+from dnsvr.serving.web.app import create_app
+from dnsvr.serving.web.uploads import UploadLimit
+
+
+@contextmanager
+def running_page(client, limit: UploadLimit) -> Iterator[str]:
+    """Serve `create_app(client, limit)` until the block ends; yields its base URL."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(client, limit), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the page's server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        listener.close()
+
+
+@dataclass(frozen=True)
+class Segment:
+    query_start_s: float
+    query_end_s: float
+    target_start_s: float
+    target_end_s: float
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A search hit as the client gives it, with the `segments` a parallel branch adds."""
+
+    video_id: str
+    score: float
+    reranked: bool
+    coarse_score: float
+    selector_score: float | None
+    segments: list = field(default_factory=list)
+
+
+class StandInClient:
+    """Answers like VideoSearchClient; records what each search was given."""
+
+    def __init__(self) -> None:
+        self.searched: list = []
+
+    def search(self, video=None, *, video_id=None, top_k=10, rerank=0.1) -> SearchResult:
+        self.searched.append(video if video_id is None else video_id)
+        if video_id == "missing":
+            raise NotFound("missing: no indexed video has this id")
+        hits = [Hit("near", 0.97, True, 0.9, 0.7, [Segment(1.0, 3.0, 0.0, 2.0, 0.9)]),
+                Hit("far", 0.5, False, 0.5, None)]
+        return SearchResult(hits[:top_k], {"total": 12.5})
+
+    def search_text(self, text, top_k=10, filter=None) -> SearchResult:
+        raise NoTextSearch("the model pack has no text-video student")
+
+    def stats(self) -> dict:
+        return {"videos": 2, "frames": 9}
+
+    def health(self):
+        return type("Health", (), {"ok": True})()
