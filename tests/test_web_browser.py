@@ -85,10 +85,8 @@ def test_upload_shows_ranked_hits_with_timelines(browser, page, tmp_path_factory
     assert first.find_element(By.CSS_SELECTOR, ".hit-timeline .track").is_displayed()
     assert visible(browser, "#query-timeline .track").is_displayed()
     assert visible(browser, "#filmstrip img").get_attribute("naturalWidth") != "0"  # a decoded query frame
-    # This branch's hits have no segments yet (a parallel branch adds them): the tracks are there, empty, and
-    # test_segments_are_drawn_as_bars draws a stand-in client's segments.
-    for bar in browser.find_elements(By.CSS_SELECTOR, "#hits .segment"):
-        assert bar.is_displayed()
+    segments = browser.find_elements(By.CSS_SELECTOR, "#hits tr.hit:first-child .segment")  # re-ranked: located
+    assert segments and all(bar.is_displayed() for bar in segments)
     assert " videos" in browser.find_element(By.ID, "stats").text
     screenshot = tmp_path_factory.getbasetemp() / "web_page.png"
     assert browser.save_screenshot(str(screenshot))

@@ -13,7 +13,7 @@ import pytest
 from conftest import VIDEOS
 from dnsvr.serving.cli.main import main
 from dnsvr.serving.web.thumbnails import ThumbnailStore
-from dnsvr.serving.web.timeline import MIN_WIDTH_PCT, bars, hit_timeline, segments_of
+from dnsvr.serving.web.timeline import MIN_WIDTH_PCT, bars, hit_timeline
 from dnsvr.serving.web.uploads import UploadLimit, UploadRejected, checked_video, read_upload
 from web_page_server import Hit, Segment, StandInClient, running_page
 
@@ -80,7 +80,6 @@ def test_hit_timeline_scales_and_missing_segments():
     assert drawn["query_scale_s"] == 4.0 and drawn["target_scale_s"] == 8.0
     assert drawn["query_bars"][0]["left_pct"] == 25.0 and drawn["target_bars"][0]["width_pct"] == 50.0
     assert hit_timeline(hit, None)["query_scale_s"] == 2.0  # unknown duration: up to the last match
-    assert segments_of(object()) == []  # hits without the attribute (this branch's client)
     unranked = hit_timeline(Hit("b", 0.5, False, 0.5, None), 4.0)
     assert unranked["segments"] == [] and unranked["query_bars"] == [] and unranked["target_scale_s"] == 0.0
 

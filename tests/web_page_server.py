@@ -1,5 +1,5 @@
 """For the search page's tests: its application served by uvicorn in a thread on a free 127.0.0.1 port, and a
-stand-in client whose hits carry matched segments (as a parallel branch's search hits will)."""
+stand-in client whose hits carry matched segments, as the client's search hits do."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class Segment:
 
 @dataclass(frozen=True)
 class Hit:
-    """A search hit as the client gives it, with the `segments` a parallel branch adds."""
+    """A search hit as the client gives it (`dnsvr.client.SearchHit`'s fields)."""
 
     video_id: str
     score: float

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from dnsvr.client import SearchHit
+
 MIN_WIDTH_PCT = 0.75  # a one-frame match stays visible
 
 
@@ -20,13 +22,6 @@ class Bar:
     start_s: float
     end_s: float
     confidence: float
-
-
-def segments_of(hit: object) -> list:
-    """The hit's matched segments, [] when it has none.  Search hits gain `segments` (query_start_s, query_end_s,
-    target_start_s, target_end_s, confidence; empty when not re-ranked) on a parallel branch: once that lands,
-    this becomes a plain `hit.segments` read."""
-    return list(getattr(hit, "segments", None) or [])
 
 
 def bars(spans: list[tuple[float, float, float]], scale_s: float) -> list[Bar]:
@@ -45,9 +40,10 @@ def bars(spans: list[tuple[float, float, float]], scale_s: float) -> list[Bar]:
     return placed
 
 
-def hit_timeline(hit: object, query_duration_s: float | None) -> dict:
-    """The JSON the page draws for one hit: its segments, and the bars of both timelines with their scales."""
-    segments = segments_of(hit)
+def hit_timeline(hit: SearchHit, query_duration_s: float | None) -> dict:
+    """The JSON the page draws for one hit: its segments (none when it was not re-ranked), and the bars of both
+    timelines with their scales."""
+    segments = list(hit.segments)
     last_query = max((segment.query_end_s for segment in segments), default=0.0)
     query_scale = query_duration_s if query_duration_s else last_query
     target_scale = max((segment.target_end_s for segment in segments), default=0.0)
