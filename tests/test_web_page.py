@@ -13,11 +13,12 @@ import urllib.request
 import numpy as np
 import pytest
 from conftest import VIDEOS
+from dnsvr.client import SearchHit, Segment
 from dnsvr.serving.cli.main import main
 from dnsvr.serving.web.thumbnails import ThumbnailStore
 from dnsvr.serving.web.timeline import MIN_WIDTH_PCT, bars, hit_timeline
 from dnsvr.serving.web.uploads import UploadLimit, UploadRejected, checked_video, read_upload
-from web_page_server import Hit, Segment, StandInClient, running_page
+from web_page_server import StandInClient, running_page
 
 SAMPLE = VIDEOS / "doorknob-hd-no-bar.mp4"  # the smallest sample with several seconds
 
@@ -77,12 +78,12 @@ def test_bars_geometry():
 
 
 def test_hit_timeline_scales_and_missing_segments():
-    hit = Hit("a", 0.9, True, 0.8, 0.6, [Segment(1.0, 2.0, 4.0, 8.0, 0.9)])
+    hit = SearchHit("a", 0.9, True, 0.8, 0.6, (Segment(1.0, 2.0, 4.0, 8.0, 0.9),))
     drawn = hit_timeline(hit, query_duration_s=4.0)
     assert drawn["query_scale_s"] == 4.0 and drawn["target_scale_s"] == 8.0
     assert drawn["query_bars"][0]["left_pct"] == 25.0 and drawn["target_bars"][0]["width_pct"] == 50.0
     assert hit_timeline(hit, None)["query_scale_s"] == 2.0  # unknown duration: up to the last match
-    unranked = hit_timeline(Hit("b", 0.5, False, 0.5, None), 4.0)
+    unranked = hit_timeline(SearchHit("b", 0.5, False, 0.5, None), 4.0)
     assert unranked["segments"] == [] and unranked["query_bars"] == [] and unranked["target_scale_s"] == 0.0
 
 

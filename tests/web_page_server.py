@@ -8,10 +8,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import uvicorn
-from dnsvr.client import NoTextSearch, NotFound, SearchResult
+from dnsvr.client import NoTextSearch, NotFound, SearchHit, SearchResult, Segment
 from dnsvr.serving.web.app import create_app
 from dnsvr.serving.web.uploads import UploadLimit
 
@@ -38,27 +37,6 @@ def running_page(client, limit: UploadLimit) -> Iterator[str]:
         listener.close()
 
 
-@dataclass(frozen=True)
-class Segment:
-    query_start_s: float
-    query_end_s: float
-    target_start_s: float
-    target_end_s: float
-    confidence: float
-
-
-@dataclass(frozen=True)
-class Hit:
-    """A search hit as the client gives it (`dnsvr.client.SearchHit`'s fields)."""
-
-    video_id: str
-    score: float
-    reranked: bool
-    coarse_score: float
-    selector_score: float | None
-    segments: list = field(default_factory=list)
-
-
 class StandInClient:
     """Answers like VideoSearchClient; records what each search was given."""
 
@@ -69,8 +47,8 @@ class StandInClient:
         self.searched.append(video if video_id is None else video_id)
         if video_id == "missing":
             raise NotFound("missing: no indexed video has this id")
-        hits = [Hit("near", 0.97, True, 0.9, 0.7, [Segment(1.0, 3.0, 0.0, 2.0, 0.9)]),
-                Hit("far", 0.5, False, 0.5, None)]
+        hits = [SearchHit("near", 0.97, True, 0.9, 0.7, (Segment(1.0, 3.0, 0.0, 2.0, 0.9),)),
+                SearchHit("far", 0.5, False, 0.5, None)]
         return SearchResult(hits[:top_k], {"total": 12.5})
 
     def search_text(self, text, top_k=10, filter=None) -> SearchResult:
