@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -217,3 +218,16 @@ def indexed(client):
     assert all(outcome.ok for outcome in outcomes), [o.error for o in outcomes if not o.ok]
     assert all(1 <= o.result.frame_count <= int(MAX_FRAMES) for o in outcomes)
     return [video_id for video_id, _ in items]
+
+
+@pytest.fixture()
+def stores(tmp_path):
+    """A ServiceStore over an exported repository's manifest (bin student) and an embedded store."""
+    from dnsvr.serving.pipelines.store_access import ServiceStore
+
+    (tmp_path / "repository").mkdir()
+    manifest = {"pack_version": "test@1", "fine": ["bin"], "served": ["coarse_embed"], "source": "tests"}
+    (tmp_path / "repository" / "manifest.json").write_text(json.dumps(manifest))
+    opened = ServiceStore(tmp_path / "repository", {"store_uri": str(tmp_path / "service.db"), "store_prefix": ""})
+    yield opened
+    opened.close()

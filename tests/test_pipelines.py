@@ -16,7 +16,6 @@ from dnsvr.serving.pipelines.code_cache import CodeCache
 from dnsvr.serving.pipelines.index import index_request, index_video
 from dnsvr.serving.pipelines.requests import BadRequest, RequestInputs
 from dnsvr.serving.pipelines.search import Embedding, ModelCalls, embedding_of_indexed, search, search_request
-from dnsvr.serving.pipelines.store_access import ServiceStore
 from dnsvr.serving.pipelines.video import decode_request, frame_features
 from dnsvr.serving.store.schema import InvalidVideo
 from dnsvr.serving.store.settings import StoreSettings
@@ -221,17 +220,6 @@ def test_reindexing_replaces_and_bad_vectors_write_nothing(store, library):
     with pytest.raises(InvalidVideo, match="shape"):
         index_video(store, "new", Embedding(replacement.coarse, replacement.fine[..., :8], 0.1))
     assert store.count() == 6 and store.get("far2").frame_count == 3
-
-
-@pytest.fixture()
-def stores(tmp_path):
-    """A ServiceStore over an exported repository's manifest (bin student) and an embedded store."""
-    (tmp_path / "repository").mkdir()
-    manifest = {"pack_version": "test@1", "fine": ["bin"], "served": ["coarse_embed"], "source": "tests"}
-    (tmp_path / "repository" / "manifest.json").write_text(json.dumps(manifest))
-    opened = ServiceStore(tmp_path / "repository", {"store_uri": str(tmp_path / "service.db"), "store_prefix": ""})
-    yield opened
-    opened.close()
 
 
 def test_index_search_delete_and_stats_requests(stores):

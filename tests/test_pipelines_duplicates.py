@@ -13,7 +13,6 @@ from dnsvr.serving.pipelines.duplicates import duplicate_policy
 from dnsvr.serving.pipelines.index import index_request
 from dnsvr.serving.pipelines.requests import BadRequest, RequestInputs
 from dnsvr.serving.pipelines.search import Embedding, ModelCalls
-from dnsvr.serving.pipelines.store_access import ServiceStore
 from dnsvr.training.networks.codes import pack_codes, unpack_codes
 
 DIM = 16
@@ -49,16 +48,6 @@ def request(video_id: str, video: bytes, **inputs) -> RequestInputs:
     for name, value in inputs.items():
         arrays[name] = np.array([value.encode()], object) if isinstance(value, str) else value
     return RequestInputs(arrays)
-
-
-@pytest.fixture()
-def stores(tmp_path):
-    (tmp_path / "repository").mkdir()
-    manifest = {"pack_version": "test@1", "fine": ["bin"], "served": ["coarse_embed"], "source": "tests"}
-    (tmp_path / "repository" / "manifest.json").write_text(json.dumps(manifest))
-    opened = ServiceStore(tmp_path / "repository", {"store_uri": str(tmp_path / "service.db"), "store_prefix": ""})
-    yield opened
-    opened.close()
 
 
 def duplicates_of(outputs: dict[str, np.ndarray]) -> dict[str, float]:
