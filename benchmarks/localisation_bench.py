@@ -1,6 +1,6 @@
 """Copy localisation (`dnsvr.training.localisation.align`): segment precision/recall/F1 and time per pair.
 
-    .venv/bin/python benchmarks/localisation_bench.py [--data synthetic real] [--pairs 40] [--seed 0]
+    .venv/bin/python benchmarks/localisation_bench.py [--data synthetic real benchmark] [--pairs 40] [--seed 0]
         [--threshold T] [--features-cache FILE.npz] [--write-docs]
 
 synthetic: seeded frame-to-frame matrices drawn like the bundled S^f_B student's region-Chamfer f2f (unrelated
@@ -16,6 +16,11 @@ extractor (about a minute on 2 CPU cores; `--features-cache` keeps the features 
 query is one clip; its target is other clips' frames around a copy of it: the clip itself or a real re-encode of
 it (`pattern-sd-*` of `pattern-hd-no-bar`, `carphone_distorted` of `carphone_pristine`), whole or its middle
 half, at speed 0.5x, 1x or 2x.  The clips are short (4-10 s), so these copies are short too.
+
+benchmark: the bundled S^f_B f2f over the near-duplicate benchmark (`dnsvr.training.evaluation.nd_benchmark`,
+`--preset`, 1 fps): each query against every copy the generator made from it by a chain of edits, whose true
+span the generator records (`Benchmark.copied_span`: trims, speed changes and dropped frames), one row per kind
+of temporal edit, and each query against an unrelated copy (`none`).
 
 Metric: VSC 2022 matching-track style precision and recall (per axis, overlap of the unions of predicted and
 true intervals; geometric mean of the query and target axes; lengths summed over a row's pairs), F1 their
@@ -164,6 +169,39 @@ def real_pairs(features: dict[str, np.ndarray], count: int, rng: np.random.Gener
             yield f"{case} {speed:g}x", Pair(f2f(q, target), REAL_FPS, [truth])
 
 
+def benchmark_pairs(preset: str, seed: int) -> Iterator[tuple[str, Pair]]:
+    """(case, Pair) of the bundled S^f_B f2f over the near-duplicate benchmark (`nd_benchmark`, its features
+    cached as the trade-off evaluation caches them): every query against each edited copy made from it, the truth
+    its recorded span (`Benchmark.copied_span`), the case its temporal edits ("trim", "speed", "drop_frames", or
+    "no temporal edit"); and every query against one edited copy of another group ("none")."""
+    import torch
+    from dnsvr.training.data.synthetic import TEMPORAL_EDITS
+    from dnsvr.training.evaluation.nd_benchmark import BenchmarkConfig, build_benchmark, default_cache_dir
+    from dnsvr.training.evaluation.tradeoff import benchmark_features
+    from dnsvr.training.packs.model_pack import ModelPack
+
+    pack = ModelPack.bundled()
+    bench = build_benchmark(BenchmarkConfig.preset(preset, seed=seed))
+    features = benchmark_features(bench, pack, default_cache_dir())
+    fine = pack.load("fine").eval()
+    fps = bench.config.fps
+    with torch.inference_mode():
+        indexed = {name: fine.index_video(torch.from_numpy(value)) for name, value in features.items()}
+
+        def f2f(query: str, target: str) -> np.ndarray:
+            return fine.frame_to_frame_similarity(indexed[query], indexed[target])[0][0].numpy()
+
+        edited = sorted(v.video_id for v in bench.videos.values() if v.edits)
+        for number, query in enumerate(bench.queries):
+            for copy in [v for v in edited if bench.videos[v].source_id == query]:
+                temporal = [r.name for r in bench.videos[copy].edits if r.name in TEMPORAL_EDITS]
+                span = bench.copied_span(copy)
+                yield "+".join(temporal) or "no temporal edit", Pair(f2f(query, copy), fps,
+                                                                     [Segment(*(x / fps for x in span))])
+            others = [v for v in edited if bench.videos[v].group != bench.videos[query].group]
+            yield "none", Pair(f2f(query, others[number * 7 % len(others)]), fps, [])
+
+
 def measure(pairs: list[Pair], locate: Callable[[Pair], list[Segment]]) -> tuple[float, float, float, float, float]:
     """-> (precision, recall, F1, share of pairs with a segment, median ms per pair)."""
     outcomes, times = [], []
@@ -180,7 +218,10 @@ def measure(pairs: list[Pair], locate: Callable[[Pair], list[Segment]]) -> tuple
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", nargs="+", choices=["synthetic", "real"], default=["synthetic", "real"])
+    parser.add_argument("--data", nargs="+", choices=["synthetic", "real", "benchmark"],
+                        default=["synthetic", "real", "benchmark"])
+    parser.add_argument("--preset", default="small", choices=["tiny", "small", "medium"],
+                        help="near-duplicate benchmark size for --data benchmark (default: small)")
     parser.add_argument("--pairs", type=int, default=40, help="pairs per row of the table (default: 40)")
     parser.add_argument("--seed", type=int, default=0)
     default_threshold = inspect.signature(align).parameters["threshold"].default
@@ -209,6 +250,11 @@ def main() -> None:
         for case, pair in real_pairs(clip_features(args.features_cache), args.pairs, rng):
             by_case.setdefault(case, []).append(pair)
         groups += [("real S^f_B f2f", case, "-", by_case[case]) for case in sorted(by_case)]
+    if "benchmark" in args.data:
+        by_case = {}
+        for case, pair in benchmark_pairs(args.preset, args.seed):
+            by_case.setdefault(case, []).append(pair)
+        groups += [(f"nd benchmark ({args.preset})", case, "-", by_case[case]) for case in sorted(by_case)]
     for data, case, noise, pairs in groups:
         precision, recall, f1, found, ms = measure(pairs, locate)
         shape = "x".join(str(int(statistics.median(p.f2f.shape[k] for p in pairs))) for k in (0, 1))

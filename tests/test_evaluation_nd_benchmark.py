@@ -99,6 +99,29 @@ def test_frames_follow_the_recorded_edits(bench):
         bench.frames("nope")
 
 
+def test_copies_record_where_they_show_their_source(bench):
+    """Each edited copy's span covers its frames and lies inside its source; replaying its temporal edits over
+    frames that show their own index gives the same span; originals have none."""
+    from dnsvr.training.data.synthetic import EditRecord
+
+    copies = [v for v in bench.videos.values() if v.edits]
+    assert any(r.name in ("speed", "trim", "drop_frames") for v in copies for r in v.edits)
+    for copy in copies:
+        source_start, source_end, start, end = bench.copied_span(copy.video_id)
+        assert (start, end) == (0, len(bench.frames(copy.video_id)))
+        assert 0 <= source_start < source_end <= len(bench.frames(copy.source_id))
+    assert bench.copied_span(bench.queries[0]) is None
+    copy = copies[0]
+    bench.videos["made"] = type(copy)("made", copy.group, copy.origin, copy.source_id, "hard", (
+        EditRecord("trim", {"start": 1, "stop": 7}), EditRecord("flip", {}), EditRecord("speed", {"factor": 2.0})))
+    try:
+        assert bench.copied_span("made") == (1, 6, 0, 3)  # source frames 1, 3, 5
+    finally:
+        del bench.videos["made"]
+    with pytest.raises(KeyError, match="unknown video"):
+        bench.copied_span("nope")
+
+
 def test_oracle_scores_one_and_random_scores_low(bench):
     perfect = bench.evaluate(oracle(bench))
     for name in ("overall", *DIFFICULTIES):

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from dnsvr.training import paths
 from dnsvr.training.data.synthetic import (
+    EDIT_FUNCTIONS,
     PHOTOS,
     TEMPORAL_EDITS,
     EditRecord,
@@ -227,6 +228,22 @@ class Benchmark:
             raise KeyError(f"unknown video {video_id!r}")
         video = self.videos[video_id]
         return replay_edits(self._originals[video.source_id], video.edits)
+
+    def copied_span(self, video_id: str) -> tuple[int, int, int, int] | None:
+        """Where an edited copy shows its source, in frames at the benchmark's rate: (source start, source end,
+        copy start, copy end), ends exclusive, from its recorded temporal edits (trim, speed and drop_frames pick
+        source frames, the others keep every frame in place); None for a video without edits (an original, or
+        a real re-encode whose frame alignment is not recorded)."""
+        if video_id not in self.videos:
+            raise KeyError(f"unknown video {video_id!r}")
+        video = self.videos[video_id]
+        if not video.edits:
+            return None
+        shown = np.arange(len(self._originals[video.source_id]))  # [T_copy]: the source frame each copy frame shows
+        for record in video.edits:
+            if record.name in TEMPORAL_EDITS:
+                shown = EDIT_FUNCTIONS[record.name](shown, **record.params)
+        return int(shown.min()), int(shown.max()) + 1, 0, len(shown)
 
     def iter_frames(self, progress: bool = True) -> Iterator[tuple[str, np.ndarray]]:
         """(video_id, frames) for every video, in a fixed order."""
