@@ -50,7 +50,7 @@ def folder(tmp_path: Path) -> Path:
 @pytest.fixture()
 def client(monkeypatch) -> StandInClient:
     opened = StandInClient()
-    monkeypatch.setattr(service, "_client", lambda args: opened)
+    monkeypatch.setattr(service, "client_from_args", lambda args: opened)
     return opened
 
 

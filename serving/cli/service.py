@@ -243,7 +243,7 @@ def serve_command(args: argparse.Namespace) -> int:
     return code
 
 
-def _client(args: argparse.Namespace):
+def client_from_args(args: argparse.Namespace):
     from dnsvr.client import VideoSearchClient
     from dnsvr.serving.local.service import read_state
 
@@ -307,7 +307,7 @@ def index_command(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    with _client(args) as client:
+    with client_from_args(args) as client:
         try:
             failed = index_paths(client, args.paths, args.id_from, args.concurrency, args.on_duplicate,
                                  args.duplicate_threshold, args.duplicate_report)
@@ -352,7 +352,7 @@ def search_command(args: argparse.Namespace) -> int:
     if sum(query is not None for query in (args.video, args.video_id, args.text)) != 1:
         print("error: give a query VIDEO, --id ID or --text TEXT (one of them)", file=sys.stderr)
         return 2
-    with _client(args) as client:
+    with client_from_args(args) as client:
         try:
             if args.text is not None:
                 result = client.search_text(args.text, top_k=args.top_k, filter=args.filter)
@@ -367,7 +367,7 @@ def search_command(args: argparse.Namespace) -> int:
 
 
 def delete_command(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with client_from_args(args) as client:
         for video_id in args.video_ids:
             print(f"{video_id}: {'deleted' if client.delete(video_id) else 'not indexed'}")
     return 0
@@ -376,7 +376,7 @@ def delete_command(args: argparse.Namespace) -> int:
 def stats_command(args: argparse.Namespace) -> int:
     import json
 
-    with _client(args) as client:
+    with client_from_args(args) as client:
         health = client.health()
         print(json.dumps({"healthy": health.ok, "models": health.models, "store_error": health.store_error,
                           **client.stats()}, indent=2))
@@ -389,7 +389,7 @@ def health_command(args: argparse.Namespace) -> int:
     from dnsvr.client import DnsvrError
 
     try:
-        with _client(args) as client:
+        with client_from_args(args) as client:
             health = client.health()
     except (DnsvrError, SystemExit) as error:
         print(json.dumps({"healthy": False, "error": str(error)}))

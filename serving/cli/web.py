@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def web_command(args: argparse.Namespace) -> int:
     import uvicorn
-    from dnsvr.serving.cli.service import _client
+    from dnsvr.serving.cli.service import client_from_args
     from dnsvr.serving.web.app import create_app
     from dnsvr.serving.web.uploads import UploadLimit
 
@@ -45,7 +45,7 @@ def web_command(args: argparse.Namespace) -> int:
         limit = UploadLimit.from_megabytes(args.max_upload_mb)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
-    with _client(args) as client:
+    with client_from_args(args) as client:
         print(f"dnsvr web: http://{args.host}:{args.port}/ over the service at {client.url}", flush=True)
         uvicorn.run(create_app(client, limit), host=args.host, port=args.port, log_level="warning")
     return 0
