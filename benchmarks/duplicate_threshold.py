@@ -15,9 +15,8 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from dnsvr.training.evaluation.nd_benchmark import DIFFICULTIES, BenchmarkConfig, build_benchmark, default_cache_dir
-from dnsvr.training.evaluation.tradeoff import benchmark_features, fine_scorer, index_videos, score_query
-from dnsvr.training.packs.model_pack import ModelPack
+from dnsvr.training.evaluation.nd_benchmark import DIFFICULTIES
+from dnsvr.training.evaluation.tradeoff import benchmark_with_features, fine_scorer, index_videos, score_query
 
 SERVED_FRACTION = 0.1  # the service's default re-rank policy (RerankPolicy())
 PERCENTILES = (0, 1, 5, 25, 50, 75, 95, 99, 100)
@@ -35,9 +34,7 @@ def main() -> None:
     parser.add_argument("--pack", default=None, help="model pack folder (default: the bundled pack)")
     args = parser.parse_args()
 
-    pack = ModelPack.from_dir(args.pack) if args.pack else ModelPack.bundled()
-    benchmark = build_benchmark(BenchmarkConfig.preset(args.preset, seed=args.seed))
-    features = benchmark_features(benchmark, pack, default_cache_dir())
+    pack, benchmark, features = benchmark_with_features(args.preset, args.seed, args.pack)
     selector, fine = pack.load("selector").eval(), fine_scorer(pack.load("fine"))
     index = index_videos(features, pack.load("coarse"), selector, [fine])
     position = index.position()

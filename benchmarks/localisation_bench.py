@@ -176,13 +176,9 @@ def benchmark_pairs(preset: str, seed: int) -> Iterator[tuple[str, Pair]]:
     "no temporal edit"); and every query against one edited copy of another group ("none")."""
     import torch
     from dnsvr.training.data.synthetic import TEMPORAL_EDITS
-    from dnsvr.training.evaluation.nd_benchmark import BenchmarkConfig, build_benchmark, default_cache_dir
-    from dnsvr.training.evaluation.tradeoff import benchmark_features
-    from dnsvr.training.packs.model_pack import ModelPack
+    from dnsvr.training.evaluation.tradeoff import benchmark_with_features
 
-    pack = ModelPack.bundled()
-    bench = build_benchmark(BenchmarkConfig.preset(preset, seed=seed))
-    features = benchmark_features(bench, pack, default_cache_dir())
+    pack, bench, features = benchmark_with_features(preset, seed)
     fine = pack.load("fine").eval()
     fps = bench.config.fps
     with torch.inference_mode():

@@ -16,9 +16,13 @@ import argparse
 
 import numpy as np
 import torch
-from dnsvr.training.evaluation.nd_benchmark import BenchmarkConfig, build_benchmark, default_cache_dir
-from dnsvr.training.evaluation.tradeoff import ChamferScorer, benchmark_features, fine_scorer, index_videos, score_query
-from dnsvr.training.packs.model_pack import ModelPack
+from dnsvr.training.evaluation.tradeoff import (
+    ChamferScorer,
+    benchmark_with_features,
+    fine_scorer,
+    index_videos,
+    score_query,
+)
 
 BANDS = ((0.0, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 1.01))
 
@@ -34,9 +38,7 @@ def main() -> None:
     parser.add_argument("--pack", default=None, help="model pack folder (default: the bundled pack)")
     args = parser.parse_args()
 
-    pack = ModelPack.from_dir(args.pack) if args.pack else ModelPack.bundled()
-    benchmark = build_benchmark(BenchmarkConfig.preset(args.preset, seed=args.seed))
-    features = benchmark_features(benchmark, pack, default_cache_dir())
+    pack, benchmark, features = benchmark_with_features(args.preset, args.seed, args.pack)
     selector, fine, teacher = pack.load("selector").eval(), fine_scorer(pack.load("fine")), ChamferScorer()
     index = index_videos(features, pack.load("coarse"), selector, [fine, teacher])
     position = index.position()

@@ -26,6 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -315,6 +316,24 @@ def _timed_retrieval(
     return similarities, 1000.0 * seconds / n, calls / n
 
 
+def benchmark_with_features(preset: str = "small", seed: int = 0, pack_dir: str | Path | None = None,
+                            cache_dir: str | Path | None = None, progress: bool = True,
+                            **config_overrides: object) -> tuple[Any, Any, dict[str, np.ndarray]]:
+    """The pack of `pack_dir` (None: the bundled one), the near-duplicate benchmark
+    (`BenchmarkConfig.preset(preset, seed=seed, **config_overrides)`) and its features with the pack's extractor
+    (`benchmark_features`), rendered frames and features cached under `cache_dir` (None: the benchmark's default
+    cache) -> (pack, benchmark, {video_id: `[T, 9, 512]` float32})."""
+    from dnsvr.training.evaluation.nd_benchmark import BenchmarkConfig, build_benchmark, default_cache_dir
+    from dnsvr.training.packs.model_pack import ModelPack
+
+    pack = ModelPack.from_dir(pack_dir) if pack_dir is not None else ModelPack.bundled()
+    if cache_dir is not None:
+        config_overrides["cache_dir"] = Path(cache_dir)
+    benchmark = build_benchmark(BenchmarkConfig.preset(preset, seed=seed, **config_overrides), progress=progress)
+    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return pack, benchmark, benchmark_features(benchmark, pack, cache_root, progress)
+
+
 def run_tradeoff(
     preset: str = "small",
     seed: int = 0,
@@ -330,17 +349,10 @@ def run_tradeoff(
     'coarse_dims', 'torch_threads'}.  The pack needs `fine_att` (S^f_A) for the S^f_A line; without it that
     line is left out.
     """
-    from dnsvr.training.evaluation.nd_benchmark import BenchmarkConfig, build_benchmark, default_cache_dir
     from dnsvr.training.networks.checkpoints import load_checkpoint
-    from dnsvr.training.packs.model_pack import ModelPack
 
-    pack = ModelPack.from_dir(pack_dir) if pack_dir is not None else ModelPack.bundled()
-    if cache_dir is not None:
-        config_overrides["cache_dir"] = Path(cache_dir)
-    config = BenchmarkConfig.preset(preset, seed=seed, **config_overrides)
-    benchmark = build_benchmark(config, progress=progress)
-    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    features = benchmark_features(benchmark, pack, cache_root, progress)
+    pack, benchmark, features = benchmark_with_features(preset, seed, pack_dir, cache_dir, progress,
+                                                        **config_overrides)
 
     fine = pack.load("fine")
     coarse, selector = pack.load("coarse"), pack.load("selector").eval()
