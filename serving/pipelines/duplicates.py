@@ -14,9 +14,8 @@ the same moment by two calls may both be stored (nothing serialises concurrent i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from dnsvr.client.duplicates import DuplicatePolicy
+from dnsvr.client.results import Duplicate
 from dnsvr.serving.pipelines.requests import BadRequest, RequestInputs
 from dnsvr.serving.pipelines.search import Embedding, ModelCalls, search
 from dnsvr.serving.store.video_store import VideoStore
@@ -24,14 +23,6 @@ from dnsvr.training.ranking import RerankPolicy
 
 REPORTED_DUPLICATES = 100  # at most this many near-duplicates are reported, best first
 CHECK_CONSISTENCY = "Strong"
-
-
-@dataclass(frozen=True)
-class Duplicate:
-    """An indexed video and its served score against the new one."""
-
-    video_id: str
-    score: float
 
 
 def duplicate_policy(inputs: RequestInputs) -> DuplicatePolicy:
