@@ -305,9 +305,9 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
     start before: the coordinators find each other by the addresses in their etcd sessions, and after a crash the
     dead sessions live on for `session_ttl_s`; the wrapper's own choice (the lowest free port from a fixed base)
     gave one component another's old port, and the proxy, calling a service that port does not serve, panicked.
-    (Fixed ports are no cure: after a kill -9 they sit in TIME-WAIT and Milvus moves to the next one.)  Its
-    launcher keeps waiting after the server binary dies; that is noticed and reported at once.  The launcher runs
-    through `dnsvr.serving.local.milvus_standalone_launcher`, which makes its port test agree with the server's.
+    Its launcher keeps waiting after the server binary dies; that is noticed and reported at once.  The launcher
+    runs through `dnsvr.serving.local.milvus_standalone_launcher`, which makes its port test agree with the
+    server's (without it, a port in TIME-WAIT after a stop moved the proxy to the next port).
     Milvus 2.3.5 has no setting for the listen address of its gRPC servers: they accept
     connections on all interfaces (measured with `ss -ltn`).  Run it only on a trusted host or behind a
     firewall; production uses a real deployment.
