@@ -25,8 +25,9 @@ from dnsvr.client import spec
 from dnsvr.training.packs.model_pack import file_sha256
 
 MANIFEST = "manifest.json"
-FORMAT = 5  # 3: the text-video student ("text", dnsvr_search_text); 4: fine_similarity_bin/1/comparator.onnx
-# (its CPU Hamming path); 5: the student's kind ("text"."kind"), "text_weights".  Older exports are re-exported.
+FORMAT = 6  # 3: the text-video student ("text", dnsvr_search_text); 4: fine_similarity_bin/1/comparator.onnx
+# (its CPU Hamming path); 5: the student's kind ("text"."kind"), "text_weights"; 6: video thumbnails
+# (video_decode's and dnsvr_embed's `thumbnail`, dnsvr_thumbnails).  Older exports are re-exported.
 TEXT_KEYS = {"kind", "afa", "max_frames", "embed_dim", "max_words"}  # + "image_size" for a TeachCLIP student
 
 

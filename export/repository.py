@@ -12,6 +12,7 @@
     <repo>/dnsvr_text_embed/config.pbtxt, 1/   the ensemble text_tokenize -> text_encoder (text-video student)
     <repo>/<python model>/config.pbtxt, 1/model.py   video_decode, frame_features, dnsvr_index, dnsvr_search,
                                                       dnsvr_search_text, dnsvr_delete, dnsvr_stats,
+                                                      dnsvr_thumbnails,
                                                       text_tokenize (one import line each)
     <repo>/manifest.json                       weights' hashes, opset, tool versions, measured errors,
                                                the text-video student's settings
@@ -69,6 +70,7 @@ PYTHON_MODELS = {  # pipeline -> the module whose TritonPythonModel serves it
     "dnsvr_search_text": f"{ADAPTERS}.search_text",
     "dnsvr_delete": f"{ADAPTERS}.delete",
     "dnsvr_stats": f"{ADAPTERS}.stats",
+    "dnsvr_thumbnails": f"{ADAPTERS}.thumbnails",
     "text_tokenize": f"{ADAPTERS}.tokenize",
 }
 ENSEMBLES = ("dnsvr_embed", "dnsvr_text_embed")

@@ -48,6 +48,7 @@ PIPELINE_PARAMETERS = {
     "dnsvr_search_text": {"store_uri": "", "store_prefix": "", "consistency": "Session"},
     "dnsvr_delete": {"store_uri": "", "store_prefix": ""},
     "dnsvr_stats": {"store_uri": "", "store_prefix": ""},
+    "dnsvr_thumbnails": {"store_uri": "", "store_prefix": "", "consistency": "Session"},
 }
 
 
@@ -127,7 +128,7 @@ def _ensemble_steps(config: ModelConfig, fine: str, text: str | None) -> None:
     """dnsvr_embed: video_decode -> frame_features -> the three video models, all fed the same features and
     mask (and with a text-video student of kind `text`, what its video network reads -> that network)."""
     student = spec.text_kind(text) if text else None
-    decoded = {"frames": "decoded_frames", "mask": "mask", "frame_count": "frame_count"}
+    decoded = {"frames": "decoded_frames", "mask": "mask", "frame_count": "frame_count", "thumbnail": "thumbnail"}
     features_in, features_out = {"frames": "decoded_frames"}, {"features": "features"}
     if student:
         decoded |= _same_names(student.decoded)

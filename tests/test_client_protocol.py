@@ -54,6 +54,19 @@ def test_search_request_rejects(kwargs, message):
         protocol.search_request(**kwargs)
 
 
+def test_thumbnails_request_and_parse():
+    request = protocol.thumbnails_request(["a", "b", "a"])
+    assert request.model == "dnsvr_thumbnails" and request.inputs["video_ids"].tolist() == [b"a", b"b"]
+    outputs = {"thumbnails": np.array([b"\xff\xd8\xffA", b""], object)}
+    assert protocol.parse_thumbnails(request, outputs) == {"a": b"\xff\xd8\xffA"}
+    with pytest.raises(InvalidVideo, match="1 to 1000"):
+        protocol.thumbnails_request([])
+    with pytest.raises(InvalidVideo, match="1 to 1000"):
+        protocol.thumbnails_request([f"v{i}" for i in range(1001)])
+    with pytest.raises(InvalidVideo):
+        protocol.thumbnails_request(['bad"id'])
+
+
 def test_index_request_metadata():
     request = protocol.index_request("clip", b"x", source_uri="s3://b/clip.mp4", metadata={"channel": "news"})
     assert json.loads(request.inputs["metadata"][0]) == {"channel": "news"}

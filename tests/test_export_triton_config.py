@@ -103,7 +103,8 @@ def test_text_settings_reach_decode_and_tokenizer_parameters():
     decode = pipeline_config("video_decode", "bin", TEXT)
     assert {key: decode.parameters[key].string_value for key in ("text_kind", "clip_size", "text_max_frames")} == {
         "text_kind": "teachclip", "clip_size": "96", "text_max_frames": "12"}
-    assert {o.name for o in decode.output} == {"frames", "mask", "frame_count", "clip_frames", "clip_mask"}
+    assert {o.name for o in decode.output} == {"frames", "mask", "frame_count", "thumbnail", "clip_frames",
+                                                  "clip_mask"}
     assert "text_kind" not in pipeline_config("video_decode", "bin").parameters
     tokenize = pipeline_config("text_tokenize", "bin", TEXT)
     assert tokenize.parameters["max_words"].string_value == "32" and {o.name for o in tokenize.output} == {"token_ids"}
@@ -113,7 +114,8 @@ def test_text_settings_reach_decode_and_tokenizer_parameters():
 def test_the_offline_student_reads_frame_positions_and_pooled_features():
     decode = pipeline_config("video_decode", "bin", OFFLINE)
     assert "clip_size" not in decode.parameters and decode.parameters["text_max_frames"].string_value == "12"
-    assert {o.name for o in decode.output} == {"frames", "mask", "frame_count", "text_frames", "text_mask"}
+    assert {o.name for o in decode.output} == {"frames", "mask", "frame_count", "thumbnail", "text_frames",
+                                                  "text_mask"}
     features = pipeline_config("frame_features", "bin", OFFLINE)
     assert features.parameters["text_kind"].string_value == "offline_minilm_effnet"
     assert [i.name for i in features.input] == ["frames", "text_frames"]

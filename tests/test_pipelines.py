@@ -300,6 +300,50 @@ def test_request_inputs_accessors():
         RequestInputs({"name": np.array([b"a", b"b"], object)}).text("name")
 
 
+def test_decode_request_gives_the_middle_frames_thumbnail():
+    import io
+
+    from PIL import Image
+
+    frames = np.stack([np.full((224, 224, 3), 40 * i, np.uint8) for i in range(5)])
+    out = decode_request(request(frames=frames), fps=1.0, max_frames=10)
+    image = Image.open(io.BytesIO(out["thumbnail"][0]))
+    assert image.size == (112, 112) and abs(np.asarray(image).mean() - 80) < 2  # frame 2 of 0..4
+
+
+def test_thumbnails_fit_the_stores_limit_even_for_noise():
+    from dnsvr.client.spec import MAX_THUMBNAIL_BYTES
+    from dnsvr.serving.pipelines.thumbnails import video_thumbnail
+
+    noise = np.random.default_rng(0).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+    assert len(video_thumbnail(noise)) <= MAX_THUMBNAIL_BYTES
+
+
+def test_thumbnails_request_checks_ids_and_answers_each():
+    from dnsvr.serving.pipelines.thumbnails import thumbnails_request
+
+    class Store:
+        def thumbnails(self, video_ids, consistency):
+            return {"a": b"\xff\xd8\xffA"}
+
+    class Stores:
+        def __init__(self, store):
+            self.store = store
+
+        def existing(self):
+            return self.store
+
+    ids = np.array([b"a", b"b"], object)
+    out = thumbnails_request(RequestInputs({"video_ids": ids}), Stores(Store()), "Session")
+    assert out["thumbnails"].tolist() == [b"\xff\xd8\xffA", b""]
+    assert thumbnails_request(RequestInputs({"video_ids": ids}), Stores(None), "Session")["thumbnails"].tolist() == [
+        b"", b""]
+    for sent, message in [(np.array([b'bad"id'], object), "forbidden character"), (np.array([], object), "1 to 1000"),
+                          (np.array([b"\xff"], object), "not valid UTF-8")]:
+        with pytest.raises((BadRequest, InvalidVideo), match=message):
+            thumbnails_request(RequestInputs({"video_ids": sent}), Stores(Store()), "Session")
+
+
 def test_decode_request_checks_frames_and_bytes():
     out = decode_request(request(frames=np.zeros((2, 224, 224, 3), np.uint8)), fps=1.0, max_frames=10)
     assert out["frames"].shape == (4, 224, 224, 3) and out["mask"].shape == (1, 4)  # short clips repeated to 4

@@ -75,6 +75,20 @@ def test_search_by_id_and_frames(client, indexed):
     assert by_frames[0].video_id == "doorknob-hd-no-bar" and by_frames[0].score == pytest.approx(1.0, abs=1e-4)
 
 
+def test_indexed_videos_have_thumbnails(client, indexed):
+    """dnsvr_embed's thumbnail (the middle sampled frame) is stored at indexing and served by dnsvr_thumbnails."""
+    import io
+
+    from PIL import Image
+
+    found = client.thumbnails([*indexed, "never-indexed", indexed[0]])
+    assert sorted(found) == sorted(indexed)
+    for jpeg in found.values():
+        assert Image.open(io.BytesIO(jpeg)).size == (112, 112)
+    with pytest.raises(InvalidVideo, match="1 to 1000"):
+        client.thumbnails([])
+
+
 def test_reindex_replaces_without_duplicates(client, indexed):
     before = client.stats()["videos"]
     frames = np.random.default_rng(0).integers(0, 256, (5, 224, 224, 3), dtype=np.uint8)

@@ -14,6 +14,7 @@ import textwrap
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -250,6 +251,49 @@ def test_delete_removes_row_then_frames(backend_uri: str) -> None:
         assert "gone" not in store.search_coarse(make_video("gone", 1, 2).coarse, 5, consistency="Strong").ids
         assert frame_row_count(store) == store.meta.rows_for(10)
         assert store.delete("gone") is False
+
+
+def jpeg(value: int) -> bytes:
+    from dnsvr.serving.pipelines.thumbnails import video_thumbnail
+
+    return video_thumbnail(np.full((1, 224, 224, 3), value, np.uint8))
+
+
+def test_a_thumbnail_switches_and_goes_with_its_row(backend_uri: str) -> None:
+    with open_store(backend_uri, fresh_prefix()) as store:
+        first, second = jpeg(10), jpeg(200)
+        store.upsert_many([replace(make_video("a", 3, 1), thumbnail=first), make_video("b", 3, 2)])
+        assert store.thumbnails(["a", "b", "never"], consistency="Strong") == {"a": first}
+        assert store.get("a").thumbnail == first and store.get("b").thumbnail is None
+        store.upsert(replace(make_video("a", 5, 3), thumbnail=second))  # a re-index replaces it
+        assert store.thumbnails(["a"], consistency="Strong") == {"a": second}
+        for bad, message in [(b"GIF89a", "not a JPEG"), (first + b"\0" * 12_288, "maximum is 12288"),
+                             ("/9j/4AAQ", "must be JPEG bytes")]:
+            with pytest.raises(InvalidVideo, match=message):
+                store.upsert(replace(make_video("a", 2, 4), thumbnail=bad))
+        assert store.thumbnails(["a"], consistency="Strong") == {"a": second}  # the refused writes left it
+        with pytest.raises(InvalidVideo):
+            store.thumbnails(['bad"id'])
+        store.delete("a")
+        assert store.thumbnails(["a", "b"], consistency="Strong") == {}
+
+
+def test_a_store_made_before_thumbnails_keeps_working(lite_server, monkeypatch) -> None:
+    """Schema 1 (no thumbnail field): videos are written and read as before, without their thumbnails."""
+    import dnsvr.serving.store.video_store as video_store
+
+    made = video_store.make_meta
+    monkeypatch.setattr(video_store, "make_meta", lambda *args: replace(made(*args), schema=1))
+    prefix = fresh_prefix()
+    with open_store(lite_server.uri, prefix) as store:
+        store.upsert(replace(make_video("old", 3, 1), thumbnail=jpeg(10)))
+    monkeypatch.undo()
+    with open_store(lite_server.uri, prefix) as store:
+        assert not store.meta.has_thumbnails
+        store.upsert(replace(make_video("new", 3, 2), thumbnail=jpeg(20)))
+        assert store.count() == 2 and store.get("new").thumbnail is None
+        assert store.thumbnails(["old", "new"], consistency="Strong") == {}
+        assert store.check(grace_s=0).clean
 
 
 def test_bad_input_writes_nothing(backend_uri: str) -> None:

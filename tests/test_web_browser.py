@@ -85,6 +85,8 @@ def test_upload_shows_ranked_hits_with_timelines(browser, page, tmp_path_factory
     assert first.find_element(By.CSS_SELECTOR, ".hit-timeline .track").is_displayed()
     assert visible(browser, "#query-timeline .track").is_displayed()
     assert visible(browser, "#filmstrip img").get_attribute("naturalWidth") != "0"  # a decoded query frame
+    thumbnails = browser.find_elements(By.CSS_SELECTOR, "#hits tr.hit td.thumb img")  # stored at indexing
+    assert len(thumbnails) == len(rows) and all(image.get_attribute("naturalWidth") == "112" for image in thumbnails)
     segments = browser.find_elements(By.CSS_SELECTOR, "#hits tr.hit:first-child .segment")  # re-ranked: located
     assert segments and all(bar.is_displayed() for bar in segments)
     assert " videos" in browser.find_element(By.ID, "stats").text

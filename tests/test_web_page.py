@@ -121,6 +121,8 @@ def test_api_over_a_stand_in_client():
         assert status == 200 and [hit["video_id"] for hit in body["hits"]] == ["near", "far"]
         assert isinstance(client.searched[-1], bytes)  # the bytes, never a path, go to the client
         assert body["hits"][0]["query_bars"] and body["hits"][1]["segments"] == []
+        near, far = (hit["thumbnail"] for hit in body["hits"])  # the service's stored thumbnail, or none
+        assert near.startswith("data:image/jpeg;base64,/9j/") and far is None
         with urllib.request.urlopen(page + body["query"]["thumbnails"][0], timeout=10) as thumbnail:
             assert thumbnail.headers["Content-Type"] == "image/jpeg"
         assert call(f"{page}/api/search/upload", b"")[0] == 400

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
 import uvicorn
 from dnsvr.client import NoTextSearch, NotFound, SearchHit, SearchResult, Segment
 from dnsvr.serving.web.app import create_app
@@ -53,6 +54,13 @@ class StandInClient:
 
     def search_text(self, text, top_k=10, filter=None) -> SearchResult:
         raise NoTextSearch("the model pack has no text-video student")
+
+    def thumbnails(self, video_ids) -> dict[str, bytes]:
+        """A stored thumbnail for "near" only ("far" was indexed without one)."""
+        from dnsvr.serving.pipelines.thumbnails import video_thumbnail
+
+        near = video_thumbnail(np.full((1, 224, 224, 3), 200, np.uint8))
+        return {video_id: near for video_id in video_ids if video_id == "near"}
 
     def stats(self) -> dict:
         return {"videos": 2, "frames": 9}

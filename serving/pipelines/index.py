@@ -4,7 +4,7 @@ near-duplicates when asked, write it to the store unless skipped.
     index_request(inputs, stores, calls) -> {"frame_count": int64 [1], "stored": bool [1],
         "duplicate_ids": BYTES [n], "duplicate_scores": float32 [n], "timings": BYTES [1] JSON ms}
     index_video(store, video_id, embedding, source_uri, metadata) -> upsert (re-indexing an id replaces it; with a
-        text-video student its vector is written with the rest)
+        text-video student its vector is written with the rest, and the thumbnail dnsvr_embed made)
 
 Request: video_id BYTES [1], video BYTES [1] | frames uint8 [T, 224, 224, 3], source_uri BYTES [1] (optional),
 metadata BYTES [1] (optional, a JSON object), on_duplicate BYTES [1] (optional: keep | report | skip, default
@@ -33,7 +33,7 @@ def index_video(store: VideoStore, video_id: str, embedding: Embedding, source_u
     """Insert or replace `video_id` (validated by the store first; nothing is written on bad input)."""
     store.upsert(IndexedVideo(video_id=video_id, coarse=embedding.coarse, selector=embedding.selector,
                               fine_codes=embedding.fine, source_uri=source_uri, metadata=metadata or {},
-                              text=embedding.text))
+                              text=embedding.text, thumbnail=embedding.thumbnail))
 
 
 def index_request(inputs: RequestInputs, stores: ServiceStore, calls: ModelCalls) -> dict[str, np.ndarray]:

@@ -6,6 +6,7 @@ pipeline code reads it through these accessors, which name the input and the pro
 
     inputs = RequestInputs({"video_id": np.array([b"clip-1"], object), "top_k": np.array([10], np.int32)})
     inputs.text("video_id", required=True) -> "clip-1";  inputs.integer("top_k") -> 10
+    inputs.texts("video_ids", 1000) -> ["clip-1", ...] (a BYTES [n] input)
     inputs.number("duplicate_threshold") -> float or None
     inputs.video() -> {"video": [1] bytes} or {"frames": uint8 [T, 224, 224, 3]}: exactly one of them
     inputs.json_object("metadata") -> dict
@@ -70,6 +71,16 @@ class RequestInputs:
             return value.decode("utf-8") if isinstance(value, bytes) else str(value)
         except UnicodeDecodeError:
             raise BadRequest(f"input '{name}' is not valid UTF-8") from None
+
+    def texts(self, name: str, max_count: int) -> list[str]:
+        """A required BYTES [n] input (1 <= n <= max_count) as str values (UTF-8)."""
+        array = self.required(name).reshape(-1)
+        if not 1 <= array.size <= max_count:
+            raise BadRequest(f"input '{name}' must hold 1 to {max_count} strings, got {array.size}")
+        try:
+            return [value.decode("utf-8") if isinstance(value, bytes) else str(value) for value in array]
+        except UnicodeDecodeError:
+            raise BadRequest(f"input '{name}' holds a string that is not valid UTF-8") from None
 
     def integer(self, name: str, default: int | None = None) -> int:
         """An integer [1] input; `default` when absent (BadRequest when absent without a default)."""

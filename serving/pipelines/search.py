@@ -40,13 +40,14 @@ from dnsvr.training.ranking import RerankPolicy, merge_fine, ranking_order, sele
 @dataclass
 class Embedding:
     """One video as dnsvr_embed returns it: coarse [C] float32 (unit norm), fine [T, 9, 64] uint8 or
-    [T, 9, 512] float32, selector self-similarity (float), and with a text-video student its vector text [D]
-    float32 (unit norm; None without one)."""
+    [T, 9, 512] float32, selector self-similarity (float), with a text-video student its vector text [D]
+    float32 (unit norm; None without one), and its JPEG thumbnail (None when not asked for)."""
 
     coarse: np.ndarray
     fine: np.ndarray
     selector: float
     text: np.ndarray | None = None
+    thumbnail: bytes | None = None
 
     @property
     def frame_count(self) -> int:
@@ -56,7 +57,9 @@ class Embedding:
     def from_outputs(cls, outputs: dict[str, np.ndarray]) -> Embedding:
         """dnsvr_embed's outputs (batch axis of 1) -> Embedding."""
         text = outputs["text_video"][0] if "text_video" in outputs else None
-        return cls(outputs["coarse"][0], outputs["fine"][0], float(outputs["selector"].reshape(-1)[0]), text)
+        thumbnail = outputs["thumbnail"].reshape(-1)[0] if "thumbnail" in outputs else None
+        return cls(outputs["coarse"][0], outputs["fine"][0], float(outputs["selector"].reshape(-1)[0]), text,
+                   thumbnail)
 
 
 @dataclass

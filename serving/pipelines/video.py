@@ -1,7 +1,8 @@
 """The two python steps of the `dnsvr_embed` ensemble: decode a video, then region features in chunks.
 
     decode_request(inputs, fps, max_frames, text) -> {"frames": uint8 [T, 224, 224, 3], "mask": bool [1, T],
-                                                      "frame_count": int64 [1]} + what `text` adds (below)
+                                                      "frame_count": int64 [1], "thumbnail": BYTES [1] (JPEG of
+                                                      the middle frame)} + what `text` adds (below)
     frame_features(frames [T, 224, 224, 3], extract, chunk, text_frames) -> {"features": float32 [1, T, 9, 512]}
         + "text_features" float32 [1, n, 1280]: the pooled features at `text_frames` int64 [1, n], when given
 
@@ -27,7 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from dnsvr.client import spec
-from dnsvr.serving.pipelines.requests import BadRequest, RequestInputs
+from dnsvr.serving.pipelines.requests import BadRequest, RequestInputs, bytes_array
+from dnsvr.serving.pipelines.thumbnails import video_thumbnail
 from dnsvr.training.data.clip_frames import resize_and_crop, select_frame_indices
 from dnsvr.training.data.video import VideoDecodeError, decode_video, decode_video_with_crops, pad_frames
 
@@ -113,7 +115,8 @@ def decode_request(inputs: RequestInputs, fps: float, max_frames: int,
         except VideoDecodeError as error:
             raise BadRequest(str(error)) from None
     return {"frames": np.ascontiguousarray(frames), "mask": np.ones((1, len(frames)), bool),
-            "frame_count": np.array([len(frames)], np.int64), **extra}
+            "frame_count": np.array([len(frames)], np.int64), "thumbnail": bytes_array([video_thumbnail(frames)]),
+            **extra}
 
 
 def frame_features(frames: np.ndarray, extract: Callable[[np.ndarray], dict[str, np.ndarray]],

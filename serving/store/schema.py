@@ -2,7 +2,8 @@
 
 Per-video collection `{prefix}_videos` (one row makes a video searchable):
     video_id VARCHAR pk | coarse FLOAT_VECTOR[dim] (IP, L2-normalised) | selector FLOAT | frame_count INT64 |
-    generation INT64 | model_version VARCHAR | source_uri VARCHAR | indexed_at INT64 (unix ms) | metadata JSON
+    generation INT64 | model_version VARCHAR | source_uri VARCHAR | indexed_at INT64 (unix ms) | metadata JSON |
+    thumbnail VARCHAR (base64 JPEG, "" for none; from schema 2 on: a store made by schema 1 has no thumbnails)
 Per-frame collection `{prefix}_frames` (rows of one index run share a `generation`):
     pk INT64 auto | video_id VARCHAR | generation INT64 | frame_start INT64 | frames INT64 | codes ...
 with two layouts of `codes`:
@@ -32,9 +33,12 @@ from typing import Any
 import numpy as np
 from dnsvr.client.errors import InvalidVideo
 from dnsvr.client.ids import MAX_VIDEO_ID_BYTES, check_video_id
-from dnsvr.client.spec import CODE_BYTES, FEATURE_DIMS, REGIONS
+from dnsvr.client.spec import CODE_BYTES, FEATURE_DIMS, MAX_THUMBNAIL_BYTES, REGIONS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the per-video JPEG thumbnail
+THUMBNAIL_SCHEMA = 2  # the first schema whose video rows hold a thumbnail
+THUMBNAIL_FIELD_CHARS = 4 * math.ceil(MAX_THUMBNAIL_BYTES / 3)  # base64 of the largest thumbnail
+JPEG_MAGIC = b"\xff\xd8\xff"
 FRAME_DIM = REGIONS * FEATURE_DIMS  # 4608: the per-frame vector (bits or floats)
 REPRESENTATIONS = ("binary", "float")
 LAYOUTS = ("vector", "chunk")
@@ -77,6 +81,11 @@ class StoreMeta:
     @property
     def frame_bytes(self) -> int:
         return frame_bytes(self.representation)
+
+    @property
+    def has_thumbnails(self) -> bool:
+        """Whether the video rows hold a thumbnail (stores made by schema 2 on)."""
+        return self.schema >= THUMBNAIL_SCHEMA
 
     @property
     def frame_shape(self) -> tuple[int, int]:
@@ -124,7 +133,9 @@ class IndexedVideo:
     coarse [D] float32 (L2-normalised); selector float; fine_codes [T, 9, 64] uint8 (S^f_B packed bits, see
     dnsvr.training.networks.codes) or [T, 9, 512] float32 (S^f_A); frame_count = T; metadata: JSON-serialisable dict;
     text [text_dim] float32 (L2-normalised): the text-video student's vector, required by a store with text_dim > 0
-    and refused by one without.  `indexed_at` (unix seconds) is set by the store on read.
+    and refused by one without; thumbnail: JPEG bytes (at most spec.MAX_THUMBNAIL_BYTES) or None, kept by stores
+    that hold thumbnails (`StoreMeta.has_thumbnails`), ignored by older ones.  `indexed_at` (unix seconds) is set
+    by the store on read.
     """
 
     video_id: str
@@ -137,6 +148,7 @@ class IndexedVideo:
     model_version: str = ""
     indexed_at: float | None = None
     text: np.ndarray | None = None
+    thumbnail: bytes | None = None
 
 
 def check_text(name: str, value: object, max_bytes: int, allow_empty: bool = True) -> str:
@@ -178,6 +190,19 @@ def check_text_vector(text: object, meta: StoreMeta) -> np.ndarray | None:
     return check_unit_vector(text, meta.text_dim, "text-video vector")
 
 
+def check_thumbnail(thumbnail: object) -> bytes | None:
+    """None, or JPEG bytes of at most MAX_THUMBNAIL_BYTES; InvalidVideo naming the problem otherwise."""
+    if thumbnail is None:
+        return None
+    if not isinstance(thumbnail, bytes):
+        raise InvalidVideo(f"thumbnail must be JPEG bytes, got {type(thumbnail).__name__}")
+    if not thumbnail.startswith(JPEG_MAGIC):
+        raise InvalidVideo("thumbnail is not a JPEG image (it must start with the JPEG marker FF D8 FF)")
+    if len(thumbnail) > MAX_THUMBNAIL_BYTES:
+        raise InvalidVideo(f"thumbnail is {len(thumbnail)} bytes, the maximum is {MAX_THUMBNAIL_BYTES}")
+    return thumbnail
+
+
 def check_fine_codes(codes: object, meta: StoreMeta) -> np.ndarray:
     """[T, 9, 64] uint8 or [T, 9, 512] float32 (finite), 1 <= T <= MAX_FRAMES."""
     array = np.asarray(codes)
@@ -211,6 +236,7 @@ def check_video(video: IndexedVideo, meta: StoreMeta) -> IndexedVideo:
     if not math.isfinite(selector):
         raise InvalidVideo(f"selector must be finite, got {selector}")
     codes = check_fine_codes(video.fine_codes, meta)
+    thumbnail = check_thumbnail(video.thumbnail)
     if video.frame_count is not None and video.frame_count != codes.shape[0]:
         raise InvalidVideo(f"frame_count {video.frame_count} != frames in fine_codes ({codes.shape[0]})")
     check_text("source_uri", video.source_uri, MAX_SOURCE_URI_BYTES)
@@ -223,7 +249,7 @@ def check_video(video: IndexedVideo, meta: StoreMeta) -> IndexedVideo:
     if len(metadata_text.encode("utf-8")) > MAX_METADATA_BYTES:
         raise InvalidVideo(f"metadata JSON is {len(metadata_text)} bytes, over {MAX_METADATA_BYTES}")
     return IndexedVideo(video.video_id, coarse, selector, codes, codes.shape[0], video.source_uri,
-                        json.loads(metadata_text), meta.model_version, text=text)
+                        json.loads(metadata_text), meta.model_version, text=text, thumbnail=thumbnail)
 
 
 def video_schema(client_cls: Any, meta: StoreMeta) -> Any:
@@ -240,6 +266,8 @@ def video_schema(client_cls: Any, meta: StoreMeta) -> Any:
     schema.add_field("source_uri", DataType.VARCHAR, max_length=MAX_SOURCE_URI_BYTES)
     schema.add_field("indexed_at", DataType.INT64)
     schema.add_field("metadata", DataType.JSON)
+    if meta.has_thumbnails:
+        schema.add_field("thumbnail", DataType.VARCHAR, max_length=THUMBNAIL_FIELD_CHARS)
     return schema
 
 

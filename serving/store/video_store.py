@@ -9,6 +9,7 @@ Write protocol (crash-safe: at worst orphan frames, which `check(repair=True)` r
             other generation.  Readers only follow a row's generation, so a re-index, shorter or longer, never
             shows a mix of old and new frames, and text search never returns a replaced vector.
     delete: per-video row first, then its frames and text vector.
+A video's JPEG thumbnail (stores of schema 2 on) lives in its row: it switches and goes with it.
 Text search (`search_text`): the text collection's inner-product top-k, each hit kept only if the video's row
 points at its generation (and passes the caller's filter over the per-video fields).
 Consistency: ranking reads (`search_coarse`, `read_codes`, `fetch_codes`) default to Session: as cheap as Bounded (~5 ms
@@ -19,6 +20,7 @@ are seen (frames are written first).  Another process's writes become visible wi
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import hashlib
@@ -515,6 +517,8 @@ class VideoStore:
             "source_uri": video.source_uri,
             "indexed_at": now_ms,
             "metadata": video.metadata,
+            **({"thumbnail": base64.b64encode(video.thumbnail or b"").decode("ascii")} if meta.has_thumbnails
+               else {}),
         } for video, generation in zip(videos, generations, strict=True)]
         self._call("upsert videos", lambda c: c.upsert(self.video_collection, video_rows))
 
@@ -748,7 +752,9 @@ class VideoStore:
     def get(self, video_id: str, consistency: str = "Strong") -> IndexedVideo:
         """Everything stored for one video, fine codes included. Raises VideoNotFound."""
         check_video_id(video_id)
-        rows = self._video_rows([video_id], VIDEO_FIELDS[1:], consistency)
+        with_thumbnail = self.meta.has_thumbnails
+        rows = self._video_rows([video_id], VIDEO_FIELDS[1:] + (["thumbnail"] if with_thumbnail else []),
+                                consistency)
         if video_id not in rows:
             raise VideoNotFound(video_id)
         row = rows[video_id]
@@ -768,7 +774,19 @@ class VideoStore:
             model_version=row["model_version"],
             indexed_at=row["indexed_at"] / 1000.0,
             text=text,
+            thumbnail=(base64.b64decode(row["thumbnail"]) or None) if with_thumbnail else None,
         )
+
+    def thumbnails(self, video_ids: Sequence[str], consistency: str = "Session") -> dict[str, bytes]:
+        """{video_id: JPEG bytes} of the given ids that are indexed with a thumbnail (none in a store made before
+        thumbnails existed: `StoreMeta.has_thumbnails`).  Ids are checked by the id rule first."""
+        for video_id in video_ids:
+            check_video_id(video_id)
+        if not self.meta.has_thumbnails:
+            return {}
+        rows = self._video_rows(video_ids, ["thumbnail"], consistency)
+        found = {video_id: base64.b64decode(row["thumbnail"]) for video_id, row in rows.items()}
+        return {video_id: jpeg for video_id, jpeg in found.items() if jpeg}
 
     def _text_vector(self, video_id: str, generation: int, consistency: str) -> np.ndarray:
         rows = self._call("get text vector", lambda c: c.query(

@@ -10,10 +10,11 @@ from dnsvr.serving.pipelines.search import Embedding, ModelCalls
 from dnsvr.serving.triton.base import call
 
 
-def embedder(text: bool) -> Callable[[dict[str, np.ndarray]], Embedding]:
+def embedder(text: bool, thumbnail: bool = False) -> Callable[[dict[str, np.ndarray]], Embedding]:
     """dnsvr_embed on one video ({"video": bytes} or {"frames": uint8}) -> Embedding; `text`: the pack has a
-    text-video student, whose vector dnsvr_embed then also returns."""
-    outputs = ["coarse", "fine", "selector", *(["text_video"] if text else [])]
+    text-video student, whose vector dnsvr_embed then also returns; `thumbnail`: return the video's thumbnail
+    too (what indexing stores)."""
+    outputs = ["coarse", "fine", "selector", *(["text_video"] if text else []), *(["thumbnail"] if thumbnail else [])]
 
     def embed(video: dict[str, np.ndarray]) -> Embedding:
         return Embedding.from_outputs(call("dnsvr_embed", video, outputs))
@@ -27,8 +28,8 @@ def embed_text(text: str) -> np.ndarray:
     return call("dnsvr_text_embed", {"text": query}, ["embedding"])["embedding"][0]
 
 
-def model_calls(fine: str, text: bool = False) -> ModelCalls:
-    """dnsvr_embed (`embedder(text)`), selector_score and the fine student `fine`'s similarity model."""
+def model_calls(fine: str, text: bool = False, thumbnail: bool = False) -> ModelCalls:
+    """dnsvr_embed (`embedder(text, thumbnail)`), selector_score and the fine student `fine`'s similarity model."""
     similarity_model = spec.fine_kind(fine).similarity_model
 
     def selector_score(rows: np.ndarray) -> np.ndarray:
@@ -40,4 +41,4 @@ def model_calls(fine: str, text: bool = False) -> ModelCalls:
         outputs = call(similarity_model, feeds, ["similarity", "f2f"])
         return outputs["similarity"], outputs["f2f"]
 
-    return ModelCalls(embedder(text), selector_score, fine_similarity)
+    return ModelCalls(embedder(text, thumbnail), selector_score, fine_similarity)

@@ -19,7 +19,7 @@ class TritonPythonModel(StoreModel):
 
     def setup(self) -> None:
         super().setup()
-        self.calls = model_calls(self.stores.fine_kind, self.stores.text is not None)
+        self.calls = model_calls(self.stores.fine_kind, self.stores.text is not None, thumbnail=True)
 
     def handle(self, inputs: RequestInputs) -> dict[str, np.ndarray]:
         return index_request(inputs, self.stores, self.calls)

@@ -2,11 +2,14 @@
 
 Routes: `GET /` (the page), `/static/*` (its JS and CSS), `GET /api/stats`, `POST /api/search/upload` (the body is
 the video itself), `GET /api/search/id`, `GET /api/search/text`, `GET /api/thumbnails/{key}/{index}`.  Every error
-answers `{"error": message}` with a 4xx status for what the user can fix and 5xx for the service.
+answers `{"error": message}` with a 4xx status for what the user can fix and 5xx for the service.  Each hit
+carries the thumbnail the service stored when it indexed the video (`VideoSearchClient.thumbnails`), as a
+`data:` URL, or null where it has none (the page then draws a placeholder).
 """
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Annotated
 
@@ -45,11 +48,27 @@ def rerank_policy(value: str) -> float | str:
         return value
 
 
-def result_json(result: SearchResult, query: dict, query_duration_s: float | None) -> dict:
-    """A search result as the page draws it: the query, each hit with its scores and timelines, timings."""
+def hit_thumbnails(client: VideoSearchClient, result: SearchResult) -> dict[str, str]:
+    """{video_id: data URL of its JPEG} of the hits the service has a thumbnail of; {} when it cannot say (the
+    results are shown all the same)."""
+    if not result.hits:
+        return {}
+    try:
+        found = client.thumbnails([hit.video_id for hit in result.hits])
+    except DnsvrError:
+        return {}
+    return {video_id: "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+            for video_id, jpeg in found.items()}
+
+
+def result_json(result: SearchResult, query: dict, query_duration_s: float | None,
+                thumbnails: dict[str, str]) -> dict:
+    """A search result as the page draws it: the query, each hit with its scores, thumbnail (`thumbnails`:
+    {video_id: data URL}) and timelines, timings."""
     hits = [{"video_id": hit.video_id, "score": hit.score, "reranked": hit.reranked,
              "coarse_score": hit.coarse_score, "selector_score": hit.selector_score,
-             **hit_timeline(hit, query_duration_s)} for hit in result.hits]
+             "thumbnail": thumbnails.get(hit.video_id), **hit_timeline(hit, query_duration_s)}
+            for hit in result.hits]
     return {"query": query, "hits": hits, "timings_ms": result.timings_ms}
 
 
@@ -91,19 +110,20 @@ def create_app(client: VideoSearchClient, limit: UploadLimit, thumbnails: Thumbn
         query = {"kind": "upload", "label": f"uploaded video ({len(data) / (1 << 20):.1f} MB)",
                  "duration_s": video.duration_s,
                  "thumbnails": [f"/api/thumbnails/{key}/{index}" for index in range(len(video.frames))]}
-        return result_json(result, query, video.duration_s)
+        return result_json(result, query, video.duration_s,
+                           await run_in_threadpool(hit_thumbnails, client, result))
 
     @app.get("/api/search/id")
     def search_id(video_id: Annotated[str, Query(min_length=1)], top_k: TopK = 10, rerank: str = "0.1") -> dict:
         result = client.search(video_id=video_id, top_k=top_k, rerank=rerank_policy(rerank))
         query = {"kind": "id", "label": f"indexed video {video_id}", "duration_s": None, "thumbnails": []}
-        return result_json(result, query, None)
+        return result_json(result, query, None, hit_thumbnails(client, result))
 
     @app.get("/api/search/text")
     def search_text(text: Annotated[str, Query(min_length=1)], top_k: TopK = 10) -> dict:
         result = client.search_text(text, top_k=top_k)
         query = {"kind": "text", "label": f"text: {text}", "duration_s": None, "thumbnails": []}
-        return result_json(result, query, None)
+        return result_json(result, query, None, hit_thumbnails(client, result))
 
     @app.get("/api/thumbnails/{key}/{index}")
     def thumbnail(key: str, index: int) -> Response:

@@ -1,29 +1,20 @@
-"""Thumbnails of uploaded queries, kept in memory for a bounded number of recent queries.
+"""Frames of uploaded queries, kept in memory (as JPEG) for a bounded number of recent queries.
 
-The service stores features, not frames, so it cannot give back frames of indexed videos: the page shows
-frames only of the videos it was sent (the queries) and a placeholder for each hit.  Keys are random tokens
-made here; a request names a key and a frame number, never a path.
+The query's filmstrip: the page decodes a few frames of each upload itself (the hits' thumbnails come from the
+service, which stored one per video when it indexed it).  Keys are random tokens made here; a request names a
+key and a frame number, never a path.
 """
 
 from __future__ import annotations
 
-import io
 import secrets
 import threading
 from collections import OrderedDict
 
 import numpy as np
+from dnsvr.serving.pipelines.thumbnails import jpeg_bytes
 
 DEFAULT_MAX_QUERIES = 32
-
-
-def jpeg_bytes(frame: np.ndarray, quality: int = 80) -> bytes:
-    """One uint8 RGB frame [H, W, 3] as JPEG."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
 
 
 class ThumbnailStore:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Iterable
 
 import numpy as np
 import tritonclient.grpc.aio as aioclient
@@ -85,6 +86,11 @@ class AsyncVideoSearchClient:
 
     async def delete(self, video_id: str) -> bool:
         return protocol.parse_delete(await self._infer(protocol.delete_request(video_id), idempotent=False))
+
+    async def thumbnails(self, video_ids: Iterable[str]) -> dict[str, bytes]:
+        """See VideoSearchClient.thumbnails."""
+        request = protocol.thumbnails_request(list(video_ids))
+        return protocol.parse_thumbnails(request, await self._infer(request, idempotent=True))
 
     async def stats(self) -> dict:
         return protocol.parse_report(await self._infer(protocol.stats_request("stats"), idempotent=True))

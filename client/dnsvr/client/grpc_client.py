@@ -7,6 +7,7 @@
     for hit in result:                                      # best first
         print(hit.video_id, hit.score, hit.reranked)
     client.search_text("a man riding a bike at night", top_k=10)   # with a text-video student
+    client.thumbnails([hit.video_id for hit in result])     # {video_id: JPEG bytes}
 
 Errors: InvalidVideo (bad input, nothing changed), NotFound (unknown id), ServerUnavailable (server or store
 down, after the retries of idempotent calls), NoTextSearch (text search without a text-video student or
@@ -201,6 +202,12 @@ class VideoSearchClient:
     def delete(self, video_id: str) -> bool:
         """Remove a video; True if it was indexed."""
         return protocol.parse_delete(self._infer(protocol.delete_request(video_id), idempotent=False))
+
+    def thumbnails(self, video_ids: Iterable[str]) -> dict[str, bytes]:
+        """{video_id: JPEG bytes}: the thumbnails stored when these videos were indexed (at most spec.MAX_TOP_K
+        ids; an id that is not indexed, or was indexed into a store made before thumbnails, is left out)."""
+        request = protocol.thumbnails_request(list(video_ids))
+        return protocol.parse_thumbnails(request, self._infer(request, idempotent=True))
 
     def stats(self) -> dict:
         """Store sizes (videos, frames, bytes per video), Milvus and model versions."""

@@ -21,6 +21,7 @@ from dnsvr.client.video_input import VideoLike, video_tensor
 
 INDEX, SEARCH, DELETE, STATS = "dnsvr_index", "dnsvr_search", "dnsvr_delete", "dnsvr_stats"
 SEARCH_TEXT = "dnsvr_search_text"
+THUMBNAILS = "dnsvr_thumbnails"
 TOKEN_HEADER = "dnsvr-token"  # carries the access token; the server forwards it to the pipelines
 TOKEN_ENV = "DNSVR_ACCESS_TOKEN"
 
@@ -29,7 +30,7 @@ def call_headers(token: str | None, headers: dict[str, str] | None) -> dict[str,
     """The headers of every call: `headers`, plus the access token (given, else $DNSVR_ACCESS_TOKEN)."""
     token = token or os.environ.get(TOKEN_ENV)
     return {**(headers or {}), **({TOKEN_HEADER: token} if token else {})}
-PIPELINE_MODELS = ("dnsvr_embed", INDEX, SEARCH, SEARCH_TEXT, DELETE, STATS)
+PIPELINE_MODELS = ("dnsvr_embed", INDEX, SEARCH, SEARCH_TEXT, DELETE, STATS, THUMBNAILS)
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,15 @@ def delete_request(video_id: str) -> Request:
     return Request(DELETE, {"video_id": _text(check_video_id(video_id))}, _outputs(DELETE))
 
 
+def thumbnails_request(video_ids: list[str]) -> Request:
+    """At most spec.MAX_TOP_K distinct ids, each checked by the id rule (InvalidVideo otherwise)."""
+    unique = list(dict.fromkeys(check_video_id(video_id) for video_id in video_ids))
+    if not 1 <= len(unique) <= spec.MAX_TOP_K:
+        raise InvalidVideo(f"ask for the thumbnails of 1 to {spec.MAX_TOP_K} ids, got {len(unique)}")
+    ids = np.array([video_id.encode("utf-8") for video_id in unique], dtype=np.object_)
+    return Request(THUMBNAILS, {"video_ids": ids}, _outputs(THUMBNAILS))
+
+
 def stats_request(what: str = "stats") -> Request:
     return Request(STATS, {"request": _text(what)}, _outputs(STATS))
 
@@ -200,6 +210,13 @@ def parse_search_text(outputs: dict[str, np.ndarray]) -> SearchResult:
                       selector_score=None)
             for video_id, score in zip(outputs["video_ids"].reshape(-1), outputs["scores"].reshape(-1), strict=True)]
     return SearchResult(hits, _timings(outputs))
+
+
+def parse_thumbnails(request: Request, outputs: dict[str, np.ndarray]) -> dict[str, bytes]:
+    """{video_id: JPEG bytes} of the requested ids that have a thumbnail."""
+    ids = [_decoded(video_id) for video_id in request.inputs["video_ids"]]
+    return {video_id: bytes(jpeg) for video_id, jpeg in zip(ids, outputs["thumbnails"].reshape(-1), strict=True)
+            if jpeg}
 
 
 def parse_delete(outputs: dict[str, np.ndarray]) -> bool:

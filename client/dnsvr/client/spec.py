@@ -53,6 +53,8 @@ CODE_BYTES = FEATURE_DIMS // 8
 MIN_FRAMES = 4
 DECODE_FPS = 1.0  # frames per second video_decode samples (its `fps` parameter) and the store holds per video
 POOLED_DIMS = 1280  # EfficientNet-Lite0's pooled pre-classifier feature of a frame (the offline text student's input)
+THUMBNAIL_SIZE = 112  # px: a video's thumbnail, its middle sampled frame (224 centre crop) scaled down, as JPEG
+MAX_THUMBNAIL_BYTES = 12_288  # the largest JPEG thumbnail the store keeps (a 112 px JPEG is ~3-6 KB)
 
 # numpy dtype name -> (Triton wire datatype used by tritonclient, Triton config data_type)
 _TRITON_TYPES = {
@@ -423,15 +425,16 @@ def pipeline_specs(fine: str = "bin", text: str | None = None) -> dict[str, Mode
     frames = TensorSpec("frames", "uint8", (-1, FRAME_SIZE, FRAME_SIZE, 3))
     timings = TensorSpec("timings", "bytes", (1,))
     frame_count = TensorSpec("frame_count", "int64", (1,))
+    thumbnail = TensorSpec("thumbnail", "bytes", (1,))  # JPEG, THUMBNAIL_SIZE px, of the middle sampled frame
     text_video = (TensorSpec("text_video", "float32", (1, -1)),) if student else ()
     specs = [
         ModelSpec(
             "video_decode",
             inputs=_video_inputs(),
-            outputs=(frames, _mask_row(), frame_count, *(student.decoded if student else ())),
+            outputs=(frames, _mask_row(), frame_count, thumbnail, *(student.decoded if student else ())),
             description="python: PyAV decode at 1 fps, 224 centre crop (or check given frames); short clips "
-                        "repeated to MIN_FRAMES" + ("; the text student's <= max_frames frames, selected "
-                                                     "uniformly" if student else ""),
+                        "repeated to MIN_FRAMES; a JPEG thumbnail of the middle frame"
+                        + ("; the text student's <= max_frames frames, selected uniformly" if student else ""),
         ),
         ModelSpec(
             "frame_features",
@@ -449,6 +452,7 @@ def pipeline_specs(fine: str = "bin", text: str | None = None) -> dict[str, Mode
                 TensorSpec("fine", fine_dtype, (1, -1, REGIONS, fine_width)),
                 TensorSpec("selector", "float32", (1, 1)),
                 frame_count,
+                thumbnail,
                 *text_video,
             ),
             description="ensemble: video_decode -> frame_features -> coarse_embed | fine_index | selector_index"
@@ -511,6 +515,13 @@ def pipeline_specs(fine: str = "bin", text: str | None = None) -> dict[str, Mode
             inputs=(TensorSpec("video_id", "bytes", (1,)),),
             outputs=(TensorSpec("deleted", "bool", (1,)),),
             description="BLS: remove a video from the store (False when it was absent)",
+        ),
+        ModelSpec(
+            "dnsvr_thumbnails",
+            inputs=(TensorSpec("video_ids", "bytes", (-1,)),),
+            outputs=(TensorSpec("thumbnails", "bytes", (-1,)),),
+            description=f"python: the stored JPEG thumbnails of up to {MAX_TOP_K} indexed videos (empty where an id "
+                        "is not indexed or was indexed without one)",
         ),
         ModelSpec(
             "dnsvr_stats",

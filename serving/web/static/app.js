@@ -72,9 +72,16 @@ function cell(row, text, className) {
 function hitRow(hit, rank) {
   const row = element("tr", "hit");
   cell(row, String(rank), "num");
-  const thumb = cell(row, "");
-  thumb.appendChild(element("div", "placeholder", "no frame"));
-  thumb.title = "the service keeps features, not frames: no thumbnail of indexed videos";
+  const thumb = cell(row, "", "thumb");
+  if (hit.thumbnail) {
+    const image = element("img");
+    image.src = hit.thumbnail;
+    image.alt = "middle frame of " + hit.video_id;
+    thumb.appendChild(image);
+  } else {
+    thumb.appendChild(element("div", "placeholder", "no frame"));
+    thumb.title = "no thumbnail stored for this video (indexed before thumbnails existed)";
+  }
   cell(row, hit.video_id, "video-id");
   cell(row, hit.score.toFixed(4), "num");
   const reranked = cell(row, "");
