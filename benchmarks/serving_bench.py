@@ -51,14 +51,22 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def synthetic_videos(start: int, count: int, dim: int, frames: int, rng: np.random.Generator) -> list[IndexedVideo]:
-    """Videos around 50 cluster centres (so coarse neighbours are meaningful), random codes, selector ~ U(0, 1)."""
+def unit_rows(count: int, dim: int, rng: np.random.Generator) -> np.ndarray:
+    """[count, dim] float32 unit vectors around 50 cluster centres (so neighbours are meaningful)."""
     centres = np.random.default_rng(7).normal(size=(50, dim))
-    coarse = centres[rng.integers(0, 50, count)] + 0.5 * rng.normal(size=(count, dim))
-    coarse = (coarse / np.linalg.norm(coarse, axis=1, keepdims=True)).astype(np.float32)
+    vectors = centres[rng.integers(0, 50, count)] + 0.5 * rng.normal(size=(count, dim))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def synthetic_videos(start: int, count: int, dim: int, frames: int, rng: np.random.Generator,
+                     text_dim: int = 0) -> list[IndexedVideo]:
+    """Clustered coarse vectors, random codes, selector ~ U(0, 1), and a clustered text-video vector when the store
+    holds them (`text_dim` > 0: a pack with a text-video student)."""
+    coarse = unit_rows(count, dim, rng)
+    text = unit_rows(count, text_dim, rng) if text_dim else [None] * count
     return [
         IndexedVideo(f"synthetic-{start + i:06d}", coarse[i], float(rng.uniform()),
-                     pack_codes(rng.choice([-1.0, 1.0], size=(frames, 9, 512)).astype(np.float32)))
+                     pack_codes(rng.choice([-1.0, 1.0], size=(frames, 9, 512)).astype(np.float32)), text=text[i])
         for i in range(count)
     ]
 
@@ -69,7 +77,7 @@ def grow(store, target: int, frames: int, rng: np.random.Generator) -> None:
     with tqdm(total=target - have, desc=f"inserting to {target}", unit="video") as bar:
         while have < target:
             count = min(INSERT_BATCH, target - have)
-            store.upsert_many(synthetic_videos(have, count, dim, frames, rng))
+            store.upsert_many(synthetic_videos(have, count, dim, frames, rng, store.meta.text_dim))
             have += count
             bar.update(count)
 

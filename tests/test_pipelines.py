@@ -132,6 +132,31 @@ def test_the_code_cache_changes_no_result_and_saves_the_reads(store, library, mo
         assert same_ranking(uncached, search(store, CALLS, library, top_k=6, policy=policy, cache=tiny)[0])
 
 
+def test_read_chunks_let_the_fine_similarity_start_early():
+    from dnsvr.serving.pipelines.search import read_chunks
+
+    def sizes(count: int) -> list[int]:
+        return [len(chunk) for chunk in read_chunks([f"v{i}" for i in range(count)])]
+
+    assert sizes(0) == [] and sizes(10) == [10] and sizes(20) == [16, 4]
+    assert sizes(50) == [25, 25] and sizes(200) == [64, 64, 64, 8]
+    assert sum(read_chunks([f"v{i}" for i in range(77)]), []) == [f"v{i}" for i in range(77)]
+
+
+def test_codes_read_in_chunks_while_scoring_give_the_same_ranking(store, library, monkeypatch):
+    import dnsvr.serving.pipelines.search as search_module
+
+    policy = RerankPolicy("fraction", 1.0)
+    whole, _ = search(store, CALLS, library, top_k=6, policy=policy)
+    monkeypatch.setattr(search_module, "MIN_READ_CHUNK", 2)
+    asked = counting_reads(store, monkeypatch)
+    cache = CodeCache(3 * 9 * 64 * 6)  # some cached, the rest read in chunks
+    for _ in range(3):
+        chunked, timings = search(store, CALLS, library, top_k=6, policy=policy, cache=cache)
+        assert same_ranking(whole, chunked) and {"fetch_codes", "fine_similarity"} <= set(timings)
+    assert asked[:2] == [3, 3]  # six cold misses: two reads
+
+
 def test_a_reindexed_video_is_scored_with_its_new_codes(store, library):
     """'twin' (the query's own codes: fine score 1) is re-indexed with other codes under the same id and coarse
     vector: the next search through the same cache must score the new codes, as a search without a cache does."""
@@ -191,6 +216,35 @@ def test_the_query_embedding_of_a_video_whose_codes_are_gone_is_an_error(store, 
     monkeypatch.setattr(store, "read_codes", lambda wanted, consistency="Session": {})
     with pytest.raises(StoreError, match="incomplete frames"):
         embedding_of_indexed(store, "twin")
+
+
+def test_an_indexed_querys_codes_come_with_the_first_candidates(store, library, monkeypatch):
+    """By id: the query's codes are read in the candidates' first read, and not at all without a re-rank; the
+    ranking is the one of the fully read embedding."""
+    from dnsvr.serving.pipelines.search import indexed_query
+
+    expected, _ = search(store, CALLS, embedding_of_indexed(store, "twin"), top_k=6,
+                         policy=RerankPolicy("fraction", 1.0), exclude_id="twin")
+    asked = counting_reads(store, monkeypatch)
+    coarse_only = indexed_query(store, "twin")
+    search(store, CALLS, coarse_only, top_k=6, policy=RerankPolicy("none", 0), exclude_id="twin")
+    assert asked == [] and coarse_only.fine is None and coarse_only.frame_count == 5
+    query = indexed_query(store, "twin")
+    ranking, _ = search(store, CALLS, query, top_k=6, policy=RerankPolicy("fraction", 1.0), exclude_id="twin")
+    assert asked == [6] and same_ranking(ranking, expected)  # the query + its 5 candidates, one read
+    assert np.array_equal(query.fine, store.get("twin").fine_codes)
+
+
+def test_an_indexed_query_reindexed_under_the_search_is_read_again(store, library, monkeypatch):
+    from dnsvr.serving.pipelines.search import indexed_query
+
+    query = indexed_query(store, "twin")
+    real = store.read_codes
+    monkeypatch.setattr(store, "read_codes", lambda wanted, consistency="Session": {
+        video_id: codes for video_id, codes in real(wanted, consistency).items()
+        if video_id != "twin" or consistency == "Strong"})  # the Session read misses the swapped query
+    ranking, _ = search(store, CALLS, query, top_k=6, policy=RerankPolicy("fraction", 1.0), exclude_id="twin")
+    assert ranking.reranked.all() and np.array_equal(query.fine, store.get("twin").fine_codes)
 
 
 def test_policy_decides_how_many_pairs_are_reranked(store, library):

@@ -14,19 +14,21 @@ selector_scores float32 [n], reranked bool [n], the re-ranked hits' copied segme
 segment_hits int32 [S], segment_times float32 [S, 4], segment_confidences float32 [S]), timings BYTES [1] (JSON,
 ms per stage).  The embedding (or the stored one of `video_id`, which is then left out of the results) -> Milvus
 coarse top-K' -> selector_score -> the policy's pairs -> fine codes from the model instance's `CodeCache`, the
-misses from Milvus in one read (the coarse hits carry each row's generation and frame count) -> fine_similarity
-in batches (scores and each pair's frame-to-frame matrix) -> `ranking.merge_fine` -> `localisation.hit_segments`
-over the re-ranked hits' matrices.
+misses from Milvus in a few reads on a reader thread (the coarse hits carry each row's generation and frame
+count) -> fine_similarity in batches as the codes arrive (scores and each pair's frame-to-frame matrix) ->
+`ranking.merge_fine` -> `localisation.hit_segments` over the re-ranked hits' matrices.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 from dnsvr.client import spec
-from dnsvr.serving.pipelines.batching import fine_batches, padded_batch
+from dnsvr.serving.pipelines.batching import MAX_PAIRS_PER_BATCH, fine_batches, padded_batch
 from dnsvr.serving.pipelines.code_cache import CodeCache, CodeKey
 from dnsvr.serving.pipelines.localisation import hit_segments, segment_outputs
 from dnsvr.serving.pipelines.requests import BadRequest, RequestInputs, Stopwatch, bytes_array, shortened
@@ -41,17 +43,22 @@ from dnsvr.training.ranking import RerankPolicy, merge_fine, ranking_order, sele
 class Embedding:
     """One video as dnsvr_embed returns it: coarse [C] float32 (unit norm), fine [T, 9, 64] uint8 or
     [T, 9, 512] float32, selector self-similarity (float), with a text-video student its vector text [D]
-    float32 (unit norm; None without one), and its JPEG thumbnail (None when not asked for)."""
+    float32 (unit norm; None without one), and its JPEG thumbnail (None when not asked for).
+
+    An indexed video's embedding may come without its codes (`fine` None): `stored` = (video_id, generation,
+    frame_count) then says which to read, and the search reads them with its first candidates' codes
+    (`indexed_query`)."""
 
     coarse: np.ndarray
-    fine: np.ndarray
+    fine: np.ndarray | None
     selector: float
     text: np.ndarray | None = None
     thumbnail: bytes | None = None
+    stored: tuple[str, int, int] | None = None
 
     @property
     def frame_count(self) -> int:
-        return int(self.fine.shape[0])
+        return int(self.fine.shape[0]) if self.fine is not None else int(self.stored[2])
 
     @classmethod
     def from_outputs(cls, outputs: dict[str, np.ndarray]) -> Embedding:
@@ -147,6 +154,17 @@ def embedding_of_indexed(store: VideoStore, video_id: str, cache: CodeCache | No
     raise StoreError(f"video {video_id!r} has incomplete frames; run `dnsvr store check --repair`")
 
 
+def indexed_query(store: VideoStore, video_id: str, cache: CodeCache | None = None,
+                  consistency: str = "Session") -> Embedding:
+    """The stored embedding of an indexed video (raises VideoNotFound) from its row, in one query; its codes from
+    `cache`, else left for the search to read with its candidates' first codes (`Embedding.stored`): a search
+    that re-ranks nothing never reads them."""
+    row = store.ranking_row(video_id, consistency)
+    key = (video_id, row.generation)
+    codes = (cache if cache is not None else CodeCache(0)).lookup([key]).get(key)
+    return Embedding(row.coarse, codes, row.selector, stored=(video_id, row.generation, row.frame_count))
+
+
 def search(
     store: VideoStore,
     calls: ModelCalls,
@@ -201,41 +219,96 @@ def search(
     return ranking, watch.stages
 
 
+MIN_READ_CHUNK = 16  # candidates per store read, at least (each read is one round trip of a few ms)
+
+
+def read_chunks(misses: list[str], max_chunk: int = MAX_PAIRS_PER_BATCH) -> list[list[str]]:
+    """The candidates whose codes must be read, in the order of the reads: at least two reads when there are
+    2 x MIN_READ_CHUNK or more (so the fine similarity of the first runs while the second is read), each of at
+    most `max_chunk` (one fine_similarity request's worth)."""
+    if not misses:
+        return []
+    size = min(max_chunk, max(MIN_READ_CHUNK, math.ceil(len(misses) / 2)))
+    return [misses[start:start + size] for start in range(0, len(misses), size)]
+
+
 def _fine_scores(store: VideoStore, calls: ModelCalls, query: Embedding, wanted: list[tuple[str, int, int]],
                  watch: Stopwatch, consistency: str, cache: CodeCache) -> tuple[np.ndarray, list[np.ndarray | None]]:
     """Raw fine similarities [n] in [-1, 1] of the candidates `wanted` [n] (video_id, generation, frame_count),
     NaN where the store no longer holds that generation's frames (deleted or re-indexed since the coarse search),
     and per candidate its frame-to-frame matrix `[Tq, its frame count]` float32 (None where NaN).
 
-    Codes come from `cache` where it holds them; the rest are read from the store in one `read_codes` and kept.
+    Codes come from `cache` where it holds them; the rest are read from the store in `read_chunks`, one after
+    another on a reader thread, and kept.  The fine similarity of the codes at hand runs meanwhile: first the
+    cached ones, then each chunk as it arrives.  An indexed query without its codes (`Embedding.stored`) gets
+    them with the first read (set into `query.fine`).  Timings: `fetch_codes` is the time spent waiting for
+    codes (the cache lookup included), `fine_similarity` the time in the fine student; together, the stage's
+    wall time.
     """
     keys: list[CodeKey] = [(video_id, generation) for video_id, generation, _ in wanted]
+    position_of = {key: i for i, key in enumerate(keys)}
     with watch.stage("fetch_codes"):
         codes = cache.lookup(keys)
-        misses = {video_id: (generation, count) for video_id, generation, count in wanted
-                  if (video_id, generation) not in codes}
-        if misses:
-            for video_id, read in store.read_codes(misses, consistency=consistency).items():
-                key = (video_id, misses[video_id][0])
-                cache.put(key, read)
-                codes[key] = read
+    misses = {video_id: (generation, count) for video_id, generation, count in wanted
+              if (video_id, generation) not in codes}
     scores = np.full(len(wanted), np.nan, np.float32)
     matrices: list[np.ndarray | None] = [None] * len(wanted)
-    present = [i for i, key in enumerate(keys) if key in codes]
-    if not present:
-        return scores, matrices
-    query_mask = np.ones(query.frame_count, bool)
-    frame_bytes = codes[keys[present[0]]][0].nbytes
-    counts = [len(codes[keys[i]]) for i in present]
-    with watch.stage("fine_similarity"):
-        for batch in fine_batches(counts, frame_bytes):
-            positions = [present[b] for b in batch]
-            candidates, mask = padded_batch([codes[keys[p]] for p in positions])
-            similarity, f2f = calls.fine_similarity(query.fine, query_mask, candidates, mask)
-            scores[positions] = np.asarray(similarity, np.float32).reshape(-1)
-            for row, position in enumerate(positions):
-                matrices[position] = f2f[row, :, : len(codes[keys[position]])]
+    reads = [{video_id: misses[video_id] for video_id in chunk} for chunk in read_chunks(list(misses))]
+    query_read = {} if query.fine is not None else {query.stored[0]: query.stored[1:]}
+    if query_read:
+        reads = [query_read | (reads[0] if reads else {}), *reads[1:]]
+    waiting = [key for key in keys if key in codes]  # cached, scored as soon as the query's codes are there
+
+    def score(ready: list[CodeKey]) -> None:
+        """The fine similarity of these candidates (codes in `codes`), batched by length."""
+        if not ready:
+            return
+        frame_bytes = codes[ready[0]][0].nbytes
+        query_mask = np.ones(len(query.fine), bool)
+        with watch.stage("fine_similarity"):
+            for batch in fine_batches([len(codes[key]) for key in ready], frame_bytes):
+                batch_keys = [ready[b] for b in batch]
+                candidates, mask = padded_batch([codes[key] for key in batch_keys])
+                similarity, f2f = calls.fine_similarity(query.fine, query_mask, candidates, mask)
+                similarity = np.asarray(similarity, np.float32).reshape(-1)
+                for row, key in enumerate(batch_keys):
+                    scores[position_of[key]] = similarity[row]
+                    matrices[position_of[key]] = f2f[row, :, : len(codes[key])]
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-codes") as reader:
+        futures = [reader.submit(store.read_codes, wanted_codes, consistency) for wanted_codes in reads]
+        try:
+            if not query_read:
+                score(waiting)  # the cached ones, while the first chunk is read
+                waiting = []
+            for future in futures:
+                with watch.stage("fetch_codes"):
+                    found = future.result()
+                    if query_read:
+                        query.fine = _query_codes(store, query, found, cache)
+                        query_read = {}
+                for video_id, array in found.items():
+                    key = (video_id, misses[video_id][0])
+                    cache.put(key, array)
+                    codes[key] = array
+                    waiting.append(key)
+                score(waiting)
+                waiting = []
+        finally:
+            for future in futures:
+                future.cancel()
     return scores, matrices
+
+
+def _query_codes(store: VideoStore, query: Embedding, found: dict[str, np.ndarray], cache: CodeCache) -> np.ndarray:
+    """An indexed query's codes from the first read (taken out of `found`), kept in `cache`; read again with
+    its row at Strong consistency when a re-index swapped them since its row was read."""
+    video_id, generation, _ = query.stored
+    codes = found.pop(video_id, None)
+    if codes is None:
+        return embedding_of_indexed(store, video_id, cache, "Strong").fine
+    cache.put((video_id, generation), codes)
+    return codes
 
 
 def search_request(inputs: RequestInputs, stores: ServiceStore, calls: ModelCalls,
@@ -267,7 +340,7 @@ def search_request(inputs: RequestInputs, stores: ServiceStore, calls: ModelCall
             store = stores.existing()
             if store is None:
                 raise VideoNotFound(query_id)
-            query = embedding_of_indexed(store, query_id, cache, consistency)
+            query = indexed_query(store, query_id, cache, consistency)
         else:
             query = calls.embed(inputs.video())
             store = stores.get(len(query.coarse))
