@@ -219,17 +219,20 @@ def search(
     return ranking, watch.stages
 
 
-MIN_READ_CHUNK = 16  # candidates per store read, at least (each read is one round trip of a few ms)
+MIN_READ_CHUNK = 8  # candidates per store read, at least (each read is one round trip of a few ms)
 
 
 def read_chunks(misses: list[str], max_chunk: int = MAX_PAIRS_PER_BATCH) -> list[list[str]]:
-    """The candidates whose codes must be read, in the order of the reads: at least two reads when there are
-    2 x MIN_READ_CHUNK or more (so the fine similarity of the first runs while the second is read), each of at
-    most `max_chunk` (one fine_similarity request's worth)."""
-    if not misses:
-        return []
-    size = min(max_chunk, max(MIN_READ_CHUNK, math.ceil(len(misses) / 2)))
-    return [misses[start:start + size] for start in range(0, len(misses), size)]
+    """The candidates whose codes must be read, in the order of the reads: with 2 x MIN_READ_CHUNK or more, a
+    first read of about a quarter of them (its fine similarity starts early and covers the next read), then the
+    rest in even reads; every read of at most `max_chunk` (one fine_similarity request's worth)."""
+    if len(misses) < 2 * MIN_READ_CHUNK:
+        return [misses] if misses else []
+    first = min(max_chunk, max(MIN_READ_CHUNK, math.ceil(len(misses) / 4)))
+    rest = misses[first:]
+    reads = math.ceil(len(rest) / max_chunk)
+    size = math.ceil(len(rest) / reads)
+    return [misses[:first], *(rest[start:start + size] for start in range(0, len(rest), size))]
 
 
 def _fine_scores(store: VideoStore, calls: ModelCalls, query: Embedding, wanted: list[tuple[str, int, int]],
