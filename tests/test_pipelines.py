@@ -100,6 +100,13 @@ def test_fine_reranking_lifts_the_true_duplicate(store, library):
     assert {"coarse_search", "selector", "fetch_codes", "fine_similarity"} <= set(timings)
 
 
+def test_a_search_that_only_ranks_looks_for_no_segments(store, library):
+    located, _ = search(store, CALLS, library, top_k=6, policy=RerankPolicy("fraction", 1.0))
+    ranked, timings = search(store, CALLS, library, top_k=6, policy=RerankPolicy("fraction", 1.0), localise=False)
+    assert ranked.ids == located.ids and ranked.scores.tobytes() == located.scores.tobytes()
+    assert ranked.segments == [[]] * 6 and "localisation" not in timings
+
+
 def same_ranking(first, second) -> bool:
     return (first.ids == second.ids and first.scores.tobytes() == second.scores.tobytes()
             and first.reranked.tolist() == second.reranked.tolist())

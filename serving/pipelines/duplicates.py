@@ -7,9 +7,10 @@
 The ranking is `dnsvr.serving.pipelines.search.search` with its default policy and candidates (coarse top-K',
 the selector, the fine re-rank, `ranking.merge_fine`): a near-duplicate is a hit whose score there is >=
 the threshold, so `index` and `search` agree on what a video's score against the collection is.  The video's
-own id is left out (re-indexing an id replaces it).  The read is at Strong consistency: a video acknowledged
-by another index call just before is seen.  Checking is a read and writing follows it; two copies indexed at
-the same moment by two calls may both be stored (nothing serialises concurrent index calls).
+own id is left out (re-indexing an id replaces it), and no copied segments are looked for.  The read is at
+Strong consistency: a video acknowledged by another index call just before is seen.  Checking is a read and
+writing follows it; two copies indexed at the same moment by two calls may both be stored (nothing serialises
+concurrent index calls).
 """
 
 from __future__ import annotations
@@ -38,6 +39,6 @@ def find_duplicates(store: VideoStore, calls: ModelCalls, embedding: Embedding, 
     """The indexed videos (other than `video_id`) whose served score against `embedding` is >= `threshold`,
     best first, at most REPORTED_DUPLICATES."""
     ranking, _ = search(store, calls, embedding, REPORTED_DUPLICATES, RerankPolicy(), exclude_id=video_id,
-                        consistency=CHECK_CONSISTENCY)
+                        consistency=CHECK_CONSISTENCY, localise=False)
     return [Duplicate(hit, float(score)) for hit, score in zip(ranking.ids, ranking.scores, strict=True)
             if score >= threshold]

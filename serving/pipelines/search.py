@@ -177,13 +177,15 @@ def search(
     consistency: str = "Session",
     cache: CodeCache | None = None,
     fps: float = spec.DECODE_FPS,
+    localise: bool = True,
 ) -> tuple[Ranking, dict[str, float]]:
     """DnS retrieval for one query: coarse top-K' -> selector -> fine re-rank of the chosen -> top_k -> the
     re-ranked hits' copied segments.
 
     `cache`: fine codes kept between searches (None: every candidate's codes are read from the store); `fps`:
-    the frame rate of the query's and the stored frames.  Returns the ranking and stage timings in ms
-    (coarse_search, selector, fetch_codes, fine_similarity, localisation where a pair was re-ranked).
+    the frame rate of the query's and the stored frames; `localise`: find the copied segments (False: every
+    hit gets none, for callers that only rank).  Returns the ranking and stage timings in ms (coarse_search,
+    selector, fetch_codes, fine_similarity, localisation where a pair was re-ranked and `localise`).
     """
     watch = Stopwatch()
     limit = candidate_count(top_k, candidates)
@@ -211,7 +213,7 @@ def search(
         f2f_by_id = {ids[i]: matrix for i, matrix, kept in zip(chosen, matrices, found, strict=True) if kept}
         chosen, fine_scores = chosen[found], fine_scores[found]
     ranking = final_ranking(ids, coarse, selector_scores, chosen, fine_scores, top_k)
-    if f2f_by_id:
+    if f2f_by_id and localise:
         with watch.stage("localisation"):
             ranking.segments = hit_segments(f2f_by_id, ranking.ids, ranking.reranked, fps)
     else:
