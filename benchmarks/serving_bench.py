@@ -154,6 +154,9 @@ def main() -> None:
     parser.add_argument("--video-queries", type=int, default=3, help="searches by video file per setting")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients of the throughput run")
     parser.add_argument("--top-k", type=int, default=10)
+    parser.add_argument("--settle-s", type=float, default=30.0,
+                        help="seconds to wait after the server has indexed the rows written, before measuring "
+                             "(its compactions; default 30)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"report file (default: {RESULTS})")
     args = parser.parse_args()
 
@@ -190,6 +193,7 @@ def run_backend(backend: str, repository: Path, scratch: Path, args: argparse.Na
             rng = np.random.default_rng(0)
             for size in args.sizes:
                 grow(store, size, args.frames, rng)
+                settle(store, args.settle_s)
                 synthetic = np.arange(len(videos), size)  # grow() numbers them after the sample videos
                 ids = [f"synthetic-{i:06d}" for i in rng.choice(synthetic, args.queries, replace=False)]
                 visible(client, ids)
@@ -207,6 +211,16 @@ def run_backend(backend: str, repository: Path, scratch: Path, args: argparse.Na
     finally:
         if server is not None:
             server.stop()
+
+
+def settle(store, quiet_s: float, timeout_s: float = 3600.0) -> None:
+    """Wait until the server has indexed every row written (its background index builds after a large insert
+    compete with the searches for the cores), then `quiet_s` more for its compactions."""
+    deadline = time.monotonic() + timeout_s
+    while (pending := store.pending_index_rows()) and time.monotonic() < deadline:
+        print(f"waiting for the server to index {pending:,} rows ...", flush=True)
+        time.sleep(5)
+    time.sleep(quiet_s)
 
 
 def export_repository(target: Path) -> Path:

@@ -296,6 +296,17 @@ def test_a_store_made_before_thumbnails_keeps_working(lite_server, monkeypatch) 
         assert store.check(grace_s=0).clean
 
 
+def test_the_server_reports_rows_it_has_not_indexed_yet(backend_uri: str) -> None:
+    import time
+
+    with open_store(backend_uri, fresh_prefix()) as store:
+        store.upsert_many([make_video(f"v{i}", 3, i) for i in range(20)])
+        deadline = time.monotonic() + 60
+        while (pending := store.pending_index_rows()) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert pending == 0
+
+
 def test_bad_input_writes_nothing(backend_uri: str) -> None:
     with open_store(backend_uri, fresh_prefix()) as store:
         good = make_video("ok", 3, 1)

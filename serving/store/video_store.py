@@ -849,6 +849,17 @@ class VideoStore:
                 low, high = (middle, high) if rows_upto(keys[middle]) <= batch_size else (low, middle - 1)
             return keys[low]
 
+    def pending_index_rows(self) -> int:
+        """Rows the server has not indexed yet, over the store's data collections: a server builds its indexes in
+        the background after large inserts, and those builds compete with searches (benchmarks wait for 0).
+        Milvus Lite indexes as it flushes: 0."""
+        pending = 0
+        for name in self._collections(self.meta)[1:]:
+            for index_name in self._call("list_indexes", lambda c, n=name: c.list_indexes(n)):
+                info = self._call("describe_index", lambda c, n=name, i=index_name: c.describe_index(n, i))
+                pending += int(info.get("pending_index_rows", 0) or 0)
+        return pending
+
     def stats(self) -> StoreStats:
         """Row counts and bytes per video (payload; disk too for embedded Milvus Lite)."""
         meta = self.meta
