@@ -21,7 +21,7 @@ import pytest
 from dnsvr.serving.cli import main as cli
 from dnsvr.serving.store.schema import IndexedVideo, InvalidVideo
 from dnsvr.serving.store.settings import StoreSettings
-from dnsvr.serving.store.video_store import StoreMismatch, StoreUnavailable, VideoNotFound, VideoStore
+from dnsvr.serving.store.video_store import StoreError, StoreMismatch, StoreUnavailable, VideoNotFound, VideoStore
 from dnsvr.training.networks.codes import pack_codes
 
 DIM = 32
@@ -305,6 +305,18 @@ def test_the_server_reports_rows_it_has_not_indexed_yet(backend_uri: str) -> Non
         while (pending := store.pending_index_rows()) and time.monotonic() < deadline:
             time.sleep(1)
         assert pending == 0
+
+
+def test_a_filter_naming_a_timeout_is_a_bad_filter_not_an_outage(backend_uri: str) -> None:
+    """The server's answer echoes the filter ("unknown field 'DEADLINE'"): a StoreError, not StoreUnavailable
+    (found by the text-search filter fuzz)."""
+    with open_store(backend_uri, fresh_prefix()) as store:
+        video = make_video("a", 2, 1)
+        store.upsert(video)
+        for expression in ("DEADLINE", "connection_timeout > 3", "unavailable"):
+            with pytest.raises(StoreError) as raised:
+                store.search_coarse(video.coarse, 3, filter=expression)
+            assert not isinstance(raised.value, StoreUnavailable), raised.value
 
 
 def test_bad_input_writes_nothing(backend_uri: str) -> None:

@@ -120,8 +120,10 @@ def test_store_adapters_index_search_delete_stats(tmp_path, stand_in):
     rng = np.random.default_rng(0)
     coarse = rng.normal(size=8).astype(np.float32)
     coarse /= np.linalg.norm(coarse)
+    thumbnail = b"\xff\xd8\xff" + b"thumbnail"
     stand_in["dnsvr_embed"] = lambda inputs: {"coarse": coarse[None], "selector": np.array([[0.5]], np.float32),
-                                              "fine": np.zeros((1, 4, 9, 64), np.uint8)}
+                                              "fine": np.zeros((1, 4, 9, 64), np.uint8),
+                                              "thumbnail": np.array([thumbnail], object)}
     stand_in["selector_score"] = lambda inputs: {"scores": inputs["pair_features"][:, 2]}
     stand_in["fine_similarity_bin"] = lambda inputs: {
         "similarity": np.ones(len(inputs["candidates"]), np.float32),
@@ -136,7 +138,8 @@ def test_store_adapters_index_search_delete_stats(tmp_path, stand_in):
             config.parameters[key].string_value = value
         return initialized(PYTHON_MODELS[name], config, repository / name)
 
-    index, search, delete, stats = (adapter(n) for n in ("dnsvr_index", "dnsvr_search", "dnsvr_delete", "dnsvr_stats"))
+    index, search, delete, stats, thumbnails = (adapter(n) for n in ("dnsvr_index", "dnsvr_search", "dnsvr_delete",
+                                                                     "dnsvr_stats", "dnsvr_thumbnails"))
     try:
         indexed = index.execute(requests({"video_id": text("a"), "video": text("a")},
                                          {"video_id": text('bad"id'), "video": text("b")}))
@@ -156,12 +159,14 @@ def test_store_adapters_index_search_delete_stats(tmp_path, stand_in):
         assert again.outputs()["scores"].tolist() == [1.0] and again.outputs()["reranked"].tolist() == [True]
         assert missing.error().code() == "NOT_FOUND"
         assert type(error_from_message(missing.error().message())).__name__ == "NotFound"
+        (pictures,) = thumbnails.execute(requests({"video_ids": np.array([b"a", b"b"], object)}))
+        assert pictures.outputs()["thumbnails"].tolist() == [thumbnail, b""]  # b was skipped as a duplicate
         (report,) = stats.execute(requests({"request": text("health")}))
         assert json.loads(report.outputs()["report"][0])["videos"] == 1
         (deleted,) = delete.execute(requests({"video_id": text("a")}))
         assert deleted.outputs()["deleted"].tolist() == [True]
     finally:
-        for model in (index, search, delete, stats):
+        for model in (index, search, delete, stats, thumbnails):
             model.finalize()
 
 

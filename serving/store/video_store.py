@@ -78,6 +78,7 @@ ORPHAN_DELETE_BATCH = 200
 CREATION_WAIT_S = 30.0
 VIDEO_FIELDS = ["video_id", "coarse", "selector", "frame_count", "generation", "model_version", "source_uri",
                 "indexed_at", "metadata"]
+ANSWERLESS_CODES = (1, 2)  # pymilvus: unexpected error, connect failed (statuses the server answered have others)
 UNAVAILABLE_MARKERS = ("unavailable", "fail connecting", "deadline", "timeout", "timed out", "connection",
                        "socket closed", "not ready")
 
@@ -980,10 +981,16 @@ def _contiguous(parts: list[tuple[int, np.ndarray]]) -> bool:
 
 
 def _is_unavailable(error: Exception) -> bool:
+    """Whether `error` says the store could not be reached (retry, report unavailable), not that it refused the
+    request.  A status the server answered with (a pymilvus error code other than 1 unexpected / 2 connect
+    failed) is an answer, whatever its message says: it may echo the caller's filter, and a filter naming a
+    field `deadline` is a bad filter, not an outage."""
     code = getattr(error, "code", None)
     if callable(code):  # grpc.RpcError
         name = getattr(code(), "name", "")
         return name in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+    if isinstance(code, int) and code not in ANSWERLESS_CODES:
+        return False
     text = str(error).lower()
     return code == 2 or any(marker in text for marker in UNAVAILABLE_MARKERS) or isinstance(
         error, (ConnectionError, TimeoutError))
