@@ -54,7 +54,7 @@ MIN_FRAMES = 4
 DECODE_FPS = 1.0  # frames per second video_decode samples (its `fps` parameter) and the store holds per video
 POOLED_DIMS = 1280  # EfficientNet-Lite0's pooled pre-classifier feature of a frame (the offline text student's input)
 THUMBNAIL_SIZE = 112  # px: a video's thumbnail, its middle sampled frame (224 centre crop) scaled down, as JPEG
-MAX_THUMBNAIL_BYTES = 12_288  # the largest JPEG thumbnail the store keeps (a 112 px JPEG is ~3-6 KB)
+MAX_THUMBNAIL_BYTES = 12_288  # the largest JPEG thumbnail the store keeps (the sample clips': 1-5 KB)
 
 # numpy dtype name -> (Triton wire datatype used by tritonclient, Triton config data_type)
 _TRITON_TYPES = {
