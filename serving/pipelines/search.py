@@ -135,25 +135,6 @@ def final_ranking(
     return Ranking([ids[i] for i in order], scores[order], flags[order], coarse[order], selector[order])
 
 
-def embedding_of_indexed(store: VideoStore, video_id: str, cache: CodeCache | None = None,
-                         consistency: str = "Session") -> Embedding:
-    """The stored embedding of an indexed video (raises VideoNotFound): its row in one query, its codes from
-    `cache` or in one `read_codes` (kept in `cache`).  Codes found gone (a re-index swapped them between the two
-    reads) are read once more at Strong consistency."""
-    cache = cache if cache is not None else CodeCache(0)
-    for level in dict.fromkeys((consistency, "Strong")):
-        row = store.ranking_row(video_id, level)
-        key = (video_id, row.generation)
-        codes = cache.lookup([key]).get(key)
-        if codes is None:
-            codes = store.read_codes({video_id: (row.generation, row.frame_count)}, level).get(video_id)
-            if codes is not None:
-                cache.put(key, codes)
-        if codes is not None:
-            return Embedding(row.coarse, codes, row.selector)
-    raise StoreError(f"video {video_id!r} has incomplete frames; run `dnsvr store check --repair`")
-
-
 def indexed_query(store: VideoStore, video_id: str, cache: CodeCache | None = None,
                   consistency: str = "Session") -> Embedding:
     """The stored embedding of an indexed video (raises VideoNotFound) from its row, in one query; its codes from
@@ -163,6 +144,23 @@ def indexed_query(store: VideoStore, video_id: str, cache: CodeCache | None = No
     key = (video_id, row.generation)
     codes = (cache if cache is not None else CodeCache(0)).lookup([key]).get(key)
     return Embedding(row.coarse, codes, row.selector, stored=(video_id, row.generation, row.frame_count))
+
+
+def embedding_of_indexed(store: VideoStore, video_id: str, cache: CodeCache | None = None,
+                         consistency: str = "Session") -> Embedding:
+    """`indexed_query` with its codes: from `cache` or in one `read_codes` (kept in `cache`).  Codes found gone
+    (a re-index swapped them between the two reads) are read once more at Strong consistency."""
+    cache = cache if cache is not None else CodeCache(0)
+    for level in dict.fromkeys((consistency, "Strong")):
+        query = indexed_query(store, video_id, cache, level)
+        if query.fine is None:
+            _, generation, frame_count = query.stored
+            query.fine = store.read_codes({video_id: (generation, frame_count)}, level).get(video_id)
+            if query.fine is not None:
+                cache.put((video_id, generation), query.fine)
+        if query.fine is not None:
+            return query
+    raise StoreError(f"video {video_id!r} has incomplete frames; run `dnsvr store check --repair`")
 
 
 def search(
