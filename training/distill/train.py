@@ -138,18 +138,20 @@ def save_checkpoint(model: nn.Module, path: str | Path, dtype: torch.dtype | Non
 
 
 def state_path(checkpoint: Path) -> Path:
+    """`<name>.train-state.pth` next to the checkpoint `<name>.pth`."""
     return checkpoint.with_name(checkpoint.name.removesuffix(".pth") + ".train-state.pth")
 
 
-def _save_state(path: Path, optimizer: torch.optim.Optimizer, epochs: int, losses: list[float],
-                config: dict[str, Any]) -> None:
+def save_train_state(path: Path, optimizer: torch.optim.Optimizer, epochs: int, losses: list[float],
+                     config: dict[str, Any]) -> None:
+    """Write the optimizer state, epochs done, loss history and settings atomically (see `resume_training`)."""
     with atomic_path(path) as partial:
         torch.save({"optimizer": optimizer.state_dict(), "epochs_done": epochs,
                     "losses": torch.tensor(losses, dtype=torch.float64), "config": json.dumps(config)}, partial)
 
 
-def _resume(checkpoint: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-            config: dict[str, Any]) -> tuple[int, list[float]]:
+def resume_training(checkpoint: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    config: dict[str, Any]) -> tuple[int, list[float]]:
     """Load model + optimizer of an earlier run with the same settings -> (epochs done, losses)."""
     state_file = state_path(checkpoint)
     if not (checkpoint.is_file() and state_file.is_file()):
@@ -267,7 +269,7 @@ def train_student(features_path: str | Path, pairs: PairSet | str | Path, out_di
     student = build_student(config, itq_projection).train()
     optimizer = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=config.lr,
                                  weight_decay=config.weight_decay)
-    start, losses = _resume(checkpoint, student, optimizer, settings) if resume else (0, [])
+    start, losses = resume_training(checkpoint, student, optimizer, settings) if resume else (0, [])
     triplets_per_step = max(1, config.batch_size // 2)
     step_losses: list[float] = []
     for epoch in range(start, config.epochs):
@@ -292,7 +294,7 @@ def train_student(features_path: str | Path, pairs: PairSet | str | Path, out_di
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}", distillation=f"{float(distillation.detach()):.4f}")
         losses.append(float(np.mean(epoch_losses)))
         save_checkpoint(student, checkpoint)
-        _save_state(state_path(checkpoint), optimizer, epoch + 1, losses, settings)
+        save_train_state(state_path(checkpoint), optimizer, epoch + 1, losses, settings)
         if progress:
             tqdm.write(f"{config.kind} epoch {epoch + 1}/{config.epochs}: mean loss {losses[-1]:.4f}")
     return TrainingResult(checkpoint, losses, {"steps_this_run": len(step_losses)})
@@ -382,7 +384,7 @@ def train_selector(features_path: str | Path, pairs: PairSet | str | Path, fine_
                                  weight_decay=config.weight_decay)
     checkpoint = Path(out_dir) / f"dns_selector_cg-{FINE_KINDS[fine.fg_type].official}.pth"
     settings = {**asdict(config), "pairs": len(labels), "fine": Path(fine_checkpoint).name}
-    start, losses = _resume(checkpoint, selector, optimizer, settings) if resume else (0, [])
+    start, losses = resume_training(checkpoint, selector, optimizer, settings) if resume else (0, [])
     extra: dict[str, Any] = {"pairs": len(labels), "threshold": threshold, "label_1": positives,
                              "label_0": len(labels) - positives}
     for epoch in range(start, config.epochs):
@@ -410,7 +412,7 @@ def train_selector(features_path: str | Path, pairs: PairSet | str | Path, fine_
             extra.update(_validate(selector, features_path, pair_list, coarse_sims, labels, validation,
                                    config))
         save_checkpoint(selector, checkpoint)
-        _save_state(state_path(checkpoint), optimizer, epoch + 1, losses, settings)
+        save_train_state(state_path(checkpoint), optimizer, epoch + 1, losses, settings)
         if progress:
             tqdm.write(f"selector epoch {epoch + 1}/{config.epochs}: mean loss {losses[-1]:.4f} "
                        f"validation accuracy {extra.get('val_accuracy', float('nan')):.3f}")
