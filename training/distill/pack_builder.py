@@ -1,8 +1,9 @@
 """`dnsvr train pack`: the whole DnS pipeline on the offline corpus, written as a model pack.
 
-corpus features (`corpus`) -> teacher pairs (`pairs`, the Chamfer teacher over EfficientNet-Lite0 regions)
--> ITQ -> S^f_B (and S^f_A) -> S^c -> [optional self-distillation rounds: the fine student re-scores the
-pairs and the students are trained again] -> selector -> `pack.json` + checkpoints in the official format
+corpus features (`corpus`) -> teacher pairs (`pairs`, the Chamfer teacher over EfficientNet-Lite0 regions, or
+with `teacher_checkpoint` a ViSiL head trained on those regions by `dnsvr train teacher`) -> ITQ -> S^f_B (and
+S^f_A) -> S^c -> [optional self-distillation rounds: the fine student re-scores the pairs and the students are
+trained again] -> selector -> `pack.json` + checkpoints in the official format
 (see `dnsvr.training.packs.model_pack`).  Intermediate files (features, ITQ, pairs, checkpoints) go to
 `work_dir`, so an interrupted run resumes; use a fresh `work_dir` for another corpus.
 The defaults keep the pack small (about 12 MB): the coarse student has 16 NetVLAD clusters, 256 output
@@ -25,7 +26,7 @@ import torch
 from dnsvr.training.data.corpus import CorpusConfig, build_corpus_features
 from dnsvr.training.distill.itq import load_itq, save_itq
 from dnsvr.training.distill.pairs import mine_pairs
-from dnsvr.training.distill.teachers import ChamferTeacher, FineStudentTeacher, Teacher
+from dnsvr.training.distill.teachers import FineStudentTeacher, Teacher, load_teacher
 from dnsvr.training.distill.train import (
     SelectorConfig,
     StudentConfig,
@@ -47,6 +48,7 @@ class PackConfig:
     name: str = "bundled"
     seed: int = 0
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    teacher_checkpoint: str | None = None  # a trained ViSiL head over the corpus features; None: Chamfer
     num_positives: int = 8
     num_negatives: int = 16
     self_pairs: bool = True
@@ -117,7 +119,7 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
         save_itq(itq_file, itq_projection)
     timed("itq", started)
 
-    teacher: Teacher = ChamferTeacher("efficientnet_lite0")
+    teacher: Teacher = load_teacher("visil" if config.teacher_checkpoint else "chamfer", config.teacher_checkpoint)
     teachers, rounds = [teacher.name], []
     for round_number in range(config.iterations + 1):
         started = time.monotonic()
