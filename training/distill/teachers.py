@@ -8,7 +8,9 @@ scores a prepared query against prepared targets (`similarities`, -> `[K]` float
   EfficientNet-Lite0 features it is the teacher of the bundled pack, named `chamfer/efficientnet_lite0`.
 * `ViSiLTeacher`: the paper's teacher, the ViSiL head of the official `visil.pth` over 3840-d ResNet50
   L3-iMAC regions PCA-whitened with the official file (`dnsvr features --extractor resnet50
-  --resnet-weights resnet50.pth --pca pca_resnet50_vcdb_1M.pth --pca-dims 3840`).
+  --resnet-weights resnet50.pth --pca pca_resnet50_vcdb_1M.pth --pca-dims 3840`); or a ViSiL head we trained
+  on labelled near-duplicates over the bundled `[T, 9, 512]` EfficientNet-Lite0 regions (`dnsvr train
+  teacher`, `dnsvr.training.distill.teacher_train`); the checkpoint's shapes tell the dims.
 * `FineStudentTeacher`: a trained fine-grained student (S^f_A or S^f_B) as the next teacher, the paper's
   iterative self-distillation (iter1 -> iter2).
 """
@@ -78,7 +80,8 @@ class NetworkTeacher(Teacher):
 
 
 class ViSiLTeacher(NetworkTeacher):
-    """The official ViSiL teacher (`visil.pth`, or `visil_symmetric.pth` with symmetric=True)."""
+    """A ViSiL head checkpoint as teacher: the official `visil.pth` (`visil_symmetric.pth` with symmetric=True)
+    or one from `dnsvr train teacher`."""
 
     def __init__(self, checkpoint: str | Path, symmetric: bool = False):
         from dnsvr.training.networks.checkpoints import load_checkpoint
@@ -101,8 +104,8 @@ class FineStudentTeacher(NetworkTeacher):
 
 def load_teacher(kind: str, checkpoint: str | Path | None = None, extractor: str = "efficientnet_lite0",
                  symmetric: bool = False) -> Teacher:
-    """kind `chamfer` (no checkpoint), `visil` (checkpoint = visil.pth) or `student` (a fine student's
-    checkpoint) -> the teacher."""
+    """kind `chamfer` (no checkpoint), `visil` (checkpoint = visil.pth or a head from `dnsvr train teacher`)
+    or `student` (a fine student's checkpoint) -> the teacher."""
     if kind == "chamfer":
         return ChamferTeacher(extractor)
     if kind not in TEACHER_KINDS:
