@@ -4,6 +4,7 @@ EfficientNet-Lite0 features -> a ViSiL head trained with the triplet loss and th
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -158,3 +159,26 @@ def test_train_teacher_command(labelled, tmp_path, capsys):
     assert main(command(2)) == 0 and "(epoch 2)" in capsys.readouterr().out  # resumed: one more epoch
     assert main(command(2, tmp_path / "missing.json")) == 2
     assert "missing.json: no such labels file" in capsys.readouterr().err
+
+
+def test_pack_distils_from_a_trained_teacher(labelled, tmp_path):
+    from dataclasses import replace
+
+    from dnsvr.training.distill.pack_builder import PackConfig, train_pack
+    from dnsvr.training.distill.pairs import PairSet
+    from dnsvr.training.distill.train import SelectorConfig, StudentConfig
+
+    features, labels, _ = labelled
+    teacher = train_teacher(features, labels, tmp_path / "teacher.pth", replace(FAST, epochs=1), progress=False)
+    shutil.copy(features, tmp_path / "corpus.h5")  # the pack's corpus: the same videos, already extracted
+    student = StudentConfig(epochs=1, batch_size=8, itq_regions=1000, itq_iterations=2)
+    config = PackConfig(name="tiny", seed=SMALL_SET.seed, corpus=SMALL_SET, teacher_checkpoint=str(teacher.checkpoint),
+                        num_positives=2, num_negatives=3, attention_student=False,
+                        fine=replace(student, kind="bin"),
+                        coarse=replace(student, kind="cg", learning_rate=1e-4, transformer_feedforward_dims=64,
+                                       netvlad_clusters=4, netvlad_outdims=32),
+                        selector=SelectorConfig(epochs=1, batch_size=8, positive_fraction=0.5))
+    pack = train_pack(tmp_path / "pack", tmp_path, config, progress=False)
+    assert pack.teacher == "visil (teacher.pth)"
+    assert PairSet.load(tmp_path / "pairs_round0.json").teacher == "visil (teacher.pth)"
+    assert pack.info["training"]["config"]["teacher_checkpoint"] == str(teacher.checkpoint)
