@@ -40,7 +40,7 @@ and train the students on pairs_iter1.json.
 """
 
 # `dnsvr train teacher`'s defaults: TeacherConfig's (a test checks), spelt out so `dnsvr --help` imports no torch.
-TEACHER_DEFAULTS = {"epochs": 20, "learning_rate": 1e-4, "margin": 0.5, "regularization": 0.5, "batch_size": 16,
+TEACHER_DEFAULTS = {"epochs": 20, "learning_rate": 1e-3, "margin": 0.5, "regularization": 0.5, "batch_size": 16,
                     "negatives_per_pair": 1, "hard_negatives": 0, "max_frames": 64}
 
 
