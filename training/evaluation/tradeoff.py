@@ -7,7 +7,8 @@ every pair and the top `ranking.fraction_count(fraction, N)` targets of each que
 selector picks the pairs whose fine and coarse scores differ most (the selector's training target, known
 exactly).  A baseline without a selector, the classic cascade (`ranking.cascade_fine`): the top targets by S^c
 are re-ordered by the fine student in place (they keep the block of ranks they held, so no fine/coarse score
-scales are mixed).
+scales are mixed).  The other fusions (`ranking.fuse`) on the same picks: DnS's selector picks merged by the
+in-place cascade, and (packs with a calibration) by the calibrated mix, for the selector and the top-k picks.
 
 Time per query is measured, not modelled: the wall time of the query's retrieval computation against the
 indexed database (coarse dot products, selector MLP, fine similarities of the picked pairs; the query's and
@@ -37,10 +38,10 @@ from dnsvr.training.networks.codes import pack_codes
 from dnsvr.training.networks.similarity import chamfer_similarity
 from dnsvr.training.ranking import (
     RerankPolicy,
-    cascade_fine,
+    ScoreCalibration,
     disagreement,
     fraction_count,
-    merge_fine,
+    fuse,
     selector_rows,
 )
 from torch import Tensor, nn
@@ -48,6 +49,8 @@ from tqdm import tqdm
 
 FRACTIONS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 TOPK_METHOD = "S^c top-k re-ordered by S^f_B"
+CASCADE_LABEL = "in-place cascade"  # fusion 'cascade': the picked pairs re-ordered among the ranks they held
+CALIBRATED_LABEL = "calibrated mix"  # fusion 'calibrated': the pack's fine-to-coarse map, then replaced
 FLOAT_REGION_BYTES = REGIONS * FEATURE_DIMS * 4
 CODE_REGION_BYTES = REGIONS * CODE_BYTES
 SELECTOR_BYTES = 4
@@ -197,12 +200,15 @@ def score_query(
     scorer: FineScorer | None = None,
     fraction: float = 0.0,
     oracle_gap: np.ndarray | None = None,
+    fusion: str | None = None,
+    calibration: ScoreCalibration | None = None,
 ) -> tuple[np.ndarray, int]:
     """Scores of database row `query` against rows `targets` `[K]` -> (`[K]` float32, fine-similarity calls).
 
     method: 'coarse' (S^c dot products), 'fine' (`scorer` on every target), 'dns' (S^c, then the top
     `fraction_count(fraction, K)` targets by selector score, or by `oracle_gap` `[K]` when given, re-scored by
-    `scorer`: `merge_fine`) or 'topk' (the top targets by S^c re-ordered by `scorer`: `cascade_fine`).
+    `scorer`) or 'topk' (the top targets by S^c re-scored by `scorer`).  `fusion` (`ranking.fuse`; default
+    'mix' for dns, 'cascade' for topk) merges the fine similarities, 'calibrated' with `calibration`.
     Targets are in id order, so ties fall to the smaller id.
     """
     if method == "fine":
@@ -225,8 +231,8 @@ def score_query(
     picked = policy.choose(priority)
     stored = index.fine[scorer.name]
     fine = scorer.score(stored[query], [stored[targets[p]] for p in picked])
-    merge = cascade_fine if method == "topk" else merge_fine
-    return merge(coarse, picked, fine), len(picked)
+    fusion = fusion or ("cascade" if method == "topk" else "mix")
+    return fuse(fusion, coarse, picked, fine, calibration), len(picked)
 
 
 @dataclass
@@ -307,6 +313,8 @@ def _timed_retrieval(
                 kwargs.get("scorer"),
                 kwargs.get("fraction", 0.0),
                 None if gaps is None else gaps[query],
+                kwargs.get("fusion"),
+                kwargs.get("calibration"),
             )
             runs.append(time.perf_counter() - start)
         seconds += min(runs)
@@ -405,6 +413,12 @@ def run_tradeoff(
 
     dns_bytes = coarse_bytes + student_b.bytes_per_frame * mean_frames + SELECTOR_BYTES
     sweep("DnS (selector)", "dns", FRACTIONS, dns_bytes, "DnS", selector=selector)
+    sweep(f"DnS (selector), {CASCADE_LABEL}", "dns", FRACTIONS[1:-1], dns_bytes, "DnS cascade",
+          selector=selector, fusion="cascade")
+    calibration = pack.calibration
+    if calibration is not None:
+        sweep(f"DnS (selector), {CALIBRATED_LABEL}", "dns", FRACTIONS[1:-1], dns_bytes, "DnS calibrated",
+              selector=selector, fusion="calibrated", calibration=calibration)
     position = index.position()
     gaps = {}
     for query in benchmark.queries:
@@ -417,6 +431,9 @@ def run_tradeoff(
         )
     sweep("DnS (oracle selector)", "dns", FRACTIONS[1:-1], dns_bytes, "oracle", oracle_gaps=gaps)
     sweep(TOPK_METHOD, "topk", FRACTIONS[1:-1], dns_bytes - SELECTOR_BYTES, "top-k")
+    if calibration is not None:
+        sweep(f"S^c top-k, {CALIBRATED_LABEL}", "topk", FRACTIONS[1:-1], dns_bytes - SELECTOR_BYTES,
+              "top-k calibrated", fusion="calibrated", calibration=calibration)
 
     context = {
         "preset": preset,
