@@ -7,6 +7,8 @@ import sys
 import numpy as np
 import pytest
 from dnsvr.training.evaluation.tradeoff import (
+    CALIBRATED_LABEL,
+    CASCADE_LABEL,
     CODE_REGION_BYTES,
     FLOAT_REGION_BYTES,
     FRACTIONS,
@@ -79,7 +81,11 @@ def test_storage_follows_the_formula(tradeoff):
         "DnS (selector)": coarse_bytes + 576 * frames + SELECTOR_BYTES,
         "DnS (oracle selector)": coarse_bytes + 576 * frames + SELECTOR_BYTES,
         TOPK_METHOD: coarse_bytes + 576 * frames,
+        f"DnS (selector), {CASCADE_LABEL}": coarse_bytes + 576 * frames + SELECTOR_BYTES,
+        f"DnS (selector), {CALIBRATED_LABEL}": coarse_bytes + 576 * frames + SELECTOR_BYTES,
+        f"S^c top-k, {CALIBRATED_LABEL}": coarse_bytes + 576 * frames,
     }
+    assert {row.method for row in rows} == set(expected)  # the bundled pack has a calibration: every fusion
     for row in rows:
         assert row.bytes_per_video == pytest.approx(expected[row.method])
 
