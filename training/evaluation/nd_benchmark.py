@@ -36,10 +36,11 @@ from typing import Any
 import numpy as np
 from dnsvr.training import paths
 from dnsvr.training.data.synthetic import (
-    EDIT_FUNCTIONS,
     PHOTOS,
     TEMPORAL_EDITS,
     EditRecord,
+    copied_span,
+    frame_map,
     replay_edits,
     sample_edit,
     synthetic_video,
@@ -231,19 +232,15 @@ class Benchmark:
 
     def copied_span(self, video_id: str) -> tuple[int, int, int, int] | None:
         """Where an edited copy shows its source, in frames at the benchmark's rate: (source start, source end,
-        copy start, copy end), ends exclusive, from its recorded temporal edits (trim, speed and drop_frames pick
-        source frames, the others keep every frame in place); None for a video without edits (an original, or
-        a real re-encode whose frame alignment is not recorded)."""
+        copy start, copy end), ends exclusive, from its recorded temporal edits (`synthetic.copied_span`: trim,
+        speed, drop_frames and partial pick source frames, the others keep every frame in place); None for a
+        video without edits (an original, or a real re-encode whose frame alignment is not recorded)."""
         if video_id not in self.videos:
             raise KeyError(f"unknown video {video_id!r}")
         video = self.videos[video_id]
         if not video.edits:
             return None
-        shown = np.arange(len(self._originals[video.source_id]))  # [T_copy]: the source frame each copy frame shows
-        for record in video.edits:
-            if record.name in TEMPORAL_EDITS:
-                shown = EDIT_FUNCTIONS[record.name](shown, **record.params)
-        return int(shown.min()), int(shown.max()) + 1, 0, len(shown)
+        return copied_span(len(self._originals[video.source_id]), video.edits)
 
     def iter_frames(self, progress: bool = True) -> Iterator[tuple[str, np.ndarray]]:
         """(video_id, frames) for every video, in a fixed order."""
@@ -354,7 +351,7 @@ def _edit_chain(
         name = str(rng.choice([n for n in pool if n not in {r.name for r in records}]))
         record = sample_edit(name, rng, strength, num_frames, backgrounds)
         if name in TEMPORAL_EDITS:
-            num_frames = len(replay_edits(np.zeros((num_frames, 1, 1, 3), np.uint8), [record]))
+            num_frames = len(frame_map(num_frames, [record]))
         records.append(record)
     return tuple(records)
 
