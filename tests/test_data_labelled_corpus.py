@@ -120,3 +120,15 @@ def test_tiny_corpus_is_deterministic_labelled_and_resumable(tmp_path):
     assert json.loads(other["labels"].read_text())["videos"] != labels["videos"]
     with pytest.raises(ValueError, match="another config"):
         build_labelled_corpus(TINY, tmp_path / "c", CountingExtractor(), progress=False)
+
+
+def test_cli_teaches_and_rejects_bad_settings(tmp_path, capsys):
+    from dnsvr.serving.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "corpus", "--help"])
+    help_text = capsys.readouterr().out
+    assert all(word in help_text for word in ("labels.json", "features.h5", "--workers", "heldout", "partial"))
+    assert main(["train", "corpus", "--out", str(tmp_path / "x"), "--frames", "2", "--quiet"]) == 2
+    assert "frames must be >= 4" in capsys.readouterr().err
+    assert main(["train", "corpus", "--out", str(tmp_path / "x"), "--edits", "swirl", "--quiet"]) == 2
