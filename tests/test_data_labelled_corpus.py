@@ -77,6 +77,7 @@ def test_plan_uses_training_sources_only_and_labels_every_copy():
         LabelledCorpusConfig(edits=("swirl",))
 
 
+@pytest.mark.slow  # ~7 s alone: two spawned worker processes start up
 def test_tiny_corpus_is_deterministic_labelled_and_resumable(tmp_path):
     extractor = CountingExtractor()
     summary = build_labelled_corpus(TINY, tmp_path / "a", extractor, workers=1, progress=False)
@@ -120,6 +121,10 @@ def test_tiny_corpus_is_deterministic_labelled_and_resumable(tmp_path):
     assert json.loads(other["labels"].read_text())["videos"] != labels["videos"]
     with pytest.raises(ValueError, match="another config"):
         build_labelled_corpus(TINY, tmp_path / "c", CountingExtractor(), progress=False)
+    changed = {**labels, "videos": {**labels["videos"], original: {**labels["videos"][original], "frames": 99}}}
+    summary["labels"].write_text(json.dumps(changed))
+    with pytest.raises(ValueError, match="no longer makes"):
+        build_labelled_corpus(TINY, tmp_path / "a", CountingExtractor(), progress=False)
 
 
 def test_cli_teaches_and_rejects_bad_settings(tmp_path, capsys):

@@ -34,13 +34,15 @@ Making: `plan_corpus(config)` draws every label (no pixels; the real clips are d
 counts, cached); `render_group` makes a group's frames, in `workers` processes; features are extracted in the
 main process and written one video at a time, so an interrupted run resumes (ids already in features.h5 are
 skipped).  labels.json is written atomically before any features; a rerun into the same folder with another
-config is refused.  Same config -> same frames, features and labels.
+config (or after the generator changed what a config makes) is refused.  Same config -> same frames,
+features and labels.
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -245,18 +247,21 @@ def _init_worker() -> None:
 
 def _rendered(tasks: list[tuple[CorpusGroup, frozenset[str]]], workers: int, cache_dir: Path
               ) -> Iterator[list[tuple[str, np.ndarray]]]:
-    """Each task's rendered videos, in task order; in `workers` spawned processes when workers > 1."""
+    """Each task's rendered videos, in task order; in `workers` spawned processes when workers > 1, at most
+    2 x workers groups ahead of the consumer (so frames never pile up in memory while features are extracted)."""
     if workers <= 1:
         for group, wanted in tasks:
             yield render_group(group, wanted, cache_dir)
         return
     context = multiprocessing.get_context("spawn")
     with context.Pool(workers, initializer=_init_worker) as pool:
-        yield from pool.imap(_render_task, [(group, wanted, cache_dir) for group, wanted in tasks])
-
-
-def _render_task(task: tuple[CorpusGroup, frozenset[str], Path]) -> list[tuple[str, np.ndarray]]:
-    return render_group(*task)
+        pending: deque = deque()
+        for group, wanted in tasks:
+            pending.append(pool.apply_async(render_group, (group, wanted, cache_dir)))
+            if len(pending) > 2 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
 
 
 def build_labelled_corpus(
@@ -271,20 +276,26 @@ def build_labelled_corpus(
 
     extractor: uint8 `[T, 224, 224, 3]` tensor -> `[T, 9, 512]` (default: the bundled EfficientNet-Lite0
     extractor).  -> {'features', 'labels' (paths), 'videos', 'groups', 'made' (videos extracted by this run)}.
-    Raises ValueError when `out_dir` holds a corpus of another config, or workers < 1.
+    Raises ValueError when `out_dir` holds another corpus (another config, or labels this generator no longer
+    makes), or workers < 1.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     out = Path(out_dir)
     features_path, labels_path = out / FEATURES_FILE, out / LABELS_FILE
-    if labels_path.is_file():
-        stored = json.loads(labels_path.read_text()).get("config")
-        if stored != config.describe():
-            raise ValueError(f"{labels_path} was made with another config ({stored}); choose another folder")
     cache = Path(cache_dir) if cache_dir is not None else paths.cache_dir("decoded_clips")
+    if labels_path.is_file():
+        stored = json.loads(labels_path.read_text())
+        if stored.get("config") != config.describe():
+            raise ValueError(f"{labels_path} was made with another config ({stored.get('config')}); "
+                             "choose another folder")
     groups = plan_corpus(config, cache)
     labels = corpus_labels(config, groups, cache)
-    if not labels_path.is_file():
+    if labels_path.is_file():
+        if stored != json.loads(json.dumps(labels)):
+            raise ValueError(f"{labels_path} holds labels this generator no longer makes for its config; "
+                             "choose another folder")
+    else:
         atomic_write_text(labels_path, json.dumps(labels, indent=1))
     done = set(list_ids(features_path)) if features_path.is_file() else set()
     tasks = [(g, frozenset(v[0] for v in g.videos) - done) for g in groups]
