@@ -138,21 +138,22 @@ class BenchmarkConfig:
                 "copies_per_level": 3,
                 "distractor_copies": 3,
             },
+            # The same shape for both splits (3 real groups each; every held-out photograph but the two
+            # picture-in-picture hosts is a query source, so no distractor-only sources: the other groups'
+            # copies are the distractors).
             "train": {
                 "split": "train",
                 "hard_edits": True,
                 "num_synthetic": 6,
-                "num_distractors": 3,
-                "copies_per_level": 4,
-                "distractor_copies": 3,
+                "num_distractors": 0,
+                "copies_per_level": 5,
             },
             "heldout": {
                 "split": "heldout",
                 "hard_edits": True,
-                "num_synthetic": 4,
-                "num_distractors": 2,
-                "copies_per_level": 4,
-                "distractor_copies": 3,
+                "num_synthetic": 6,
+                "num_distractors": 0,
+                "copies_per_level": 5,
             },
         }
         if size not in presets:
