@@ -17,7 +17,9 @@ different groups may show the same photograph (two synthetic groups over it, or 
 background or partial-copy footage is another group's photograph), with overlapping views: each video lists
 every photograph it shows, and `clean_negative` (the one rule) keeps only pairs of different groups with no
 photograph in common; the others are better left unlabelled.  The labels are for training the teacher and for
-checks: the students' distillation stays on unlabelled pairs scored by the teacher, as in the paper.
+checks: the students' distillation stays on unlabelled pairs scored by the teacher, as in the paper (the
+features file serves as that unlabelled corpus too, labels ignored: `dnsvr train pairs --features
+OUT/features.h5`).
 
 OUT folder: `features.h5` (`features_io` layout: `[T, 9, 512]` float32 per video id) and `labels.json`:
 
