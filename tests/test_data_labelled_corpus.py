@@ -74,11 +74,18 @@ def test_plan_uses_training_sources_only_and_labels_every_copy():
                     if key in record.params:
                         assert record.params[key] in train and record.params[key] not in group.photos
     assert {"pip_small", "partial", "rot90"} <= names  # the hard edits are drawn
+    # a real group: its clips as decoded, its copies their recorded edits of the first clip
+    real = next(g for g in groups if g.group == "real-padded")
+    frames = dict(render_group(real))
+    (first, _, _), *copies = real.videos
+    assert frames[first].shape[1:] == (224, 224, 3) and len(frames[first]) >= 4
+    for video_id, original, edits in copies:
+        assert original == first
+        np.testing.assert_array_equal(frames[video_id], replay_edits(frames[first], edits))
     with pytest.raises(ValueError, match="edits"):
         LabelledCorpusConfig(edits=("swirl",))
 
 
-@pytest.mark.slow  # ~7 s alone: two spawned worker processes start up
 def test_tiny_corpus_is_deterministic_labelled_and_resumable(tmp_path):
     extractor = CountingExtractor()
     summary = build_labelled_corpus(TINY, tmp_path / "a", extractor, workers=1, progress=False)
