@@ -66,7 +66,8 @@ examples:
   dnsvr train corpus --out corpus/ --workers 2                       # 2016 videos
   dnsvr train corpus --out small/ --sources 50 --copies 3 --no-real   # 200 videos, for a quick check
 
-Time: about 1.5-3 s per video on 2 busy CPU cores, mostly the feature extraction (200 videos: 10.5 min).
+Time on 2 CPU cores, mostly the feature extraction: 200 videos in 72 s on idle cores (about 12 min for the
+default 2016), 10.5 min when other jobs held the cores; --workers 2 gains nothing on 2 cores.
 """
 
 
