@@ -261,6 +261,9 @@ def test_rotations_and_frame_rate_do_what_their_record_says(video):
     np.testing.assert_array_equal(apply_edit(video, EditRecord("rot90", {"turns": 2})), video[:, ::-1, ::-1])
     quarter = apply_edit(video, EditRecord("rot90", {"turns": 1}))
     np.testing.assert_array_equal(quarter[:, 0, :], video[:, :, -1])  # the right column becomes the top row
+    dot = np.zeros((1, 9, 9, 3), np.uint8)
+    dot[0, 4, 8] = 255  # right of the centre
+    assert np.argwhere(apply_edit(dot, EditRecord("rotate", {"angle": 90.0}))[0, ..., 0] > 100).tolist() == [[8, 4]]
     tilted = apply_edit(video, EditRecord("rotate", {"angle": 15.0}))
     assert (tilted[:, 0, 0] < 10).all() and psnr(tilted[:, 90:134, 90:134], video[:, 90:134, 90:134]) > 15
     np.testing.assert_array_equal(apply_edit(video, EditRecord("frame_rate", {"phase": 0.0})), video)

@@ -501,14 +501,16 @@ def drop_frames(frames: np.ndarray, indices: Sequence[int]) -> np.ndarray:
 
 
 def rot90(frames: np.ndarray, turns: int) -> np.ndarray:
-    """Rotate by `turns` quarter turns counter-clockwise (a non-square frame is resized back to its size)."""
+    """Rotate by `turns` quarter turns counter-clockwise on screen (a non-square frame is resized back to its
+    size)."""
     size_h, size_w = frames.shape[1:3]
     turned = np.ascontiguousarray(np.rot90(frames, k=int(turns), axes=(1, 2)))
     return turned if turned.shape[1:3] == (size_h, size_w) else resize_frames(turned, size_h, size_w)
 
 
 def rotate(frames: np.ndarray, angle: float) -> np.ndarray:
-    """Rotate by `angle` degrees counter-clockwise about the centre; corners outside the source are black."""
+    """Rotate by `angle` degrees clockwise on screen (rows run downwards) about the centre; corners outside the
+    source are black."""
     a = math.radians(angle)
     theta = torch.tensor([[math.cos(a), math.sin(a), 0.0], [-math.sin(a), math.cos(a), 0.0]], dtype=torch.float32)
     tensor = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
