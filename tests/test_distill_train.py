@@ -188,3 +188,19 @@ def test_pack_is_written_and_loads(corpus, tmp_path):
     np.testing.assert_allclose(refitted(np.linspace(-1, 1, 9)), calibration(np.linspace(-1, 1, 9)), atol=0.02)
     assert ModelPack.from_dir(tmp_path / "pack").calibration == refitted
     assert ModelPack.from_dir(tmp_path / "pack").version == pack.version  # the students are unchanged
+
+
+def test_a_given_features_file_is_the_corpus(corpus, tmp_path):
+    import json
+
+    from dnsvr.training.distill.pack_builder import given_corpus
+
+    _, features, _ = corpus
+    assert given_corpus(features) == {"features": str(features), "videos": 6}
+    labelled = tmp_path / "features.h5"
+    shutil.copy(features, labelled)
+    (tmp_path / "labels.json").write_text(json.dumps({"config": {"sources": 3}, "split": "train"}))
+    assert given_corpus(labelled) == {"features": str(labelled), "videos": 6, "labelled_corpus": {"sources": 3},
+                                      "split": "train"}
+    with pytest.raises(ValueError, match="do not exist"):
+        given_corpus(tmp_path / "missing.h5")

@@ -263,6 +263,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pack.add_argument("--fine-epochs", type=int, default=20, help="(default: 20)")
     pack.add_argument("--coarse-epochs", type=int, default=10, help="(default: 10)")
     pack.add_argument("--selector-epochs", type=int, default=12, help="(default: 12)")
+    pack.add_argument("--corpus-features", type=Path, default=None,
+                      help="use this features file as the corpus (e.g. `dnsvr train corpus`'s OUT/features.h5, "
+                           "the training split) instead of building one from the corpus options")
     pack.add_argument("--selector-pairs", choices=["retrieval", "pairs"], default="retrieval",
                       help="the selector's training pairs (default: retrieval; see `dnsvr train selector -h`)")
     pack.add_argument("--threshold", type=float, default=None,
@@ -400,6 +403,7 @@ def run_pack(args: argparse.Namespace) -> int:
     defaults = PackConfig()
     config = PackConfig(
         name=args.name, seed=args.seed, corpus=_corpus_config(args, args.videos),
+        corpus_features=str(args.corpus_features) if args.corpus_features else None,
         num_positives=args.positives, num_negatives=args.negatives, iterations=args.iterations,
         attention_student=not args.no_attention_student,
         fine=replace(defaults.fine, epochs=args.fine_epochs),

@@ -6,7 +6,9 @@ pairs and the students are trained again] -> the fine-to-coarse score calibratio
 (`dnsvr.training.distill.calibration`) -> selector (on each corpus video's coarse top 10, labelled by the
 ranking changes the calibrated fine score makes) -> `pack.json` + checkpoints in the official format
 (see `dnsvr.training.packs.model_pack`).  Intermediate files (features, ITQ, pairs, checkpoints) go to
-`work_dir`, so an interrupted run resumes; use a fresh `work_dir` for another corpus.
+`work_dir`, so an interrupted run resumes; use a fresh `work_dir` for another corpus.  `corpus_features` takes
+an existing features file as the corpus instead (e.g. `dnsvr train corpus`'s training-split features, whose
+labels the distillation does not read).
 The defaults keep the pack small (about 12 MB): the coarse student has 16 NetVLAD clusters, 256 output
 dims, a 512-wide feed-forward layer and is stored in float16.  The fine students train at lr 1e-3 (the
 reference's 1e-4 is for 100k videos; on this 83-video corpus it left S^f_B at 0.56 mAP on our benchmark
@@ -25,6 +27,7 @@ from typing import Any
 
 import torch
 from dnsvr.training.data.corpus import CorpusConfig, build_corpus_features
+from dnsvr.training.data.features_io import list_ids
 from dnsvr.training.distill.calibration import fit_calibration
 from dnsvr.training.distill.itq import load_itq, save_itq
 from dnsvr.training.distill.pairs import mine_pairs
@@ -51,6 +54,7 @@ class PackConfig:
     name: str = "bundled"
     seed: int = 0
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    corpus_features: str | None = None  # an existing features file as the corpus (e.g. `dnsvr train corpus`'s)
     num_positives: int = 8
     num_negatives: int = 16
     self_pairs: bool = True
@@ -92,6 +96,19 @@ def _round_students(features: Path, pairs: Path, out: Path, config: PackConfig,
     return results
 
 
+def given_corpus(features: Path) -> dict[str, Any]:
+    """pack.json's description of a features file given as the corpus: its path, video count and, beside a
+    labelled corpus's features (`dnsvr train corpus`), that corpus's config and split (its labels unused)."""
+    if not features.is_file():
+        raise ValueError(f"corpus features {features} do not exist (make them with `dnsvr train corpus`)")
+    description: dict[str, Any] = {"features": str(features), "videos": len(list_ids(features))}
+    labels = features.with_name("labels.json")
+    if labels.is_file():
+        meta = json.loads(labels.read_text())
+        description |= {"labelled_corpus": meta.get("config"), "split": meta.get("split")}
+    return description
+
+
 def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | None = None,
                progress: bool = True) -> ModelPack:
     """Run the pipeline (see the module docstring) and write the pack into `out_dir` -> the loaded pack."""
@@ -106,8 +123,12 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
             tqdm.write(f"[train pack] {stage}: {timings[stage]:.1f} s")
 
     started = time.monotonic()
-    features = work_dir / "corpus.h5"
-    corpus = build_corpus_features(replace(config.corpus, seed=config.seed), features, progress=progress)
+    if config.corpus_features:
+        features = Path(config.corpus_features)
+        corpus = given_corpus(features)
+    else:
+        features = work_dir / "corpus.h5"
+        corpus = build_corpus_features(replace(config.corpus, seed=config.seed), features, progress=progress)
     timed("corpus features", started)
 
     started = time.monotonic()
