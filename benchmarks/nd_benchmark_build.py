@@ -6,7 +6,8 @@ Builds the benchmark twice (the first time decoding the real clips into an empty
 names a warm one), renders every video's frames, then scores three similarity functions to show the
 scale of the metrics: random scores, and a thumbnail Chamfer baseline (each frame a zero-mean 16x16 grey
 thumbnail; video similarity = mean over query frames of the best cosine over target frames).  Hard copies
-should score clearly below easy ones under the baseline, and random far below both.
+should score clearly below easy ones under the baseline, and random far below both.  Then the baseline's
+mAP per edit (`Benchmark.evaluate_edits`): which edits a thumbnail comparison already sees through.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from dnsvr.training.evaluation.nd_benchmark import DIFFICULTIES, BenchmarkConfig, build_benchmark
+from dnsvr.training.evaluation.nd_benchmark import DIFFICULTIES, PRESETS, BenchmarkConfig, build_benchmark
 
 
 def thumbnails(frames: np.ndarray) -> np.ndarray:
@@ -34,7 +35,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--size", default="small", choices=["tiny", "small", "medium"], help="preset size")
+    parser.add_argument("--size", default="small", choices=PRESETS, help="preset")
     parser.add_argument("--seed", type=int, default=0, help="benchmark seed")
     parser.add_argument("--cache-dir", type=Path, help="decoded-clip cache (default: a fresh temporary one)")
     args = parser.parse_args()
@@ -77,6 +78,9 @@ def main() -> int:
                     f"  {level:8s} mAP {m['mAP']:.3f}  R@1 {m['recall@1']:.3f}  R@5 {m['recall@5']:.3f}  "
                     f"R@10 {m['recall@10']:.3f}  ({metrics['counts'][level]} positives)"
                 )
+    print("\nthumbnail chamfer, mAP per edit:")
+    for edit, m in bench.evaluate_edits(chamfer).items():
+        print(f"  {edit:18s} mAP {m['mAP']:.3f}  ({m['positives']} positives, {m['queries']} queries)")
     return 0
 
 

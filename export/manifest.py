@@ -7,10 +7,12 @@
      "text": {"kind": "teachclip", "afa": "official", "max_frames": 12, "image_size": 224, "embed_dim": 512,
               "max_words": 32} or {"kind": "offline_minilm_effnet", "afa": "real_frames", "max_frames": 12,
               "embed_dim": 256, "max_words": 32} or null,
-     "text_weights": the TeachCLIP checkpoint given with --text-weights in place of the pack's student, or null}
+     "text_weights": the TeachCLIP checkpoint given with --text-weights in place of the pack's student, or null,
+     "calibration": the pack's fine-to-coarse score map {"fine": [...], "coarse": [...]} or null}
 
 Readers: `read_manifest(repository)`, `fine_kind(manifest)` (the one fine student the pipelines serve),
-`text_settings(manifest)` (the text-video student's, None without one),
+`text_settings(manifest)` (the text-video student's, None without one), `score_calibration(manifest)` (the map
+of the re-rank fusion 'calibrated', None without one),
 `model_version(manifest)` (what the store records, so vectors of two exports are never mixed) and
 `changed_weights(repository)` (weight files that changed since the export, e.g. a retrained pack).
 """
@@ -23,11 +25,13 @@ from pathlib import Path
 
 from dnsvr.client import spec
 from dnsvr.training.packs.model_pack import file_sha256
+from dnsvr.training.ranking import ScoreCalibration
 
 MANIFEST = "manifest.json"
-FORMAT = 6  # 3: the text-video student ("text", dnsvr_search_text); 4: fine_similarity_bin/1/comparator.onnx
+FORMAT = 7  # 3: the text-video student ("text", dnsvr_search_text); 4: fine_similarity_bin/1/comparator.onnx
 # (its CPU Hamming path); 5: the student's kind ("text"."kind"), "text_weights"; 6: video thumbnails
-# (video_decode's and dnsvr_embed's `thumbnail`, dnsvr_thumbnails).  Older exports are re-exported.
+# (video_decode's and dnsvr_embed's `thumbnail`, dnsvr_thumbnails); 7: the pack's score "calibration".
+# Older exports are re-exported.
 TEXT_KEYS = {"kind", "afa", "max_frames", "embed_dim", "max_words"}  # + "image_size" for a TeachCLIP student
 
 
@@ -66,6 +70,17 @@ def text_settings(manifest: dict) -> dict | None:
         raise ManifestError(f"the manifest's text-video student is of kind {text['kind']!r}, not one of "
                             f"{', '.join(spec.TEXT_KINDS)}: re-export the repository")
     return text
+
+
+def score_calibration(manifest: dict) -> ScoreCalibration | None:
+    """The pack's fine-to-coarse score map the repository was exported with, None when it has none."""
+    data = manifest.get("calibration")
+    if data is None:
+        return None
+    try:
+        return ScoreCalibration.from_dict(data)
+    except ValueError as error:
+        raise ManifestError(f"the manifest's calibration is invalid ({error}): re-export the repository") from None
 
 
 def model_version(manifest: dict) -> str:

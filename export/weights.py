@@ -50,6 +50,7 @@ EXPORTABLE_KINDS = {
 }
 
 PACK_ROLES = ("fine", "coarse", "selector", "pca", "backbone", TEXT_ROLE)  # the pack files an export uses
+PACK_MANIFEST, PACK_MANIFEST_ROLE = "pack.json", "pack_manifest"  # recorded with the weights: its calibration
 
 
 class WeightsError(Exception):
@@ -69,6 +70,7 @@ class ExportSource:
     afa: str = "official"
     text_kind: str | None = None
     text_weights: Path | None = None  # the student given with `text_weights`, in place of the weights' own
+    calibration: dict | None = None  # the pack's fine-to-coarse score map (fusion 'calibrated'), None without one
 
     def text_settings(self) -> dict | None:
         """What serving needs to know of the text-video student (the manifest's "text"), None without one."""
@@ -110,7 +112,11 @@ def from_pack(pack: ModelPack, text_max_frames: int | None = None, own_text: boo
     try:
         files = {(f"fine_{pack.fine}" if role == "fine" else role): pack.path(role)
                  for role in pack.files if role in PACK_ROLES and (role != TEXT_ROLE or text_kind)}
-        source = ExportSource({}, files, f"model pack {pack.root}", pack.extractor, pack_version=pack.version)
+        if (pack.root / PACK_MANIFEST).is_file():
+            files[PACK_MANIFEST_ROLE] = pack.root / PACK_MANIFEST  # a new calibration there asks for a new export
+        calibration = pack.calibration
+        source = ExportSource({}, files, f"model pack {pack.root}", pack.extractor, pack_version=pack.version,
+                              calibration=calibration.to_dict() if calibration else None)
         source.networks[spec.extractor(text_kind).name] = pack.load_extractor()
         _student_models(source, pack.fine, pack.load("fine"))
         source.networks[spec.COARSE_EMBED.name] = pack.load("coarse")

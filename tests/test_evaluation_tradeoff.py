@@ -7,6 +7,8 @@ import sys
 import numpy as np
 import pytest
 from dnsvr.training.evaluation.tradeoff import (
+    CALIBRATED_LABEL,
+    CASCADE_LABEL,
     CODE_REGION_BYTES,
     FLOAT_REGION_BYTES,
     FRACTIONS,
@@ -16,6 +18,7 @@ from dnsvr.training.evaluation.tradeoff import (
     index_videos,
     run_tradeoff,
     score_query,
+    write_edit_table,
     write_plot,
     write_table,
 )
@@ -79,7 +82,11 @@ def test_storage_follows_the_formula(tradeoff):
         "DnS (selector)": coarse_bytes + 576 * frames + SELECTOR_BYTES,
         "DnS (oracle selector)": coarse_bytes + 576 * frames + SELECTOR_BYTES,
         TOPK_METHOD: coarse_bytes + 576 * frames,
+        f"DnS (selector), {CASCADE_LABEL}": coarse_bytes + 576 * frames + SELECTOR_BYTES,
+        f"DnS (selector), {CALIBRATED_LABEL}": coarse_bytes + 576 * frames + SELECTOR_BYTES,
+        f"S^c top-k, {CALIBRATED_LABEL}": coarse_bytes + 576 * frames,
     }
+    assert {row.method for row in rows} == set(expected)  # the bundled pack has a calibration: every fusion
     for row in rows:
         assert row.bytes_per_video == pytest.approx(expected[row.method])
 
@@ -156,3 +163,13 @@ def test_topk_reorders_the_coarse_top_block_by_the_fine_student():
     assert sorted(scores[block].tolist()) == sorted(coarse[block].tolist())
     by_final = block[np.argsort(-scores[block], kind="stable")]
     assert by_final.tolist() == block[np.argsort(-fine[block], kind="stable")].tolist()
+
+
+def test_map_per_edit_is_kept_and_written(tradeoff, tmp_path):
+    rows, context = tradeoff
+    by_method = context["map_by_edit"]
+    assert {"S^c", "S^f_B", "Teacher (Chamfer)", "DnS (selector) 0.05", f"{TOPK_METHOD} 0.05"} <= set(by_method)
+    assert all(0 <= r["mAP"] <= 1 and r["positives"] > 0 for results in by_method.values() for r in results.values())
+    table = write_edit_table(context, tmp_path / "tradeoff_edits.md").read_text()
+    edits = sorted(by_method["S^c"])
+    assert [line.split(" | ")[0].removeprefix("| ") for line in table.splitlines()[6:]] == edits

@@ -11,6 +11,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from dnsvr.client import spec
 from dnsvr.export.hamming import COMPARATOR_FILE
+from dnsvr.export.manifest import ManifestError, score_calibration
 from dnsvr.export.onnx_export import ExportError, example_feeds
 from dnsvr.export.onnx_runner import OnnxRunner
 from dnsvr.export.parity import KERNEL_VS_GRAPH, ParityError
@@ -53,6 +54,7 @@ def test_layout_configs_and_manifest(repository: Path, golden_dir: Path) -> None
     assert manifest["weights"]["fine_bin"]["sha256"] in json.dumps(digest)
     assert served == sorted(pipeline_networks("bin")) and manifest["pipelines"] == list(spec.pipeline_specs("bin"))
     assert manifest["text"] is None and "dnsvr_search_text" in manifest["pipelines"]
+    assert manifest["calibration"] is None and score_calibration(manifest) is None  # checkpoint files: no pack
     for name in served:
         entry = manifest["models"][name]
         assert entry["max_abs_error"] <= entry["tolerance"]["atol"] + 1e-12
@@ -147,6 +149,23 @@ def test_pack_folder_provides_every_network(golden_dir: Path, tmp_path: Path) ->
     (tmp_path / "selector.pth").unlink()
     with pytest.raises(WeightsError, match="selector file selector.pth is missing"):
         resolve_weights([str(tmp_path)])
+
+
+def test_a_packs_calibration_is_exported_and_its_manifest_recorded(tmp_path: Path) -> None:
+    import shutil
+
+    from dnsvr.training.packs.model_pack import BUNDLED_DIR
+
+    pack = shutil.copytree(BUNDLED_DIR, tmp_path / "pack")
+    meta = json.loads((pack / "pack.json").read_text())
+    meta["calibration"] = {"fine": [-1.0, 0.5, 1.0], "coarse": [0.2, 0.6, 1.0]}
+    (pack / "pack.json").write_text(json.dumps(meta))
+    source = resolve_weights([str(pack)])
+    assert source.calibration == meta["calibration"]
+    assert source.file_hashes()["pack_manifest"]["path"] == str(pack / "pack.json")  # a new calibration: re-export
+    assert score_calibration({"calibration": source.calibration})(np.array([0.5])).tolist() == [0.6000000238418579]
+    with pytest.raises(ManifestError, match="calibration is invalid"):
+        score_calibration({"calibration": {"fine": [0.0], "coarse": [0.1]}})
 
 
 def test_bundled_pack_missing_names_the_training_command(monkeypatch, tmp_path: Path) -> None:

@@ -30,6 +30,9 @@ def test_bundled_pack_describes_itself_and_its_networks_load():
     assert pack.load("fine").fg_type == "bin"
     assert pack.load("coarse").get_network_name() == "cg_student"
     assert pack.load("selector").get_network_name() == "selector_network"
+    calibration = pack.calibration  # fine similarities onto the coarse scale: rising, within [0, 1]
+    assert calibration is not None and np.all(np.diff(calibration.coarse) >= 0)
+    assert 0.0 <= calibration.coarse[0] and calibration.coarse[-1] <= 1.0
 
 
 @needs_bundled
@@ -73,7 +76,7 @@ def test_train_help_lists_every_stage(capsys):
         main(["train", "--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for stage in ("features", "pairs", "student", "selector", "pack"):
+    for stage in ("features", "pairs", "student", "selector", "calibrate", "pack"):
         assert stage in text
 
 
@@ -85,6 +88,9 @@ def test_train_stages_report_bad_input_clearly(tmp_path, capsys):
     code = main(["train", "pairs", "--features", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "p.json"),
                  "--teacher", "visil", "--quiet"])
     assert code == 2 and "needs a checkpoint" in capsys.readouterr().err
+    code = main(["train", "calibrate", "--pack", str(tmp_path), "--features", str(tmp_path / "missing.h5"),
+                 "--pairs", str(tmp_path / "missing.json"), "--quiet"])
+    assert code == 2 and "no pack.json" in capsys.readouterr().err
 
 
 def test_train_pairs_command_writes_a_pairs_file(tmp_path):

@@ -22,7 +22,7 @@ from dnsvr.serving.store.settings import StoreSettings
 from dnsvr.serving.store.video_store import StoreError, VideoNotFound, VideoStore
 from dnsvr.training.localisation import Segment
 from dnsvr.training.networks.codes import pack_codes, unpack_codes
-from dnsvr.training.ranking import RerankPolicy, fine_to_unit
+from dnsvr.training.ranking import FUSIONS, RerankPolicy, ScoreCalibration, fine_to_unit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -263,6 +263,26 @@ def test_policy_decides_how_many_pairs_are_reranked(store, library):
             assert ranking.reranked.sum() == int((ranking.coarse_scores >= 2.0 / 3).sum())
 
 
+def test_fusion_decides_the_reranked_scores(store, library):
+    calibration = ScoreCalibration((-1.0, 1.0), (0.25, 0.75))
+    coarse, _ = search(store, CALLS, library, top_k=6, policy=RerankPolicy("none"))
+    rankings = {fusion: search(store, CALLS, library, top_k=6, policy=RerankPolicy("fraction", 0.5, fusion),
+                               calibration=calibration)[0] for fusion in FUSIONS}
+    for fusion, ranking in rankings.items():
+        picked = ranking.reranked
+        assert picked.sum() == 3, fusion
+        if fusion == "cascade":  # the re-ranked hits hold the coarse scores the picked block held
+            assert sorted(ranking.scores[picked]) == pytest.approx(sorted(ranking.coarse_scores[picked]))
+            assert sorted(ranking.scores) == pytest.approx(sorted(coarse.scores))
+    mixed, calibrated = rankings["mix"], rankings["calibrated"]
+    by_id = dict(zip(mixed.ids, mixed.scores, strict=True))
+    for video_id, score, picked in zip(calibrated.ids, calibrated.scores, calibrated.reranked, strict=True):
+        if picked:  # the same fine similarity s: mix gives s/2 + 0.5, this calibration s/4 + 0.5
+            assert score == pytest.approx((by_id[video_id] - 0.5) / 2 + 0.5, abs=1e-6)
+    with pytest.raises(ValueError, match="has none"):
+        search(store, CALLS, library, top_k=6, policy=RerankPolicy("fraction", 0.5, "calibrated"))
+
+
 def test_search_by_indexed_id_excludes_itself(store, library):
     query = embedding_of_indexed(store, "twin")
     ranking, _ = search(store, CALLS, query, top_k=10, policy=RerankPolicy("fraction", 1.0), exclude_id="twin")
@@ -318,6 +338,8 @@ def test_index_search_delete_and_stats_requests(stores):
     ({"video_id": "a", "top_k": np.array([0], np.int32)}, "top_k must be in"),
     ({"video_id": "a", "top_k": np.array([3], np.int32), "candidates": np.array([-1], np.int32)}, "candidates"),
     ({"video_id": "a", "top_k": np.array([3], np.int32), "rerank": "sometimes"}, "re-rank policy"),
+    ({"video_id": "a", "top_k": np.array([3], np.int32), "rerank": "0.5,fusion:blend"}, "fusion must be one of"),
+    ({"video_id": "a", "top_k": np.array([3], np.int32), "rerank": "0.5,fusion:calibrated"}, "has none"),
     ({"video_id": "a", "video": np.array([b"a"], object), "top_k": np.array([3], np.int32)}, "exactly one"),
     ({"top_k": np.array([3], np.int32)}, "exactly one"),
     ({"video_id": "a"}, "lacks input 'top_k'"),

@@ -7,11 +7,14 @@ import pytest
 import torch
 from dnsvr.training.ranking import (
     RerankPolicy,
+    ScoreCalibration,
     cascade_fine,
     disagreement,
     fine_to_unit,
     fraction_count,
+    fuse,
     merge_fine,
+    positions_moved,
     ranking_order,
     selector_rows,
 )
@@ -29,8 +32,20 @@ def test_policy_parse(text, mode, value):
     assert RerankPolicy.parse(str(policy)) == policy
 
 
+@pytest.mark.parametrize(
+    ("text", "policy"),
+    [("0.05,fusion:cascade", RerankPolicy("fraction", 0.05, "cascade")),
+     ("count:20, fusion:calibrated", RerankPolicy("count", 20, "calibrated")),
+     ("none,fusion:cascade", RerankPolicy("none", 0.0, "cascade")),
+     ("fraction:0.1,fusion:mix", RerankPolicy())],
+)
+def test_policy_parse_with_fusion(text, policy):
+    assert RerankPolicy.parse(text) == policy
+    assert RerankPolicy.parse(str(policy)) == policy
+
+
 @pytest.mark.parametrize("text", ["1.5", "fraction:-0.1", "count:2.5", "count:-1", "threshold:2", "top:3",
-                                  "abc", "fraction:nan"])
+                                  "abc", "fraction:nan", "0.1,fusion:average", "0.1,cascade", "0.1,mode:mix"])
 def test_policy_rejects_bad_values(text):
     with pytest.raises(ValueError, match="re-rank"):
         RerankPolicy.parse(text)
@@ -92,3 +107,59 @@ def test_cascade_reorders_the_block_within_its_ranks():
 
 def test_ranking_order_is_stable():
     assert ranking_order(np.array([0.5, 0.7, 0.5, 0.7])).tolist() == [1, 3, 0, 2]
+
+
+def test_cascade_of_a_selector_pick_keeps_the_unpicked_ranks():
+    coarse = np.array([0.9, 0.8, 0.7, 0.6, 0.5], np.float32)
+    cascaded = cascade_fine(coarse, np.array([3, 0]), np.array([0.9, 0.2]))  # picked: ranks 0 and 3
+    np.testing.assert_allclose(cascaded, [0.6, 0.8, 0.7, 0.9, 0.5])
+    assert ranking_order(cascaded).tolist() == [3, 1, 2, 0, 4]
+
+
+def test_fusions_on_a_hand_made_ranking():
+    """A confident copy (coarse 0.95) is re-ranked with a fine score on a lower scale; a distractor (0.90) is not:
+    mixing drops the copy below it, the cascade and the calibrated mix keep it first."""
+    coarse = np.array([0.95, 0.90, 0.40], np.float32)
+    picked, fine = np.array([0]), np.array([0.70], np.float32)  # fine_to_unit(0.70) = 0.85 < 0.90
+    calibration = ScoreCalibration((-1.0, 0.0, 0.6, 1.0), (0.0, 0.5, 0.9, 1.0))
+    assert ranking_order(fuse("mix", coarse, picked, fine)).tolist() == [1, 0, 2]
+    assert ranking_order(fuse("cascade", coarse, picked, fine)).tolist() == [0, 1, 2]
+    calibrated = fuse("calibrated", coarse, picked, fine, calibration)
+    np.testing.assert_allclose(calibrated, [0.925, 0.90, 0.40], rtol=1e-6)
+    with pytest.raises(ValueError, match="has none"):
+        fuse("calibrated", coarse, picked, fine)
+    with pytest.raises(ValueError, match="fusion"):
+        fuse("average", coarse, picked, fine)
+
+
+def test_calibration_fit_is_monotone_and_maps_onto_the_coarse_scale():
+    rng = np.random.default_rng(0)
+    fine = rng.uniform(-1, 1, 500)
+    coarse = np.clip(0.3 + 0.6 * (fine + 1) / 2 + rng.normal(0, 0.02, 500), 0, 1)
+    calibration = ScoreCalibration.fit(fine, coarse)
+    assert len(calibration.fine) <= 33 and np.all(np.diff(calibration.coarse) >= 0)
+    mapped = calibration(np.array([-1.0, 0.0, 1.0]))
+    assert mapped.dtype == np.float32
+    np.testing.assert_allclose(mapped, [0.3, 0.6, 0.9], atol=0.05)
+    assert ScoreCalibration.from_dict(calibration.to_dict()) == calibration
+    inverted = ScoreCalibration.fit(fine, 1 - coarse)  # a map that cannot rise is flat, never decreasing
+    assert np.all(np.diff(inverted.coarse) >= 0)
+
+
+@pytest.mark.parametrize(("fine", "coarse", "match"),
+                         [((0.0,), (0.5,), ">= 2 knots"), ((0.0, 0.0), (0.1, 0.2), "increase"),
+                          ((0.0, 1.0), (0.5, 0.4), "increase"), ((0.0, float("nan")), (0.1, 0.2), "finite")])
+def test_calibration_rejects_bad_knots(fine, coarse, match):
+    with pytest.raises(ValueError, match=match):
+        ScoreCalibration(fine, coarse)
+    with pytest.raises(ValueError, match="calibration must be"):
+        ScoreCalibration.from_dict({"fine": [0.0, 1.0]})
+
+
+def test_positions_moved_counts_the_ranks_passed():
+    coarse = np.array([0.9, 0.8, 0.7, 0.6])
+    rescored = np.array([0.65, 0.8, 0.95, 0.61])  # 0.9 -> 0.65 passes 0.8 and 0.7; 0.7 -> 0.95 passes 0.9, 0.8
+    assert positions_moved(coarse, rescored).tolist() == [2, 0, 2, 0]
+    assert positions_moved(coarse, coarse).tolist() == [0, 0, 0, 0]
+    with pytest.raises(ValueError, match="re-scored"):
+        positions_moved(coarse, rescored[:2])

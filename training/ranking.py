@@ -10,6 +10,9 @@ the selector's training share:
     RerankPolicy.parse("0.1").choose(priority [K]) -> [n] indices picked for re-ranking, best priority first
     merge_fine(coarse [K], picked [n], fine [n]) -> [K]: the paper's rule, fine score (mapped) replaces coarse
     cascade_fine(coarse [K], picked [n], fine [n]) -> [K]: picked block re-ordered by fine within its ranks
+    ScoreCalibration.fit(fine [N], coarse [N])   -> a monotone map of fine similarities onto the coarse scale
+    fuse(fusion, coarse [K], picked [n], fine [n], calibration) -> [K]: one of FUSIONS (below)
+    positions_moved(coarse [K], rescored [K])    -> [K]: how many others each pair passes when re-scored alone
     ranking_order(scores [K])                    -> [K] positions, best first; ties keep the input order
 
 Re-rank policies (the `--rerank` option):
@@ -19,6 +22,15 @@ Re-rank policies (the `--rerank` option):
     RerankPolicy.parse("threshold:0.5")  every candidate whose selector score is >= 0.5
     RerankPolicy.parse("count:20")       the 20 candidates with the best selector scores
     RerankPolicy.parse("none") / "0"     coarse ranking only
+
+How the picked pairs' fine similarities meet the coarse scores (`,fusion:NAME` after a policy, e.g.
+"fraction:0.05,fusion:cascade"; `fuse`):
+
+    mix         the paper's DnS: a picked pair's score becomes fine_to_unit(fine) (`merge_fine`), the default
+    cascade     the picked pairs keep the coarse scores they held, re-dealt in fine order (`cascade_fine`): fine
+                only re-orders the picked pairs among the ranks they held, no two scales are compared
+    calibrated  a picked pair's score becomes calibration(fine): fine mapped onto the coarse scale by a monotone
+                map fitted on the pack's training pairs (`ScoreCalibration`, stored in pack.json)
 
 Arrays are numpy; `selector_rows`, `fine_to_unit` and `disagreement` also take torch tensors (training keeps
 autograd).  Importing this module imports no torch.
@@ -33,6 +45,8 @@ from typing import Any
 import numpy as np
 
 MODES = ("fraction", "threshold", "count", "none")
+FUSIONS = ("mix", "cascade", "calibrated")
+CALIBRATION_KNOTS = 33  # knots of a fitted ScoreCalibration, at evenly spaced quantiles of the fine scores
 FRACTION_EPSILON = 1e-9  # floor(p * K) of the decimal p: 0.7 * 10 is 6.999... in binary
 
 
@@ -81,14 +95,18 @@ def ranking_order(scores: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class RerankPolicy:
-    """mode: fraction (value in [0, 1]), threshold (selector score in [0, 1]), count (value >= 0), none."""
+    """mode: fraction (value in [0, 1]), threshold (selector score in [0, 1]), count (value >= 0), none;
+    fusion: one of FUSIONS, how the picked pairs' fine similarities enter the ranking (`fuse`)."""
 
     mode: str = "fraction"
     value: float = 0.1
+    fusion: str = "mix"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"re-rank mode must be one of {MODES}, got {self.mode!r}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"re-rank fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if not math.isfinite(self.value):
             raise ValueError(f"re-rank {self.mode} must be a finite number, got {self.value}")
         if self.mode in ("fraction", "threshold") and not 0.0 <= self.value <= 1.0:
@@ -98,15 +116,23 @@ class RerankPolicy:
 
     @classmethod
     def parse(cls, text: str | float | None) -> RerankPolicy:
-        """'0.1' | 'fraction:0.1' | 'threshold:0.5' | 'count:20' | 'none' | '' (the default, fraction 0.1)."""
+        """'0.1' | 'fraction:0.1' | 'threshold:0.5' | 'count:20' | 'none' | '' (the default, fraction 0.1), each
+        optionally followed by ',fusion:mix|cascade|calibrated' (default mix)."""
         if text is None or (isinstance(text, str) and not text.strip()):
             return cls()
         if isinstance(text, (int, float)):
             return cls("fraction", float(text))
-        mode, separator, value = text.strip().lower().partition(":")
+        picking, comma, fusion_text = text.strip().lower().partition(",")
+        fusion = "mix"
+        if comma:
+            key, colon, fusion = fusion_text.strip().partition(":")
+            if key.strip() != "fusion" or not colon:
+                raise ValueError(f"re-rank policy {text!r}: expected POLICY,fusion:NAME with NAME one of {FUSIONS}")
+            fusion = fusion.strip()
+        mode, separator, value = picking.strip().partition(":")
         if not separator:
             if mode in ("none", "off"):
-                return cls("none", 0.0)
+                return cls("none", 0.0, fusion)
             mode, value = "fraction", mode
         try:
             number = float(value)
@@ -114,13 +140,12 @@ class RerankPolicy:
             raise ValueError(
                 f"re-rank policy {text!r}: expected FRACTION, fraction:P, threshold:S, count:N or none"
             ) from None
-        return cls(mode, number)
+        return cls(mode, number, fusion)
 
     def __str__(self) -> str:
-        if self.mode == "none":
-            return "none"
         value = int(self.value) if self.mode == "count" else self.value
-        return f"{self.mode}:{value}"
+        picking = "none" if self.mode == "none" else f"{self.mode}:{value}"
+        return picking if self.fusion == "mix" else f"{picking},fusion:{self.fusion}"
 
     def choose(self, priorities: np.ndarray) -> np.ndarray:
         """`[K]` priorities (selector scores) -> `[n]` int64 indices to re-rank, highest first (ties: input order).
@@ -151,9 +176,9 @@ def merge_fine(coarse_scores: np.ndarray, picked: np.ndarray, fine_similarity: n
 
 
 def cascade_fine(coarse_scores: np.ndarray, picked: np.ndarray, fine_similarity: np.ndarray) -> np.ndarray:
-    """The classic cascade: the picked positions `[n]` (a block in descending coarse order) keep the coarse scores
-    they held, re-assigned so that their order follows the fine similarities `[n]` -> `[K]` float32.  No fine and
-    coarse scores are mixed."""
+    """The classic cascade: the picked positions `[n]` (the coarse top block, or any set a selector picked) keep
+    the coarse scores they held, re-assigned so that their order follows the fine similarities `[n]` -> `[K]`
+    float32.  No fine and coarse scores are mixed: the unpicked keep their ranks."""
     scores = np.asarray(coarse_scores, np.float32).reshape(-1).copy()
     positions = np.asarray(picked, np.int64).reshape(-1)
     fine = np.asarray(fine_similarity, np.float32).reshape(-1)
@@ -162,3 +187,90 @@ def cascade_fine(coarse_scores: np.ndarray, picked: np.ndarray, fine_similarity:
     held = np.sort(scores[positions])[::-1]
     scores[positions[ranking_order(fine)]] = held
     return scores
+
+
+@dataclass(frozen=True)
+class ScoreCalibration:
+    """A monotone map of fine similarities in [-1, 1] onto the coarse students' [0, 1] scale: piecewise linear
+    through the knots (`fine` strictly increasing, `coarse` non-decreasing), constant beyond the end knots."""
+
+    fine: tuple[float, ...]
+    coarse: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        fine, coarse = np.asarray(self.fine, np.float64), np.asarray(self.coarse, np.float64)
+        if fine.ndim != 1 or fine.shape != coarse.shape or len(fine) < 2:
+            raise ValueError(f"calibration needs two equal lists of >= 2 knots, got {len(fine)} and {len(coarse)}")
+        if not (np.isfinite(fine).all() and np.isfinite(coarse).all()):
+            raise ValueError("calibration knots must be finite numbers")
+        if (np.diff(fine) <= 0).any() or (np.diff(coarse) < 0).any():
+            raise ValueError("calibration knots must increase: fine strictly, coarse never decreasing")
+
+    @classmethod
+    def fit(cls, fine_similarity: np.ndarray, coarse_scores: np.ndarray,
+            knots: int = CALIBRATION_KNOTS) -> ScoreCalibration:
+        """Fit on the same pairs' fine similarities `[N]` and coarse scores `[N]` (N >= 2): the isotonic
+        regression of coarse on fine (the expected coarse score of a fine score, never decreasing), sampled at
+        `knots` quantiles of the fine similarities."""
+        from scipy.optimize import isotonic_regression
+
+        fine = np.asarray(fine_similarity, np.float64).reshape(-1)
+        coarse = np.asarray(coarse_scores, np.float64).reshape(-1)
+        if fine.shape != coarse.shape or len(fine) < 2:
+            raise ValueError(f"calibration needs >= 2 pairs with both scores, got {len(fine)} and {len(coarse)}")
+        order = np.argsort(fine, kind="stable")
+        fine, fitted = fine[order], isotonic_regression(coarse[order]).x
+        at = np.unique(np.quantile(fine, np.linspace(0.0, 1.0, knots)))
+        if len(at) < 2:
+            raise ValueError("calibration needs at least two distinct fine similarities")
+        values = np.maximum.accumulate(np.interp(at, fine, fitted))
+        return cls(tuple(float(x) for x in at), tuple(float(y) for y in values))
+
+    def __call__(self, fine_similarity: np.ndarray) -> np.ndarray:
+        """Fine similarities `[n]` -> their coarse-scale scores `[n]` float32."""
+        return np.interp(np.asarray(fine_similarity, np.float64), self.fine, self.coarse).astype(np.float32)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"fine": list(self.fine), "coarse": list(self.coarse)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScoreCalibration:
+        try:
+            return cls(tuple(map(float, data["fine"])), tuple(map(float, data["coarse"])))
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"calibration must be {{'fine': [...], 'coarse': [...]}}: {error}") from None
+
+
+def fuse(fusion: str, coarse_scores: np.ndarray, picked: np.ndarray, fine_similarity: np.ndarray,
+         calibration: ScoreCalibration | None = None) -> np.ndarray:
+    """The final scores `[K]` float32 of coarse `[K]` with the picked positions `[n]` re-scored by their fine
+    similarities `[n]`, by the rule `fusion` (FUSIONS; 'calibrated' needs the pack's `calibration`)."""
+    if fusion == "mix":
+        return merge_fine(coarse_scores, picked, fine_similarity)
+    if fusion == "cascade":
+        return cascade_fine(coarse_scores, picked, fine_similarity)
+    if fusion != "calibrated":
+        raise ValueError(f"re-rank fusion must be one of {FUSIONS}, got {fusion!r}")
+    if calibration is None:
+        raise ValueError("fusion 'calibrated' needs a score calibration; this pack has none")
+    scores = np.asarray(coarse_scores, np.float32).reshape(-1).copy()
+    positions = np.asarray(picked, np.int64).reshape(-1)
+    fine = np.asarray(fine_similarity, np.float32).reshape(-1)
+    if positions.shape != fine.shape:
+        raise ValueError(f"{len(positions)} picked positions for {len(fine)} fine similarities")
+    scores[positions] = calibration(fine)
+    return scores
+
+
+def positions_moved(coarse_scores: np.ndarray, rescored: np.ndarray) -> np.ndarray:
+    """How many places each candidate would move if it alone were re-scored: for every i of coarse `[K]`, the
+    number of other candidates whose coarse score lies strictly between coarse[i] and rescored[i] `[K]` (the
+    ranks it passes, up or down) -> `[K]` int64.  The selector's label on retrieval blocks (a pair is worth
+    re-ranking when its fine score would change the ranking)."""
+    coarse = np.asarray(coarse_scores, np.float64).reshape(-1)
+    new = np.asarray(rescored, np.float64).reshape(-1)
+    if coarse.shape != new.shape:
+        raise ValueError(f"{len(coarse)} coarse scores for {len(new)} re-scored ones")
+    low, high = np.minimum(coarse, new)[:, None], np.maximum(coarse, new)[:, None]
+    between = (coarse[None, :] > low) & (coarse[None, :] < high)  # [K, K]: j lies between i's two scores
+    return between.sum(axis=1).astype(np.int64)

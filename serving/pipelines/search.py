@@ -3,20 +3,22 @@
 The networks are reached through `ModelCalls` (the adapter passes Triton requests; tests pass functions),
 the store through `dnsvr.serving.pipelines.store_access.ServiceStore` / `VideoStore`.
 
-    search_request(inputs, stores, calls, consistency, cache, fps) -> the outputs of one request (below)
-    search(store, calls, query, top_k, policy, candidates, filter, exclude_id, consistency, cache, fps)
-        -> (Ranking, timings ms)
+    search_request(inputs, stores, calls, consistency, cache, fps, calibration) -> the outputs of one request
+    search(store, calls, query, top_k, policy, candidates, filter, exclude_id, consistency, cache, fps,
+           calibration=...) -> (Ranking, timings ms)
 
 Request: video BYTES [1] | frames uint8 [T, 224, 224, 3] | video_id BYTES [1] (exactly one), top_k int32 [1],
-rerank BYTES [1] (policy, default "fraction:0.1"), candidates int32 [1] (K', default max(top_k, 100)), filter
-BYTES [1] (Milvus expression over the per-video fields).  Outputs: video_ids BYTES [n], scores / coarse_scores /
-selector_scores float32 [n], reranked bool [n], the re-ranked hits' copied segments (`spec.SEGMENT_OUTPUTS`:
-segment_hits int32 [S], segment_times float32 [S, 4], segment_confidences float32 [S]), timings BYTES [1] (JSON,
-ms per stage).  The embedding (or the stored one of `video_id`, which is then left out of the results) -> Milvus
-coarse top-K' -> selector_score -> the policy's pairs -> fine codes from the model instance's `CodeCache`, the
-misses from Milvus in a few reads on a reader thread (the coarse hits carry each row's generation and frame
-count) -> fine_similarity in batches as the codes arrive (scores and each pair's frame-to-frame matrix) ->
-`ranking.merge_fine` -> `localisation.hit_segments` over the re-ranked hits' matrices.
+rerank BYTES [1] (policy and fusion, `ranking.RerankPolicy`; default "fraction:0.1"), candidates int32 [1]
+(K', default max(top_k, 100)), filter BYTES [1] (Milvus expression over the per-video fields).  Outputs:
+video_ids BYTES [n], scores / coarse_scores / selector_scores float32 [n], reranked bool [n], the re-ranked
+hits' copied segments (`spec.SEGMENT_OUTPUTS`: segment_hits int32 [S], segment_times float32 [S, 4],
+segment_confidences float32 [S]), timings BYTES [1] (JSON, ms per stage).  The embedding (or the stored one of
+`video_id`, which is then left out of the results) -> Milvus coarse top-K' -> selector_score -> the policy's
+pairs -> fine codes from the model instance's `CodeCache`, the misses from Milvus in a few reads on a reader
+thread (the coarse hits carry each row's generation and frame count) -> fine_similarity in batches as the
+codes arrive (scores and each pair's frame-to-frame matrix) -> `ranking.fuse` by the policy's fusion (mix,
+cascade, or calibrated with the pack's `ScoreCalibration`) -> `localisation.hit_segments` over the re-ranked
+hits' matrices.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from dnsvr.serving.pipelines.store_access import ServiceStore
 from dnsvr.serving.store.schema import check_video_id
 from dnsvr.serving.store.video_store import StoreError, StoreUnavailable, VideoNotFound, VideoStore
 from dnsvr.training.localisation import Segment
-from dnsvr.training.ranking import RerankPolicy, merge_fine, ranking_order, selector_rows
+from dnsvr.training.ranking import RerankPolicy, ScoreCalibration, fuse, ranking_order, selector_rows
 
 
 @dataclass
@@ -117,8 +119,11 @@ def final_ranking(
     reranked: np.ndarray,
     fine_similarity: np.ndarray,
     top_k: int,
+    fusion: str = "mix",
+    calibration: ScoreCalibration | None = None,
 ) -> Ranking:
-    """`merge_fine` (fine score where re-ranked, coarse elsewhere), best first (ties: coarse order), top_k.
+    """`ranking.fuse` of the re-ranked pairs' fine similarities into the coarse scores, best first (ties: coarse
+    order), top_k.
 
     ids/coarse/selector: [K] in coarse order; reranked: [n] candidate positions; fine_similarity: [n] in [-1, 1].
     """
@@ -128,7 +133,7 @@ def final_ranking(
     selector = (np.full(len(coarse), np.nan, np.float32) if selector_scores is None
                 else np.asarray(selector_scores, np.float32).reshape(-1))
     positions = np.asarray(reranked, np.int64).reshape(-1)
-    scores = merge_fine(coarse, positions, fine_similarity)
+    scores = fuse(fusion, coarse, positions, fine_similarity, calibration)
     flags = np.zeros(len(coarse), bool)
     flags[positions] = True
     order = ranking_order(scores)[:top_k]
@@ -176,15 +181,20 @@ def search(
     cache: CodeCache | None = None,
     fps: float = spec.DECODE_FPS,
     localise: bool = True,
+    calibration: ScoreCalibration | None = None,
 ) -> tuple[Ranking, dict[str, float]]:
     """DnS retrieval for one query: coarse top-K' -> selector -> fine re-rank of the chosen -> top_k -> the
     re-ranked hits' copied segments.
 
     `cache`: fine codes kept between searches (None: every candidate's codes are read from the store); `fps`:
     the frame rate of the query's and the stored frames; `localise`: find the copied segments (False: every
-    hit gets none, for callers that only rank).  Returns the ranking and stage timings in ms (coarse_search,
+    hit gets none, for callers that only rank); `calibration`: the pack's map of the fusion 'calibrated' (None:
+    that fusion is refused with ValueError).  Returns the ranking and stage timings in ms (coarse_search,
     selector, fetch_codes, fine_similarity, localisation where a pair was re-ranked and `localise`).
     """
+    if policy.fusion == "calibrated" and calibration is None:
+        raise ValueError("re-rank fusion 'calibrated' needs the pack's score calibration, and this one has none "
+                         "(fit one with `dnsvr train calibrate`, then export again)")
     watch = Stopwatch()
     limit = candidate_count(top_k, candidates)
     with watch.stage("coarse_search"):
@@ -210,7 +220,7 @@ def search(
         found = ~np.isnan(fine_scores)  # a candidate deleted or re-indexed meanwhile keeps its coarse score
         f2f_by_id = {ids[i]: matrix for i, matrix, kept in zip(chosen, matrices, found, strict=True) if kept}
         chosen, fine_scores = chosen[found], fine_scores[found]
-    ranking = final_ranking(ids, coarse, selector_scores, chosen, fine_scores, top_k)
+    ranking = final_ranking(ids, coarse, selector_scores, chosen, fine_scores, top_k, policy.fusion, calibration)
     if f2f_by_id and localise:
         with watch.stage("localisation"):
             ranking.segments = hit_segments(f2f_by_id, ranking.ids, ranking.reranked, fps)
@@ -316,10 +326,12 @@ def _query_codes(store: VideoStore, query: Embedding, found: dict[str, np.ndarra
 
 def search_request(inputs: RequestInputs, stores: ServiceStore, calls: ModelCalls,
                    consistency: str = "Session", cache: CodeCache | None = None,
-                   fps: float = spec.DECODE_FPS) -> dict[str, np.ndarray]:
+                   fps: float = spec.DECODE_FPS,
+                   calibration: ScoreCalibration | None = None) -> dict[str, np.ndarray]:
     """One `dnsvr_search` request -> its outputs (module docstring); BadRequest / VideoNotFound name the problem.
 
-    `cache`: the model instance's fine codes kept between requests; `fps`: the frames' rate (see `search`)."""
+    `cache`: the model instance's fine codes kept between requests; `fps`: the frames' rate; `calibration`: the
+    pack's fine-to-coarse map (see `search`)."""
     watch = Stopwatch()
     top_k = inputs.integer("top_k")
     if not 1 <= top_k <= spec.MAX_TOP_K:
@@ -331,6 +343,9 @@ def search_request(inputs: RequestInputs, stores: ServiceStore, calls: ModelCall
         policy = RerankPolicy.parse(inputs.text("rerank"))
     except ValueError as error:
         raise BadRequest(str(error)) from None
+    if policy.fusion == "calibrated" and calibration is None:
+        raise BadRequest("re-rank fusion 'calibrated' needs the pack's score calibration, and the served pack has "
+                         "none: use fusion mix or cascade, or fit one (`dnsvr train calibrate`) and export again")
     expression = inputs.text("filter") or None
     if expression is not None and len(expression.encode("utf-8")) > spec.MAX_FILTER_BYTES:
         raise BadRequest(f"filter is {len(expression.encode('utf-8'))} bytes, the maximum is {spec.MAX_FILTER_BYTES}")
@@ -349,7 +364,8 @@ def search_request(inputs: RequestInputs, stores: ServiceStore, calls: ModelCall
             store = stores.get(len(query.coarse))
     try:
         ranking, stages = search(store, calls, query, top_k, policy, candidates or None, expression,
-                                 exclude_id=query_id, consistency=consistency, cache=cache, fps=fps)
+                                 exclude_id=query_id, consistency=consistency, cache=cache, fps=fps,
+                                 calibration=calibration)
     except StoreUnavailable:
         raise
     except StoreError as error:

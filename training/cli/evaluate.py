@@ -42,11 +42,18 @@ example:
 BENCHMARK_EPILOG = """\
 Builds the seeded near-duplicate benchmark, extracts its features with the pack's extractor (cached),
 and measures mAP, time per query and storage per video for the teacher, S^f_A, S^f_B, S^c and DnS at
-re-rank fractions 0 ... 1 (plus an oracle selector). Writes OUT/tradeoff.md and, when matplotlib is
-installed (pip install 'dnsvr[plot]'), OUT/tradeoff.png.
+re-rank fractions 0 ... 1 (plus an oracle selector). Writes OUT/tradeoff.md, OUT/tradeoff_edits.md (mAP per
+edit: picture-in-picture, rotations, partial copies, ...) and, when matplotlib is installed
+(pip install 'dnsvr[plot]'), OUT/tradeoff.png.
+
+Presets: tiny, small, medium (every photograph and real clip, the classic edits); train and heldout (only
+that split's sources, dnsvr.training.data.sources, with the hardened edits: picture-in-picture at three
+inset sizes, rotations, partial copies). heldout is made from sources no training corpus uses: report it
+apart from train.
 
 example:
-  dnsvr eval benchmark --preset small --out docs/"""
+  dnsvr eval benchmark --preset small --out docs/
+  dnsvr eval benchmark --preset heldout --out heldout/"""
 
 
 def load_protocol(dataset: str, annotations: Path, svd_unlabeled: Path | None = None):
@@ -152,7 +159,7 @@ def run_official(args: argparse.Namespace) -> int:
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
-    from dnsvr.training.evaluation.tradeoff import run_tradeoff, write_plot, write_table
+    from dnsvr.training.evaluation.tradeoff import run_tradeoff, write_edit_table, write_plot, write_table
     from dnsvr.training.packs.model_pack import ModelPackError
 
     try:
@@ -164,7 +171,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
         return 1
     table = write_table(rows, context, args.out / "tradeoff.md")
     print(table.read_text())
-    print(f"wrote {table}")
+    print(f"wrote {table} and {write_edit_table(context, args.out / 'tradeoff_edits.md')}")
     try:
         print(f"wrote {write_plot(rows, args.out / 'tradeoff.png')}")
     except ImportError as error:
@@ -220,9 +227,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     benchmark.add_argument(
         "--preset",
-        choices=("tiny", "small", "medium"),
+        choices=("tiny", "small", "medium", "train", "heldout"),  # nd_benchmark.PRESETS (not imported: slow)
         default="small",
-        help="benchmark size (default: small)",
+        help="benchmark preset (default: small)",
     )
     benchmark.add_argument("--seed", type=int, default=0, help="benchmark seed (default: 0)")
     benchmark.add_argument("--pack", type=Path, help="model pack directory (default: the bundled pack)")

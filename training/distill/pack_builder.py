@@ -3,9 +3,13 @@
 corpus features (`corpus`) -> teacher pairs (`pairs`, the Chamfer teacher over EfficientNet-Lite0 regions, or
 with `teacher_checkpoint` a ViSiL head trained on those regions by `dnsvr train teacher`) -> ITQ -> S^f_B (and
 S^f_A) -> S^c -> [optional self-distillation rounds: the fine student re-scores the pairs and the students are
-trained again] -> selector -> `pack.json` + checkpoints in the official format
+trained again] -> the fine-to-coarse score calibration (`dnsvr.training.distill.calibration`) -> selector (on
+each corpus video's coarse top 10, labelled by the ranking changes the calibrated fine score makes) ->
+`pack.json` + checkpoints in the official format
 (see `dnsvr.training.packs.model_pack`).  Intermediate files (features, ITQ, pairs, checkpoints) go to
-`work_dir`, so an interrupted run resumes; use a fresh `work_dir` for another corpus.
+`work_dir`, so an interrupted run resumes; use a fresh `work_dir` for another corpus.  `corpus_features` takes
+an existing features file as the corpus instead (e.g. `dnsvr train corpus`'s training-split features, whose
+labels the distillation does not read).
 The defaults keep the pack small (about 12 MB): the coarse student has 16 NetVLAD clusters, 256 output
 dims, a 512-wide feed-forward layer and is stored in float16.  The fine students train at lr 1e-3 (the
 reference's 1e-4 is for 100k videos; on this 83-video corpus it left S^f_B at 0.56 mAP on our benchmark
@@ -24,6 +28,8 @@ from typing import Any
 
 import torch
 from dnsvr.training.data.corpus import CorpusConfig, build_corpus_features
+from dnsvr.training.data.features_io import list_ids
+from dnsvr.training.distill.calibration import fit_calibration
 from dnsvr.training.distill.itq import load_itq, save_itq
 from dnsvr.training.distill.pairs import mine_pairs
 from dnsvr.training.distill.teachers import FineStudentTeacher, Teacher, load_teacher
@@ -37,6 +43,7 @@ from dnsvr.training.distill.train import (
     train_student,
 )
 from dnsvr.training.files import atomic_path, atomic_write_text
+from dnsvr.training.networks.checkpoints import load_checkpoint
 from dnsvr.training.packs.model_pack import ModelPack
 from tqdm import tqdm
 
@@ -48,6 +55,7 @@ class PackConfig:
     name: str = "bundled"
     seed: int = 0
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    corpus_features: str | None = None  # an existing features file as the corpus (e.g. `dnsvr train corpus`'s)
     teacher_checkpoint: str | None = None  # a trained ViSiL head over the corpus features; None: Chamfer
     num_positives: int = 8
     num_negatives: int = 16
@@ -60,7 +68,7 @@ class PackConfig:
         kind="cg", epochs=10, batch_size=32, triplets_per_anchor=2, learning_rate=1e-4,
         transformer_feedforward_dims=512, netvlad_clusters=16, netvlad_outdims=256))
     selector: SelectorConfig = field(default_factory=lambda: SelectorConfig(
-        epochs=12, learning_rate=1e-3, pairs_per_class=256, positive_fraction=0.3))
+        epochs=12, learning_rate=1e-3, pairs_per_class=256, pairs_from="retrieval", block=10))
     coarse_float16: bool = True
 
     def describe(self) -> dict[str, Any]:
@@ -71,8 +79,6 @@ class PackConfig:
 
 def _write_pack_file(source: Path, target: Path, float16: bool = False) -> None:
     if float16:
-        from dnsvr.training.networks.checkpoints import load_checkpoint
-
         save_checkpoint(load_checkpoint(source), target, dtype=torch.float16)
         return
     with atomic_path(target) as partial:
@@ -92,6 +98,19 @@ def _round_students(features: Path, pairs: Path, out: Path, config: PackConfig,
     return results
 
 
+def given_corpus(features: Path) -> dict[str, Any]:
+    """pack.json's description of a features file given as the corpus: its path, video count and, beside a
+    labelled corpus's features (`dnsvr train corpus`), that corpus's config and split (its labels unused)."""
+    if not features.is_file():
+        raise ValueError(f"corpus features {features} do not exist (make them with `dnsvr train corpus`)")
+    description: dict[str, Any] = {"features": str(features), "videos": len(list_ids(features))}
+    labels = features.with_name("labels.json")
+    if labels.is_file():
+        meta = json.loads(labels.read_text())
+        description |= {"labelled_corpus": meta.get("config"), "split": meta.get("split")}
+    return description
+
+
 def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | None = None,
                progress: bool = True) -> ModelPack:
     """Run the pipeline (see the module docstring) and write the pack into `out_dir` -> the loaded pack."""
@@ -106,8 +125,12 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
             tqdm.write(f"[train pack] {stage}: {timings[stage]:.1f} s")
 
     started = time.monotonic()
-    features = work_dir / "corpus.h5"
-    corpus = build_corpus_features(replace(config.corpus, seed=config.seed), features, progress=progress)
+    if config.corpus_features:
+        features = Path(config.corpus_features)
+        corpus = given_corpus(features)
+    else:
+        features = work_dir / "corpus.h5"
+        corpus = build_corpus_features(replace(config.corpus, seed=config.seed), features, progress=progress)
     timed("corpus features", started)
 
     started = time.monotonic()
@@ -138,9 +161,15 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
             teachers.append(f"{teacher.network.get_network_name()} iter{round_number + 1}")
 
     started = time.monotonic()
+    calibration = fit_calibration(features, pairs, load_checkpoint(results["bin"].checkpoint),
+                                  load_checkpoint(results["cg"].checkpoint, kind="cg_student"), progress)
+    timed("calibration", started)
+
+    started = time.monotonic()
     selector = train_selector(features, pairs, results["bin"].checkpoint, results["cg"].checkpoint,
                               work_dir / f"round{config.iterations}",
-                              replace(config.selector, seed=config.seed), progress=progress)
+                              replace(config.selector, seed=config.seed), progress=progress,
+                              calibration=calibration)
     timed("selector", started)
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -161,6 +190,7 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
         "files": files,
         "seed": config.seed,
         "corpus": corpus,
+        "calibration": calibration.to_dict(),
         "training": {
             "config": config.describe(),
             "rounds": rounds,

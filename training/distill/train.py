@@ -8,10 +8,15 @@ similarities (the coarse student's targets mapped to [0, 1]), plus for the fine 
 regulariser on the comparator output leaving [-1, 1].  Adam, lr 1e-4 (fine) / 1e-5 (coarse) by default.
 S^f_B's W starts from ITQ on the corpus regions (or a given `{'proj': W}` file).
 
-Selector (`train_selector`): every scored pair of the pairs file is labelled 1 when the fine student's
-similarity (mapped s / 2 + 0.5) and the coarse student's differ by more than `threshold` (or by more than
-the quantile that labels `positive_fraction` of the pairs 1, for teachers whose similarity range is not
-the paper's); each epoch samples the same number of pairs from both classes; BCE.
+Selector (`train_selector`), on one of two pair sets (`SelectorConfig.pairs_from`):
+* "pairs" (the paper's): every scored pair of the pairs file, labelled 1 when the fine student's similarity
+  (mapped s / 2 + 0.5) and the coarse student's differ by more than `threshold` (or by more than the quantile
+  that labels `positive_fraction` of the pairs 1, for teachers whose similarity range is not the paper's);
+* "retrieval": what a search shows the selector, each corpus video's coarse top `block` other videos
+  (`retrieval_pairs`), labelled 1 when re-scoring the pair alone by the fine student (put on the coarse scale
+  by the pack's calibration, else s / 2 + 0.5) would move it past another video of its block
+  (`ranking.positions_moved`): a label tied to a ranking change rather than to a score gap.
+Each epoch samples the same number of pairs from both classes; BCE.
 
 Files: the network in the official format `{'model': state_dict}` (`dns_<kind>_student.pth`,
 `dns_selector_cg-<fine>.pth`) and, next to it, `<name>.train-state.pth` with the optimizer state, epochs
@@ -32,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 from dnsvr.client.spec import FINE_KINDS
-from dnsvr.training.data.features_io import read_features
+from dnsvr.training.data.features_io import iter_features, list_ids, read_features
 from dnsvr.training.distill.augment import pad_batch, temporal_augment
 from dnsvr.training.distill.losses import (
     coarse_targets,
@@ -46,7 +51,14 @@ from dnsvr.training.distill.pairs import PairSet
 from dnsvr.training.files import atomic_path
 from dnsvr.training.networks.similarity import canonical_frames, frame_chamfer
 from dnsvr.training.networks.students import CoarseGrainedStudent, FineGrainedStudent
-from dnsvr.training.ranking import disagreement, selector_rows
+from dnsvr.training.ranking import (
+    ScoreCalibration,
+    disagreement,
+    fine_to_unit,
+    positions_moved,
+    ranking_order,
+    selector_rows,
+)
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -107,6 +119,8 @@ class SelectorConfig:
     max_frames: int = 300
     validation_fraction: float = 0.1
     seed: int = 0
+    pairs_from: str = "pairs"  # "pairs" (the pairs file, disagreement labels) or "retrieval" (coarse top blocks)
+    block: int = 10  # "retrieval": the coarse neighbours of each corpus video the selector learns on
 
 
 @dataclass
@@ -323,6 +337,43 @@ def fine_and_coarse_similarities(features_path: str | Path, pair_list: list[tupl
     return fine_sims, coarse_sims
 
 
+def retrieval_pairs(features_path: str | Path, coarse: nn.Module, block: int, max_frames: int = 300,
+                    progress: bool = True) -> list[tuple[str, str, float]]:
+    """Each video of the features file with its `block` nearest other videos by the coarse student (best first;
+    ties by id order) -> (query id, target id, coarse similarity) pairs: the candidates a search would show
+    the selector."""
+    ids = list_ids(features_path)
+    if block < 1 or len(ids) < 2:
+        raise ValueError(f"retrieval pairs need block >= 1 and two videos or more, got block {block} and "
+                         f"{len(ids)} videos")
+    with torch.inference_mode():
+        vectors = torch.cat([coarse.index_video(torch.from_numpy(video[:max_frames]))
+                             for _, video in tqdm(iter_features(features_path, ids), total=len(ids),
+                                                  desc="coarse vectors", unit="video", disable=not progress)])
+    similarities = (vectors @ vectors.T).numpy().astype(np.float32)  # [N, N]
+    pairs = []
+    for row, query in enumerate(ids):
+        others = np.delete(np.arange(len(ids)), row)
+        best = others[ranking_order(similarities[row, others])[:block]]
+        pairs += [(query, ids[column], float(similarities[row, column])) for column in best]
+    return pairs
+
+
+def retrieval_labels(pair_list: list[tuple[str, str, float]], fine: np.ndarray, coarse: np.ndarray,
+                     calibration: ScoreCalibration | None = None) -> np.ndarray:
+    """Label `[P]` float32 of retrieval pairs (`retrieval_pairs`) from their fine `[P]` and coarse `[P]`
+    similarities: 1 where the fine score, on the coarse scale, would move the pair past another pair of its
+    query's block."""
+    rescored = calibration(fine) if calibration is not None else fine_to_unit(np.asarray(fine, np.float32))
+    blocks: dict[str, list[int]] = {}
+    for number, (query, _, _) in enumerate(pair_list):
+        blocks.setdefault(query, []).append(number)
+    labels = np.zeros(len(pair_list), np.float32)
+    for numbers in blocks.values():
+        labels[numbers] = positions_moved(coarse[numbers], rescored[numbers]) >= 1
+    return labels
+
+
 def _balanced_sample(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
     """Indices: the same number (min(per_class, smallest class)) from each class, shuffled."""
     classes = [np.flatnonzero(labels == value) for value in (0.0, 1.0)]
@@ -343,37 +394,50 @@ def _selector_forward(selector: nn.Module, features_path: Path, pair_list: list[
     return selector(rows)[:, 0]
 
 
-def train_selector(features_path: str | Path, pairs: PairSet | str | Path, fine_checkpoint: str | Path,
+def train_selector(features_path: str | Path, pairs: PairSet | str | Path | None, fine_checkpoint: str | Path,
                    coarse_checkpoint: str | Path, out_dir: str | Path, config: SelectorConfig,
-                   resume: bool = True, progress: bool = True) -> TrainingResult:
-    """Train the selector on the pairs of `pairs`, labelled by the fine and coarse students' disagreement.
+                   resume: bool = True, progress: bool = True,
+                   calibration: ScoreCalibration | None = None) -> TrainingResult:
+    """Train the selector on the pairs of `pairs` labelled by the fine and coarse students' disagreement, or
+    (`config.pairs_from` "retrieval"; `pairs` unused) on the coarse top blocks labelled by ranking changes
+    (`calibration`: the fine-to-coarse map those labels use; None: s / 2 + 0.5).
 
     -> TrainingResult (checkpoint `out_dir/dns_selector_cg-<fine kind>.pth`, mean BCE per epoch; extra:
-    label counts and the last validation accuracy / F1).  Raises ValueError when the threshold puts every
-    pair in one class.
+    label counts and the last validation accuracy / F1).  Raises ValueError when the labels put every pair
+    in one class.
     """
     from dnsvr.training.networks.checkpoints import load_checkpoint
     from dnsvr.training.networks.selector import SelectorNetwork
 
     features_path = Path(features_path)
-    pair_set = pairs if isinstance(pairs, PairSet) else PairSet.load(pairs)
     fine = load_checkpoint(fine_checkpoint)
     if not hasattr(fine, "fg_type"):
         raise ValueError(f"{fine_checkpoint}: not a fine-grained student checkpoint")
     coarse = load_checkpoint(coarse_checkpoint, kind="cg_student")
-    pair_list = pair_set.all_pairs()
+    if config.pairs_from not in ("pairs", "retrieval"):
+        raise ValueError(f"selector pairs_from must be 'pairs' or 'retrieval', got {config.pairs_from!r}")
+    if config.pairs_from == "retrieval":
+        pair_list = retrieval_pairs(features_path, coarse, config.block, config.max_frames, progress)
+    elif pairs is None:
+        raise ValueError("the selector's pairs_from 'pairs' needs a pairs file")
+    else:
+        pair_list = (pairs if isinstance(pairs, PairSet) else PairSet.load(pairs)).all_pairs()
     fine_sims, coarse_sims = fine_and_coarse_similarities(features_path, pair_list, fine, coarse,
                                                           config.max_frames, progress)
-    threshold = config.threshold
-    if config.positive_fraction is not None:
-        if not 0.0 < config.positive_fraction < 1.0:
-            raise ValueError(f"positive_fraction must be in (0, 1), got {config.positive_fraction}")
-        threshold = float(np.quantile(disagreement(fine_sims, coarse_sims), 1.0 - config.positive_fraction))
-    labels = selector_labels(torch.from_numpy(fine_sims), torch.from_numpy(coarse_sims), threshold).numpy()
+    threshold: float | None = config.threshold
+    if config.pairs_from == "retrieval":
+        labels, threshold = retrieval_labels(pair_list, fine_sims, coarse_sims, calibration), None
+    else:
+        if config.positive_fraction is not None:
+            if not 0.0 < config.positive_fraction < 1.0:
+                raise ValueError(f"positive_fraction must be in (0, 1), got {config.positive_fraction}")
+            threshold = float(np.quantile(disagreement(fine_sims, coarse_sims), 1.0 - config.positive_fraction))
+        labels = selector_labels(torch.from_numpy(fine_sims), torch.from_numpy(coarse_sims), threshold).numpy()
     positives = int(labels.sum())
     if positives == 0 or positives == len(labels):
-        raise ValueError(f"all {len(labels)} pairs get label {int(labels[0])} at threshold "
-                         f"{threshold}: choose a threshold between the students' disagreements")
+        rule = "by ranking change" if threshold is None else f"at threshold {threshold}"
+        raise ValueError(f"all {len(labels)} pairs get label {int(labels[0])} {rule}: choose a threshold "
+                         "between the students' disagreements, or more pairs")
     seed_everything(config.seed)
     split = np.random.default_rng(config.seed).permutation(len(labels))
     validation = split[: int(round(len(labels) * config.validation_fraction))]

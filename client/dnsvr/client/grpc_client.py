@@ -179,8 +179,10 @@ class VideoSearchClient:
         """Rank indexed videos against a query video (or an indexed id, left out of its own results).
 
         rerank: fraction of the coarse candidates the selector sends to the fine student (0 = coarse only),
-        or a policy string 'threshold:0.5' / 'count:20'.  candidates: K', how many coarse neighbours are
-        considered (default max(top_k, 100)).  filter: Milvus expression over per-video fields.
+        or a policy string 'threshold:0.5' / 'count:20', optionally with the fusion of the fine scores:
+        '0.05,fusion:cascade' | 'fusion:mix' (default) | 'fusion:calibrated' (`dnsvr search --help`).
+        candidates: K', how many coarse neighbours are considered (default max(top_k, 100)).  filter: Milvus
+        expression over per-video fields.
         """
         request = protocol.search_request(video, video_id, top_k, rerank, candidates, filter)
         began = time.perf_counter()
