@@ -18,6 +18,7 @@ from dnsvr.training.distill.teacher_train import (
     build_triplets,
     group_separation,
     load_labels,
+    negative_rule,
     paired_visil_similarity,
     train_teacher,
 )
@@ -67,6 +68,16 @@ def test_triplets_are_deterministic_and_labelled_right():
     hard = build_triplets(groups, seed=5, similarity=similarity, hard_negatives=1)
     assert {n for a, _, n in hard if groups[a] != "c"} == {"c0"}
     assert len(build_triplets(groups, seed=5, limit=3)) == 3
+
+
+def test_negatives_share_no_photograph_with_the_anchor_when_labels_list_photos():
+    photos = {"a0": ["moon"], "a1": ["moon"], "b0": ["moon", "coins"], "b1": ["coins"], "c0": ["cell"]}
+    document = {"videos": {v: {"group": v[0], "photos": p} for v, p in photos.items()}}
+    rule = negative_rule(document)
+    triplets = build_triplets({v: v[0] for v in photos}, seed=1, negatives_per_pair=4, negative_ok=rule)
+    assert triplets and all(not set(photos[a]) & set(photos[n]) for a, _, n in triplets)
+    assert {a for a, _, _ in triplets} == {"a0", "a1", "b0", "b1"}  # b0's only clean negative: c0
+    assert negative_rule({"videos": {"x": {"group": "g"}}}) is None
 
 
 def test_training_lowers_the_loss_and_separates_the_groups(labelled, tmp_path):

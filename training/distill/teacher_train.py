@@ -6,7 +6,9 @@ Data: a features file (`features_io` layout, video id -> `[T, 9, 512]` float32) 
 
 Videos that share a group are near-duplicates of each other (a generated source and its edited copies, which
 the generator labels for free); videos of other groups are negatives.  Videos of the features file that the
-labels do not name are not used; a group of one video is only ever a negative.
+labels do not name are not used; a group of one video is only ever a negative.  When every video also lists the
+photographs it shows (`"photos"`, as `dnsvr train corpus` writes), a negative must share none with the anchor
+(`labelled_corpus.clean_negative`): two groups filmed over one photograph overlap in content.
 
 Network: `dnsvr.training.networks.visil.ViSiLHead` (the network the official `visil.pth` loads into, numerics
 unchanged) built with `dims` = the features' D, non-symmetric: region Chamfer of attention-weighted regions ->
@@ -44,9 +46,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,6 +71,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 Triplet = tuple[str, str, str]
+NegativeRule = Callable[[str, str], bool]
 
 
 class LabelsError(ValueError):
@@ -100,8 +104,9 @@ class TeacherConfig:
             raise ValueError("learning_rate must be > 0, margin and regularization >= 0")
 
 
-def load_labels(path: str | Path) -> dict[str, str]:
-    """Labels JSON -> {video id: group}.  Raises LabelsError for an unreadable or malformed file."""
+def read_labels(path: str | Path) -> dict[str, Any]:
+    """The labels JSON document, checked to give every video a group.  Raises LabelsError for an unreadable
+    or malformed file."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -115,7 +120,27 @@ def load_labels(path: str | Path) -> dict[str, str]:
     bad = [v for v, record in videos.items() if not isinstance(record, dict) or "group" not in record]
     if bad:
         raise LabelsError(f"{path}: {len(bad)} videos without a group, e.g. {bad[:3]}")
-    return {str(v): str(record["group"]) for v, record in videos.items()}
+    return data
+
+
+def label_groups(document: Mapping[str, Any]) -> dict[str, str]:
+    """{video id: group} of a labels document (`read_labels`)."""
+    return {str(v): str(record["group"]) for v, record in document["videos"].items()}
+
+
+def load_labels(path: str | Path) -> dict[str, str]:
+    """Labels JSON -> {video id: group}.  Raises LabelsError for an unreadable or malformed file."""
+    return label_groups(read_labels(path))
+
+
+def negative_rule(document: Mapping[str, Any]) -> NegativeRule | None:
+    """`labelled_corpus.clean_negative` over a labels document whose videos all list their photos, else None
+    (then any other-group video is a negative)."""
+    if not all(isinstance(record.get("photos"), list) for record in document["videos"].values()):
+        return None
+    from dnsvr.training.data.labelled_corpus import clean_negative
+
+    return lambda a, b: clean_negative(document, a, b)
 
 
 def check_labels(groups: Mapping[str, str], feature_ids: Iterable[str]) -> None:
@@ -134,12 +159,14 @@ def check_labels(groups: Mapping[str, str], feature_ids: Iterable[str]) -> None:
 
 def build_triplets(groups: Mapping[str, str], seed: int, negatives_per_pair: int = 1,
                    similarity: np.ndarray | None = None, hard_negatives: int = 0,
-                   limit: int | None = None) -> list[Triplet]:
+                   limit: int | None = None, negative_ok: NegativeRule | None = None) -> list[Triplet]:
     """(anchor, positive, negative) ids: every ordered pair of a group x `negatives_per_pair` negatives.
 
     groups: {video id: group}; similarity `[N, N]` over `sorted(groups)` (needed when `hard_negatives` > 0:
     negatives come from the anchor's that many most similar other-group videos, else from all of them);
-    limit: keep at most this many, drawn at random.  Deterministic for a seed.
+    limit: keep at most this many, drawn at random; negative_ok(anchor, other): whether an other-group video
+    may be the anchor's negative (None: all may; an anchor left with none gets no triplets).  Deterministic
+    for a seed.
     """
     check_labels(groups, groups)
     ids = sorted(groups)
@@ -151,6 +178,10 @@ def build_triplets(groups: Mapping[str, str], seed: int, negatives_per_pair: int
     for a in range(len(ids)):
         positives = np.flatnonzero((labels == labels[a]) & (np.arange(len(ids)) != a))
         negatives = np.flatnonzero(labels != labels[a])
+        if negative_ok is not None:
+            negatives = np.array([n for n in negatives if negative_ok(ids[a], ids[n])], dtype=np.int64)
+        if len(negatives) == 0:
+            continue
         if hard_negatives:
             negatives = negatives[np.argsort(-similarity[a, negatives], kind="stable")[:hard_negatives]]
         for p in positives:
@@ -213,7 +244,9 @@ def train_teacher(features_path: str | Path, labels: str | Path | Mapping[str, s
     """
     config = config or TeacherConfig()
     features_path, out = Path(features_path), Path(out)
-    groups = dict(labels) if isinstance(labels, Mapping) else load_labels(labels)
+    document = None if isinstance(labels, Mapping) else read_labels(labels)
+    groups = dict(labels) if document is None else label_groups(document)
+    negative_ok = None if document is None else negative_rule(document)
     check_labels(groups, list_ids(features_path))
     videos = read_features(features_path, sorted(groups))
     dims = {v.shape[-1] for v in videos.values()}
@@ -226,7 +259,7 @@ def train_teacher(features_path: str | Path, labels: str | Path | Mapping[str, s
         vectors = global_vectors(features_path, sorted(groups), progress=False)
         similarity = vectors @ vectors.T
     settings = {**asdict(config), "videos": len(groups), "groups": len(set(groups.values())),
-                "features": features_path.name}
+                "features": features_path.name, "clean_negatives": negative_ok is not None}
     seed_everything(config.seed)
     head = ViSiLHead(dims=dims.pop()).train()
     optimizer = torch.optim.Adam(head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -236,7 +269,9 @@ def train_teacher(features_path: str | Path, labels: str | Path | Mapping[str, s
     for epoch in range(start, config.epochs):
         rng = seed_everything(config.seed, epoch + 1)
         triplets = build_triplets(groups, int(rng.integers(2**31)), config.negatives_per_pair, similarity,
-                                  config.hard_negatives, config.triplets_per_epoch)
+                                  config.hard_negatives, config.triplets_per_epoch, negative_ok)
+        if not triplets:
+            raise LabelsError("no (anchor, positive) pair has a negative that shares no photograph with it")
         order = rng.permutation(len(triplets))
         steps = math.ceil(len(triplets) / config.batch_size)
         epoch_losses, epoch_parts = [], []
