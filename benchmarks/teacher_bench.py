@@ -1,15 +1,17 @@
 """A trained ViSiL teacher against the Chamfer teacher on our near-duplicate benchmark.
 
     .venv/bin/python benchmarks/teacher_bench.py [--preset small] [--sources 32] [--copies 3] [--epochs 20]
+    .venv/bin/python benchmarks/teacher_bench.py --corpus CORPUS_DIR --preset heldout
 
-1. A labelled training set: `--sources` synthetic sources with `--copies` edited copies each (the corpus
-   generator's `dnsvr-train` seed namespace, apart from the benchmark's; 1-2 random edits at strength 0.2-0.7),
-   EfficientNet-Lite0 `[T, 9, 512]` features, every source with its copies one group; features and labels
-   JSON cached under `--work-dir`.
+1. A labelled training set: `--corpus`, a `dnsvr train corpus` folder (features.h5 + labels.json: training
+   split only, clean negatives); or else `--sources` synthetic sources with `--copies` edited copies each (the
+   unlabelled corpus generator's `dnsvr-train` seed namespace; 1-2 random edits at strength 0.2-0.7),
+   EfficientNet-Lite0 `[T, 9, 512]` features, every source with its copies one group, cached under
+   `--work-dir`.
 2. `train_teacher` on it (resumable: a rerun with the same settings continues or only evaluates).
 3. The benchmark (`BenchmarkConfig.preset(--preset)`, features cached like `dnsvr eval benchmark`) scored by
-   the Chamfer teacher, the untrained head the run starts from, and the trained head: mAP overall and per
-   difficulty, and each teacher's separation of the training groups.
+   the Chamfer teacher, the untrained head the run starts from, and the trained head: mAP overall, per
+   difficulty and per edit, and each teacher's separation of the training groups.
 Prints a markdown table; `--out FILE` also writes it.
 """
 
@@ -27,7 +29,7 @@ from dnsvr.training.data.features_io import list_ids, read_features
 from dnsvr.training.distill.teacher_train import TeacherConfig, group_separation, train_teacher
 from dnsvr.training.distill.teachers import Teacher, load_teacher
 from dnsvr.training.distill.train import save_checkpoint, seed_everything
-from dnsvr.training.evaluation.nd_benchmark import DIFFICULTIES
+from dnsvr.training.evaluation.nd_benchmark import DIFFICULTIES, PRESETS
 from dnsvr.training.evaluation.tradeoff import benchmark_with_features
 from dnsvr.training.networks.visil import ViSiLHead
 
@@ -58,7 +60,8 @@ def benchmark_similarities(teacher: Teacher, benchmark, features: dict[str, np.n
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="small", choices=["tiny", "small", "medium"])
+    parser.add_argument("--preset", default="small", choices=list(PRESETS))
+    parser.add_argument("--corpus", type=Path, default=None, help="a `dnsvr train corpus` folder to train on")
     parser.add_argument("--seed", type=int, default=0, help="benchmark and training set seed (default: 0)")
     parser.add_argument("--sources", type=int, default=32)
     parser.add_argument("--copies", type=int, default=3)
@@ -73,10 +76,14 @@ def main() -> None:
 
     work = args.work_dir or paths.cache_dir("teacher_bench")
     work.mkdir(parents=True, exist_ok=True)
-    features_path, labels_path = labelled_set(work, args.sources, args.copies, args.frames, args.seed)
+    if args.corpus:
+        features_path, labels_path = args.corpus / "features.h5", args.corpus / "labels.json"
+    else:
+        features_path, labels_path = labelled_set(work, args.sources, args.copies, args.frames, args.seed)
     config = TeacherConfig(epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
                            hard_negatives=args.hard_negatives)
-    checkpoint = work / f"{features_path.stem}-lr{args.lr:g}-b{args.batch_size}-h{args.hard_negatives}.pth"
+    name = args.corpus.name if args.corpus else features_path.stem
+    checkpoint = work / f"{name}-lr{args.lr:g}-b{args.batch_size}-h{args.hard_negatives}.pth"
     started = time.monotonic()
     result = train_teacher(features_path, labels_path, checkpoint, config)
     train_seconds = time.monotonic() - started
@@ -89,8 +96,9 @@ def main() -> None:
     teachers = {"Chamfer": load_teacher("chamfer"), "ViSiL head, untrained": load_teacher("visil", untrained),
                 "ViSiL head, trained": load_teacher("visil", checkpoint)}
     lines = [
-        f"Labelled set: {len(groups)} videos in {len(set(groups.values()))} groups ({args.sources} synthetic "
-        f"sources x (1 + {args.copies} copies), {args.frames} frames); teacher {len(result.losses)} epochs, lr "
+        f"Labelled set: {len(groups)} videos in {len(set(groups.values()))} groups ("
+        + (f"{args.corpus}" if args.corpus else f"{args.sources} synthetic sources x (1 + {args.copies} copies), "
+           f"{args.frames} frames") + f"); teacher {len(result.losses)} epochs, lr "
         f"{args.lr:g}, batch {args.batch_size}, hard negatives {args.hard_negatives or 'off'}; loss "
         f"{result.losses[0]:.4f} -> {result.losses[-1]:.4f} ({train_seconds:.0f} s this run).",
         f"Benchmark: preset {args.preset}, seed {args.seed}, {len(benchmark.queries)} queries, "
@@ -100,14 +108,21 @@ def main() -> None:
         + " | train groups: pos / neg mean, triplet acc. | ms / query |",
         "|---|---|" + "---|" * len(DIFFICULTIES) + "---|---|",
     ]
+    by_edit = {}
     for name, teacher in teachers.items():
         similarities, ms = benchmark_similarities(teacher, benchmark, features)
         scores = benchmark.evaluate(similarities)
+        by_edit[name] = benchmark.evaluate_edits(similarities)
         separation = group_separation(teacher, train_videos, groups)
         lines.append(f"| {name} | {scores['overall']['mAP']:.4f} | "
                      + " | ".join(f"{scores[d]['mAP']:.4f}" if d in scores else "-" for d in DIFFICULTIES)
                      + f" | {separation.mean_positive:.3f} / {separation.mean_negative:.3f}, "
                      f"{separation.triplet_accuracy:.4f} | {ms:.0f} |")
+    lines += ["", "mAP per edit (copies carrying it):", "", "| edit | positives | " + " | ".join(teachers) + " |",
+              "|---|---|" + "---|" * len(teachers)]
+    for edit, row in next(iter(by_edit.values())).items():
+        lines.append(f"| {edit} | {row['positives']} | "
+                     + " | ".join(f"{by_edit[name][edit]['mAP']:.4f}" for name in teachers) + " |")
     text = "\n".join(lines)
     print(text)
     if args.out:
