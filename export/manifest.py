@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 
 from dnsvr.client import spec
-from dnsvr.training.packs.model_pack import file_sha256
+from dnsvr.training.files import file_sha256
 from dnsvr.training.ranking import ScoreCalibration
 
 MANIFEST = "manifest.json"

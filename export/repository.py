@@ -263,7 +263,7 @@ def _build_locked(
     from dnsvr.export.graphs import ComparatorGraph, build_graph
     from dnsvr.export.onnx_export import export_onnx
     from dnsvr.export.parity import KERNEL_VS_GRAPH, TOLERANCES, check_comparator_parity, check_parity
-    from dnsvr.training.packs.model_pack import file_sha256
+    from dnsvr.training.files import file_sha256
 
     staging = _sibling(repository, f"staging-{uuid.uuid4().hex[:8]}")
     models: dict[str, dict] = {}

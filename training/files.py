@@ -19,10 +19,13 @@ Video ids (`--id-from`, the same meaning in every command):
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 VIDEO_EXTENSIONS = frozenset(
     ".3gp .avi .flv .m2ts .m4v .mkv .mov .mp4 .mpeg .mpg .mts .ogv .ts .vob .webm .wmv".split()
@@ -114,3 +117,23 @@ def find_videos(inputs: Sequence[str | os.PathLike], id_from: str = "stem") -> V
             seen[vid] = path
             found.items.append((vid, path))
     return found
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 hex digest of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_json_file(path: Path, error: type[Exception], what: str) -> Any:
+    """The JSON document in `path` (never pickle: a file from elsewhere cannot run code); `error` naming the
+    file as "no such `what` file" or "not a JSON `what` file" when it is missing or not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise error(f"{path}: no such {what} file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: not a JSON {what} file ({exc})") from exc

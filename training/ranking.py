@@ -163,16 +163,22 @@ class RerankPolicy:
         return order[scores[order] >= self.value]
 
 
-def merge_fine(coarse_scores: np.ndarray, picked: np.ndarray, fine_similarity: np.ndarray) -> np.ndarray:
-    """The paper's DnS scores: coarse `[K]` with the picked positions `[n]` replaced by `fine_to_unit` of their
-    fine similarities `[n]` -> `[K]` float32."""
+def _replace_picked(coarse_scores: np.ndarray, picked: np.ndarray, fine_similarity: np.ndarray,
+                    to_coarse_scale: Any) -> np.ndarray:
+    """coarse `[K]` with the picked positions `[n]` replaced by `to_coarse_scale(fine [n])` -> `[K]` float32."""
     scores = np.asarray(coarse_scores, np.float32).reshape(-1).copy()
     positions = np.asarray(picked, np.int64).reshape(-1)
     fine = np.asarray(fine_similarity, np.float32).reshape(-1)
     if positions.shape != fine.shape:
         raise ValueError(f"{len(positions)} picked positions for {len(fine)} fine similarities")
-    scores[positions] = fine_to_unit(fine)
+    scores[positions] = to_coarse_scale(fine)
     return scores
+
+
+def merge_fine(coarse_scores: np.ndarray, picked: np.ndarray, fine_similarity: np.ndarray) -> np.ndarray:
+    """The paper's DnS scores: coarse `[K]` with the picked positions `[n]` replaced by `fine_to_unit` of their
+    fine similarities `[n]` -> `[K]` float32."""
+    return _replace_picked(coarse_scores, picked, fine_similarity, fine_to_unit)
 
 
 def cascade_fine(coarse_scores: np.ndarray, picked: np.ndarray, fine_similarity: np.ndarray) -> np.ndarray:
@@ -253,13 +259,7 @@ def fuse(fusion: str, coarse_scores: np.ndarray, picked: np.ndarray, fine_simila
         raise ValueError(f"re-rank fusion must be one of {FUSIONS}, got {fusion!r}")
     if calibration is None:
         raise ValueError("fusion 'calibrated' needs a score calibration; this pack has none")
-    scores = np.asarray(coarse_scores, np.float32).reshape(-1).copy()
-    positions = np.asarray(picked, np.int64).reshape(-1)
-    fine = np.asarray(fine_similarity, np.float32).reshape(-1)
-    if positions.shape != fine.shape:
-        raise ValueError(f"{len(positions)} picked positions for {len(fine)} fine similarities")
-    scores[positions] = calibration(fine)
-    return scores
+    return _replace_picked(coarse_scores, picked, fine_similarity, calibration)
 
 
 def positions_moved(coarse_scores: np.ndarray, rescored: np.ndarray) -> np.ndarray:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from dnsvr.training import paths
 from dnsvr.training.data.text_video_split import TextVideoSplit
-from dnsvr.training.files import atomic_path
+from dnsvr.training.files import atomic_path, file_sha256
 from tqdm import tqdm
 
 CAPTIONS_FILE = Path(__file__).with_name("captioned_benchmark.json")
@@ -260,8 +260,6 @@ class CaptionedBenchmark:
         return self._sources[source]
 
     def _cache_path(self, recipe: VideoRecipe) -> Path:
-        from dnsvr.training.packs.model_pack import file_sha256  # imported here: it pulls in the gRPC client
-
         if recipe.source not in self._source_digests:
             self._source_digests[recipe.source] = file_sha256(self._source_path(recipe.source))
         key = {

@@ -27,7 +27,6 @@ frames chosen uniformly, shorter side to `clip_size` with PIL bicubic, centre cr
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from collections.abc import Iterator
@@ -40,7 +39,7 @@ import av
 import numpy as np
 import torch
 import torch.nn.functional as F
-from dnsvr.training.files import atomic_path
+from dnsvr.training.files import atomic_path, file_sha256
 
 VideoSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
 
@@ -370,15 +369,6 @@ def decode_video_with_crops(
 
 
 DECODE_VERSION = 1  # bump when the decode settings' meaning changes, to invalidate cached frames
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 hex digest of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def decode_cached(path: Path, fps: float, max_frames: int, cache_dir: Path) -> np.ndarray:

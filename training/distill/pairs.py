@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from dnsvr.training.data.features_io import iter_features, list_ids, read_features
 from dnsvr.training.distill.teachers import Teacher
-from dnsvr.training.files import atomic_write_text
+from dnsvr.training.files import atomic_write_text, read_json_file
 from tqdm import tqdm
 
 FORMAT = "dnsvr-pairs/1"
@@ -67,12 +67,7 @@ class PairSet:
     @classmethod
     def load(cls, path: str | Path) -> PairSet:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise PairsFileError(f"{path}: no such pairs file") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise PairsFileError(f"{path}: not a JSON pairs file ({exc})") from exc
+        data = read_json_file(path, PairsFileError, "pairs")
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise PairsFileError(f"{path}: not a {FORMAT} pairs file")
         try:

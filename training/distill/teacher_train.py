@@ -45,7 +45,6 @@ loss history, settings), both rewritten atomically after every epoch; rerunning 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -66,6 +65,7 @@ from dnsvr.training.distill.train import (
     seed_everything,
     state_path,
 )
+from dnsvr.training.files import read_json_file
 from dnsvr.training.networks.similarity import canonical_frames, frame_chamfer
 from dnsvr.training.networks.visil import ViSiLHead
 from torch import Tensor
@@ -109,12 +109,7 @@ def read_labels(path: str | Path) -> dict[str, Any]:
     """The labels JSON document, checked to give every video a group.  Raises LabelsError for an unreadable
     or malformed file."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise LabelsError(f"{path}: no such labels file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LabelsError(f"{path}: not a JSON labels file ({exc})") from exc
+    data = read_json_file(path, LabelsError, "labels")
     videos = data.get("videos") if isinstance(data, dict) else None
     if not isinstance(videos, dict):
         raise LabelsError(f'{path}: expected {{"videos": {{video_id: {{"group": ...}}, ...}}}}')

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from dnsvr.client.spec import FINE_KINDS
+from dnsvr.training.files import file_sha256
 from dnsvr.training.ranking import ScoreCalibration
 
 EXTRACTORS = ("efficientnet_lite0", "resnet50")
@@ -49,14 +50,6 @@ BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 
 class ModelPackError(Exception):
     """A model pack that is missing, incomplete or inconsistent."""
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
