@@ -17,6 +17,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from dnsvr.training.evaluation.nd_benchmark import PRESETS
 from dnsvr.training.evaluation.tradeoff import benchmark_with_features, fine_scorer, index_videos, score_query
 from dnsvr.training.files import atomic_write_text
 from dnsvr.training.networks.checkpoints import load_checkpoint
@@ -73,7 +74,7 @@ def preset_rows(preset: str, pack_dir: str | None, selectors: dict[str, str]) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", nargs="+", default=["small", "medium"], choices=["tiny", "small", "medium"])
+    parser.add_argument("--presets", nargs="+", default=["small", "medium"], choices=PRESETS)
     parser.add_argument("--pack", default=None, help="model pack folder (default: the bundled pack)")
     parser.add_argument("--selector", action="append", default=[], metavar="NAME=CHECKPOINT",
                         help="another selector checkpoint to compare (repeatable)")

@@ -141,7 +141,7 @@ def test_pack_folder_provides_every_network(golden_dir: Path, tmp_path: Path) ->
     assert sorted(source.networks) == sorted(["feature_extractor", "coarse_embed", "fine_index_att",
                                               "fine_similarity_att", "selector_index", "selector_score"])
     assert source.fine_kinds == ["att"] and source.pack_version.startswith("golden@")
-    assert set(source.file_hashes()) == {"fine_att", "coarse", "selector"}
+    assert set(source.file_hashes()) == {"fine_att", "coarse", "selector", "pack_manifest"}  # + its pack.json
     pack["files"] = {**names, "fine": "cg_student.pth"}
     (tmp_path / "pack.json").write_text(json.dumps(pack))
     with pytest.raises(WeightsError, match="holds a cg_student checkpoint, not fg_att_student"):
