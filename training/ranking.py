@@ -12,6 +12,7 @@ the selector's training share:
     cascade_fine(coarse [K], picked [n], fine [n]) -> [K]: picked block re-ordered by fine within its ranks
     ScoreCalibration.fit(fine [N], coarse [N])   -> a monotone map of fine similarities onto the coarse scale
     fuse(fusion, coarse [K], picked [n], fine [n], calibration) -> [K]: one of FUSIONS (below)
+    check_fusion(fusion, calibration)            -> ValueError unless that fusion can run with this pack
     positions_moved(coarse [K], rescored [K])    -> [K]: how many others each pair passes when re-scored alone
     ranking_order(scores [K])                    -> [K] positions, best first; ties keep the input order
 
@@ -163,14 +164,22 @@ class RerankPolicy:
         return order[scores[order] >= self.value]
 
 
-def _replace_picked(coarse_scores: np.ndarray, picked: np.ndarray, fine_similarity: np.ndarray,
-                    to_coarse_scale: Any) -> np.ndarray:
-    """coarse `[K]` with the picked positions `[n]` replaced by `to_coarse_scale(fine [n])` -> `[K]` float32."""
+def _picked_arrays(coarse_scores: np.ndarray, picked: np.ndarray,
+                   fine_similarity: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a float32 copy of coarse `[K]`, picked positions `[n]` int64, fine `[n]` float32); ValueError when the
+    picked positions and fine similarities differ in number."""
     scores = np.asarray(coarse_scores, np.float32).reshape(-1).copy()
     positions = np.asarray(picked, np.int64).reshape(-1)
     fine = np.asarray(fine_similarity, np.float32).reshape(-1)
     if positions.shape != fine.shape:
         raise ValueError(f"{len(positions)} picked positions for {len(fine)} fine similarities")
+    return scores, positions, fine
+
+
+def _replace_picked(coarse_scores: np.ndarray, picked: np.ndarray, fine_similarity: np.ndarray,
+                    to_coarse_scale: Any) -> np.ndarray:
+    """coarse `[K]` with the picked positions `[n]` replaced by `to_coarse_scale(fine [n])` -> `[K]` float32."""
+    scores, positions, fine = _picked_arrays(coarse_scores, picked, fine_similarity)
     scores[positions] = to_coarse_scale(fine)
     return scores
 
@@ -185,11 +194,7 @@ def cascade_fine(coarse_scores: np.ndarray, picked: np.ndarray, fine_similarity:
     """The classic cascade: the picked positions `[n]` (the coarse top block, or any set a selector picked) keep
     the coarse scores they held, re-assigned so that their order follows the fine similarities `[n]` -> `[K]`
     float32.  No fine and coarse scores are mixed: the unpicked keep their ranks."""
-    scores = np.asarray(coarse_scores, np.float32).reshape(-1).copy()
-    positions = np.asarray(picked, np.int64).reshape(-1)
-    fine = np.asarray(fine_similarity, np.float32).reshape(-1)
-    if positions.shape != fine.shape:
-        raise ValueError(f"{len(positions)} picked positions for {len(fine)} fine similarities")
+    scores, positions, fine = _picked_arrays(coarse_scores, picked, fine_similarity)
     held = np.sort(scores[positions])[::-1]
     scores[positions[ranking_order(fine)]] = held
     return scores
@@ -247,18 +252,25 @@ class ScoreCalibration:
             raise ValueError(f"calibration must be {{'fine': [...], 'coarse': [...]}}: {error}") from None
 
 
+def check_fusion(fusion: str, calibration: ScoreCalibration | None) -> None:
+    """ValueError naming the problem unless `fusion` is one of FUSIONS and, for 'calibrated', `calibration` (the
+    pack's) is there."""
+    if fusion not in FUSIONS:
+        raise ValueError(f"re-rank fusion must be one of {FUSIONS}, got {fusion!r}")
+    if fusion == "calibrated" and calibration is None:
+        raise ValueError("re-rank fusion 'calibrated' needs the pack's score calibration, and this pack has none: "
+                         "use fusion mix or cascade, or fit one (`dnsvr train calibrate`) and export again")
+
+
 def fuse(fusion: str, coarse_scores: np.ndarray, picked: np.ndarray, fine_similarity: np.ndarray,
          calibration: ScoreCalibration | None = None) -> np.ndarray:
     """The final scores `[K]` float32 of coarse `[K]` with the picked positions `[n]` re-scored by their fine
     similarities `[n]`, by the rule `fusion` (FUSIONS; 'calibrated' needs the pack's `calibration`)."""
+    check_fusion(fusion, calibration)
     if fusion == "mix":
         return merge_fine(coarse_scores, picked, fine_similarity)
     if fusion == "cascade":
         return cascade_fine(coarse_scores, picked, fine_similarity)
-    if fusion != "calibrated":
-        raise ValueError(f"re-rank fusion must be one of {FUSIONS}, got {fusion!r}")
-    if calibration is None:
-        raise ValueError("fusion 'calibrated' needs a score calibration; this pack has none")
     return _replace_picked(coarse_scores, picked, fine_similarity, calibration)
 
 

@@ -38,7 +38,14 @@ from dnsvr.serving.pipelines.store_access import ServiceStore
 from dnsvr.serving.store.schema import check_video_id
 from dnsvr.serving.store.video_store import StoreError, StoreUnavailable, VideoNotFound, VideoStore
 from dnsvr.training.localisation import Segment
-from dnsvr.training.ranking import RerankPolicy, ScoreCalibration, fuse, ranking_order, selector_rows
+from dnsvr.training.ranking import (
+    RerankPolicy,
+    ScoreCalibration,
+    check_fusion,
+    fuse,
+    ranking_order,
+    selector_rows,
+)
 
 
 @dataclass
@@ -192,9 +199,7 @@ def search(
     that fusion is refused with ValueError).  Returns the ranking and stage timings in ms (coarse_search,
     selector, fetch_codes, fine_similarity, localisation where a pair was re-ranked and `localise`).
     """
-    if policy.fusion == "calibrated" and calibration is None:
-        raise ValueError("re-rank fusion 'calibrated' needs the pack's score calibration, and this one has none "
-                         "(fit one with `dnsvr train calibrate`, then export again)")
+    check_fusion(policy.fusion, calibration)  # before any store read
     watch = Stopwatch()
     limit = candidate_count(top_k, candidates)
     with watch.stage("coarse_search"):
@@ -341,11 +346,9 @@ def search_request(inputs: RequestInputs, stores: ServiceStore, calls: ModelCall
         raise BadRequest(f"candidates must be in 0..{spec.MAX_CANDIDATES} (0: default), got {candidates}")
     try:
         policy = RerankPolicy.parse(inputs.text("rerank"))
+        check_fusion(policy.fusion, calibration)
     except ValueError as error:
         raise BadRequest(str(error)) from None
-    if policy.fusion == "calibrated" and calibration is None:
-        raise BadRequest("re-rank fusion 'calibrated' needs the pack's score calibration, and the served pack has "
-                         "none: use fusion mix or cascade, or fit one (`dnsvr train calibrate`) and export again")
     expression = inputs.text("filter") or None
     if expression is not None and len(expression.encode("utf-8")) > spec.MAX_FILTER_BYTES:
         raise BadRequest(f"filter is {len(expression.encode('utf-8'))} bytes, the maximum is {spec.MAX_FILTER_BYTES}")

@@ -14,7 +14,7 @@ training split alone.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +106,24 @@ def iter_corpus_frames(config: CorpusConfig,
             yield video_id, make()
 
 
+def extract_features_into(out_path: Path, videos: Iterable[tuple[str, np.ndarray]], total: int,
+                          extractor: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                          desc: str = "corpus features", progress: bool = True) -> None:
+    """Extract `[T, 9, 512]` features of each (video id, uint8 frames `[T, 224, 224, 3]`) of `videos` as they come
+    and append them to `out_path` one video at a time (so an interrupted run keeps what it wrote); `extractor`:
+    frames -> features (default: the bundled EfficientNet-Lite0 extractor, loaded only when `total` > 0)."""
+    if total and extractor is None:
+        from dnsvr.training.networks.efficientnet import EfficientNetLite0Extractor
+
+        extractor = EfficientNetLite0Extractor()
+    with tqdm(total=total, desc=desc, unit="video", disable=not progress) as bar:
+        for video_id, frames in videos:
+            with torch.inference_mode():
+                features = extractor(torch.from_numpy(frames)).numpy()
+            write_features(out_path, {video_id: features}, dims=None)
+            bar.update()
+
+
 def build_corpus_features(config: CorpusConfig, out_path: str | Path,
                           extractor: torch.nn.Module | None = None, progress: bool = True) -> dict[str, Any]:
     """Extract `[T, 9, 512]` features of every corpus video into `out_path` (official HDF5 layout), skipping
@@ -113,20 +131,8 @@ def build_corpus_features(config: CorpusConfig, out_path: str | Path,
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     stored = set(list_ids(out_path)) if out_path.exists() else set()
-    items = corpus_videos(config)
-    todo = [video_id for video_id, _ in items if video_id not in stored]
-    if todo and extractor is None:
-        from dnsvr.training.networks.efficientnet import EfficientNetLite0Extractor
-
-        extractor = EfficientNetLite0Extractor()
-    frames_total = 0
-    with tqdm(total=len(todo), desc="corpus features", unit="video", disable=not progress) as bar:
-        for video_id, frames in iter_corpus_frames(config, stored):
-            with torch.inference_mode():
-                features = extractor(torch.from_numpy(frames)).numpy()
-            write_features(out_path, {video_id: features}, dims=None)
-            frames_total += len(features)
-            bar.update()
+    todo = [video_id for video_id, _ in corpus_videos(config) if video_id not in stored]
+    extract_features_into(out_path, iter_corpus_frames(config, stored), len(todo), extractor, progress=progress)
     ids = list_ids(out_path)
     return {
         "config": config.describe(),

@@ -56,7 +56,8 @@ from typing import Any
 import numpy as np
 import torch
 from dnsvr.training import paths
-from dnsvr.training.data.features_io import list_ids, write_features
+from dnsvr.training.data.corpus import extract_features_into
+from dnsvr.training.data.features_io import list_ids
 from dnsvr.training.data.sources import (
     REAL_GROUPS,
     SEED_NAMESPACES,
@@ -77,8 +78,7 @@ from dnsvr.training.data.synthetic import (
     synthetic_video,
 )
 from dnsvr.training.data.video import decode_cached
-from dnsvr.training.files import atomic_write_text
-from tqdm import tqdm
+from dnsvr.training.files import atomic_write_text, read_json_file
 
 SPLIT = "train"
 LABELS_FORMAT = 1
@@ -168,7 +168,7 @@ def plan_corpus(config: LabelledCorpusConfig, cache_dir: Path | None = None) -> 
     photos = split_photos(SPLIT)
     groups = []
     if config.real:
-        cache = Path(cache_dir) if cache_dir is not None else paths.cache_dir("decoded_clips")
+        cache = _clip_cache(cache_dir)
         for name in split_groups(SPLIT):
             origin, clips = REAL_GROUPS[name]
             source = {"kind": "real", "origin": origin, "clips": list(clips), "max_frames": config.max_real_frames}
@@ -188,6 +188,11 @@ def plan_corpus(config: LabelledCorpusConfig, cache_dir: Path | None = None) -> 
     return groups
 
 
+def _clip_cache(cache_dir: Path | None) -> Path:
+    """Where decoded real clips are cached: `cache_dir`, else `paths.cache_dir("decoded_clips")`."""
+    return Path(cache_dir) if cache_dir is not None else paths.cache_dir("decoded_clips")
+
+
 def original_frames(source: dict[str, Any], video_id: str, cache_dir: Path) -> np.ndarray:
     """uint8 `[T, 224, 224, 3]` of the original `video_id` of a group made as `source` says."""
     if source["kind"] == "synthetic":
@@ -199,7 +204,7 @@ def original_frames(source: dict[str, Any], video_id: str, cache_dir: Path) -> n
 def render_group(group: CorpusGroup, wanted: frozenset[str] | None = None, cache_dir: Path | None = None
                  ) -> list[tuple[str, np.ndarray]]:
     """(video id, uint8 frames `[T, 224, 224, 3]`) of the group's videos (those in `wanted`, default all)."""
-    cache = Path(cache_dir) if cache_dir is not None else paths.cache_dir("decoded_clips")
+    cache = _clip_cache(cache_dir)
     originals: dict[str, np.ndarray] = {}
     out = []
     for video_id, original, edits in group.videos:
@@ -214,7 +219,7 @@ def render_group(group: CorpusGroup, wanted: frozenset[str] | None = None, cache
 def corpus_labels(config: LabelledCorpusConfig, groups: list[CorpusGroup], cache_dir: Path | None = None
                   ) -> dict[str, Any]:
     """The labels.json document (module docstring) of a planned corpus."""
-    cache = Path(cache_dir) if cache_dir is not None else paths.cache_dir("decoded_clips")
+    cache = _clip_cache(cache_dir)
     videos: dict[str, Any] = {}
     for group in groups:
         lengths: dict[str, int] = {}
@@ -303,9 +308,9 @@ def build_labelled_corpus(
         raise ValueError(f"workers must be >= 1, got {workers}")
     out = Path(out_dir)
     features_path, labels_path = out / FEATURES_FILE, out / LABELS_FILE
-    cache = Path(cache_dir) if cache_dir is not None else paths.cache_dir("decoded_clips")
+    cache = _clip_cache(cache_dir)
     if labels_path.is_file():
-        stored = json.loads(labels_path.read_text())
+        stored = read_json_file(labels_path, ValueError, "labels")
         if stored.get("config") != config.describe():
             raise ValueError(f"{labels_path} was made with another config ({stored.get('config')}); "
                              "choose another folder")
@@ -321,16 +326,7 @@ def build_labelled_corpus(
     tasks = [(g, frozenset(v[0] for v in g.videos) - done) for g in groups]
     tasks = [(g, wanted) for g, wanted in tasks if wanted]
     todo = sum(len(wanted) for _, wanted in tasks)
-    if todo and extractor is None:
-        from dnsvr.training.networks.efficientnet import EfficientNetLite0Extractor
-
-        extractor = EfficientNetLite0Extractor()
-    with tqdm(total=todo, desc="labelled corpus", unit="video", disable=not progress) as bar:
-        for rendered in _rendered(tasks, workers, cache):
-            for video_id, frames in rendered:
-                with torch.inference_mode():
-                    features = extractor(torch.from_numpy(frames)).numpy()
-                write_features(features_path, {video_id: features}, dims=None)
-                bar.update()
+    videos = (video for rendered in _rendered(tasks, workers, cache) for video in rendered)
+    extract_features_into(features_path, videos, todo, extractor, "labelled corpus", progress)
     return {"features": features_path, "labels": labels_path, "videos": len(labels["videos"]),
             "groups": len(groups), "made": todo}

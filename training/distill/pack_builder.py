@@ -42,7 +42,7 @@ from dnsvr.training.distill.train import (
     train_selector,
     train_student,
 )
-from dnsvr.training.files import atomic_path, atomic_write_text
+from dnsvr.training.files import atomic_path, atomic_write_text, read_json_file
 from dnsvr.training.networks.checkpoints import load_checkpoint
 from dnsvr.training.packs.model_pack import ModelPack
 from tqdm import tqdm
@@ -106,7 +106,7 @@ def given_corpus(features: Path) -> dict[str, Any]:
     description: dict[str, Any] = {"features": str(features), "videos": len(list_ids(features))}
     labels = features.with_name("labels.json")
     if labels.is_file():
-        meta = json.loads(labels.read_text())
+        meta = read_json_file(labels, ValueError, "labels")
         description |= {"labelled_corpus": meta.get("config"), "split": meta.get("split")}
     return description
 
