@@ -26,11 +26,11 @@ import numpy as np
 from dnsvr.training import paths
 from dnsvr.training.data.corpus import CorpusConfig, build_corpus_features
 from dnsvr.training.data.features_io import list_ids, read_features
-from dnsvr.training.distill.teacher_train import TeacherConfig, group_separation, train_teacher
+from dnsvr.training.distill.teacher_train import TeacherConfig, group_separation, load_labels, train_teacher
 from dnsvr.training.distill.teachers import Teacher, load_teacher
 from dnsvr.training.distill.train import save_checkpoint, seed_everything
 from dnsvr.training.evaluation.nd_benchmark import DIFFICULTIES, PRESETS
-from dnsvr.training.evaluation.tradeoff import benchmark_with_features
+from dnsvr.training.evaluation.tradeoff import benchmark_with_features, edit_table
 from dnsvr.training.networks.visil import ViSiLHead
 
 
@@ -90,7 +90,7 @@ def main() -> None:
     seed_everything(config.seed)  # the head train_teacher starts from
     untrained = save_checkpoint(ViSiLHead(dims=512), work / "untrained-seed0.pth")
 
-    groups = {v: r["group"] for v, r in json.loads(labels_path.read_text())["videos"].items()}
+    groups = load_labels(labels_path)
     train_videos = read_features(features_path)
     _, benchmark, features = benchmark_with_features(args.preset, args.seed)
     teachers = {"Chamfer": load_teacher("chamfer"), "ViSiL head, untrained": load_teacher("visil", untrained),
@@ -118,11 +118,7 @@ def main() -> None:
                      + " | ".join(f"{scores[d]['mAP']:.4f}" if d in scores else "-" for d in DIFFICULTIES)
                      + f" | {separation.mean_positive:.3f} / {separation.mean_negative:.3f}, "
                      f"{separation.triplet_accuracy:.4f} | {ms:.0f} |")
-    lines += ["", "mAP per edit (copies carrying it):", "", "| edit | positives | " + " | ".join(teachers) + " |",
-              "|---|---|" + "---|" * len(teachers)]
-    for edit, row in next(iter(by_edit.values())).items():
-        lines.append(f"| {edit} | {row['positives']} | "
-                     + " | ".join(f"{by_edit[name][edit]['mAP']:.4f}" for name in teachers) + " |")
+    lines += ["", "mAP per edit (copies carrying it):", "", *edit_table(by_edit)]
     text = "\n".join(lines)
     print(text)
     if args.out:
