@@ -9,9 +9,11 @@ no CNN: the retrieval path) and `--video-queries` searches by a real video file 
     python benchmarks/serving_bench.py                         # 1k and 10k videos, fractions 0, 0.05, 0.2
     python benchmarks/serving_bench.py --repository model_repository --sizes 1000 --backends server
 
-Backends (`--backends`): `lite` is what `dnsvr serve` starts by default (a `milvus-lite server` on a data
-directory, chunk layout); `server` is the Milvus 2.3.5 standalone server of the `milvus` wheel, started here on
-127.0.0.1 and given to the service as a server URI, with the frame layout of `--server-layout`.  After the
+Backends (`--backends`): `isolated` is what `dnsvr serve` starts by default (the Milvus 2.3.5 server of the
+`milvus` wheel in a network namespace of its own, reached through a Unix socket relay); `server` is the same
+server started here on 127.0.0.1 and given to the service as a server URI (as a remote deployment is reached:
+side by side with `isolated`, it shows what the namespace and its relay cost); both with the frame layout of
+`--server-layout`.  `lite` is Milvus Lite (`dnsvr serve --store PATH.db`, chunk layout).  After the
 timed searches of each size, `--clients` threads search by id at once (rerank 0.05): searches/s and errors.
 
 Writes benchmarks/results/serving.md.  Numbers are for this machine (CPU only); the networks run in ONNX
@@ -45,6 +47,7 @@ VIDEOS = paths.shared_videos_dir()
 STAGES = ("embed", "coarse_search", "selector", "fetch_codes", "fine_similarity", "total", "round_trip")
 INSERT_BATCH = 500
 WARM_UP = 2
+BACKENDS = ("isolated", "server", "lite")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -143,7 +146,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repository", type=Path, help="exported model repository (default: export the bundled "
                         "pack, else the golden checkpoints, into a temporary folder)")
-    parser.add_argument("--backends", nargs="+", choices=("lite", "server"), default=["lite", "server"])
+    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
     parser.add_argument("--server-layout", choices=("auto", "vector", "chunk"), default="auto",
                         help="frame layout of the server backend's store (auto: vector, a row per frame)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000])
@@ -178,12 +181,13 @@ def run_backend(backend: str, repository: Path, scratch: Path, args: argparse.Na
     scratch.mkdir(parents=True)
     server = MilvusStandaloneServer(scratch / "milvus-server").start() if backend == "server" else None
     env = {}
-    if server is not None:
+    if backend != "lite":
         config = scratch / "store.toml"
         config.write_text(f'[store]\nlayout = "{args.server_layout}"\n')
         env[paths.CONFIG] = str(config)
     try:
-        store_path = server.uri if server else scratch / "milvus.db"
+        store_path = {"isolated": scratch / "milvus-server", "server": server and server.uri,
+                      "lite": scratch / "milvus.db"}[backend]
         service = LocalService(repository, store=store_path, log_dir=scratch, env=env)
         began = time.perf_counter()
         with service, VideoSearchClient(service.grpc_url, timeout_s=900) as client:
@@ -238,8 +242,10 @@ def write_report(rows: list[str], throughput: list[str], args: argparse.Namespac
         "# Serving benchmark: search through the local Triton + Milvus",
         "",
         f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, CPU only; "
-        f"`python benchmarks/serving_bench.py` ({time.strftime('%Y-%m-%d')}).  Backends: `lite` = Milvus Lite "
-        f"3.2.2 (what `dnsvr serve` starts), `server` = Milvus 2.3.5 standalone (layout {args.server_layout}).",
+        f"`python benchmarks/serving_bench.py` ({time.strftime('%Y-%m-%d')}).  Backends: `isolated` = Milvus "
+        f"2.3.5 standalone in its own network namespace behind a Unix socket relay (what `dnsvr serve` starts), "
+        f"`server` = the same server on 127.0.0.1 TCP (layout {args.server_layout} for both), `lite` = Milvus "
+        "Lite 3.2.2 (`dnsvr serve --store PATH.db`).",
         f"Collection: the 7 sample videos + synthetic videos of {args.frames} frames written into the store. "
         f"K' = {args.candidates} coarse candidates, top-{args.top_k}; the selector picks `rerank` x K' pairs for "
         f"the fine student. `id`: {args.queries} searches by indexed id (stored embedding, no CNN); `video`: "

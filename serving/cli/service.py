@@ -1,8 +1,9 @@
 """`dnsvr serve | index | search | delete | stats | demo`: run the service locally and talk to it.
 
-`serve` starts a local Milvus (Lite, or the 2.3.5 server) + Triton (dnsvr.serving.local.service) and records
-its gRPC address in a state file; the other commands use `--url`, else $DNSVR_URL, else that state file, and
-send $DNSVR_ACCESS_TOKEN when it is set.  `health` is a probe for orchestrators.  `demo` does it all in one go.
+`serve` starts a local Milvus (the 2.3.5 server in a network namespace of its own, or Milvus Lite) + Triton
+(dnsvr.serving.local.service) and records its gRPC address in a state file; the other commands use `--url`, else
+$DNSVR_URL, else that state file, and send $DNSVR_ACCESS_TOKEN when it is set. `health` is a probe for
+orchestrators. `demo` does it all in one go.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dnsvr.client.duplicates import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_ON_DUPLICATE, ON_DUPLICATE
+from dnsvr.serving.local.engine_choice import ENGINE_NAMES
 from dnsvr.training import paths
 from dnsvr.training.files import ID_FROM_HELP, ID_RULES, find_videos
 
@@ -23,10 +25,9 @@ REPOSITORY_HELP = "model repository (default: %(default)s); exported from the bu
 
 SERVE_EPILOG = """\
 examples:
-  dnsvr serve                                   # free ports, Milvus Lite at ~/.local/share/dnsvr/milvus.db
-  dnsvr serve --grpc-port 8001 --http-port 8000 --metrics-port 8002 --store var/milvus.db
+  dnsvr serve                       # free ports, the local Milvus server at ~/.local/share/dnsvr/milvus-server
+  dnsvr serve --grpc-port 8001 --http-port 8000 --metrics-port 8002 --store var/milvus.db     # Milvus Lite
   dnsvr serve --store http://milvus.internal:19530          # a Milvus server (token: DNSVR_MILVUS_TOKEN)
-  dnsvr serve --engine server       # start the local Milvus 2.3.5 server instead of Milvus Lite (faster search)
   DNSVR_ACCESS_TOKEN=$(cat token) dnsvr serve --host 0.0.0.0 --tls-cert cert.pem --tls-key key.pem \
       --grpc-port 8001 --health-port 8080 --open-search   # reachable by others: TLS + a token for writes
 
@@ -36,10 +37,15 @@ one.  Any other --host needs TLS (--tls-cert/--tls-key; --tls-client-ca for mutu
 gRPC listens on --host (Triton's HTTP has no TLS: HTTP and metrics stay on 127.0.0.1); Triton's admin APIs
 (model repository and config, logging, trace, statistics) answer only `dnsvr serve` itself.
 
-Engines (--engine, for a local --store path): `lite` (default) is Milvus Lite, a pure-Python engine: one
-top-1000 coarse search costs ~0.15-0.5 s at 10k videos.  `server` is the Milvus 2.3.5 server of the `milvus`
-wheel (~10 ms, docs/storage.md), ~8 s to start and ~230 MB of memory idle; its gRPC ports listen on every
-interface (Milvus 2.3.5 cannot bind one address): use it on a trusted host or behind a firewall.
+Engines (--engine, for a local --store path): `server` is the Milvus 2.3.5 server of the `milvus` wheel (a
+top-1000 coarse search in ~10 ms at 10k videos, docs/storage.md; ~7 s to start, ~230 MB of memory idle).  It
+runs in a network namespace of its own, so nothing on the network (nor another local user) reaches its ports,
+and is reached through a Unix socket in $TMPDIR/dnsvr-<uid>/ (mode 0700).  `lite` is Milvus Lite, a
+pure-Python engine (~0.1-0.5 s per top-1000 search at 10k videos) that starts in a second.  `auto` (default):
+Milvus Lite for a --store path ending in .db, the server for any other; with no --store, the server, unless
+only a Milvus Lite store exists at ~/.local/share/dnsvr/milvus.db or this machine refuses the namespace (a
+container without user namespaces): then Milvus Lite, and the start-up line says why.  --no-isolation runs the
+server without its namespace: its ports then listen on every interface (Milvus 2.3.5 cannot bind one address).
 
 Supervision: the local Milvus is started again when it dies (logged, with a back-off), a model whose python
 instance died is reloaded, and every server dies with `dnsvr serve`, however it dies.  The health endpoint
@@ -160,12 +166,16 @@ def _service_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help=REPOSITORY_HELP)
     parser.add_argument("--weights", nargs="+", default=["bundled"],
                         help="what to export when the repository is empty (default: bundled)")
-    parser.add_argument("--store", help="local data path or Milvus server URI (default: "
-                        "~/.local/share/dnsvr/milvus.db, with --engine server ~/.local/share/dnsvr/milvus-server; "
-                        "for demo a temporary store)")
-    parser.add_argument("--engine", choices=("lite", "server"), default="lite",
-                        help="what serves a local --store path: Milvus Lite (default) or the Milvus 2.3.5 server "
-                        "of the `milvus` wheel (faster search; listens on every interface)")
+    parser.add_argument("--store", help="local data path or Milvus server URI (default: the engine's default "
+                        "store, ~/.local/share/dnsvr/milvus-server or, for Milvus Lite, milvus.db beside it; for "
+                        "demo a temporary store)")
+    parser.add_argument("--engine", choices=ENGINE_NAMES, default="auto",
+                        help="what serves a local --store path: auto (default: the Milvus server, Milvus Lite for "
+                        "a path ending in .db), server (the Milvus 2.3.5 server in its own network namespace) or "
+                        "lite (Milvus Lite); see the engines paragraph below")
+    parser.add_argument("--no-isolation", dest="isolate", action="store_false",
+                        help="run the server engine without its own network namespace (its ports then listen on "
+                        "every interface: trusted hosts only)")
     parser.add_argument("--prefix", help="store collection prefix (default: dnsvr)")
     parser.add_argument("--log-dir", type=Path, default=Path("var"), help="Triton log folder (default: var)")
 
@@ -180,7 +190,8 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
 def _service(args: argparse.Namespace, **options):
     from dnsvr.serving.local.service import LocalService
 
-    return LocalService(args.repository, store=args.store, engine=args.engine, prefix=args.prefix,
+    return LocalService(args.repository, store=args.store, engine=args.engine, isolate=args.isolate,
+                        prefix=args.prefix,
                         weights=args.weights, log_dir=args.log_dir, **options)
 
 
@@ -227,7 +238,8 @@ def serve_command(args: argparse.Namespace) -> int:
         triton = service.triton
         print(f"dnsvr ready: gRPC {triton.grpc_url}{' (TLS)' if service.tls else ''}  HTTP {triton.http_url}  "
               f"metrics {triton.metrics_url}  health http://{args.host}:{service.health.port}/ready  store "
-              f"{service.store_uri}  (models: {', '.join(service.models)}). Ctrl-C to stop.", flush=True)
+              f"{service.store_uri}, {service.engine_label}  (models: {', '.join(service.models)}). Ctrl-C to "
+              "stop.", flush=True)
         while triton.running:
             time.sleep(0.5)
         print(f"error: Triton exited by itself; log {triton.log_path}", file=sys.stderr)
@@ -423,11 +435,17 @@ def demo_command(args: argparse.Namespace) -> int:
     if not folders:
         print("error: no video folders found (pass --videos DIR)", file=sys.stderr)
         return 1
-    engine = "Milvus Lite" if args.engine == "lite" else "the Milvus server"
-    print(f"starting Triton + {engine} over {args.repository} ...", flush=True)
+    from dnsvr.serving.local.engine_choice import EngineUnavailable, choose_engine
+
     with tempfile.TemporaryDirectory(prefix="dnsvr-demo-") as scratch:
-        if args.store is None:  # a fresh store per demo run, removed afterwards
-            args.store = str(Path(scratch) / ("milvus.db" if args.engine == "lite" else "milvus-server"))
+        try:
+            if args.store is None:  # a fresh store per demo run, removed afterwards
+                engine = choose_engine(args.engine, None, args.isolate).engine
+                args.store = str(Path(scratch) / ("milvus.db" if engine == "lite" else "milvus-server"))
+            print(f"starting Triton + {_service(args).engine_label} over {args.repository} ...", flush=True)
+        except EngineUnavailable as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         try:
             return _demo(args, folders)
         except KeyboardInterrupt:

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from dnsvr.serving.local.guard import guarded
+from dnsvr.serving.local.isolated_milvus import isolated_command, socket_path_for
 from dnsvr.serving.local.processes import (
     LOOPBACK,
     descendants,
@@ -317,9 +318,11 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
     label = "Milvus server"
 
     def __init__(self, data_dir: str | os.PathLike, port: int | None = None, startup_timeout_s: float = 120.0,
-                 session_ttl_s: int = 10):
+                 session_ttl_s: int = 10, isolated: bool = False):
         super().__init__(data_dir, port, startup_timeout_s)
         self.session_ttl_s = session_ttl_s
+        self.isolated = isolated
+        self.socket_path = socket_path_for(self.data_dir) if isolated else None
         self._seen_server = False  # the server binary was seen running during this start
         self.component_ports: dict[str, int] = {}  # --root-coord-port ... of the current start
 
@@ -355,6 +358,17 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
     def environment(self) -> dict[str, str]:
         return {"ETCD_CONFIG_PATH": str(self.etcd_config_path)}
 
+    @property
+    def uri(self) -> str:
+        return f"unix:{self.socket_path}" if self.isolated else super().uri
+
+    def _port_open(self) -> bool:
+        if not self.isolated:
+            return super()._port_open()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.5)
+            return sock.connect_ex(str(self.socket_path)) == 0
+
     def _etcd_client_port(self) -> int:
         for line in self.etcd_config_path.read_text().splitlines():
             if line.startswith("listen-client-urls:"):
@@ -371,7 +385,7 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
             command += ["--extra-config", f"{component}.ip={LOOPBACK}"]
         # after a kill -9 the coordinators wait for the dead process's etcd sessions to expire (default 30 s)
         command += ["--extra-config", f"common.session.ttl={self.session_ttl_s}"]
-        return command
+        return isolated_command(command, self.socket_path, self.port) if self.isolated else command
 
     def _server_died(self) -> bool:
         """The `milvus run standalone` binary was seen under the launcher and is gone (the launcher lives on)."""

@@ -4,16 +4,16 @@ stopped together (what `dnsvr serve`, `dnsvr demo`, the tests and the benchmark 
     with LocalService("model_repository", store="var/milvus.db") as service:
         client = VideoSearchClient(service.grpc_url)
 
-Start-up: export the bundled models if the repository has no manifest.json, or export them again if the
-files it was exported from have changed (a retrained pack): `dnsvr.export.repository.ensure_exported`, the
-one writer of the repository; start the local engine on the store path unless `store` is a Milvus server URI:
-`milvus-lite server` (engine "lite", the default: only one process may open a Lite data directory, and every
-Triton python model instance is its own process) or the Milvus 2.3.5 server of the `milvus` wheel (engine
-"server": top-1000 coarse searches 15-25x faster, docs/storage.md, but its gRPC ports listen on every
-interface); start Triton on the repository as exported, with DNSVR_MILVUS_URI pointing every model instance at the
-store; then the supervisor (a dead local Milvus restarted, dead python instances replaced) and the health
-endpoint.  Every server runs under a guard: it dies with this process, however this process dies.  Stop:
-health, supervisor, Triton, then Milvus; nothing is left running.
+Start-up: export the bundled models if the repository has no manifest.json, or export them again if the files it
+was exported from have changed (a retrained pack): `dnsvr.export.repository.ensure_exported`, the one writer of
+the repository; start the local engine on the store path unless `store` is a Milvus server URI: the Milvus 2.3.5
+server of the `milvus` wheel in a network namespace of its own, reached through a Unix socket (engine "server",
+what "auto" picks for a new store: top-1000 coarse searches ~10x faster, docs/storage.md) or `milvus-lite server`
+(engine "lite", for a `.db` path: only one process may open a Lite data directory, and every Triton python model
+instance is its own process); `engine_choice` holds the rule. Start Triton on the repository as exported, with
+DNSVR_MILVUS_URI pointing every model instance at the store; then the supervisor (a dead local Milvus restarted,
+dead python instances replaced) and the health endpoint. Every server runs under a guard: it dies with this
+process, however this process dies. Stop: health, supervisor, Triton, then Milvus; nothing is left running.
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ from pathlib import Path
 
 from dnsvr.export.manifest import ManifestError, read_manifest
 from dnsvr.export.repository import ensure_exported
+from dnsvr.serving.local.engine_choice import choose_engine
 from dnsvr.serving.local.health import HealthServer
 from dnsvr.serving.local.milvus_servers import MilvusLiteServer, MilvusStandaloneServer
 from dnsvr.serving.local.supervisor import Supervisor
 from dnsvr.serving.local.triton_server import TlsFiles, TritonServer
 from dnsvr.serving.pipelines.access import token_digest
-from dnsvr.serving.store.settings import is_server_uri
+from dnsvr.serving.store.settings import is_server_uri, redact_uri
 from dnsvr.training import paths
 from dnsvr.training.files import atomic_write_text
 
@@ -47,7 +48,6 @@ def served_models(repository: Path) -> list[str]:
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-ENGINES = {"lite": MilvusLiteServer, "server": MilvusStandaloneServer}  # what serves a local store path
 TOKEN_PATTERN = "^dnsvr-token$"  # the request header Triton hands the pipelines (`pipelines.access`)
 
 
@@ -59,9 +59,11 @@ class LocalService:
     """Milvus (a local `engine` on `store`, or the server at a URI) + Triton, supervised, with a health endpoint.
 
     repository: model repository; weights: what to export when it has none (default the bundled pack).
-    store: a local data path (default `paths.default_store_path(engine)`) or http(s)://host:port; engine:
-    what serves a local path, "lite" (Milvus Lite) or "server" (the Milvus 2.3.5 server); prefix: the
-    store's collection prefix.  Ports: None = free ones.  env: more environment for the python models
+    store: a local data path (default: the default store of the engine) or a server URI (http(s)://host:port,
+    unix:/path); engine: what serves a local path, "auto" (the server, or Milvus Lite for a `.db` path),
+    "server" (the Milvus 2.3.5 server) or "lite" (Milvus Lite), `engine_choice.choose_engine`; isolate: run the
+    server in its own network namespace (False: on every interface, trusted hosts only); prefix: the store's
+    collection prefix.  Ports: None = free ones.  env: more environment for the python models
     (e.g. DNSVR_MAX_FRAMES).  log_dir: Triton's log (default a temporary file).
     host: Triton's gRPC listen address (default 127.0.0.1).  tls: gRPC TLS files.  token: the access token
     callers must send (index and delete; search and stats too unless `open_search`).  A host other than
@@ -76,7 +78,8 @@ class LocalService:
         repository: str | Path = "model_repository",
         *,
         store: str | Path | None = None,
-        engine: str = "lite",
+        engine: str = "auto",
+        isolate: bool = True,
         prefix: str | None = None,
         weights: list[str] | None = None,
         grpc_port: int | None = None,
@@ -96,11 +99,10 @@ class LocalService:
         if host not in LOOPBACK_HOSTS and not insecure and (tls is None or not token):
             raise InsecureBind(f"refusing to listen on {host} without TLS and an access token: give a certificate "
                                "and key, and a token, or say insecure (--insecure) to accept plain, open access")
-        if engine not in ENGINES:
-            raise ValueError(f"engine must be one of {sorted(ENGINES)}, got {engine!r}")
         self.repository = Path(repository).resolve()
-        self.engine = engine
-        self.store = str(store or paths.default_store_path(engine))
+        self.choice = None if store is not None and is_server_uri(str(store)) else \
+            choose_engine(engine, store, isolate)
+        self.store = self.choice.store if self.choice else str(store)
         self.prefix = prefix
         self.weights = weights or ["bundled"]
         self.ports = dict(grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port)
@@ -114,6 +116,14 @@ class LocalService:
         self.supervisor: Supervisor | None = None
         self.health: HealthServer | None = None
         self.models: list[str] = []
+
+    @property
+    def engine_label(self) -> str:
+        """What serves the store, with why, for start-up lines: "the Milvus server (private network namespace;
+        the default engine)", "Milvus Lite (a store path ending in .db ...)", "the Milvus server at URI"."""
+        if self.choice is None:
+            return f"the Milvus server at {redact_uri(self.store)}"
+        return f"{self.choice.label} [{self.choice.reason}]"
 
     @property
     def store_uri(self) -> str:
@@ -149,8 +159,10 @@ class LocalService:
         try:
             ensure_exported(self.repository, self.weights, on_export)
             self.models = served_models(self.repository)
-            if not is_server_uri(self.store):
-                self.milvus = ENGINES[self.engine](Path(self.store).expanduser()).start()
+            if self.choice is not None:
+                data_dir = Path(self.store).expanduser()
+                self.milvus = (MilvusLiteServer(data_dir) if self.choice.engine == "lite" else
+                               MilvusStandaloneServer(data_dir, isolated=self.choice.isolated)).start()
             log_path = self.log_dir / "triton.log" if self.log_dir else None
             self.triton = TritonServer(self.repository, env=self._model_environment(), log_path=log_path,
                                        startup_timeout_s=self.startup_timeout_s, host=self.host, tls=self.tls,

@@ -1,0 +1,192 @@
+"""A local Milvus server that nothing on the network can reach: run it in a private network namespace and serve
+it to this machine's user through a Unix socket.
+
+The Milvus 2.3.5 server of the `milvus` wheel listens on every interface (its gRPC servers, every coordinator's,
+and its metrics port take no listen address).  Started by `unshare --net` (with `--user --map-root-user` when this
+process is not root) it gets a network namespace of its own, holding nothing but a loopback device: whatever it
+binds there is unreachable from outside the namespace, this machine's own loopback included.  A relay in the
+namespace (this module, the namespace's first process) accepts connections on a Unix socket file and forwards
+each to the proxy's port on the namespace's loopback; clients connect with the URI `unix:<socket>`.  The socket
+lies in a directory only this user may enter (mode 0700), so other users of the machine cannot reach the store
+either (a server on 127.0.0.1 is open to every local user).
+
+    python -m dnsvr.serving.local.isolated_milvus --socket SOCK --port PROXY_PORT -- COMMAND ...
+
+brings the namespace's loopback up, starts COMMAND (the server's launcher), relays until COMMAND exits and exits
+with its code; a SIGTERM or SIGINT is passed on to COMMAND.  `isolated_command` builds the whole command line
+and `namespace_support` tells whether this machine lets a process make the namespaces (containers often don't).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import functools
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from dnsvr.serving.local.processes import LOOPBACK
+
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+SOCKET_DIR_MODE = 0o700
+
+
+def unshare_flags() -> list[str]:
+    """The `unshare` options that give a process its own network namespace: root needs only `--net`; another
+    user also needs a user namespace in which it is root (`--user --map-root-user`)."""
+    return ["--net"] if os.geteuid() == 0 else ["--user", "--map-root-user", "--net"]
+
+
+@functools.lru_cache(maxsize=1)
+def namespace_support() -> str | None:
+    """None when this machine lets this user run a process in a network namespace of its own; else why not (no
+    `unshare`, or the kernel or a container's policy refuses the namespaces), in a sentence."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return "the `unshare` program (util-linux) is not installed"
+    try:
+        done = subprocess.run([unshare, *unshare_flags(), "--", "true"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"`unshare {' '.join(unshare_flags())}` failed: {error}"
+    if done.returncode != 0:
+        return f"`unshare {' '.join(unshare_flags())}` is refused here: {done.stderr.strip() or done.returncode}"
+    return None
+
+
+def socket_path_for(data_dir: str | os.PathLike) -> Path:
+    """Where the relay of the server over `data_dir` listens: `$TMPDIR/dnsvr-<uid>/milvus-<hash>.sock`.  A Unix
+    socket's path holds at most 107 bytes, too few for a data directory's path in general, hence a hash of it."""
+    digest = hashlib.sha256(str(Path(data_dir).expanduser().resolve()).encode()).hexdigest()[:16]
+    return private_socket_dir() / f"milvus-{digest}.sock"
+
+
+def private_socket_dir() -> Path:
+    """`$TMPDIR/dnsvr-<uid>`, made mode 0700 if missing; refused (PermissionError) when it is a link, another
+    user's, or open to others: whoever can enter it can reach the store."""
+    folder = Path(tempfile.gettempdir()) / f"dnsvr-{os.geteuid()}"
+    try:
+        folder.mkdir(mode=SOCKET_DIR_MODE)
+    except FileExistsError:
+        pass
+    status = os.lstat(folder)
+    if not os.path.isdir(folder) or os.path.islink(folder) or status.st_uid != os.geteuid() \
+            or status.st_mode & 0o077:
+        raise PermissionError(f"{folder} must be a directory of user {os.geteuid()} with mode 0700, to hold the "
+                              "store's socket (it is not: remove it, or set TMPDIR to another folder)")
+    return folder
+
+
+def isolated_command(command: list[str], socket: str | os.PathLike, port: int) -> list[str]:
+    """The command line that runs `command` in a new network namespace, relayed from `socket` to `port`."""
+    return [shutil.which("unshare") or "unshare", *unshare_flags(), "--",
+            sys.executable, "-m", "dnsvr.serving.local.isolated_milvus", "--socket", str(socket),
+            "--port", str(port), "--", *command]
+
+
+def loopback_up() -> None:
+    """Bring this namespace's loopback device up (a new network namespace starts with it down)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sh", b"lo", 0)
+        flags = struct.unpack("16sh", fcntl.ioctl(sock, SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sh", b"lo", flags | IFF_UP))
+
+
+class _Leg(asyncio.Protocol):
+    """One side of a relayed connection: what it receives is written to the other side (`peer`), with the
+    transports' flow control passed across (a full side pauses reading on the other)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Leg | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.peer.transport.write(data)
+
+    def eof_received(self) -> bool:
+        if self.peer.transport.can_write_eof():
+            self.peer.transport.write_eof()
+        return True  # keep the other direction open until its side ends
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.close()
+
+    def pause_writing(self) -> None:
+        self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.peer.transport.resume_reading()
+
+
+class _ClientLeg(_Leg):
+    """A client's connection to the socket: reading waits until its connection to the server is open."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__()
+        self.port = port
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        transport.pause_reading()
+        asyncio.ensure_future(self._connect())
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            _, server = await loop.create_connection(_Leg, LOOPBACK, self.port)
+        except OSError:  # the server is not listening yet (or is gone): the client sees a closed connection
+            self.transport.close()
+            return
+        server.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.peer, server.peer = server, self
+        if self.transport.is_closing():
+            server.transport.close()
+        else:
+            self.transport.resume_reading()
+
+
+async def _serve(socket_path: Path, port: int, command: list[str]) -> int:
+    """Start `command`, relay `socket_path` -> LOOPBACK:`port` until it exits; its exit code (128 + signal)."""
+    process = await asyncio.create_subprocess_exec(*command)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, process.send_signal, sig)
+    socket_path.unlink(missing_ok=True)
+    server = await loop.create_unix_server(functools.partial(_ClientLeg, port), path=str(socket_path))
+    os.chmod(socket_path, 0o600)
+    try:
+        code = await process.wait()
+    finally:
+        server.close()
+        socket_path.unlink(missing_ok=True)
+    return 128 - code if code < 0 else code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dnsvr.serving.local.isolated_milvus",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--socket", type=Path, required=True, help="the Unix socket file clients connect to")
+    parser.add_argument("--port", type=int, required=True, help="the server's port on the namespace's loopback")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ...: the server's launcher")
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("give the server's command after --")
+    loopback_up()
+    return asyncio.run(_serve(args.socket, args.port, command))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

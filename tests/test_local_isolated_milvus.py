@@ -1,0 +1,145 @@
+"""The default local engine: the Milvus 2.3.5 server in a network namespace of its own, reached through a Unix
+socket relay; and the rule that picks the engine for a store path (`engine_choice`).
+
+The server must serve the store through its socket, bit-exactly, across a restart after kill -9; none of its
+ports may be reachable from this machine's network namespace; the socket's folder must be this user's alone.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from dnsvr.serving.local import engine_choice, isolated_milvus
+from dnsvr.serving.local.engine_choice import EngineUnavailable, choose_engine
+from dnsvr.serving.local.isolated_milvus import private_socket_dir, socket_path_for
+from dnsvr.serving.local.milvus_servers import MilvusStandaloneServer
+from dnsvr.serving.local.processes import LOOPBACK, descendants
+
+needs_namespaces = pytest.mark.skipif(engine_choice.server_support() is not None,
+                                      reason=f"no isolated server here: {engine_choice.server_support()}")
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports that sockets of the network namespace of process `pid` listen on (its /proc/net/tcp*)."""
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def server_binary(server: MilvusStandaloneServer) -> int:
+    """The pid of the `milvus run standalone` process under the server's launcher."""
+    for pid in descendants(server.pid):
+        if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:3] == [b"run", b"standalone"]:
+            return pid
+    raise AssertionError("no milvus binary under the launcher")
+
+
+@needs_namespaces
+def test_the_isolated_server_is_reachable_only_through_its_socket(tmp_path: Path) -> None:
+    from pymilvus import DataType, MilvusClient
+
+    server = MilvusStandaloneServer(tmp_path / "data", isolated=True)
+    with server:
+        assert server.uri == f"unix:{socket_path_for(tmp_path / 'data')}"
+        binary = server_binary(server)
+        assert os.readlink(f"/proc/{binary}/ns/net") != os.readlink("/proc/self/ns/net")
+        inside = listening_ports(binary)
+        assert server.port in inside and len(inside) >= 5  # proxy, coordinators, etcd, metrics ...
+        assert not inside & listening_ports(os.getpid())  # none of them listens here
+        with socket.socket() as probe:
+            probe.settimeout(0.5)
+            assert probe.connect_ex((LOOPBACK, server.port)) != 0
+        assert stat.S_IMODE(os.stat(server.socket_path).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(server.socket_path.parent).st_mode) == 0o700
+
+        codes = np.random.default_rng(0).integers(0, 256, (3, 576), dtype=np.uint8)
+        client = MilvusClient(uri=server.uri)
+        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("code", DataType.BINARY_VECTOR, dim=4608)
+        index = client.prepare_index_params()
+        index.add_index("code", index_type="BIN_FLAT", metric_type="HAMMING")
+        client.create_collection("codes", schema=schema, index_params=index)
+        client.insert("codes", [{"id": i, "code": codes[i].tobytes()} for i in range(3)])
+        client.close()
+
+        server.kill()  # as a crash would: the relay and the server go together
+        assert not server.socket_path.exists() or not server._port_open()
+        server.start()
+        client = MilvusClient(uri=server.uri)
+        client.load_collection("codes")
+        rows = client.query("codes", filter="id >= 0", output_fields=["id", "code"], consistency_level="Strong")
+        client.close()
+        got = {row["id"]: np.frombuffer(row["code"][0] if isinstance(row["code"], list) else row["code"], np.uint8)
+               for row in rows}
+        assert sorted(got) == [0, 1, 2] and all((got[i] == codes[i]).all() for i in range(3))
+    assert not server.running and not server.socket_path.exists()
+
+
+def test_the_socket_folder_must_be_this_users_alone(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    folder = private_socket_dir()
+    assert folder == tmp_path / f"dnsvr-{os.geteuid()}" and stat.S_IMODE(folder.stat().st_mode) == 0o700
+    folder.chmod(0o755)
+    with pytest.raises(PermissionError, match="mode 0700"):
+        private_socket_dir()
+    folder.rmdir()
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    folder.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(PermissionError, match="mode 0700"):
+        private_socket_dir()
+
+
+def test_a_socket_path_is_short_and_one_per_data_directory(tmp_path: Path) -> None:
+    deep = tmp_path.joinpath(*["a-rather-long-folder-name"] * 12, "data")
+    path = socket_path_for(deep)
+    assert len(str(path).encode()) < 100 and path == socket_path_for(deep)
+    assert path != socket_path_for(tmp_path / "data")
+
+
+@pytest.fixture
+def data_home(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.setenv("DNSVR_DATA", str(tmp_path))
+    return tmp_path
+
+
+def test_auto_picks_the_engine_of_the_store_path(data_home: Path, monkeypatch) -> None:
+    monkeypatch.setattr(engine_choice, "server_support", lambda isolated=True: None)
+    lite = choose_engine("auto", data_home / "videos.db")
+    assert (lite.engine, lite.store, lite.isolated) == ("lite", str(data_home / "videos.db"), False)
+    server = choose_engine("auto", data_home / "videos")
+    assert (server.engine, server.isolated) == ("server", True)
+    default = choose_engine()
+    assert (default.engine, default.store) == ("server", str(data_home / "milvus-server"))
+    (data_home / "milvus.db").mkdir()  # a Milvus Lite store made before the server was the default: kept
+    kept = choose_engine()
+    assert (kept.engine, kept.store) == ("lite", str(data_home / "milvus.db")) and "Milvus Lite" in kept.reason
+    (data_home / "milvus-server").mkdir()
+    assert choose_engine().engine == "server"
+    assert choose_engine("lite").store == str(data_home / "milvus.db")
+
+
+def test_without_namespaces_auto_falls_back_to_lite_and_server_is_refused(data_home: Path, monkeypatch) -> None:
+    reason = "`unshare --net` is refused here: Operation not permitted"
+    monkeypatch.setattr(isolated_milvus, "namespace_support", lambda: reason)
+    monkeypatch.setattr(engine_choice, "namespace_support", lambda: reason)
+    fallback = choose_engine()
+    assert fallback.engine == "lite" and reason in fallback.reason
+    with pytest.raises(EngineUnavailable, match="--no-isolation"):
+        choose_engine("server")
+    with pytest.raises(EngineUnavailable, match="network namespace"):
+        choose_engine("auto", data_home / "videos")
+    exposed = choose_engine("server", isolate=False)
+    assert (exposed.engine, exposed.isolated) == ("server", False) and "every interface" in exposed.reason
+    with pytest.raises(ValueError, match="engine must be one of"):
+        choose_engine("sqlite")
