@@ -4,14 +4,16 @@ A collection shaped like the store's per-video one (video_id pk, a 1024-d unit c
 generation, frame_count, metadata JSON) is filled with `--videos` clustered vectors on each engine and index,
 then searched by `--queries` perturbed copies of stored vectors:
 
-    lite     `milvus-lite server` (Milvus Lite 3.2.2: what `dnsvr serve` starts today)
-    server   `milvus-server` (Milvus 2.3.5 standalone from the `milvus` wheel)
+    isolated `milvus-server` (Milvus 2.3.5 standalone from the `milvus` wheel) in a network namespace of its
+             own, reached through its Unix socket relay: what `dnsvr serve` starts by default
+    server   the same server on 127.0.0.1 TCP (`--no-isolation`, or a server reached by URI)
+    lite     `milvus-lite server` (Milvus Lite 3.2.2: `dnsvr serve --store PATH.db`)
 
 Latency is per search, one query, Session consistency, as dnsvr_search asks: top-10 without output fields,
 top-K' with the fields the DnS ranking reads, and top-K' under a metadata filter.  Recall@100 is against
 an exact inner-product scan in numpy of the same vectors (the top 100 of a top-K' search).
 
-    python benchmarks/coarse_search_bench.py                         # 10k videos: lite HNSW, server HNSW/FLAT
+    python benchmarks/coarse_search_bench.py      # 10k videos: isolated HNSW/FLAT, server HNSW, lite HNSW
     python benchmarks/coarse_search_bench.py --videos 100000 --configs server:HNSW
 
 Writes benchmarks/results/coarse_search.md.
@@ -24,6 +26,7 @@ import platform
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +34,8 @@ from dnsvr.serving.local.milvus_servers import MilvusLiteServer, MilvusStandalon
 from tqdm import tqdm
 
 RESULTS = Path(__file__).resolve().parent / "results" / "coarse_search.md"
-SERVERS = {"lite": MilvusLiteServer, "server": MilvusStandaloneServer}
+SERVERS = {"isolated": partial(MilvusStandaloneServer, isolated=True), "server": MilvusStandaloneServer,
+           "lite": MilvusLiteServer}
 INDEX_PARAMS = {"HNSW": {"M": 16, "efConstruction": 200}, "IVF_FLAT": {"nlist": 128}, "FLAT": {}}
 DIM = 1024
 BATCH = 2_000
@@ -110,8 +114,9 @@ def cell(times: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=int, default=10_000)
-    parser.add_argument("--configs", nargs="+", default=["lite:HNSW", "server:HNSW", "server:FLAT"],
-                        help="engine:index pairs (engines: lite, server; indexes: HNSW, IVF_FLAT, FLAT)")
+    parser.add_argument("--configs", nargs="+",
+                        default=["isolated:HNSW", "isolated:FLAT", "server:HNSW", "lite:HNSW"],
+                        help="engine:index pairs (engines: isolated, server, lite; indexes: HNSW, IVF_FLAT, FLAT)")
     parser.add_argument("--candidates", type=int, default=1000, help="K', the coarse candidates of a DnS search")
     parser.add_argument("--queries", type=int, default=30)
     parser.add_argument("--out", type=Path, default=RESULTS)

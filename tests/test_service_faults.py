@@ -1,8 +1,9 @@
 """Faults and access, against the real service (Triton + Milvus Lite, supervised), on 127.0.0.1:
 
 - a python-model instance killed (-9): the supervisor reloads its model, searches go on (the client retries);
-- Milvus Lite killed (-9) during searches and during indexing: restarted without restarting `serve`;
-  nothing acknowledged is lost, the store's consistency check passes;
+- the local Milvus killed (-9) during searches and during indexing, Milvus Lite and the default engine (the
+  Milvus server in its own network namespace): restarted without restarting `serve`; nothing acknowledged is
+  lost, the store's consistency check passes;
 - the health endpoint reports the store and recovers with it;
 - `dnsvr serve` stopped by SIGTERM while indexing, killed by -9: no process left, and a new `serve` on the
   same store starts, with the same rankings and every acknowledged video;
@@ -64,8 +65,10 @@ def consistent(store_uri: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def service(docker_export, tmp_path_factory):
-    store = tmp_path_factory.mktemp("faults") / "milvus.db"
+def service(docker_export, tmp_path_factory, request):
+    """The service on Milvus Lite, or on the engine a test names by indirect parametrisation ("server")."""
+    engine = getattr(request, "param", "lite")
+    store = tmp_path_factory.mktemp("faults") / ("milvus.db" if engine == "lite" else "milvus-server")
     with LocalService(docker_export, store=store, env={"DNSVR_MAX_FRAMES": MAX_FRAMES}, health_port=0) as running:
         yield running
 
@@ -98,18 +101,24 @@ def test_dead_python_instance_is_replaced(service, client):
 
 
 def milvus_exits_seen(service) -> int:
-    return sum("Milvus Lite" in event and "exited" in event for event in service.supervisor.events)
+    return sum(service.milvus.label in event and "exited" in event for event in service.supervisor.events)
 
 
+BOTH_ENGINES = pytest.mark.parametrize("service", ["lite", "server"], indirect=True)
+
+
+@BOTH_ENGINES
 def test_milvus_killed_during_searches_recovers_without_restarting_serve(service, client):
     seen = milvus_exits_seen(service)
     os.killpg(service.milvus.pid, signal.SIGKILL)
     # down, or already restarted by the supervisor (under load it can be back before a poll sees it down)
     until(lambda: not service.milvus.running or milvus_exits_seen(service) > seen, 10, 0.05)
     result = until(lambda: client.search(video_id="base-1", top_k=3, rerank=0), 90)
-    assert len(result) == 3 and any("Milvus Lite is back" in event for event in service.supervisor.events)
+    assert len(result) == 3 and any(f"{service.milvus.label} is back" in event
+                                    for event in service.supervisor.events)
 
 
+@BOTH_ENGINES
 def test_milvus_killed_during_indexing_loses_nothing_acknowledged(service, client):
     outcomes = []
     items = [(f"during-{seed}", frames(100 + seed)) for seed in range(10)]

@@ -6,7 +6,8 @@ and its metrics port take no listen address).  Started by `unshare --net` (with 
 process is not root) it gets a network namespace of its own, holding nothing but a loopback device: whatever it
 binds there is unreachable from outside the namespace, this machine's own loopback included.  A relay in the
 namespace (this module, the namespace's first process) accepts connections on a Unix socket file and forwards
-each to the proxy's port on the namespace's loopback; clients connect with the URI `unix:<socket>`.  The socket
+each to the proxy's port on the namespace's loopback (two threads per connection moving the bytes with
+`os.splice`: they never enter Python); clients connect with the URI `unix:<socket>`.  The socket
 lies in a directory only this user may enter (mode 0700), so other users of the machine cannot reach the store
 either (a server on 127.0.0.1 is open to every local user).
 
@@ -20,7 +21,7 @@ and `namespace_support` tells whether this machine lets a process make the names
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import fcntl
 import functools
 import hashlib
@@ -32,11 +33,14 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from dnsvr.serving.local.processes import LOOPBACK
 
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+F_SETPIPE_SZ = 1031  # fcntl: a pipe's capacity
+PIPE_BYTES = 1 << 20  # bytes moved per splice (the pipe's capacity when the kernel allows it)
 SOCKET_DIR_MODE = 0o700
 
 
@@ -100,76 +104,68 @@ def loopback_up() -> None:
         fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sh", b"lo", flags | IFF_UP))
 
 
-class _Leg(asyncio.Protocol):
-    """One side of a relayed connection: what it receives is written to the other side (`peer`), with the
-    transports' flow control passed across (a full side pauses reading on the other)."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.peer: _Leg | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.peer.transport.write(data)
-
-    def eof_received(self) -> bool:
-        if self.peer.transport.can_write_eof():
-            self.peer.transport.write_eof()
-        return True  # keep the other direction open until its side ends
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.close()
-
-    def pause_writing(self) -> None:
-        self.peer.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        self.peer.transport.resume_reading()
-
-
-class _ClientLeg(_Leg):
-    """A client's connection to the socket: reading waits until its connection to the server is open."""
-
-    def __init__(self, port: int) -> None:
-        super().__init__()
-        self.port = port
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        transport.pause_reading()
-        asyncio.ensure_future(self._connect())
-
-    async def _connect(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            _, server = await loop.create_connection(_Leg, LOOPBACK, self.port)
-        except OSError:  # the server is not listening yet (or is gone): the client sees a closed connection
-            self.transport.close()
-            return
-        server.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.peer, server.peer = server, self
-        if self.transport.is_closing():
-            server.transport.close()
-        else:
-            self.transport.resume_reading()
-
-
-async def _serve(socket_path: Path, port: int, command: list[str]) -> int:
-    """Start `command`, relay `socket_path` -> LOOPBACK:`port` until it exits; its exit code (128 + signal)."""
-    process = await asyncio.create_subprocess_exec(*command)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, process.send_signal, sig)
-    socket_path.unlink(missing_ok=True)
-    server = await loop.create_unix_server(functools.partial(_ClientLeg, port), path=str(socket_path))
-    os.chmod(socket_path, 0o600)
+def _pump(source: socket.socket, target: socket.socket) -> None:
+    """Move bytes from `source` to `target` until `source` ends, then half-close `target`: `os.splice` through a
+    pipe, so the bytes stay in the kernel and the thread holds no GIL while it waits or copies."""
+    read_end, write_end = os.pipe()
     try:
-        code = await process.wait()
+        fcntl.fcntl(write_end, F_SETPIPE_SZ, PIPE_BYTES)
+    except OSError:  # a smaller pipe still works, in more steps
+        pass
+    try:
+        while moved := os.splice(source.fileno(), write_end, PIPE_BYTES):
+            while moved:
+                moved -= os.splice(read_end, target.fileno(), moved)
+        target.shutdown(socket.SHUT_WR)
+    except OSError:  # either side reset or closed: end both directions
+        for side in (source, target):
+            with contextlib.suppress(OSError):
+                side.shutdown(socket.SHUT_RDWR)
     finally:
-        server.close()
+        os.close(read_end)
+        os.close(write_end)
+
+
+def _relay_one(client: socket.socket, port: int) -> None:
+    """One client connection: open one to the server, copy both ways (a thread each way) until both end."""
+    with client:
+        try:
+            server = socket.create_connection((LOOPBACK, port))
+        except OSError:  # the server is not listening yet (or is gone): the client sees a closed connection
+            return
+        with server:
+            server.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            back = threading.Thread(target=_pump, args=(server, client), daemon=True)
+            back.start()
+            _pump(client, server)
+            back.join()
+
+
+def _accept(listener: socket.socket, port: int) -> None:
+    """Relay every connection to `listener` (a thread each) until it is closed."""
+    while True:
+        try:
+            client, _ = listener.accept()
+        except OSError:
+            return
+        threading.Thread(target=_relay_one, args=(client, port), daemon=True).start()
+
+
+def _serve(socket_path: Path, port: int, command: list[str]) -> int:
+    """Start `command`, relay `socket_path` -> LOOPBACK:`port` until it exits; its exit code (128 + signal)."""
+    process = subprocess.Popen(command)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda number, frame: process.send_signal(number))
+    socket_path.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(socket_path))
+    os.chmod(socket_path, 0o600)
+    listener.listen(128)
+    threading.Thread(target=_accept, args=(listener, port), daemon=True).start()
+    try:
+        code = process.wait()
+    finally:
+        listener.close()
         socket_path.unlink(missing_ok=True)
     return 128 - code if code < 0 else code
 
@@ -185,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     if not command:
         parser.error("give the server's command after --")
     loopback_up()
-    return asyncio.run(_serve(args.socket, args.port, command))
+    return _serve(args.socket, args.port, command)
 
 
 if __name__ == "__main__":

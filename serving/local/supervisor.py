@@ -105,8 +105,8 @@ class Supervisor:
         if milvus is None or milvus.running or time.monotonic() < self._next_milvus_try:
             return
         code = milvus.exit_code
-        self._event("%s (%s) exited with code %s; starting it again on port %s", milvus.label, milvus.data_dir,
-                    code, milvus.port)
+        self._event("%s (%s) exited with code %s; starting it again at %s", milvus.label, milvus.data_dir,
+                    code, milvus.uri)
         try:
             milvus.restart()
         except Exception as error:
@@ -115,7 +115,7 @@ class Supervisor:
             self._backoff = min(self._backoff * 2, BACKOFF_S[1])
             return
         self._backoff = BACKOFF_S[0]
-        self._event("%s is back on port %s", milvus.label, milvus.port)
+        self._event("%s is back at %s", milvus.label, milvus.uri)
 
     def _check_instances(self) -> None:
         triton = self.service.triton
