@@ -20,6 +20,8 @@ from dnsvr.serving.local.engine_choice import EngineUnavailable, choose_engine
 from dnsvr.serving.local.isolated_milvus import private_socket_dir, socket_path_for
 from dnsvr.serving.local.milvus_servers import MilvusStandaloneServer
 from dnsvr.serving.local.processes import LOOPBACK, descendants
+from dnsvr.serving.store.settings import StoreSettings
+from dnsvr.serving.store.video_store import VideoStore
 
 needs_namespaces = pytest.mark.skipif(engine_choice.server_support() is not None,
                                       reason=f"no isolated server here: {engine_choice.server_support()}")
@@ -45,7 +47,8 @@ def server_binary(server: MilvusStandaloneServer) -> int:
 
 
 @needs_namespaces
-def test_the_isolated_server_is_reachable_only_through_its_socket(tmp_path: Path) -> None:
+def test_the_isolated_server_is_reachable_only_through_its_socket(tmp_path: Path, capsys) -> None:
+    from dnsvr.serving.cli.main import main
     from pymilvus import DataType, MilvusClient
 
     server = MilvusStandaloneServer(tmp_path / "data", isolated=True)
@@ -83,6 +86,15 @@ def test_the_isolated_server_is_reachable_only_through_its_socket(tmp_path: Path
         got = {row["id"]: np.frombuffer(row["code"][0] if isinstance(row["code"], list) else row["code"], np.uint8)
                for row in rows}
         assert sorted(got) == [0, 1, 2] and all((got[i] == codes[i]).all() for i in range(3))
+        # a store on this machine's server keeps its codes in chunk rows (docs/storage.md, layouts)
+        store = VideoStore(StoreSettings(uri=server.uri, prefix="isolated"), model_version="test", coarse_dim=8,
+                           representation="binary")
+        assert store.meta.layout == "chunk"
+        store.close()
+        # `dnsvr store` finds the live server by its data directory
+        assert main(["store", "stats", "--store", str(tmp_path / "data"), "--prefix", "isolated"]) == 0
+    assert main(["store", "stats", "--store", str(tmp_path / "data"), "--prefix", "isolated"]) == 2
+    assert "no `dnsvr serve` runs its server" in capsys.readouterr().err
     assert not server.running and not server.socket_path.exists()
 
 
@@ -143,3 +155,13 @@ def test_without_namespaces_auto_falls_back_to_lite_and_server_is_refused(data_h
     assert (exposed.engine, exposed.isolated) == ("server", False) and "every interface" in exposed.reason
     with pytest.raises(ValueError, match="engine must be one of"):
         choose_engine("sqlite")
+
+
+def test_store_commands_default_to_the_store_serve_uses(data_home: Path, monkeypatch, capsys) -> None:
+    from dnsvr.serving.cli.main import main
+
+    monkeypatch.delenv("DNSVR_MILVUS_URI", raising=False)
+    monkeypatch.setenv("DNSVR_CONFIG", str(data_home / "none.toml"))
+    monkeypatch.setattr(engine_choice, "server_support", lambda isolated=True: None)
+    assert main(["store", "stats"]) == 2  # the server's default store, and no `dnsvr serve` runs it
+    assert f"{data_home / 'milvus-server'} is a Milvus server's data directory" in capsys.readouterr().err

@@ -64,10 +64,11 @@ def consistent(store_uri: str) -> None:
         assert store.check(grace_s=0).clean
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["lite"])
 def service(docker_export, tmp_path_factory, request):
-    """The service on Milvus Lite, or on the engine a test names by indirect parametrisation ("server")."""
-    engine = getattr(request, "param", "lite")
+    """The service on Milvus Lite, or on the engine a test names by indirect parametrisation ("server"; the
+    "lite" instance is shared with every other test of the module)."""
+    engine = request.param
     store = tmp_path_factory.mktemp("faults") / ("milvus.db" if engine == "lite" else "milvus-server")
     with LocalService(docker_export, store=store, env={"DNSVR_MAX_FRAMES": MAX_FRAMES}, health_port=0) as running:
         yield running

@@ -435,12 +435,13 @@ def demo_command(args: argparse.Namespace) -> int:
     if not folders:
         print("error: no video folders found (pass --videos DIR)", file=sys.stderr)
         return 1
-    from dnsvr.serving.local.engine_choice import EngineUnavailable, choose_engine
+    from dnsvr.serving.local.engine_choice import EngineUnavailable, server_support
 
     with tempfile.TemporaryDirectory(prefix="dnsvr-demo-") as scratch:
         try:
-            if args.store is None:  # a fresh store per demo run, removed afterwards
-                engine = choose_engine(args.engine, None, args.isolate).engine
+            if args.store is None:  # a fresh store per demo run, removed afterwards: the server where it can run
+                engine = args.engine if args.engine != "auto" else \
+                    "server" if server_support(args.isolate) is None else "lite"
                 args.store = str(Path(scratch) / ("milvus.db" if engine == "lite" else "milvus-server"))
             print(f"starting Triton + {_service(args).engine_label} over {args.repository} ...", flush=True)
         except EngineUnavailable as error:

@@ -7,9 +7,12 @@ import sys
 
 STORE_EPILOG = """\
 The store is found by --store, else $DNSVR_MILVUS_URI, else [store] uri in the config file
-($DNSVR_CONFIG or ~/.config/dnsvr/config.toml), else embedded Milvus Lite at
-~/.local/share/dnsvr/milvus.db.  A server token comes from $DNSVR_MILVUS_TOKEN or the config file (never
-put it on the command line of a shared machine).
+($DNSVR_CONFIG or ~/.config/dnsvr/config.toml), else the default store of `dnsvr serve`:
+~/.local/share/dnsvr/milvus-server (the local Milvus server, reached through the Unix socket of the running
+`dnsvr serve`), or embedded Milvus Lite at ~/.local/share/dnsvr/milvus.db where only that exists.  --store
+also takes a local data path: a .db path (Milvus Lite; through a running `dnsvr serve` when one holds it) or
+a server data directory of a running `dnsvr serve`.  A server token comes from $DNSVR_MILVUS_TOKEN or the
+config file (never put it on the command line of a shared machine).
 
 examples:
   dnsvr store stats --store http://127.0.0.1:19530
@@ -30,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     def add(name: str, help_text: str, handler) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, help=help_text, description=help_text, epilog=STORE_EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-        parser.add_argument("--store", metavar="URI", help="http(s)://host:port of Milvus, or a .db path")
+        parser.add_argument("--store", metavar="URI", help="http(s)://host:port or unix:/path of Milvus, a .db "
+                            "path, or the data directory of a running `dnsvr serve`'s Milvus server")
         parser.add_argument("--prefix", help="collection name prefix (default dnsvr)")
         parser.add_argument("--config", metavar="TOML", help="config file with a [store] table")
         parser.set_defaults(handler=handler)
@@ -48,15 +52,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _open(args: argparse.Namespace):
-    """The store of the flags; an embedded store that a running `dnsvr serve` holds open is reached through
-    that serve's Milvus Lite server (only one process may open the files)."""
+    """The store of the flags (nothing configured: the store `dnsvr serve` uses by default); a local store that a
+    running `dnsvr serve` holds is reached through that serve's engine: the Unix socket of its Milvus server, or
+    its Milvus Lite server (only one process may open Lite's files)."""
     from dataclasses import replace
 
-    from dnsvr.serving.local.milvus_servers import serving_lite_uri
-    from dnsvr.serving.store.settings import StoreSettings
+    from dnsvr.serving.local.engine_choice import choose_engine
+    from dnsvr.serving.local.milvus_servers import serving_lite_uri, serving_server_uri
+    from dnsvr.serving.store.settings import StoreSettings, is_server_uri
     from dnsvr.serving.store.video_store import VideoStore
+    from dnsvr.training import paths
 
-    settings = StoreSettings.resolve(config_path=args.config, uri=args.store, prefix=args.prefix)
+    store = args.store
+    if store is None and StoreSettings.resolve(config_path=args.config).uri == str(paths.default_store_path()):
+        store = str(choose_engine(store=None).store)  # nothing configured: the store `dnsvr serve` would use
+    if store is not None and not is_server_uri(store) and not store.endswith(".db"):  # a server data directory
+        live = serving_server_uri(store)
+        if live is None:
+            raise ValueError(f"{store} is a Milvus server's data directory and no `dnsvr serve` runs its server: "
+                             "start `dnsvr serve` (the server runs under it), or pass --store URI")
+        store = live
+    settings = StoreSettings.resolve(config_path=args.config, uri=store, prefix=args.prefix)
     if settings.embedded:
         live = serving_lite_uri(settings.uri)
         if live is not None:

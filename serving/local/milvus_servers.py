@@ -294,6 +294,15 @@ def serving_lite_uri(data_dir: str | os.PathLike) -> str | None:
     raise ServerStartError(f"{data_dir} is open in process {holders}, which serves no known port: stop it first")
 
 
+def serving_server_uri(data_dir: str | os.PathLike) -> str | None:
+    """The `unix:` URI of the live isolated Milvus server over `data_dir` (the one `dnsvr serve` starts by
+    default), None when none answers on its socket."""
+    path = socket_path_for(data_dir)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return f"unix:{path}" if sock.connect_ex(str(path)) == 0 else None
+
+
 class MilvusStandaloneServer(_LocalMilvusProcess):
     """The real Milvus 2.3.5 standalone server of the `milvus` wheel (`milvus-server`), for tests, benchmarks.
 

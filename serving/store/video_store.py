@@ -415,8 +415,9 @@ class VideoStore:
                 "needs model_version, coarse_dim and representation"
             )
         layout = self.settings.layout
-        if layout == "auto":
-            layout = "vector" if self.supports_binary_vectors else "chunk"
+        if layout == "auto":  # chunk on this machine (Lite, a Unix socket), vector on a server over the network
+            local = not self.supports_binary_vectors or self.settings.uri.lower().startswith("unix:")
+            layout = "chunk" if local else "vector"
         elif layout == "vector" and representation == "binary" and not self.supports_binary_vectors:
             raise StoreError(f"{self.server_version} has no binary vectors: use layout 'chunk' or 'auto'")
         return make_meta(model_version, coarse_dim, representation, layout, text_dim or 0)
