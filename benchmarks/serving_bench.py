@@ -150,7 +150,8 @@ def main() -> None:
                         "pack, else the golden checkpoints, into a temporary folder)")
     parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
     parser.add_argument("--server-layout", choices=("auto", "vector", "chunk"), default="auto",
-                        help="frame layout of the server backend's store (auto: vector, a row per frame)")
+                        help="frame layout of the server backends' stores (auto: a row per frame over TCP, "
+                        "chunk rows behind the isolated engine's Unix socket)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000])
     parser.add_argument("--rerank", type=float, nargs="+", default=[0.0, 0.05, 0.2])
     parser.add_argument("--candidates", type=int, default=1000, help="coarse candidates K' (default 1000)")

@@ -89,6 +89,13 @@ def private_socket_dir() -> Path:
     return folder
 
 
+def socket_answers(path: str | os.PathLike) -> bool:
+    """Whether something accepts connections on the Unix socket `path` (within half a second)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(str(path)) == 0
+
+
 def isolated_command(command: list[str], socket: str | os.PathLike, port: int) -> list[str]:
     """The command line that runs `command` in a new network namespace, relayed from `socket` to `port`."""
     return [shutil.which("unshare") or "unshare", *unshare_flags(), "--",

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from dnsvr.serving.local.guard import guarded
-from dnsvr.serving.local.isolated_milvus import isolated_command, socket_path_for
+from dnsvr.serving.local.isolated_milvus import isolated_command, socket_answers, socket_path_for
 from dnsvr.serving.local.processes import (
     LOOPBACK,
     descendants,
@@ -298,9 +298,7 @@ def serving_server_uri(data_dir: str | os.PathLike) -> str | None:
     """The `unix:` URI of the live isolated Milvus server over `data_dir` (the one `dnsvr serve` starts by
     default), None when none answers on its socket."""
     path = socket_path_for(data_dir)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return f"unix:{path}" if sock.connect_ex(str(path)) == 0 else None
+    return f"unix:{path}" if socket_answers(path) else None
 
 
 class MilvusStandaloneServer(_LocalMilvusProcess):
@@ -372,11 +370,7 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
         return f"unix:{self.socket_path}" if self.isolated else super().uri
 
     def _port_open(self) -> bool:
-        if not self.isolated:
-            return super()._port_open()
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(0.5)
-            return sock.connect_ex(str(self.socket_path)) == 0
+        return socket_answers(self.socket_path) if self.isolated else super()._port_open()
 
     def _etcd_client_port(self) -> int:
         for line in self.etcd_config_path.read_text().splitlines():
