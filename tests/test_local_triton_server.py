@@ -322,20 +322,32 @@ def test_broken_model_fails_startup_naming_it(tmp_path):
     assert not server.running
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
-def test_serve_triton_command_stops_cleanly_on_signal(tmp_path, signum):
+def ignore_sigint() -> None:
+    """What a non-interactive shell does to a command it starts with `&`."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize(("signum", "started"), [(signal.SIGTERM, None), (signal.SIGINT, None),
+                                                 (signal.SIGINT, ignore_sigint)],
+                         ids=["sigterm", "ctrl-c", "ctrl-c-started-with-sigint-ignored"])
+def test_serve_triton_command_stops_cleanly_on_signal(tmp_path, signum, started):
     repository = tmp_path / "models"
     add_onnx_model(repository, "affine", Affine())
     command = [
         str(Path(sys.executable).parent / "dnsvr"), "serve-triton", "--repository", str(repository),
         "--grpc-port", "0", "--http-port", "0", "--metrics-port", "0", "--log-file", str(tmp_path / "t.log"),
     ]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as cli:
-        banner = cli.stdout.readline()
-        assert banner.startswith("Triton ready"), banner + cli.stdout.read()
-        family = descendants(cli.pid)
-        assert len(family) >= 2  # tritonserver and the affine model's python stub
-        cli.send_signal(signum)
-        assert cli.wait(30) == 0, cli.stdout.read()
-        assert cli.stdout.read().startswith("Triton stopped (exit code 0)")
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          preexec_fn=started) as cli:
+        try:
+            banner = cli.stdout.readline()
+            assert banner.startswith("Triton ready"), banner + cli.stdout.read()
+            family = descendants(cli.pid)
+            assert len(family) >= 2  # tritonserver and the affine model's python stub
+            cli.send_signal(signum)
+            assert cli.wait(30) == 0, cli.stdout.read()
+            assert cli.stdout.read().startswith("Triton stopped (exit code 0)")
+        finally:
+            if cli.poll() is None:  # the signal did not stop it: kill its group's server through its guard
+                cli.terminate()
     assert [pid for pid in family if alive(pid)] == []

@@ -229,7 +229,8 @@ def serve_command(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    # SIGINT too, explicitly: started from a shell's `&`, it comes ignored, and Ctrl-C / kill -INT would not stop
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     state_path = paths.state_path()
     code = 0
     try:

@@ -522,7 +522,7 @@ def serve_until_stopped(server: TritonServer, on_ready: Callable[[TritonServer],
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    handled = (signal.SIGTERM, signal.SIGHUP)
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGINT too: a shell's `&` starts it ignored
     previous = {signum: signal.signal(signum, interrupt) for signum in handled}
     try:
         try:
