@@ -11,7 +11,14 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from dnsvr.training.data.video import VideoDecodeError, decode_video, pad_frames, probe_video
+from dnsvr.training.data.video import (
+    VideoDecodeError,
+    _packets_needed,
+    _Targets,
+    decode_video,
+    pad_frames,
+    probe_video,
+)
 
 
 def write_video(
@@ -171,6 +178,25 @@ def test_groups_of_pictures_left_undecoded_change_no_sampled_frame(tmp_path: Pat
         assert len(frames) == len(expected) > 1, (name, fps)
         for index, (got, want) in enumerate(zip(frames, expected, strict=True)):
             np.testing.assert_array_equal(got, want, err_msg=f"{name} at {fps} fps, sample {index}")
+
+
+def clock(origin: float, fps: float, index: int) -> _Targets:
+    targets = _Targets(fps)
+    targets.origin, targets.index = origin, index
+    return targets
+
+
+def test_only_the_packets_up_to_the_last_frame_taken_are_decoded() -> None:
+    """A group of pictures in decoding order (keyframe first, B-frames after the picture they display before)."""
+    group = [1.0, 1.12, 1.04, 1.08]
+    assert _packets_needed(group, clock(0.0, 1.0, 1)) == (1, False)  # the keyframe is the sampled frame
+    assert _packets_needed(group, clock(0.0, 1.0, 2)) == (0, False)  # no sampled time falls in the group
+    assert _packets_needed(group, clock(0.04, 1.0, 1)) == (3, False)  # 1.04 is the third packet
+    assert _packets_needed(group, clock(0.0, 20.0, 21)) == (4, False)  # 1.05 takes 1.08, the last packet
+    assert _packets_needed(group, clock(0.5, 1.0, 0)) == (1, False)  # 0.5 is before the group: the keyframe
+    open_group = [2.0, 1.92, 1.96, 2.12]  # leading pictures shown before their keyframe
+    assert _packets_needed(open_group, clock(0.0, 1.0, 2)) == (1, False)  # 1.92, 1.96: before the target
+    assert _packets_needed(open_group, clock(0.0, 20.0, 39)) == (4, True)  # 1.95 takes 1.96, 2.05 takes 2.12
 
 
 def test_the_sample_videos_decode_as_every_frame_would(videos_dir: Path) -> None:

@@ -143,71 +143,131 @@ class _Targets:
     """The sampling clock shared by the decoder loop and the sampler: the times `k / fps` after the first decoded
     frame's time (`origin`), and `index` k of the first one no frame has been taken for yet."""
 
+    TOLERANCE = 1e-6
+
     def __init__(self, fps: float):
         self.fps = fps
         self.origin: float | None = None
         self.index = 0
 
-    def next_time(self) -> float | None:
-        """Stream time (s) of the next target; None before the first frame is decoded."""
-        return None if self.origin is None else self.origin + self.index / self.fps
+    def taken_through(self, time: float, index: int) -> int:
+        """The index of the first target after those (from `index` on) that a frame at `time` is taken for."""
+        while (time - self.origin) >= index / self.fps - self.TOLERANCE:
+            index += 1
+        return index
+
+
+def _groups_of_pictures(container: av.container.InputContainer,
+                        stream: av.video.stream.VideoStream) -> Iterator[list[av.Packet]]:
+    """The stream's packets in decoding order, cut before every keyframe (the first group may start without
+    one); the demuxer's empty end-of-stream packet is left out."""
+    group: list[av.Packet] = []
+    for packet in container.demux(stream):
+        if packet.size == 0:
+            break
+        if packet.is_keyframe and group:
+            yield group
+            group = []
+        group.append(packet)
+    if group:
+        yield group
+
+
+def _packets_needed(times: list[float], targets: _Targets) -> tuple[int, bool]:
+    """For one group of pictures whose packets (decoding order) show at `times`: how many of its first packets
+    must be decoded for every target its frames are taken for (0: none is taken), and whether a frame shown
+    before its keyframe (an open group's leading picture, which refers to the group before) is among them.
+
+    Frames are taken in display order.  The group's frames shown after the last one taken are never needed,
+    since every later target lies after the whole group; those shown before the first pending target cannot be
+    taken.  Every frame shown between them is decoded, so each target gets the first frame at or after it, as in
+    a decode of every frame."""
+    index, last = targets.index, None
+    for time in sorted(times):
+        after = targets.taken_through(time, index)
+        if after > index:
+            index, last = after, time
+    if last is None:
+        return 0, False
+    taken = [position for position, time in enumerate(times)  # shown from the first target through the last
+             if targets.taken_through(time, targets.index) > targets.index and time <= last + _Targets.TOLERANCE]
+    return taken[-1] + 1, any(times[position] < times[0] for position in taken)
 
 
 def _timed_frames(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream, name: str, targets: _Targets
 ) -> Iterator[tuple[float, av.VideoFrame]]:
-    """Decoded frames in display order with their presentation time in seconds (pts * time_base, extrapolated if
-    missing), leaving undecoded the groups of pictures that no target falls in.
+    """Decoded frames with their presentation time in seconds (pts * time_base, extrapolated if missing), in
+    display order within each decode, decoding of each group of pictures only what the targets need.
 
-    Packets are demuxed (cheap) and held from the last keyframe on; they are fed to the decoder once a packet's
-    time reaches the next target, and from then on until the decoder (B-frame reordering, frame threads) has
-    output a frame at or after that target.  A keyframe at or before the next target makes everything held or in
-    flight before it useless: every picture before a keyframe in decoding order is displayed before it, hence
-    before the target, so those packets are dropped undecoded and the decoder is flushed.  Every frame that is
-    decoded is decoded from its keyframe on, as a sequential decode would, so the frames taken are the same.  A
-    packet without a timestamp is decoded at once (no skipping around it).
+    Packets are demuxed (cheap) a group of pictures (keyframe to keyframe) at a time; `_packets_needed` says how
+    many of a group's packets in decoding order hold every frame a target is taken from.  Only those are decoded
+    (none for a group no target falls in), then the decoder is drained and reset, so no frame is decoded just to
+    push the wanted one out of the decoder's reordering and threading delay.  A group needed whole leaves the
+    decoder running into the next group (open groups of pictures refer across the keyframe); a group whose
+    needed leading pictures refer to a group that was not decoded whole gets that group decoded first.  Every
+    frame taken is decoded from its keyframe on, as in a decode of every frame, so the same frames are taken.
+
+    Timing: the first group's keyframe gives the clock's origin; a group with a packet lacking a timestamp is
+    decoded whole.  Threads: when the first group needs at most two packets (a keyframe per sampled time or
+    more often, the common case of 1-2 s groups at 1 fps), the decoder uses slice threads, which split one
+    picture; otherwise FFmpeg's choice (frame threads, which overlap consecutive pictures).
     """
     rate = stream.average_rate or stream.guessed_rate or Fraction(25)
     codec = stream.codec_context
     time_base = stream.time_base  # the packets' (frames decoded late by threads or the drain may carry none)
-    tolerance = 1e-6
-    previous: float | None = None  # time of the last frame out of the decoder
-    fed: float | None = None  # latest packet time fed to the decoder since it was last flushed
-    held: list[av.Packet] = []
+    previous_time: float | None = None  # time of the last frame out of the decoder
+    fed = False  # packets were fed since the decoder was last drained and reset
+    whole = False  # ... and they are whole groups of pictures, through the previous group
+    earlier: list[av.Packet] = []  # the previous group's packets
 
     def decoded(packets: list[av.Packet | None]) -> Iterator[tuple[float, av.VideoFrame]]:
-        nonlocal previous, fed
+        nonlocal previous_time
         for packet in packets:
-            if packet is not None and packet.pts is not None:
-                fed = max(fed, float(packet.pts * time_base)) if fed is not None else float(packet.pts * time_base)
             for frame in codec.decode(packet):
                 if frame.pts is not None and time_base is not None:
                     time = float(frame.pts * time_base)
-                elif previous is not None:
-                    time = previous + 1.0 / float(rate)
+                elif previous_time is not None:
+                    time = previous_time + 1.0 / float(rate)
                 else:
                     time = 0.0
-                previous = time
+                previous_time = time
                 yield time, frame
 
+    def drained() -> Iterator[tuple[float, av.VideoFrame]]:
+        nonlocal fed, whole
+        if fed:
+            yield from decoded([None])
+            codec.flush_buffers()
+        fed = whole = False
+
     try:
-        for packet in container.demux(stream):
-            if packet.size == 0:  # the demuxer's end-of-stream packet: decode what is held, then drain
-                break
-            due = targets.next_time()
-            timed = packet.pts is not None and time_base is not None and due is not None
-            when = float(packet.pts * time_base) if timed else None
-            awaited = fed is not None and due is not None and fed >= due - tolerance and (
-                previous is None or previous < due - tolerance)  # fed up to the target, its frame not out yet
-            if timed and packet.is_keyframe and not awaited and when <= due + tolerance and (held or fed is not None):
-                held.clear()
-                codec.flush_buffers()
-                fed = None
-            held.append(packet)
-            if not timed or when >= due - tolerance or awaited:
-                batch, held = held, []
-                yield from decoded(batch)
-        yield from decoded([*held, None])
+        for number, group in enumerate(_groups_of_pictures(container, stream)):
+            timed = time_base is not None and all(packet.pts is not None for packet in group)
+            times = [float(packet.pts * time_base) for packet in group] if timed else []
+            if timed and targets.origin is None and group[0].is_keyframe and times[0] == min(times):
+                targets.origin = times[0]
+            if timed and targets.origin is not None:
+                needed, leading = _packets_needed(times, targets)
+            else:
+                needed, leading = len(group), False
+            if number == 0 and not codec.is_open:
+                stream.thread_type = "SLICE" if needed <= 2 else "AUTO"
+            if not needed:
+                yield from drained()
+            else:
+                if not whole:
+                    yield from drained()
+                    if leading and earlier:
+                        fed = True
+                        yield from decoded(earlier)
+                fed = True
+                yield from decoded(group[:needed])
+                whole = needed == len(group)
+                if not whole:
+                    yield from drained()
+            earlier = group
+        yield from drained()
     except av.FFmpegError as error:
         raise VideoDecodeError(f"{name}: decoding failed ({error})") from error
 
@@ -216,11 +276,11 @@ def _sample_by_time(
     frames: Iterator[tuple[float, av.VideoFrame]], targets: _Targets, max_frames: int | None
 ) -> Iterator[av.VideoFrame]:
     """The first frame at or after each target time (see `_Targets`), advancing `targets` as frames are taken."""
-    tolerance = 1e-6
     for time, frame in frames:
         if targets.origin is None:
             targets.origin = time
-        while (time - targets.origin) >= targets.index / targets.fps - tolerance:
+        taken = targets.taken_through(time, targets.index)
+        while targets.index < taken:
             yield frame
             targets.index += 1
             if max_frames is not None and targets.index >= max_frames:
