@@ -296,6 +296,42 @@ def test_a_store_made_before_thumbnails_keeps_working(lite_server, monkeypatch) 
         assert store.check(grace_s=0).clean
 
 
+def indexes(store: VideoStore, collection: str) -> set[str]:
+    store.meta  # opens the store (and so adds what is missing)
+    return set(store._call("list_indexes", lambda client: client.list_indexes(collection)))
+
+
+def test_frame_and_text_rows_are_indexed_by_video_and_generation_on_a_server(milvus_server, monkeypatch) -> None:
+    """A new store's frame and text collections get the scalar indexes; a store made without them (before they
+    came) keeps working while loaded and gets them at an open that finds it released; reads stay exact."""
+    import dnsvr.serving.store.video_store as video_store
+
+    monkeypatch.setattr(video_store, "SCALAR_INDEXES", ())
+    prefix = fresh_prefix()
+    videos = [make_video(f"v{i}", 5 + i, i) for i in range(4)]
+    with open_store(milvus_server.uri, prefix, text_dim=8) as store:
+        texts = np.random.default_rng(0).normal(size=(len(videos), 8)).astype(np.float32)
+        texts /= np.linalg.norm(texts, axis=1, keepdims=True)
+        store.upsert_many([replace(video, text=text) for video, text in zip(videos, texts, strict=True)])
+        assert not {"video_id", "generation"} & indexes(store, store.frame_collection)
+    monkeypatch.undo()
+    with open_store(milvus_server.uri, prefix, text_dim=8) as store:  # loaded: left as it is, still served
+        assert not {"video_id", "generation"} & indexes(store, store.frame_collection)
+        assert store.fetch_codes(["v1"], consistency="Strong").missing == []
+        for name in (store.frame_collection, store.text_collection):
+            store._call("release", lambda client, n=name: client.release_collection(n))
+    with open_store(milvus_server.uri, prefix, text_dim=8) as store:  # released: indexed, then loaded
+        for name in (store.frame_collection, store.text_collection):
+            assert {"video_id", "generation"} <= indexes(store, name), name
+        fetched = store.fetch_codes([video.video_id for video in videos], consistency="Strong")
+        for index, video in enumerate(videos):
+            np.testing.assert_array_equal(fetched.codes[index, :fetched.frame_counts[index]], video.fine_codes)
+        store.delete("v0")
+        assert store.check(grace_s=0).clean
+    with open_store(milvus_server.uri, fresh_prefix()) as fresh:
+        assert {"video_id", "generation"} <= indexes(fresh, fresh.frame_collection)
+
+
 def test_the_server_reports_rows_it_has_not_indexed_yet(backend_uri: str) -> None:
     import time
 
