@@ -166,7 +166,8 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--settle-s", type=float, default=30.0,
                         help="seconds to wait after the server has indexed the rows written, before measuring "
-                             "(its compactions; default 30)")
+                             "(its compactions; default 30; at 100k use 240: after 30 s the server's background "
+                             "work still shares the cores, and the re-ranked searches took 1.3-2x longer)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"report file (default: {RESULTS})")
     args = parser.parse_args()
 
