@@ -297,7 +297,7 @@ def test_a_store_made_before_thumbnails_keeps_working(lite_server, monkeypatch) 
 
 
 def indexes(store: VideoStore, collection: str) -> set[str]:
-    store.meta  # opens the store (and so adds what is missing)
+    assert store.meta is not None  # opens the store (and so adds what is missing)
     return set(store._call("list_indexes", lambda client: client.list_indexes(collection)))
 
 
