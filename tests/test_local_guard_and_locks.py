@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -75,11 +76,25 @@ def test_lock_of_a_live_owner_is_reported(tmp_path: Path) -> None:
         assert first.running
 
 
-def test_standalone_servers_run_side_by_side_and_restart_on_their_etcd_ports(milvus_server, tmp_path: Path) -> None:
+def test_standalone_servers_run_side_by_side_and_restart_on_their_etcd_ports(milvus_server, tmp_path: Path,
+                                                                            monkeypatch) -> None:
     from pymilvus import MilvusClient
 
     second = MilvusStandaloneServer(tmp_path / "data")
+    taken: list[socket.socket] = []
+    choose_ports = MilvusStandaloneServer.prepare
+
+    def a_port_taken_after_its_choice(server: MilvusStandaloneServer) -> None:
+        choose_ports(server)
+        if not taken:  # the first start only: another process takes the root coordinator's port
+            taken.append(socket.create_server(("127.0.0.1", server.component_ports["root_coord_port"])))
+
+    monkeypatch.setattr(MilvusStandaloneServer, "prepare", a_port_taken_after_its_choice)
     with second:  # the session's server holds its own etcd ports: no clash on 2380
+        taken_port = taken[0].getsockname()[1]
+        assert second.component_ports["root_coord_port"] != taken_port  # chosen again, not moved to port + 1
+        assert f"port {taken_port} is taken" in second.log_path.read_text()
+        taken[0].close()
         config = second.etcd_config_path.read_text()
         assert "2380" not in config and "2379" not in config and "127.0.0.1" in config
         client = MilvusClient(uri=second.uri)
@@ -91,3 +106,12 @@ def test_standalone_servers_run_side_by_side_and_restart_on_their_etcd_ports(mil
         assert "side_by_side" in client.list_collections()
         client.close()
     assert MilvusClient(uri=milvus_server.uri).list_collections() is not None
+
+
+def test_a_proxy_port_given_and_taken_is_reported_at_once(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        began = time.monotonic()
+        with pytest.raises(ServerStartError, match=f"port {port} is taken"):
+            MilvusStandaloneServer(tmp_path / "data", port=port).start()
+        assert time.monotonic() - began < 30  # not the 120 s of a readiness wait on a port nobody serves

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from dnsvr.serving.local.guard import guarded
 from dnsvr.serving.local.isolated_milvus import isolated_command, socket_answers, socket_path_for
+from dnsvr.serving.local.milvus_standalone_launcher import PORT_TAKEN
 from dnsvr.serving.local.processes import (
     LOOPBACK,
     descendants,
@@ -77,6 +78,7 @@ class _LocalMilvusProcess:
         self.startup_timeout_s = startup_timeout_s
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.{self.name}.log"
         self._process: subprocess.Popen | None = None
+        self.start_exit_code: int | None = None  # the exit code of a process that ended before it was ready
 
     @property
     def uri(self) -> str:
@@ -100,6 +102,7 @@ class _LocalMilvusProcess:
         """Spawn the server and wait until it answers; on failure raise ServerStartError, nothing running."""
         if self.running:
             return self
+        self.start_exit_code = None
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         self.prepare()
         with open(self.log_path, "ab") as log:
@@ -134,6 +137,10 @@ class _LocalMilvusProcess:
         except OSError:
             return "(no log)"
 
+    def _diagnostics(self) -> str:
+        """What a start error shows: the launcher's log tail (subclasses add the server's own logs)."""
+        return self._log_tail()
+
     def _wait_ready(self) -> None:
         from pymilvus import MilvusClient
 
@@ -141,13 +148,14 @@ class _LocalMilvusProcess:
         last_error: Exception | None = None
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
+                self.start_exit_code = self._process.returncode
                 raise ServerStartError(
                     f"{self.name} exited with code {self._process.returncode} before it was ready "
-                    f"(log {self.log_path}):\n{self._log_tail()}"
+                    f"(log {self.log_path}):\n{self._diagnostics()}"
                 )
             if self._server_died():
                 raise ServerStartError(f"{self.name}: the server process died before it was ready (log "
-                                       f"{self.log_path} and the logs of {self.data_dir}):\n{self._log_tail()}")
+                                       f"{self.log_path} and the logs of {self.data_dir}):\n{self._diagnostics()}")
             if self._port_open():
                 try:
                     client = MilvusClient(uri=self.uri, timeout=5)
@@ -159,7 +167,7 @@ class _LocalMilvusProcess:
             time.sleep(0.25)
         raise ServerStartError(
             f"{self.name} on {self.uri} not ready after {self.startup_timeout_s:.0f} s ({last_error}); "
-            f"log {self.log_path}:\n{self._log_tail()}"
+            f"log {self.log_path}:\n{self._diagnostics()}"
         )
 
     def _server_died(self) -> bool:
@@ -323,6 +331,7 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
 
     name = "milvus-server"
     label = "Milvus server"
+    PORT_ATTEMPTS = 4
 
     def __init__(self, data_dir: str | os.PathLike, port: int | None = None, startup_timeout_s: float = 120.0,
                  session_ttl_s: int = 10, isolated: bool = False):
@@ -331,6 +340,8 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
         self.isolated = isolated
         self.socket_path = socket_path_for(self.data_dir) if isolated else None
         self._seen_server = False  # the server binary was seen running during this start
+        self._proxy_port_given = port is not None
+        self._served = False  # a start succeeded: clients may know the proxy port
         self.component_ports: dict[str, int] = {}  # --root-coord-port ... of the current start
 
     @property
@@ -338,20 +349,53 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
         return self.data_dir.parent / f"{self.data_dir.name}.etcd.yaml"
 
     def prepare(self) -> None:
-        """Choose this start's component ports; write the embedded etcd's configuration on free loopback ports,
-        once per data directory."""
+        """Choose this start's component and metrics ports, none of them a port of the start before nor of the
+        embedded etcd; write the etcd's configuration on free loopback ports, once per data directory."""
         self._seen_server = False
-        used = set(self.component_ports.values()) | {self.port}
+        if not self.etcd_config_path.exists():
+            self._write_etcd_config(exclude={self.port})
+        used = set(self.component_ports.values()) | {self.port, *self._etcd_ports()}
         self.component_ports = {}
-        for option in STANDALONE_PORT_OPTIONS:
+        for option in (*STANDALONE_PORT_OPTIONS, "metrics_port"):
             port = free_port()
             while port in used:
                 port = free_port()
             used.add(port)
             self.component_ports[option] = port
-        if self.etcd_config_path.exists():
-            return
-        client, peer = free_port(), free_port()
+
+    def start(self) -> MilvusStandaloneServer:
+        """As `_LocalMilvusProcess.start`; a port taken between its choice and the launcher's bind (by another
+        process's connection) is chosen again, up to `PORT_ATTEMPTS` starts, unless clients already know it (a
+        proxy port given or served before) or etcd remembers it."""
+        for attempt in range(1, self.PORT_ATTEMPTS + 1):
+            try:
+                super().start()
+                self._served = True
+                return self
+            except ServerStartError:
+                if self.start_exit_code != PORT_TAKEN or attempt == self.PORT_ATTEMPTS or not self._choose_again():
+                    raise
+        raise AssertionError("unreachable")
+
+    def _choose_again(self) -> bool:
+        """After a PORT_TAKEN exit: whether the port the launcher named may be chosen again (the proxy's, here)."""
+        taken = self._log_tail(1).rpartition("port ")[2].split(" ")[0]
+        LOG.warning("%s: port %s is taken; choosing again", self.name, taken)
+        if taken in {str(port) for port in self._etcd_ports()}:
+            return False
+        if taken == str(self.port):
+            if self._proxy_port_given or self._served:
+                return False
+            self.port = free_port()
+        return True
+
+    def _write_etcd_config(self, exclude: set[int]) -> None:
+        client = free_port()
+        while client in exclude:
+            client = free_port()
+        peer = free_port()
+        while peer in exclude | {client}:
+            peer = free_port()
         atomic_write_text(self.etcd_config_path, "\n".join([
             "name: dnsvr",
             f"listen-client-urls: http://{LOOPBACK}:{client}",
@@ -372,16 +416,21 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
     def _port_open(self) -> bool:
         return socket_answers(self.socket_path) if self.isolated else super()._port_open()
 
-    def _etcd_client_port(self) -> int:
+    def _etcd_ports(self) -> tuple[int, int]:
+        """(client, peer) ports of the embedded etcd, from its configuration."""
+        found = {}
         for line in self.etcd_config_path.read_text().splitlines():
-            if line.startswith("listen-client-urls:"):
-                return int(line.rsplit(":", 1)[1])
-        raise ServerStartError(f"{self.etcd_config_path} names no listen-client-urls")
+            key, _, value = line.partition(":")
+            if key in ("listen-client-urls", "listen-peer-urls"):
+                found[key] = int(value.rsplit(":", 1)[1])
+        if len(found) != 2:
+            raise ServerStartError(f"{self.etcd_config_path} lacks listen-client-urls or listen-peer-urls")
+        return found["listen-client-urls"], found["listen-peer-urls"]
 
     def command(self) -> list[str]:
         command = [sys.executable, "-m", "dnsvr.serving.local.milvus_standalone_launcher",
                    "--data", str(self.data_dir), "--proxy-port", str(self.port),
-                   "--etcd-port", str(self._etcd_client_port())]
+                   "--etcd-port", str(self._etcd_ports()[0])]
         for option, port in self.component_ports.items():
             command += [f"--{option.replace('_', '-')}", str(port)]
         for component in STANDALONE_COMPONENTS:
@@ -389,6 +438,18 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
         # after a kill -9 the coordinators wait for the dead process's etcd sessions to expire (default 30 s)
         command += ["--extra-config", f"common.session.ttl={self.session_ttl_s}"]
         return isolated_command(command, self.socket_path, self.port) if self.isolated else command
+
+    def _diagnostics(self) -> str:
+        """The launcher's log tail, then the tails of the server's own stdout and stderr (in `<data>/logs`)."""
+        parts = [super()._diagnostics()]
+        for stream in ("stdout", "stderr"):
+            path = self.data_dir / "logs" / f"milvus-{stream}.log"
+            try:
+                lines = path.read_text(errors="replace").splitlines()[-15:]
+            except OSError:
+                continue
+            parts.append(f"--- {path} (last {len(lines)} lines):\n" + "\n".join(lines))
+        return "\n".join(parts)
 
     def _server_died(self) -> bool:
         """The `milvus run standalone` binary was seen under the launcher and is gone (the launcher lives on)."""

@@ -1,23 +1,26 @@
-"""`python -m dnsvr.serving.local.milvus_standalone_launcher ARGS`: the milvus wheel's `milvus-server` launcher
-(same ARGS), whose port test binds like the server does.
+"""`python -m dnsvr.serving.local.milvus_standalone_launcher --metrics-port P ARGS`: the milvus wheel's
+`milvus-server` launcher (same ARGS) with a port test that binds like the server does and never moves a port.
 
-The launcher tests each port by binding it; a port whose old connections still sit in TIME-WAIT (for a minute
-after the server that held it stopped) fails a bind without SO_REUSEADDR, and the launcher then quietly moves that
-component to the next port: a restarted server answers on its proxy port + 1, and its embedded etcd and the
-clients of it part ways.  The server itself (Go) binds with SO_REUSEADDR, so the same option here makes the test
-say what the server will meet: a port in TIME-WAIT is free, one with a listener is not.
+The wheel tests each port by binding it, and when the bind fails it quietly moves that component to the next free
+port: a proxy moved so answers where nobody looks, and its caller waits for a server that never comes.  Here every
+port is the one asked for or the launcher exits at once with `PORT_TAKEN`, naming it, so the caller can choose
+again.  The test binds with SO_REUSEADDR, as the server (Go) does: a port whose old connections still sit in
+TIME-WAIT after a stop is free, one with a listener is not.  The metrics (health) port, which the wheel would seek
+from 9091 upwards, is chosen by the caller too (`--metrics-port`).
 """
 
 from __future__ import annotations
 
 import socket
 import sys
+from argparse import ArgumentParser
 
-import milvus
 from dnsvr.serving.local.processes import LOOPBACK
 
+PORT_TAKEN = 75  # the exit code when a port asked for cannot be bound (EX_TEMPFAIL: choose again)
 
-def bind_like_the_server(_config: object, port: int) -> socket.socket | None:
+
+def bind_like_the_server(port: int) -> socket.socket | None:
     """A socket listening on LOOPBACK:port, bound with SO_REUSEADDR; None when the port is taken."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -30,6 +33,21 @@ def bind_like_the_server(_config: object, port: int) -> socket.socket | None:
         return None
 
 
+def exactly_this_port(_config: object, port: int) -> tuple[int, socket.socket]:
+    """The wheel's `resolve_port(port_start)`, without moving on: (port, listening socket), or exit PORT_TAKEN."""
+    sock = bind_like_the_server(port)
+    if sock is None:
+        print(f"port {port} is taken", file=sys.stderr, flush=True)
+        sys.exit(PORT_TAKEN)
+    return port, sock
+
+
 if __name__ == "__main__":
-    milvus.MilvusServerConfig.try_bind_port = bind_like_the_server
+    import milvus
+
+    parser = ArgumentParser(add_help=False)
+    parser.add_argument("--metrics-port", type=int, required=True)
+    ours, sys.argv[1:] = parser.parse_known_args()
+    milvus.MilvusServerConfig.resolve_port = exactly_this_port
+    milvus.default_server.webservice_port = ours.metrics_port
     sys.exit(milvus.main())
