@@ -1,9 +1,13 @@
 """Load and soak: concurrent clients search (by indexed id and by video file), index and delete against the
-service `dnsvr serve` runs (Triton + Milvus Lite, supervised) holding --videos indexed videos, for a bounded
-time; then a consistency check of everything the clients were told.
+service `dnsvr serve` runs (Triton + its default engine, supervised) holding --videos indexed videos, for a
+bounded time; then a consistency check of everything the clients were told.
 
     python benchmarks/load_soak.py                               # 10k videos, 8 clients, 120 s
     python benchmarks/load_soak.py --videos 1000 --clients 16 --seconds 60
+    python benchmarks/load_soak.py --engine lite                 # on Milvus Lite (`dnsvr serve --store X.db`)
+
+Engines (`--engine`): `server` is what `dnsvr serve` starts by default, the Milvus 2.3.5 server in a network
+namespace of its own behind a Unix socket (chunk rows); `lite` is Milvus Lite.
 
 Each client draws its operations from the mix --mix (weights of search by id, search by file, index, delete;
 default 60/10/20/10), with a seed of its own.  Index writes a new id (frames of the sample videos, 4 to 8 of
@@ -39,6 +43,8 @@ from serving_bench import export_repository, grow
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "load_soak.md"
 OPERATIONS = ("search_id", "search_file", "index", "delete")
+ENGINES = {"server": "milvus-server", "lite": "milvus.db"}  # --engine -> the store path `dnsvr serve` is given
+ENGINE_NAMES = {"server": "the isolated Milvus 2.3.5 server", "lite": "Milvus Lite"}
 
 
 @dataclass
@@ -141,6 +147,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=120.0)
     parser.add_argument("--mix", type=float, nargs=4, default=[60, 10, 20, 10], metavar=("ID", "FILE", "INDEX", "DEL"))
+    parser.add_argument("--engine", choices=ENGINES, default="server",
+                        help="the store engine (default: server, what `dnsvr serve` starts by default)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -148,7 +156,7 @@ def main() -> None:
     frames = [decode_video(path, max_frames=8) for path in files]
     with tempfile.TemporaryDirectory(prefix="dnsvr-soak-") as scratch:
         repository = args.repository or export_repository(Path(scratch) / "model_repository")
-        with LocalService(repository, store=Path(scratch) / "milvus.db", log_dir=Path(scratch),
+        with LocalService(repository, store=Path(scratch) / ENGINES[args.engine], log_dir=Path(scratch),
                           env={paths.MAX_FRAMES: "60"}) as service:
             with VideoSearchClient(service.grpc_url, timeout_s=900) as client:
                 client.index("anchor", frames[0])  # creates the store with the served model version
@@ -174,8 +182,8 @@ def main() -> None:
     lines = [
         "# Load and soak (benchmarks/load_soak.py)",
         "",
-        f"{args.clients} concurrent clients for {elapsed:.0f} s against `dnsvr serve`'s embedded default "
-        f"(Triton 2.51 cpu_local + Milvus Lite) holding {args.videos:,} videos of {args.frames} frames; mix "
+        f"{args.clients} concurrent clients for {elapsed:.0f} s against `dnsvr serve` (Triton 2.51 cpu_local + "
+        f"{ENGINE_NAMES[args.engine]}) holding {args.videos:,} videos of {args.frames} frames; mix "
         f"search by id / by file / index / delete = {'/'.join(f'{w:g}' for w in args.mix)}; searches top-10, "
         f"re-rank 0.1 of 100 candidates.  {platform.processor() or platform.machine()}, "
         f"{__import__('os').cpu_count()} cores.",
