@@ -29,7 +29,7 @@ from pathlib import Path
 
 from dnsvr.serving.local.guard import guarded
 from dnsvr.serving.local.isolated_milvus import isolated_command, socket_answers, socket_path_for
-from dnsvr.serving.local.milvus_standalone_launcher import PORT_TAKEN
+from dnsvr.serving.local.milvus_standalone_launcher import PORT_TAKEN, taken_port
 from dnsvr.serving.local.processes import (
     LOOPBACK,
     descendants,
@@ -53,6 +53,14 @@ STANDALONE_PORT_OPTIONS = (
 
 
 TIME_TICK_MS = 50  # the local server's proxy.timeTickInterval (see MilvusStandaloneServer.command)
+
+
+def _free_port_outside(used: set[int]) -> int:
+    """A port free now that is none of `used` (ports chosen for this server but not bound yet)."""
+    port = free_port()
+    while port in used:
+        port = free_port()
+    return port
 
 
 class ServerStartError(RuntimeError):
@@ -360,11 +368,8 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
         used = set(self.component_ports.values()) | {self.port, *self._etcd_ports()}
         self.component_ports = {}
         for option in (*STANDALONE_PORT_OPTIONS, "metrics_port"):
-            port = free_port()
-            while port in used:
-                port = free_port()
-            used.add(port)
-            self.component_ports[option] = port
+            self.component_ports[option] = _free_port_outside(used)
+            used.add(self.component_ports[option])
 
     def start(self) -> MilvusStandaloneServer:
         """As `_LocalMilvusProcess.start`; a port taken between its choice and the launcher's bind (by another
@@ -382,23 +387,19 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
 
     def _choose_again(self) -> bool:
         """After a PORT_TAKEN exit: whether the port the launcher named may be chosen again (the proxy's, here)."""
-        taken = self._log_tail(1).rpartition("port ")[2].split(" ")[0]
+        taken = taken_port(self._log_tail(1))
         LOG.warning("%s: port %s is taken; choosing again", self.name, taken)
-        if taken in {str(port) for port in self._etcd_ports()}:
+        if taken is None or taken in self._etcd_ports():
             return False
-        if taken == str(self.port):
+        if taken == self.port:
             if self._proxy_port_given or self._served:
                 return False
             self.port = free_port()
         return True
 
     def _write_etcd_config(self, exclude: set[int]) -> None:
-        client = free_port()
-        while client in exclude:
-            client = free_port()
-        peer = free_port()
-        while peer in exclude | {client}:
-            peer = free_port()
+        client = _free_port_outside(exclude)
+        peer = _free_port_outside(exclude | {client})
         atomic_write_text(self.etcd_config_path, "\n".join([
             "name: dnsvr",
             f"listen-client-urls: http://{LOOPBACK}:{client}",
@@ -441,8 +442,8 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
         # after a kill -9 the coordinators wait for the dead process's etcd sessions to expire (default 30 s)
         command += ["--extra-config", f"common.session.ttl={self.session_ttl_s}"]
         # a Strong read and a delete by filter wait for the proxy's next time tick (200 ms by default): one index
-        # or delete is 3-4 such waits (benchmarks/load_soak.py); at 50 ms the idle server costs 3.3 % of a core
-        # instead of 2.0 %
+        # or delete is 3-4 such waits; at 50 ms the idle server costs 3.3 % of a core instead of 2.0 %
+        # (docs/storage.md, "Connecting"; benchmarks/results/load_soak.md)
         command += ["--extra-config", f"proxy.timeTickInterval={TIME_TICK_MS}"]
         return isolated_command(command, self.socket_path, self.port) if self.isolated else command
 

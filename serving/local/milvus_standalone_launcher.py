@@ -11,6 +11,7 @@ from 9091 upwards, is chosen by the caller too (`--metrics-port`).
 
 from __future__ import annotations
 
+import re
 import socket
 import sys
 from argparse import ArgumentParser
@@ -40,6 +41,12 @@ def exactly_this_port(_config: object, port: int) -> tuple[int, socket.socket]:
         print(f"port {port} is taken", file=sys.stderr, flush=True)
         sys.exit(PORT_TAKEN)
     return port, sock
+
+
+def taken_port(log_line: str) -> int | None:
+    """The port named by `exactly_this_port`'s last words, read back from the launcher's log; None if none."""
+    found = re.fullmatch(r"port (\d+) is taken", log_line.strip())
+    return int(found.group(1)) if found else None
 
 
 if __name__ == "__main__":

@@ -607,7 +607,7 @@ class VideoStore:
 
     def _delete_generations(self, expression: str) -> None:
         """Frame and text-vector rows matching `expression` (over video_id and generation), the two deletes at
-        once: on a server each waits ~0.3 s for the query that finds its rows (`benchmarks/load_soak.py`).
+        once: on a server each waits for the time tick of the query that finds its rows (docs/storage.md).
         Both run to the end before the first failure, if any, is raised."""
         if not self.meta.text_dim:
             self._delete_frames(expression)
