@@ -345,9 +345,10 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
     PORT_ATTEMPTS = 4
 
     def __init__(self, data_dir: str | os.PathLike, port: int | None = None, startup_timeout_s: float = 120.0,
-                 session_ttl_s: int = 10, isolated: bool = False):
+                 session_ttl_s: int = 10, isolated: bool = False, time_tick_ms: int = TIME_TICK_MS):
         super().__init__(data_dir, port, startup_timeout_s)
         self.session_ttl_s = session_ttl_s
+        self.time_tick_ms = time_tick_ms
         self.isolated = isolated
         self.socket_path = socket_path_for(self.data_dir) if isolated else None
         self._seen_server = False  # the server binary was seen running during this start
@@ -444,7 +445,7 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
         # a Strong read and a delete by filter wait for the proxy's next time tick (200 ms by default): one index
         # or delete is 3-4 such waits; at 50 ms the idle server costs 3.3 % of a core instead of 2.0 %
         # (docs/storage.md, "Connecting"; benchmarks/results/load_soak.md)
-        command += ["--extra-config", f"proxy.timeTickInterval={TIME_TICK_MS}"]
+        command += ["--extra-config", f"proxy.timeTickInterval={self.time_tick_ms}"]
         return isolated_command(command, self.socket_path, self.port) if self.isolated else command
 
     def _diagnostics(self) -> str:
