@@ -34,7 +34,7 @@ production image (docker/Dockerfile.triton runs this command):
   <out>/fine_similarity_bin/1/comparator.onnx
                                   the learned part of its cpu_local path, after a popcount Hamming kernel
                                   (checked against the float graph and PyTorch)
-  <out>/<pipeline>/...            dnsvr_embed (ensemble), video_decode, frame_features, dnsvr_index,
+  <out>/<pipeline>/...            dnsvr_embed (ensemble), video_features, dnsvr_index,
                                   dnsvr_search, dnsvr_search_text, dnsvr_delete, dnsvr_stats (+ text_tokenize,
                                   dnsvr_text_embed with a text-video student; the offline student's pack
                                   serves feature_extractor_pooled for feature_extractor): config + one-line model.py

@@ -28,9 +28,10 @@ from dnsvr.training.files import file_sha256
 from dnsvr.training.ranking import ScoreCalibration
 
 MANIFEST = "manifest.json"
-FORMAT = 7  # 3: the text-video student ("text", dnsvr_search_text); 4: fine_similarity_bin/1/comparator.onnx
+FORMAT = 8  # 3: the text-video student ("text", dnsvr_search_text); 4: fine_similarity_bin/1/comparator.onnx
 # (its CPU Hamming path); 5: the student's kind ("text"."kind"), "text_weights"; 6: video thumbnails
-# (video_decode's and dnsvr_embed's `thumbnail`, dnsvr_thumbnails); 7: the pack's score "calibration".
+# (video_decode's and dnsvr_embed's `thumbnail`, dnsvr_thumbnails); 7: the pack's score "calibration"; 8:
+# video_features (decoding and the extractor side by side) in place of video_decode -> frame_features.
 # Older exports are re-exported.
 TEXT_KEYS = {"kind", "afa", "max_frames", "embed_dim", "max_words"}  # + "image_size" for a TeachCLIP student
 

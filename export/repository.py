@@ -8,9 +8,9 @@
     <repo>/fine_similarity_bin/1/comparator.onnx   its cpu_local path's learned part, after the Hamming kernel of
                                                dnsvr.export.hamming (model.onnx stays for GPU and TensorRT)
     <repo>/<network>/1/model.plan              with --tensorrt
-    <repo>/dnsvr_embed/config.pbtxt, 1/        the ensemble video_decode -> frame_features -> the video models
+    <repo>/dnsvr_embed/config.pbtxt, 1/        the ensemble video_features -> the video models
     <repo>/dnsvr_text_embed/config.pbtxt, 1/   the ensemble text_tokenize -> text_encoder (text-video student)
-    <repo>/<python model>/config.pbtxt, 1/model.py   video_decode, frame_features, dnsvr_index, dnsvr_search,
+    <repo>/<python model>/config.pbtxt, 1/model.py   video_features, dnsvr_index, dnsvr_search,
                                                       dnsvr_search_text, dnsvr_delete, dnsvr_stats,
                                                       dnsvr_thumbnails,
                                                       text_tokenize (one import line each)
@@ -63,8 +63,7 @@ NETWORK_ADAPTERS = {  # networks whose cpu_local adapter is not ONNX_RUNNER
     spec.FINE_SIMILARITY_BIN.name: f"{ADAPTERS}.hamming_model",  # Hamming kernel + comparator.onnx
 }
 PYTHON_MODELS = {  # pipeline -> the module whose TritonPythonModel serves it
-    "video_decode": f"{ADAPTERS}.decode",
-    "frame_features": f"{ADAPTERS}.features",
+    "video_features": f"{ADAPTERS}.video_features",
     "dnsvr_index": f"{ADAPTERS}.index",
     "dnsvr_search": f"{ADAPTERS}.search",
     "dnsvr_search_text": f"{ADAPTERS}.search_text",

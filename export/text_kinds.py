@@ -7,7 +7,7 @@
                       .settings(student, afa)                         -> the manifest's "text" (what serving needs)
                       .extractor                                      -> the pack extractor it needs (None: any)
 
-"teachclip" (`dnsvr.export.text_graphs`): CLIP BPE tokens, the CLIP crops video_decode makes, AFA "official"
+"teachclip" (`dnsvr.export.text_graphs`): CLIP BPE tokens, the CLIP crops video_features makes, AFA "official"
 (TeachCLIP's padded softmax) or "real_frames".  "offline_minilm_effnet" (`dnsvr.export.offline_text_graphs`):
 MiniLM WordPiece tokens, the pooled EfficientNet-Lite0 features of the DnS frames (`feature_extractor_pooled`),
 AFA over the real frames.  Settings of both: kind, afa, max_frames (frames per video), embed_dim, max_words

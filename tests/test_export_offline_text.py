@@ -93,10 +93,9 @@ def test_a_repository_from_a_pack_with_the_offline_student(offline_repository, o
     assert manifest["weights"]["text_video"]["path"].endswith("offline_t2v_head.pth")
     for relative, content in repository_files(manifest["served"], "bin", text).items():
         assert (offline_repository / relative).read_text() == content
-    decode = (offline_repository / "video_decode" / "config.pbtxt").read_text()
+    decode = (offline_repository / "video_features" / "config.pbtxt").read_text()
     assert 'key: "text_max_frames"' in decode and 'key: "clip_size"' not in decode
-    features = (offline_repository / "frame_features" / "config.pbtxt").read_text()
-    assert 'string_value: "offline_minilm_effnet"' in features
+    assert 'string_value: "offline_minilm_effnet"' in decode
 
 
 def test_wrong_offline_packs_are_clear_errors(offline_pack, tmp_path):

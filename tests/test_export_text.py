@@ -166,7 +166,7 @@ def test_a_repository_with_the_text_path(text_pack, tmp_path):
     for relative, content in repository_files(manifest["served"], "bin", text).items():
         assert (tmp_path / "repo" / relative).read_text() == content
     assert (tmp_path / "repo" / "dnsvr_text_embed" / "1").is_dir()
-    assert 'key: "clip_size"' in (tmp_path / "repo" / "video_decode" / "config.pbtxt").read_text()
+    assert 'key: "clip_size"' in (tmp_path / "repo" / "video_features" / "config.pbtxt").read_text()
 
 
 def test_a_re_export_keeps_the_student_given_in_place_of_the_packs(golden_t2v, tmp_path, monkeypatch):

@@ -100,27 +100,27 @@ def test_text_ensemble_tokenizes_then_encodes():
 
 
 def test_text_settings_reach_decode_and_tokenizer_parameters():
-    decode = pipeline_config("video_decode", "bin", TEXT)
+    decode = pipeline_config("video_features", "bin", TEXT)
     assert {key: decode.parameters[key].string_value for key in ("text_kind", "clip_size", "text_max_frames")} == {
         "text_kind": "teachclip", "clip_size": "96", "text_max_frames": "12"}
-    assert {o.name for o in decode.output} == {"frames", "mask", "frame_count", "thumbnail", "clip_frames",
+    assert {o.name for o in decode.output} == {"features", "mask", "frame_count", "thumbnail", "clip_frames",
                                                   "clip_mask"}
-    assert "text_kind" not in pipeline_config("video_decode", "bin").parameters
+    assert "text_kind" not in pipeline_config("video_features", "bin").parameters
+    assert pipeline_config("video_features", "bin").parameters["chunk_frames"].string_value == str(
+        spec.DECODE_CHUNK_FRAMES)
     tokenize = pipeline_config("text_tokenize", "bin", TEXT)
     assert tokenize.parameters["max_words"].string_value == "32" and {o.name for o in tokenize.output} == {"token_ids"}
     assert "dnsvr_search_text" in spec.pipeline_specs("bin") and "text_tokenize" not in spec.pipeline_specs("bin")
 
 
 def test_the_offline_student_reads_frame_positions_and_pooled_features():
-    decode = pipeline_config("video_decode", "bin", OFFLINE)
+    decode = pipeline_config("video_features", "bin", OFFLINE)
     assert "clip_size" not in decode.parameters and decode.parameters["text_max_frames"].string_value == "12"
-    assert {o.name for o in decode.output} == {"frames", "mask", "frame_count", "thumbnail", "text_frames",
-                                                  "text_mask"}
-    features = pipeline_config("frame_features", "bin", OFFLINE)
-    assert features.parameters["text_kind"].string_value == "offline_minilm_effnet"
-    assert [i.name for i in features.input] == ["frames", "text_frames"]
-    assert [(o.name, list(o.dims)) for o in features.output] == [("features", [1, -1, 9, 512]),
-                                                                  ("text_features", [1, -1, 1280])]
+    assert decode.parameters["text_kind"].string_value == "offline_minilm_effnet"
+    assert [i.name for i in decode.input] == ["video", "frames"]
+    assert [(o.name, list(o.dims)) for o in decode.output] == [
+        ("features", [1, -1, 9, 512]), ("mask", [1, -1]), ("frame_count", [1]), ("thumbnail", [1]),
+        ("text_features", [1, -1, 1280]), ("text_mask", [1, -1])]
     tokenize = pipeline_config("text_tokenize", "bin", OFFLINE)
     assert tokenize.parameters["text_kind"].string_value == "offline_minilm_effnet"
     assert [(o.name, o.data_type) for o in tokenize.output] == [("input_ids", model_config_pb2.TYPE_INT64),

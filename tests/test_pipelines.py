@@ -16,7 +16,6 @@ from dnsvr.serving.pipelines.code_cache import CodeCache
 from dnsvr.serving.pipelines.index import index_request, index_video
 from dnsvr.serving.pipelines.requests import BadRequest, RequestInputs
 from dnsvr.serving.pipelines.search import Embedding, ModelCalls, embedding_of_indexed, search, search_request
-from dnsvr.serving.pipelines.video import decode_request, frame_features
 from dnsvr.serving.store.schema import InvalidVideo
 from dnsvr.serving.store.settings import StoreSettings
 from dnsvr.serving.store.video_store import StoreError, VideoNotFound, VideoStore
@@ -383,17 +382,6 @@ def test_request_inputs_accessors():
         RequestInputs({"name": np.array([b"a", b"b"], object)}).text("name")
 
 
-def test_decode_request_gives_the_middle_frames_thumbnail():
-    import io
-
-    from PIL import Image
-
-    frames = np.stack([np.full((224, 224, 3), 40 * i, np.uint8) for i in range(5)])
-    out = decode_request(request(frames=frames), fps=1.0, max_frames=10)
-    image = Image.open(io.BytesIO(out["thumbnail"][0]))
-    assert image.size == (112, 112) and abs(np.asarray(image).mean() - 80) < 2  # frame 2 of 0..4
-
-
 def test_thumbnails_fit_the_stores_limit_even_for_noise():
     from dnsvr.client.spec import MAX_THUMBNAIL_BYTES
     from dnsvr.serving.pipelines.thumbnails import video_thumbnail
@@ -425,31 +413,6 @@ def test_thumbnails_request_checks_ids_and_answers_each():
                           (np.array([b"\xff"], object), "not valid UTF-8")]:
         with pytest.raises((BadRequest, InvalidVideo), match=message):
             thumbnails_request(RequestInputs({"video_ids": sent}), Stores(Store()), "Session")
-
-
-def test_decode_request_checks_frames_and_bytes():
-    out = decode_request(request(frames=np.zeros((2, 224, 224, 3), np.uint8)), fps=1.0, max_frames=10)
-    assert out["frames"].shape == (4, 224, 224, 3) and out["mask"].shape == (1, 4)  # short clips repeated to 4
-    assert out["frame_count"].tolist() == [4]
-    for inputs, message in [({"frames": np.zeros((0, 224, 224, 3), np.uint8)}, "0 frames"),
-                            ({"frames": np.zeros((11, 224, 224, 3), np.uint8)}, "maximum is 10"),
-                            ({"video": np.array([b""], object)}, "empty"),
-                            ({"video": np.array([b"not a video"], object)}, ""),
-                            ({}, "exactly one")]:
-        with pytest.raises(BadRequest, match=message):
-            decode_request(RequestInputs(inputs), fps=1.0, max_frames=10)
-
-
-def test_frame_features_calls_the_extractor_in_chunks():
-    calls = []
-
-    def extract(frames: np.ndarray) -> dict[str, np.ndarray]:
-        calls.append(len(frames))
-        return {"features": np.full((len(frames), 9, 512), float(len(calls)), np.float32)}
-
-    features = frame_features(np.zeros((10, 224, 224, 3), np.uint8), extract, chunk=4)["features"]
-    assert calls == [4, 4, 2] and features.shape == (1, 10, 9, 512)
-    assert features[0, :, 0, 0].tolist() == [1.0] * 4 + [2.0] * 4 + [3.0] * 2
 
 
 FILTERS = st.text(st.characters(codec="utf-8", categories=("L", "N", "P", "S", "Zs")), max_size=60)

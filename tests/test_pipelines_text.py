@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-from dnsvr.client import spec
 from dnsvr.serving.pipelines.index import index_request
 from dnsvr.serving.pipelines.requests import BadRequest, RequestInputs
 from dnsvr.serving.pipelines.search import Embedding, ModelCalls
@@ -19,12 +18,9 @@ from dnsvr.serving.pipelines.text_search import (
     tokenize_request,
     tokenizer,
 )
-from dnsvr.serving.pipelines.video import ClipCrops, FramePositions, decode_request, frame_features, text_frames
 from dnsvr.serving.store.video_store import NoTextVectors
-from dnsvr.training.data.clip_frames import resize_and_crop, select_frame_indices
 from dnsvr.training.data.clip_tokenizer import encode
 from dnsvr.training.data.minilm_tokenizer import MiniLMTokenizer
-from dnsvr.training.data.video import decode_video, decode_video_with_crops
 from dnsvr.training.networks.codes import pack_codes
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -124,27 +120,6 @@ def test_tokenize_request_gives_the_official_ids():
         tokenize_request(request(text="   "), clip)
 
 
-def test_decode_gives_the_students_crops_of_the_same_frames(videos_dir):
-    path = videos_dir / "pattern-longer-no-bar.mp4"
-    data = path.read_bytes()
-    frames, crops = decode_video_with_crops(data, clip_size=96, clip_max_frames=5, max_frames=40)
-    np.testing.assert_array_equal(frames, decode_video(data, max_frames=40))
-    native = decode_video(data, size=None, full_frames=True, max_frames=40, min_frames=0)
-    chosen = select_frame_indices(len(native), 5)
-    np.testing.assert_array_equal(crops, np.stack([resize_and_crop(native[i], 96) for i in chosen]))
-    outputs = decode_request(request(video=np.array([data], object)), 1.0, 40, ClipCrops(96, 5))
-    assert outputs["clip_frames"].shape == (1, 5, 96, 96, 3) and outputs["clip_mask"].tolist() == [[True] * 5]
-    np.testing.assert_array_equal(outputs["clip_frames"][0], crops)
-    assert "clip_frames" not in decode_request(request(video=np.array([data], object)), 1.0, 40)
-
-
-def test_given_frames_give_crops_of_the_frames_before_repetition():
-    frames = np.random.default_rng(0).integers(0, 256, (2, spec.FRAME_SIZE, spec.FRAME_SIZE, 3), dtype=np.uint8)
-    outputs = decode_request(request(frames=frames), 1.0, 100, ClipCrops(96, 12))
-    assert len(outputs["frames"]) == 4 and outputs["clip_frames"].shape == (1, 2, 96, 96, 3)  # 2 frames, not 4
-    np.testing.assert_array_equal(outputs["clip_frames"][0, 1], resize_and_crop(frames[1], 96))
-
-
 def test_the_minilm_tokenizer_model_gives_the_packages_wordpiece_ids():
     minilm = tokenizer("offline_minilm_effnet", 32)
     out = tokenize_request(request(text="People riding bicycles"), minilm)
@@ -157,39 +132,6 @@ def test_the_minilm_tokenizer_model_gives_the_packages_wordpiece_ids():
     for bad, message in (("", "empty"), (" \t\n", "empty"), ("é" * 1025, "2050 bytes of UTF-8")):
         with pytest.raises(BadRequest, match=message):
             tokenize_request(request(text=bad), minilm)
-
-
-def test_the_offline_student_gets_positions_of_the_frames_before_repetition(videos_dir):
-    data = (videos_dir / "pattern-longer-no-bar.mp4").read_bytes()
-    outputs = decode_request(request(video=np.array([data], object)), 1.0, 40, FramePositions(5))
-    decoded = decode_video(data, max_frames=40, min_frames=0)  # 8 frames: none repeated
-    np.testing.assert_array_equal(outputs["frames"], decoded)
-    assert outputs["text_frames"].dtype == np.int64 and outputs["text_mask"].tolist() == [[True] * 5]
-    assert outputs["text_frames"].tolist() == [select_frame_indices(len(decoded), 5).tolist()]
-    frames = np.random.default_rng(1).integers(0, 256, (2, spec.FRAME_SIZE, spec.FRAME_SIZE, 3), dtype=np.uint8)
-    given = decode_request(request(frames=frames), 1.0, 100, FramePositions(12))
-    assert len(given["frames"]) == 4 and given["text_frames"].tolist() == [[0, 1]]  # not the repeated copies
-    assert text_frames({}) is None
-    assert text_frames({"text_kind": "offline_minilm_effnet", "text_max_frames": "12"}) == FramePositions(12)
-    assert text_frames({"text_kind": "teachclip", "clip_size": "96", "text_max_frames": "6"}) == ClipCrops(96, 6)
-
-
-def test_frame_features_gathers_the_pooled_features_of_the_text_frames():
-    pooled = np.arange(10, dtype=np.float32)[:, None] * np.ones((1, spec.POOLED_DIMS), np.float32)  # row t = t
-
-    def extract(frames: np.ndarray) -> dict[str, np.ndarray]:
-        first = int(frames[0, 0, 0, 0])
-        return {"features": np.zeros((len(frames), 9, 512), np.float32), "pooled": pooled[first:first + len(frames)]}
-
-    frames = np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 224, 224, 3), np.uint8)
-    out = frame_features(frames, extract, chunk=4, text_frames=np.array([[0, 5, 9]], np.int64))
-    assert out["features"].shape == (1, 10, 9, 512) and out["text_features"].shape == (1, 3, spec.POOLED_DIMS)
-    assert out["text_features"][0, :, 0].tolist() == [0.0, 5.0, 9.0]
-    assert "text_features" not in frame_features(frames, extract, chunk=4)
-    for bad, message in ((np.array([[10]]), "positions in 0..9"), (np.array([[-1]]), "positions in 0..9"),
-                         (np.zeros((1, 0), np.int64), r"\[1, n >= 1\]"), (np.array([[0.5]]), "integer positions")):
-        with pytest.raises(BadRequest, match=message):
-            frame_features(frames, extract, chunk=4, text_frames=bad)
 
 
 FILTERS = st.text(st.characters(codec="utf-8", categories=("L", "N", "P", "S", "Zs")), max_size=60)

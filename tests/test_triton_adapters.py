@@ -60,59 +60,60 @@ def test_error_messages_stay_small():
     assert len(answer.error().message()) < MAX_MESSAGE_CHARS + 100 and "more characters" in answer.error().message()
 
 
-def test_decode_adapter_answers_each_request(tmp_path, monkeypatch):
+def frame_values(frames: np.ndarray) -> np.ndarray:
+    """float32 [n, 1]: the grey level of each (uniform) frame."""
+    return frames[:, 0, 0, :1].astype(np.float32)
+
+
+def test_video_features_adapter_answers_each_request(tmp_path, stand_in, monkeypatch):
     monkeypatch.delenv("DNSVR_MAX_FRAMES", raising=False)
-    model = initialized(PYTHON_MODELS["video_decode"], pipeline_config("video_decode"), tmp_path / "video_decode")
-    good, empty = np.zeros((5, 224, 224, 3), np.uint8), np.array([b""], object)
-    first, second = model.execute(requests({"frames": good}, {"video": empty}))
-    assert first.outputs()["frames"].shape == (5, 224, 224, 3) and first.outputs()["frame_count"].tolist() == [5]
-    assert second.has_error() and second.error().code() == "INVALID_ARG"
-    error = error_from_message(second.error().message())
-    assert type(error).__name__ == "InvalidVideo" and "video_decode: video is empty" in str(error)
-
-
-def test_features_adapter_calls_the_extractor_in_chunks(tmp_path, stand_in):
     seen = []
 
     def extractor(inputs):
         seen.append(len(inputs["frames"]))
-        return {"features": np.ones((len(inputs["frames"]), 9, 512), np.float32)}
+        return {"features": frame_values(inputs["frames"])[:, :, None] * np.ones((1, 9, 512), np.float32)}
 
     stand_in["feature_extractor"] = extractor
-    model = initialized(PYTHON_MODELS["frame_features"], pipeline_config("frame_features"), tmp_path / "ff")
-    (answer,) = model.execute(requests({"frames": np.zeros((70, 224, 224, 3), np.uint8)}))
-    assert answer.outputs()["features"].shape == (1, 70, 9, 512) and seen == [64, 6]
+    model = initialized(PYTHON_MODELS["video_features"], pipeline_config("video_features"), tmp_path / "vf")
+    frames = np.arange(70, dtype=np.uint8)[:, None, None, None] * np.ones((1, 224, 224, 3), np.uint8)
+    first, second = model.execute(requests({"frames": frames}, {"video": np.array([b""], object)}))
+    assert first.outputs()["features"].shape == (1, 70, 9, 512) and seen == [64, 6]  # the extractor's max batch
+    assert first.outputs()["features"][0, :, 0, 0].tolist() == list(range(70))
+    assert first.outputs()["frame_count"].tolist() == [70] and first.outputs()["mask"].shape == (1, 70)
+    assert second.has_error() and second.error().code() == "INVALID_ARG"
+    error = error_from_message(second.error().message())
+    assert type(error).__name__ == "InvalidVideo" and "video_features: video is empty" in str(error)
     stand_in["feature_extractor"] = lambda inputs: 1 / 0
-    (failed,) = model.execute(requests({"frames": np.zeros((3, 224, 224, 3), np.uint8)}))
+    (failed,) = model.execute(requests({"frames": frames[:3]}))
     assert failed.has_error() and "feature_extractor: division by zero" in failed.error().message()
 
 
-def test_features_adapter_of_the_offline_student_gathers_its_frames(tmp_path, stand_in):
+def test_video_features_adapter_of_the_offline_student_gathers_its_frames(tmp_path, stand_in):
     def pooled_extractor(inputs):
-        count = len(inputs["frames"])
-        pooled = inputs["frames"][:, 0, 0, :1].astype(np.float32) * np.ones((1, 1280), np.float32)  # frame's value
-        return {"features": np.ones((count, 9, 512), np.float32), "pooled": pooled}
+        values = frame_values(inputs["frames"])
+        return {"features": np.ones((len(values), 9, 512), np.float32), "pooled": values * np.ones((1, 1280))}
 
     stand_in["feature_extractor_pooled"] = pooled_extractor
     offline = {"kind": "offline_minilm_effnet", "afa": "real_frames", "max_frames": 4, "embed_dim": 8, "max_words": 32}
-    config = pipeline_config("frame_features", text=offline)
-    model = initialized(PYTHON_MODELS["frame_features"], config, tmp_path / "ff")
+    config = pipeline_config("video_features", text=offline)
+    model = initialized(PYTHON_MODELS["video_features"], config, tmp_path / "vf")
     frames = np.arange(70, dtype=np.uint8)[:, None, None, None] * np.ones((1, 224, 224, 3), np.uint8)
-    (answer,) = model.execute(requests({"frames": frames, "text_frames": np.array([[0, 23, 46, 69]], np.int64)}))
+    (answer,) = model.execute(requests({"frames": frames}))
     assert answer.outputs()["text_features"][0, :, 0].tolist() == [0.0, 23.0, 46.0, 69.0]
+    assert answer.outputs()["text_mask"].tolist() == [[True] * 4]
     assert answer.outputs()["features"].shape == (1, 70, 9, 512)
 
 
 def test_called_models_tag_passes_through(tmp_path, stand_in):
     def refuse(inputs):
-        raise ValueError("[dnsvr:invalid_video] video_decode: no video stream")
+        raise ValueError("[dnsvr:invalid_video] video_features: no video stream")
 
     stand_in["dnsvr_embed"] = refuse
     write_manifest(tmp_path / "repo")
     model = initialized(PYTHON_MODELS["dnsvr_index"], pipeline_config("dnsvr_index"), tmp_path / "repo" / "dnsvr_index")
     model.parameters["store_uri"] = str(tmp_path / "store.db")
     (answer,) = model.execute(requests({"video_id": text("a"), "video": text("junk")}))
-    assert answer.error().message() == "[dnsvr:invalid_video] video_decode: no video stream"
+    assert answer.error().message() == "[dnsvr:invalid_video] video_features: no video stream"
     assert answer.error().code() == "INVALID_ARG"
 
 

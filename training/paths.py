@@ -9,7 +9,7 @@
     DNSVR_CONFIG              the TOML config file (`[store]` table); default $XDG_CONFIG_HOME/dnsvr/config.toml
     DNSVR_MILVUS_URI, _TOKEN, the store: URI, credentials, TLS CA, collection prefix (`dnsvr.serving.store.settings`)
       _TLS_CA, _PREFIX
-    DNSVR_MAX_FRAMES          frames `video_decode` keeps per video; default its config parameter (1200)
+    DNSVR_MAX_FRAMES          frames `video_features` keeps per video; default its config parameter (1200)
     DNSVR_SEARCH_CONSISTENCY  Milvus consistency of ranking reads in `dnsvr_search`; default its parameter (Session)
     DNSVR_URL                 Triton gRPC address for the CLI and the client SDK; default the running `dnsvr serve`,
                               else 127.0.0.1:8001 (the SDK imports nothing of ours and reads it itself)

@@ -5,7 +5,7 @@ model already gave (its `f2f` output), no second pass over the codes.
     segment_outputs(segments) -> {"segment_hits": int32 [S], "segment_times": float32 [S, 4],
                                   "segment_confidences": float32 [S]}   (`spec.SEGMENT_OUTPUTS`)
 
-Both videos' frames are at the served decode rate (`spec.DECODE_FPS`, what video_decode decodes and the store
+Both videos' frames are at the served decode rate (`spec.DECODE_FPS`, what video_features decodes and the store
 holds), so frame i of either is time i / fps.  Matrices are a pair's real frames only: `[Lq, Lt]`.
 """
 

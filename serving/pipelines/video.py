@@ -1,37 +1,44 @@
-"""The two python steps of the `dnsvr_embed` ensemble: decode a video, then region features in chunks.
+"""The first step of the `dnsvr_embed` ensemble: a video (or its frames) -> the frames' region features.
 
-    decode_request(inputs, fps, max_frames, text) -> {"frames": uint8 [T, 224, 224, 3], "mask": bool [1, T],
-                                                      "frame_count": int64 [1], "thumbnail": BYTES [1] (JPEG of
-                                                      the middle frame)} + what `text` adds (below)
-    frame_features(frames [T, 224, 224, 3], extract, chunk, text_frames) -> {"features": float32 [1, T, 9, 512]}
-        + "text_features" float32 [1, n, 1280]: the pooled features at `text_frames` int64 [1, n], when given
+    video_features(inputs, decoding, extract, batch) -> {"features": float32 [1, T, 9, 512], "mask": bool [1, T],
+                                                         "frame_count": int64 [1], "thumbnail": BYTES [1] (JPEG
+                                                         of the middle frame)} + what `decoding.text` adds (below)
 
-Decoding: PyAV via `dnsvr.training.data.video.decode_video`, `fps` frames per second by presentation time,
-shorter side 256, centre crop 224; clips under MIN_FRAMES frames are repeated; longer videos are cut at
-`max_frames`.  Given frames are checked instead.  Corrupt, empty or non-video bytes -> BadRequest.
+Decoding: PyAV via `dnsvr.training.data.video.sampled_frames`, `fps` frames per second by presentation time,
+shorter side 256, centre crop 224; longer videos are cut at `max_frames`.  Given frames uint8 [T, 224, 224, 3]
+are checked instead.  Corrupt, empty or non-video bytes -> BadRequest.  Clips under MIN_FRAMES frames are
+repeated (`pad_frames`; the features of the repeated frames, which are the repeated features).
+
+Side by side: an encoded video is decoded on a thread of its own (`background.in_background`) while the frames
+already decoded go to `extract`, `decoding.chunk` at a time; the decoder and the extractor each keep a core busy
+instead of taking turns (`benchmarks/embed_bench.py`).  Given frames go to `extract` `batch` at a time.
+`extract` is the extractor network (`spec.extractor(kind)`), which takes at most its max batch of frames per
+request (Triton's batch axis is the frame axis): an ensemble alone can neither loop nor overlap, hence this step.
 
 A text-video student reads at most its `max_frames` of the sampled frames before any repetition, chosen
 uniformly (`clip_frames.select_frame_indices`, the official loaders' rule), from the same decode
 (`text_frames(parameters)`, by the student's kind):
-    ClipCrops (TeachCLIP)          "clip_frames" uint8 [1, n, S, S, 3] (crops of the native frames,
-                                   `decode_video_with_crops`), "clip_mask" bool [1, n]
-    FramePositions (offline)       "text_frames" int64 [1, n] (positions in `frames`), "text_mask" bool [1, n];
-                                   frame_features then gathers those frames' pooled EfficientNet-Lite0 features
-`extract` is the extractor network (`spec.extractor(kind)`), which takes at most `chunk` frames per request
-(Triton's batch axis is the frame axis); an ensemble alone cannot loop, hence this step.
+    ClipCrops (TeachCLIP)          "clip_frames" uint8 [1, n, S, S, 3] (crops of the native frames),
+                                   "clip_mask" bool [1, n]
+    FramePositions (offline)       "text_features" float32 [1, n, 1280] (the extractor's `pooled` output at
+                                   those frames), "text_mask" bool [1, n]
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 from dnsvr.client import spec
+from dnsvr.serving.pipelines.background import in_background
 from dnsvr.serving.pipelines.requests import BadRequest, RequestInputs, bytes_array
 from dnsvr.serving.pipelines.thumbnails import video_thumbnail
 from dnsvr.training.data.clip_frames import resize_and_crop, select_frame_indices
-from dnsvr.training.data.video import VideoDecodeError, decode_video, decode_video_with_crops, pad_frames
+from dnsvr.training.data.video import VideoDecodeError, pad_frames, sampled_frames
+
+Extract = Callable[[np.ndarray], dict[str, np.ndarray]]  # uint8 [n, 224, 224, 3] -> {"features": [n, 9, 512], ...}
+DECODE_AHEAD = 16  # decoded frames the decoding thread may hold ahead of the extractor
 
 
 @dataclass(frozen=True)
@@ -41,101 +48,125 @@ class ClipCrops:
     size: int
     max_frames: int
 
-    def decode(self, data: bytes, fps: float, max_frames: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Encoded video -> (the DnS frames, repeated to MIN_FRAMES; this student's outputs)."""
-        frames, crops = decode_video_with_crops(data, self.size, self.max_frames, fps=fps, crop=spec.FRAME_SIZE,
-                                                max_frames=max_frames, min_frames=spec.MIN_FRAMES)
-        return frames, self._outputs(crops)
+    @property
+    def clip_size(self) -> int:
+        """The crops the decoder makes of the native frames."""
+        return self.size
 
-    def given(self, frames: np.ndarray) -> dict[str, np.ndarray]:
-        """Given frames uint8 [T, 224, 224, 3] (before repetition) -> this student's outputs."""
+    def outputs(self, frames: np.ndarray, crops: list[np.ndarray] | None, pooled: np.ndarray | None
+                ) -> dict[str, np.ndarray]:
+        """The sampled frames uint8 [T, 224, 224, 3] (before repetition) and, for a decoded video, their crops of
+        the native frames (None: given frames, cropped here) -> this student's outputs."""
         chosen = select_frame_indices(len(frames), self.max_frames)
-        return self._outputs(np.stack([resize_and_crop(frames[i], self.size) for i in chosen]))
-
-    @staticmethod
-    def _outputs(crops: np.ndarray) -> dict[str, np.ndarray]:
-        return {"clip_frames": np.ascontiguousarray(crops[None]), "clip_mask": np.ones((1, len(crops)), bool)}
+        picked = [crops[i] if crops is not None else resize_and_crop(frames[i], self.size) for i in chosen]
+        return {"clip_frames": np.ascontiguousarray(np.stack(picked)[None]),
+                "clip_mask": np.ones((1, len(picked)), bool)}
 
 
 @dataclass(frozen=True)
 class FramePositions:
-    """The offline student's frames: positions of at most `max_frames` sampled frames among the DnS frames."""
+    """The offline student's frames: the pooled features of at most `max_frames` sampled frames."""
 
     max_frames: int
+    clip_size = None
 
-    def decode(self, data: bytes, fps: float, max_frames: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Encoded video -> (the DnS frames, repeated to MIN_FRAMES; this student's outputs)."""
-        frames = decode_video(data, fps=fps, crop=spec.FRAME_SIZE, max_frames=max_frames, min_frames=0)
-        return pad_frames(frames, spec.MIN_FRAMES), self.given(frames)
-
-    def given(self, frames: np.ndarray) -> dict[str, np.ndarray]:
-        """Given frames uint8 [T, 224, 224, 3] (before repetition) -> this student's outputs."""
+    def outputs(self, frames: np.ndarray, crops: list[np.ndarray] | None, pooled: np.ndarray | None
+                ) -> dict[str, np.ndarray]:
+        """The sampled frames (before repetition) and the extractor's pooled features of each, float32 [T, 1280]
+        -> this student's outputs."""
+        if pooled is None:
+            raise ValueError("the offline text-video student reads the extractor's pooled features")
         chosen = select_frame_indices(len(frames), self.max_frames)
-        return {"text_frames": chosen[None], "text_mask": np.ones((1, len(chosen)), bool)}
+        return {"text_features": np.ascontiguousarray(pooled[chosen][None]),
+                "text_mask": np.ones((1, len(chosen)), bool)}
 
 
 TextFrames = ClipCrops | FramePositions
-TEXT_FRAMES: dict[str, Callable[[dict[str, str]], TextFrames]] = {  # kind -> from video_decode's parameters
+TEXT_FRAMES: dict[str, Callable[[dict[str, str]], TextFrames]] = {  # kind -> from video_features' parameters
     spec.TEACHCLIP.name: lambda p: ClipCrops(int(p["clip_size"]), int(p["text_max_frames"])),
     spec.OFFLINE_MINILM_EFFNET.name: lambda p: FramePositions(int(p["text_max_frames"])),
 }
 
 
 def text_frames(parameters: dict[str, str]) -> TextFrames | None:
-    """What video_decode gives the text-video student, from its config parameters (`text_kind`,
+    """What video_features gives the text-video student, from its config parameters (`text_kind`,
     `text_max_frames`, TeachCLIP's `clip_size`); None without a student."""
     kind = parameters.get("text_kind")
     return TEXT_FRAMES[kind](parameters) if kind else None
 
 
-def decode_request(inputs: RequestInputs, fps: float, max_frames: int,
-                   text: TextFrames | None = None) -> dict[str, np.ndarray]:
-    """`video_decode`'s outputs for one request: the request's `video` decoded, or its `frames` checked; with a
-    text-video student (`text`), what it reads of them too."""
+@dataclass(frozen=True)
+class Decoding:
+    """How video_features decodes: `fps`, at most `max_frames` frames, `chunk` frames per extractor request
+    while decoding, and what the text-video student reads (`text`, None without one)."""
+
+    fps: float
+    max_frames: int
+    text: TextFrames | None = None
+    chunk: int = spec.DECODE_CHUNK_FRAMES
+
+
+def video_features(inputs: RequestInputs, decoding: Decoding, extract: Extract,
+                   batch: int = spec.FEATURE_EXTRACTOR.max_batch_size) -> dict[str, np.ndarray]:
+    """`video_features`' outputs for one request: its `video` decoded while the extractor runs on the frames
+    decoded so far, or its `frames` checked and run `batch` at a time (see the module)."""
     given = inputs.video()
-    extra: dict[str, np.ndarray] = {}
+    crops: list[np.ndarray] | None = None
     if "frames" in given:
         frames = given["frames"]
         if len(frames) == 0:
             raise BadRequest("frames holds 0 frames")
-        if len(frames) > max_frames:
-            raise BadRequest(f"frames holds {len(frames)} frames, the maximum is {max_frames}")
-        extra = text.given(frames) if text else {}
-        frames = pad_frames(frames, spec.MIN_FRAMES)
+        if len(frames) > decoding.max_frames:
+            raise BadRequest(f"frames holds {len(frames)} frames, the maximum is {decoding.max_frames}")
+        parts = [extract(frames[start:start + batch]) for start in range(0, len(frames), batch)]
     else:
         data = given["video"].reshape(-1)[0]
         if not isinstance(data, bytes) or not data:
             raise BadRequest("video is empty (0 bytes)")
         try:
-            if text:
-                frames, extra = text.decode(data, fps, max_frames)
-            else:
-                frames = decode_video(data, fps=fps, crop=spec.FRAME_SIZE, max_frames=max_frames,
-                                      min_frames=spec.MIN_FRAMES)
+            frames, crops, parts = _decoded_features(data, decoding, extract)
         except VideoDecodeError as error:
             raise BadRequest(str(error)) from None
-    return {"frames": np.ascontiguousarray(frames), "mask": np.ones((1, len(frames)), bool),
-            "frame_count": np.array([len(frames)], np.int64), "thumbnail": bytes_array([video_thumbnail(frames)]),
-            **extra}
+    outputs = _features(parts, frames)
+    if decoding.text:
+        pooled = np.concatenate([part["pooled"] for part in parts]) if "pooled" in parts[0] else None
+        outputs |= decoding.text.outputs(frames, crops, pooled)
+    return outputs
 
 
-def frame_features(frames: np.ndarray, extract: Callable[[np.ndarray], dict[str, np.ndarray]],
-                   chunk: int = spec.FEATURE_EXTRACTOR.max_batch_size,
-                   text_frames: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """uint8 [T, 224, 224, 3] -> {"features": float32 [1, T, 9, 512]}, `extract` called on at most `chunk` frames
-    at a time; with `text_frames` int64 [1, n] (positions in `frames`), also {"text_features": [1, n, 1280]}: the
-    `pooled` output of `extract` at those frames."""
-    if len(frames) == 0:
-        raise BadRequest("frames holds 0 frames")
-    parts = [extract(frames[start:start + chunk]) for start in range(0, len(frames), chunk)]
-    outputs = {"features": np.concatenate([part["features"] for part in parts])[None]}
-    if text_frames is None:
-        return outputs
-    shape, dtype = text_frames.shape, text_frames.dtype
-    if len(shape) != 2 or shape[0] != 1 or shape[1] == 0 or not np.issubdtype(dtype, np.integer):
-        raise BadRequest(f"text_frames must be integer positions [1, n >= 1], got {dtype} {list(shape)}")
-    positions = text_frames[0]
-    if positions.min() < 0 or positions.max() >= len(frames):
-        raise BadRequest(f"text_frames must be positions in 0..{len(frames) - 1}, got {positions.tolist()}")
-    pooled = np.concatenate([part["pooled"] for part in parts])  # [T, 1280]
-    return outputs | {"text_features": np.ascontiguousarray(pooled[positions][None])}
+def _decoded_features(data: bytes, decoding: Decoding, extract: Extract
+                      ) -> tuple[np.ndarray, list[np.ndarray] | None, list[dict[str, np.ndarray]]]:
+    """Encoded video -> (its sampled frames [T, 224, 224, 3], the text student's crops or None, the extractor's
+    outputs chunk by chunk), the extractor running while the next frames decode."""
+    clip_size = decoding.text.clip_size if decoding.text else None
+    decoded = sampled_frames(data, decoding.fps, crop=spec.FRAME_SIZE, max_frames=decoding.max_frames,
+                             clip_size=clip_size)
+    chunks, crops, parts = [], [], []
+    with in_background(decoded, depth=DECODE_AHEAD, name="decode") as frames:
+        for chunk in _chunks(frames, decoding.chunk):
+            chunks.append(np.stack([frame for frame, _ in chunk]))
+            crops.extend(crop for _, crop in chunk)
+            parts.append(extract(chunks[-1]))
+    return np.concatenate(chunks), (crops if clip_size else None), parts
+
+
+def _chunks(items: Iterator, size: int) -> Iterator[list]:
+    """`items` in lists of `size` (the last one shorter)."""
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _features(parts: list[dict[str, np.ndarray]], frames: np.ndarray) -> dict[str, np.ndarray]:
+    """The extractor's outputs for the sampled `frames` [T, 224, 224, 3] -> the DnS outputs, a short clip
+    repeated to MIN_FRAMES (its thumbnail: the middle one of the repeated frames)."""
+    features = pad_frames(np.concatenate([part["features"] for part in parts]), spec.MIN_FRAMES)  # [T', 9, 512]
+    middle = (len(features) // 2) % len(frames)
+    return {"features": features[None], "mask": np.ones((1, len(features)), bool),
+            "frame_count": np.array([len(features)], np.int64),
+            "thumbnail": bytes_array([video_thumbnail(frames[middle:middle + 1])])}

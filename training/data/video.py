@@ -19,6 +19,9 @@ decoder also uses FFmpeg's own frame/slice threads (`thread_type = "AUTO"`).
 `decode_cached(path, fps, max_frames, cache_dir)` is `decode_video` of a file remembered as `.npy` under
 `cache_dir`, keyed by the file's SHA-256 and the decode settings, written atomically.
 
+`sampled_frames(source, ...)` yields the same frames one at a time, as they are decoded (the served pipeline
+runs the extractor on the first ones while the next decode).
+
 `decode_video_with_crops(source, clip_size, clip_max_frames)` decodes once for both students: the DnS frames
 above, and the text-video student's crops of the same sampled frames, made from the native frames as the
 official CLIP4Clip / TeachCLIP loader makes them (`dnsvr.training.data.clip_frames`: at most `clip_max_frames`
@@ -304,12 +307,16 @@ def _to_rgb(frame: av.VideoFrame, aspect: Fraction | None) -> np.ndarray:
 
 
 def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Antialiased bilinear resize of uint8 `[H, W, 3]` to `[height, width, 3]` (deterministic, on CPU)."""
+    """Antialiased bilinear resize of uint8 `[H, W, 3]` to `[height, width, 3]` (deterministic, on CPU).
+
+    PyTorch's uint8 kernel on the channels-last view (fixed-point weights, as Pillow's): 5x faster on a 720p
+    frame than the same filter in float32 (34 vs 177 ms for 30 frames), within 1 grey level of it.
+    """
     if image.shape[:2] == (height, width):
         return image
-    tensor = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).float()
-    resized = F.interpolate(tensor, size=(height, width), mode="bilinear", antialias=True)
-    return resized.round_().clamp_(0, 255).to(torch.uint8)[0].permute(1, 2, 0).contiguous().numpy()
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0)  # [1, 3, H, W] channels-last
+    resized = F.interpolate(tensor, size=(height, width), mode="bilinear", antialias=True)  # uint8 [1, 3, h, w]
+    return resized[0].permute(1, 2, 0).contiguous().numpy()
 
 
 def resize_shorter_side(image: np.ndarray, size: int) -> np.ndarray:
@@ -414,21 +421,43 @@ def decode_video_with_crops(
     Crops come from the native frames (`clip_frames.resize_and_crop`); the sampled frames before any repetition
     of a short clip are the ones chosen from.  Raises VideoDecodeError as decode_video.
     """
-    from dnsvr.training.data.clip_frames import resize_and_crop, select_frame_indices
+    from dnsvr.training.data.clip_frames import select_frame_indices
 
-    images: list[np.ndarray] = []
-    crops: list[np.ndarray] = []
-    for image, new in _sampled_images(source, fps, max_frames):
-        images.append(_model_frame(image, size, crop, False) if new else images[-1])
-        crops.append(resize_and_crop(image, clip_size) if new else crops[-1])
-    if not images:
-        raise VideoDecodeError(f"{source_name(source)}: the video stream has no decodable frame")
-    frames = np.stack(images)
-    chosen = np.stack([crops[i] for i in select_frame_indices(len(crops), clip_max_frames)])
+    sampled = list(sampled_frames(source, fps, size, crop, max_frames, clip_size))
+    frames = np.stack([frame for frame, _ in sampled])
+    chosen = np.stack([sampled[i][1] for i in select_frame_indices(len(sampled), clip_max_frames)])
     return (pad_frames(frames, min_frames) if min_frames > 0 else frames), chosen
 
 
-DECODE_VERSION = 1  # bump when the decode settings' meaning changes, to invalidate cached frames
+def sampled_frames(
+    source: VideoSource,
+    fps: float = 1.0,
+    size: int | None = 256,
+    crop: int = 224,
+    max_frames: int | None = None,
+    clip_size: int | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """Decode `source` frame by frame: for every sampled time (as `decode_video`, without the repetition of
+    short clips), (uint8 `[crop, crop, 3]` the model frame, uint8 `[clip_size, clip_size, 3]` the text-video
+    student's crop of the native frame, or None without `clip_size`).  Each pair is yielded as soon as its
+    frame is decoded, so a consumer can work on the first frames while the next ones decode.
+
+    Raises VideoDecodeError as decode_video (after the frames decoded before a corrupt part).
+    """
+    from dnsvr.training.data.clip_frames import resize_and_crop
+
+    frame: np.ndarray | None = None
+    clip: np.ndarray | None = None
+    for image, new in _sampled_images(source, fps, max_frames):
+        if new:
+            frame = _model_frame(image, size, crop, False)
+            clip = resize_and_crop(image, clip_size) if clip_size else None
+        yield frame, clip
+    if frame is None:
+        raise VideoDecodeError(f"{source_name(source)}: the video stream has no decodable frame")
+
+
+DECODE_VERSION = 2  # bump when the decode settings' meaning changes, to invalidate cached frames
 
 
 def decode_cached(path: Path, fps: float, max_frames: int, cache_dir: Path) -> np.ndarray:

@@ -51,7 +51,8 @@ REGIONS = 9
 FEATURE_DIMS = 512
 CODE_BYTES = FEATURE_DIMS // 8
 MIN_FRAMES = 4
-DECODE_FPS = 1.0  # frames per second video_decode samples (its `fps` parameter) and the store holds per video
+DECODE_FPS = 1.0  # frames per second video_features samples (its `fps` parameter) and the store holds per video
+DECODE_CHUNK_FRAMES = 4  # decoded frames per extractor request of video_features (`chunk_frames`; embed_bench.py)
 POOLED_DIMS = 1280  # EfficientNet-Lite0's pooled pre-classifier feature of a frame (the offline text student's input)
 THUMBNAIL_SIZE = 112  # px: a video's thumbnail, its middle sampled frame (224 centre crop) scaled down, as JPEG
 MAX_THUMBNAIL_BYTES = 12_288  # the largest JPEG thumbnail the store keeps (the sample clips': 1-5 KB)
@@ -333,9 +334,8 @@ class TextKind:
 
     `encoder` / `video`: its text and video networks; `tokenizer`: what `text_tokenize` runs (it gives exactly the
     encoder's inputs); `extractor`: the frame network of the DnS path, whose outputs also feed this student.  The
-    video pipelines carry for it: `decoded` (what video_decode adds), `features_in` / `features_out` (what
-    frame_features also takes from video_decode and gives), `video_feed` (the video network's inputs <- those
-    tensors, in the dnsvr_embed ensemble).
+    video pipelines carry for it: `from_video` (what video_features adds for it), `video_feed` (the video
+    network's inputs <- those tensors, in the dnsvr_embed ensemble).
     """
 
     name: str
@@ -343,10 +343,8 @@ class TextKind:
     encoder: ModelSpec
     video: ModelSpec
     extractor: ModelSpec
-    decoded: tuple[TensorSpec, ...]
+    from_video: tuple[TensorSpec, ...]
     video_feed: tuple[tuple[str, str], ...]
-    features_in: tuple[TensorSpec, ...] = ()
-    features_out: tuple[TensorSpec, ...] = ()
 
     @property
     def networks(self) -> tuple[str, str]:
@@ -356,17 +354,14 @@ class TextKind:
 
 TEACHCLIP = TextKind(  # a TeachCLIP / CLIP4Clip checkpoint: CLIP crops of the sampled frames, CLIP BPE tokens
     "teachclip", "CLIP BPE", TEXT_ENCODER, VIDEO_TEXT_EMBED, FEATURE_EXTRACTOR,
-    decoded=(TensorSpec("clip_frames", "uint8", (1, -1, -1, -1, 3)), _mask_row("clip_mask")),
+    from_video=(TensorSpec("clip_frames", "uint8", (1, -1, -1, -1, 3)), _mask_row("clip_mask")),
     video_feed=(("frames", "clip_frames"), ("mask", "clip_mask")),
 )
-_TEXT_FRAMES = TensorSpec("text_frames", "int64", (1, -1))  # positions in `frames` of the frames it reads
 OFFLINE_MINILM_EFFNET = TextKind(  # the offline student: pooled EfficientNet-Lite0 features, MiniLM WordPiece
     "offline_minilm_effnet", "MiniLM WordPiece", TEXT_ENCODER_MINILM, VIDEO_TEXT_EMBED_EFFNET,
     FEATURE_EXTRACTOR_POOLED,
-    decoded=(_TEXT_FRAMES, _mask_row("text_mask")),
+    from_video=(TensorSpec("text_features", "float32", (1, -1, POOLED_DIMS)), _mask_row("text_mask")),
     video_feed=(("frame_features", "text_features"), ("mask", "text_mask")),
-    features_in=(_TEXT_FRAMES,),
-    features_out=(TensorSpec("text_features", "float32", (1, -1, POOLED_DIMS)),),
 )
 TEXT_KINDS: dict[str, TextKind] = {kind.name: kind for kind in (TEACHCLIP, OFFLINE_MINILM_EFFNET)}
 TEXT_NETWORKS = tuple(name for kind in TEXT_KINDS.values() for name in kind.networks)
@@ -413,36 +408,29 @@ def _video_inputs() -> tuple[TensorSpec, ...]:
 def pipeline_specs(fine: str = "bin", text: str | None = None) -> dict[str, ModelSpec]:
     """The served pipelines for the exported fine student (`bin` or `att`), by name.
 
-    text: the kind of the weights' text-video student (`TEXT_KINDS`), None without one.  With one, video_decode
-    and frame_features also give what its video network reads (`TextKind.decoded` / `features_out`: the
-    TeachCLIP student's crops, or the offline student's frame positions and pooled features), dnsvr_embed its
-    video vector (`text_video`), and the text path `text_tokenize` -> `dnsvr_text_embed` is served.
+    text: the kind of the weights' text-video student (`TEXT_KINDS`), None without one.  With one,
+    video_features also gives what its video network reads (`TextKind.from_video`: the TeachCLIP student's
+    crops, or the offline student's pooled features), dnsvr_embed its video vector (`text_video`), and the text
+    path `text_tokenize` -> `dnsvr_text_embed` is served.
     `dnsvr_search_text` is always served (without a text student it answers with a clear error).
     """
     kind = fine_kind(fine)
     student = text_kind(text) if text else None
     fine_dtype, fine_width = kind.dtype, kind.width
-    frames = TensorSpec("frames", "uint8", (-1, FRAME_SIZE, FRAME_SIZE, 3))
     timings = TensorSpec("timings", "bytes", (1,))
     frame_count = TensorSpec("frame_count", "int64", (1,))
     thumbnail = TensorSpec("thumbnail", "bytes", (1,))  # JPEG, THUMBNAIL_SIZE px, of the middle sampled frame
     text_video = (TensorSpec("text_video", "float32", (1, -1)),) if student else ()
     specs = [
         ModelSpec(
-            "video_decode",
+            "video_features",
             inputs=_video_inputs(),
-            outputs=(frames, _mask_row(), frame_count, thumbnail, *(student.decoded if student else ())),
-            description="python: PyAV decode at 1 fps, 224 centre crop (or check given frames); short clips "
-                        "repeated to MIN_FRAMES; a JPEG thumbnail of the middle frame"
+            outputs=(TensorSpec("features", "float32", (1, -1, REGIONS, FEATURE_DIMS)), _mask_row(), frame_count,
+                     thumbnail, *(student.from_video if student else ())),
+            description=f"BLS: PyAV decode at 1 fps, 224 centre crop (or check given frames), {extractor(text).name} "
+                        f"on every {DECODE_CHUNK_FRAMES} frames decoded while the next decode; short clips repeated "
+                        "to MIN_FRAMES; a JPEG thumbnail of the middle frame"
                         + ("; the text student's <= max_frames frames, selected uniformly" if student else ""),
-        ),
-        ModelSpec(
-            "frame_features",
-            inputs=(frames, *(student.features_in if student else ())),
-            outputs=(TensorSpec("features", "float32", (1, -1, REGIONS, FEATURE_DIMS)),
-                     *(student.features_out if student else ())),
-            description=f"BLS: {extractor(text).name} over the frames in chunks of its max_batch_size -> batch-1 "
-                        "video layout",
         ),
         ModelSpec(
             "dnsvr_embed",
@@ -455,7 +443,7 @@ def pipeline_specs(fine: str = "bin", text: str | None = None) -> dict[str, Mode
                 thumbnail,
                 *text_video,
             ),
-            description="ensemble: video_decode -> frame_features -> coarse_embed | fine_index | selector_index"
+            description="ensemble: video_features -> coarse_embed | fine_index | selector_index"
                         + (f" | {student.video.name}" if student else ""),
         ),
         ModelSpec(
