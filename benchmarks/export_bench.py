@@ -1,6 +1,7 @@
 """Exported graphs: ONNX Runtime vs eager PyTorch CPU latency at T = 60 frames, and the parity table.
 
     .venv/bin/python benchmarks/export_bench.py [--runs 10] [--threads 2] [--golden ../shared/golden]
+    .venv/bin/python benchmarks/export_bench.py --device cuda      # + TensorRT FP16 engines, on a GPU machine
 
 Exports every served graph from the golden checkpoints (random weights in non-trivial regimes), the
 EfficientNet-Lite0 extractor (real weights) and the ResNet50 extractor (random weights, random PCA), then
@@ -9,6 +10,14 @@ intra-op threads) and of the PyTorch network's own eager entry point (`--threads
 input of T = 60 frames; and the max abs error of `dnsvr.export.parity.check_parity` (padded, short, odd
 inputs).  Prints both tables, writes the latency table to benchmarks/results/export.md and the parity table
 into docs/export.md (between its `parity` markers).
+
+`--device cuda` adds, for every DnS graph (the text-video graphs' engines need a manifest's text settings:
+`dnsvr export --tensorrt` builds them), a TensorRT engine built with FP16 from the same ONNX file
+(`dnsvr.export.tensorrt.build_engine`, default profile) and timed per request on the GPU, the inputs' copy in
+and the outputs' copy out included (`EngineRunner.run`), with its max abs error against PyTorch on the timed
+input; the results go to benchmarks/results/export_cuda.md.  It needs the `tensorrt` package and a CUDA GPU
+and says so otherwise (`TensorRTUnavailable`).  Not yet measured: no GPU has been lent to this project's
+sessions (README, "Speed").
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from dnsvr.export.graphs import build_graph
 from dnsvr.export.onnx_export import example_feeds, export_onnx
 from dnsvr.export.onnx_runner import OnnxRunner
 from dnsvr.export.parity import TOLERANCES, check_parity, reference_output
+from dnsvr.export.tensorrt import EngineRunner, TensorRTUnavailable, build_engine, import_tensorrt
 from dnsvr.training import load_checkpoint, paths
 from tqdm import tqdm
 
@@ -83,6 +93,34 @@ def benchmark_feeds(name: str, network: torch.nn.Module) -> tuple[dict[str, np.n
     return example_feeds(model, [FRAMES], FRAMES), f"B=1, T={FRAMES}"
 
 
+def tensorrt_fp16(name: str, network: torch.nn.Module, onnx_path: Path, feeds: dict[str, np.ndarray],
+                  runs: int) -> tuple[float, float]:
+    """(median ms per request, max abs error vs PyTorch) of an FP16 TensorRT engine built from `onnx_path`."""
+    model = spec.NETWORKS[name]
+    runner = EngineRunner(build_engine(onnx_path, onnx_path.with_suffix(".plan"), model, fp16=True), model)
+    milliseconds = median_ms(lambda: runner.run(feeds), runs)
+    got, want = runner.run(feeds), reference_output(name, network, feeds)
+    want = want if isinstance(want, dict) else {model.output_names[0]: want}
+    error = max(float(np.abs(got[key].astype(np.float64) - np.asarray(want[key], np.float64)).max()) for key in want)
+    return milliseconds, error
+
+
+def write_engines(engines: list[tuple[str, str, float, float]], latency: list[tuple[str, str, float, float]],
+                  args: argparse.Namespace) -> None:
+    """benchmarks/results/export_cuda.md: TensorRT FP16 beside ONNX Runtime CPU, per graph."""
+    cpu = {label: onnx_ms for label, _, onnx_ms, _ in latency}
+    gpu = torch.cuda.get_device_name(0)
+    lines = [f"# TensorRT FP16 on {gpu} vs ONNX Runtime CPU ({args.threads} threads), median of {args.runs} runs",
+             "", "Per request, the copies to and from the GPU included; error: max abs vs PyTorch eager (CPU).", "",
+             "| graph | input | TensorRT FP16 (ms) | ONNX Runtime CPU (ms) | speed-up | max abs error |",
+             "|---|---|---:|---:|---:|---:|"]
+    lines += [f"| {label} | {shape} | {gpu_ms:.2f} | {cpu[label]:.2f} | {cpu[label] / gpu_ms:.1f}x | {error:.2e} |"
+              for label, shape, gpu_ms, error in engines]
+    table = "\n".join(lines) + "\n"
+    (ROOT / "benchmarks" / "results" / "export_cuda.md").write_text(table)
+    print(table)
+
+
 def median_ms(call, runs: int) -> float:
     call()
     times = []
@@ -112,9 +150,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10, help="timed runs per graph (median reported)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for both ONNX Runtime and torch")
     parser.add_argument("--golden", type=Path, default=paths.shared_dir() / "golden")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="cuda: also build and time TensorRT FP16 engines (default: cpu only)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    latency, parity = [], []
+    if args.device == "cuda":
+        try:
+            import_tensorrt()  # fails here, before the CPU measurements, on a machine without it
+        except TensorRTUnavailable as error:
+            raise SystemExit(f"--device cuda: {error}") from None
+    latency, parity, engines = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for label, name, network in tqdm(networks(args.golden), desc="graphs", unit="graph"):
             model = spec.NETWORKS[name]
@@ -129,6 +174,10 @@ def main() -> None:
             onnx_ms = median_ms(lambda runner=runner, feeds=feeds: runner.run(feeds), runs)
             torch_ms = median_ms(lambda n=name, net=network, f=feeds: reference_output(n, net, f), runs)
             latency.append((label, shape, onnx_ms, torch_ms))
+            if args.device == "cuda" and name not in spec.TEXT_NETWORKS:
+                engines.append((label, shape, *tensorrt_fp16(name, network, path, feeds, args.runs)))
+    if engines:
+        write_engines(engines, latency, args)
     lines = [
         f"# Export benchmark: ONNX Runtime vs PyTorch (CPU, {args.threads} threads, median of {args.runs} runs)",
         "",

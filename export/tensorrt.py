@@ -139,31 +139,43 @@ def build_engine(
     return plan_path
 
 
-def run_engine(plan_path: str | Path, model: spec.ModelSpec, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run a built engine once on the GPU (buffers via CUDA torch tensors): {output name: array}."""
-    trt = import_tensorrt()
-    import torch
+class EngineRunner:
+    """A built engine loaded once on the GPU; `run(feeds)` copies the inputs in, runs it, copies the outputs out
+    ({output name: array}), with buffers as CUDA torch tensors (what a benchmark times per request)."""
 
-    if not torch.cuda.is_available():
-        raise TensorRTUnavailable("running a TensorRT engine needs a CUDA GPU and a CUDA build of torch")
-    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-    engine = runtime.deserialize_cuda_engine(Path(plan_path).read_bytes())
-    context = engine.create_execution_context()
-    device = torch.device("cuda")
-    keep = []
-    for tensor in model.inputs:
-        array = torch.from_numpy(np.ascontiguousarray(feeds[tensor.name])).to(device)
-        context.set_input_shape(tensor.name, tuple(array.shape))
-        context.set_tensor_address(tensor.name, array.data_ptr())
-        keep.append(array)
-    outputs = {}
-    for tensor in model.outputs:
-        shape = tuple(context.get_tensor_shape(tensor.name))
-        array = torch.empty(shape, dtype=getattr(torch, tensor.dtype), device=device)
-        context.set_tensor_address(tensor.name, array.data_ptr())
-        outputs[tensor.name] = array
-    stream = torch.cuda.Stream()
-    if not context.execute_async_v3(stream.cuda_stream):
-        raise RuntimeError(f"TensorRT failed to run {plan_path}")
-    stream.synchronize()
-    return {name: array.cpu().numpy() for name, array in outputs.items()}
+    def __init__(self, plan_path: str | Path, model: spec.ModelSpec) -> None:
+        trt = import_tensorrt()
+        import torch
+
+        if not torch.cuda.is_available():
+            raise TensorRTUnavailable("running a TensorRT engine needs a CUDA GPU and a CUDA build of torch")
+        self.plan_path, self.model, self.torch = Path(plan_path), model, torch
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = runtime.deserialize_cuda_engine(self.plan_path.read_bytes())
+        self.context = self.engine.create_execution_context()
+        self.stream = torch.cuda.Stream()
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch, context, device = self.torch, self.context, self.torch.device("cuda")
+        keep = []
+        for tensor in self.model.inputs:
+            array = torch.from_numpy(np.ascontiguousarray(feeds[tensor.name])).to(device)
+            context.set_input_shape(tensor.name, tuple(array.shape))
+            context.set_tensor_address(tensor.name, array.data_ptr())
+            keep.append(array)
+        outputs = {}
+        for tensor in self.model.outputs:
+            shape = tuple(context.get_tensor_shape(tensor.name))
+            array = torch.empty(shape, dtype=getattr(torch, tensor.dtype), device=device)
+            context.set_tensor_address(tensor.name, array.data_ptr())
+            outputs[tensor.name] = array
+        torch.cuda.current_stream().synchronize()  # the inputs' copies, queued on the default stream
+        if not context.execute_async_v3(self.stream.cuda_stream):
+            raise RuntimeError(f"TensorRT failed to run {self.plan_path}")
+        self.stream.synchronize()
+        return {name: array.cpu().numpy() for name, array in outputs.items()}
+
+
+def run_engine(plan_path: str | Path, model: spec.ModelSpec, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run a built engine once on the GPU: {output name: array} (`EngineRunner` keeps it loaded)."""
+    return EngineRunner(plan_path, model).run(feeds)
