@@ -1,0 +1,124 @@
+"""The Chamfer teacher over a richer region layout: the frame's regions plus those of zoomed-in crops.
+
+Issue #15 asks for a teacher that holds up on hard copies, picture-in-picture (PiP) first: an inset of 0.2-0.65
+of the frame's side shows the source at a smaller scale than any of the 9 regions of the full frame (3x3 iMAC
+over EfficientNet-Lite0 stages 6 + 7) can match.  This measures the parameter-free Chamfer teacher with the
+target side's regions taken at several scales: beside the full frame's 9 regions, the 9 regions of each crop of
+a grid of crops of `--crop` of the side (stride `--stride`), each resized to 224 x 224, so that a crop around an
+inset sees the source near the scale the query was taken at.  The query side keeps the full frame's 9 regions
+(a query is an original; Chamfer asks where each of its regions is found in the target).  Region Chamfer then
+takes, per query region, the best match over all the target's regions.
+
+    .venv/bin/python benchmarks/teacher_layout_bench.py                      # held-out preset, crops 0.5 / 0.25
+    .venv/bin/python benchmarks/teacher_layout_bench.py --preset small --crop 0.5 --stride 0.5
+
+Layouts compared, side by side on the same benchmark and frames: `full` (9 regions, the bundled teacher's),
+`full + crops` (9 + 9 per crop on the target side).  Prints mAP overall, per difficulty and per edit, and ms
+per query; `--out FILE` writes the table.  Features of the crops are cached beside the benchmark's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from dnsvr.training.evaluation.nd_benchmark import DIFFICULTIES, PRESETS, default_cache_dir
+from dnsvr.training.evaluation.tradeoff import benchmark_with_features, edit_table
+from dnsvr.training.networks.similarity import chamfer_similarity
+from tqdm import tqdm
+
+
+def crop_boxes(crop: float, stride: float) -> list[tuple[float, float]]:
+    """Top-left corners (fractions of the side) of the square crops of side `crop` every `stride`."""
+    starts = np.arange(0.0, 1.0 - crop + 1e-6, stride)
+    return [(float(top), float(left)) for top in starts for left in starts]
+
+
+def zoomed_crops(frames: np.ndarray, crop: float, boxes: list[tuple[float, float]]) -> np.ndarray:
+    """uint8 `[T, S, S, 3]` -> `[len(boxes) * T, S, S, 3]`: every crop of side `crop` resized back to S x S."""
+    size = frames.shape[1]
+    side = round(crop * size)
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2)  # [T, 3, S, S] uint8
+    parts = []
+    for top, left in boxes:
+        y0, x0 = round(top * size), round(left * size)
+        part = x[:, :, y0:y0 + side, x0:x0 + side].float()  # [T, 3, side, side]
+        parts.append(F.interpolate(part, size=(size, size), mode="bilinear", align_corners=False))
+    stacked = torch.cat(parts).round_().clamp_(0, 255).to(torch.uint8)  # [B * T, 3, S, S]
+    return stacked.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def crop_features(benchmark, extractor, crop: float, boxes: list[tuple[float, float]], cache: Path
+                  ) -> dict[str, np.ndarray]:
+    """{video: `[T, 9 * len(boxes), 512]`}: the regions of every zoomed crop of every frame, cached."""
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as stored:
+            if set(stored.files) == set(benchmark.videos):
+                return {video_id: stored[video_id] for video_id in stored.files}
+    features = {}
+    with torch.inference_mode():
+        for video_id, frames in tqdm(benchmark.iter_frames(progress=False), total=len(benchmark.videos),
+                                     desc="crop features", unit="video"):
+            regions = extractor(zoomed_crops(frames, crop, boxes)).numpy()  # [B * T, 9, 512]
+            count = len(frames)
+            features[video_id] = np.concatenate([regions[i * count:(i + 1) * count] for i in range(len(boxes))],
+                                                axis=1)  # [T, 9 * B, 512]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with open(cache, "wb") as handle:  # .npz: the features files hold 9 regions per frame only
+        np.savez(handle, **features)
+    return features
+
+
+def similarities(benchmark, queries: dict[str, np.ndarray], targets: dict[str, np.ndarray]) -> tuple[dict, float]:
+    """{query: {other video: Chamfer(query regions, target regions)}}, ms per query."""
+    result, began = {}, time.perf_counter()
+    for query in benchmark.queries:
+        q = torch.from_numpy(queries[query])
+        result[query] = {v: float(chamfer_similarity(q, torch.from_numpy(targets[v])))
+                         for v in benchmark.videos if v != query}
+    return result, 1000 * (time.perf_counter() - began) / len(benchmark.queries)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="heldout", choices=list(PRESETS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--crop", type=float, default=0.5, help="crop side as a fraction of the frame's")
+    parser.add_argument("--stride", type=float, default=0.25, help="step between crops, a fraction of the side")
+    parser.add_argument("--out", type=Path, default=None, help="also write the table to this markdown file")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    pack, benchmark, full = benchmark_with_features(args.preset, args.seed)
+    boxes = crop_boxes(args.crop, args.stride)
+    cache = default_cache_dir() / f"crops-{args.preset}-{args.seed}-c{args.crop:g}-s{args.stride:g}-{pack.version}.npz"
+    crops = crop_features(benchmark, pack.load_extractor(), args.crop, boxes, cache)
+    layouts = {"full (9 regions)": full,
+               f"full + {len(boxes)} crops of {args.crop:g} ({9 * (1 + len(boxes))} regions, target side)":
+                   {v: np.concatenate([full[v], crops[v]], axis=1) for v in full}}
+    lines = [f"Benchmark: preset {args.preset}, seed {args.seed}, {len(benchmark.queries)} queries, "
+             f"{len(benchmark.videos)} videos; Chamfer teacher over the pack's extractor ({pack.version}); query "
+             "side: the full frame's 9 regions.", "",
+             "| target regions | mAP | " + " | ".join(f"mAP {d}" for d in DIFFICULTIES) + " | ms / query |",
+             "|---|---|" + "---|" * len(DIFFICULTIES) + "---|"]
+    by_edit = {}
+    for name, targets in layouts.items():
+        scores, ms = similarities(benchmark, full, targets)
+        result = benchmark.evaluate(scores)
+        by_edit[name] = benchmark.evaluate_edits(scores)
+        lines.append(f"| {name} | {result['overall']['mAP']:.4f} | "
+                     + " | ".join(f"{result[d]['mAP']:.4f}" if d in result else "-" for d in DIFFICULTIES)
+                     + f" | {ms:.0f} |")
+        print(lines[-1], flush=True)
+    lines += ["", "mAP per edit (copies carrying it):", "", *edit_table(by_edit)]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
