@@ -42,6 +42,32 @@ def test_guarded_command_dies_with_its_launcher_killed_minus_9(tmp_path: Path) -
     wait_for(lambda: not any(still_same_process(pid, start) for pid, start in family.items()))
 
 
+def test_guarded_command_outlives_the_thread_that_started_it_and_dies_with_its_process() -> None:
+    """The kernel's parent-death signal also fires when the launcher's creating thread ends (a supervisor thread
+    that restarted a server, later stopped): the guard must keep its command running then."""
+    launcher_code = textwrap.dedent("""
+        import subprocess, threading, time
+        from dnsvr.serving.local.guard import guarded
+        started = []
+        def start_and_end():
+            started.append(subprocess.Popen(guarded(["sleep", "300"], 2), start_new_session=True))
+            time.sleep(2.0)  # past the guard arming its parent-death signal
+        thread = threading.Thread(target=start_and_end)
+        thread.start()
+        thread.join()
+        print(started[0].pid, flush=True)
+        time.sleep(300)
+    """)
+    launcher = subprocess.Popen([sys.executable, "-c", launcher_code], stdout=subprocess.PIPE, text=True)
+    guard = int(launcher.stdout.readline())
+    family = {guard: process_start_time(guard), **descendants(guard)}
+    time.sleep(1.0)
+    assert all(still_same_process(pid, start) for pid, start in family.items()), "stopped when its thread ended"
+    launcher.kill()
+    launcher.wait()
+    wait_for(lambda: not any(still_same_process(pid, start) for pid, start in family.items()))
+
+
 def test_guard_exits_with_the_commands_code() -> None:
     from dnsvr.serving.local.guard import guarded
 

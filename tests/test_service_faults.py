@@ -74,6 +74,18 @@ def service(docker_export, tmp_path_factory, request):
         yield running
 
 
+@pytest.fixture(autouse=True)
+def service_story(request):
+    """After each test of the shared service: its supervisor's events and the local Milvus log's tail, printed
+    (pytest shows them only for a test that failed)."""
+    yield
+    if "service" in request.fixturenames:
+        service = request.getfixturevalue("service")
+        print("supervisor events:", *service.supervisor.events[-12:], sep="\n  ")
+        if service.milvus is not None:
+            print(f"{service.milvus.log_path} (tail):\n{service.milvus.log_tail(12)}")
+
+
 @pytest.fixture(scope="module")
 def client(service):
     with VideoSearchClient(service.grpc_url, timeout_s=300, retries=6) as opened:

@@ -3,8 +3,11 @@ started it, however that one dies (kill -9, an OOM kill, a container stop), neve
 
 The launcher starts the guard as the leader of a new process group (`start_new_session=True`); the guard runs
 COMMAND in that group, so COMMAND and everything it forks (Triton's python stubs, Milvus Lite's workers) share
-it.  When the launcher dies the kernel sends the guard SIGTERM (PR_SET_PDEATHSIG), and a watch of its parent's
-id covers the instant before that was armed; a SIGTERM, SIGINT or SIGHUP to the guard means the same.  Then the
+it.  When the launcher dies the kernel sends the guard SIGUSR1 (PR_SET_PDEATHSIG), and a watch of its parent's
+id covers the instant before that was armed; a SIGTERM, SIGINT or SIGHUP to the guard means the same.  The kernel
+also sends that signal when the launcher's *thread* that started the guard ends (prctl(2): the "parent" is the
+creating thread), e.g. a supervisor thread that restarted a server and is later stopped: so the guard stops on it
+only when its parent process has changed (the launcher is gone), never because one of its threads ended.  Then the
 guard sends SIGTERM to the whole group, SIGKILL to what is left of it after `--grace` seconds, and exits with
 COMMAND's code.  When
 COMMAND exits by itself, the guard exits with its code (a signal's death as 128 + signal).
@@ -25,6 +28,7 @@ import time
 PR_SET_PDEATHSIG = 1
 POLL_S = 0.2
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+PARENT_DEATH_SIGNAL = signal.SIGUSR1  # a signal of its own: told apart from a stop request by the parent's id
 
 
 def guarded(command: list[str], grace_s: float = 10.0) -> list[str]:
@@ -68,14 +72,19 @@ def _stop_group(child: subprocess.Popen, grace_s: float) -> int:
 
 def run(command: list[str], grace_s: float) -> int:
     parent = os.getppid()
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     stop = {"requested": False}
 
     def request_stop(signum: int, frame: object) -> None:
         stop["requested"] = True
 
+    def parent_thread_or_process_ended(signum: int, frame: object) -> None:
+        if os.getppid() != parent:  # the process died (re-parented); else only its creating thread ended
+            stop["requested"] = True
+
     for handled in STOP_SIGNALS:
         signal.signal(handled, request_stop)
+    signal.signal(PARENT_DEATH_SIGNAL, parent_thread_or_process_ended)
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, PARENT_DEATH_SIGNAL)
     child = subprocess.Popen(command)
     while True:
         code = child.poll()

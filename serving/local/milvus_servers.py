@@ -142,7 +142,7 @@ class _LocalMilvusProcess:
         self.kill()
         return self.start()
 
-    def _log_tail(self, lines: int = 20) -> str:
+    def log_tail(self, lines: int = 20) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
@@ -150,7 +150,7 @@ class _LocalMilvusProcess:
 
     def _diagnostics(self) -> str:
         """What a start error shows: the launcher's log tail (subclasses add the server's own logs)."""
-        return self._log_tail()
+        return self.log_tail()
 
     def _wait_ready(self) -> None:
         from pymilvus import MilvusClient
@@ -388,7 +388,7 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
 
     def _choose_again(self) -> bool:
         """After a PORT_TAKEN exit: whether the port the launcher named may be chosen again (the proxy's, here)."""
-        taken = taken_port(self._log_tail(1))
+        taken = taken_port(self.log_tail(1))
         LOG.warning("%s: port %s is taken; choosing again", self.name, taken)
         if taken is None or taken in self._etcd_ports():
             return False

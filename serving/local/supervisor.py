@@ -72,7 +72,10 @@ class Supervisor:
         self._thread: threading.Thread | None = None
 
     def start(self) -> Supervisor:
-        self.expected = python_instances(self.service.triton.pid)
+        """Start the watch (again after `stop()`), counting the python instances it keeps."""
+        triton = self.service.triton
+        self.expected = python_instances(triton.pid) if triton is not None else Counter()
+        self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="dnsvr-supervisor", daemon=True)
         self._thread.start()
         return self
