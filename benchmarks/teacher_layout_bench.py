@@ -25,48 +25,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from dnsvr.training.data.crop_regions import CropLayout
 from dnsvr.training.evaluation.nd_benchmark import DIFFICULTIES, PRESETS, default_cache_dir
 from dnsvr.training.evaluation.tradeoff import benchmark_with_features, edit_table
 from dnsvr.training.networks.similarity import chamfer_similarity
 from tqdm import tqdm
 
 
-def crop_boxes(crop: float, stride: float) -> list[tuple[float, float]]:
-    """Top-left corners (fractions of the side) of the square crops of side `crop` every `stride`."""
-    starts = np.arange(0.0, 1.0 - crop + 1e-6, stride)
-    return [(float(top), float(left)) for top in starts for left in starts]
-
-
-def zoomed_crops(frames: np.ndarray, crop: float, boxes: list[tuple[float, float]]) -> np.ndarray:
-    """uint8 `[T, S, S, 3]` -> `[len(boxes) * T, S, S, 3]`: every crop of side `crop` resized back to S x S."""
-    size = frames.shape[1]
-    side = round(crop * size)
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2)  # [T, 3, S, S] uint8
-    parts = []
-    for top, left in boxes:
-        y0, x0 = round(top * size), round(left * size)
-        part = x[:, :, y0:y0 + side, x0:x0 + side].float()  # [T, 3, side, side]
-        parts.append(F.interpolate(part, size=(size, size), mode="bilinear", align_corners=False))
-    stacked = torch.cat(parts).round_().clamp_(0, 255).to(torch.uint8)  # [B * T, 3, S, S]
-    return stacked.permute(0, 2, 3, 1).contiguous().numpy()
-
-
-def crop_features(benchmark, extractor, crop: float, boxes: list[tuple[float, float]], cache: Path
-                  ) -> dict[str, np.ndarray]:
-    """{video: `[T, 9 * len(boxes), 512]`}: the regions of every zoomed crop of every frame, cached."""
+def crop_features(benchmark, extractor, layout: CropLayout, cache: Path) -> dict[str, np.ndarray]:
+    """{video: `[T, 9 * len(layout.boxes), 512]`}: the regions of every zoomed crop of every frame, cached."""
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as stored:
             if set(stored.files) == set(benchmark.videos):
                 return {video_id: stored[video_id] for video_id in stored.files}
-    features = {}
-    with torch.inference_mode():
-        for video_id, frames in tqdm(benchmark.iter_frames(progress=False), total=len(benchmark.videos),
-                                     desc="crop features", unit="video"):
-            regions = extractor(zoomed_crops(frames, crop, boxes)).numpy()  # [B * T, 9, 512]
-            count = len(frames)
-            features[video_id] = np.concatenate([regions[i * count:(i + 1) * count] for i in range(len(boxes))],
-                                                axis=1)  # [T, 9 * B, 512]
+    features = {video_id: layout.crop_regions(frames, extractor)
+                for video_id, frames in tqdm(benchmark.iter_frames(progress=False), total=len(benchmark.videos),
+                                             desc="crop features", unit="video")}
     cache.parent.mkdir(parents=True, exist_ok=True)
     with open(cache, "wb") as handle:  # .npz: the features files hold 9 regions per frame only
         np.savez(handle, **features)
@@ -93,9 +67,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     pack, benchmark, full = benchmark_with_features(args.preset, args.seed)
-    boxes = crop_boxes(args.crop, args.stride)
+    layout = CropLayout(args.crop, args.stride)
+    boxes = layout.boxes
     cache = default_cache_dir() / f"crops-{args.preset}-{args.seed}-c{args.crop:g}-s{args.stride:g}-{pack.version}.npz"
-    crops = crop_features(benchmark, pack.load_extractor(), args.crop, boxes, cache)
+    crops = crop_features(benchmark, pack.load_extractor(), layout, cache)
     layouts = {"full (9 regions)": full,
                f"full + {len(boxes)} crops of {args.crop:g} ({9 * (1 + len(boxes))} regions, target side)":
                    {v: np.concatenate([full[v], crops[v]], axis=1) for v in full}}

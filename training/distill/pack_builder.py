@@ -1,15 +1,15 @@
 """`dnsvr train pack`: the whole DnS pipeline on the offline corpus, written as a model pack.
 
-corpus features (`corpus`) -> teacher pairs (`pairs`, the Chamfer teacher over EfficientNet-Lite0 regions, or
-with `teacher_checkpoint` a ViSiL head trained on those regions by `dnsvr train teacher`) -> ITQ -> S^f_B (and
-S^f_A) -> S^c -> [optional self-distillation rounds: the fine student re-scores the pairs and the students are
-trained again] -> the fine-to-coarse score calibration (`dnsvr.training.distill.calibration`) -> selector (on
-each corpus video's coarse top 10, labelled by the ranking changes the calibrated fine score makes) ->
-`pack.json` + checkpoints in the official format
-(see `dnsvr.training.packs.model_pack`).  Intermediate files (features, ITQ, pairs, checkpoints) go to
-`work_dir`, so an interrupted run resumes; use a fresh `work_dir` for another corpus.  `corpus_features` takes
-an existing features file as the corpus instead (e.g. `dnsvr train corpus`'s training-split features, whose
-labels the distillation does not read).
+corpus features (`corpus`) -> teacher pairs (`pairs`, the Chamfer teacher over EfficientNet-Lite0 regions, with
+`teacher_crop` over those of zoomed crops too (`dnsvr.training.data.crop_regions`, a second features file in
+`work_dir`), or with `teacher_checkpoint` a ViSiL head trained on those regions by `dnsvr train teacher`) -> ITQ
+-> S^f_B (and S^f_A) -> S^c -> [optional self-distillation rounds: the fine student re-scores the pairs and the
+students are trained again] -> the fine-to-coarse score calibration (`dnsvr.training.distill.calibration`) ->
+selector (on each corpus video's coarse top 10, labelled by the ranking changes the calibrated fine score makes)
+-> `pack.json` + checkpoints in the official format (see `dnsvr.training.packs.model_pack`).  Intermediate
+files (features, ITQ, pairs, checkpoints) go to `work_dir`, so an interrupted run resumes; use a fresh `work_dir`
+for another corpus.  `corpus_features` takes an existing features file as the corpus instead (e.g. `dnsvr train
+corpus`'s training-split features, whose labels the distillation does not read).
 The defaults keep the pack small (about 12 MB): the coarse student has 16 NetVLAD clusters, 256 output
 dims, a 512-wide feed-forward layer and is stored in float16.  The fine students train at lr 1e-3 (the
 reference's 1e-4 is for 100k videos; on this 83-video corpus it left S^f_B at 0.56 mAP on our benchmark
@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from dnsvr.training.data.corpus import CorpusConfig, build_corpus_features
+from dnsvr.training.data.corpus import CorpusConfig, build_corpus_features, build_crop_features
+from dnsvr.training.data.crop_regions import CropLayout
 from dnsvr.training.data.features_io import list_ids
 from dnsvr.training.distill.calibration import fit_calibration
 from dnsvr.training.distill.itq import load_itq, save_itq
@@ -57,6 +58,8 @@ class PackConfig:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     corpus_features: str | None = None  # an existing features file as the corpus (e.g. `dnsvr train corpus`'s)
     teacher_checkpoint: str | None = None  # a trained ViSiL head over the corpus features; None: Chamfer
+    teacher_crop: float = 0.0  # > 0: the Chamfer teacher also sees zoomed crops of this side (`CropLayout`)
+    teacher_crop_stride: float = 0.25
     num_positives: int = 8
     num_negatives: int = 16
     self_pairs: bool = True
@@ -70,6 +73,11 @@ class PackConfig:
     selector: SelectorConfig = field(default_factory=lambda: SelectorConfig(
         epochs=12, learning_rate=1e-3, pairs_per_class=256, pairs_from="retrieval", block=10))
     coarse_float16: bool = True
+
+    @property
+    def crop_layout(self) -> CropLayout | None:
+        """The Chamfer teacher's crop layout, None for the full frame's regions alone."""
+        return CropLayout(self.teacher_crop, self.teacher_crop_stride) if self.teacher_crop else None
 
     def describe(self) -> dict[str, Any]:
         data = asdict(self)
@@ -124,6 +132,10 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
         if progress:
             tqdm.write(f"[train pack] {stage}: {timings[stage]:.1f} s")
 
+    layout = config.crop_layout
+    if layout is not None and (config.corpus_features or config.teacher_checkpoint):
+        raise ValueError("teacher crops are made from the generated corpus's frames for the Chamfer teacher: "
+                         "not with --corpus-features or --teacher-checkpoint")
     started = time.monotonic()
     if config.corpus_features:
         features = Path(config.corpus_features)
@@ -142,12 +154,22 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
         save_itq(itq_file, itq_projection)
     timed("itq", started)
 
-    teacher: Teacher = load_teacher("visil" if config.teacher_checkpoint else "chamfer", config.teacher_checkpoint)
+    teacher_features = None
+    if layout is not None:
+        started = time.monotonic()
+        teacher_features = work_dir / f"teacher_crops_c{layout.crop:g}_s{layout.stride:g}.h5"
+        corpus["teacher_features"] = build_crop_features(replace(config.corpus, seed=config.seed), layout,
+                                                         features, teacher_features, progress=progress)
+        timed("teacher crop features", started)
+
+    teacher: Teacher = load_teacher("visil" if config.teacher_checkpoint else "chamfer", config.teacher_checkpoint,
+                                    crop_layout=layout)
     teachers, rounds = [teacher.name], []
     for round_number in range(config.iterations + 1):
         started = time.monotonic()
         pairs = work_dir / f"pairs_round{round_number}.json"
         mine_pairs(features, pairs, teacher, config.num_positives, config.num_negatives, config.seed,
+                   teacher_features_path=teacher_features if round_number == 0 else None,
                    progress=progress, self_pairs=config.self_pairs)
         timed(f"round {round_number} pairs", started)
         started = time.monotonic()

