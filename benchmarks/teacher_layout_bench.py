@@ -4,13 +4,13 @@ Issue #15 asks for a teacher that holds up on hard copies, picture-in-picture (P
 of the frame's side shows the source at a smaller scale than any of the 9 regions of the full frame (3x3 iMAC
 over EfficientNet-Lite0 stages 6 + 7) can match.  This measures the parameter-free Chamfer teacher with the
 target side's regions taken at several scales: beside the full frame's 9 regions, the 9 regions of each crop of
-a grid of crops of `--crop` of the side (stride `--stride`), each resized to 224 x 224, so that a crop around an
-inset sees the source near the scale the query was taken at.  The query side keeps the full frame's 9 regions
-(a query is an original; Chamfer asks where each of its regions is found in the target).  Region Chamfer then
-takes, per query region, the best match over all the target's regions.
+a grid of crops of CROP of the side every STRIDE (`--crops CROP:STRIDE ...`), each resized to 224 x 224, so that
+a crop around an inset sees the source near the scale the query was taken at.  The query side keeps the full
+frame's 9 regions (a query is an original; Chamfer asks where each of its regions is found in the target).
+Region Chamfer then takes, per query region, the best match over all the target's regions.
 
     .venv/bin/python benchmarks/teacher_layout_bench.py                      # held-out preset, crops 0.5 / 0.25
-    .venv/bin/python benchmarks/teacher_layout_bench.py --preset small --crop 0.5 --stride 0.5
+    .venv/bin/python benchmarks/teacher_layout_bench.py --crops 0.5:0.25 0.3:0.175   # two grids, and both
 
 Layouts compared, side by side on the same benchmark and frames: `full` (9 regions, the bundled teacher's),
 `full + crops` (9 + 9 per crop on the target side).  Prints mAP overall, per difficulty and per edit, and ms
@@ -61,19 +61,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="heldout", choices=list(PRESETS))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--crop", type=float, default=0.5, help="crop side as a fraction of the frame's")
-    parser.add_argument("--stride", type=float, default=0.25, help="step between crops, a fraction of the side")
+    parser.add_argument("--crops", nargs="+", default=["0.5:0.25"], metavar="CROP:STRIDE",
+                        help="crop grids, each CROP:STRIDE (fractions of the frame's side; default 0.5:0.25); "
+                             "with several, each alone and all together are compared")
     parser.add_argument("--out", type=Path, default=None, help="also write the table to this markdown file")
     args = parser.parse_args()
     torch.set_num_threads(2)
     pack, benchmark, full = benchmark_with_features(args.preset, args.seed)
-    layout = CropLayout(args.crop, args.stride)
-    boxes = layout.boxes
-    cache = default_cache_dir() / f"crops-{args.preset}-{args.seed}-c{args.crop:g}-s{args.stride:g}-{pack.version}.npz"
-    crops = crop_features(benchmark, pack.load_extractor(), layout, cache)
-    layouts = {"full (9 regions)": full,
-               f"full + {len(boxes)} crops of {args.crop:g} ({9 * (1 + len(boxes))} regions, target side)":
-                   {v: np.concatenate([full[v], crops[v]], axis=1) for v in full}}
+    extractor = pack.load_extractor()
+    grids = {}
+    for text in args.crops:
+        crop, stride = (float(part) for part in text.split(":"))
+        layout = CropLayout(crop, stride)
+        cache = default_cache_dir() / f"crops-{args.preset}-{args.seed}-c{crop:g}-s{stride:g}-{pack.version}.npz"
+        grids[f"{len(layout.boxes)} crops of {crop:g}"] = crop_features(benchmark, extractor, layout, cache)
+    if len(grids) > 1:
+        grids[" + ".join(grids)] = {v: np.concatenate([crops[v] for crops in grids.values()], axis=1) for v in full}
+    layouts = {"full (9 regions)": full}
+    for name, crops in grids.items():
+        regions = 9 + next(iter(crops.values())).shape[1]
+        layouts[f"full + {name} ({regions} regions, target side)"] = {
+            v: np.concatenate([full[v], crops[v]], axis=1) for v in full}
     lines = [f"Benchmark: preset {args.preset}, seed {args.seed}, {len(benchmark.queries)} queries, "
              f"{len(benchmark.videos)} videos; Chamfer teacher over the pack's extractor ({pack.version}); query "
              "side: the full frame's 9 regions.", "",

@@ -1,5 +1,7 @@
-"""This machine's launchers: the guard (a server dies with its launcher, however the launcher dies) and Milvus
-Lite's data-directory lock (an orphan's lock is recognised and cleared, a live owner's is reported)."""
+"""This machine's launchers: the guard (a server dies with its launcher, however the launcher dies, and outlives
+the launcher's thread that started it), Milvus Lite's data-directory lock (an orphan's lock is recognised and
+cleared, a live owner's is reported) and the supervisor's watch (a killed server started again; the watch held and
+resumed)."""
 
 from __future__ import annotations
 
@@ -12,10 +14,12 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from dnsvr.serving.local.milvus_servers import MilvusLiteServer, MilvusStandaloneServer, ServerStartError, _executable
 from dnsvr.serving.local.processes import descendants, lock_holders, process_start_time, still_same_process
+from dnsvr.serving.local.supervisor import Supervisor
 
 
 def wait_for(check, timeout_s: float = 20.0) -> None:
@@ -141,3 +145,22 @@ def test_a_proxy_port_given_and_taken_is_reported_at_once(tmp_path: Path) -> Non
         with pytest.raises(ServerStartError, match=f"port {port} is taken"):
             MilvusStandaloneServer(tmp_path / "data", port=port).start()
         assert time.monotonic() - began < 30  # not the 120 s of a readiness wait on a port nobody serves
+
+
+def test_the_watch_resumes_after_a_hold_and_what_it_restarted_outlives_it(tmp_path: Path) -> None:
+    milvus = MilvusLiteServer(tmp_path / "milvus.db").start()
+    service = SimpleNamespace(milvus=milvus, triton=None)
+    supervisor = Supervisor(service, interval_s=0.1).start()
+    try:
+        supervisor.stop()  # held, as a test of the health endpoint does, then resumed
+        supervisor.start()
+        first = milvus.pid
+        os.killpg(first, signal.SIGKILL)
+        wait_for(lambda: any("is back" in event for event in supervisor.events), 60.0)
+        assert milvus.running and milvus.pid != first
+        supervisor.stop()  # the thread that started this server ends: the server must not
+        time.sleep(1.0)
+        assert milvus.running and milvus.pid != first
+    finally:
+        supervisor.stop()
+        milvus.stop()
