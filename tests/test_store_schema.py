@@ -126,7 +126,8 @@ def test_settings_precedence_flag_env_file_default(tmp_path, monkeypatch) -> Non
     config = tmp_path / "config.toml"
     config.write_text('[store]\nuri = "http://file-host:19530"\nprefix = "fromfile"\ntimeout_s = 7\n')
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-    for variable in ("DNSVR_MILVUS_URI", "DNSVR_MILVUS_TOKEN", "DNSVR_MILVUS_PREFIX", "DNSVR_CONFIG"):
+    for variable in ("DNSVR_MILVUS_URI", "DNSVR_MILVUS_TOKEN", "DNSVR_MILVUS_PREFIX", "DNSVR_CONFIG",
+                     "DNSVR_MILVUS_RECONNECT_S"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "none"))
     assert StoreSettings.resolve().uri == str(tmp_path / "data" / "dnsvr" / "milvus.db")
@@ -140,6 +141,9 @@ def test_settings_precedence_flag_env_file_default(tmp_path, monkeypatch) -> Non
     assert from_env.client_kwargs()["secure"] is True
     assert "secret" not in repr(from_env)
     assert StoreSettings.resolve(config_path=config, uri="http://flag:1").uri == "http://flag:1"
+    assert from_env.reconnect_s == 0.0
+    monkeypatch.setenv("DNSVR_MILVUS_RECONNECT_S", "2.5")
+    assert StoreSettings.resolve(config_path=config).reconnect_s == 2.5
 
 
 def test_settings_reject_bad_values() -> None:
@@ -149,6 +153,9 @@ def test_settings_reject_bad_values() -> None:
         StoreSettings(uri="a.db", layout="rows")
     with pytest.raises(ValueError, match="prefix"):
         StoreSettings(uri="a.db", prefix="bad-prefix")
+    for seconds in (-1.0, float("nan"), 1e9):
+        with pytest.raises(ValueError, match="reconnect_s"):
+            StoreSettings(uri="a.db", reconnect_s=seconds)
 
 
 def test_redact_uri_drops_credentials() -> None:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -489,6 +490,29 @@ def test_server_killed_gives_typed_error_then_reconnects(request, backend_uri: s
             server.start()  # same data directory and port
         fetched = store.fetch_codes(["a"], consistency="Strong")
         assert fetched.codes[0].tobytes() == video.fine_codes.tobytes()
+
+
+def test_a_refused_connection_is_tried_again_for_reconnect_s(lite_server) -> None:
+    """A write that finds the server down (killed, restarted 1.5 s later by another thread) waits for it when
+    `reconnect_s` allows, and lands; nothing is written twice."""
+    settings = StoreSettings(uri=lite_server.uri, prefix=fresh_prefix(), timeout_s=5, reconnect_s=30)
+    with VideoStore(settings, model_version=VERSION, coarse_dim=DIM, representation="binary") as store:
+        store.upsert(make_video("a", 10, 1))
+        lite_server.kill()
+        restart = threading.Timer(1.5, lite_server.start)
+        restart.start()
+        try:
+            began = time.monotonic()
+            store.upsert(make_video("b", 4, 2))
+            waited = time.monotonic() - began
+        finally:
+            restart.join()
+            if not lite_server.running:
+                lite_server.start()
+        assert waited >= 1.0
+        fetched = store.fetch_codes(["a", "b"], consistency="Strong")
+        assert fetched.frame_counts.tolist() == [10, 4]
+        assert store.stats().frames == 14 and store.check(grace_s=0).clean
 
 
 def test_scans_see_every_row_once_whatever_the_storage_order(backend_uri: str) -> None:

@@ -9,6 +9,7 @@
     DNSVR_CONFIG              the TOML config file (`[store]` table); default $XDG_CONFIG_HOME/dnsvr/config.toml
     DNSVR_MILVUS_URI, _TOKEN, the store: URI, credentials, TLS CA, collection prefix (`dnsvr.serving.store.settings`)
       _TLS_CA, _PREFIX
+    DNSVR_MILVUS_RECONNECT_S  seconds a store keeps trying to connect while refused (`dnsvr serve` sets it)
     DNSVR_MAX_FRAMES          frames `video_features` keeps per video; default its config parameter (1200)
     DNSVR_SEARCH_CONSISTENCY  Milvus consistency of ranking reads in `dnsvr_search`; default its parameter (Session)
     DNSVR_URL                 Triton gRPC address for the CLI and the client SDK; default the running `dnsvr serve`,
@@ -38,6 +39,7 @@ MILVUS_URI = "DNSVR_MILVUS_URI"
 MILVUS_TOKEN = "DNSVR_MILVUS_TOKEN"
 MILVUS_TLS_CA = "DNSVR_MILVUS_TLS_CA"
 MILVUS_PREFIX = "DNSVR_MILVUS_PREFIX"
+MILVUS_RECONNECT_S = "DNSVR_MILVUS_RECONNECT_S"
 MAX_FRAMES = "DNSVR_MAX_FRAMES"
 SEARCH_CONSISTENCY = "DNSVR_SEARCH_CONSISTENCY"
 URL = "DNSVR_URL"
@@ -45,7 +47,7 @@ ACCESS_TOKEN = "DNSVR_ACCESS_TOKEN"
 ACCESS_TOKEN_SHA256 = "DNSVR_ACCESS_TOKEN_SHA256"
 OPEN_SEARCH = "DNSVR_OPEN_SEARCH"
 VARIABLES = (SHARED, CACHE, DATA, STATE, CONFIG, MILVUS_URI, MILVUS_TOKEN, MILVUS_TLS_CA, MILVUS_PREFIX,
-             MAX_FRAMES, SEARCH_CONSISTENCY, URL, ACCESS_TOKEN, ACCESS_TOKEN_SHA256, OPEN_SEARCH)
+             MILVUS_RECONNECT_S, MAX_FRAMES, SEARCH_CONSISTENCY, URL, ACCESS_TOKEN, ACCESS_TOKEN_SHA256, OPEN_SEARCH)
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,8 @@ server of the `milvus` wheel in a network namespace of its own, reached through 
 what "auto" picks for a new store: top-1000 coarse searches ~10x faster, docs/storage.md) or `milvus-lite server`
 (engine "lite", for a `.db` path: only one process may open a Lite data directory, and every Triton python model
 instance is its own process); `engine_choice` holds the rule. Start Triton on the repository as exported, with
-DNSVR_MILVUS_URI pointing every model instance at the store; then the supervisor (a dead local Milvus restarted,
+DNSVR_MILVUS_URI pointing every model instance at the store (and DNSVR_MILVUS_RECONNECT_S: a write or read
+that finds the local Milvus restarting waits for it); then the supervisor (a dead local Milvus restarted,
 dead python instances replaced) and the health endpoint. Every server runs under a guard: it dies with this
 process, however this process dies. Stop: health, supervisor, Triton, then Milvus; nothing is left running.
 """
@@ -48,6 +49,7 @@ def served_models(repository: Path) -> list[str]:
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+LOCAL_RECONNECT_S = 10.0  # the models' DNSVR_MILVUS_RECONNECT_S: a supervised Milvus Lite is back in 1-3 s
 TOKEN_PATTERN = "^dnsvr-token$"  # the request header Triton hands the pipelines (`pipelines.access`)
 
 
@@ -135,6 +137,8 @@ class LocalService:
 
     def _model_environment(self) -> dict[str, str]:
         env = {**self.env, paths.MILVUS_URI: self.store_uri}
+        if self.milvus is not None:  # the supervisor restarts it: a model's write waits for it rather than failing
+            env.setdefault(paths.MILVUS_RECONNECT_S, str(LOCAL_RECONNECT_S))
         if self.prefix:
             env[paths.MILVUS_PREFIX] = self.prefix
         if self.token:

@@ -1,7 +1,8 @@
 """Where the video store lives and how to reach it: flag > environment > config file (TOML) > default.
 
 Environment (`dnsvr.training.paths`): DNSVR_MILVUS_URI, DNSVR_MILVUS_TOKEN, DNSVR_MILVUS_TLS_CA,
-DNSVR_MILVUS_PREFIX, DNSVR_CONFIG (path of the config file, default $XDG_CONFIG_HOME/dnsvr/config.toml).
+DNSVR_MILVUS_PREFIX, DNSVR_MILVUS_RECONNECT_S, DNSVR_CONFIG (path of the config file, default
+$XDG_CONFIG_HOME/dnsvr/config.toml).
 Config file:
 
     [store]
@@ -12,6 +13,7 @@ Config file:
     layout = "auto"          # auto | vector | chunk
     coarse_index = "HNSW"    # FLAT | IVF_FLAT | HNSW | AUTOINDEX
     timeout_s = 30
+    reconnect_s = 0          # while a new connection is refused, try again for this long (a restarting server)
 
 The default URI is embedded Milvus Lite at `paths.default_store_path()` (~/.local/share/dnsvr/milvus.db).
 """
@@ -32,6 +34,7 @@ ENVIRONMENT = {
     "token": paths.MILVUS_TOKEN,
     "tls_ca": paths.MILVUS_TLS_CA,
     "prefix": paths.MILVUS_PREFIX,
+    "reconnect_s": paths.MILVUS_RECONNECT_S,
 }
 
 
@@ -60,6 +63,7 @@ class StoreSettings:
     layout: str = "auto"
     coarse_index: str = "HNSW"
     timeout_s: float = 30.0
+    reconnect_s: float = 0.0  # how long a refused new connection is tried again (nothing was sent: safe to retry)
 
     def __post_init__(self) -> None:
         if not is_server_uri(self.uri) and not self.uri.endswith(".db"):
@@ -73,6 +77,8 @@ class StoreSettings:
             raise ValueError(f"coarse_index must be one of {COARSE_INDEXES}, got {self.coarse_index!r}")
         if not self.prefix.replace("_", "").isalnum() or not self.prefix[0].isalpha():
             raise ValueError(f"prefix must be letters, digits and _, starting with a letter: {self.prefix!r}")
+        if not 0.0 <= self.reconnect_s <= 3600.0:
+            raise ValueError(f"reconnect_s must be between 0 and 3600 seconds, got {self.reconnect_s!r}")
 
     @property
     def embedded(self) -> bool:
@@ -110,8 +116,9 @@ class StoreSettings:
         unknown = set(values) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown store settings {sorted(unknown)} (in {path} or flags)")
-        if "timeout_s" in values:
-            values["timeout_s"] = float(values["timeout_s"])
+        for key in ("timeout_s", "reconnect_s"):
+            if key in values:
+                values[key] = float(values[key])
         return replace(cls(**{k: v for k, v in values.items() if k == "uri"}), **values)
 
 

@@ -80,6 +80,8 @@ DELETE_BATCH = 1_000
 SCALAR_INDEXES = (("video_id", "Trie"), ("generation", "STL_SORT"))
 ORPHAN_DELETE_BATCH = 200
 CREATION_WAIT_S = 30.0
+RECONNECT_EVERY_S = 0.25  # between refused connections, within `StoreSettings.reconnect_s`
+REFUSED_MARKERS = ("fail connecting", "connection refused", "failed to connect to all addresses")
 VIDEO_FIELDS = ["video_id", "coarse", "selector", "frame_count", "generation", "model_version", "source_uri",
                 "indexed_at", "metadata"]
 ANSWERLESS_CODES = (1, 2)  # pymilvus: unexpected error, connect failed (statuses the server answered have others)
@@ -257,32 +259,41 @@ class VideoStore:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def _call(self, operation: str, action: Callable[[Any], T], reloaded: bool = False,
-              reconnected: bool = False) -> T:
+    def _call(self, operation: str, action: Callable[[Any], T]) -> T:
         """Run `action(client)`, translating pymilvus/gRPC failures into StoreUnavailable / StoreError.
 
-        A collection found released (the server restarted since it was loaded) is loaded again, once; a
-        connection found broken is replaced by a new client, once, before StoreUnavailable is raised.
+        A collection found released (the server restarted since it was loaded) is loaded again, once.  A
+        connection found broken is replaced by a new client and the action run once more; while that new
+        connection is refused (a supervised server restarting: nothing of the action was sent), it is tried
+        again every RECONNECT_EVERY_S for up to `settings.reconnect_s`; then StoreUnavailable.
         """
-        try:
-            return action(self._connect())
-        except (StoreError, InvalidVideo, VideoNotFound):
-            raise
-        except Exception as error:
-            text = str(error).lower()
-            if self._meta is not None and not reloaded and ("released" in text or "not loaded" in text):
-                self._load_collections(self._meta)
-                return self._call(operation, action, reloaded=True)
-            message = str(error)
-            if self.settings.token:
-                message = message.replace(self.settings.token, "***")
-            where = self.settings.display_uri
-            if _is_unavailable(error):
+        reloaded = reconnected = False
+        retry_until = 0.0
+        while True:
+            try:
+                return action(self._connect())
+            except (StoreError, InvalidVideo, VideoNotFound):
+                raise
+            except Exception as error:
+                text = str(error).lower()
+                if self._meta is not None and not reloaded and ("released" in text or "not loaded" in text):
+                    self._load_collections(self._meta)
+                    reloaded = True
+                    continue
+                message = str(error)
+                if self.settings.token:
+                    message = message.replace(self.settings.token, "***")
+                where = self.settings.display_uri
+                if not _is_unavailable(error):
+                    raise StoreError(f"{operation} failed on Milvus at {where}: {message}") from error
                 self.close()
                 if not reconnected:
-                    return self._call(operation, action, reloaded, reconnected=True)
+                    reconnected, retry_until = True, time.monotonic() + self.settings.reconnect_s
+                    continue
+                if _refused(error) and time.monotonic() + RECONNECT_EVERY_S <= retry_until:
+                    time.sleep(RECONNECT_EVERY_S)
+                    continue
                 raise StoreUnavailable(f"Milvus at {where} unavailable ({operation}): {message}") from None
-            raise StoreError(f"{operation} failed on Milvus at {where}: {message}") from error
 
     def _collections(self, meta: StoreMeta) -> list[str]:
         """The data collections of a store like `meta` (meta collection first, the per-video one last)."""
@@ -1022,6 +1033,13 @@ def _contiguous(parts: list[tuple[int, np.ndarray]]) -> bool:
             return False
         expected += len(piece)
     return True
+
+
+def _refused(error: Exception) -> bool:
+    """Whether `error` is a connection that could not be made (so the request was never sent): pymilvus's
+    "fail connecting" (its connect check failed) or gRPC's refused / no reachable address."""
+    text = str(error).lower()
+    return any(marker in text for marker in REFUSED_MARKERS)
 
 
 def _is_unavailable(error: Exception) -> bool:
