@@ -138,6 +138,16 @@ def test_selector_training_on_a_tiny_set(corpus, tmp_path):
     for query in {q for q, _, _ in retrieval}:
         block = [score for q, _, score in retrieval if q == query]
         assert block == sorted(block, reverse=True)
+    wider = retrieval_pairs(features, coarse, block=2, progress=False, beyond=2, seed=3)  # + 2 from the rest
+    assert wider == retrieval_pairs(features, coarse, block=2, progress=False, beyond=2, seed=3)
+    for query in {q for q, _, _ in retrieval}:
+        mine = [(target, score) for q, target, score in wider if q == query]
+        block = [pair for q, *pair in retrieval if q == query]
+        assert len(mine) == 4 and mine[:2] == [tuple(pair) for pair in block]
+        assert max(score for _, score in mine[2:]) <= min(score for _, score in mine[:2])
+        assert len({target for target, _ in mine}) == 4
+    with pytest.raises(ValueError, match="beyond >= 0"):
+        retrieval_pairs(features, coarse, block=2, progress=False, beyond=-1)
     calibration = ScoreCalibration((-1.0, 1.0), (0.0, 1.0))
     fine_sims, coarse_sims = fine_and_coarse_similarities(features, retrieval, fine, coarse, progress=False)
     labels = retrieval_labels(retrieval, fine_sims, coarse_sims, calibration)
@@ -153,6 +163,21 @@ def test_selector_training_on_a_tiny_set(corpus, tmp_path):
                            progress=False, calibration=calibration)
     with pytest.raises(ValueError, match="needs a pairs file"):
         train_selector(features, None, students["bin"], students["cg"], tmp_path / "none", config, progress=False)
+
+
+def test_retrieval_labels_inside_a_block_and_beyond_it():
+    """Each query's first `block` pairs: 1 where the re-scored pair passes another of the block; the pairs after
+    them: 1 where the re-scored pair would enter the block (above its lowest coarse score)."""
+    pairs = [("q", t, c) for t, c in (("a", 0.9), ("b", 0.8), ("c", 0.7), ("far1", 0.3), ("far2", 0.2))]
+    pairs += [("r", "x", 0.6), ("r", "y", 0.5)]
+    coarse = np.array([c for _, _, c in pairs], np.float32)
+    rescored = np.array([0.95, 0.65, 0.72, 0.75, 0.4, 0.4, 0.7], np.float32)  # already on the coarse scale
+    identity = ScoreCalibration((0.0, 1.0), (0.0, 1.0))
+    labels = retrieval_labels(pairs, rescored, coarse, identity, block=3)
+    # a stays first (0); b falls below c (1); c rises past nothing of the block (0.72 < 0.8: 0); far1 0.75 >
+    # 0.7 enters (1), far2 0.4 does not (0); r's block of two: x falls below y, y rises above x (1, 1)
+    assert labels.tolist() == [0, 1, 0, 1, 0, 1, 1]
+    assert retrieval_labels(pairs[:3], rescored[:3], coarse[:3], identity).tolist() == [0, 1, 0]  # no block given
 
 
 def test_pack_is_written_and_loads(corpus, tmp_path):

@@ -253,7 +253,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "             --threshold (or the threshold labelling --positive-fraction of them 1)\n"
                     "  retrieval  what a search shows it: each corpus video's coarse top --block others, label 1\n"
                     "             where the pair's fine score (on the coarse scale by --calibration-from's map,\n"
-                    "             else fine/2+0.5) would move it past another video of its block\n"
+                    "             else fine/2+0.5) would move it past another video of its block; with --beyond N,\n"
+                    "             N more from beyond the block, labelled 1 where it would enter the block\n"
                     "Each epoch samples both classes equally; BCE. Writes OUT_DIR/dns_selector_cg-fg_<bin|att>.pth."
                     "\n\nexample:\n"
                     "  dnsvr train selector --features corpus.h5 --pairs-from retrieval \\\n"
@@ -267,6 +268,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="the training pairs and their labels (default: pairs, see below)")
     selector.add_argument("--block", type=int, default=10,
                           help="--pairs-from retrieval: coarse neighbours per corpus video (default: 10)")
+    selector.add_argument("--beyond", type=int, default=0,
+                          help="--pairs-from retrieval: candidates drawn from beyond each block as well, labelled 1 "
+                               "where the fine score would bring them into the block (default: 0; `train pack`: 10)")
     selector.add_argument("--calibration-from", type=Path, default=None, metavar="PACK",
                           help="--pairs-from retrieval: the pack whose calibration puts fine scores on the coarse "
                                "scale (default: fine/2+0.5)")
@@ -299,7 +303,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 "instead), S^f_B (ITQ-initialised) and\n"
                 "S^f_A 20 epochs at lr 1e-3 (4 triplets per anchor and epoch: the corpus is small), S^c (16\n"
                 "clusters, 256 dims) 10 epochs at lr 1e-4, the score calibration, the selector 12 epochs of\n"
-                "2 x 256 pairs at lr 1e-3 on each corpus video's coarse top 10 labelled by ranking change\n"
+                "2 x 256 pairs at lr 1e-3 on each corpus video's coarse top 10 labelled by ranking change, and\n"
+                "10 candidates from beyond it (labelled by whether the fine score would bring them in)\n"
                 "(--selector-pairs pairs: the paper's pairs and labels, with the threshold that labels 30% of\n"
                 "the pairs 1 unless --threshold is given).\n"
                 "Intermediate files stay in --work-dir so an interrupted run resumes.\n\nexample:\n"
@@ -441,7 +446,8 @@ def run_selector(args: argparse.Namespace) -> int:
         config = SelectorConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                                 threshold=args.threshold, positive_fraction=args.positive_fraction,
                                 pairs_per_class=args.pairs_per_class, seed=args.seed,
-                                pairs_from=args.pairs_from, block=args.block)
+                                pairs_from=args.pairs_from, block=args.block,
+                                beyond=args.beyond)
         calibration = ModelPack.from_dir(args.calibration_from).calibration if args.calibration_from else None
         if args.calibration_from and calibration is None:
             raise ValueError(f"{args.calibration_from}: the pack has no calibration (dnsvr train calibrate)")

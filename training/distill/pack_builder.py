@@ -71,7 +71,7 @@ class PackConfig:
         kind="cg", epochs=10, batch_size=32, triplets_per_anchor=2, learning_rate=1e-4,
         transformer_feedforward_dims=512, netvlad_clusters=16, netvlad_outdims=256))
     selector: SelectorConfig = field(default_factory=lambda: SelectorConfig(
-        epochs=12, learning_rate=1e-3, pairs_per_class=256, pairs_from="retrieval", block=10))
+        epochs=12, learning_rate=1e-3, pairs_per_class=256, pairs_from="retrieval", block=10, beyond=10))
     coarse_float16: bool = True
 
     @property

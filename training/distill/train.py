@@ -15,7 +15,9 @@ Selector (`train_selector`), on one of two pair sets (`SelectorConfig.pairs_from
 * "retrieval": what a search shows the selector, each corpus video's coarse top `block` other videos
   (`retrieval_pairs`), labelled 1 when re-scoring the pair alone by the fine student (put on the coarse scale
   by the pack's calibration, else s / 2 + 0.5) would move it past another video of its block
-  (`ranking.positions_moved`): a label tied to a ranking change rather than to a score gap.
+  (`ranking.positions_moved`): a label tied to a ranking change rather than to a score gap; with `beyond`,
+  also candidates drawn from beyond the block, labelled 1 where the fine score would bring them into it (a
+  search scores every candidate: a selector shown only top blocks extrapolates to the far ones).
 Each epoch samples the same number of pairs from both classes; BCE.
 
 Files: the network in the official format `{'model': state_dict}` (`dns_<kind>_student.pth`,
@@ -121,6 +123,7 @@ class SelectorConfig:
     seed: int = 0
     pairs_from: str = "pairs"  # "pairs" (the pairs file, disagreement labels) or "retrieval" (coarse top blocks)
     block: int = 10  # "retrieval": the coarse neighbours of each corpus video the selector learns on
+    beyond: int = 0  # "retrieval": candidates from beyond each block it also learns on (`retrieval_pairs`)
 
 
 @dataclass
@@ -338,39 +341,49 @@ def fine_and_coarse_similarities(features_path: str | Path, pair_list: list[tupl
 
 
 def retrieval_pairs(features_path: str | Path, coarse: nn.Module, block: int, max_frames: int = 300,
-                    progress: bool = True) -> list[tuple[str, str, float]]:
+                    progress: bool = True, beyond: int = 0, seed: int = 0) -> list[tuple[str, str, float]]:
     """Each video of the features file with its `block` nearest other videos by the coarse student (best first;
-    ties by id order) -> (query id, target id, coarse similarity) pairs: the candidates a search would show
-    the selector."""
+    ties by id order), then `beyond` others drawn (seeded) from the rest -> (query id, target id, coarse
+    similarity) pairs, each query's block first: the candidates a search would show the selector.  A search
+    scores every candidate, so a selector that only ever saw top blocks extrapolates to the far ones (a pack's
+    selector picked candidates ranked ~90 of 100 that way); `beyond` shows it some."""
     ids = list_ids(features_path)
-    if block < 1 or len(ids) < 2:
-        raise ValueError(f"retrieval pairs need block >= 1 and two videos or more, got block {block} and "
-                         f"{len(ids)} videos")
+    if block < 1 or beyond < 0 or len(ids) < 2:
+        raise ValueError(f"retrieval pairs need block >= 1, beyond >= 0 and two videos or more, got block {block}, "
+                         f"beyond {beyond} and {len(ids)} videos")
     with torch.inference_mode():
         vectors = torch.cat([coarse.index_video(torch.from_numpy(video[:max_frames]))
                              for _, video in tqdm(iter_features(features_path, ids), total=len(ids),
                                                   desc="coarse vectors", unit="video", disable=not progress)])
     similarities = (vectors @ vectors.T).numpy().astype(np.float32)  # [N, N]
+    rng = np.random.default_rng(seed)
     pairs = []
     for row, query in enumerate(ids):
         others = np.delete(np.arange(len(ids)), row)
-        best = others[ranking_order(similarities[row, others])[:block]]
-        pairs += [(query, ids[column], float(similarities[row, column])) for column in best]
+        ranked = others[ranking_order(similarities[row, others])]
+        rest = ranked[block:]
+        far = np.sort(rng.choice(rest, size=min(beyond, len(rest)), replace=False)) if beyond and len(rest) else []
+        pairs += [(query, ids[column], float(similarities[row, column])) for column in [*ranked[:block], *far]]
     return pairs
 
 
 def retrieval_labels(pair_list: list[tuple[str, str, float]], fine: np.ndarray, coarse: np.ndarray,
-                     calibration: ScoreCalibration | None = None) -> np.ndarray:
+                     calibration: ScoreCalibration | None = None, block: int | None = None) -> np.ndarray:
     """Label `[P]` float32 of retrieval pairs (`retrieval_pairs`) from their fine `[P]` and coarse `[P]`
-    similarities: 1 where the fine score, on the coarse scale, would move the pair past another pair of its
-    query's block."""
+    similarities, the fine score put on the coarse scale: a pair of its query's block (the first `block` pairs
+    of that query; None: all of them) gets 1 where that score would move it past another pair of the block; a
+    pair from beyond the block gets 1 where that score would bring it into the block (above the block's lowest
+    coarse score)."""
     rescored = calibration(fine) if calibration is not None else fine_to_unit(np.asarray(fine, np.float32))
     blocks: dict[str, list[int]] = {}
     for number, (query, _, _) in enumerate(pair_list):
         blocks.setdefault(query, []).append(number)
     labels = np.zeros(len(pair_list), np.float32)
     for numbers in blocks.values():
-        labels[numbers] = positions_moved(coarse[numbers], rescored[numbers]) >= 1
+        inside, outside = numbers[:block], numbers[len(numbers[:block]):]
+        labels[inside] = positions_moved(coarse[inside], rescored[inside]) >= 1
+        if outside:
+            labels[outside] = rescored[outside] > coarse[inside].min()
     return labels
 
 
@@ -417,7 +430,8 @@ def train_selector(features_path: str | Path, pairs: PairSet | str | Path | None
     if config.pairs_from not in ("pairs", "retrieval"):
         raise ValueError(f"selector pairs_from must be 'pairs' or 'retrieval', got {config.pairs_from!r}")
     if config.pairs_from == "retrieval":
-        pair_list = retrieval_pairs(features_path, coarse, config.block, config.max_frames, progress)
+        pair_list = retrieval_pairs(features_path, coarse, config.block, config.max_frames, progress,
+                                    config.beyond, config.seed)
     elif pairs is None:
         raise ValueError("the selector's pairs_from 'pairs' needs a pairs file")
     else:
@@ -426,7 +440,7 @@ def train_selector(features_path: str | Path, pairs: PairSet | str | Path | None
                                                           config.max_frames, progress)
     threshold: float | None = config.threshold
     if config.pairs_from == "retrieval":
-        labels, threshold = retrieval_labels(pair_list, fine_sims, coarse_sims, calibration), None
+        labels, threshold = retrieval_labels(pair_list, fine_sims, coarse_sims, calibration, config.block), None
     else:
         if config.positive_fraction is not None:
             if not 0.0 < config.positive_fraction < 1.0:
