@@ -215,6 +215,33 @@ def test_pack_is_written_and_loads(corpus, tmp_path):
     assert ModelPack.from_dir(tmp_path / "pack").version == pack.version  # the students are unchanged
 
 
+def test_a_pack_distilled_from_the_crop_teacher(corpus, tmp_path):
+    """`train pack --teacher-crops`: the corpus's teacher features made once in the work dir, the pairs scored by
+    the crop teacher over them, the pack names that teacher and records the features."""
+    from dnsvr.training.data.features_io import read_features
+    from dnsvr.training.distill.pack_builder import PackConfig, train_pack
+    from dnsvr.training.packs.model_pack import ModelPack
+
+    work, _, _ = corpus
+    shutil.copy(work / "corpus.h5", tmp_path / "corpus.h5")
+    student = StudentConfig(epochs=1, batch_size=8, itq_regions=1000, itq_iterations=2)
+    config = PackConfig(name="tiny-crops", corpus=TINY_CORPUS, num_positives=2, num_negatives=3,
+                        teacher_crop=0.5, teacher_crop_stride=0.5, attention_student=False,
+                        fine=replace(student, kind="bin"),
+                        coarse=replace(student, kind="cg", learning_rate=1e-4, **SMALL_COARSE),
+                        selector=SelectorConfig(epochs=1, batch_size=8, positive_fraction=0.5))
+    train_pack(tmp_path / "pack", tmp_path, config, progress=False)
+    pack = ModelPack.from_dir(tmp_path / "pack")
+    assert pack.teacher == "chamfer/efficientnet_lite0 (full frame + 4 crops of 0.5 every 0.5)"
+    assert pack.info["corpus"]["teacher_features"] == {"features": "teacher_crops_c0.5_s0.5.h5",
+                                                       "layout": {"crop": 0.5, "stride": 0.5},
+                                                       "regions_per_frame": 45, "videos": 6}
+    full, crops = read_features(tmp_path / "corpus.h5"), read_features(tmp_path / "teacher_crops_c0.5_s0.5.h5")
+    assert all(crops[v].shape == (len(full[v]), 45, 512) for v in full)
+    assert PairSet.load(tmp_path / "pairs_round0.json").teacher == pack.teacher
+    assert pack.info["training"]["config"]["teacher_crop"] == 0.5 and set(pack.files) == {"fine", "coarse", "selector"}
+
+
 def test_a_given_features_file_is_the_corpus(corpus, tmp_path):
     import json
 
