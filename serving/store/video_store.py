@@ -80,6 +80,7 @@ DELETE_BATCH = 1_000
 SCALAR_INDEXES = (("video_id", "Trie"), ("generation", "STL_SORT"))
 ORPHAN_DELETE_BATCH = 200
 CREATION_WAIT_S = 30.0
+_LITE_TURN = threading.local()  # whether this thread holds its store's turn (`VideoStore._lite_turn`)
 RECONNECT_EVERY_S = 0.25  # between refused connections, within `StoreSettings.reconnect_s`
 REFUSED_MARKERS = ("fail connecting", "connection refused", "failed to connect to all addresses")
 VIDEO_FIELDS = ["video_id", "coarse", "selector", "frame_count", "generation", "model_version", "source_uri",
@@ -267,6 +268,11 @@ class VideoStore:
         connection is refused (a supervised server restarting: nothing of the action was sent), it is tried
         again every RECONNECT_EVERY_S for up to `settings.reconnect_s`; then StoreUnavailable.
         """
+        with self._lite_turn():
+            return self._call_in_turn(operation, action)
+
+    def _call_in_turn(self, operation: str, action: Callable[[Any], T]) -> T:
+        """`_call`'s body, within the turn `_lite_turn` gives."""
         reloaded = reconnected = False
         retry_until = 0.0
         while True:
@@ -343,21 +349,44 @@ class VideoStore:
             return self._open_or_create()
 
     @contextlib.contextmanager
-    def _creation_lock(self) -> Iterator[None]:
-        """Serialise opening (and so creating) this store among the processes of this machine.
-
-        Triton starts several python model instances, each its own process, and parallel indexers may meet a
-        store that does not exist yet; Milvus Lite fails ("already exists", "File exists") when two of them
-        create a collection at once.  Creators on other machines are covered by `_create_collection` instead.
-        """
+    def _machine_lock(self, purpose: str) -> Iterator[None]:
+        """An exclusive lock on this store (URI and prefix) for `purpose` among the processes and threads of this
+        machine: an flock on a file of the temporary folder (each `open` its own lock holder)."""
         key = hashlib.sha256(f"{self.settings.uri}\0{self.settings.prefix}".encode()).hexdigest()[:16]
-        path = Path(tempfile.gettempdir()) / f"dnsvr-store-{os.getuid()}-{key}.lock"
+        path = Path(tempfile.gettempdir()) / f"dnsvr-store-{os.getuid()}-{purpose}-{key}.lock"
         with path.open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _creation_lock(self) -> contextlib.AbstractContextManager[None]:
+        """Serialise opening (and so creating) this store among the processes of this machine.
+
+        Triton starts several python model instances, each its own process, and parallel indexers may meet a
+        store that does not exist yet; Milvus Lite fails ("already exists", "File exists") when two of them
+        create a collection at once.  Creators on other machines are covered by `_create_collection` instead.
+        """
+        return self._machine_lock("create")
+
+    @contextlib.contextmanager
+    def _lite_turn(self) -> Iterator[None]:
+        """On Milvus Lite (and before the server is known), one call to this store at a time on this machine;
+        re-entrant on a thread.  Milvus Lite 3.2.2 does not order concurrent calls on a collection (its own notes
+        say so): four writers at once, each its own client as Triton's model instances are, lost every frame row
+        of 2-5 of 101 videos; serialising only the writes still lost some; every call serialised, none
+        (`benchmarks/lite_concurrency.py`).  A Milvus server orders concurrent calls itself."""
+        served = self._server_version is not None and not self._server_version.startswith("milvus_lite")
+        if served or getattr(_LITE_TURN, "held", False):
+            yield
+            return
+        with self._machine_lock("lite-call"):
+            _LITE_TURN.held = True
+            try:
+                yield
+            finally:
+                _LITE_TURN.held = False
 
     def _open_or_create(self) -> StoreMeta:
         meta = self._read_meta()
