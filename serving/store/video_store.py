@@ -333,7 +333,7 @@ class VideoStore:
     @property
     def supports_binary_vectors(self) -> bool:
         """Milvus Lite 3.x has no binary vectors; real Milvus servers do."""
-        return not self.server_version.startswith("milvus_lite")
+        return not _is_lite(self.server_version)
 
     # ---- collections -----------------------------------------------------------------------------
 
@@ -377,7 +377,7 @@ class VideoStore:
         say so): four writers at once, each its own client as Triton's model instances are, lost every frame row
         of 2-5 of 101 videos; serialising only the writes still lost some; every call serialised, none
         (`benchmarks/lite_concurrency.py`).  A Milvus server orders concurrent calls itself."""
-        served = self._server_version is not None and not self._server_version.startswith("milvus_lite")
+        served = self._server_version is not None and not _is_lite(self._server_version)
         if served or getattr(_LITE_TURN, "held", False):
             yield
             return
@@ -1062,6 +1062,11 @@ def _contiguous(parts: list[tuple[int, np.ndarray]]) -> bool:
             return False
         expected += len(piece)
     return True
+
+
+def _is_lite(server_version: str) -> bool:
+    """Whether a server version names Milvus Lite (3.x reports `milvus_lite-<version>`)."""
+    return server_version.startswith("milvus_lite")
 
 
 def _refused(error: Exception) -> bool:

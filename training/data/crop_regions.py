@@ -5,7 +5,7 @@ A picture-in-picture copy shows its source at a fraction of the frame's side, sm
 of the full frame (3x3 iMAC over EfficientNet-Lite0 stages 6 + 7) can match.  A crop of side `crop` (a fraction of
 the frame's side) taken every `stride` and resized back to the frame's size sees such an inset near the scale the
 source was filmed at.  The teacher keeps a query's 9 full-frame regions and gives each target all of them
-(`ChamferTeacher(query_regions=9)`): region Chamfer then takes, per query region, the best match over every scale.
+(`ChamferTeacher(crop_layout=...)`): region Chamfer then takes, per query region, the best match over every scale.
 
     layout = CropLayout(crop=0.5, stride=0.25)            # 9 crops -> 9 + 81 = 90 regions per frame
     regions = layout.regions(frames, extractor)           # uint8 [T, S, S, 3] -> [T, 90, 512] float32
