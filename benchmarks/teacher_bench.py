@@ -29,8 +29,13 @@ from dnsvr.training.data.features_io import list_ids, read_features
 from dnsvr.training.distill.teacher_train import TeacherConfig, group_separation, load_labels, train_teacher
 from dnsvr.training.distill.teachers import Teacher, load_teacher
 from dnsvr.training.distill.train import save_checkpoint, seed_everything
-from dnsvr.training.evaluation.nd_benchmark import DIFFICULTIES, PRESETS
-from dnsvr.training.evaluation.tradeoff import benchmark_with_features, edit_table
+from dnsvr.training.evaluation.nd_benchmark import PRESETS
+from dnsvr.training.evaluation.tradeoff import (
+    benchmark_with_features,
+    difficulty_cells,
+    difficulty_columns,
+    finish_report,
+)
 from dnsvr.training.networks.visil import ViSiLHead
 
 
@@ -95,6 +100,7 @@ def main() -> None:
     _, benchmark, features = benchmark_with_features(args.preset, args.seed)
     teachers = {"Chamfer": load_teacher("chamfer"), "ViSiL head, untrained": load_teacher("visil", untrained),
                 "ViSiL head, trained": load_teacher("visil", checkpoint)}
+    header, separator = difficulty_columns()
     lines = [
         f"Labelled set: {len(groups)} videos in {len(set(groups.values()))} groups ("
         + (f"{args.corpus}" if args.corpus else f"{args.sources} synthetic sources x (1 + {args.copies} copies), "
@@ -104,25 +110,18 @@ def main() -> None:
         f"Benchmark: preset {args.preset}, seed {args.seed}, {len(benchmark.queries)} queries, "
         f"{len(benchmark.videos)} videos.",
         "",
-        "| teacher | mAP | " + " | ".join(f"mAP {d}" for d in DIFFICULTIES)
-        + " | train groups: pos / neg mean, triplet acc. | ms / query |",
-        "|---|---|" + "---|" * len(DIFFICULTIES) + "---|---|",
+        f"| teacher | {header} | train groups: pos / neg mean, triplet acc. | ms / query |",
+        f"|---|{separator}---|---|",
     ]
     by_edit = {}
     for name, teacher in teachers.items():
         similarities, ms = benchmark_similarities(teacher, benchmark, features)
-        scores = benchmark.evaluate(similarities)
         by_edit[name] = benchmark.evaluate_edits(similarities)
         separation = group_separation(teacher, train_videos, groups)
-        lines.append(f"| {name} | {scores['overall']['mAP']:.4f} | "
-                     + " | ".join(f"{scores[d]['mAP']:.4f}" if d in scores else "-" for d in DIFFICULTIES)
-                     + f" | {separation.mean_positive:.3f} / {separation.mean_negative:.3f}, "
+        lines.append(f"| {name} | {difficulty_cells(benchmark.evaluate(similarities))} | "
+                     f"{separation.mean_positive:.3f} / {separation.mean_negative:.3f}, "
                      f"{separation.triplet_accuracy:.4f} | {ms:.0f} |")
-    lines += ["", "mAP per edit (copies carrying it):", "", *edit_table(by_edit)]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    finish_report(lines, by_edit, args.out)
 
 
 if __name__ == "__main__":

@@ -25,9 +25,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from dnsvr.training.data.crop_regions import CropLayout
-from dnsvr.training.evaluation.nd_benchmark import DIFFICULTIES, PRESETS, default_cache_dir
-from dnsvr.training.evaluation.tradeoff import benchmark_with_features, edit_table
+from dnsvr.training.data.crop_regions import FULL_FRAME_REGIONS, CropLayout
+from dnsvr.training.evaluation.nd_benchmark import PRESETS, default_cache_dir
+from dnsvr.training.evaluation.tradeoff import (
+    benchmark_with_features,
+    difficulty_cells,
+    difficulty_columns,
+    finish_report,
+)
 from dnsvr.training.networks.similarity import chamfer_similarity
 from tqdm import tqdm
 
@@ -79,28 +84,21 @@ def main() -> None:
         grids[" + ".join(grids)] = {v: np.concatenate([crops[v] for crops in grids.values()], axis=1) for v in full}
     layouts = {"full (9 regions)": full}
     for name, crops in grids.items():
-        regions = 9 + next(iter(crops.values())).shape[1]
+        regions = FULL_FRAME_REGIONS + next(iter(crops.values())).shape[1]
         layouts[f"full + {name} ({regions} regions, target side)"] = {
             v: np.concatenate([full[v], crops[v]], axis=1) for v in full}
+    header, separator = difficulty_columns()
     lines = [f"Benchmark: preset {args.preset}, seed {args.seed}, {len(benchmark.queries)} queries, "
              f"{len(benchmark.videos)} videos; Chamfer teacher over the pack's extractor ({pack.version}); query "
              "side: the full frame's 9 regions.", "",
-             "| target regions | mAP | " + " | ".join(f"mAP {d}" for d in DIFFICULTIES) + " | ms / query |",
-             "|---|---|" + "---|" * len(DIFFICULTIES) + "---|"]
+             f"| target regions | {header} | ms / query |", f"|---|{separator}---|"]
     by_edit = {}
     for name, targets in layouts.items():
         scores, ms = similarities(benchmark, full, targets)
-        result = benchmark.evaluate(scores)
         by_edit[name] = benchmark.evaluate_edits(scores)
-        lines.append(f"| {name} | {result['overall']['mAP']:.4f} | "
-                     + " | ".join(f"{result[d]['mAP']:.4f}" if d in result else "-" for d in DIFFICULTIES)
-                     + f" | {ms:.0f} |")
+        lines.append(f"| {name} | {difficulty_cells(benchmark.evaluate(scores))} | {ms:.0f} |")
         print(lines[-1], flush=True)
-    lines += ["", "mAP per edit (copies carrying it):", "", *edit_table(by_edit)]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    finish_report(lines, by_edit, args.out)
 
 
 if __name__ == "__main__":

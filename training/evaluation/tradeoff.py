@@ -533,6 +533,32 @@ def edit_table(by_method: Mapping[str, Mapping[str, Mapping[str, float]]]) -> li
     return lines
 
 
+def difficulty_columns() -> tuple[str, str]:
+    """The mAP columns of a table by difficulty: (header cells "mAP | mAP easy | ...", the separator's cells)."""
+    from dnsvr.training.evaluation.nd_benchmark import DIFFICULTIES
+
+    return "mAP | " + " | ".join(f"mAP {d}" for d in DIFFICULTIES), "---|" * (1 + len(DIFFICULTIES))
+
+
+def difficulty_cells(result: Mapping[str, Mapping[str, float]]) -> str:
+    """`Benchmark.evaluate`'s result -> the cells of `difficulty_columns`: overall mAP, then each difficulty's
+    ("-" where no query has copies of it)."""
+    from dnsvr.training.evaluation.nd_benchmark import DIFFICULTIES
+
+    return " | ".join([f"{result['overall']['mAP']:.4f}",
+                       *(f"{result[d]['mAP']:.4f}" if d in result else "-" for d in DIFFICULTIES)])
+
+
+def finish_report(lines: list[str], by_edit: Mapping[str, Mapping[str, Mapping[str, float]]],
+                  out: Path | None) -> None:
+    """Append the mAP-per-edit table (`edit_table`) to a benchmark's report `lines`, print it, and write it to
+    `out` when given."""
+    text = "\n".join([*lines, "", "mAP per edit (copies carrying it):", "", *edit_table(by_edit)])
+    print(text)
+    if out:
+        out.write_text(text + "\n")
+
+
 def write_edit_table(context: Mapping, path: str | Path) -> Path:
     """Markdown table of mAP per edit (rows) and method (columns) from `context['map_by_edit']` -> `path`,
     written atomically."""
