@@ -8,11 +8,13 @@
               "max_words": 32} or {"kind": "offline_minilm_effnet", "afa": "real_frames", "max_frames": 12,
               "embed_dim": 256, "max_words": 32} or null,
      "text_weights": the TeachCLIP checkpoint given with --text-weights in place of the pack's student, or null,
-     "calibration": the pack's fine-to-coarse score map {"fine": [...], "coarse": [...]} or null}
+     "calibration": the pack's fine-to-coarse score map {"fine": [...], "coarse": [...]} or null,
+     "fusion": the pack's default re-rank fusion ("mix", "cascade" or "calibrated"; absent before stop 27: mix)}
 
 Readers: `read_manifest(repository)`, `fine_kind(manifest)` (the one fine student the pipelines serve),
 `text_settings(manifest)` (the text-video student's, None without one), `score_calibration(manifest)` (the map
-of the re-rank fusion 'calibrated', None without one),
+of the re-rank fusion 'calibrated', None without one), `default_fusion(manifest)` (the fusion of a search that
+names none),
 `model_version(manifest)` (what the store records, so vectors of two exports are never mixed) and
 `changed_weights(repository)` (weight files that changed since the export, e.g. a retrained pack).
 """
@@ -25,7 +27,7 @@ from pathlib import Path
 
 from dnsvr.client import spec
 from dnsvr.training.files import file_sha256
-from dnsvr.training.ranking import ScoreCalibration
+from dnsvr.training.ranking import DEFAULT_FUSION, ScoreCalibration, check_fusion
 
 MANIFEST = "manifest.json"
 FORMAT = 8  # 3: the text-video student ("text", dnsvr_search_text); 4: fine_similarity_bin/1/comparator.onnx
@@ -82,6 +84,17 @@ def score_calibration(manifest: dict) -> ScoreCalibration | None:
         return ScoreCalibration.from_dict(data)
     except ValueError as error:
         raise ManifestError(f"the manifest's calibration is invalid ({error}): re-export the repository") from None
+
+
+def default_fusion(manifest: dict) -> str:
+    """The pack's default re-rank fusion the repository was exported with (`ranking.DEFAULT_FUSION` for an export
+    that records none); ManifestError when it is unknown or 'calibrated' without the calibration."""
+    fusion = str(manifest.get("fusion") or DEFAULT_FUSION)
+    try:
+        check_fusion(fusion, score_calibration(manifest))
+    except ValueError as error:
+        raise ManifestError(f"the manifest's default fusion is invalid ({error}): re-export the repository") from None
+    return fusion
 
 
 def model_version(manifest: dict) -> str:

@@ -310,6 +310,7 @@ def _build_locked(
             "text": text,
             "text_weights": str(source.text_weights) if source.text_weights else None,
             "calibration": source.calibration,
+            "fusion": source.fusion,
         }
         atomic_write_text(staging / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         swap_in(staging, repository)

@@ -40,6 +40,7 @@ from dnsvr.training.packs.model_pack import (
     load_text_student,
     text_checkpoint,
 )
+from dnsvr.training.ranking import DEFAULT_FUSION
 from torch import nn
 
 EXPORTABLE_KINDS = {
@@ -71,6 +72,7 @@ class ExportSource:
     text_kind: str | None = None
     text_weights: Path | None = None  # the student given with `text_weights`, in place of the weights' own
     calibration: dict | None = None  # the pack's fine-to-coarse score map (fusion 'calibrated'), None without one
+    fusion: str = DEFAULT_FUSION  # the pack's default re-rank fusion (a search that names none uses it)
 
     def text_settings(self) -> dict | None:
         """What serving needs to know of the text-video student (the manifest's "text"), None without one."""
@@ -113,10 +115,11 @@ def from_pack(pack: ModelPack, text_max_frames: int | None = None, own_text: boo
         files = {(f"fine_{pack.fine}" if role == "fine" else role): pack.path(role)
                  for role in pack.files if role in PACK_ROLES and (role != TEXT_ROLE or text_kind)}
         if (pack.root / PACK_MANIFEST).is_file():
-            files[PACK_MANIFEST_ROLE] = pack.root / PACK_MANIFEST  # a new calibration there asks for a new export
+            files[PACK_MANIFEST_ROLE] = pack.root / PACK_MANIFEST  # a new calibration or fusion asks for a new export
         calibration = pack.calibration
         source = ExportSource({}, files, f"model pack {pack.root}", pack.extractor, pack_version=pack.version,
-                              calibration=calibration.to_dict() if calibration else None)
+                              calibration=calibration.to_dict() if calibration else None,
+                              fusion=pack.default_fusion)
         source.networks[spec.extractor(text_kind).name] = pack.load_extractor()
         _student_models(source, pack.fine, pack.load("fine"))
         source.networks[spec.COARSE_EMBED.name] = pack.load("coarse")

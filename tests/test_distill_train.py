@@ -240,6 +240,27 @@ def test_a_pack_distilled_from_the_crop_teacher(corpus, tmp_path):
     assert all(crops[v].shape == (len(full[v]), 45, 512) for v in full)
     assert PairSet.load(tmp_path / "pairs_round0.json").teacher == pack.teacher
     assert pack.info["training"]["config"]["teacher_crop"] == 0.5 and set(pack.files) == {"fine", "coarse", "selector"}
+    choice = pack.info["fusion_choice"]  # the default fusion, judged by the crop teacher's pairs
+    assert pack.default_fusion == choice["fusion"] == "mix" and choice["queries"] == 6  # 5 candidates: no picks
+
+
+def test_the_pack_command_maps_teacher_crops_onto_the_config(monkeypatch, tmp_path):
+    from dnsvr.serving.cli.main import main
+    from dnsvr.training.distill import pack_builder
+    from dnsvr.training.packs.model_pack import ModelPack
+
+    configs = []
+
+    def record(out_dir, work_dir, config, progress=True):
+        configs.append(config)
+        return ModelPack.bundled()
+
+    monkeypatch.setattr(pack_builder, "train_pack", record)
+    base = ["train", "pack", "--out", str(tmp_path / "pack"), "--work-dir", str(tmp_path), "--quiet"]
+    assert main([*base, "--teacher-crops", "0.5", "0.25"]) == 0
+    assert main(base) == 0
+    assert (configs[0].teacher_crop, configs[0].teacher_crop_stride) == (0.5, 0.25)
+    assert configs[0].crop_layout.regions_per_frame == 90 and configs[1].crop_layout is None
 
 
 def test_a_given_features_file_is_the_corpus(corpus, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from dnsvr.client import spec
 from dnsvr.export.hamming import COMPARATOR_FILE
-from dnsvr.export.manifest import ManifestError, score_calibration
+from dnsvr.export.manifest import ManifestError, default_fusion, score_calibration
 from dnsvr.export.onnx_export import ExportError, example_feeds
 from dnsvr.export.onnx_runner import OnnxRunner
 from dnsvr.export.parity import KERNEL_VS_GRAPH, ParityError
@@ -166,6 +166,33 @@ def test_a_packs_calibration_is_exported_and_its_manifest_recorded(tmp_path: Pat
     assert score_calibration({"calibration": source.calibration})(np.array([0.5])).tolist() == [0.6000000238418579]
     with pytest.raises(ManifestError, match="calibration is invalid"):
         score_calibration({"calibration": {"fine": [0.0], "coarse": [0.1]}})
+
+
+def test_a_packs_default_fusion_is_exported_and_checked(tmp_path: Path) -> None:
+    import shutil
+
+    from dnsvr.training.packs.model_pack import BUNDLED_DIR
+
+    pack = shutil.copytree(BUNDLED_DIR, tmp_path / "pack")
+    meta = json.loads((pack / "pack.json").read_text())
+    meta["fusion"] = "cascade"
+    (pack / "pack.json").write_text(json.dumps(meta))
+    source = resolve_weights([str(pack)])
+    assert source.fusion == "cascade"
+    assert default_fusion({"fusion": source.fusion}) == "cascade"
+    assert default_fusion({}) == "mix"  # an export from before packs named one: the paper's
+    with pytest.raises(ManifestError, match="default fusion is invalid.*'calibrated' needs"):
+        default_fusion({"fusion": "calibrated", "calibration": None})
+    with pytest.raises(ManifestError, match="fusion must be one of"):
+        default_fusion({"fusion": "blend"})
+    for bad, message in [("blend", "fusion must be one of"), ("calibrated", "'calibrated' needs")]:
+        meta = {**meta, "fusion": bad, "calibration": None}
+        (pack / "pack.json").write_text(json.dumps(meta))
+        with pytest.raises(WeightsError, match=message):
+            resolve_weights([str(pack)])
+    del meta["fusion"]
+    (pack / "pack.json").write_text(json.dumps(meta))
+    assert resolve_weights([str(pack)]).fusion == "mix"
 
 
 def test_bundled_pack_missing_names_the_training_command(monkeypatch, tmp_path: Path) -> None:

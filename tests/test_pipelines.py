@@ -333,6 +333,26 @@ def test_index_search_delete_and_stats_requests(stores):
     assert narrowed["video_ids"].tolist() == [b"c"]
 
 
+def test_a_search_naming_no_fusion_uses_the_packs_default(stores):
+    rng = np.random.default_rng(3)
+    for name in ("d", "e", "f"):
+        codes = pack_codes(rng.choice([-1.0, 1.0], (4, 9, 512)))
+        EMBEDDINGS[name.encode()] = Embedding(unit(rng.normal(size=DIM)), codes, 0.3)
+        index_request(request(video_id=name, video=np.array([name.encode()], object)), stores, CALLS)
+
+    def reranked_scores(rerank: str) -> tuple[np.ndarray, np.ndarray]:
+        found = search_request(request(video_id="d", top_k=np.array([5], np.int32), rerank=rerank), stores, CALLS)
+        return found["scores"][found["reranked"]], found["coarse_scores"][found["reranked"]]
+
+    assert stores.default_fusion == "mix"  # the manifest names none
+    mixed, coarse = reranked_scores("count:1")
+    assert len(mixed) == 1 and mixed[0] != coarse[0]  # the paper's mix: fine / 2 + 0.5 in place of the coarse score
+    stores.default_fusion = "cascade"  # as a manifest with "fusion": "cascade" sets it
+    held, coarse = reranked_scores("count:1")
+    assert held.tolist() == coarse.tolist()  # one re-ranked pair keeps the rank (and the score) it held
+    assert reranked_scores("count:1,fusion:mix")[0].tolist() == mixed.tolist()  # a named fusion wins
+
+
 @pytest.mark.parametrize(("inputs", "message"), [
     ({"video_id": "a", "top_k": np.array([0], np.int32)}, "top_k must be in"),
     ({"video_id": "a", "top_k": np.array([3], np.int32), "candidates": np.array([-1], np.int32)}, "candidates"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from dnsvr.export.manifest import ManifestError, fine_kind, model_version
 from dnsvr.serving.pipelines.store_access import ServiceStore, ranking_consistency, store_settings
@@ -39,6 +40,12 @@ def test_service_store_reads_the_manifest(tmp_path, monkeypatch):
     (tmp_path / "manifest.json").write_text(json.dumps({"fine": ["bin"], "pack_version": "p@1"}))
     service = ServiceStore(tmp_path, {"store_uri": str(tmp_path / "x.db")})
     assert (service.model_version, service.representation) == ("p@1", "binary")
+    assert (service.calibration, service.default_fusion) == (None, "mix")
+    calibration = {"fine": [-1.0, 1.0], "coarse": [0.0, 1.0]}
+    (tmp_path / "manifest.json").write_text(json.dumps({"fine": ["bin"], "pack_version": "p@1",
+                                                        "calibration": calibration, "fusion": "calibrated"}))
+    service = ServiceStore(tmp_path, {"store_uri": str(tmp_path / "x.db")})
+    assert service.default_fusion == "calibrated" and service.calibration(np.array([0.0])).tolist() == [0.5]
 
 
 def test_ranking_consistency_is_the_environment_over_the_parameter_over_session(monkeypatch) -> None:

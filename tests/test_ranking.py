@@ -44,6 +44,17 @@ def test_policy_parse_with_fusion(text, policy):
     assert RerankPolicy.parse(str(policy)) == policy
 
 
+@pytest.mark.parametrize(("text", "policy"), [
+    (None, RerankPolicy("fraction", 0.1, "cascade")), ("", RerankPolicy("fraction", 0.1, "cascade")),
+    (0.2, RerankPolicy("fraction", 0.2, "cascade")), ("none", RerankPolicy("none", 0.0, "cascade")),
+    ("count:3", RerankPolicy("count", 3, "cascade")), ("0.05,fusion:mix", RerankPolicy("fraction", 0.05, "mix")),
+])
+def test_a_policy_naming_no_fusion_takes_the_packs_default(text, policy):
+    assert RerankPolicy.parse(text, default_fusion="cascade") == policy
+    assert RerankPolicy.parse(str(policy), default_fusion="calibrated") == policy  # spelled out: no default needed
+    assert str(RerankPolicy()) == "fraction:0.1,fusion:mix"
+
+
 @pytest.mark.parametrize("text", ["1.5", "fraction:-0.1", "count:2.5", "count:-1", "threshold:2", "top:3",
                                   "abc", "fraction:nan", "0.1,fusion:average", "0.1,cascade", "0.1,mode:mix"])
 def test_policy_rejects_bad_values(text):

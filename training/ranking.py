@@ -27,11 +27,14 @@ Re-rank policies (the `--rerank` option):
 How the picked pairs' fine similarities meet the coarse scores (`,fusion:NAME` after a policy, e.g.
 "fraction:0.05,fusion:cascade"; `fuse`):
 
-    mix         the paper's DnS: a picked pair's score becomes fine_to_unit(fine) (`merge_fine`), the default
+    mix         the paper's DnS: a picked pair's score becomes fine_to_unit(fine) (`merge_fine`)
     cascade     the picked pairs keep the coarse scores they held, re-dealt in fine order (`cascade_fine`): fine
                 only re-orders the picked pairs among the ranks they held, no two scales are compared
     calibrated  a picked pair's score becomes calibration(fine): fine mapped onto the coarse scale by a monotone
                 map fitted on the pack's training pairs (`ScoreCalibration`, stored in pack.json)
+
+A policy that names no fusion takes the pack's default (pack.json "fusion", chosen by `dnsvr train fusion`;
+DEFAULT_FUSION, the paper's mix, for a pack without one): `RerankPolicy.parse(text, default_fusion)`.
 
 Arrays are numpy; `selector_rows`, `fine_to_unit` and `disagreement` also take torch tensors (training keeps
 autograd).  Importing this module imports no torch.
@@ -47,6 +50,7 @@ import numpy as np
 
 MODES = ("fraction", "threshold", "count", "none")
 FUSIONS = ("mix", "cascade", "calibrated")
+DEFAULT_FUSION = "mix"  # the paper's; a pack may name its own (pack.json "fusion")
 CALIBRATION_KNOTS = 33  # knots of a fitted ScoreCalibration, at evenly spaced quantiles of the fine scores
 FRACTION_EPSILON = 1e-9  # floor(p * K) of the decimal p: 0.7 * 10 is 6.999... in binary
 
@@ -101,7 +105,7 @@ class RerankPolicy:
 
     mode: str = "fraction"
     value: float = 0.1
-    fusion: str = "mix"
+    fusion: str = DEFAULT_FUSION
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -116,15 +120,15 @@ class RerankPolicy:
             raise ValueError(f"re-rank count must be a whole number >= 0, got {self.value}")
 
     @classmethod
-    def parse(cls, text: str | float | None) -> RerankPolicy:
+    def parse(cls, text: str | float | None, default_fusion: str = DEFAULT_FUSION) -> RerankPolicy:
         """'0.1' | 'fraction:0.1' | 'threshold:0.5' | 'count:20' | 'none' | '' (the default, fraction 0.1), each
-        optionally followed by ',fusion:mix|cascade|calibrated' (default mix)."""
+        optionally followed by ',fusion:mix|cascade|calibrated' (default: `default_fusion`, the pack's)."""
         if text is None or (isinstance(text, str) and not text.strip()):
-            return cls()
+            return cls(fusion=default_fusion)
         if isinstance(text, (int, float)):
-            return cls("fraction", float(text))
+            return cls("fraction", float(text), default_fusion)
         picking, comma, fusion_text = text.strip().lower().partition(",")
-        fusion = "mix"
+        fusion = default_fusion
         if comma:
             key, colon, fusion = fusion_text.strip().partition(":")
             if key.strip() != "fusion" or not colon:
@@ -146,7 +150,7 @@ class RerankPolicy:
     def __str__(self) -> str:
         value = int(self.value) if self.mode == "count" else self.value
         picking = "none" if self.mode == "none" else f"{self.mode}:{value}"
-        return picking if self.fusion == "mix" else f"{picking},fusion:{self.fusion}"
+        return f"{picking},fusion:{self.fusion}"  # spelled out: it parses back the same under any pack default
 
     def choose(self, priorities: np.ndarray) -> np.ndarray:
         """`[K]` priorities (selector scores) -> `[n]` int64 indices to re-rank, highest first (ties: input order).

@@ -61,10 +61,12 @@ re-rank policies (--rerank):
   threshold:0.5          every candidate whose selector score is >= 0.5
   count:20               the 20 candidates with the best selector scores
   0 | none               coarse ranking only (fastest)
-  POLICY,fusion:NAME     how the re-ranked pairs' fine scores enter the ranking: mix (the paper's, default:
-                         fine score s/2 + 0.5 replaces the coarse one), cascade (the re-ranked pairs are
+  POLICY,fusion:NAME     how the re-ranked pairs' fine scores enter the ranking: mix (the paper's: fine
+                         score s/2 + 0.5 replaces the coarse one), cascade (the re-ranked pairs are
                          re-ordered by fine score among the ranks they held) or calibrated (the fine score
-                         mapped onto the coarse scale by the pack's calibration); e.g. 0.05,fusion:cascade
+                         mapped onto the coarse scale by the pack's calibration); e.g. 0.05,fusion:cascade.
+                         Without one: the served pack's default (its pack.json "fusion", chosen by
+                         `dnsvr train fusion`; mix for a pack that names none)
 text search (--text): the videos whose text-video student vector is closest to the query's (a model pack with
 a TeachCLIP student: `dnsvr export --weights ... --text-weights ...`); --rerank and --candidates do not apply.
 examples:

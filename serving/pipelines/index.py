@@ -49,7 +49,8 @@ def index_request(inputs: RequestInputs, stores: ServiceStore, calls: ModelCalls
     duplicates = []
     if policy.checks:
         with watch.stage("duplicate_check"):
-            duplicates = find_duplicates(store, calls, embedding, video_id, policy.threshold)
+            duplicates = find_duplicates(store, calls, embedding, video_id, policy.threshold,
+                                         stores.default_fusion, stores.calibration)
     stored = policy.stores(len(duplicates))
     if stored:
         with watch.stage("store"):

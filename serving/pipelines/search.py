@@ -3,12 +3,13 @@
 The networks are reached through `ModelCalls` (the adapter passes Triton requests; tests pass functions),
 the store through `dnsvr.serving.pipelines.store_access.ServiceStore` / `VideoStore`.
 
-    search_request(inputs, stores, calls, consistency, cache, fps, calibration) -> the outputs of one request
+    search_request(inputs, stores, calls, consistency, cache, fps) -> the outputs of one request
     search(store, calls, query, top_k, policy, candidates, filter, exclude_id, consistency, cache, fps,
            calibration=...) -> (Ranking, timings ms)
 
 Request: video BYTES [1] | frames uint8 [T, 224, 224, 3] | video_id BYTES [1] (exactly one), top_k int32 [1],
-rerank BYTES [1] (policy and fusion, `ranking.RerankPolicy`; default "fraction:0.1"), candidates int32 [1]
+rerank BYTES [1] (policy and fusion, `ranking.RerankPolicy`; default "fraction:0.1" with the pack's default
+fusion, `ServiceStore.default_fusion`), candidates int32 [1]
 (K', default max(top_k, 100)), filter BYTES [1] (Milvus expression over the per-video fields).  Outputs:
 video_ids BYTES [n], scores / coarse_scores / selector_scores float32 [n], reranked bool [n], the re-ranked
 hits' copied segments (`spec.SEGMENT_OUTPUTS`: segment_hits int32 [S], segment_times float32 [S, 4],
@@ -331,12 +332,11 @@ def _query_codes(store: VideoStore, query: Embedding, found: dict[str, np.ndarra
 
 def search_request(inputs: RequestInputs, stores: ServiceStore, calls: ModelCalls,
                    consistency: str = "Session", cache: CodeCache | None = None,
-                   fps: float = spec.DECODE_FPS,
-                   calibration: ScoreCalibration | None = None) -> dict[str, np.ndarray]:
+                   fps: float = spec.DECODE_FPS) -> dict[str, np.ndarray]:
     """One `dnsvr_search` request -> its outputs (module docstring); BadRequest / VideoNotFound name the problem.
 
-    `cache`: the model instance's fine codes kept between requests; `fps`: the frames' rate; `calibration`: the
-    pack's fine-to-coarse map (see `search`)."""
+    `cache`: the model instance's fine codes kept between requests; `fps`: the frames' rate.  A policy that
+    names no fusion takes the pack's default (`stores.default_fusion`); 'calibrated' uses `stores.calibration`."""
     watch = Stopwatch()
     top_k = inputs.integer("top_k")
     if not 1 <= top_k <= spec.MAX_TOP_K:
@@ -345,8 +345,8 @@ def search_request(inputs: RequestInputs, stores: ServiceStore, calls: ModelCall
     if not 0 <= candidates <= spec.MAX_CANDIDATES:
         raise BadRequest(f"candidates must be in 0..{spec.MAX_CANDIDATES} (0: default), got {candidates}")
     try:
-        policy = RerankPolicy.parse(inputs.text("rerank"))
-        check_fusion(policy.fusion, calibration)
+        policy = RerankPolicy.parse(inputs.text("rerank"), stores.default_fusion)
+        check_fusion(policy.fusion, stores.calibration)
     except ValueError as error:
         raise BadRequest(str(error)) from None
     expression = inputs.text("filter") or None
@@ -368,7 +368,7 @@ def search_request(inputs: RequestInputs, stores: ServiceStore, calls: ModelCall
     try:
         ranking, stages = search(store, calls, query, top_k, policy, candidates or None, expression,
                                  exclude_id=query_id, consistency=consistency, cache=cache, fps=fps,
-                                 calibration=calibration)
+                                 calibration=stores.calibration)
     except StoreUnavailable:
         raise
     except StoreError as error:

@@ -3,7 +3,8 @@
 Where: model config parameters `store_uri` / `store_prefix` (empty: unset), else DNSVR_MILVUS_URI /
 DNSVR_MILVUS_TOKEN / DNSVR_MILVUS_PREFIX and the config file (`dnsvr.serving.store.settings`).  Which models:
 the repository's `manifest.json` (`dnsvr.export.manifest.model_version`: the model-pack version, else a hash
-of the served ONNX files), so vectors of two different exports are never mixed in one store.
+of the served ONNX files), so vectors of two different exports are never mixed in one store.  How its fine
+scores meet coarse ones: the pack's score calibration and default re-rank fusion, from the same manifest.
 """
 
 from __future__ import annotations
@@ -11,7 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from dnsvr.client import spec
-from dnsvr.export.manifest import fine_kind, model_version, read_manifest, text_settings
+from dnsvr.export.manifest import (
+    default_fusion,
+    fine_kind,
+    model_version,
+    read_manifest,
+    score_calibration,
+    text_settings,
+)
 from dnsvr.serving.store.settings import StoreSettings
 from dnsvr.serving.store.video_store import StoreError, VideoStore
 from dnsvr.training import paths
@@ -41,6 +49,8 @@ class ServiceStore:
         self.representation = spec.fine_kind(self.fine_kind).representation
         self.text = text_settings(manifest)
         self.text_dim = self.text["embed_dim"] if self.text else 0
+        self.calibration = score_calibration(manifest)  # the fine-to-coarse map of the fusion 'calibrated'
+        self.default_fusion = default_fusion(manifest)  # the fusion of a search (or duplicate check) naming none
         self.settings = store_settings(parameters)
         self._stores: dict[int | None, VideoStore] = {}
 

@@ -3,16 +3,14 @@
 Config parameters `store_uri`, `store_prefix`, `consistency` (Milvus consistency of the ranking reads,
 default Session; $DNSVR_SEARCH_CONSISTENCY overrides), `code_cache_mb` (MiB of fine codes each model instance
 keeps between requests; 0 or absent: none), `fps` (the decode rate of the stored frames, default
-`spec.DECODE_FPS`: copy localisation's seconds).  The re-rank fusion 'calibrated' uses the score calibration
-of the repository's manifest (`dnsvr.export.manifest.score_calibration`).  The work:
-`dnsvr.serving.pipelines.search`.
+`spec.DECODE_FPS`: copy localisation's seconds).  The pack's score calibration and default re-rank fusion come
+from the repository's manifest (`ServiceStore`).  The work: `dnsvr.serving.pipelines.search`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from dnsvr.client import spec
-from dnsvr.export.manifest import read_manifest, score_calibration
 from dnsvr.serving.pipelines.code_cache import CodeCache, budget_bytes
 from dnsvr.serving.pipelines.requests import RequestInputs
 from dnsvr.serving.pipelines.search import search_request
@@ -30,8 +28,6 @@ class TritonPythonModel(StoreModel):
         self.calls = model_calls(self.stores.fine_kind, self.stores.text is not None)
         self.code_cache = CodeCache(budget_bytes(self.parameters.get("code_cache_mb")))
         self.fps = float(self.parameters.get("fps") or spec.DECODE_FPS)
-        self.calibration = score_calibration(read_manifest(self.stores.repository))
 
     def handle(self, inputs: RequestInputs) -> dict[str, np.ndarray]:
-        return search_request(inputs, self.stores, self.calls, self.consistency, self.code_cache, self.fps,
-                              self.calibration)
+        return search_request(inputs, self.stores, self.calls, self.consistency, self.code_cache, self.fps)

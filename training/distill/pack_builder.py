@@ -6,15 +6,17 @@ corpus features (`corpus`) -> teacher pairs (`pairs`, the Chamfer teacher over E
 -> S^f_B (and S^f_A) -> S^c -> [optional self-distillation rounds: the fine student re-scores the pairs and the
 students are trained again] -> the fine-to-coarse score calibration (`dnsvr.training.distill.calibration`) ->
 selector (on each corpus video's coarse top 10, labelled by the ranking changes the calibrated fine score makes)
--> `pack.json` + checkpoints in the official format (see `dnsvr.training.packs.model_pack`).  Intermediate
-files (features, ITQ, pairs, checkpoints) go to `work_dir`, so an interrupted run resumes; use a fresh `work_dir`
-for another corpus.  `corpus_features` takes an existing features file as the corpus instead (e.g. `dnsvr train
-corpus`'s training-split features, whose labels the distillation does not read).
+-> `pack.json` + checkpoints in the official format (see `dnsvr.training.packs.model_pack`) -> the default
+re-rank fusion, judged by the teacher on the corpus (`dnsvr.training.distill.fusion_choice`, pack.json
+"fusion").  Intermediate files (features, ITQ, pairs, checkpoints) go to `work_dir`, so an interrupted run
+resumes; use a fresh `work_dir` for another corpus.  `corpus_features` takes an existing features file as the
+corpus instead (e.g. `dnsvr train corpus`'s training-split features, whose labels the distillation does not
+read).
 The defaults keep the pack small (about 12 MB): the coarse student has 16 NetVLAD clusters, 256 output
 dims, a 512-wide feed-forward layer and is stored in float16.  The fine students train at lr 1e-3 (the
 reference's 1e-4 is for 100k videos; on this 83-video corpus it left S^f_B at 0.56 mAP on our benchmark
 after 8 epochs, 0.97 with these settings).  Measured on 2 CPU cores: corpus 5 min and ITQ 1 min (loaded
-machine), pairs 2 s, three students 10.6 min, selector 1.3 min.
+machine), pairs 2 s, three students 10.6 min, selector 1.3 min, default fusion 1 min.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dnsvr.training.data.corpus import CorpusConfig, build_corpus_features, buil
 from dnsvr.training.data.crop_regions import CropLayout
 from dnsvr.training.data.features_io import list_ids
 from dnsvr.training.distill.calibration import fit_calibration
+from dnsvr.training.distill.fusion_choice import choose_pack_fusion
 from dnsvr.training.distill.itq import load_itq, save_itq
 from dnsvr.training.distill.pairs import mine_pairs
 from dnsvr.training.distill.teachers import FineStudentTeacher, Teacher, load_teacher
@@ -223,4 +226,10 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
         },
     }
     atomic_write_text(out_dir / "pack.json", json.dumps(manifest, indent=2) + "\n")
+
+    started = time.monotonic()
+    choice = choose_pack_fusion(out_dir, features, pairs, progress=progress)
+    timed("default fusion", started)
+    if progress:
+        tqdm.write(choice.table())
     return ModelPack.from_dir(out_dir)

@@ -36,7 +36,7 @@ from typing import Any
 
 from dnsvr.client.spec import FINE_KINDS
 from dnsvr.training.files import file_sha256
-from dnsvr.training.ranking import ScoreCalibration
+from dnsvr.training.ranking import DEFAULT_FUSION, ScoreCalibration, check_fusion
 
 EXTRACTORS = ("efficientnet_lite0", "resnet50")
 TEXT_ROLE = "text_video"
@@ -156,6 +156,18 @@ class ModelPack:
             return ScoreCalibration.from_dict(data)
         except ValueError as error:
             raise ModelPackError(f"{self.root}: pack.json's calibration is invalid: {error}") from None
+
+    @property
+    def default_fusion(self) -> str:
+        """The re-rank fusion a search that names none uses: pack.json's "fusion" (`dnsvr train fusion`), else
+        the paper's mix (`ranking.DEFAULT_FUSION`).  ModelPackError when it names an unknown fusion, or
+        'calibrated' without a calibration."""
+        fusion = str(self.info.get("fusion", DEFAULT_FUSION))
+        try:
+            check_fusion(fusion, self.calibration)
+        except ValueError as error:
+            raise ModelPackError(f"{self.root}: pack.json's default fusion: {error}") from None
+        return fusion
 
     @property
     def text_max_frames(self) -> int:

@@ -180,7 +180,8 @@ class VideoSearchClient:
 
         rerank: fraction of the coarse candidates the selector sends to the fine student (0 = coarse only),
         or a policy string 'threshold:0.5' / 'count:20', optionally with the fusion of the fine scores:
-        '0.05,fusion:cascade' | 'fusion:mix' (default) | 'fusion:calibrated' (`dnsvr search --help`).
+        '0.05,fusion:cascade' | 'fusion:mix' | 'fusion:calibrated'; none named: the served pack's default
+        (`dnsvr search --help`).
         candidates: K', how many coarse neighbours are considered (default max(top_k, 100)).  filter: Milvus
         expression over per-video fields.
         """

@@ -20,11 +20,11 @@ class Segment:
 
 @dataclass(frozen=True)
 class SearchHit:
-    """One ranked video: final `score` (where `reranked`, by the policy's fusion: the fine score s/2 + 0.5 by
-    default, a coarse score the re-ranked block held with 'cascade', the calibrated fine score with
-    'calibrated'; else the coarse cosine), plus
-    its coarse score, the selector's score (None where the selector did not run) and, where `reranked`, the
-    copied segments the server found in the pair, best first (empty where not re-ranked or none found)."""
+    """One ranked video: final `score` (where `reranked`, by the policy's fusion, the pack's default unless
+    the policy names one: the fine score s/2 + 0.5 with 'mix', a coarse score the re-ranked block held with
+    'cascade', the calibrated fine score with 'calibrated'; else the coarse cosine), plus its coarse score, the
+    selector's score (None where the selector did not run) and, where `reranked`, the copied segments the
+    server found in the pair, best first (empty where not re-ranked or none found)."""
 
     video_id: str
     score: float
