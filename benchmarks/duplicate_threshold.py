@@ -4,10 +4,11 @@
 
 For every query of the near-duplicate benchmark (`dnsvr eval benchmark`'s, features cached the same way) and
 every other video, the score the served search gives that pair with its default policy (S^c, the selector
-sending 10 % of the candidates to S^f_B, `ranking.merge_fine`; the small preset's 100 targets per query are the
-service's default K' = 100 coarse candidates).  Prints the score percentiles of true copies (by difficulty) and
-of the other videos, precision and recall of "score >= t" on a 0.01 grid, and the threshold with the best F1
-(ties: the higher one), which `dnsvr.client.duplicates.DEFAULT_DUPLICATE_THRESHOLD` records.
+sending 10 % of the candidates to S^f_B, merged by the pack's default fusion, `ModelPack.default_fusion`; the
+small preset's 100 targets per query are the service's default K' = 100 coarse candidates).  Prints the score
+percentiles of true copies (by difficulty) and of the other videos, precision and recall of "score >= t" on a
+0.01 grid, and the threshold with the best F1 (ties: the higher one), which
+`dnsvr.client.duplicates.DEFAULT_DUPLICATE_THRESHOLD` records.
 """
 
 from __future__ import annotations
@@ -42,14 +43,16 @@ def main() -> None:
     for query in benchmark.queries:
         q = position[query]
         targets = np.array([i for i in range(len(index.ids)) if i != q])
-        served, _ = score_query(index, q, targets, "dns", selector=selector, scorer=fine, fraction=SERVED_FRACTION)
+        served, _ = score_query(index, q, targets, "dns", selector=selector, scorer=fine, fraction=SERVED_FRACTION,
+                                fusion=pack.default_fusion, calibration=pack.calibration)
         difficulty = {video_id: level for level in DIFFICULTIES for video_id in benchmark.positives(query, level)}
         scores += [float(s) for s in served]
         labels += [difficulty.get(index.ids[t], "") for t in targets]
     scores, labels = np.array(scores), np.array(labels)
     copies = labels != ""
     print(f"preset {args.preset}, seed {args.seed}, pack {pack.version}: {len(scores)} pairs, "
-          f"{len(benchmark.queries)} queries; served score (DnS, re-rank {SERVED_FRACTION})")
+          f"{len(benchmark.queries)} queries; served score (DnS, re-rank {SERVED_FRACTION}, fusion "
+          f"{pack.default_fusion})")
     print("percentiles " + " / ".join(str(p) for p in PERCENTILES))
     print(f"  true copies  ({int(copies.sum()):4d}) {percentiles(scores[copies])}")
     for level in DIFFICULTIES:

@@ -116,12 +116,16 @@ def test_a_pack_records_its_chosen_fusion_and_serves_it(tmp_path, tiny_corpus):
 
     pack_dir = shutil.copytree(BUNDLED_DIR, tmp_path / "pack")
     features, pairs = tiny_corpus
+    before = (pack_dir / "pack.json").read_text()
     dry = choose_pack_fusion(pack_dir, features, pairs, budgets=(0.2, 0.5), write=False, progress=False)
-    assert "fusion" not in json.loads((pack_dir / "pack.json").read_text())
+    assert (pack_dir / "pack.json").read_text() == before
     choice = choose_pack_fusion(pack_dir, features, pairs, budgets=(0.2, 0.5), progress=False)
     assert choice == dry and choice.fusion in FUSIONS and set(choice.ndcg) == set(FUSIONS)
     stored = json.loads((pack_dir / "pack.json").read_text())
-    assert stored["fusion"] == choice.fusion and stored["fusion_choice"] == json.loads(json.dumps(choice.to_dict()))
+    assert stored["fusion"] == choice.fusion
+    recorded = {**json.loads(json.dumps(choice.to_dict())), "teacher": "chamfer/efficientnet_lite0",
+                "features": "corpus.h5", "pairs": "pairs.json"}
+    assert stored["fusion_choice"] == recorded
     assert ModelPack.from_dir(pack_dir).default_fusion == choice.fusion
     assert stored["calibration"] and stored["files"]  # every other key kept
     with pytest.raises(ValueError, match="budgets must be fractions"):

@@ -33,6 +33,8 @@ def test_bundled_pack_describes_itself_and_its_networks_load():
     calibration = pack.calibration  # fine similarities onto the coarse scale: rising, within [0, 1]
     assert calibration is not None and np.all(np.diff(calibration.coarse) >= 0)
     assert 0.0 <= calibration.coarse[0] and calibration.coarse[-1] <= 1.0
+    choice = pack.info["fusion_choice"]  # the default fusion, chosen by its teacher on its corpus (train fusion)
+    assert pack.default_fusion == choice["fusion"] == max(choice["mean"], key=choice["mean"].get)
 
 
 @needs_bundled

@@ -204,18 +204,22 @@ def choose_pack_fusion(pack_dir: str | Path, features_path: str | Path, pairs: P
                        progress: bool = True) -> FusionChoice:
     """Measure the fusions of the pack in `pack_dir` (its fine and coarse students, selector and calibration) on
     its corpus features and teacher pairs; with `write`, record "fusion" and "fusion_choice" in its pack.json
-    (rewritten atomically, every other key kept) -> the FusionChoice."""
+    (rewritten atomically, every other key kept; "fusion_choice" also names the teacher and the files) -> the
+    FusionChoice."""
     from dnsvr.training.packs.model_pack import ModelPack
 
     manifest_path = Path(pack_dir) / "pack.json"
     if write and not manifest_path.is_file():
         raise ValueError(f"{pack_dir}: a default fusion is stored in pack.json; this folder has none")
     pack = ModelPack.from_dir(pack_dir)
-    choice = measure_fusions(features_path, pairs, pack.load("fine"), pack.load("coarse"), pack.load("selector"),
+    pair_set = pairs if isinstance(pairs, PairSet) else PairSet.load(pairs)
+    choice = measure_fusions(features_path, pair_set, pack.load("fine"), pack.load("coarse"), pack.load("selector"),
                              pack.calibration, budgets, progress=progress)
     if write:
         manifest = json.loads(manifest_path.read_text())
         manifest["fusion"] = choice.fusion
-        manifest["fusion_choice"] = choice.to_dict()
+        manifest["fusion_choice"] = {**choice.to_dict(), "teacher": pair_set.teacher,
+                                     "features": Path(features_path).name,
+                                     "pairs": Path(pairs).name if not isinstance(pairs, PairSet) else None}
         atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
     return choice
