@@ -52,6 +52,20 @@ def test_bundled_fine_students_rank_the_pattern_copies_above_the_distractors(rol
 
 
 @needs_bundled
+def test_packs_sharing_an_extractor_share_its_version_whatever_their_students(tmp_path):
+    import shutil
+
+    pack = ModelPack.bundled()
+    copy = shutil.copytree(pack.root, tmp_path / "other")
+    (copy / pack.files["fine"]).write_bytes((copy / pack.files["fine"]).read_bytes() + b"\0")  # other students
+    other = ModelPack.from_dir(copy)
+    assert other.version != pack.version and other.extractor_version == pack.extractor_version
+    meta = json.loads((copy / "pack.json").read_text())
+    (copy / "pack.json").write_text(json.dumps({**meta, "taps": [7]}))  # other features
+    assert ModelPack.from_dir(copy).extractor_version != pack.extractor_version
+
+
+@needs_bundled
 def test_bundled_coarse_student_and_selector_work_on_real_videos(efficientnet_features):
     pack = ModelPack.bundled()
     coarse, selector = pack.load("coarse"), pack.load("selector")
@@ -78,7 +92,7 @@ def test_train_help_lists_every_stage(capsys):
         main(["train", "--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for stage in ("features", "pairs", "student", "selector", "calibrate", "pack"):
+    for stage in ("features", "pairs", "student", "selector", "calibrate", "fusion", "pack"):
         assert stage in text
 
 

@@ -272,10 +272,10 @@ def extract_features(
 
 
 def benchmark_features(benchmark, pack, cache_root: Path, progress: bool = True) -> dict[str, np.ndarray]:
-    """Every benchmark video's features with `pack`'s extractor, cached per (benchmark, pack version) under
-    `cache_root` -> {video_id: `[T, 9, 512]` float32}."""
+    """Every benchmark video's features with `pack`'s extractor, cached per (benchmark, extractor version: packs
+    with the same extractor share them) under `cache_root` -> {video_id: `[T, 9, 512]` float32}."""
     key = hashlib.sha256(
-        json.dumps([benchmark.ground_truth(), pack.version], sort_keys=True, default=str).encode()
+        json.dumps([benchmark.ground_truth(), pack.extractor_version], sort_keys=True, default=str).encode()
     ).hexdigest()[:16]
     return extract_features(benchmark, pack.load_extractor(), cache_root / f"tradeoff-{key}.h5", progress)
 

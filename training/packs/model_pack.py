@@ -146,6 +146,17 @@ class ModelPack:
         return f"{self.name}@{digest.hexdigest()[:12]}"
 
     @property
+    def extractor_version(self) -> str:
+        """What the pack's frame features depend on, and nothing else: the extractor's kind, its taps and the
+        bytes of its PCA and backbone files (packs that share it share cached features; their students may
+        differ)."""
+        digest = hashlib.sha256(f"{self.extractor};taps={self.info.get('taps')};".encode())
+        for role in ("pca", "backbone"):
+            if role in self.files:
+                digest.update(f"{role}={file_sha256(self.path(role))};".encode())
+        return f"{self.extractor}@{digest.hexdigest()[:12]}"
+
+    @property
     def calibration(self) -> ScoreCalibration | None:
         """The fine-to-coarse score map of pack.json's "calibration" (fusion 'calibrated'), or None when the
         pack has none."""
