@@ -320,6 +320,7 @@ def test_index_search_delete_and_stats_requests(stores):
     assert by_video["video_ids"].tolist() == [b"a"] and by_video["scores"][0] == pytest.approx(1.0)
     report = json.loads(stats_request(request(request="stats"), stores)["report"][0])
     assert report["videos"] == 3 and report["models"]["source"] == "tests" and report["fine"] == "bin"
+    assert report["default_fusion"] == "mix"  # the manifest names none
     assert delete_request(request(video_id="a"), stores)["deleted"].tolist() == [True]
     assert delete_request(request(video_id="a"), stores)["deleted"].tolist() == [False]
     with pytest.raises(VideoNotFound, match="'a' is not indexed"):

@@ -2,7 +2,8 @@
 
     delete_request(inputs, stores) -> {"deleted": bool [1]} (False when the id was not indexed)
     stats_request(inputs, stores) -> {"report": BYTES [1]}, a JSON object:
-        health: store URI (redacted), Milvus server version, model version, videos (a store round trip)
+        health: store URI (redacted), Milvus server version, model version, the pack's default re-rank fusion,
+                videos (a store round trip)
         stats:  the above + videos, frames, frame rows, payload bytes per video, store layout, text-video vectors,
                 manifest (with the text-video student's settings)
 """
@@ -34,7 +35,7 @@ def stats_request(inputs: RequestInputs, stores: ServiceStore) -> dict[str, np.n
     if what not in REPORTS:
         raise BadRequest(f"request must be 'stats' or 'health', got {what!r}")
     report = {"store_uri": stores.settings.display_uri, "model_version": stores.model_version,
-              "fine": stores.fine_kind, "text_search": stores.text is not None}
+              "fine": stores.fine_kind, "default_fusion": stores.default_fusion, "text_search": stores.text is not None}
     store = stores.existing()
     if store is None:
         report.update(store_exists=False, videos=0, frames=0, milvus_version=stores.get(create=False).server_version)

@@ -16,7 +16,7 @@ The defaults keep the pack small (about 12 MB): the coarse student has 16 NetVLA
 dims, a 512-wide feed-forward layer and is stored in float16.  The fine students train at lr 1e-3 (the
 reference's 1e-4 is for 100k videos; on this 83-video corpus it left S^f_B at 0.56 mAP on our benchmark
 after 8 epochs, 0.97 with these settings).  Measured on 2 CPU cores: corpus 5 min and ITQ 1 min (loaded
-machine), pairs 2 s, three students 10.6 min, selector 1.3 min, default fusion 1 min.
+machine), pairs 2 s, three students 10.6 min, selector 1.3 min, default fusion 6-50 s.
 """
 
 from __future__ import annotations
