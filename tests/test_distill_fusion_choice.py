@@ -146,3 +146,28 @@ def test_a_pack_naming_a_bad_fusion_is_refused(tmp_path):
             _ = ModelPack.from_dir(pack_dir).default_fusion
     (pack_dir / "pack.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "fusion"}))
     assert ModelPack.from_dir(pack_dir).default_fusion == "mix"
+
+
+def test_the_fusion_command_prints_its_measurements_and_names_bad_input(tmp_path, tiny_corpus, capsys):
+    import shutil
+
+    from dnsvr.serving.cli.main import main
+    from dnsvr.training.packs.model_pack import BUNDLED_DIR
+
+    pack_dir = shutil.copytree(BUNDLED_DIR, tmp_path / "pack")
+    features, pairs = tiny_corpus
+    before = (pack_dir / "pack.json").read_text()
+    command = ["train", "fusion", "--pack", str(pack_dir), "--features", str(features), "--pairs", str(pairs),
+               "--quiet"]
+    assert main([*command, "--budgets", "0.2", "0.5", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "at 0.2" in out and "<- default" in out and "dry run: not written" in out
+    assert (pack_dir / "pack.json").read_text() == before
+    assert main(command) == 0  # the default budgets (5 %, 10 %) pick nothing of 5 candidates: mix stays
+    assert "default fusion mix; export the pack again" in capsys.readouterr().out
+    assert json.loads((pack_dir / "pack.json").read_text())["fusion_choice"]["picks_median_rank"] == {
+        "0.05": None, "0.1": None}
+    missing = ["train", "fusion", "--pack", str(pack_dir), "--features", str(features), "--pairs",
+               str(tmp_path / "missing.json"), "--quiet"]
+    assert main(missing) == 2
+    assert "missing.json" in capsys.readouterr().err

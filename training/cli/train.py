@@ -313,8 +313,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fusion.add_argument("--pack", type=Path, required=True, help="pack folder with pack.json (rewritten)")
     fusion.add_argument("--features", type=Path, required=True, help="features HDF5 of the pack's training corpus")
     fusion.add_argument("--pairs", type=Path, required=True, help="the teacher's pairs JSON of that corpus")
-    fusion.add_argument("--budgets", type=float, nargs="+", default=[0.05, 0.1], metavar="FRACTION",
-                        help="re-rank fractions measured, averaged (default: 0.05 0.1)")
+    fusion.add_argument("--budgets", type=float, nargs="+", default=None, metavar="FRACTION",
+                        help="re-rank fractions measured, averaged (default: 5%% and the served 10%%)")
     fusion.add_argument("--dry-run", action="store_true", help="print the measurements, leave pack.json as it is")
 
     pack = _add(stages, "pack", "run the whole pipeline and write a model pack (pack.json + checkpoints)",
@@ -496,11 +496,11 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 
 def run_fusion(args: argparse.Namespace) -> int:
-    from dnsvr.training.distill.fusion_choice import choose_pack_fusion
+    from dnsvr.training.distill.fusion_choice import BUDGETS, choose_pack_fusion
     from dnsvr.training.packs.model_pack import ModelPackError
 
     try:
-        choice = choose_pack_fusion(args.pack, args.features, args.pairs, tuple(args.budgets),
+        choice = choose_pack_fusion(args.pack, args.features, args.pairs, tuple(args.budgets or BUDGETS),
                                     write=not args.dry_run, progress=not args.quiet)
     except (ValueError, OSError, KeyError, ModelPackError) as error:
         return _fail("fusion", error)
