@@ -97,6 +97,9 @@ def test_table_and_plot_are_written(tradeoff, tmp_path):
     body = [line for line in table.splitlines() if line.startswith("| ") and "method" not in line]
     assert len(body) == len(rows)
     assert "| DnS (selector) | 0.05 |" in table
+    served = {"mix": "`DnS (selector)`", "cascade": "`DnS (selector), in-place cascade`",
+              "calibrated": "`DnS (selector), calibrated mix`"}[context["default_fusion"]]
+    assert f"whose default fusion is `{context['default_fusion']}`: the served search is the {served} rows" in table
     png = write_plot(rows, tmp_path / "docs" / "tradeoff.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
