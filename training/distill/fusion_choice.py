@@ -1,10 +1,11 @@
 """The pack's default re-rank fusion, chosen by the teacher that taught it on the pack's own unlabelled corpus.
 
 Which rule merges the re-ranked pairs' fine scores best (`ranking.FUSIONS`: the paper's mix, the in-place
-cascade, the calibrated mix) depends on the pack: the bundled students' fine scores sit on the coarse scale, so
-the paper's mix suits them; fresh packs' copies get fine scores below their coarse ones (mean 0.85 vs 0.95), so
+cascade, the calibrated mix) depends on the pack: the paper's mix suits students whose fine scores sit on the
+coarse scale; where copies get fine scores below their coarse ones (stop 26's fresh packs: mean 0.85 vs 0.95),
 a mixed-in copy can fall below unpicked distractors, and the cascade or the calibration rank better
-(`benchmarks/results/crop_teacher_pack/`).  `measure_fusions` measures each on the corpus the pack was
+(`benchmarks/results/crop_teacher_pack/`; the choices this makes, checked against the benchmark:
+`benchmarks/results/fusion_choice.md`).  `measure_fusions` measures each on the corpus the pack was
 distilled on, with what a search would do and the teacher as the judge:
 
 every corpus video queries all the others; S^c scores them; the selector picks `fraction_count(f, K)` of them
