@@ -21,7 +21,7 @@ from dnsvr.training.evaluation.nd_benchmark import PRESETS
 from dnsvr.training.evaluation.tradeoff import benchmark_with_features, fine_scorer, index_videos, score_query
 from dnsvr.training.files import atomic_write_text
 from dnsvr.training.networks.checkpoints import load_checkpoint
-from dnsvr.training.ranking import FUSIONS
+from dnsvr.training.ranking import usable_fusions
 
 FRACTIONS = (0.02, 0.05, 0.1, 0.2)
 
@@ -46,7 +46,7 @@ def preset_rows(preset: str, pack_dir: str | None, selectors: dict[str, str]) ->
     networks = {"pack selector": pack.load("selector").eval()}
     networks |= {name: load_checkpoint(path, kind="selector").eval() for name, path in selectors.items()}
     calibration = pack.calibration
-    fusions = [f for f in FUSIONS if f != "calibrated" or calibration is not None]
+    fusions = usable_fusions(calibration)
     rows = []
 
     coarse = pack.load("coarse")

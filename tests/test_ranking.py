@@ -17,6 +17,7 @@ from dnsvr.training.ranking import (
     positions_moved,
     ranking_order,
     selector_rows,
+    usable_fusions,
 )
 
 
@@ -174,3 +175,8 @@ def test_positions_moved_counts_the_ranks_passed():
     assert positions_moved(coarse, coarse).tolist() == [0, 0, 0, 0]
     with pytest.raises(ValueError, match="re-scored"):
         positions_moved(coarse, rescored[:2])
+
+
+def test_usable_fusions_need_a_calibration_for_calibrated():
+    assert usable_fusions(None) == ("mix", "cascade")
+    assert usable_fusions(ScoreCalibration((-1.0, 1.0), (0.0, 1.0))) == ("mix", "cascade", "calibrated")

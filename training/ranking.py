@@ -13,6 +13,7 @@ the selector's training share:
     ScoreCalibration.fit(fine [N], coarse [N])   -> a monotone map of fine similarities onto the coarse scale
     fuse(fusion, coarse [K], picked [n], fine [n], calibration) -> [K]: one of FUSIONS (below)
     check_fusion(fusion, calibration)            -> ValueError unless that fusion can run with this pack
+    usable_fusions(calibration)                  -> the FUSIONS a pack with (or without) a calibration can run
     positions_moved(coarse [K], rescored [K])    -> [K]: how many others each pair passes when re-scored alone
     ranking_order(scores [K])                    -> [K] positions, best first; ties keep the input order
 
@@ -264,6 +265,11 @@ def check_fusion(fusion: str, calibration: ScoreCalibration | None) -> None:
     if fusion == "calibrated" and calibration is None:
         raise ValueError("re-rank fusion 'calibrated' needs the pack's score calibration, and this pack has none: "
                          "use fusion mix or cascade, or fit one (`dnsvr train calibrate`) and export again")
+
+
+def usable_fusions(calibration: ScoreCalibration | None) -> tuple[str, ...]:
+    """The FUSIONS, in their order, that a pack with this `calibration` (None: none) can run (`check_fusion`)."""
+    return tuple(f for f in FUSIONS if f != "calibrated" or calibration is not None)
 
 
 def fuse(fusion: str, coarse_scores: np.ndarray, picked: np.ndarray, fine_similarity: np.ndarray,

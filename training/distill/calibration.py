@@ -23,7 +23,7 @@ from torch import nn
 def fit_calibration(features_path: str | Path, pairs: PairSet | str | Path, fine: nn.Module, coarse: nn.Module,
                     progress: bool = True) -> ScoreCalibration:
     """Both students' similarities of every pair of `pairs` over the features file -> the fitted calibration."""
-    pair_set = pairs if isinstance(pairs, PairSet) else PairSet.load(pairs)
+    pair_set = PairSet.of(pairs)
     pair_list = pair_set.all_pairs()
     if len(pair_list) < 2:
         raise ValueError(f"a calibration needs at least 2 scored pairs, the pairs file has {len(pair_list)}")

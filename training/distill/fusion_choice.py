@@ -39,6 +39,7 @@ from dnsvr.training.ranking import (
     fuse,
     ranking_order,
     selector_rows,
+    usable_fusions,
 )
 from torch import nn
 from tqdm import tqdm
@@ -64,7 +65,7 @@ class FusionChoice:
     queries: int
 
     def mean(self, fusion: str) -> float:
-        return float(np.mean(list(self.ndcg[fusion].values())))
+        return _budget_mean(self.ndcg[fusion])
 
     def to_dict(self) -> dict[str, Any]:
         return {"fusion": self.fusion, "metric": f"nDCG@{TOP}, gain 2^({GAIN_SCALE:g} * teacher similarity) - 1",
@@ -86,6 +87,11 @@ class FusionChoice:
                      + ", ".join(f"{b}: {'none' if rank is None else f'{rank:g}'}"
                                 for b, rank in self.picks_median_rank.items()))
         return "\n".join(lines)
+
+
+def _budget_mean(by_budget: dict[str, float]) -> float:
+    """A fusion's nDCG `{budget: mean over queries}` -> its mean over the budgets (what the choice compares)."""
+    return float(np.mean(list(by_budget.values())))
 
 
 def teacher_gains(pair_set: PairSet) -> np.ndarray:
@@ -164,7 +170,7 @@ def measure_fusions(features_path: str | Path, pairs: PairSet | str | Path, fine
                     budgets: tuple[float, ...] = BUDGETS, max_frames: int = 300,
                     progress: bool = True) -> FusionChoice:
     """Measure every fusion the pack can run (see the module docstring) -> the FusionChoice."""
-    pair_set = pairs if isinstance(pairs, PairSet) else PairSet.load(pairs)
+    pair_set = PairSet.of(pairs)
     ids = pair_set.index
     if len(ids) < 3:
         raise ValueError(f"choosing a fusion needs a corpus of 3 videos or more, the pairs file has {len(ids)}")
@@ -173,7 +179,7 @@ def measure_fusions(features_path: str | Path, pairs: PairSet | str | Path, fine
     gains = teacher_gains(pair_set)
     coarse_scores, selector_scores, fine_scores = _all_scores(Path(features_path), ids, fine, coarse, selector,
                                                               max_frames, progress)
-    fusions = tuple(f for f in FUSIONS if f != "calibrated" or calibration is not None)
+    fusions = usable_fusions(calibration)
     measured: dict[str, dict[float, list[float]]] = {f: {b: [] for b in budgets} for f in fusions}
     ranks: dict[float, list[int]] = {b: [] for b in budgets}
     coarse_only, fine_all = [], []
@@ -195,7 +201,7 @@ def measure_fusions(features_path: str | Path, pairs: PairSet | str | Path, fine
         raise ValueError("the pairs file gives no query a teacher-scored candidate: nothing to measure")
     means = {f: {f"{b:g}": round(float(np.mean(v)), 6) for b, v in by_budget.items()}
              for f, by_budget in measured.items()}
-    chosen = pick_fusion({f: float(np.mean(list(v.values()))) for f, v in means.items()})
+    chosen = pick_fusion({f: _budget_mean(v) for f, v in means.items()})
     return FusionChoice(chosen, means, round(float(np.mean(coarse_only)), 6), round(float(np.mean(fine_all)), 6),
                         {f"{b:g}": float(np.median(r)) if r else None for b, r in ranks.items()}, len(coarse_only))
 
@@ -213,7 +219,7 @@ def choose_pack_fusion(pack_dir: str | Path, features_path: str | Path, pairs: P
     if write and not manifest_path.is_file():
         raise ValueError(f"{pack_dir}: a default fusion is stored in pack.json; this folder has none")
     pack = ModelPack.from_dir(pack_dir)
-    pair_set = pairs if isinstance(pairs, PairSet) else PairSet.load(pairs)
+    pair_set = PairSet.of(pairs)
     choice = measure_fusions(features_path, pair_set, pack.load("fine"), pack.load("coarse"), pack.load("selector"),
                              pack.calibration, budgets, progress=progress)
     if write:

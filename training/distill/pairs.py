@@ -65,6 +65,11 @@ class PairSet:
         return atomic_write_text(path, json.dumps(self.to_json(), separators=(",", ":")))
 
     @classmethod
+    def of(cls, pairs: PairSet | str | Path) -> PairSet:
+        """`pairs` itself when it is a PairSet, else the pairs file at that path (`load`)."""
+        return pairs if isinstance(pairs, PairSet) else cls.load(pairs)
+
+    @classmethod
     def load(cls, path: str | Path) -> PairSet:
         path = Path(path)
         data = read_json_file(path, PairsFileError, "pairs")

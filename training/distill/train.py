@@ -277,7 +277,7 @@ def train_student(features_path: str | Path, pairs: PairSet | str | Path, out_di
     included; extra: steps run by this call).  `itq_projection` `[D, D]` skips computing ITQ for bin.
     """
     features_path = Path(features_path)
-    pair_set = pairs if isinstance(pairs, PairSet) else PairSet.load(pairs)
+    pair_set = PairSet.of(pairs)
     checkpoint = Path(out_dir) / CHECKPOINT_NAMES[config.kind]
     settings = {**asdict(config), "teacher": pair_set.teacher, "pairs": len(pair_set.pairs)}
     seed_everything(config.seed)
@@ -435,7 +435,7 @@ def train_selector(features_path: str | Path, pairs: PairSet | str | Path | None
     elif pairs is None:
         raise ValueError("the selector's pairs_from 'pairs' needs a pairs file")
     else:
-        pair_list = (pairs if isinstance(pairs, PairSet) else PairSet.load(pairs)).all_pairs()
+        pair_list = PairSet.of(pairs).all_pairs()
     fine_sims, coarse_sims = fine_and_coarse_similarities(features_path, pair_list, fine, coarse,
                                                           config.max_frames, progress)
     threshold: float | None = config.threshold
