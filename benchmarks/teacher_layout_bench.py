@@ -14,8 +14,10 @@ Region Chamfer then takes, per query region, the best match over all the target'
     .venv/bin/python benchmarks/teacher_layout_bench.py --turns              # and queries turned 0-3 quarter turns
 
 Layouts compared, side by side on the same benchmark and frames: `full` (9 regions, the bundled teacher's),
-`full + crops` (9 + 9 per crop on the target side).  Prints mAP overall, per difficulty and per edit, and ms
-per query; `--out FILE` writes the table.  Features of the crops are cached beside the benchmark's.
+`full + crops` (9 + 9 per crop on the target side), each with `--turns` also scored by the query turned 0-3
+quarter turns (its best orientation counting, as `ChamferTeacher` with `TeacherLayout(query_turns=True)`).
+Prints mAP overall, per difficulty and per edit, and ms per query; `--out FILE` writes the table.  Features of
+the crops are cached beside the benchmark's.
 """
 
 from __future__ import annotations
