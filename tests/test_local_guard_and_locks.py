@@ -17,7 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from dnsvr.serving.local.milvus_servers import MilvusLiteServer, MilvusStandaloneServer, ServerStartError, _executable
+from dnsvr.serving.local.milvus_servers import MilvusLiteServer, MilvusStandaloneServer, ServerStartError
 from dnsvr.serving.local.processes import descendants, lock_holders, process_start_time, still_same_process
 from dnsvr.serving.local.supervisor import Supervisor
 
@@ -80,9 +80,8 @@ def test_guard_exits_with_the_commands_code() -> None:
 
 def test_lock_of_an_orphaned_milvus_lite_is_cleared(tmp_path: Path) -> None:
     data_dir = tmp_path / "milvus.db"
-    orphan = subprocess.Popen([_executable("milvus-lite"), "server", "--data-dir", str(data_dir), "--host",
-                               "127.0.0.1", "--port", "0"], start_new_session=True, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    orphan = subprocess.Popen(MilvusLiteServer(data_dir).command(), start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: lock_holders(data_dir / MilvusLiteServer.LOCK), 60)
         dead_launcher = subprocess.Popen(["true"])

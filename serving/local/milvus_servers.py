@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -65,16 +64,6 @@ def _free_port_outside(used: set[int]) -> int:
 
 class ServerStartError(RuntimeError):
     """A local Milvus process exited or did not become ready in time; the message holds its log tail."""
-
-
-def _executable(name: str) -> str:
-    beside_python = Path(sys.executable).parent / name
-    if beside_python.exists():
-        return str(beside_python)
-    found = shutil.which(name)
-    if not found:
-        raise ServerStartError(f"`{name}` not found next to {sys.executable} nor on PATH")
-    return found
 
 
 class _LocalMilvusProcess:
@@ -291,9 +280,10 @@ class MilvusLiteServer(_LocalMilvusProcess):
         return self
 
     def command(self) -> list[str]:
+        """`milvus-lite server`, run through `lite_engine` (its table of open collections under a lock)."""
         return [
-            _executable("milvus-lite"), "server", "--data-dir", str(self.data_dir), "--host", LOOPBACK,
-            "--port", str(self.port), "--max-workers", str(self.max_workers),
+            sys.executable, "-m", "dnsvr.serving.store.lite_engine", "server", "--data-dir", str(self.data_dir),
+            "--host", LOOPBACK, "--port", str(self.port), "--max-workers", str(self.max_workers),
         ]
 
 

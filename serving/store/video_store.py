@@ -51,6 +51,7 @@ from dnsvr.serving.store.expressions import (
     is_not_in,
     less,
 )
+from dnsvr.serving.store.lite_engine import guard_collection_table
 from dnsvr.serving.store.schema import (
     MAX_QUERY_ROWS,
     META_KEY,
@@ -242,6 +243,9 @@ class VideoStore:
         with self._connecting:  # deletes run on two threads: one client, however they race
             if self._client is None:
                 from pymilvus import MilvusClient
+
+                if self.settings.embedded:  # served by threads of this process: guard its engine first
+                    guard_collection_table()
 
                 self._client = MilvusClient(**self.settings.client_kwargs())
             return self._client
