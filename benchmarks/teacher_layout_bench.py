@@ -12,10 +12,13 @@ Region Chamfer then takes, per query region, the best match over all the target'
     .venv/bin/python benchmarks/teacher_layout_bench.py                      # held-out preset, crops 0.5 / 0.25
     .venv/bin/python benchmarks/teacher_layout_bench.py --crops 0.5:0.25 0.3:0.175   # two grids, and both
     .venv/bin/python benchmarks/teacher_layout_bench.py --turns              # and queries turned 0-3 quarter turns
+    .venv/bin/python benchmarks/teacher_layout_bench.py --turns --blurs 1.5  # and turned + blurred queries
 
 Layouts compared, side by side on the same benchmark and frames: `full` (9 regions, the bundled teacher's),
 `full + crops` (9 + 9 per crop on the target side), each with `--turns` also scored by the query turned 0-3
-quarter turns (its best orientation counting, as `ChamferTeacher` with `TeacherLayout(query_turns=True)`).
+quarter turns (its best orientation counting, as `ChamferTeacher` with `TeacherLayout(query_turns=True)`), and
+each with `--blurs` also by the query offered blurred by each sigma too (on top of its turns with `--turns`; the
+best counting, as `TeacherLayout(query_blurs=...)`).
 Prints mAP overall, per difficulty and per edit, and ms per query; `--out FILE` writes the table.  Features of
 the crops are cached beside the benchmark's.
 """
@@ -54,10 +57,10 @@ def crop_features(benchmark, extractor, layout: CropLayout, cache: Path) -> dict
     return features
 
 
-def turned_queries(benchmark, extractor, full: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """{query: `[4, T, 9, 512]`}: the query's regions as filmed, then of its frames turned by 1, 2 and 3 quarter
-    turns (`TeacherLayout(query_turns=True)`'s query side), so a copy filmed sideways finds its source."""
-    layout = TeacherLayout(query_turns=True)
+def offered_queries(benchmark, extractor, full: dict[str, np.ndarray], layout: TeacherLayout) -> dict[str, np.ndarray]:
+    """{query: `[O, T, 9, 512]`}: the query's regions as filmed, then of its frames turned by 1, 2 and 3 quarter
+    turns and blurred by each sigma as `layout` offers them (its query side), so a copy filmed sideways or
+    blurred finds its source."""
     return {query: layout.query_sides(torch.from_numpy(layout.regions(benchmark.frames(query), extractor,
                                                                       full[query]))).numpy()
             for query in benchmark.queries}
@@ -85,6 +88,9 @@ def main() -> None:
     parser.add_argument("--turns", action="store_true",
                         help="also score every layout with the query's frames turned by 0-3 quarter turns, each "
                              "target scored by the query's best orientation")
+    parser.add_argument("--blurs", type=float, nargs="+", default=[], metavar="SIGMA",
+                        help="also score every layout with the query offered blurred by each Gaussian SIGMA too "
+                             "(pixels of a 224-pixel side), with its turns under --turns")
     parser.add_argument("--out", type=Path, default=None, help="also write the table to this markdown file")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -110,7 +116,11 @@ def main() -> None:
              f"| target regions | {header} | ms / query |", f"|---|{separator}---|"]
     query_sides = {"": full}
     if args.turns:
-        query_sides[", query turned 0-3 quarter turns"] = turned_queries(benchmark, extractor, full)
+        layout = TeacherLayout(query_turns=True)
+        query_sides[", " + layout.describe().split(", ", 1)[1]] = offered_queries(benchmark, extractor, full, layout)
+    if args.blurs:
+        layout = TeacherLayout(query_turns=args.turns, query_blurs=tuple(args.blurs))
+        query_sides[", " + layout.describe().split(", ", 1)[1]] = offered_queries(benchmark, extractor, full, layout)
     by_edit = {}
     for name, targets in layouts.items():
         for side, queries in query_sides.items():

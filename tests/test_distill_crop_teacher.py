@@ -1,6 +1,7 @@
 """The Chamfer teacher over regions at several scales and orientations (`dnsvr.training.data.crop_regions`): the
 crop grids, the region layout, a picture-in-picture copy found at its scale, a copy filmed sideways found by a
-turned query, the corpus's teacher features (resumable) and the pairs they score."""
+turned query, a blurred copy found by a blurred query, the corpus's teacher features (resumable) and the pairs
+they score."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from dnsvr.training.data.corpus import CorpusConfig, build_corpus_features, build_teacher_features
 from dnsvr.training.data.crop_regions import CropLayout, TeacherLayout
 from dnsvr.training.data.features_io import list_ids, read_features
-from dnsvr.training.data.synthetic import rot90
+from dnsvr.training.data.synthetic import blur, rot90
 from dnsvr.training.distill.pack_builder import PackConfig, train_pack
 from dnsvr.training.distill.pairs import mine_pairs
 from dnsvr.training.distill.teachers import ChamferTeacher, load_teacher
@@ -40,8 +41,14 @@ def test_the_crop_grid_and_its_region_layout():
     for text in ("0.5", "0.5:x", "0.5:0.25:1"):
         with pytest.raises(ValueError, match="CROP:STRIDE"):
             CropLayout.parse(text)
-    with pytest.raises(ValueError, match="needs a crop grid or query turns"):
+    with pytest.raises(ValueError, match="needs a crop grid, query turns or query blurs"):
         TeacherLayout()
+    blurred = TeacherLayout((layout, CropLayout(0.3, 0.175)), query_turns=True, query_blurs=(1.5, 3))
+    assert (blurred.query_variants, blurred.regions_per_frame) == (5, 360)
+    assert blurred.slug() == "c0.5_s0.25_c0.3_s0.175_turns_blur1.5_blur3"
+    assert blurred.record()["query_blurs"] == [1.5, 3] and "blurred (sigma 1.5, 3 px at 224)" in blurred.describe()
+    with pytest.raises(ValueError, match="sigmas > 0"):
+        TeacherLayout(query_blurs=(0.0,))
     frames = np.zeros((2, 48, 48, 3), np.uint8)
     frames[:, :, :24] = (200, 0, 0)  # left half red, right half blue
     frames[:, :, 24:] = (0, 0, 200)
@@ -81,6 +88,16 @@ def test_a_copy_seen_only_in_a_crop_scores_as_a_copy():
         load_teacher("visil", "visil.pth", layout=layout)
 
 
+def mean_gradients(pixels: torch.Tensor) -> torch.Tensor:
+    """A stand-in extractor that changes when a frame turns or blurs: uint8 `[N, S, S, 3]` -> `[N, 9, 8]`, each
+    region's mean x and y gradients over 2 x 2 sub-cells."""
+    grey = pixels.float().mean(-1)  # [N, S, S]
+    dx, dy = grey[:, :-1, 1:] - grey[:, :-1, :-1], grey[:, 1:, :-1] - grey[:, :-1, :-1]  # [N, S-1, S-1]
+    pooled = torch.nn.functional.adaptive_avg_pool2d(torch.stack([dx, dy], 1), 6)  # [N, 2, 6, 6]
+    cells = pooled.reshape(len(pixels), 2, 3, 2, 3, 2).permute(0, 2, 4, 1, 3, 5)  # [N, 3, 3, 2, 2, 2]
+    return cells.reshape(len(pixels), 9, 8)  # [N, 9, 8]
+
+
 def test_a_copy_filmed_sideways_scores_by_the_querys_best_orientation():
     """Stand-in features that change when a frame turns (each region's mean gradients over 2 x 2 sub-cells): a
     copy turned by a quarter turn matches the query's frames turned the same way exactly, and its frames as
@@ -89,15 +106,8 @@ def test_a_copy_filmed_sideways_scores_by_the_querys_best_orientation():
     frames = rng.integers(0, 255, size=(3, 48, 48, 3), dtype=np.uint8)
     other = rng.integers(0, 255, size=(3, 48, 48, 3), dtype=np.uint8)
 
-    def gradients(pixels: torch.Tensor) -> torch.Tensor:  # uint8 [N, S, S, 3] -> [N, 9, 8]
-        grey = pixels.float().mean(-1)  # [N, S, S]
-        dx, dy = grey[:, :-1, 1:] - grey[:, :-1, :-1], grey[:, 1:, :-1] - grey[:, :-1, :-1]  # [N, S-1, S-1]
-        pooled = torch.nn.functional.adaptive_avg_pool2d(torch.stack([dx, dy], 1), 6)  # [N, 2, 6, 6]
-        cells = pooled.reshape(len(pixels), 2, 3, 2, 3, 2).permute(0, 2, 4, 1, 3, 5)  # [N, 3, 3, 2, 2, 2]
-        return cells.reshape(len(pixels), 9, 8)  # [N, 9, 8]
-
     def features(pixels: np.ndarray) -> np.ndarray:  # [T, 36, 8]: full frame, then its 3 turns
-        return unit(layout.regions(pixels, gradients)).astype(np.float32)
+        return unit(layout.regions(pixels, mean_gradients)).astype(np.float32)
 
     layout = TeacherLayout(query_turns=True)
     teacher, plain = ChamferTeacher(layout=layout), ChamferTeacher()
@@ -112,23 +122,45 @@ def test_a_copy_filmed_sideways_scores_by_the_querys_best_orientation():
     assert as_filmed[0] < 0.8 and scores[1] >= as_filmed[1] and scores[1] < 0.8
 
 
+def test_a_blurred_copy_scores_by_the_querys_blurred_frames():
+    """A copy blurred as the query's blurred side is (sigma 7 px at 224 = 1.5 px on these 48-pixel frames)
+    matches that side exactly, while its sharp frames match it only partly; an unrelated video stays far."""
+    rng = np.random.default_rng(2)
+    frames = rng.integers(0, 255, size=(3, 48, 48, 3), dtype=np.uint8)
+    other = rng.integers(0, 255, size=(3, 48, 48, 3), dtype=np.uint8)
+    layout = TeacherLayout(query_blurs=(7.0,))
+
+    def features(pixels: np.ndarray) -> np.ndarray:  # [T, 18, 8]: full frame, then blurred
+        return unit(layout.regions(pixels, mean_gradients)).astype(np.float32)
+
+    teacher, plain = ChamferTeacher(layout=layout), ChamferTeacher()
+    copy, unrelated = features(blur(frames, 1.5)), features(other)
+    query = teacher.prepare(features(frames))
+    assert layout.query_sides(query).shape == (2, 3, 9, 8)
+    scores = teacher.similarities(query, [teacher.prepare(copy), teacher.prepare(unrelated)])
+    assert scores[0] == pytest.approx(1.0, abs=1e-5)
+    sharp = plain.similarities(plain.prepare(features(frames)[:, :9]),
+                               [plain.prepare(copy[:, :9]), plain.prepare(unrelated[:, :9])])
+    assert sharp[0] < 0.8 and scores[1] < 0.7
+
+
 def test_corpus_teacher_features_are_full_then_crops_resumable_and_score_pairs(tmp_path, efficientnet_extractor):
     features, crops = tmp_path / "corpus.h5", tmp_path / "crops.h5"
     build_corpus_features(TINY_CORPUS, features, extractor=efficientnet_extractor, progress=False)
-    layout = TeacherLayout((CropLayout(0.5, 0.5),), query_turns=True)
+    layout = TeacherLayout((CropLayout(0.5, 0.5),), query_turns=True, query_blurs=(1.5,))
     first = list_ids(features)[0]
     build_teacher_features(TINY_CORPUS, layout, features, crops, efficientnet_extractor, progress=False)
     stored = read_features(crops)
     full = read_features(features)
     assert list(stored) == list(full)
     for video_id, regions in stored.items():
-        assert regions.shape == (len(full[video_id]), 72, 512)
+        assert regions.shape == (len(full[video_id]), 81, 512)
         np.testing.assert_array_equal(regions[:, :9], full[video_id])
     description = build_teacher_features(TINY_CORPUS, layout, features, crops, extractor=lambda _: 1 / 0,
                                          progress=False)  # all there: nothing extracted again
     assert description == {"features": "crops.h5", "layout": {"grids": [{"crop": 0.5, "stride": 0.5}],
-                                                              "query_turns": True},
-                           "regions_per_frame": 72, "videos": 4}
+                                                              "query_turns": True, "query_blurs": [1.5]},
+                           "regions_per_frame": 81, "videos": 4}
     np.testing.assert_array_equal(read_features(crops, [first])[first], stored[first])
     pairs = mine_pairs(features, tmp_path / "pairs.json", ChamferTeacher(layout=layout), num_positives=1,
                        num_negatives=1, teacher_features_path=crops, progress=False)
@@ -142,7 +174,7 @@ def test_corpus_teacher_features_are_full_then_crops_resumable_and_score_pairs(t
 
 def test_teacher_crops_need_the_generated_corpus_and_the_chamfer_teacher(tmp_path):
     for other in ({"corpus_features": str(tmp_path / "lc.h5")}, {"teacher_checkpoint": str(tmp_path / "t.pth")}):
-        for layout in ({"teacher_crops": ((0.5, 0.25),)}, {"teacher_turns": True}):
-            with pytest.raises(ValueError, match="teacher crops and turns"):
+        for layout in ({"teacher_crops": ((0.5, 0.25),)}, {"teacher_turns": True}, {"teacher_blurs": (1.5,)}):
+            with pytest.raises(ValueError, match="teacher crops, turns and blurs"):
                 train_pack(tmp_path / "pack", tmp_path / "work", PackConfig(**layout, **other), progress=False)
     assert not (tmp_path / "work" / "corpus.h5").exists()

@@ -235,7 +235,7 @@ def test_a_pack_distilled_from_the_crop_teacher(corpus, tmp_path):
     assert pack.teacher == "chamfer/efficientnet_lite0 (full frame + 4 crops of 0.5 every 0.5)"
     assert pack.info["corpus"]["teacher_features"] == {"features": "teacher_c0.5_s0.5.h5",
                                                        "layout": {"grids": [{"crop": 0.5, "stride": 0.5}],
-                                                                  "query_turns": False},
+                                                                  "query_turns": False, "query_blurs": []},
                                                        "regions_per_frame": 45, "videos": 6}
     full, crops = read_features(tmp_path / "corpus.h5"), read_features(tmp_path / "teacher_c0.5_s0.5.h5")
     assert all(crops[v].shape == (len(full[v]), 45, 512) for v in full)
@@ -262,9 +262,11 @@ def test_the_pack_command_maps_teacher_crops_onto_the_config(monkeypatch, tmp_pa
     assert main([*base, "--teacher-crops", "0.5:0.25"]) == 0
     assert main(base) == 0
     assert main([*base, "--teacher-crops", "0.5:0.25", "0.3:0.175", "--teacher-turns"]) == 0
+    assert main([*base, "--teacher-crops", "0.5:0.25", "--teacher-turns", "--teacher-blurs", "1.5"]) == 0
     assert configs[0].teacher_crops == ((0.5, 0.25),) and not configs[0].teacher_turns
     assert configs[0].teacher_layout.regions_per_frame == 90 and configs[1].teacher_layout is None
     assert configs[2].teacher_layout.regions_per_frame == 342 and configs[2].teacher_turns
+    assert configs[3].teacher_blurs == (1.5,) and configs[3].teacher_layout.regions_per_frame == 90 + 27 + 9
     with pytest.raises(SystemExit):
         main([*base, "--teacher-crops", "0.5"])
 

@@ -153,8 +153,8 @@ def build_teacher_features(config: CorpusConfig, layout: TeacherLayout, features
                            out_path: str | Path, extractor: Callable[[torch.Tensor], torch.Tensor] | None = None,
                            progress: bool = True) -> dict[str, Any]:
     """The offline teacher's features of every corpus video in `features_path` (`build_corpus_features`'s):
-    `[T, layout.regions_per_frame, 512]`, the stored full-frame regions then those of the layout's zoomed crops
-    and turned frames (`dnsvr.training.data.crop_regions.TeacherLayout`), appended to `out_path` one video at a
+    `[T, layout.regions_per_frame, 512]`, the stored full-frame regions then those of the layout's zoomed crops,
+    turned and blurred frames (`dnsvr.training.data.crop_regions.TeacherLayout`), appended to `out_path` one video at a
     time, skipping ids already there (resumable) -> a description for pack.json."""
     features_path, out_path = Path(features_path), Path(out_path)
     wanted = list_ids(features_path)

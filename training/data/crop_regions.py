@@ -1,6 +1,7 @@
 """Regions at several scales and orientations, the offline teacher's richer layout (issue 15): a frame's 9
 regions, then the 9 regions of each zoomed-in crop of one or more grids of square crops, then (optionally) the
-frame's 9 regions once turned by each of 1, 2 and 3 quarter turns.
+frame's 9 regions once turned by each of 1, 2 and 3 quarter turns, then (optionally) the frame's 9 regions once
+blurred by each of some Gaussian sigmas.
 
 A picture-in-picture copy shows its source at a fraction of the frame's side, smaller than any of the 9 regions
 of the full frame (3x3 iMAC over EfficientNet-Lite0 stages 6 + 7) can match.  A crop of side `crop` (a fraction of
@@ -15,7 +16,9 @@ source was filmed at.  The teacher keeps a query's 9 full-frame regions and give
     regions = layout.regions(frames, extractor)           # -> [T, 9 + 81 + 225 + 27 = 342, 512]
 
 A copy filmed sideways (the benchmark's rot90) shows its source turned: the query side then offers its frames at
-four orientations and a target scores by the best of them (`best_orientation_chamfer`).
+four orientations and a target scores by the best of them (`best_orientation_chamfer`).  A blurred or
+low-resolution copy has lost the detail its sharp source's features carry: the query side then also offers its
+frames blurred (`query_blurs`, sigmas in pixels of a 224-pixel side, scaled with the frame's), the best counting.
 """
 
 from __future__ import annotations
@@ -27,12 +30,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from dnsvr.training.data.synthetic import rot90
+from dnsvr.training.data.synthetic import blur, rot90
 from dnsvr.training.networks.similarity import chamfer_similarity
 from torch import Tensor
 
 FULL_FRAME_REGIONS = 9  # the extractor's 3x3 regions of one image
 QUARTER_TURNS = (1, 2, 3)  # the query's extra orientations, counter-clockwise on screen
+BLUR_SIDE = 224  # `TeacherLayout.query_blurs` are sigmas in pixels of a side this long (the extractor's input)
 
 
 @dataclass(frozen=True)
@@ -90,15 +94,20 @@ class CropLayout:
 class TeacherLayout:
     """The offline Chamfer teacher's regions of one frame: the full frame's 9, the 9 of every crop of every grid
     (grid after grid; what a target offers), then with `query_turns` the full frame's 9 turned by 1, 2 and 3
-    quarter turns (what a query offers besides its full frame's 9)."""
+    quarter turns, then the full frame's 9 blurred by each of `query_blurs` (Gaussian sigmas in pixels of a
+    224-pixel side); turns and blurs are what a query offers besides its full frame's 9."""
 
     grids: tuple[CropLayout, ...] = ()
     query_turns: bool = False
+    query_blurs: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.grids and not self.query_turns:
-            raise ValueError("a teacher layout needs a crop grid or query turns; without either, use the full "
-                             "frame's features alone")
+        if not self.grids and not self.query_turns and not self.query_blurs:
+            raise ValueError("a teacher layout needs a crop grid, query turns or query blurs; without any, use "
+                             "the full frame's features alone")
+        if any(not sigma > 0 for sigma in self.query_blurs):
+            raise ValueError(f"query blurs are Gaussian sigmas > 0 (pixels of a {BLUR_SIDE}-pixel side), got "
+                             f"{list(self.query_blurs)}")
 
     @property
     def target_regions(self) -> int:
@@ -106,23 +115,32 @@ class TeacherLayout:
         return FULL_FRAME_REGIONS * (1 + sum(len(grid.boxes) for grid in self.grids))
 
     @property
+    def query_variants(self) -> int:
+        """The query's frames offered besides as filmed: 3 turns (with `query_turns`) and one per blur."""
+        return len(QUARTER_TURNS) * self.query_turns + len(self.query_blurs)
+
+    @property
     def regions_per_frame(self) -> int:
-        return self.target_regions + (FULL_FRAME_REGIONS * len(QUARTER_TURNS) if self.query_turns else 0)
+        return self.target_regions + FULL_FRAME_REGIONS * self.query_variants
 
     def describe(self) -> str:
         parts = ["full frame"] + [f"{len(grid.boxes)} crops of {grid.crop:g} every {grid.stride:g}"
                                   for grid in self.grids]
-        return " + ".join(parts) + (", query turned 0-3 quarter turns" if self.query_turns else "")
+        extras = (["query turned 0-3 quarter turns"] if self.query_turns else []) + (
+            [f"query also blurred (sigma {', '.join(f'{sigma:g}' for sigma in self.query_blurs)} px at "
+             f"{BLUR_SIDE})"] if self.query_blurs else [])
+        return ", ".join([" + ".join(parts), *extras])
 
     def record(self) -> dict[str, Any]:
         """JSON for pack.json."""
         return {"grids": [{"crop": grid.crop, "stride": grid.stride} for grid in self.grids],
-                "query_turns": self.query_turns}
+                "query_turns": self.query_turns, "query_blurs": list(self.query_blurs)}
 
     def slug(self) -> str:
-        """A file-name part naming the layout, e.g. `c0.5_s0.25_c0.3_s0.175_turns`."""
+        """A file-name part naming the layout, e.g. `c0.5_s0.25_c0.3_s0.175_turns_blur1.5`."""
         parts = [f"c{grid.crop:g}_s{grid.stride:g}" for grid in self.grids]
-        return "_".join(parts + (["turns"] if self.query_turns else []))
+        return "_".join(parts + (["turns"] if self.query_turns else [])
+                        + [f"blur{sigma:g}" for sigma in self.query_blurs])
 
     @torch.inference_mode()
     def regions(self, frames: np.ndarray, extractor: Callable[[torch.Tensor], torch.Tensor],
@@ -134,16 +152,17 @@ class TeacherLayout:
         parts = [full, *(grid.crop_regions(frames, extractor) for grid in self.grids)]
         if self.query_turns:
             parts += [extractor(torch.from_numpy(rot90(frames, turns))).numpy() for turns in QUARTER_TURNS]
+        scale = frames.shape[1] / BLUR_SIDE
+        parts += [extractor(torch.from_numpy(blur(frames, sigma * scale))).numpy() for sigma in self.query_blurs]
         return np.concatenate(parts, axis=1).astype(np.float32)
 
     def query_sides(self, features: Tensor) -> Tensor:
-        """`[T, regions_per_frame, D]` -> `[O, T, 9, D]`: the query's full frame, then its turned frames (O = 4
-        with query turns, else 1)."""
-        sides = [features[:, :FULL_FRAME_REGIONS]]
-        if self.query_turns:
-            turned = features[:, self.target_regions:]  # [T, 27, D]
-            sides += list(turned.reshape(len(turned), len(QUARTER_TURNS), FULL_FRAME_REGIONS, -1).transpose(0, 1))
-        return torch.stack(sides)
+        """`[T, regions_per_frame, D]` -> `[O, T, 9, D]`: the query's full frame, then its turned frames, then
+        its blurred frames (O = 1 + 3 with query turns + one per blur)."""
+        extra = features[:, self.target_regions:]  # [T, 9 * (O - 1), D]
+        sides = extra.reshape(len(extra), self.query_variants, FULL_FRAME_REGIONS, extra.shape[-1])  # [T, O - 1, 9, D]
+        sides = sides.transpose(0, 1)  # [O - 1, T, 9, D]
+        return torch.cat([features[None, :, :FULL_FRAME_REGIONS], sides])
 
     def target_side(self, features: Tensor) -> Tensor:
         """`[..., T, regions_per_frame, D]` -> `[..., T, target_regions, D]`."""

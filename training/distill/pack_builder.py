@@ -1,11 +1,11 @@
 """`dnsvr train pack`: the whole DnS pipeline on the offline corpus, written as a model pack.
 
 corpus features (`corpus`) -> teacher pairs (`pairs`, the Chamfer teacher over EfficientNet-Lite0 regions, with
-`teacher_crops` over those of zoomed crops too and with `teacher_turns` its queries turned as well
-(`dnsvr.training.data.crop_regions.TeacherLayout`, a second features file in `work_dir`), or with
-`teacher_checkpoint` a ViSiL head trained on those regions by `dnsvr train teacher`) -> ITQ -> S^f_B (and
-S^f_A) -> S^c -> [optional self-distillation rounds: the fine student re-scores the pairs and the students are
-trained again] -> the fine-to-coarse score calibration (`dnsvr.training.distill.calibration`) ->
+`teacher_crops` over those of zoomed crops too, with `teacher_turns` its queries turned and with `teacher_blurs`
+its queries blurred as well (`dnsvr.training.data.crop_regions.TeacherLayout`, a second features file in
+`work_dir`), or with `teacher_checkpoint` a ViSiL head trained on those regions by `dnsvr train teacher`) ->
+ITQ -> S^f_B (and S^f_A) -> S^c -> [optional self-distillation rounds: the fine student re-scores the pairs and
+the students are trained again] -> the fine-to-coarse score calibration (`dnsvr.training.distill.calibration`) ->
 selector (on each corpus video's coarse top 10, labelled by the ranking changes the calibrated fine score makes)
 -> `pack.json` + checkpoints in the official format (see `dnsvr.training.packs.model_pack`) -> the default
 re-rank fusion, judged by the teacher on the corpus (`dnsvr.training.distill.fusion_choice`, pack.json
@@ -64,6 +64,7 @@ class PackConfig:
     teacher_checkpoint: str | None = None  # a trained ViSiL head over the corpus features; None: Chamfer
     teacher_crops: tuple[tuple[float, float], ...] = ()  # (crop, stride) grids the Chamfer teacher also sees
     teacher_turns: bool = False  # the Chamfer teacher's queries also turned by 1-3 quarter turns
+    teacher_blurs: tuple[float, ...] = ()  # ... and blurred by these Gaussian sigmas (pixels at 224)
     num_positives: int = 8
     num_negatives: int = 16
     self_pairs: bool = True
@@ -81,10 +82,10 @@ class PackConfig:
     @property
     def teacher_layout(self) -> TeacherLayout | None:
         """The Chamfer teacher's region layout, None for the full frame's regions alone."""
-        if not self.teacher_crops and not self.teacher_turns:
+        if not self.teacher_crops and not self.teacher_turns and not self.teacher_blurs:
             return None
         return TeacherLayout(tuple(CropLayout(crop, stride) for crop, stride in self.teacher_crops),
-                             self.teacher_turns)
+                             self.teacher_turns, tuple(self.teacher_blurs))
 
     def describe(self) -> dict[str, Any]:
         data = asdict(self)
@@ -141,8 +142,8 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
 
     layout = config.teacher_layout
     if layout is not None and (config.corpus_features or config.teacher_checkpoint):
-        raise ValueError("teacher crops and turns are made from the generated corpus's frames for the Chamfer "
-                         "teacher: not with --corpus-features or --teacher-checkpoint")
+        raise ValueError("teacher crops, turns and blurs are made from the generated corpus's frames for the "
+                         "Chamfer teacher: not with --corpus-features or --teacher-checkpoint")
     started = time.monotonic()
     if config.corpus_features:
         features = Path(config.corpus_features)

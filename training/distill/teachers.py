@@ -74,7 +74,7 @@ class ChamferTeacher(Teacher):
         if self.layout is not None and prepared.shape[1] != self.layout.regions_per_frame:
             raise ValueError(f"the {self.name} teacher reads {self.layout.regions_per_frame} regions per "
                              f"frame, got features {tuple(prepared.shape)} (make them with `dnsvr train "
-                             "pack --teacher-crops/--teacher-turns`)")
+                             "pack --teacher-crops/--teacher-turns/--teacher-blurs`)")
         return prepared
 
     def _score(self, query: Tensor, targets: Tensor, target_mask: Tensor) -> Tensor:
