@@ -34,27 +34,12 @@ import torch
 from dnsvr.training.data.crop_regions import FULL_FRAME_REGIONS, CropLayout, TeacherLayout, best_orientation_chamfer
 from dnsvr.training.evaluation.nd_benchmark import PRESETS, default_cache_dir
 from dnsvr.training.evaluation.tradeoff import (
+    benchmark_crop_features,
     benchmark_with_features,
     difficulty_cells,
     difficulty_columns,
     finish_report,
 )
-from tqdm import tqdm
-
-
-def crop_features(benchmark, extractor, layout: CropLayout, cache: Path) -> dict[str, np.ndarray]:
-    """{video: `[T, 9 * len(layout.boxes), 512]`}: the regions of every zoomed crop of every frame, cached."""
-    if cache.is_file():
-        with np.load(cache, allow_pickle=False) as stored:
-            if set(stored.files) == set(benchmark.videos):
-                return {video_id: stored[video_id] for video_id in stored.files}
-    features = {video_id: layout.crop_regions(frames, extractor)
-                for video_id, frames in tqdm(benchmark.iter_frames(progress=False), total=len(benchmark.videos),
-                                             desc="crop features", unit="video")}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    with open(cache, "wb") as handle:  # .npz: the features files hold 9 regions per frame only
-        np.savez(handle, **features)
-    return features
 
 
 def offered_queries(benchmark, extractor, full: dict[str, np.ndarray], layout: TeacherLayout) -> dict[str, np.ndarray]:
@@ -99,9 +84,8 @@ def main() -> None:
     grids = {}
     for text in args.crops:
         layout = CropLayout.parse(text)
-        cache = (default_cache_dir()
-                 / f"crops-{args.preset}-{args.seed}-c{layout.crop:g}-s{layout.stride:g}-{pack.version}.npz")
-        grids[f"{len(layout.boxes)} crops of {layout.crop:g}"] = crop_features(benchmark, extractor, layout, cache)
+        grids[f"{len(layout.boxes)} crops of {layout.crop:g}"] = benchmark_crop_features(
+            benchmark, pack, layout, default_cache_dir())
     if len(grids) > 1:
         grids[" + ".join(grids)] = {v: np.concatenate([crops[v] for crops in grids.values()], axis=1) for v in full}
     layouts = {"full (9 regions)": full}

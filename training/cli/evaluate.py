@@ -159,12 +159,14 @@ def run_official(args: argparse.Namespace) -> int:
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
+    from dnsvr.training.data.crop_regions import CropLayout
     from dnsvr.training.evaluation.tradeoff import run_tradeoff, write_edit_table, write_plot, write_table
     from dnsvr.training.packs.model_pack import ModelPackError
 
     try:
         rows, context = run_tradeoff(
-            args.preset, args.seed, args.pack, args.cache_dir, progress=not args.quiet
+            args.preset, args.seed, args.pack, args.cache_dir, progress=not args.quiet,
+            index_crops=[CropLayout.parse(text) for text in args.index_crops],
         )
     except (ModelPackError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -236,6 +238,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     benchmark.add_argument("--out", type=Path, default=Path("docs"), help="output folder (default: docs/)")
     benchmark.add_argument(
         "--cache-dir", type=Path, help="decoded clips and features cache (default: $DNSVR_CACHE/nd_benchmark)"
+    )
+    benchmark.add_argument(
+        "--index-crops", nargs="+", default=[], metavar="CROP:STRIDE",
+        help="also index every video as a target by zoomed crops of these grids (fractions of the side, e.g. "
+        "0.5:0.25: 9 crops of half the side every quarter): S^c scores a target by its best view, the fine "
+        "students by region Chamfer over every view's regions (crop features cached beside the benchmark's)",
     )
     benchmark.add_argument("--quiet", action="store_true", help="no progress bars")
     benchmark.set_defaults(handler=run_benchmark)

@@ -169,6 +169,17 @@ class TeacherLayout:
         return features[..., :self.target_regions, :]
 
 
+def crop_views(regions: np.ndarray) -> np.ndarray:
+    """A target's regions in the layout's order, `[T, 9 * V, D]` (its full frame's 9, then each crop's 9), ->
+    `[V, T, 9, D]`: one view per scale, each a video of 9 regions a frame (the full frame first), as the
+    students' indexing sees a video."""
+    count, regions_total, dims = regions.shape
+    if regions_total % FULL_FRAME_REGIONS:
+        raise ValueError(f"regions per frame must be a multiple of {FULL_FRAME_REGIONS}, got {regions_total}")
+    views = regions.reshape(count, regions_total // FULL_FRAME_REGIONS, FULL_FRAME_REGIONS, dims)  # [T, V, 9, D]
+    return np.ascontiguousarray(views.transpose(1, 0, 2, 3))  # [V, T, 9, D]
+
+
 def best_orientation_chamfer(query_sides: Tensor, targets: Tensor, target_mask: Tensor | None = None) -> Tensor:
     """Chamfer similarity (`networks.similarity.chamfer_similarity`) of a query offered at several orientations,
     `[O, Tq, R, D]`, against targets `[K, Tt, R', D]` (+ mask `[K, Tt]`) -> `[K]`: each target's best orientation

@@ -15,6 +15,11 @@ indexed database (coarse dot products, selector MLP, fine similarities of the pi
 the database's indexing are excluded).  Storage per video is the index size in bytes: S^c 4*C, S^f_B 576 B
 per frame (9 regions x 64 packed bytes), S^f_A and the teacher 9*512*4 B per frame, the selector 4 B.
 
+Crop views (`run_tradeoff(index_crops=...)`, `dnsvr eval benchmark --index-crops`): every video is also indexed as
+a target by the zoomed crops of some grids (`CropLayout`), the pack's networks unchanged: S^c one vector per view,
+a target scored by its best view; the teacher and the fine students over every view's regions.  A query keeps its
+full frame.
+
 mAP per edit (`Benchmark.evaluate_edits`) is kept for the methods without a fraction and for those at
 `EDIT_FRACTION` (context['map_by_edit']); `write_edit_table` writes it.
 
@@ -35,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 from dnsvr.client.spec import CODE_BYTES, FEATURE_DIMS, REGIONS
+from dnsvr.training.data.crop_regions import CropLayout, crop_views
 from dnsvr.training.distill.augment import pad_batch
 from dnsvr.training.files import atomic_path, atomic_write_text
 from dnsvr.training.networks.codes import pack_codes
@@ -146,16 +152,39 @@ def fine_scorer(network: nn.Module) -> FineScorer:
 @dataclass
 class VideoIndex:
     """The indexed database: ids sorted, frame counts `[N]`, S^c vectors `[N, C]`, selector self-similarity
-    `[N]`, and one stored list (length N) per fine scorer name."""
+    `[N]`, and one stored list (length N) per fine scorer name: each video as a query sees it (its full frame).
+
+    Indexed with crop views (`index_videos(crops=...)`), each video as a target also holds `coarse_views`
+    `[N, V, C]` (S^c of its full frame, then of each zoomed crop, one vector a view) and `fine_targets` (per
+    scorer, its stored form of all V views' regions, `[T, 9 * V, ...]`); a query scores a target by its best
+    view (S^c) or by region Chamfer over every view's regions (the fine scorers)."""
 
     ids: list[str]
     frames: np.ndarray
     coarse: Tensor
     selector: Tensor
     fine: dict[str, list[object]] = field(default_factory=dict)
+    coarse_views: Tensor | None = None
+    fine_targets: dict[str, list[object]] | None = None
 
     def position(self) -> dict[str, int]:
         return {video_id: i for i, video_id in enumerate(self.ids)}
+
+    @property
+    def views(self) -> int:
+        """Views a target is indexed with: 1, or 1 + the crops of its crop views."""
+        return 1 if self.coarse_views is None else int(self.coarse_views.shape[1])
+
+    def coarse_scores(self, query: int, targets: np.ndarray) -> np.ndarray:
+        """S^c of row `query` (its full frame) against rows `targets` `[K]` -> `[K]` float32; with crop views,
+        each target's best view."""
+        if self.coarse_views is None:
+            return (self.coarse[targets] @ self.coarse[query]).numpy().astype(np.float32)
+        return (self.coarse_views[targets] @ self.coarse[query]).amax(dim=1).numpy().astype(np.float32)
+
+    def stored_targets(self, name: str) -> list[object]:
+        """Scorer `name`'s stored form of every video as a target (all its views' regions with crop views)."""
+        return (self.fine_targets or self.fine)[name]
 
 
 @torch.inference_mode()
@@ -166,10 +195,14 @@ def index_videos(
     scorers: Sequence[FineScorer],
     progress: bool = True,
     total: int | None = None,
+    crops: Mapping[str, np.ndarray] | None = None,
 ) -> VideoIndex:
-    """{video_id: `[T, R, D]` float32} (or an iterable of pairs, read lazily) -> VideoIndex, ids sorted."""
+    """{video_id: `[T, 9, D]` float32} (or an iterable of pairs, read lazily) -> VideoIndex, ids sorted.
+
+    `crops`: {video_id: `[T, 9 * B, D]`} the regions of B zoomed crops of each frame (`CropLayout.crop_regions`):
+    every video is then also indexed as a target with crop views (`VideoIndex.coarse_views`, `fine_targets`)."""
     items = features.items() if isinstance(features, Mapping) else features
-    rows: dict[str, tuple[int, Tensor, Tensor, list[object]]] = {}
+    rows: dict[str, tuple[int, Tensor, Tensor, list[object], Tensor | None, list[object] | None]] = {}
     for video_id, array in tqdm(
         items,
         desc="indexing videos",
@@ -178,11 +211,18 @@ def index_videos(
         total=total if total is not None else getattr(features, "__len__", lambda: None)(),
     ):
         x = torch.as_tensor(np.asarray(array, np.float32))
+        views, targets = None, None
+        if crops is not None:
+            regions = np.concatenate([x.numpy(), np.asarray(crops[video_id], np.float32)], axis=1)  # [T, 9 * V, D]
+            views = coarse.index_video(torch.from_numpy(crop_views(regions)))  # [V, C]
+            targets = [scorer.index(torch.from_numpy(regions)) for scorer in scorers]
         rows[video_id] = (
             x.shape[0],
             coarse.index_video(x)[0],
             selector.index_video(x)[0, 0],
             [scorer.index(x) for scorer in scorers],
+            views,
+            targets,
         )
     if not rows:
         raise ValueError("no videos to index")
@@ -193,6 +233,8 @@ def index_videos(
         coarse=torch.stack([rows[i][1] for i in ids]),
         selector=torch.stack([rows[i][2] for i in ids]),
         fine={s.name: [rows[i][3][k] for i in ids] for k, s in enumerate(scorers)},
+        coarse_views=None if crops is None else torch.stack([rows[i][4] for i in ids]),
+        fine_targets=None if crops is None else {s.name: [rows[i][5][k] for i in ids] for k, s in enumerate(scorers)},
     )
 
 
@@ -218,9 +260,9 @@ def score_query(
     Targets are in id order, so ties fall to the smaller id.
     """
     if method == "fine":
-        stored = index.fine[scorer.name]
-        return scorer.score(stored[query], [stored[t] for t in targets]), len(targets)
-    coarse = (index.coarse[targets] @ index.coarse[query]).numpy().astype(np.float32)
+        stored = index.stored_targets(scorer.name)
+        return scorer.score(index.fine[scorer.name][query], [stored[t] for t in targets]), len(targets)
+    coarse = index.coarse_scores(query, targets)
     if method == "coarse":
         return coarse, 0
     if method not in ("dns", "topk"):
@@ -235,8 +277,8 @@ def score_query(
     else:
         priority = oracle_gap
     picked = policy.choose(priority)
-    stored = index.fine[scorer.name]
-    fine = scorer.score(stored[query], [stored[targets[p]] for p in picked])
+    stored = index.stored_targets(scorer.name)
+    fine = scorer.score(index.fine[scorer.name][query], [stored[targets[p]] for p in picked])
     fusion = fusion or ("cascade" if method == "topk" else "mix")
     return fuse(fusion, coarse, picked, fine, calibration), len(picked)
 
@@ -276,10 +318,36 @@ def extract_features(
 def benchmark_features(benchmark, pack, cache_root: Path, progress: bool = True) -> dict[str, np.ndarray]:
     """Every benchmark video's features with `pack`'s extractor, cached per (benchmark, extractor version: packs
     with the same extractor share them) under `cache_root` -> {video_id: `[T, 9, 512]` float32}."""
-    key = hashlib.sha256(
+    cache = cache_root / f"tradeoff-{_benchmark_key(benchmark, pack)}.h5"
+    return extract_features(benchmark, pack.load_extractor(), cache, progress)
+
+
+def _benchmark_key(benchmark, pack) -> str:
+    """What a benchmark's cached features depend on: its videos (ground truth) and the pack's extractor."""
+    return hashlib.sha256(
         json.dumps([benchmark.ground_truth(), pack.extractor_version], sort_keys=True, default=str).encode()
     ).hexdigest()[:16]
-    return extract_features(benchmark, pack.load_extractor(), cache_root / f"tradeoff-{key}.h5", progress)
+
+
+def benchmark_crop_features(benchmark, pack, layout: CropLayout, cache_root: Path,
+                            progress: bool = True) -> dict[str, np.ndarray]:
+    """Every benchmark video's zoomed crops of `layout` through `pack`'s extractor, cached like
+    `benchmark_features` (an .npz: the features files hold 9 regions a frame) -> {video_id: `[T, 9 * B, 512]`}
+    float32, crop after crop (`CropLayout.crop_regions`)."""
+    cache = cache_root / f"crops-{_benchmark_key(benchmark, pack)}-c{layout.crop:g}-s{layout.stride:g}.npz"
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as stored:
+            if set(stored.files) == set(benchmark.videos):
+                return {video_id: stored[video_id] for video_id in stored.files}
+    extractor = pack.load_extractor()
+    features = {video_id: layout.crop_regions(frames, extractor)
+                for video_id, frames in tqdm(benchmark.iter_frames(progress=False), total=len(benchmark.videos),
+                                             desc=f"crop features {layout.crop:g}:{layout.stride:g}",
+                                             unit="video", disable=not progress)}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(cache) as partial, open(partial, "wb") as handle:
+        np.savez(handle, **features)
+    return features
 
 
 def _timed_retrieval(
@@ -354,10 +422,12 @@ def run_tradeoff(
     pack_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    index_crops: Sequence[CropLayout] = (),
     **config_overrides: object,
 ) -> tuple[list[TradeoffRow], dict]:
     """Build the benchmark (`BenchmarkConfig.preset(preset, seed=seed, **config_overrides)`), extract its
-    features (cached), index with the pack, run every method.
+    features (cached), index with the pack, run every method.  `index_crops`: crop grids every video is also
+    indexed with as a target (crop views, `index_videos(crops=...)`; teacher, students and DnS all see them).
 
     -> (rows, context) with context = {'preset', 'seed', 'pack', 'videos', 'queries', 'mean_frames',
     'coarse_dims', 'torch_threads', 'map_by_edit': {method label: {edit: {'mAP', 'queries', 'positives'}}}}.
@@ -378,10 +448,18 @@ def run_tradeoff(
     if "fine_att" in pack.files:
         student_a = fine_scorer(load_checkpoint(pack.path("fine_att"), kind="fg_att_student"))
         scorers.append(student_a)
-    index = index_videos(features, coarse, selector, scorers, progress=progress)
+    crops = None
+    if index_crops:
+        from dnsvr.training.evaluation.nd_benchmark import default_cache_dir
+
+        cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        grids = [benchmark_crop_features(benchmark, pack, layout, cache_root, progress) for layout in index_crops]
+        crops = {video_id: np.concatenate([grid[video_id] for grid in grids], axis=1) for video_id in features}
+    index = index_videos(features, coarse, selector, scorers, progress=progress, crops=crops)
 
     mean_frames = float(index.frames.mean())
-    coarse_bytes = 4 * index.coarse.shape[1]
+    stored_frames = mean_frames * index.views  # frames of 9 regions stored per video: every view's
+    coarse_bytes = 4 * index.coarse.shape[1] * index.views
     rows: list[TradeoffRow] = []
     map_by_edit: dict[str, dict[str, dict[str, float]]] = {}
 
@@ -406,7 +484,7 @@ def run_tradeoff(
         if scorer is None:
             continue
         sims, ms, calls = _timed_retrieval(benchmark, index, "fine", progress, scorer=scorer, label=label)
-        add(label, None, sims, ms, calls, scorer.bytes_per_frame * mean_frames)
+        add(label, None, sims, ms, calls, scorer.bytes_per_frame * stored_frames)
         if scorer is student_b:
             fine_sims = sims
     sims, ms, calls = _timed_retrieval(benchmark, index, "coarse", progress, label="S^c")
@@ -421,7 +499,7 @@ def run_tradeoff(
             )
             add(name, fraction, sims, ms, calls, size)
 
-    dns_bytes = coarse_bytes + student_b.bytes_per_frame * mean_frames + SELECTOR_BYTES
+    dns_bytes = coarse_bytes + student_b.bytes_per_frame * stored_frames + SELECTOR_BYTES
     sweep(DNS_ROWS["mix"], "dns", FRACTIONS, dns_bytes, "DnS", selector=selector)
     sweep(DNS_ROWS["cascade"], "dns", FRACTIONS[1:-1], dns_bytes, "DnS cascade",
           selector=selector, fusion="cascade")
@@ -454,6 +532,8 @@ def run_tradeoff(
         "queries": len(benchmark.queries),
         "mean_frames": mean_frames,
         "coarse_dims": int(index.coarse.shape[1]),
+        "index_crops": [f"{layout.crop:g}:{layout.stride:g}" for layout in index_crops],
+        "views": index.views,
         "torch_threads": torch.get_num_threads(),
         "map_by_edit": map_by_edit,
     }
@@ -509,6 +589,7 @@ def write_table(rows: Sequence[TradeoffRow], context: Mapping, path: str | Path)
         "training target known exactly (it needs the fine score of every pair: a reference, not a method). "
         f"`{TOPK_METHOD}`: no selector; the top fraction by S^c re-ordered by S^f_B within the ranks it held.",
         "",
+        *_views_note(context),
         "| method | re-rank fraction | mAP | mAP (hard) | ms / query | fine calls / query | bytes / video |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -522,6 +603,17 @@ def write_table(rows: Sequence[TradeoffRow], context: Mapping, path: str | Path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
+
+
+def _views_note(context: Mapping) -> list[str]:
+    """The report's paragraph on crop views (`index_crops`), or nothing for a plain index."""
+    if not context.get("index_crops"):
+        return []
+    return [f"Indexed with crop views (`--index-crops {' '.join(context['index_crops'])}`): every video is also "
+            f"stored as a target by the zoomed crops of those grids, {context['views']} views in all (its full frame "
+            "first). S^c scores a target by its best view (one vector a view); the teacher and the fine students "
+            "by region Chamfer over all its views' regions (9 a view and frame). A query keeps its full frame. "
+            f"Storage counts every view.", ""]
 
 
 def edit_table(by_method: Mapping[str, Mapping[str, Mapping[str, float]]]) -> list[str]:

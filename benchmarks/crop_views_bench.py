@@ -1,0 +1,129 @@
+"""Students that see crops at indexing: which part of the index needs crop views, and how many views pay.
+
+    .venv/bin/python benchmarks/crop_views_bench.py                             # held out + small, seed 0
+    .venv/bin/python benchmarks/crop_views_bench.py --presets heldout --seeds 0 1 2 \
+        --out benchmarks/results/crop_views.md
+
+Issue #15: the students are distilled from a teacher that sees zoomed crops, but they index a video by its full
+frame's 9 regions only, so a picture-in-picture, cropped or bordered copy shows them its source at a scale they
+never compare.  Crop views give them that scale at indexing time, with the pack's networks unchanged: every video
+is also indexed, as a target, by the zoomed crops of a grid (`--grid CROP:STRIDE`, default 0.5:0.25: 9 crops of
+half the side every quarter, each resized to the frame's size; `CropLayout`).  S^c then holds one vector per view
+(the full frame's, then each crop's) and scores a target by its best view; S^f_B holds the codes of every view's
+regions and scores by region Chamfer over all of them.  A query keeps its full frame.
+
+For each preset and benchmark seed, side by side on the same features and networks (the pack's; no timing: mAP
+only, `dnsvr eval benchmark --index-crops` times them): the index without views, with views for S^c only, for
+S^f_B only, and for both; each by S^c alone, S^f_B on every candidate, the S^c top 5/10/20 % re-ordered by S^f_B
+(cascade) and DnS at 5/10 % with the pack's default fusion.  Then S^c alone with subsets of the grid's views
+(the centre crop only; the four corners; corners and centre), what fewer views cost in mAP.  Crop features are
+cached beside the benchmark's (`benchmark_crop_features`); a held-out seed's take ~25 min on 2 busy cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+from dnsvr.training.data.crop_regions import CropLayout
+from dnsvr.training.evaluation.nd_benchmark import PRESETS, default_cache_dir
+from dnsvr.training.evaluation.tradeoff import (
+    benchmark_crop_features,
+    benchmark_with_features,
+    fine_scorer,
+    index_videos,
+)
+from dnsvr.training.files import atomic_write_text
+from fusion_policies import evaluate
+
+METHODS = (  # (label, score_query method, fraction, fusion: None = the method's own, "pack" = the pack's default)
+    ("S^c", "coarse", 0.0, None),
+    ("S^f_B, every candidate", "fine", 0.0, None),
+    ("S^c top 5% re-ordered by S^f_B", "topk", 0.05, None),
+    ("S^c top 10% re-ordered by S^f_B", "topk", 0.1, None),
+    ("S^c top 20% re-ordered by S^f_B", "topk", 0.2, None),
+    ("DnS 5%", "dns", 0.05, "pack"),
+    ("DnS 10%", "dns", 0.1, "pack"),
+)
+
+
+def view_subsets(layout: CropLayout) -> dict[str, list[int]]:
+    """{name: the view columns kept (0: the full frame; 1 + i: crop i of `layout.boxes`)} for S^c with fewer views:
+    the crop nearest the frame's centre, the four corner crops, both, and every crop."""
+    centres = np.array([(top + layout.crop / 2, left + layout.crop / 2) for top, left in layout.boxes])
+    centre = int(np.argmin(np.abs(centres - 0.5).sum(axis=1)))
+    extremes = [(min, min), (min, max), (max, min), (max, max)]
+    tops, lefts = [top for top, _ in layout.boxes], [left for _, left in layout.boxes]
+    corners = [layout.boxes.index((pick_top(tops), pick_left(lefts))) for pick_top, pick_left in extremes]
+    return {"full frame + centre crop": [0, 1 + centre],
+            "full frame + 4 corner crops": [0, *(1 + c for c in corners)],
+            "full frame + 4 corners + centre": [0, *sorted(1 + c for c in {*corners, centre})],
+            "full frame + every crop": list(range(1 + len(layout.boxes)))}
+
+
+def preset_results(preset: str, seed: int, layout: CropLayout, pack_dir: str | None) -> dict[tuple[str, str, int],
+                                                                                           tuple[float, float]]:
+    """{(index, method, views): (mAP, hard mAP)} of one benchmark preset and seed; `views`: vectors per video for
+    S^c, views whose regions S^f_B compares for the fine rows."""
+    pack, benchmark, features = benchmark_with_features(preset, seed, pack_dir, progress=False)
+    crops = benchmark_crop_features(benchmark, pack, layout, default_cache_dir())
+    coarse, selector, fine = pack.load("coarse"), pack.load("selector").eval(), fine_scorer(pack.load("fine"))
+    both = index_videos(features, coarse, selector, [fine], progress=False, crops=crops)
+    indices = {"no views": dataclasses.replace(both, coarse_views=None, fine_targets=None),
+               "views for S^c": dataclasses.replace(both, fine_targets=None),
+               "views for S^f_B": dataclasses.replace(both, coarse_views=None),
+               "views for both": both}
+    results = {}
+
+    def measure(index_name: str, label: str, index, method: str, fraction: float, fusion: str | None) -> None:
+        fusion = pack.default_fusion if fusion == "pack" else fusion
+        fine_views = 1 + len(layout.boxes) if index.fine_targets is not None else 1
+        key = (index_name, f"{label}{f' ({fusion})' if fusion else ''}", fine_views if method == "fine"
+               else index.views)
+        results[key] = evaluate(benchmark, index, method, selector=selector, scorer=fine, fraction=fraction,
+                                fusion=fusion, calibration=pack.calibration)
+        print(f"{preset} {seed} {key}: {results[key][0]:.4f} / {results[key][1]:.4f}", flush=True)
+
+    for index_name, index in indices.items():
+        for label, method, fraction, fusion in METHODS:
+            measure(index_name, label, index, method, fraction, fusion)
+    for name, columns in view_subsets(layout).items():
+        subset = dataclasses.replace(both, coarse_views=both.coarse_views[:, columns], fine_targets=None)
+        measure(name, "S^c", subset, "coarse", 0.0, None)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=["heldout", "small"], choices=list(PRESETS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="benchmark seeds (default: 0)")
+    parser.add_argument("--grid", default="0.5:0.25", metavar="CROP:STRIDE",
+                        help="the crop grid of the views (default: 0.5:0.25, 9 crops of half the side)")
+    parser.add_argument("--pack", default=None, help="model pack directory (default: the bundled pack)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the table to this markdown file")
+    args = parser.parse_args()
+    layout = CropLayout.parse(args.grid)
+    runs = {(preset, seed): preset_results(preset, seed, layout, args.pack)
+            for preset in args.presets for seed in args.seeds}
+    lines = [f"Crop views of grid {args.grid} ({len(layout.boxes)} crops; `benchmarks/crop_views_bench.py`), pack "
+             f"{args.pack or 'bundled'}, benchmark seeds {' '.join(map(str, args.seeds))}. `views`: vectors per "
+             "video for S^c, views whose regions S^f_B compares for its rows. Cells: mAP / mAP on hard copies, "
+             "the mean over seeds.", "",
+             "| index | method | views | " + " | ".join(args.presets) + " |",
+             "|---|---|---:|" + "---|" * len(args.presets)]
+    for key in next(iter(runs.values())):
+        cells = []
+        for preset in args.presets:
+            values = np.array([runs[preset, seed][key] for seed in args.seeds])  # [seeds, 2]
+            cells.append(f"{values[:, 0].mean():.4f} / {values[:, 1].mean():.4f}")
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        atomic_write_text(args.out, text)
+
+
+if __name__ == "__main__":
+    main()
