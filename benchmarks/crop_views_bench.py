@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
+import time
 from pathlib import Path
 
 import numpy as np
-from dnsvr.training.data.crop_regions import CropLayout
+import torch
+from dnsvr.training.data.crop_regions import CropLayout, crop_views
 from dnsvr.training.evaluation.nd_benchmark import PRESETS, default_cache_dir
 from dnsvr.training.evaluation.tradeoff import (
     benchmark_crop_features,
@@ -95,6 +98,35 @@ def preset_results(preset: str, seed: int, layout: CropLayout, pack_dir: str | N
     return results
 
 
+@torch.inference_mode()
+def indexing_ms(preset: str, seed: int, layout: CropLayout, pack_dir: str | None, videos: int = 4,
+                repeats: int = 3) -> tuple[float, float]:
+    """Indexing time per frame (ms; extractor + S^c + S^f_B codes, fastest of `repeats`) of a few benchmark videos,
+    full frame only vs with crop views, measured alternately in one run -> (plain, with views)."""
+    pack, benchmark, _ = benchmark_with_features(preset, seed, pack_dir, progress=False)
+    extractor, coarse, fine = pack.load_extractor(), pack.load("coarse"), pack.load("fine")
+    clips = [frames for _, frames in itertools.islice(benchmark.iter_frames(progress=False), videos)]
+    frames = sum(len(clip) for clip in clips)
+
+    def plain(clip: np.ndarray) -> None:
+        regions = extractor(torch.from_numpy(clip))  # [T, 9, D]
+        coarse.index_video(regions), fine.index_video(regions)
+
+    def with_views(clip: np.ndarray) -> None:
+        full = extractor(torch.from_numpy(clip)).numpy()  # [T, 9, D]
+        regions = np.concatenate([full, layout.crop_regions(clip, extractor)], axis=1)  # [T, 9 * V, D]
+        coarse.index_video(torch.from_numpy(crop_views(regions))), fine.index_video(torch.from_numpy(regions))
+
+    best = {plain: float("inf"), with_views: float("inf")}
+    for _ in range(repeats):
+        for index in best:
+            began = time.perf_counter()
+            for clip in clips:
+                index(clip)
+            best[index] = min(best[index], time.perf_counter() - began)
+    return 1000 * best[plain] / frames, 1000 * best[with_views] / frames
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["heldout", "small"], choices=list(PRESETS))
@@ -104,6 +136,7 @@ def main() -> None:
     parser.add_argument("--pack", default=None, help="model pack directory (default: the bundled pack)")
     parser.add_argument("--out", type=Path, default=None, help="also write the table to this markdown file")
     args = parser.parse_args()
+    torch.set_num_threads(2)
     layout = CropLayout.parse(args.grid)
     runs = {(preset, seed): preset_results(preset, seed, layout, args.pack)
             for preset in args.presets for seed in args.seeds}
@@ -119,6 +152,10 @@ def main() -> None:
             values = np.array([runs[preset, seed][key] for seed in args.seeds])  # [seeds, 2]
             cells.append(f"{values[:, 0].mean():.4f} / {values[:, 1].mean():.4f}")
         lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(cells) + " |")
+    plain_ms, views_ms = indexing_ms(args.presets[0], args.seeds[0], layout, args.pack)
+    lines += ["", f"Indexing time per frame ({args.presets[0]} seed {args.seeds[0]}, 4 videos, extractor + S^c + S^f_B "
+              f"codes, {torch.get_num_threads()} torch threads, fastest of 3, alternated in one run): full frame "
+              f"{plain_ms:.1f} ms, with crop views {views_ms:.1f} ms ({views_ms / plain_ms:.1f}x)."]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
