@@ -211,14 +211,17 @@ def index_videos(
         total=total if total is not None else getattr(features, "__len__", lambda: None)(),
     ):
         x = torch.as_tensor(np.asarray(array, np.float32))
+        full_view = coarse.index_video(x)[0]  # [C]: the video as a query, and its first view as a target
         views, targets = None, None
         if crops is not None:
-            regions = np.concatenate([x.numpy(), np.asarray(crops[video_id], np.float32)], axis=1)  # [T, 9 * V, D]
-            views = coarse.index_video(torch.from_numpy(crop_views(regions)))  # [V, C]
+            crop_regions = np.asarray(crops[video_id], np.float32)  # [T, 9 * B, D]
+            crop_vectors = coarse.index_video(torch.from_numpy(crop_views(crop_regions)))  # [B, C]
+            views = torch.cat([full_view[None], crop_vectors])  # [V, C], V = 1 + B
+            regions = np.concatenate([x.numpy(), crop_regions], axis=1)  # [T, 9 * V, D]
             targets = [scorer.index(torch.from_numpy(regions)) for scorer in scorers]
         rows[video_id] = (
             x.shape[0],
-            coarse.index_video(x)[0],
+            full_view,
             selector.index_video(x)[0, 0],
             [scorer.index(x) for scorer in scorers],
             views,
@@ -405,15 +408,21 @@ def benchmark_with_features(preset: str = "small", seed: int = 0, pack_dir: str 
     (`BenchmarkConfig.preset(preset, seed=seed, **config_overrides)`) and its features with the pack's extractor
     (`benchmark_features`), rendered frames and features cached under `cache_dir` (None: the benchmark's default
     cache) -> (pack, benchmark, {video_id: `[T, 9, 512]` float32})."""
-    from dnsvr.training.evaluation.nd_benchmark import BenchmarkConfig, build_benchmark, default_cache_dir
+    from dnsvr.training.evaluation.nd_benchmark import BenchmarkConfig, build_benchmark
     from dnsvr.training.packs.model_pack import ModelPack
 
     pack = ModelPack.from_dir(pack_dir) if pack_dir is not None else ModelPack.bundled()
     if cache_dir is not None:
         config_overrides["cache_dir"] = Path(cache_dir)
     benchmark = build_benchmark(BenchmarkConfig.preset(preset, seed=seed, **config_overrides), progress=progress)
-    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return pack, benchmark, benchmark_features(benchmark, pack, cache_root, progress)
+    return pack, benchmark, benchmark_features(benchmark, pack, _cache_root(cache_dir), progress)
+
+
+def _cache_root(cache_dir: str | Path | None) -> Path:
+    """Where the benchmark's features are cached: `cache_dir`, or the benchmark's default cache."""
+    from dnsvr.training.evaluation.nd_benchmark import default_cache_dir
+
+    return Path(cache_dir) if cache_dir is not None else default_cache_dir()
 
 
 def run_tradeoff(
@@ -450,10 +459,8 @@ def run_tradeoff(
         scorers.append(student_a)
     crops = None
     if index_crops:
-        from dnsvr.training.evaluation.nd_benchmark import default_cache_dir
-
-        cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        grids = [benchmark_crop_features(benchmark, pack, layout, cache_root, progress) for layout in index_crops]
+        grids = [benchmark_crop_features(benchmark, pack, layout, _cache_root(cache_dir), progress)
+                 for layout in index_crops]
         crops = {video_id: np.concatenate([grid[video_id] for grid in grids], axis=1) for video_id in features}
     index = index_videos(features, coarse, selector, scorers, progress=progress, crops=crops)
 
