@@ -5,7 +5,8 @@
 For every query of the near-duplicate benchmark (`dnsvr eval benchmark`'s, features cached the same way) and
 every other video, the score the served search gives that pair with its default policy (S^c, the selector
 sending 10 % of the candidates to S^f_B, merged by the pack's default fusion, `ModelPack.default_fusion`; the
-small preset's 100 targets per query are the service's default K' = 100 coarse candidates).  Prints the score
+small preset's 100 targets per query are the service's default K' = 100 coarse candidates; with the pack's crop
+views, `ModelPack.index_views`, as the service indexes: S^c by a target's best view).  Prints the score
 percentiles of true copies (by difficulty) and of the other videos, precision and recall of "score >= t" on a
 0.01 grid, and the threshold with the best F1 (ties: the higher one), which
 `dnsvr.client.duplicates.DEFAULT_DUPLICATE_THRESHOLD` records.
@@ -16,8 +17,14 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from dnsvr.training.evaluation.nd_benchmark import DIFFICULTIES
-from dnsvr.training.evaluation.tradeoff import benchmark_with_features, fine_scorer, index_videos, score_query
+from dnsvr.training.evaluation.nd_benchmark import DIFFICULTIES, default_cache_dir
+from dnsvr.training.evaluation.tradeoff import (
+    benchmark_crop_features,
+    benchmark_with_features,
+    fine_scorer,
+    index_videos,
+    score_query,
+)
 
 SERVED_FRACTION = 0.1  # the service's default re-rank policy (RerankPolicy())
 PERCENTILES = (0, 1, 5, 25, 50, 75, 95, 99, 100)
@@ -37,7 +44,11 @@ def main() -> None:
 
     pack, benchmark, features = benchmark_with_features(args.preset, args.seed, args.pack)
     selector, fine = pack.load("selector").eval(), fine_scorer(pack.load("fine"))
-    index = index_videos(features, pack.load("coarse"), selector, [fine])
+    grid = pack.index_views
+    crops = None if grid is None else benchmark_crop_features(benchmark, pack, grid, default_cache_dir())
+    index = index_videos(features, pack.load("coarse"), selector, [fine], crops=crops)
+    if crops is not None:  # the service's S^f_B compares the full frame's codes
+        index.fine_targets = None
     position = index.position()
     scores, labels = [], []  # served score; difficulty of a true copy, "" for another video
     for query in benchmark.queries:
@@ -52,7 +63,7 @@ def main() -> None:
     copies = labels != ""
     print(f"preset {args.preset}, seed {args.seed}, pack {pack.version}: {len(scores)} pairs, "
           f"{len(benchmark.queries)} queries; served score (DnS, re-rank {SERVED_FRACTION}, fusion "
-          f"{pack.default_fusion})")
+          f"{pack.default_fusion}; " + (f"crop views {grid.crop:g}:{grid.stride:g})" if grid else "full frames)"))
     print("percentiles " + " / ".join(str(p) for p in PERCENTILES))
     print(f"  true copies  ({int(copies.sum()):4d}) {percentiles(scores[copies])}")
     for level in DIFFICULTIES:

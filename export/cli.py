@@ -86,6 +86,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--afa", choices=["official", "real_frames"], default="official",
                         help="a TeachCLIP student's AFA softmax: over max_frames padded slots as TeachCLIP "
                              "(official, default) or over a video's real frames (the offline student's always is)")
+    parser.add_argument("--index-views", metavar="CROP:STRIDE|none",
+                        help="the crop grid every indexed video is also stored by (its zoomed crops' coarse vectors "
+                             "beside the full frame's; a target scores by its best view), e.g. 0.5:0.25 (9 crops of "
+                             "half the side: 10x the extractor's work per indexed frame, queries unchanged), or "
+                             "none (default: the pack's \"index_views\")")
     parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default: {OPSET})")
     parser.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (GPU only)")
     parser.add_argument("--fp16", action="store_true", help="let TensorRT compute in FP16 (with --tensorrt)")
@@ -100,7 +105,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dnsvr.export.onnx_export import ExportError, check_opset
     from dnsvr.export.repository import build_repository, bundled_layout, write_repository_files
-    from dnsvr.export.weights import WeightsError, resolve_weights
+    from dnsvr.export.weights import WeightsError, index_views_record, resolve_weights
 
     if not args.weights and not args.write_configs:
         print("dnsvr export: give --weights (or --write-configs); see `dnsvr export --help`", file=sys.stderr)
@@ -124,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
             raise ExportError("--fp16 and --profile apply to --tensorrt engines")
         source = resolve_weights(args.weights, args.fine, args.resnet_weights, args.pca, args.text_weights,
                                  args.text_max_frames, args.afa)
+        if args.index_views:
+            source.index_views = index_views_record(args.index_views)
     except (ExportError, WeightsError, ValueError, RuntimeError) as error:
         print(f"dnsvr export: {error}", file=sys.stderr)
         return 1

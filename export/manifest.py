@@ -9,12 +9,15 @@
               "embed_dim": 256, "max_words": 32} or null,
      "text_weights": the TeachCLIP checkpoint given with --text-weights in place of the pack's student, or null,
      "calibration": the pack's fine-to-coarse score map {"fine": [...], "coarse": [...]} or null,
-     "fusion": the pack's default re-rank fusion ("mix", "cascade" or "calibrated"; absent before stop 27: mix)}
+     "fusion": the pack's default re-rank fusion ("mix", "cascade" or "calibrated"; absent before stop 27: mix),
+     "index_views": the pack's crop grid of indexed videos {"crop": 0.5, "stride": 0.25}, or null: full frames,
+     "duplicate_threshold": the pack's near-duplicate threshold, or null: DEFAULT_DUPLICATE_THRESHOLD}
 
 Readers: `read_manifest(repository)`, `fine_kind(manifest)` (the one fine student the pipelines serve),
 `text_settings(manifest)` (the text-video student's, None without one), `score_calibration(manifest)` (the map
 of the re-rank fusion 'calibrated', None without one), `default_fusion(manifest)` (the fusion of a search that
-names none),
+names none), `index_views(manifest)` (the crop grid indexed videos are also stored by, None without one),
+`duplicate_threshold(manifest)` (the near-duplicate threshold of an index call that names none),
 `model_version(manifest)` (what the store records, so vectors of two exports are never mixed) and
 `changed_weights(repository)` (weight files that changed since the export, e.g. a retrained pack).
 """
@@ -26,14 +29,17 @@ import json
 from pathlib import Path
 
 from dnsvr.client import spec
+from dnsvr.client.duplicates import DEFAULT_DUPLICATE_THRESHOLD, DuplicatePolicy
+from dnsvr.training.data.crop_regions import CropLayout
 from dnsvr.training.files import file_sha256
 from dnsvr.training.ranking import DEFAULT_FUSION, ScoreCalibration, check_fusion
 
 MANIFEST = "manifest.json"
-FORMAT = 8  # 3: the text-video student ("text", dnsvr_search_text); 4: fine_similarity_bin/1/comparator.onnx
+FORMAT = 9  # 3: the text-video student ("text", dnsvr_search_text); 4: fine_similarity_bin/1/comparator.onnx
 # (its CPU Hamming path); 5: the student's kind ("text"."kind"), "text_weights"; 6: video thumbnails
 # (video_decode's and dnsvr_embed's `thumbnail`, dnsvr_thumbnails); 7: the pack's score "calibration"; 8:
-# video_features (decoding and the extractor side by side) in place of video_decode -> frame_features.
+# video_features (decoding and the extractor side by side) in place of video_decode -> frame_features; 9: the
+# pack's crop grid of indexed videos ("index_views") and the video_views pipeline.
 # Older exports are re-exported.
 TEXT_KEYS = {"kind", "afa", "max_frames", "embed_dim", "max_words"}  # + "image_size" for a TeachCLIP student
 
@@ -95,6 +101,31 @@ def default_fusion(manifest: dict) -> str:
     except ValueError as error:
         raise ManifestError(f"the manifest's default fusion is invalid ({error}): re-export the repository") from None
     return fusion
+
+
+def duplicate_threshold(manifest: dict) -> float:
+    """The near-duplicate threshold of an index call that names none: the pack's (its "duplicate_threshold"),
+    else `DEFAULT_DUPLICATE_THRESHOLD`; ManifestError when it is not a score in [0, 1]."""
+    value = manifest.get("duplicate_threshold")
+    if value is None:
+        return DEFAULT_DUPLICATE_THRESHOLD
+    try:
+        return DuplicatePolicy(threshold=value).threshold
+    except ValueError as error:
+        raise ManifestError(f"the manifest's duplicate_threshold is invalid ({error}): re-export the repository"
+                            ) from None
+
+
+def index_views(manifest: dict) -> CropLayout | None:
+    """The crop grid indexed videos are also stored by (`video_views`; the pack's "index_views"), None when the
+    repository indexes full frames alone (also an export that records none)."""
+    data = manifest.get("index_views")
+    if data is None:
+        return None
+    try:
+        return CropLayout(float(data["crop"]), float(data["stride"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise ManifestError(f"the manifest's index_views is invalid ({error}): re-export the repository") from None
 
 
 def model_version(manifest: dict) -> str:

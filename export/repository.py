@@ -10,7 +10,7 @@
     <repo>/<network>/1/model.plan              with --tensorrt
     <repo>/dnsvr_embed/config.pbtxt, 1/        the ensemble video_features -> the video models
     <repo>/dnsvr_text_embed/config.pbtxt, 1/   the ensemble text_tokenize -> text_encoder (text-video student)
-    <repo>/<python model>/config.pbtxt, 1/model.py   video_features, dnsvr_index, dnsvr_search,
+    <repo>/<python model>/config.pbtxt, 1/model.py   video_features, video_views, dnsvr_index, dnsvr_search,
                                                       dnsvr_search_text, dnsvr_delete, dnsvr_stats,
                                                       dnsvr_thumbnails,
                                                       text_tokenize (one import line each)
@@ -64,6 +64,7 @@ NETWORK_ADAPTERS = {  # networks whose cpu_local adapter is not ONNX_RUNNER
 }
 PYTHON_MODELS = {  # pipeline -> the module whose TritonPythonModel serves it
     "video_features": f"{ADAPTERS}.video_features",
+    "video_views": f"{ADAPTERS}.video_views",
     "dnsvr_index": f"{ADAPTERS}.index",
     "dnsvr_search": f"{ADAPTERS}.search",
     "dnsvr_search_text": f"{ADAPTERS}.search_text",
@@ -311,6 +312,8 @@ def _build_locked(
             "text_weights": str(source.text_weights) if source.text_weights else None,
             "calibration": source.calibration,
             "fusion": source.fusion,
+            "index_views": source.index_views,
+            "duplicate_threshold": source.duplicate_threshold,
         }
         atomic_write_text(staging / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         swap_in(staging, repository)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from dnsvr.client import spec
 from dnsvr.export.text_kinds import TEXT_EXPORTS
+from dnsvr.training.data.crop_regions import CropLayout
 from dnsvr.training.networks.checkpoints import (
     TEXT_VIDEO_KINDS,
     CheckpointError,
@@ -73,6 +74,8 @@ class ExportSource:
     text_weights: Path | None = None  # the student given with `text_weights`, in place of the weights' own
     calibration: dict | None = None  # the pack's fine-to-coarse score map (fusion 'calibrated'), None without one
     fusion: str = DEFAULT_FUSION  # the pack's default re-rank fusion (a search that names none uses it)
+    index_views: dict | None = None  # the pack's crop grid of indexed videos {"crop", "stride"}, None: full frame
+    duplicate_threshold: float | None = None  # the pack's near-duplicate threshold, None: the default
 
     def text_settings(self) -> dict | None:
         """What serving needs to know of the text-video student (the manifest's "text"), None without one."""
@@ -103,6 +106,17 @@ def _text_models(source: ExportSource, kind: str, network: nn.Module) -> None:
     source.text_kind = kind
 
 
+def _grid_record(layout: CropLayout | None) -> dict | None:
+    """A crop grid as the manifest records it, None for none."""
+    return None if layout is None else {"crop": layout.crop, "stride": layout.stride}
+
+
+def index_views_record(text: str) -> dict | None:
+    """`dnsvr export --index-views`: `CROP:STRIDE` or `none` -> the manifest's record; ValueError naming the
+    problem."""
+    return None if text.strip().lower() == "none" else _grid_record(CropLayout.parse(text))
+
+
 def from_pack(pack: ModelPack, text_max_frames: int | None = None, own_text: bool = True) -> ExportSource:
     """Every network of a model pack (extractor, fine student, coarse student, selector and, with `own_text`, its
     text-video student)."""
@@ -119,7 +133,8 @@ def from_pack(pack: ModelPack, text_max_frames: int | None = None, own_text: boo
         calibration = pack.calibration
         source = ExportSource({}, files, f"model pack {pack.root}", pack.extractor, pack_version=pack.version,
                               calibration=calibration.to_dict() if calibration else None,
-                              fusion=pack.default_fusion)
+                              fusion=pack.default_fusion, index_views=_grid_record(pack.index_views),
+                              duplicate_threshold=pack.duplicate_threshold)
         source.networks[spec.extractor(text_kind).name] = pack.load_extractor()
         _student_models(source, pack.fine, pack.load("fine"))
         source.networks[spec.COARSE_EMBED.name] = pack.load("coarse")

@@ -10,6 +10,8 @@ import pytest
 from dnsvr.training.data.corpus import CorpusConfig, build_corpus_features
 from dnsvr.training.distill.fusion_choice import (
     GAIN_SCALE,
+    INDEX_VIEWS_FUSION,
+    INDEX_VIEWS_RULE,
     FusionChoice,
     choose_pack_fusion,
     ndcg,
@@ -116,6 +118,8 @@ def test_a_pack_records_its_chosen_fusion_and_serves_it(tmp_path, tiny_corpus):
 
     pack_dir = shutil.copytree(BUNDLED_DIR, tmp_path / "pack")
     features, pairs = tiny_corpus
+    full_frames = {k: v for k, v in json.loads((pack_dir / "pack.json").read_text()).items() if k != "index_views"}
+    (pack_dir / "pack.json").write_text(json.dumps(full_frames))
     before = (pack_dir / "pack.json").read_text()
     dry = choose_pack_fusion(pack_dir, features, pairs, budgets=(0.2, 0.5), write=False, progress=False)
     assert (pack_dir / "pack.json").read_text() == before
@@ -128,6 +132,12 @@ def test_a_pack_records_its_chosen_fusion_and_serves_it(tmp_path, tiny_corpus):
     assert stored["fusion_choice"] == recorded
     assert ModelPack.from_dir(pack_dir).default_fusion == choice.fusion
     assert stored["calibration"] and stored["files"]  # every other key kept
+    (pack_dir / "pack.json").write_text(json.dumps({**stored, "index_views": {"crop": 0.5, "stride": 0.25}}))
+    viewed = choose_pack_fusion(pack_dir, features, pairs, budgets=(0.2, 0.5), progress=False)
+    stored = json.loads((pack_dir / "pack.json").read_text())
+    assert viewed.fusion == stored["fusion"] == INDEX_VIEWS_FUSION == "cascade" and viewed.ndcg == choice.ndcg
+    assert stored["fusion_choice"]["measured_choice"] == choice.fusion
+    assert stored["fusion_choice"]["index_views_rule"] == INDEX_VIEWS_RULE
     with pytest.raises(ValueError, match="budgets must be fractions"):
         choose_pack_fusion(pack_dir, features, pairs, budgets=(0.0,), progress=False)
 
@@ -163,8 +173,9 @@ def test_the_fusion_command_prints_its_measurements_and_names_bad_input(tmp_path
     out = capsys.readouterr().out
     assert "at 0.2" in out and "<- default" in out and "dry run: not written" in out
     assert (pack_dir / "pack.json").read_text() == before
-    assert main(command) == 0  # the default budgets (5 %, 10 %) pick nothing of 5 candidates: mix stays
-    assert "default fusion mix; export the pack again" in capsys.readouterr().out
+    assert main(command) == 0  # the bundled pack indexes by crop views: the cascade, whatever was measured
+    out = capsys.readouterr().out
+    assert "default fusion cascade; export the pack again" in out and INDEX_VIEWS_RULE in out
     assert json.loads((pack_dir / "pack.json").read_text())["fusion_choice"]["picks_median_rank"] == {
         "0.05": None, "0.1": None}
     missing = ["train", "fusion", "--pack", str(pack_dir), "--features", str(features), "--pairs",

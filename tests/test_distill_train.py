@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from dnsvr.training.data.corpus import CorpusConfig, build_corpus_features
+from dnsvr.training.data.crop_regions import CropLayout
 from dnsvr.training.distill.augment import pad_batch
 from dnsvr.training.distill.pairs import PairSet, mine_pairs
 from dnsvr.training.distill.teachers import ChamferTeacher
@@ -243,7 +244,8 @@ def test_a_pack_distilled_from_the_crop_teacher(corpus, tmp_path):
     assert pack.info["training"]["config"]["teacher_crops"] == [[0.5, 0.5]]
     assert set(pack.files) == {"fine", "coarse", "selector"}
     choice = pack.info["fusion_choice"]  # the default fusion, judged by the crop teacher's pairs
-    assert pack.default_fusion == choice["fusion"] == "mix" and choice["queries"] == 6  # 5 candidates: no picks
+    assert choice["measured_choice"] == "mix" and choice["queries"] == 6  # 5 candidates: no picks
+    assert pack.index_views == CropLayout(0.5, 0.25) and pack.default_fusion == choice["fusion"] == "cascade"
 
 
 def test_the_pack_command_maps_teacher_crops_onto_the_config(monkeypatch, tmp_path):
@@ -263,12 +265,18 @@ def test_the_pack_command_maps_teacher_crops_onto_the_config(monkeypatch, tmp_pa
     assert main(base) == 0
     assert main([*base, "--teacher-crops", "0.5:0.25", "0.3:0.175", "--teacher-turns"]) == 0
     assert main([*base, "--teacher-crops", "0.5:0.25", "--teacher-turns", "--teacher-blurs", "1.5"]) == 0
+    assert main([*base, "--index-views", "none"]) == 0
+    assert main([*base, "--index-views", "0.3:0.175"]) == 0
+    assert configs[1].index_views == pack_builder.PackConfig().index_views == (0.5, 0.25)  # one default
+    assert configs[4].index_views is None and configs[5].index_views == (0.3, 0.175)
     assert configs[0].teacher_crops == ((0.5, 0.25),) and not configs[0].teacher_turns
     assert configs[0].teacher_layout.regions_per_frame == 90 and configs[1].teacher_layout is None
     assert configs[2].teacher_layout.regions_per_frame == 342 and configs[2].teacher_turns
     assert configs[3].teacher_blurs == (1.5,) and configs[3].teacher_layout.regions_per_frame == 90 + 27 + 9
     with pytest.raises(SystemExit):
         main([*base, "--teacher-crops", "0.5"])
+    with pytest.raises(SystemExit):
+        main([*base, "--index-views", "0.5:0.75"])
 
 
 def test_a_given_features_file_is_the_corpus(corpus, tmp_path):

@@ -195,6 +195,40 @@ def test_a_packs_default_fusion_is_exported_and_checked(tmp_path: Path) -> None:
     assert resolve_weights([str(pack)]).fusion == "mix"
 
 
+def test_a_packs_crop_grid_and_duplicate_threshold_are_exported_and_checked(tmp_path: Path) -> None:
+    import shutil
+
+    from dnsvr.client.duplicates import DEFAULT_DUPLICATE_THRESHOLD
+    from dnsvr.export.manifest import duplicate_threshold, index_views
+    from dnsvr.export.weights import index_views_record
+    from dnsvr.training.data.crop_regions import CropLayout
+    from dnsvr.training.packs.model_pack import BUNDLED_DIR
+
+    pack = shutil.copytree(BUNDLED_DIR, tmp_path / "pack")
+    meta = json.loads((pack / "pack.json").read_text())
+    source = resolve_weights([str(pack)])
+    assert source.index_views == meta["index_views"] == {"crop": 0.5, "stride": 0.25}
+    assert index_views({"index_views": source.index_views}) == CropLayout(0.5, 0.25)
+    assert duplicate_threshold({"duplicate_threshold": source.duplicate_threshold}) == meta["duplicate_threshold"]
+    assert index_views({}) is None and duplicate_threshold({}) == DEFAULT_DUPLICATE_THRESHOLD  # older exports
+    assert index_views_record("none") is None and index_views_record("0.3:0.175") == {"crop": 0.3, "stride": 0.175}
+    with pytest.raises(ValueError, match="CROP:STRIDE"):
+        index_views_record("half")
+    with pytest.raises(ManifestError, match="index_views is invalid"):
+        index_views({"index_views": {"crop": 0.5, "stride": 0.75}})
+    with pytest.raises(ManifestError, match="duplicate_threshold is invalid"):
+        duplicate_threshold({"duplicate_threshold": 1.5})
+    for key, bad, message in [("index_views", {"crop": 2}, "index_views must be"),
+                              ("duplicate_threshold", "high", "duplicate_threshold")]:
+        (pack / "pack.json").write_text(json.dumps({**meta, key: bad}))
+        with pytest.raises(WeightsError, match=message):
+            resolve_weights([str(pack)])
+    plain = {k: v for k, v in meta.items() if k not in ("index_views", "duplicate_threshold")}
+    (pack / "pack.json").write_text(json.dumps(plain))
+    source = resolve_weights([str(pack)])
+    assert source.index_views is None and source.duplicate_threshold is None
+
+
 def test_bundled_pack_missing_names_the_training_command(monkeypatch, tmp_path: Path) -> None:
     from dnsvr.training.packs import model_pack
 

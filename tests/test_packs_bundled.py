@@ -9,6 +9,8 @@ import pytest
 import torch
 from conftest import REPO
 from dnsvr.serving.cli.main import main
+from dnsvr.training.data.crop_regions import CropLayout
+from dnsvr.training.distill.fusion_choice import INDEX_VIEWS_FUSION
 from dnsvr.training.packs.model_pack import ModelPack
 
 BUNDLED = REPO / "training" / "packs" / "bundled"
@@ -34,7 +36,9 @@ def test_bundled_pack_describes_itself_and_its_networks_load():
     assert calibration is not None and np.all(np.diff(calibration.coarse) >= 0)
     assert 0.0 <= calibration.coarse[0] and calibration.coarse[-1] <= 1.0
     choice = pack.info["fusion_choice"]  # the default fusion, chosen by its teacher on its corpus (train fusion)
-    assert pack.default_fusion == choice["fusion"] == max(choice["mean"], key=choice["mean"].get)
+    assert choice["measured_choice"] == max(choice["mean"], key=choice["mean"].get)
+    assert pack.index_views == CropLayout(0.5, 0.25)  # indexed by crop views: the cascade (INDEX_VIEWS_RULE)
+    assert pack.default_fusion == choice["fusion"] == INDEX_VIEWS_FUSION
 
 
 @needs_bundled

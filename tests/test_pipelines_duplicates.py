@@ -62,6 +62,8 @@ def test_policy_modes_decide_search_and_store() -> None:
     assert keep.stores(3) and report.stores(3) and report.stores(0) and skip.stores(0) and not skip.stores(1)
     assert DuplicatePolicy.parse("skip", 0).threshold == 0 and DuplicatePolicy.parse("skip", 1.0).threshold == 1.0
     assert DuplicatePolicy.parse("skip", np.float32(0.5)).threshold == 0.5
+    assert DuplicatePolicy.parse("skip", None, 0.93).threshold == 0.93  # a server's pack default
+    assert DuplicatePolicy.parse("skip", 0.5, 0.93).threshold == 0.5  # a named threshold wins
 
 
 @pytest.mark.parametrize(("mode", "threshold", "message"), [

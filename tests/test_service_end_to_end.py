@@ -40,6 +40,7 @@ def test_health_and_stats(client, indexed):
     stats = client.stats()
     assert stats["videos"] == len(indexed) and stats["milvus_version"].startswith("milvus_lite")
     assert "fine_similarity_bin" in stats["models"]["served"]
+    assert stats["index_views"] == stats["views"] == 9 and stats["view_rows"] == 10 * len(indexed)  # the pack's grid
 
 
 def test_text_search_with_the_bundled_student(client, indexed):
@@ -105,15 +106,17 @@ def test_index_skips_and_reports_near_duplicates(client, service, indexed):
     """A brighter copy of an indexed video: skip reports the original and stores nothing, report stores it and
     reports the original (sync and asyncio clients); a bad policy sent past the client's check is refused."""
     from dnsvr.client import protocol
-    from dnsvr.client.duplicates import DEFAULT_DUPLICATE_THRESHOLD
     from dnsvr.training.data.video import decode_video
+    from dnsvr.training.packs.model_pack import ModelPack
 
     frames = decode_video(VIDEOS / "doorknob-hd-no-bar.mp4", max_frames=int(MAX_FRAMES))
     brighter = np.clip(frames.astype(np.int16) + 12, 0, 255).astype(np.uint8)
     before = client.stats()["videos"]
     skipped = client.index("doorknob-brighter", brighter, on_duplicate="skip")
     assert not skipped.stored and skipped.duplicates[0].video_id == "doorknob-hd-no-bar"
-    assert all(d.score >= DEFAULT_DUPLICATE_THRESHOLD for d in skipped.duplicates)
+    threshold = ModelPack.bundled().duplicate_threshold  # the pack's, which the server uses when none is named
+    assert client.stats()["duplicate_threshold"] == threshold
+    assert all(d.score >= threshold for d in skipped.duplicates)
     assert client.stats()["videos"] == before
     with pytest.raises(NotFound):
         client.search(video_id="doorknob-brighter")
@@ -216,6 +219,21 @@ def test_reranked_hits_say_where_the_copy_is(service, client, indexed, capsys, m
     monkeypatch.setenv("COLUMNS", "200")  # the table's width: the segments column unwrapped
     assert cli.main(["search", str(video), "--top-k", "1", "--rerank", "1.0", "--url", service.grpc_url]) == 0
     assert "q 0.0-8.0s ↔ t 0.0-8.0s" in capsys.readouterr().out
+
+
+def test_a_zoomed_crop_of_an_indexed_video_meets_its_crop_view(client, indexed):
+    """The bundled pack indexes every video by its crop grid too (video_views): a query that shows the centre
+    quarter of an indexed video zoomed to the whole frame (as a cropped copy does) meets that video's centre
+    view, so it comes first with a coarse score of ~1."""
+    from dnsvr.training.data.crop_regions import CropLayout
+    from dnsvr.training.data.video import decode_video
+
+    frames = decode_video(VIDEOS / "doorknob-hd-no-bar.mp4", max_frames=int(MAX_FRAMES))
+    grid = CropLayout(0.5, 0.25)
+    centre = grid.boxes.index((0.25, 0.25))
+    zoomed = grid.zoomed(frames)[centre * len(frames):(centre + 1) * len(frames)]  # [T, 224, 224, 3]
+    result = client.search(zoomed, top_k=3, rerank=0)
+    assert result[0].video_id == "doorknob-hd-no-bar" and result[0].score == pytest.approx(1.0, abs=1e-3)
 
 
 def test_pattern_group_ranks_first_with_bundled_pack(client, indexed):

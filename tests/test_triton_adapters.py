@@ -42,9 +42,10 @@ def text(value: str) -> np.ndarray:
     return np.array([value.encode()], dtype=object)
 
 
-def write_manifest(repository, fine: str = "bin") -> None:
+def write_manifest(repository, fine: str = "bin", index_views: dict | None = None) -> None:
     repository.mkdir(parents=True, exist_ok=True)
-    (repository / "manifest.json").write_text(json.dumps({"pack_version": "test@1", "fine": [fine]}))
+    (repository / "manifest.json").write_text(json.dumps({"pack_version": "test@1", "fine": [fine],
+                                                          "index_views": index_views}))
 
 
 def test_every_pipeline_module_defines_an_adapter():
@@ -102,6 +103,33 @@ def test_video_features_adapter_of_the_offline_student_gathers_its_frames(tmp_pa
     assert answer.outputs()["text_features"][0, :, 0].tolist() == [0.0, 23.0, 46.0, 69.0]
     assert answer.outputs()["text_mask"].tolist() == [[True] * 4]
     assert answer.outputs()["features"].shape == (1, 70, 9, 512)
+
+
+def test_video_views_adapter_embeds_each_crop_of_the_manifests_grid(tmp_path, stand_in):
+    extracted, embedded = [], []
+
+    def extractor(inputs):
+        extracted.append(len(inputs["frames"]))
+        return {"features": frame_values(inputs["frames"])[:, :, None] * np.ones((1, 9, 512), np.float32)}
+
+    def coarse(inputs):
+        embedded.append(inputs["features"].shape)
+        means = inputs["features"][:, :, 0, 0].mean(axis=1)  # [n]: each crop's mean grey level
+        return {"embedding": np.stack([means, np.ones_like(means)], axis=1)}
+
+    stand_in["feature_extractor"], stand_in["coarse_embed"] = extractor, coarse
+    repository = tmp_path / "repo"
+    write_manifest(repository, index_views={"crop": 0.5, "stride": 0.5})  # 4 crops: the quadrants
+    model = initialized(PYTHON_MODELS["video_views"], pipeline_config("video_views"), repository / "video_views")
+    frames = np.zeros((6, 224, 224, 3), np.uint8)
+    frames[:, 112:, 112:] = 200  # the bottom-right quadrant is bright
+    (answer,) = model.execute(requests({"frames": frames}))
+    assert answer.outputs()["views"][0, :, 0].tolist() == [0.0, 0.0, 0.0, 200.0]  # row by row
+    assert extracted == [16, 8] and embedded == [(4, 6, 9, 512)]  # 4 frames a chunk, 4 crops each
+    write_manifest(repository)
+    plain = initialized(PYTHON_MODELS["video_views"], pipeline_config("video_views"), repository / "video_views")
+    (refused,) = plain.execute(requests({"frames": frames}))
+    assert refused.error().code() == "INVALID_ARG" and "full frames alone" in refused.error().message()
 
 
 def test_called_models_tag_passes_through(tmp_path, stand_in):
@@ -168,6 +196,52 @@ def test_store_adapters_index_search_delete_stats(tmp_path, stand_in):
         assert deleted.outputs()["deleted"].tolist() == [True]
     finally:
         for model in (index, search, delete, stats, thumbnails):
+            model.finalize()
+
+
+def test_index_adapter_stores_the_crop_views_and_search_meets_them(tmp_path, stand_in):
+    """A repository whose pack indexes by a crop grid: dnsvr_index calls video_views for a video it stores (not for
+    one it skips as a duplicate), the store keeps its views, and a query showing a crop finds it by that view."""
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(5, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)  # the full frame, then 4 crop views
+    asked = []
+    stand_in["dnsvr_embed"] = lambda inputs: {"coarse": vectors[:1], "selector": np.array([[0.5]], np.float32),
+                                              "fine": np.zeros((1, 4, 9, 64), np.uint8),
+                                              "thumbnail": np.array([b"\xff\xd8\xff"], object)}
+    stand_in["video_views"] = lambda inputs: asked.append(inputs["video"]) or {"views": vectors[None, 1:]}
+    stand_in["selector_score"] = lambda inputs: {"scores": inputs["pair_features"][:, 2]}
+    stand_in["fine_similarity_bin"] = lambda inputs: {
+        "similarity": np.ones(len(inputs["candidates"]), np.float32),
+        "f2f": np.zeros((len(inputs["candidates"]), len(inputs["query"]), inputs["candidates"].shape[1]), np.float32)}
+    repository = tmp_path / "repo"
+    write_manifest(repository, index_views={"crop": 0.5, "stride": 0.5})
+    store = {"store_uri": str(tmp_path / "store.db")}
+
+    def adapter(name):
+        config = pipeline_config(name)
+        for key, value in store.items():
+            config.parameters[key].string_value = value
+        return initialized(PYTHON_MODELS[name], config, repository / name)
+
+    index, search = adapter("dnsvr_index"), adapter("dnsvr_search")
+    try:
+        (stored,) = index.execute(requests({"video_id": text("a"), "video": text("a")}))
+        assert stored.outputs()["stored"].tolist() == [True] and asked == [text("a")]
+        (skipped,) = index.execute(requests({"video_id": text("b"), "video": text("b"), "on_duplicate": text("skip"),
+                                             "duplicate_threshold": np.array([0.9], np.float32)}))
+        assert skipped.outputs()["stored"].tolist() == [False] and len(asked) == 1  # no views for a skipped copy
+        assert "crop_views" in json.loads(stored.outputs()["timings"][0])
+        stand_in["dnsvr_embed"] = lambda inputs: {"coarse": vectors[3:4], "selector": np.array([[0.5]], np.float32),
+                                                  "fine": np.zeros((1, 4, 9, 64), np.uint8)}
+        (found,) = search.execute(requests({"video": text("q"), "top_k": np.array([1], np.int32),
+                                            "rerank": text("0")}))
+        assert found.outputs()["video_ids"].tolist() == [b"a"]
+        assert found.outputs()["coarse_scores"].tolist() == pytest.approx([1.0], abs=1e-5)  # its third crop view
+        views = index.stores.existing().get("a").views
+        np.testing.assert_allclose(views, vectors[1:], atol=1e-6)
+    finally:
+        for model in (index, search):
             model.finalize()
 
 

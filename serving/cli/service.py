@@ -118,7 +118,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             "indexed, store, report them; skip: search, do not store a video that has one")
     index.add_argument("--duplicate-threshold", type=float, metavar="SCORE",
                        help=f"served score from which an indexed video is a near-duplicate, in [0, 1] (default: "
-                            f"{DEFAULT_DUPLICATE_THRESHOLD}, docs/duplicates.md)")
+                            f"the served pack's \"duplicate_threshold\", else {DEFAULT_DUPLICATE_THRESHOLD}; "
+                            "docs/duplicates.md)")
     index.add_argument("--duplicate-report", type=Path, metavar="PATH",
                        help="also write the duplicate report to PATH: .csv (one row per pair) or .json")
     _client_options(index)

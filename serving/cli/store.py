@@ -100,8 +100,8 @@ def _check(args: argparse.Namespace) -> int:
     def action(store) -> int:
         report = store.check(repair=args.repair, grace_s=args.grace)
         print(f"videos: {report.videos}  frame rows: {report.frame_rows}")
-        print(f"orphan frame rows: {report.orphan_rows}  orphan text-vector rows: {report.orphan_text_rows} "
-              f"(of {len(report.orphan_video_ids)} video ids)"
+        print(f"orphan frame rows: {report.orphan_rows}  orphan text-vector rows: {report.orphan_text_rows}  "
+              f"orphan crop-view rows: {report.orphan_view_rows} (of {len(report.orphan_video_ids)} video ids)"
               + (f"  {', '.join(report.orphan_video_ids[:20])}" if report.orphan_video_ids else ""))
         if report.skipped_recent_rows:
             print(f"skipped {report.skipped_recent_rows} orphan rows younger than {args.grace:.0f} s")
@@ -110,7 +110,7 @@ def _check(args: argparse.Namespace) -> int:
         print(f"ids the id rule refuses: {len(report.invalid_video_ids)}"
               + (f"  {', '.join(map(repr, report.invalid_video_ids[:20]))}" if report.invalid_video_ids else ""))
         if report.repaired:
-            print("repaired: orphan frames and text vectors, incomplete videos and refused ids removed")
+            print("repaired: orphan frames, text vectors and crop views, incomplete videos and refused ids removed")
             return 0
         return 0 if report.clean else 1
 
@@ -123,11 +123,15 @@ def _stats(args: argparse.Namespace) -> int:
         meta = stats.meta
         print(f"store:           {store.settings.display_uri}  ({store.server_version})")
         text = f", {store.text_collection}" if meta.text_dim else ""
-        print(f"collections:     {store.video_collection}, {store.frame_collection}{text}")
+        views = f", {store.view_collection}" if meta.views else ""
+        print(f"collections:     {store.video_collection}, {store.frame_collection}{text}{views}")
         print(f"model version:   {meta.model_version}   coarse dim: {meta.coarse_dim}  "
               f"representation: {meta.representation}  layout: {meta.layout} ({meta.frames_per_row}/row)")
         vectors = f"{meta.text_dim}-d text-video vectors ({stats.text_rows} rows)" if meta.text_dim else "none"
         print(f"text search:     {vectors}")
+        views = (f"full frame + {meta.views} crops a video ({stats.view_rows} rows)" if meta.views
+                 else "full frame alone")
+        print(f"coarse views:    {views}")
         print(f"videos:          {stats.videos}")
         print(f"frames:          {stats.frames}  in {stats.frame_rows} rows")
         print(f"payload/video:   {stats.payload_bytes_per_video:,.0f} B")

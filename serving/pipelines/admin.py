@@ -3,9 +3,10 @@
     delete_request(inputs, stores) -> {"deleted": bool [1]} (False when the id was not indexed)
     stats_request(inputs, stores) -> {"report": BYTES [1]}, a JSON object:
         health: store URI (redacted), Milvus server version, model version, the pack's default re-rank fusion,
-                videos (a store round trip)
+                the crop views each indexed video gets (`index_views`, 0: full frames alone), the near-duplicate
+                threshold of an index call that names none, videos (a store round trip)
         stats:  the above + videos, frames, frame rows, payload bytes per video, store layout, text-video vectors,
-                manifest (with the text-video student's settings)
+                crop views per stored video and their rows, manifest (with the text-video student's settings)
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def stats_request(inputs: RequestInputs, stores: ServiceStore) -> dict[str, np.n
     if what not in REPORTS:
         raise BadRequest(f"request must be 'stats' or 'health', got {what!r}")
     report = {"store_uri": stores.settings.display_uri, "model_version": stores.model_version,
-              "fine": stores.fine_kind, "default_fusion": stores.default_fusion, "text_search": stores.text is not None}
+              "fine": stores.fine_kind, "default_fusion": stores.default_fusion, "text_search": stores.text is not None,
+              "index_views": stores.views, "duplicate_threshold": stores.duplicate_threshold}
     store = stores.existing()
     if store is None:
         report.update(store_exists=False, videos=0, frames=0, milvus_version=stores.get(create=False).server_version)
@@ -47,7 +49,7 @@ def stats_request(inputs: RequestInputs, stores: ServiceStore) -> dict[str, np.n
         report.update(videos=stats.videos, frames=stats.frames, frame_rows=stats.frame_rows,
                       payload_bytes_per_video=stats.payload_bytes_per_video, disk_bytes=stats.disk_bytes,
                       layout=stats.meta.layout, coarse_dim=stats.meta.coarse_dim, text_dim=stats.meta.text_dim,
-                      text_rows=stats.text_rows)
+                      text_rows=stats.text_rows, views=stats.meta.views, view_rows=stats.view_rows)
     if what == "stats":
         manifest = read_manifest(stores.repository)
         report["models"] = {"served": manifest.get("served", []), "source": manifest.get("source"),

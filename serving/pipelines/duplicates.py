@@ -1,6 +1,7 @@
 """The near-duplicates of a video about to be indexed, free of Triton: the served search, cut at a threshold.
 
-    duplicate_policy(inputs) -> DuplicatePolicy of the request's `on_duplicate` / `duplicate_threshold`
+    duplicate_policy(inputs, default_threshold) -> DuplicatePolicy of the request's `on_duplicate` /
+        `duplicate_threshold` (absent: the pack's default threshold)
         (BadRequest naming the problem for an unknown mode, a threshold outside [0, 1] or NaN)
     find_duplicates(store, calls, embedding, video_id, threshold, fusion, calibration) -> [Duplicate] best first
 
@@ -15,7 +16,7 @@ concurrent index calls).
 
 from __future__ import annotations
 
-from dnsvr.client.duplicates import DuplicatePolicy
+from dnsvr.client.duplicates import DEFAULT_DUPLICATE_THRESHOLD, DuplicatePolicy
 from dnsvr.client.results import Duplicate
 from dnsvr.serving.pipelines.requests import BadRequest, RequestInputs
 from dnsvr.serving.pipelines.search import Embedding, ModelCalls, search
@@ -26,10 +27,13 @@ REPORTED_DUPLICATES = 100  # at most this many near-duplicates are reported, bes
 CHECK_CONSISTENCY = "Strong"
 
 
-def duplicate_policy(inputs: RequestInputs) -> DuplicatePolicy:
-    """The request's policy (absent inputs: the defaults); BadRequest naming the problem."""
+def duplicate_policy(inputs: RequestInputs, default_threshold: float = DEFAULT_DUPLICATE_THRESHOLD
+                     ) -> DuplicatePolicy:
+    """The request's policy (absent inputs: the defaults; `default_threshold`: the pack's); BadRequest naming the
+    problem."""
     try:
-        return DuplicatePolicy.parse(inputs.text("on_duplicate") or None, inputs.number("duplicate_threshold"))
+        return DuplicatePolicy.parse(inputs.text("on_duplicate") or None, inputs.number("duplicate_threshold"),
+                                     default_threshold)
     except ValueError as error:
         raise BadRequest(str(error)) from None
 

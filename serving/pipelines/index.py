@@ -4,7 +4,8 @@ near-duplicates when asked, write it to the store unless skipped.
     index_request(inputs, stores, calls) -> {"frame_count": int64 [1], "stored": bool [1],
         "duplicate_ids": BYTES [n], "duplicate_scores": float32 [n], "timings": BYTES [1] JSON ms}
     index_video(store, video_id, embedding, source_uri, metadata) -> upsert (re-indexing an id replaces it; with a
-        text-video student its vector is written with the rest, and the thumbnail dnsvr_embed made)
+        text-video student its vector is written with the rest, with the pack's crop grid the crop views' vectors
+        video_views made, and the thumbnail dnsvr_embed made)
 
 Request: video_id BYTES [1], video BYTES [1] | frames uint8 [T, 224, 224, 3], source_uri BYTES [1] (optional),
 metadata BYTES [1] (optional, a JSON object), on_duplicate BYTES [1] (optional: keep | report | skip, default
@@ -33,7 +34,7 @@ def index_video(store: VideoStore, video_id: str, embedding: Embedding, source_u
     """Insert or replace `video_id` (validated by the store first; nothing is written on bad input)."""
     store.upsert(IndexedVideo(video_id=video_id, coarse=embedding.coarse, selector=embedding.selector,
                               fine_codes=embedding.fine, source_uri=source_uri, metadata=metadata or {},
-                              text=embedding.text, thumbnail=embedding.thumbnail))
+                              text=embedding.text, thumbnail=embedding.thumbnail, views=embedding.views))
 
 
 def index_request(inputs: RequestInputs, stores: ServiceStore, calls: ModelCalls) -> dict[str, np.ndarray]:
@@ -42,7 +43,7 @@ def index_request(inputs: RequestInputs, stores: ServiceStore, calls: ModelCalls
     video_id = check_video_id(inputs.text("video_id", required=True))
     metadata = inputs.json_object("metadata")
     source_uri = inputs.text("source_uri") or ""
-    policy = duplicate_policy(inputs)
+    policy = duplicate_policy(inputs, stores.duplicate_threshold)
     with watch.stage("embed"):
         embedding = calls.embed(inputs.video())
     store = stores.get(len(embedding.coarse))
@@ -53,6 +54,9 @@ def index_request(inputs: RequestInputs, stores: ServiceStore, calls: ModelCalls
                                          stores.default_fusion, stores.calibration)
     stored = policy.stores(len(duplicates))
     if stored:
+        if calls.views is not None:  # only for a video that is stored: a query or a skipped copy needs none
+            with watch.stage("crop_views"):
+                embedding.views = calls.views(inputs.video())
         with watch.stage("store"):
             index_video(store, video_id, embedding, source_uri, metadata)
     return {"frame_count": np.array([embedding.frame_count], np.int64),

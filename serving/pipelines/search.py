@@ -53,7 +53,8 @@ from dnsvr.training.ranking import (
 class Embedding:
     """One video as dnsvr_embed returns it: coarse [C] float32 (unit norm), fine [T, 9, 64] uint8 or
     [T, 9, 512] float32, selector self-similarity (float), with a text-video student its vector text [D]
-    float32 (unit norm; None without one), and its JPEG thumbnail (None when not asked for).
+    float32 (unit norm; None without one), its JPEG thumbnail (None when not asked for) and, indexed with the
+    pack's crop grid, its crop views' S^c vectors views [B, C] float32 (video_views; None otherwise).
 
     An indexed video's embedding may come without its codes (`fine` None): `stored` = (video_id, generation,
     frame_count) then says which to read, and the search reads them with its first candidates' codes
@@ -65,6 +66,7 @@ class Embedding:
     text: np.ndarray | None = None
     thumbnail: bytes | None = None
     stored: tuple[str, int, int] | None = None
+    views: np.ndarray | None = None
 
     @property
     def frame_count(self) -> int:
@@ -88,11 +90,14 @@ class ModelCalls:
     fine_similarity: query [Tq, 9, W], query_mask [Tq], candidates [K, Tt, 9, W], candidate_mask [K, Tt]
     -> (similarity [K] float32 in [-1, 1], f2f [K, Tq, Tt] float32: each pair's frame-to-frame similarities at
     its real frames, 0 elsewhere).
+    views (indexing with the pack's crop grid; None otherwise): the same video input -> its crop views' S^c
+    vectors [B, C] float32 (video_views).
     """
 
     embed: Callable[[dict[str, np.ndarray]], Embedding]
     selector_score: Callable[[np.ndarray], np.ndarray]
     fine_similarity: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+    views: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None
 
 
 DEFAULT_CANDIDATES = 100

@@ -3,7 +3,8 @@
 Where: model config parameters `store_uri` / `store_prefix` (empty: unset), else DNSVR_MILVUS_URI /
 DNSVR_MILVUS_TOKEN / DNSVR_MILVUS_PREFIX and the config file (`dnsvr.serving.store.settings`).  Which models:
 the repository's `manifest.json` (`dnsvr.export.manifest.model_version`: the model-pack version, else a hash
-of the served ONNX files), so vectors of two different exports are never mixed in one store.  How its fine
+of the served ONNX files), so vectors of two different exports are never mixed in one store; and how many crop
+views each video is stored with (the pack's `index_views` grid), which the store also records.  How its fine
 scores meet coarse ones: the pack's score calibration and default re-rank fusion, from the same manifest.
 """
 
@@ -14,7 +15,9 @@ from pathlib import Path
 from dnsvr.client import spec
 from dnsvr.export.manifest import (
     default_fusion,
+    duplicate_threshold,
     fine_kind,
+    index_views,
     model_version,
     read_manifest,
     score_calibration,
@@ -51,6 +54,9 @@ class ServiceStore:
         self.text_dim = self.text["embed_dim"] if self.text else 0
         self.calibration = score_calibration(manifest)  # the fine-to-coarse map of the fusion 'calibrated'
         self.default_fusion = default_fusion(manifest)  # the fusion of a search (or duplicate check) naming none
+        self.index_views = index_views(manifest)  # the crop grid indexed videos are also stored by, or None
+        self.duplicate_threshold = duplicate_threshold(manifest)  # of an index call that names none
+        self.views = len(self.index_views.boxes) if self.index_views else 0  # crop views per stored video
         self.settings = store_settings(parameters)
         self._stores: dict[int | None, VideoStore] = {}
 
@@ -60,7 +66,7 @@ class ServiceStore:
         if key not in self._stores:
             self._stores[key] = VideoStore(self.settings, model_version=self.model_version, coarse_dim=coarse_dim,
                                            representation=self.representation, text_dim=self.text_dim,
-                                           create=create)
+                                           views=self.views, create=create)
         return self._stores[key]
 
     def existing(self) -> VideoStore | None:

@@ -34,6 +34,7 @@ from dnsvr.client import spec
 from dnsvr.serving.pipelines.background import in_background
 from dnsvr.serving.pipelines.requests import BadRequest, RequestInputs, bytes_array
 from dnsvr.serving.pipelines.thumbnails import video_thumbnail
+from dnsvr.training import paths
 from dnsvr.training.data.clip_frames import resize_and_crop, select_frame_indices
 from dnsvr.training.data.video import VideoDecodeError, pad_frames, sampled_frames
 
@@ -105,26 +106,28 @@ class Decoding:
     text: TextFrames | None = None
     chunk: int = spec.DECODE_CHUNK_FRAMES
 
+    @classmethod
+    def from_parameters(cls, parameters: dict[str, str]) -> Decoding:
+        """A decoding pipeline's config parameters (`fps`, `max_frames`, $DNSVR_MAX_FRAMES over it,
+        `chunk_frames`, the text-video student's; defaults for those unset) -> its Decoding."""
+        return cls(fps=float(parameters.get("fps") or spec.DECODE_FPS),
+                   max_frames=int(paths.environment(paths.MAX_FRAMES) or parameters.get("max_frames") or 1200),
+                   text=text_frames(parameters),
+                   chunk=int(parameters.get("chunk_frames") or spec.DECODE_CHUNK_FRAMES))
+
 
 def video_features(inputs: RequestInputs, decoding: Decoding, extract: Extract,
                    batch: int = spec.FEATURE_EXTRACTOR.max_batch_size) -> dict[str, np.ndarray]:
     """`video_features`' outputs for one request: its `video` decoded while the extractor runs on the frames
     decoded so far, or its `frames` checked and run `batch` at a time (see the module)."""
-    given = inputs.video()
+    video = checked_video(inputs, decoding)
     crops: list[np.ndarray] | None = None
-    if "frames" in given:
-        frames = given["frames"]
-        if len(frames) == 0:
-            raise BadRequest("frames holds 0 frames")
-        if len(frames) > decoding.max_frames:
-            raise BadRequest(f"frames holds {len(frames)} frames, the maximum is {decoding.max_frames}")
+    if isinstance(video, np.ndarray):
+        frames = video
         parts = [extract(frames[start:start + batch]) for start in range(0, len(frames), batch)]
     else:
-        data = given["video"].reshape(-1)[0]
-        if not isinstance(data, bytes) or not data:
-            raise BadRequest("video is empty (0 bytes)")
         try:
-            frames, crops, parts = _decoded_features(data, decoding, extract)
+            frames, crops, parts = _decoded_features(video, decoding, extract)
         except VideoDecodeError as error:
             raise BadRequest(str(error)) from None
     outputs = _features(parts, frames)
@@ -132,6 +135,37 @@ def video_features(inputs: RequestInputs, decoding: Decoding, extract: Extract,
         pooled = np.concatenate([part["pooled"] for part in parts]) if "pooled" in parts[0] else None
         outputs |= decoding.text.outputs(frames, crops, pooled)
     return outputs
+
+
+def checked_video(inputs: RequestInputs, decoding: Decoding) -> np.ndarray | bytes:
+    """A request's given `frames` uint8 [T, 224, 224, 3] (1 <= T <= `decoding.max_frames`) or its encoded `video`'s
+    bytes (not empty); BadRequest naming the problem."""
+    given = inputs.video()
+    if "frames" in given:
+        frames = given["frames"]
+        if len(frames) == 0:
+            raise BadRequest("frames holds 0 frames")
+        if len(frames) > decoding.max_frames:
+            raise BadRequest(f"frames holds {len(frames)} frames, the maximum is {decoding.max_frames}")
+        return frames
+    data = given["video"].reshape(-1)[0]
+    if not isinstance(data, bytes) or not data:
+        raise BadRequest("video is empty (0 bytes)")
+    return data
+
+
+def frame_chunks(video: np.ndarray | bytes, decoding: Decoding) -> Iterator[np.ndarray]:
+    """`checked_video`'s frames, or the encoded video decoded as video_features decodes it (on a thread of its
+    own), in chunks uint8 [n <= decoding.chunk, 224, 224, 3]; VideoDecodeError on a corrupt video."""
+    if isinstance(video, np.ndarray):
+        for start in range(0, len(video), decoding.chunk):
+            yield video[start:start + decoding.chunk]
+        return
+    decoded = (frame for frame, _ in sampled_frames(video, decoding.fps, crop=spec.FRAME_SIZE,
+                                                    max_frames=decoding.max_frames))
+    with in_background(decoded, depth=DECODE_AHEAD, name="decode") as frames:
+        for chunk in _chunks(frames, decoding.chunk):
+            yield np.stack(chunk)
 
 
 def _decoded_features(data: bytes, decoding: Decoding, extract: Extract

@@ -17,8 +17,13 @@ Per-video text-video vectors `{prefix}_text` (only in a store made for a text-vi
     pk INT64 auto | video_id VARCHAR | generation INT64 | vector FLOAT_VECTOR[text_dim] (IP, L2-normalised)
     a separate collection because a Milvus 2.3 server allows one vector field per collection; rows follow
     the frames' generation protocol (written before the switch, old generations deleted after it).
+Per-view coarse vectors `{prefix}_views` (only in a store made for crop views, `views` = B > 0, issue 15):
+    pk INT64 auto | video_id VARCHAR | generation INT64 | view INT64 | vector FLOAT_VECTOR[dim] (IP, L2-normalised)
+    1 + B rows per video: view 0 its full frame's coarse vector, 1..B its crop views' (the grid's order); the
+    coarse search then ranks a video by its best view.  Rows follow the same generation protocol.
 `{prefix}_meta` holds one row, `StoreMeta` as JSON (Milvus Lite 3.2.2 drops collection descriptions): a store
-refuses collections built for another model-pack version, coarse dimension, representation or layout.
+refuses collections built for another model-pack version, coarse dimension, representation, layout, text-video
+dimension or number of crop views.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ PLACEHOLDER_DIM = 2
 META_KEY = "store"
 
 MAX_FRAMES = 100_000
+MAX_VIEWS = 64  # crop views per video (a grid of 0.3:0.175 has 25)
 MAX_MODEL_VERSION_BYTES = 128
 MAX_SOURCE_URI_BYTES = 4_096
 MAX_METADATA_BYTES = 60_000  # JSON text; Milvus 2.3 caps a JSON value at 65,536 bytes
@@ -67,6 +73,7 @@ class StoreMeta:
     frames_per_row: int
     schema: int = SCHEMA_VERSION
     text_dim: int = 0  # the text-video vectors' dimension; 0: no text-video student, no text search
+    views: int = 0  # crop views each video is stored by beside its full frame (`{prefix}_views`); 0: none
 
     def to_json(self) -> str:
         return json.dumps({"dnsvr_store": asdict(self)}, sort_keys=True)
@@ -112,7 +119,8 @@ def frame_bytes(representation: str) -> int:
     return REGIONS * (CODE_BYTES if representation == "binary" else FEATURE_DIMS * 4)
 
 
-def make_meta(model_version: str, coarse_dim: int, representation: str, layout: str, text_dim: int = 0) -> StoreMeta:
+def make_meta(model_version: str, coarse_dim: int, representation: str, layout: str, text_dim: int = 0,
+              views: int = 0) -> StoreMeta:
     if representation not in REPRESENTATIONS:
         raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}")
     if layout not in LAYOUTS:
@@ -121,9 +129,12 @@ def make_meta(model_version: str, coarse_dim: int, representation: str, layout: 
         raise ValueError(f"coarse_dim must be in 1..32768, got {coarse_dim}")
     if not 0 <= text_dim <= 32_768:
         raise ValueError(f"text_dim must be in 0..32768, got {text_dim}")
+    if not 0 <= views <= MAX_VIEWS:
+        raise ValueError(f"views must be in 0..{MAX_VIEWS}, got {views}")
     check_text("model_version", model_version, MAX_MODEL_VERSION_BYTES, allow_empty=False)
     frames_per_row = 1 if layout == "vector" else CHUNK_BYTES // frame_bytes(representation)
-    return StoreMeta(model_version, coarse_dim, representation, layout, frames_per_row, text_dim=text_dim)
+    return StoreMeta(model_version, coarse_dim, representation, layout, frames_per_row, text_dim=text_dim,
+                     views=views)
 
 
 @dataclass
@@ -134,8 +145,9 @@ class IndexedVideo:
     dnsvr.training.networks.codes) or [T, 9, 512] float32 (S^f_A); frame_count = T; metadata: JSON-serialisable dict;
     text [text_dim] float32 (L2-normalised): the text-video student's vector, required by a store with text_dim > 0
     and refused by one without; thumbnail: JPEG bytes (at most spec.MAX_THUMBNAIL_BYTES) or None, kept by stores
-    that hold thumbnails (`StoreMeta.has_thumbnails`), ignored by older ones.  `indexed_at` (unix seconds) is set
-    by the store on read.
+    that hold thumbnails (`StoreMeta.has_thumbnails`), ignored by older ones; views [B, D] float32 (each row
+    L2-normalised): the coarse vectors of its B crop views, required by a store with views = B > 0 and refused by
+    one without.  `indexed_at` (unix seconds) is set by the store on read.
     """
 
     video_id: str
@@ -149,6 +161,7 @@ class IndexedVideo:
     indexed_at: float | None = None
     text: np.ndarray | None = None
     thumbnail: bytes | None = None
+    views: np.ndarray | None = None
 
 
 def check_text(name: str, value: object, max_bytes: int, allow_empty: bool = True) -> str:
@@ -190,6 +203,22 @@ def check_text_vector(text: object, meta: StoreMeta) -> np.ndarray | None:
     return check_unit_vector(text, meta.text_dim, "text-video vector")
 
 
+def check_view_vectors(views: object, meta: StoreMeta) -> np.ndarray | None:
+    """The crop views' coarse vectors a video of this store must carry: [views, coarse_dim] float32, each row
+    finite and of unit norm; None for a store without views.  InvalidVideo naming the problem otherwise."""
+    if not meta.views:
+        if views is not None:
+            raise InvalidVideo("this store holds no crop views (it was made for a repository that indexes full "
+                               "frames alone)")
+        return None
+    if views is None:
+        raise InvalidVideo(f"this store needs each video's {meta.views} crop-view coarse vectors")
+    array = np.asarray(views)
+    if array.ndim != 2 or len(array) != meta.views:
+        raise InvalidVideo(f"crop views must have shape [{meta.views}, {meta.coarse_dim}], got {list(array.shape)}")
+    return np.stack([check_unit_vector(row, meta.coarse_dim, f"crop view {i + 1}") for i, row in enumerate(array)])
+
+
 def check_thumbnail(thumbnail: object) -> bytes | None:
     """None, or JPEG bytes of at most MAX_THUMBNAIL_BYTES; InvalidVideo naming the problem otherwise."""
     if thumbnail is None:
@@ -229,6 +258,7 @@ def check_video(video: IndexedVideo, meta: StoreMeta) -> IndexedVideo:
     check_video_id(video.video_id)
     coarse = check_unit_vector(video.coarse, meta.coarse_dim)
     text = check_text_vector(video.text, meta)
+    views = check_view_vectors(video.views, meta)
     try:
         selector = float(video.selector)
     except (TypeError, ValueError) as error:
@@ -249,7 +279,7 @@ def check_video(video: IndexedVideo, meta: StoreMeta) -> IndexedVideo:
     if len(metadata_text.encode("utf-8")) > MAX_METADATA_BYTES:
         raise InvalidVideo(f"metadata JSON is {len(metadata_text)} bytes, over {MAX_METADATA_BYTES}")
     return IndexedVideo(video.video_id, coarse, selector, codes, codes.shape[0], video.source_uri,
-                        json.loads(metadata_text), meta.model_version, text=text, thumbnail=thumbnail)
+                        json.loads(metadata_text), meta.model_version, text=text, thumbnail=thumbnail, views=views)
 
 
 def video_schema(client_cls: Any, meta: StoreMeta) -> Any:
@@ -300,6 +330,27 @@ def text_schema(client_cls: Any, meta: StoreMeta) -> Any:
     schema.add_field("generation", DataType.INT64)
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=meta.text_dim)
     return schema
+
+
+def views_schema(client_cls: Any, meta: StoreMeta) -> Any:
+    """The crop-view collection: 1 + views rows per (video_id, generation), `view` 0 the full frame's coarse
+    vector, 1..views the crops' in the grid's order."""
+    from pymilvus import DataType
+
+    schema = client_cls.create_schema(auto_id=True, enable_dynamic_field=False, description=meta.to_json())
+    schema.add_field("pk", DataType.INT64, is_primary=True)
+    schema.add_field("video_id", DataType.VARCHAR, max_length=MAX_VIDEO_ID_BYTES)
+    schema.add_field("generation", DataType.INT64)
+    schema.add_field("view", DataType.INT64)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=meta.coarse_dim)
+    return schema
+
+
+def view_rows(video: IndexedVideo, generation: int) -> list[dict[str, Any]]:
+    """A checked video's rows of the crop-view collection: its full frame (view 0), then each crop view."""
+    vectors = [video.coarse, *video.views]
+    return [{"video_id": video.video_id, "generation": generation, "view": view, "vector": vector.tolist()}
+            for view, vector in enumerate(vectors)]
 
 
 def meta_schema(client_cls: Any) -> Any:

@@ -4,14 +4,16 @@ One interface over embedded Milvus Lite (a `.db` path, or a `milvus-lite server`
 (http(s)://host:port + token); the layout of the frame collection is hidden (see store_schema).
 
 Write protocol (crash-safe: at worst orphan frames, which `check(repair=True)` removes):
-    upsert: frames (and the text-video vector, in a store made for text search) of a new generation -> per-video
-            row pointing at that generation (the switch) -> delete the video's frames and text vectors of any
-            other generation.  Readers only follow a row's generation, so a re-index, shorter or longer, never
-            shows a mix of old and new frames, and text search never returns a replaced vector.
-    delete: per-video row first, then its frames and text vector.
+    upsert: frames (and the text-video vector, in a store made for text search, and the crop views, in one made
+            for them) of a new generation -> per-video row pointing at that generation (the switch) -> delete the
+            video's frames, text vectors and crop views of any other generation.  Readers only follow a row's
+            generation, so a re-index, shorter or longer, never shows a mix of old and new frames, and text or
+            coarse search never returns a replaced vector.
+    delete: per-video row first, then its frames, text vector and crop views.
 A video's JPEG thumbnail (stores of schema 2 on) lives in its row: it switches and goes with it.
 Text search (`search_text`): the text collection's inner-product top-k, each hit kept only if the video's row
-points at its generation (and passes the caller's filter over the per-video fields).
+points at its generation (and passes the caller's filter over the per-video fields).  Coarse search in a store
+made for crop views reads the crop-view collection the same way: a video scores by its best view.
 Consistency: ranking reads (`search_coarse`, `read_codes`, `fetch_codes`) default to Session: as cheap as Bounded (~5 ms
 vs ~200 ms for Strong on Milvus 2.3.5) and they see this client's own writes; a row seen implies its frames
 are seen (frames are written first).  Another process's writes become visible within the Bounded window; pass
@@ -71,6 +73,8 @@ from dnsvr.serving.store.schema import (
     new_generations,
     text_schema,
     video_schema,
+    view_rows,
+    views_schema,
 )
 from dnsvr.serving.store.settings import StoreSettings
 
@@ -167,8 +171,8 @@ class FetchedCodes:
 
 @dataclass
 class StoreStats:
-    """Sizes of the store; payload = coarse + selector + fine codes + text-video vector (what the networks
-    produced)."""
+    """Sizes of the store; payload = coarse + selector + fine codes + text-video vector + crop views' vectors
+    (what the networks produced)."""
 
     videos: int
     frames: int
@@ -177,6 +181,7 @@ class StoreStats:
     disk_bytes: int | None
     meta: StoreMeta
     text_rows: int = 0
+    view_rows: int = 0
 
     @property
     def disk_bytes_per_video(self) -> float | None:
@@ -185,9 +190,10 @@ class StoreStats:
 
 @dataclass
 class CheckReport:
-    """Orphan frame and text-vector rows (no per-video row points at their generation), videos with incomplete
-    frames or no text-video vector (in a store made for text search), and videos whose id breaks the id rule
-    (written before it existed: they cannot be reached through the API)."""
+    """Orphan frame, text-vector and crop-view rows (no per-video row points at their generation), videos with
+    incomplete frames, no text-video vector (in a store made for text search) or not all their crop views (in a
+    store made for them), and videos whose id breaks the id rule (written before it existed: they cannot be
+    reached through the API)."""
 
     videos: int
     frame_rows: int
@@ -198,19 +204,20 @@ class CheckReport:
     invalid_video_ids: list[str] = field(default_factory=list)
     repaired: bool = False
     orphan_text_rows: int = 0
+    orphan_view_rows: int = 0
 
     @property
     def clean(self) -> bool:
-        return (not self.orphan_rows and not self.orphan_text_rows and not self.incomplete_video_ids
-                and not self.invalid_video_ids)
+        return (not self.orphan_rows and not self.orphan_text_rows and not self.orphan_view_rows
+                and not self.incomplete_video_ids and not self.invalid_video_ids)
 
 
 class VideoStore:
     """Per-video rows + per-frame codes (+ text-video vectors) in Milvus collections, created on first use.
 
-    model_version / coarse_dim / representation / text_dim: what this caller writes and expects (text_dim 0: no
-    text-video vectors); None adopts whatever the existing collections hold (admin tools).  A mismatch with
-    existing collections raises StoreMismatch.
+    model_version / coarse_dim / representation / text_dim / views: what this caller writes and expects (text_dim
+    0: no text-video vectors; views 0: no crop views); None adopts whatever the existing collections hold (admin
+    tools).  A mismatch with existing collections raises StoreMismatch.
     """
 
     def __init__(
@@ -221,6 +228,7 @@ class VideoStore:
         coarse_dim: int | None = None,
         representation: str | None = None,
         text_dim: int | None = None,
+        views: int | None = None,
         create: bool = True,
     ):
         if settings is None or isinstance(settings, str):
@@ -230,7 +238,8 @@ class VideoStore:
         self.frame_collection = f"{settings.prefix}_frames"
         self.meta_collection = f"{settings.prefix}_meta"
         self.text_collection = f"{settings.prefix}_text"
-        self._wanted = (model_version, coarse_dim, representation, text_dim)
+        self.view_collection = f"{settings.prefix}_views"
+        self._wanted = (model_version, coarse_dim, representation, text_dim, views)
         self._create = create
         self._client: Any = None
         self._connecting = threading.Lock()
@@ -307,8 +316,13 @@ class VideoStore:
 
     def _collections(self, meta: StoreMeta) -> list[str]:
         """The data collections of a store like `meta` (meta collection first, the per-video one last)."""
-        text = [self.text_collection] if meta.text_dim else []
-        return [self.meta_collection, self.frame_collection, *text, self.video_collection]
+        return [self.meta_collection, *self._generation_collections(meta), self.video_collection]
+
+    def _generation_collections(self, meta: StoreMeta) -> list[str]:
+        """The collections whose rows follow the generation protocol: frames, then text vectors and crop views
+        where the store holds them."""
+        return [self.frame_collection, *([self.text_collection] if meta.text_dim else []),
+                *([self.view_collection] if meta.views else [])]
 
     def _load_collections(self, meta: StoreMeta) -> None:
         for name in self._collections(meta):
@@ -437,7 +451,7 @@ class VideoStore:
         self._call("write meta", lambda c: c.upsert(self.meta_collection, [meta_row(meta)]))
 
     def _check_wanted(self, meta: StoreMeta) -> None:
-        model_version, coarse_dim, representation, text_dim = self._wanted
+        model_version, coarse_dim, representation, text_dim, views = self._wanted
         problems = []
         if model_version is not None and model_version != meta.model_version:
             problems.append(f"model-pack version {meta.model_version!r} (this caller: {model_version!r})")
@@ -447,6 +461,8 @@ class VideoStore:
             problems.append(f"representation {meta.representation!r} (this caller: {representation!r})")
         if text_dim is not None and text_dim != meta.text_dim:
             problems.append(f"text-video vectors of dimension {meta.text_dim} (0: none; this caller: {text_dim})")
+        if views is not None and views != meta.views:
+            problems.append(f"{meta.views} crop views per video (0: full frames alone; this caller: {views})")
         layout = self.settings.layout
         if layout != "auto" and layout != meta.layout:
             problems.append(f"layout {meta.layout!r} (settings: {layout!r})")
@@ -458,7 +474,7 @@ class VideoStore:
             )
 
     def _new_meta(self) -> StoreMeta:
-        model_version, coarse_dim, representation, text_dim = self._wanted
+        model_version, coarse_dim, representation, text_dim, views = self._wanted
         if model_version is None or coarse_dim is None or representation is None:
             raise StoreError(
                 f"no video store {self.settings.prefix!r} at {self.settings.display_uri} yet: creating one "
@@ -470,16 +486,18 @@ class VideoStore:
             layout = "chunk" if local else "vector"
         elif layout == "vector" and representation == "binary" and not self.supports_binary_vectors:
             raise StoreError(f"{self.server_version} has no binary vectors: use layout 'chunk' or 'auto'")
-        return make_meta(model_version, coarse_dim, representation, layout, text_dim or 0)
+        return make_meta(model_version, coarse_dim, representation, layout, text_dim or 0, views or 0)
 
     def _create_collections(self, meta: StoreMeta) -> None:
-        """Create the frame (and text), then the video collection, where missing (after a crash during creation
-        too)."""
+        """Create the frame (and text, crop-view), then the video collection, where missing (after a crash during
+        creation too)."""
         from pymilvus import MilvusClient
 
         wanted = [(self.frame_collection, frame_schema(MilvusClient, meta), self._frame_index(meta))]
         if meta.text_dim:
             wanted.append((self.text_collection, text_schema(MilvusClient, meta), ("vector", *self._coarse_index())))
+        if meta.views:
+            wanted.append((self.view_collection, views_schema(MilvusClient, meta), ("vector", *self._coarse_index())))
         for name, schema, index in wanted:  # rows read and deleted by (video_id, generation)
             self._create_collection(name, schema, index, "Bounded", scalar=True)
             self._add_scalar_indexes(name)
@@ -552,9 +570,9 @@ class VideoStore:
     def upsert_many(self, videos: Sequence[IndexedVideo]) -> None:
         """Insert or replace videos (distinct ids), all validated before any write, never half-visible.
 
-        Frames and text-video vectors of a new generation first, then the per-video rows (the switch), then the
-        old generations' frames and vectors are deleted.  Batching many videos per call is much faster than one
-        call per video.
+        Frames, text-video vectors and crop views of a new generation first, then the per-video rows (the
+        switch), then the old generations' frames and vectors are deleted.  Batching many videos per call is much
+        faster than one call per video.
         """
         meta = self.meta
         checked = [check_video(video, meta) for video in videos]
@@ -575,6 +593,10 @@ class VideoStore:
                 text_rows = [{"video_id": video.video_id, "generation": generation, "vector": video.text.tolist()}
                              for video, generation in zip(checked, generations, strict=True)]
                 self._call("insert text vectors", lambda c: c.insert(self.text_collection, text_rows))
+            if meta.views:
+                views = [row for video, generation in zip(checked, generations, strict=True)
+                         for row in view_rows(video, generation)]
+                self._call("insert crop views", lambda c: c.insert(self.view_collection, views))
             self._switch(checked, generations, meta)
         except BaseException:
             self._roll_back(written)
@@ -617,8 +639,8 @@ class VideoStore:
             pass
 
     def delete(self, video_id: str) -> bool:
-        """Remove a video: its row first (no longer searchable), then its frames and text-video vector. False if
-        it was absent."""
+        """Remove a video: its row first (no longer searchable), then its frames, text-video vector and crop
+        views. False if it was absent."""
         check_video_id(video_id)
         self.meta  # noqa: B018 - opens (and checks) the collections before writing
         existed = bool(self._video_rows([video_id], ["generation"], "Strong"))
@@ -649,16 +671,23 @@ class VideoStore:
         if self.meta.text_dim:
             self._call("delete text vectors", lambda c: c.delete(self.text_collection, filter=expression))
 
+    def _delete_views(self, expression: str) -> None:
+        if self.meta.views:
+            self._call("delete crop views", lambda c: c.delete(self.view_collection, filter=expression))
+
     def _delete_generations(self, expression: str) -> None:
-        """Frame and text-vector rows matching `expression` (over video_id and generation), the two deletes at
-        once: on a server each waits for the time tick of the query that finds its rows (docs/storage.md).
-        Both run to the end before the first failure, if any, is raised."""
-        if not self.meta.text_dim:
+        """Frame, text-vector and crop-view rows matching `expression` (over video_id and generation), the deletes
+        at once: on a server each waits for the time tick of the query that finds its rows (docs/storage.md).
+        All run to the end before the first failure, if any, is raised."""
+        meta = self.meta
+        deletes = [self._delete_frames, *([self._delete_text] if meta.text_dim else []),
+                   *([self._delete_views] if meta.views else [])]
+        if len(deletes) == 1:
             self._delete_frames(expression)
             return
-        with ThreadPoolExecutor(2, thread_name_prefix="dnsvr-delete") as pool:
-            deletes = [pool.submit(self._delete_frames, expression), pool.submit(self._delete_text, expression)]
-        for done in deletes:
+        with ThreadPoolExecutor(len(deletes), thread_name_prefix="dnsvr-delete") as pool:
+            running = [pool.submit(delete, expression) for delete in deletes]
+        for done in running:
             done.result()
 
     # ---- reads -----------------------------------------------------------------------------------
@@ -681,7 +710,9 @@ class VideoStore:
         """[D] float32 L2-normalised query -> the k best videos by inner product (ids, scores [k] float32).
 
         `filter` is a Milvus boolean expression over the per-video scalar fields, e.g.
-        `metadata["channel"] == "news"` or `indexed_at > 1700000000000`.
+        `metadata["channel"] == "news"` or `indexed_at > 1700000000000`.  In a store made for crop views a video
+        scores by its best view: the crop-view collection is read as `search_text` reads the text vectors
+        (`_best_per_video`), the filter applying to the rows of the videos it finds.
         """
         meta = self.meta
         query = np.asarray(vector)
@@ -692,6 +723,17 @@ class VideoStore:
             raise InvalidVideo("query vector contains NaN or Inf")
         if not 1 <= k <= MAX_QUERY_ROWS:
             raise InvalidVideo(f"k must be in 1..{MAX_QUERY_ROWS}, got {k}")
+        if meta.views:
+            best, rows = self._best_per_video(self.view_collection, query, k, _condition(filter),
+                                              ["selector", "frame_count"], consistency,
+                                              k * (1 + meta.views) // 2 + 16, ef)
+            return CoarseHits(
+                ids=[video_id for video_id, _ in best],
+                scores=np.array([score for _, score in best], np.float32),
+                selectors=np.array([rows[video_id]["selector"] for video_id, _ in best], np.float32),
+                generations=np.array([rows[video_id]["generation"] for video_id, _ in best], np.int64),
+                frame_counts=np.array([rows[video_id]["frame_count"] for video_id, _ in best], np.int64),
+            )
         fields = ["video_id", "selector", "generation", "frame_count"]
         hits = self._search_vectors(self.video_collection, "coarse", query, k, fields, consistency, filter or "", ef)
         entities = [hit["entity"] for hit in hits]
@@ -720,26 +762,31 @@ class VideoStore:
         query = check_unit_vector(np.asarray(vector), meta.text_dim, "text query vector")
         if not 1 <= k <= MAX_QUERY_ROWS:
             raise InvalidVideo(f"k must be in 1..{MAX_QUERY_ROWS}, got {k}")
-        try:
-            condition = checked_filter(filter) if filter else ""
-        except ValueError as error:
-            raise InvalidVideo(str(error)) from None
-        window = min(MAX_QUERY_ROWS, 2 * k + 16)
+        best, _ = self._best_per_video(self.text_collection, query, k, _condition(filter), [], consistency, 2 * k + 16)
+        return TextHits([video_id for video_id, _ in best], np.array([score for _, score in best], np.float32))
+
+    def _best_per_video(self, collection: str, query: np.ndarray, k: int, condition: str, fields: list[str],
+                        consistency: str, window: int, ef: int | None = None
+                        ) -> tuple[list[tuple[str, float]], dict[str, dict]]:
+        """The k best videos by their best row of `collection` (vector rows keyed by video_id and generation: the
+        text or crop-view collection), a row counting only when its video's row points at its generation and
+        passes `condition` (a checked filter): the collection's inner-product top `window` rows, read again 4x
+        wider until k videos pass or it is exhausted -> ([(video_id, score)] best first, {video_id: its video row
+        with `generation` and `fields`})."""
+        window = min(MAX_QUERY_ROWS, window)
         while True:
-            hits = self._search_vectors(self.text_collection, "vector", query, window, ["video_id", "generation"],
-                                        consistency)
+            hits = self._search_vectors(collection, "vector", query, window, ["video_id", "generation"], consistency,
+                                        ef=ef)
             ids = list(dict.fromkeys(hit["entity"]["video_id"] for hit in hits))
-            current = self._video_rows(ids, ["generation"], consistency, condition)
+            current = self._video_rows(ids, ["generation", *fields], consistency, condition)
             kept: dict[str, float] = {}
             for hit in hits:
                 video_id = hit["entity"]["video_id"]
                 if video_id not in kept and current.get(video_id, {}).get("generation") == hit["entity"]["generation"]:
                     kept[video_id] = float(hit["distance"])
             if len(kept) >= k or len(hits) < window or window == MAX_QUERY_ROWS:
-                break
+                return list(kept.items())[:k], current
             window = min(MAX_QUERY_ROWS, window * 4)
-        best = list(kept.items())[:k]
-        return TextHits([video_id for video_id, _ in best], np.array([score for _, score in best], np.float32))
 
     def _search_vectors(self, collection: str, field_name: str, query: np.ndarray, limit: int,
                         output_fields: list[str], consistency: str, filter: str = "", ef: int | None = None) -> list:
@@ -852,6 +899,7 @@ class VideoStore:
             raise StoreError(f"video {video_id!r} has incomplete frames; run `dnsvr store check --repair`")
         metadata = row["metadata"]
         text = self._text_vector(video_id, row["generation"], consistency) if self.meta.text_dim else None
+        views = self._view_vectors(video_id, row["generation"], consistency) if self.meta.views else None
         return IndexedVideo(
             video_id=video_id,
             coarse=np.asarray(row["coarse"], np.float32),
@@ -864,6 +912,7 @@ class VideoStore:
             indexed_at=row["indexed_at"] / 1000.0,
             text=text,
             thumbnail=(base64.b64decode(row["thumbnail"]) or None) if with_thumbnail else None,
+            views=views,
         )
 
     def thumbnails(self, video_ids: Sequence[str], consistency: str = "Session") -> dict[str, bytes]:
@@ -884,6 +933,16 @@ class VideoStore:
         if not rows:
             raise StoreError(f"video {video_id!r} has no text-video vector; run `dnsvr store check --repair`")
         return np.asarray(rows[0]["vector"], np.float32)
+
+    def _view_vectors(self, video_id: str, generation: int, consistency: str) -> np.ndarray:
+        """A video's crop views [views, C] float32 in the grid's order (view 0, its full frame, left out)."""
+        rows = self._call("get crop views", lambda c: c.query(
+            self.view_collection, filter=both(equals("video_id", video_id), equals("generation", generation)),
+            output_fields=["view", "vector"], consistency_level=consistency))
+        by_view = {int(row["view"]): row["vector"] for row in rows}
+        if sorted(by_view) != list(range(1 + self.meta.views)):
+            raise StoreError(f"video {video_id!r} lacks crop views; run `dnsvr store check --repair`")
+        return np.asarray([by_view[view] for view in range(1, 1 + self.meta.views)], np.float32)
 
     def count(self, consistency: str = "Strong") -> int:
         """Number of searchable videos."""
@@ -958,16 +1017,18 @@ class VideoStore:
             frames += int(row["frame_count"])
         frame_rows_count = self._count(self.frame_collection, "Strong")
         text_rows = self._count(self.text_collection, "Strong") if meta.text_dim else 0
-        payload = (4 * (meta.coarse_dim + meta.text_dim) + 4 + meta.frame_bytes * frames / videos) if videos else 0.0
+        view_rows_count = self._count(self.view_collection, "Strong") if meta.views else 0
+        vector_bytes = 4 * (meta.coarse_dim * (1 + meta.views) + meta.text_dim)
+        payload = (vector_bytes + 4 + meta.frame_bytes * frames / videos) if videos else 0.0
         disk = None
         if self.settings.embedded:
             files = Path(self.settings.uri).expanduser().rglob("*")
             disk = sum(p.stat().st_size for p in files if p.is_file())
-        return StoreStats(videos, frames, frame_rows_count, payload, disk, meta, text_rows)
+        return StoreStats(videos, frames, frame_rows_count, payload, disk, meta, text_rows, view_rows_count)
 
     def check(self, repair: bool = False, grace_s: float = 600.0) -> CheckReport:
-        """Find orphan frame and text-vector rows, videos with incomplete frames (or without their text-video
-        vector) and ids the id rule refuses; `repair` removes them.
+        """Find orphan frame, text-vector and crop-view rows, videos with incomplete frames (or without their
+        text-video vector or all their crop views) and ids the id rule refuses; `repair` removes them.
 
         Orphans younger than `grace_s` are skipped: they may belong to an upsert still in progress.
         Repair deletes incomplete videos and invalid ids too (row first): they must be re-indexed.
@@ -985,32 +1046,52 @@ class VideoStore:
         recent = sum(found[key] for key in unreferenced if now - generation_time(key[1]) < grace_s)
         incomplete = {video_id for (video_id, generation), rows in expected.items()
                       if found.get((video_id, generation), 0) != rows}
-        text_found: dict[tuple[str, int], int] = defaultdict(int)
-        if meta.text_dim:
-            for row in self._scan(self.text_collection, "pk", ["video_id", "generation"]):
-                text_found[row["video_id"], row["generation"]] += 1
-            incomplete.update(video_id for video_id, generation in expected if (video_id, generation) not in text_found)
-        text_unreferenced = [key for key in text_found if key not in expected]
-        text_orphans = [key for key in text_unreferenced if now - generation_time(key[1]) >= grace_s]
-        recent += sum(text_found[key] for key in text_unreferenced if now - generation_time(key[1]) < grace_s)
+        orphan_rows = {}  # generation-keyed vector collection -> its orphan (video_id, generation) pairs, their rows
+        for collection, rows_per_video in self._vector_collections(meta):
+            rows_found: dict[tuple[str, int], int] = defaultdict(int)
+            for row in self._scan(collection, "pk", ["video_id", "generation"]):
+                rows_found[row["video_id"], row["generation"]] += 1
+            incomplete.update(video_id for video_id, generation in expected
+                              if rows_found.get((video_id, generation), 0) != rows_per_video)
+            stray = [key for key in rows_found if key not in expected]
+            old = [key for key in stray if now - generation_time(key[1]) >= grace_s]
+            recent += sum(rows_found[key] for key in stray if now - generation_time(key[1]) < grace_s)
+            orphan_rows[collection] = (old, sum(rows_found[key] for key in old))
+        text_orphans, text_rows = orphan_rows.get(self.text_collection, ([], 0))
+        view_orphans, view_rows_count = orphan_rows.get(self.view_collection, ([], 0))
         report = CheckReport(
             videos=len(expected), frame_rows=sum(found.values()), orphan_rows=sum(found[k] for k in orphans),
-            orphan_video_ids=sorted({video_id for video_id, _ in orphans + text_orphans}),
+            orphan_video_ids=sorted({video_id for video_id, _ in orphans + text_orphans + view_orphans}),
             incomplete_video_ids=sorted(incomplete), skipped_recent_rows=recent,
             invalid_video_ids=sorted({video_id for video_id, _ in expected if id_problem(video_id)}),
-            orphan_text_rows=sum(text_found[k] for k in text_orphans),
+            orphan_text_rows=text_rows, orphan_view_rows=view_rows_count,
         )
         if repair:
             for video_id in report.incomplete_video_ids:
                 self.delete(video_id)
             for video_id in report.invalid_video_ids:
                 self._delete_rows(video_id)
-            for start in range(0, len(orphans), ORPHAN_DELETE_BATCH):
-                self._delete_frames(_pairs_filter(orphans[start:start + ORPHAN_DELETE_BATCH]))
-            for start in range(0, len(text_orphans), ORPHAN_DELETE_BATCH):
-                self._delete_text(_pairs_filter(text_orphans[start:start + ORPHAN_DELETE_BATCH]))
+            for pairs, delete in ((orphans, self._delete_frames), (text_orphans, self._delete_text),
+                                  (view_orphans, self._delete_views)):
+                for start in range(0, len(pairs), ORPHAN_DELETE_BATCH):
+                    delete(_pairs_filter(pairs[start:start + ORPHAN_DELETE_BATCH]))
             report.repaired = True
         return report
+
+    def _vector_collections(self, meta: StoreMeta) -> list[tuple[str, int]]:
+        """(collection, rows each video has there) of the per-video vector collections this store holds: the
+        text-video vectors (1) and the crop views (1 + views)."""
+        return ([(self.text_collection, 1)] if meta.text_dim else []) + (
+            [(self.view_collection, 1 + meta.views)] if meta.views else [])
+
+
+def _condition(filter: str | None) -> str:
+    """A caller's filter over the per-video fields, checked to combine safely with `and` (`checked_filter`), or ""
+    for none; InvalidVideo naming the problem."""
+    try:
+        return checked_filter(filter) if filter else ""
+    except ValueError as error:
+        raise InvalidVideo(str(error)) from None
 
 
 def _frame_columns(result: Any, meta: StoreMeta) -> tuple[list[dict], list[np.ndarray]]:

@@ -28,8 +28,14 @@ def embed_text(text: str) -> np.ndarray:
     return call("dnsvr_text_embed", {"text": query}, ["embedding"])["embedding"][0]
 
 
-def model_calls(fine: str, text: bool = False, thumbnail: bool = False) -> ModelCalls:
-    """dnsvr_embed (`embedder(text, thumbnail)`), selector_score and the fine student `fine`'s similarity model."""
+def crop_views(video: dict[str, np.ndarray]) -> np.ndarray:
+    """video_views on one video ({"video": bytes} or {"frames": uint8}) -> its crop views' S^c vectors [B, C]."""
+    return call("video_views", video, ["views"])["views"][0]
+
+
+def model_calls(fine: str, text: bool = False, thumbnail: bool = False, views: bool = False) -> ModelCalls:
+    """dnsvr_embed (`embedder(text, thumbnail)`), selector_score, the fine student `fine`'s similarity model and,
+    with `views` (indexing by the pack's crop grid), video_views."""
     similarity_model = spec.fine_kind(fine).similarity_model
 
     def selector_score(rows: np.ndarray) -> np.ndarray:
@@ -41,4 +47,4 @@ def model_calls(fine: str, text: bool = False, thumbnail: bool = False) -> Model
         outputs = call(similarity_model, feeds, ["similarity", "f2f"])
         return outputs["similarity"], outputs["f2f"]
 
-    return ModelCalls(embedder(text, thumbnail), selector_score, fine_similarity)
+    return ModelCalls(embedder(text, thumbnail), selector_score, fine_similarity, crop_views if views else None)

@@ -12,19 +12,13 @@ from __future__ import annotations
 import numpy as np
 from dnsvr.client import spec
 from dnsvr.serving.pipelines.requests import RequestInputs
-from dnsvr.serving.pipelines.video import Decoding, text_frames, video_features
+from dnsvr.serving.pipelines.video import Decoding, video_features
 from dnsvr.serving.triton.base import PythonModel, call
-from dnsvr.training import paths
 
 
 class TritonPythonModel(PythonModel):
     def setup(self) -> None:
-        self.decoding = Decoding(
-            fps=float(self.parameters.get("fps") or spec.DECODE_FPS),
-            max_frames=int(paths.environment(paths.MAX_FRAMES) or self.parameters.get("max_frames") or 1200),
-            text=text_frames(self.parameters),
-            chunk=int(self.parameters.get("chunk_frames") or spec.DECODE_CHUNK_FRAMES),
-        )
+        self.decoding = Decoding.from_parameters(self.parameters)
         self.extractor = spec.extractor(self.parameters.get("text_kind") or None)
 
     def extract(self, frames: np.ndarray) -> dict[str, np.ndarray]:

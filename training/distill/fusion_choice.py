@@ -21,6 +21,7 @@ measurements: `FusionChoice.to_dict`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,13 +207,20 @@ def measure_fusions(features_path: str | Path, pairs: PairSet | str | Path, fine
                         {f"{b:g}": float(np.median(r)) if r else None for b, r in ranks.items()}, len(coarse_only))
 
 
+INDEX_VIEWS_FUSION = "cascade"
+INDEX_VIEWS_RULE = ("the pack indexes by crop views: a served coarse score is a target's best view, on another "
+                    "scale than the full-frame scores measured here and the calibration was fitted on; the cascade "
+                    "alone needs no common scale (it re-orders the picked block within the ranks it held)")
+
+
 def choose_pack_fusion(pack_dir: str | Path, features_path: str | Path, pairs: PairSet | str | Path,
                        budgets: tuple[float, ...] = BUDGETS, write: bool = True,
                        progress: bool = True) -> FusionChoice:
     """Measure the fusions of the pack in `pack_dir` (its fine and coarse students, selector and calibration) on
     its corpus features and teacher pairs; with `write`, record "fusion" and "fusion_choice" in its pack.json
     (rewritten atomically, every other key kept; "fusion_choice" also names the teacher and the files) -> the
-    FusionChoice."""
+    FusionChoice.  A pack that indexes by crop views (`ModelPack.index_views`) gets INDEX_VIEWS_FUSION whatever
+    the full-frame measurements say (INDEX_VIEWS_RULE, recorded with them beside their own choice)."""
     from dnsvr.training.packs.model_pack import ModelPack
 
     manifest_path = Path(pack_dir) / "pack.json"
@@ -222,10 +230,14 @@ def choose_pack_fusion(pack_dir: str | Path, features_path: str | Path, pairs: P
     pair_set = PairSet.of(pairs)
     choice = measure_fusions(features_path, pair_set, pack.load("fine"), pack.load("coarse"), pack.load("selector"),
                              pack.calibration, budgets, progress=progress)
+    views_rule = {}
+    if pack.index_views is not None:
+        views_rule = {"measured_choice": choice.fusion, "index_views_rule": INDEX_VIEWS_RULE}
+        choice = dataclasses.replace(choice, fusion=INDEX_VIEWS_FUSION)
     if write:
         manifest = json.loads(manifest_path.read_text())
         manifest["fusion"] = choice.fusion
-        manifest["fusion_choice"] = {**choice.to_dict(), "teacher": pair_set.teacher,
+        manifest["fusion_choice"] = {**choice.to_dict(), **views_rule, "teacher": pair_set.teacher,
                                      "features": Path(features_path).name,
                                      "pairs": Path(pairs).name if not isinstance(pairs, PairSet) else None}
         atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")

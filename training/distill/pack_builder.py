@@ -65,6 +65,7 @@ class PackConfig:
     teacher_crops: tuple[tuple[float, float], ...] = ()  # (crop, stride) grids the Chamfer teacher also sees
     teacher_turns: bool = False  # the Chamfer teacher's queries also turned by 1-3 quarter turns
     teacher_blurs: tuple[float, ...] = ()  # ... and blurred by these Gaussian sigmas (pixels at 224)
+    index_views: tuple[float, float] | None = (0.5, 0.25)  # (crop, stride): the grid indexed videos are also stored by
     num_positives: int = 8
     num_negatives: int = 16
     self_pairs: bool = True
@@ -221,6 +222,8 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
         "seed": config.seed,
         "corpus": corpus,
         "calibration": calibration.to_dict(),
+        **({"index_views": {"crop": config.index_views[0], "stride": config.index_views[1]}}
+           if config.index_views else {}),
         "training": {
             "config": config.describe(),
             "rounds": rounds,

@@ -34,7 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dnsvr.client.duplicates import DuplicatePolicy
 from dnsvr.client.spec import FINE_KINDS
+from dnsvr.training.data.crop_regions import CropLayout
 from dnsvr.training.files import file_sha256
 from dnsvr.training.ranking import DEFAULT_FUSION, ScoreCalibration, check_fusion
 
@@ -179,6 +181,32 @@ class ModelPack:
         except ValueError as error:
             raise ModelPackError(f"{self.root}: pack.json's default fusion: {error}") from None
         return fusion
+
+    @property
+    def index_views(self) -> CropLayout | None:
+        """The crop grid every indexed video is also stored by (pack.json's "index_views", {"crop", "stride"}:
+        its zoomed crops' S^c vectors beside the full frame's, a target scoring by its best view), or None: the
+        full frame alone.  ModelPackError when the grid is invalid."""
+        data = self.info.get("index_views")
+        if data is None:
+            return None
+        try:
+            return CropLayout(float(data["crop"]), float(data["stride"]))
+        except (KeyError, TypeError, ValueError) as error:
+            raise ModelPackError(f"{self.root}: pack.json's index_views must be {{\"crop\": C, \"stride\": S}} "
+                                 f"with 0 < S <= C < 1: {error}") from None
+
+    @property
+    def duplicate_threshold(self) -> float | None:
+        """pack.json's "duplicate_threshold" (`benchmarks/duplicate_threshold.py` measures it: the served scores
+        depend on how the pack indexes), None when it records none.  ModelPackError when not a score in [0, 1]."""
+        value = self.info.get("duplicate_threshold")
+        if value is None:
+            return None
+        try:
+            return DuplicatePolicy(threshold=value).threshold
+        except ValueError as error:
+            raise ModelPackError(f"{self.root}: pack.json's duplicate_threshold: {error}") from None
 
     @property
     def text_max_frames(self) -> int:

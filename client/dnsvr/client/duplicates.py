@@ -13,7 +13,8 @@ Modes (`ON_DUPLICATE`):
 A near-duplicate is an indexed video (another id) whose served search score against the new video (the score
 `search` ranks by with its default policy) is >= `threshold`, in [0, 1].  The default threshold is chosen
 from the score distributions of the near-duplicate benchmark: `benchmarks/duplicate_threshold.py`,
-`docs/duplicates.md`.
+`docs/duplicates.md`; a server uses its model pack's (`"duplicate_threshold"` in pack.json: the scores depend on
+how the pack indexes), else DEFAULT_DUPLICATE_THRESHOLD.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 
 ON_DUPLICATE = ("keep", "report", "skip")
 DEFAULT_ON_DUPLICATE = "keep"
-DEFAULT_DUPLICATE_THRESHOLD = 0.90  # best F1 of "score >= t" on the benchmark (docs/duplicates.md)
+DEFAULT_DUPLICATE_THRESHOLD = 0.90  # best F1 of "score >= t" on the benchmark, full-frame index (docs/duplicates.md)
 SCORE_RANGE = (0.0, 1.0)  # the served scores of near-duplicates: coarse cosine / fine s/2+0.5
 
 
@@ -46,10 +47,12 @@ class DuplicatePolicy:
                              f"got {self.threshold!r}")
 
     @classmethod
-    def parse(cls, mode: str | None = None, threshold: float | None = None) -> DuplicatePolicy:
-        """The policy of `mode` (None: the default) and `threshold` (None: the default)."""
+    def parse(cls, mode: str | None = None, threshold: float | None = None,
+              default_threshold: float = DEFAULT_DUPLICATE_THRESHOLD) -> DuplicatePolicy:
+        """The policy of `mode` (None: the default) and `threshold` (None: `default_threshold`, which a server
+        takes from its model pack)."""
         return cls(DEFAULT_ON_DUPLICATE if mode is None else mode,
-                   DEFAULT_DUPLICATE_THRESHOLD if threshold is None else threshold)
+                   default_threshold if threshold is None else threshold)
 
     @property
     def checks(self) -> bool:

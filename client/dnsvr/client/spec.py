@@ -433,6 +433,15 @@ def pipeline_specs(fine: str = "bin", text: str | None = None) -> dict[str, Mode
                         + ("; the text student's <= max_frames frames, selected uniformly" if student else ""),
         ),
         ModelSpec(
+            "video_views",
+            inputs=_video_inputs(),
+            outputs=(TensorSpec("views", "float32", (1, -1, -1)),),
+            description="BLS: the video decoded as video_features does -> the zoomed crops of the pack's crop grid "
+                        f"(`index_views`) -> {extractor(text).name} -> coarse_embed once per crop: the crop "
+                        "views' S^c vectors [1, B, C] an indexed video is also stored by (refused when the "
+                        "repository indexes full frames alone)",
+        ),
+        ModelSpec(
             "dnsvr_embed",
             inputs=_video_inputs(),
             outputs=(
@@ -463,8 +472,9 @@ def pipeline_specs(fine: str = "bin", text: str | None = None) -> dict[str, Mode
                 TensorSpec("duplicate_scores", "float32", (-1,)),
                 timings,
             ),
-            description="BLS: dnsvr_embed -> (on_duplicate report/skip: the search of dnsvr_search, hits >= the "
-                        "threshold) -> Milvus upsert unless skipped (re-indexing an id replaces it)",
+            description="BLS: dnsvr_embed (and video_views beside it, with the pack's crop grid) -> (on_duplicate "
+                        "report/skip: the search of dnsvr_search, hits >= the threshold) -> Milvus upsert unless "
+                        "skipped (re-indexing an id replaces it)",
         ),
         ModelSpec(
             "dnsvr_search",

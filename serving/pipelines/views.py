@@ -1,0 +1,49 @@
+"""What `video_views` does, free of Triton: one video -> the S^c vectors of its crop views (issue 15).
+
+    view_vectors(inputs, decoding, layout, extract, coarse, batch, coarse_batch) -> {"views": float32 [1, B, C]}
+
+The video is decoded exactly as video_features decodes it (`video.frame_chunks`: the same frames, so the same
+frame count).  Every frame's zoomed crops of `layout` (`CropLayout.zoomed`: B square crops, each resized back to
+224 x 224) go through the extractor at most `batch` images a request; each crop's frames `[T, 9, 512]`, a short
+clip repeated to MIN_FRAMES as its full frame is, go through the coarse network at most `coarse_batch` crops a
+request: one unit vector per crop, in the grid's order (row by row).  With the full frame's vector
+(dnsvr_embed's `coarse`, view 0) these are the 1 + B views the store ranks a target by, its best view
+(`VideoStore.search_coarse`).  Queries never take this path: a query keeps its full frame.  The offline
+evaluation's twin is `tradeoff.index_videos(crops=...)`, which the tests hold it to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from dnsvr.client import spec
+from dnsvr.serving.pipelines.requests import BadRequest, RequestInputs
+from dnsvr.serving.pipelines.video import Decoding, Extract, checked_video, frame_chunks
+from dnsvr.training.data.crop_regions import CropLayout
+from dnsvr.training.data.video import VideoDecodeError, pad_frames
+
+Coarse = Callable[[np.ndarray, np.ndarray], np.ndarray]  # features [n, T, 9, 512], mask [n, T] -> [n, C]
+
+
+def view_vectors(inputs: RequestInputs, decoding: Decoding, layout: CropLayout, extract: Extract, coarse: Coarse,
+                 batch: int = spec.FEATURE_EXTRACTOR.max_batch_size,
+                 coarse_batch: int = spec.COARSE_EMBED.max_batch_size) -> dict[str, np.ndarray]:
+    """`video_views`' output for one request (see the module); BadRequest for a bad or undecodable video."""
+    video = checked_video(inputs, decoding)
+    crops = len(layout.boxes)
+    per_chunk = []
+    try:
+        for frames in frame_chunks(video, decoding):
+            zoomed = layout.zoomed(frames)  # [B * n, 224, 224, 3], crop after crop
+            features = np.concatenate([extract(zoomed[start:start + batch])["features"]
+                                       for start in range(0, len(zoomed), batch)])  # [B * n, 9, 512]
+            per_chunk.append(features.reshape(crops, len(frames), *features.shape[1:]))  # [B, n, 9, 512]
+    except VideoDecodeError as error:
+        raise BadRequest(str(error)) from None
+    by_frame = np.concatenate(per_chunk, axis=1).transpose(1, 0, 2, 3)  # [T, B, 9, 512]
+    views = np.ascontiguousarray(pad_frames(by_frame, spec.MIN_FRAMES).transpose(1, 0, 2, 3))  # [B, T', 9, 512]
+    mask = np.ones(views.shape[:2], bool)  # [B, T']
+    vectors = np.concatenate([coarse(views[start:start + coarse_batch], mask[start:start + coarse_batch])
+                              for start in range(0, crops, coarse_batch)])  # [B, C]
+    return {"views": vectors.astype(np.float32)[None]}

@@ -1,0 +1,143 @@
+"""The store's crop views against real Milvus (Lite server and the 2.3.5 standalone server): written with the video
+in one upsert, the coarse search ranking each video by its best view with only current generations counted,
+filtered, replaced, deleted, read back, checked and repaired; bad views refused; the number of views is part of
+the store."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+from dnsvr.serving.store.schema import IndexedVideo, InvalidVideo, new_generations
+from dnsvr.serving.store.settings import StoreSettings
+from dnsvr.serving.store.video_store import StoreMismatch, VideoStore
+from dnsvr.training.networks.codes import pack_codes
+
+DIM, VIEWS = 16, 3
+
+
+@pytest.fixture(params=["lite", "server"])
+def backend_uri(request) -> str:
+    return request.getfixturevalue("lite_server" if request.param == "lite" else "milvus_server").uri
+
+
+def unit(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    vectors = rng.normal(size=(*shape, DIM)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
+
+
+def video(video_id: str, seed: int, views: np.ndarray | None = None, **metadata) -> IndexedVideo:
+    rng = np.random.default_rng(seed)
+    return IndexedVideo(video_id, unit(rng), 0.25 + seed / 100, pack_codes(rng.choice([-1.0, 1.0], size=(3, 9, 512))),
+                        metadata=metadata, views=unit(rng, VIEWS) if views is None else views)
+
+
+def open_store(uri: str, prefix: str, views: int | None = VIEWS) -> VideoStore:
+    return VideoStore(StoreSettings(uri=uri, prefix=prefix), model_version="views-pack-1", coarse_dim=DIM,
+                      representation="binary", text_dim=0, views=views)
+
+
+def fresh_prefix() -> str:
+    return "x" + uuid.uuid4().hex[:12]
+
+
+def best_view(item: IndexedVideo, query: np.ndarray) -> float:
+    return float(max(item.coarse @ query, *(item.views @ query)))
+
+
+def test_coarse_search_ranks_each_video_by_its_best_view_and_honours_filters(backend_uri: str) -> None:
+    with open_store(backend_uri, fresh_prefix()) as store:
+        videos = [video(f"v{i}", i, channel="news" if i % 2 else "sport") for i in range(12)]
+        query = videos[7].views[1]  # what a crop of v7 shows: v7 scores 1 by its second crop view
+        store.upsert_many(videos)
+        hits = store.search_coarse(query, 5, consistency="Strong")
+        expected = sorted(videos, key=lambda v: -best_view(v, query))[:5]
+        assert hits.ids[0] == "v7" and hits.ids == [v.video_id for v in expected]
+        np.testing.assert_allclose(hits.scores, [best_view(v, query) for v in expected], atol=1e-5)
+        np.testing.assert_allclose(hits.selectors, [v.selector for v in expected], atol=1e-6)
+        assert hits.frame_counts.tolist() == [3] * 5 and len(set(hits.generations.tolist())) >= 1
+        sport = store.search_coarse(query, 4, filter='metadata["channel"] == "sport"', consistency="Strong")
+        assert len(sport.ids) == 4 and all(int(i[1:]) % 2 == 0 for i in sport.ids)
+        everything = store.search_coarse(query, 100, consistency="Strong")
+        assert sorted(everything.ids) == sorted(v.video_id for v in videos)  # each video once
+        back = store.get("v7")
+        np.testing.assert_array_equal(back.views, videos[7].views)
+        stats = store.stats()
+        assert stats.view_rows == 12 * (1 + VIEWS) and stats.meta.views == VIEWS
+        assert stats.payload_bytes_per_video == 4 * DIM * (1 + VIEWS) + 4 + 3 * 9 * 64
+
+
+def test_reindex_and_delete_leave_no_stale_view(backend_uri: str) -> None:
+    with open_store(backend_uri, fresh_prefix()) as store:
+        first = video("clip", 1)
+        store.upsert_many([first, video("other", 2)])
+        replaced = video("clip", 3)
+        store.upsert(replaced)  # re-indexed: its old views must not be found
+        old_view = first.views[0]
+        hits = store.search_coarse(old_view, 2, consistency="Strong")
+        assert dict(zip(hits.ids, hits.scores.tolist(), strict=True))["clip"] == pytest.approx(
+            best_view(replaced, old_view), abs=1e-5)
+        assert store._count(store.view_collection, "Strong") == 2 * (1 + VIEWS)
+        assert store.delete("clip")
+        assert store.search_coarse(old_view, 2, consistency="Strong").ids == ["other"]
+        assert store._count(store.view_collection, "Strong") == 1 + VIEWS
+        assert store.check(grace_s=0).clean
+
+
+def test_views_of_an_unfinished_write_are_never_returned_and_are_repaired(backend_uri: str) -> None:
+    """A writer that died after writing a new generation's views but before switching the row: the orphans are
+    not hits (the search follows the rows' generations), check reports them, repair removes them; a video that
+    lost views is incomplete."""
+    with open_store(backend_uri, fresh_prefix()) as store:
+        served = video("clip", 1)
+        store.upsert_many([served, video("kept", 2)])
+        (generation,) = new_generations(1)
+        stray = unit(np.random.default_rng(9))
+        store._call("insert", lambda c: c.insert(store.view_collection, [
+            {"video_id": "clip", "generation": generation, "view": 1, "vector": stray.tolist()}]))
+        hits = store.search_coarse(stray, 1, consistency="Strong")
+        assert hits.scores[0] < 0.99 and hits.generations[0] != generation
+        report = store.check(grace_s=0)
+        assert report.orphan_view_rows == 1 and report.orphan_video_ids == ["clip"] and not report.clean
+        assert store.check(repair=True, grace_s=0).repaired and store.check(grace_s=0).clean
+        np.testing.assert_array_equal(store.get("clip").views, served.views)
+        store._delete_views('video_id == "kept" and view == 2')
+        assert store.check(grace_s=0).incomplete_video_ids == ["kept"]
+        store.check(repair=True, grace_s=0)
+        assert store.count() == 1 and store.check(grace_s=0).clean
+
+
+def test_bad_views_are_refused_and_nothing_is_written(backend_uri: str) -> None:
+    with open_store(backend_uri, fresh_prefix()) as store:
+        store.upsert(video("kept", 1))
+        rng = np.random.default_rng(5)
+        bad = {"crop view 2": np.stack([unit(rng), np.ones(DIM, np.float32), unit(rng)]),  # not unit norm
+               "crop view 1": np.full((VIEWS, DIM), np.nan, np.float32),
+               "crop views must have shape": unit(rng, VIEWS + 1),
+               "needs each video's 3 crop-view": None}
+        for message, views in bad.items():
+            item = video("a", 2)
+            item.views = views
+            with pytest.raises(InvalidVideo, match=message):
+                store.upsert_many([video("e", 6), item])
+        assert store.count() == 1 and store._count(store.view_collection, "Strong") == 1 + VIEWS
+        with pytest.raises(InvalidVideo, match="unmatched"):
+            store.search_coarse(unit(rng), 1, filter='video_id == "kept") or (video_id != ""')
+
+
+def test_the_number_of_views_is_part_of_the_store(backend_uri: str) -> None:
+    prefix = fresh_prefix()
+    with open_store(backend_uri, prefix, views=0) as store:
+        plain = video("clip", 1)
+        with pytest.raises(InvalidVideo, match="holds no crop views"):
+            store.upsert(plain)
+        plain.views = None
+        store.upsert(plain)
+        assert not store._has(store.view_collection)
+        assert store.search_coarse(plain.coarse, 1, consistency="Strong").ids == ["clip"]
+    with pytest.raises(StoreMismatch, match="0 crop views per video"):
+        with open_store(backend_uri, prefix) as other:
+            other.count()
+    with open_store(backend_uri, prefix, views=None) as adopting:  # admin tools adopt what is there
+        assert adopting.count() == 1 and adopting.meta.views == 0
