@@ -64,14 +64,17 @@ def unit_rows(count: int, dim: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def synthetic_videos(start: int, count: int, dim: int, frames: int, rng: np.random.Generator,
-                     text_dim: int = 0) -> list[IndexedVideo]:
-    """Clustered coarse vectors, random codes, selector ~ U(0, 1), and a clustered text-video vector when the store
-    holds them (`text_dim` > 0: a pack with a text-video student)."""
+                     text_dim: int = 0, views: int = 0) -> list[IndexedVideo]:
+    """Clustered coarse vectors, random codes, selector ~ U(0, 1), a clustered text-video vector when the store
+    holds them (`text_dim` > 0: a pack with a text-video student), and `views` clustered crop-view vectors (a
+    pack with crop views)."""
     coarse = unit_rows(count, dim, rng)
     text = unit_rows(count, text_dim, rng) if text_dim else [None] * count
+    crops = unit_rows(count * views, dim, rng).reshape(count, views, dim) if views else [None] * count
     return [
         IndexedVideo(f"synthetic-{start + i:06d}", coarse[i], float(rng.uniform()),
-                     pack_codes(rng.choice([-1.0, 1.0], size=(frames, 9, 512)).astype(np.float32)), text=text[i])
+                     pack_codes(rng.choice([-1.0, 1.0], size=(frames, 9, 512)).astype(np.float32)), text=text[i],
+                     views=crops[i])
         for i in range(count)
     ]
 
@@ -82,7 +85,7 @@ def grow(store, target: int, frames: int, rng: np.random.Generator) -> None:
     with tqdm(total=target - have, desc=f"inserting to {target}", unit="video") as bar:
         while have < target:
             count = min(INSERT_BATCH, target - have)
-            store.upsert_many(synthetic_videos(have, count, dim, frames, rng, store.meta.text_dim))
+            store.upsert_many(synthetic_videos(have, count, dim, frames, rng, store.meta.text_dim, store.meta.views))
             have += count
             bar.update(count)
 

@@ -107,7 +107,10 @@ def grow(store, target: int, rng: np.random.Generator) -> None:
             coarse /= np.linalg.norm(coarse, axis=1, keepdims=True)
             text /= np.linalg.norm(text, axis=1, keepdims=True)
             codes = pack_codes(rng.choice([-1.0, 1.0], size=(count, 1, 9, 512)).astype(np.float32))
-            store.upsert_many([IndexedVideo(f"synthetic-{have + i:07d}", coarse[i], 0.5, codes[i], text=text[i])
+            views = rng.normal(size=(count, store.meta.views, coarse_dim)).astype(np.float32)  # a pack's crop views
+            views /= np.linalg.norm(views, axis=2, keepdims=True)
+            store.upsert_many([IndexedVideo(f"synthetic-{have + i:07d}", coarse[i], 0.5, codes[i], text=text[i],
+                                            views=views[i] if store.meta.views else None)
                                for i in range(count)])
             have += count
             bar.update(count)

@@ -9,7 +9,8 @@ near-duplicates when asked, write it to the store unless skipped.
 
 Request: video_id BYTES [1], video BYTES [1] | frames uint8 [T, 224, 224, 3], source_uri BYTES [1] (optional),
 metadata BYTES [1] (optional, a JSON object), on_duplicate BYTES [1] (optional: keep | report | skip, default
-keep) and duplicate_threshold float32 [1] (optional, in [0, 1]; `dnsvr.client.duplicates`).  The id, metadata
+keep) and duplicate_threshold float32 [1] (optional, in [0, 1]; default: the pack's, `stores.duplicate_threshold`;
+`dnsvr.client.duplicates`).  The id, metadata
 and duplicate policy are checked before the video is embedded, and everything again by the store before
 anything is written (the store's generation switch: a re-index never shows a mix of old and new frames).
 With report or skip the collection is searched first (`dnsvr.serving.pipelines.duplicates`); skip writes

@@ -1,0 +1,139 @@
+"""What crop views cost the served system: indexing time per video and the coarse search, with and without them.
+
+    .venv/bin/python benchmarks/index_views_bench.py [--videos 2000] [--queries 40]
+
+Issue 15's crop views (pack.json `index_views`; `video_views`, the store's `{prefix}_views`): one export of the
+bundled pack, and a copy of it whose manifest records no crop grid (`dnsvr export --index-views none`); the
+local service (Triton + the Milvus server `dnsvr serve` starts) on each in turn, side by side in one run:
+
+    indexing   the sample videos through `dnsvr_index` (each indexed `--repeats` times: a re-index replaces it),
+               the round trip per video and the `crop_views` stage (video_views), per frame
+    search     the store grown to `--videos` synthetic videos (with 9 crop views each where the repository has
+               them, written straight into the store), then `--queries` searches by indexed id, coarse only and
+               with the default re-rank: the `coarse_search` stage and the round trip, median and p95
+
+Writes benchmarks/results/index_views.md.  CPU only; the networks run in ONNX Runtime inside python-backend
+models, as `dnsvr serve` runs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from dnsvr.client import VideoSearchClient
+from dnsvr.serving.local.service import LocalService
+from dnsvr.serving.pipelines.store_access import ServiceStore
+from dnsvr.training import paths
+from dnsvr.training.files import atomic_write_text
+from serving_bench import grow, percentile, visible
+
+RESULTS = Path(__file__).resolve().parent / "results" / "index_views.md"
+VIDEOS = paths.shared_videos_dir()
+
+
+def without_views(repository: Path, target: Path) -> Path:
+    """A copy of `repository` whose manifest records no crop grid (what `--index-views none` exports)."""
+    shutil.copytree(repository, target, symlinks=True)
+    manifest = json.loads((target / "manifest.json").read_text())
+    manifest["index_views"] = None
+    (target / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return target
+
+
+def measure(repository: Path, scratch: Path, args: argparse.Namespace) -> dict:
+    """Index the sample videos, grow the store, search by id -> the timings (module docstring)."""
+    files = sorted(VIDEOS.glob("*.mp4"))
+    out: dict = {"index_ms": [], "views_ms_per_frame": [], "frames": 0}
+    with LocalService(repository, store=scratch / "store", log_dir=scratch) as service, \
+            VideoSearchClient(service.grpc_url, timeout_s=900) as client:
+        for repeat in range(args.repeats):
+            for path in files:
+                began = time.perf_counter()
+                result = client.index(path.stem, path)
+                out["index_ms"].append(1000 * (time.perf_counter() - began))
+                out["frames"] += result.frame_count if repeat == 0 else 0
+                if "crop_views" in result.timings_ms:
+                    out["views_ms_per_frame"].append(result.timings_ms["crop_views"] / result.frame_count)
+        stores = ServiceStore(repository, {"store_uri": service.store_uri})
+        store = stores.get(create=False)
+        grow(store, args.videos, args.frames, np.random.default_rng(0))
+        out["views"] = store.meta.views
+        stores.close()
+        ids = [f"synthetic-{i:06d}" for i in np.random.default_rng(1).choice(np.arange(len(files), args.videos),
+                                                                            args.queries)]
+        visible(client, ids[:1])
+        for rerank in (0.0, 0.1):
+            coarse, trips = [], []
+            for index, video_id in enumerate([ids[0], *ids]):
+                began = time.perf_counter()
+                result = client.search(video_id=video_id, top_k=10, rerank=rerank)
+                if index:
+                    trips.append(1000 * (time.perf_counter() - began))
+                    coarse.append(result.timings_ms["coarse_search"])
+            out[f"search_{rerank:g}"] = {"coarse_search": coarse, "round_trip": trips}
+    return out
+
+
+def cell(values: list[float]) -> str:
+    return f"{statistics.median(values):.1f} / {percentile(values, 95):.1f}" if values else "-"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repository", type=Path, help="exported bundled repository (default: export one into a "
+                        "temporary folder)")
+    parser.add_argument("--videos", type=int, default=2000, help="videos in the store when searching (default 2000)")
+    parser.add_argument("--frames", type=int, default=60, help="frames per synthetic video (default 60)")
+    parser.add_argument("--queries", type=int, default=40, help="timed searches by id per re-rank setting")
+    parser.add_argument("--repeats", type=int, default=2, help="times each sample video is indexed (default 2)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"report file (default: {RESULTS})")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="index-views-bench-") as folder:
+        scratch = Path(folder)
+        repository = args.repository
+        if repository is None:
+            from dnsvr.export.repository import build_repository
+            from dnsvr.export.weights import resolve_weights
+
+            print("exporting the bundled pack ...", flush=True)
+            repository = scratch / "repository"
+            build_repository(resolve_weights(["bundled"]), repository)
+        variants = {"crop views (the bundled pack)": repository,
+                    "full frame only (--index-views none)": without_views(repository, scratch / "plain")}
+        results = {}
+        for name, variant in variants.items():
+            print(f"{name} ...", flush=True)
+            run = scratch / f"run-{len(results)}"
+            run.mkdir()
+            results[name] = measure(variant, run, args)
+    lines = ["# Crop views: what they cost the served system\n",
+             f"`benchmarks/index_views_bench.py --videos {args.videos} --queries {args.queries} --repeats "
+             f"{args.repeats}` ({time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
+             "CPU only, the Milvus server `dnsvr serve` starts). Indexing: the sample videos through "
+             "`dnsvr_index`, round trip per video; `crop_views`: video_views' stage per frame. Search: by indexed "
+             f"id over {args.videos:,} videos (synthetic beyond the samples, with crop views where the repository "
+             "has them), median / p95 ms.\n",
+             "| index | views a video | index round trip (ms / video) | crop_views (ms / frame) | coarse_search, "
+             "re-rank 0 | round trip, re-rank 0 | coarse_search, re-rank 0.1 | round trip, re-rank 0.1 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, out in results.items():
+        lines.append(f"| {name} | {1 + out['views']} | {cell(out['index_ms'])} | {cell(out['views_ms_per_frame'])} | "
+                     f"{cell(out['search_0']['coarse_search'])} | {cell(out['search_0']['round_trip'])} | "
+                     f"{cell(out['search_0.1']['coarse_search'])} | {cell(out['search_0.1']['round_trip'])} |")
+    frames = next(iter(results.values()))["frames"]
+    lines.append(f"\nThe sample videos: {len(list(VIDEOS.glob('*.mp4')))} files, {frames} frames at 1 fps.")
+    table = "\n".join(lines) + "\n"
+    print(table)
+    atomic_write_text(args.out, table)
+
+
+if __name__ == "__main__":
+    main()
