@@ -48,6 +48,24 @@ def write_manifest(repository, fine: str = "bin", index_views: dict | None = Non
                                                           "index_views": index_views}))
 
 
+def rerank_stand_ins(stand_in) -> None:
+    """selector_score (each pair's coarse score) and fine_similarity_bin (1 for every candidate) stand-ins."""
+    stand_in["selector_score"] = lambda inputs: {"scores": inputs["pair_features"][:, 2]}
+    stand_in["fine_similarity_bin"] = lambda inputs: {
+        "similarity": np.ones(len(inputs["candidates"]), np.float32),
+        "f2f": np.zeros((len(inputs["candidates"]), len(inputs["query"]), inputs["candidates"].shape[1]), np.float32)}
+
+
+def store_adapters(repository, store_uri):
+    """name -> that pipeline's adapter of `repository`, initialised over the store at `store_uri`."""
+    def adapter(name):
+        config = pipeline_config(name)
+        config.parameters["store_uri"].string_value = str(store_uri)
+        return initialized(PYTHON_MODELS[name], config, repository / name)
+
+    return adapter
+
+
 def test_every_pipeline_module_defines_an_adapter():
     for module in [*PYTHON_MODELS.values(), ONNX_RUNNER, *NETWORK_ADAPTERS.values()]:
         assert issubclass(importlib.import_module(module).TritonPythonModel,
@@ -153,20 +171,10 @@ def test_store_adapters_index_search_delete_stats(tmp_path, stand_in):
     stand_in["dnsvr_embed"] = lambda inputs: {"coarse": coarse[None], "selector": np.array([[0.5]], np.float32),
                                               "fine": np.zeros((1, 4, 9, 64), np.uint8),
                                               "thumbnail": np.array([thumbnail], object)}
-    stand_in["selector_score"] = lambda inputs: {"scores": inputs["pair_features"][:, 2]}
-    stand_in["fine_similarity_bin"] = lambda inputs: {
-        "similarity": np.ones(len(inputs["candidates"]), np.float32),
-        "f2f": np.zeros((len(inputs["candidates"]), len(inputs["query"]), inputs["candidates"].shape[1]), np.float32)}
+    rerank_stand_ins(stand_in)
     repository = tmp_path / "repo"
     write_manifest(repository)
-    store = {"store_uri": str(tmp_path / "store.db")}
-
-    def adapter(name):
-        config = pipeline_config(name)
-        for key, value in store.items():
-            config.parameters[key].string_value = value
-        return initialized(PYTHON_MODELS[name], config, repository / name)
-
+    adapter = store_adapters(repository, tmp_path / "store.db")
     index, search, delete, stats, thumbnails = (adapter(n) for n in ("dnsvr_index", "dnsvr_search", "dnsvr_delete",
                                                                      "dnsvr_stats", "dnsvr_thumbnails"))
     try:
@@ -210,20 +218,10 @@ def test_index_adapter_stores_the_crop_views_and_search_meets_them(tmp_path, sta
                                               "fine": np.zeros((1, 4, 9, 64), np.uint8),
                                               "thumbnail": np.array([b"\xff\xd8\xff"], object)}
     stand_in["video_views"] = lambda inputs: asked.append(inputs["video"]) or {"views": vectors[None, 1:]}
-    stand_in["selector_score"] = lambda inputs: {"scores": inputs["pair_features"][:, 2]}
-    stand_in["fine_similarity_bin"] = lambda inputs: {
-        "similarity": np.ones(len(inputs["candidates"]), np.float32),
-        "f2f": np.zeros((len(inputs["candidates"]), len(inputs["query"]), inputs["candidates"].shape[1]), np.float32)}
+    rerank_stand_ins(stand_in)
     repository = tmp_path / "repo"
     write_manifest(repository, index_views={"crop": 0.5, "stride": 0.5})
-    store = {"store_uri": str(tmp_path / "store.db")}
-
-    def adapter(name):
-        config = pipeline_config(name)
-        for key, value in store.items():
-            config.parameters[key].string_value = value
-        return initialized(PYTHON_MODELS[name], config, repository / name)
-
+    adapter = store_adapters(repository, tmp_path / "store.db")
     index, search = adapter("dnsvr_index"), adapter("dnsvr_search")
     try:
         (stored,) = index.execute(requests({"video_id": text("a"), "video": text("a")}))
