@@ -1,0 +1,104 @@
+"""The near-duplicate benchmark through the served system: mAP of the real service, with and without crop views.
+
+    .venv/bin/python benchmarks/served_benchmark.py [--presets heldout small] [--seed 0]
+
+The offline evaluation (`dnsvr eval benchmark`, `benchmarks/view_fusions.py`) scores the pack's networks in
+PyTorch; this asks the service a user runs (Triton with the exported ONNX networks, the Milvus server `dnsvr
+serve` starts) the same questions.  One export of the bundled pack, and a copy whose manifest records no crop
+grid (`dnsvr export --index-views none`); for each, side by side in one run: every benchmark video indexed
+through `dnsvr_index` (its rendered frames, as the offline features were extracted from), then every query
+searched by its indexed id with K' = every other video and the served default re-rank (the selector sending
+10 % to S^f_B, the pack's fusion), and with re-rank 0 (S^c alone); mAP from the benchmark's own evaluation.
+Also the indexing time per frame.  Writes benchmarks/results/served_benchmark.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from dnsvr.client import VideoSearchClient
+from dnsvr.client.spec import MAX_TOP_K
+from dnsvr.serving.local.service import LocalService
+from dnsvr.training.evaluation.tradeoff import benchmark_with_features
+from dnsvr.training.files import atomic_write_text
+from index_views_bench import without_views
+from tqdm import tqdm
+
+RESULTS = Path(__file__).resolve().parent / "results" / "served_benchmark.md"
+POLICIES = {"S^c alone (re-rank 0)": 0.0, "DnS, the served default (re-rank 10%)": 0.1}
+
+
+def measure(repository: Path, scratch: Path, benchmark) -> dict:
+    """Index the benchmark through the service, search every query by id -> {policy: (mAP, hard mAP)} and the
+    indexing ms per frame."""
+    videos = list(benchmark.iter_frames(progress=False))
+    frames = sum(len(clip) for _, clip in videos)
+    out = {}
+    with LocalService(repository, store=scratch / "store", log_dir=scratch) as service, \
+            VideoSearchClient(service.grpc_url, timeout_s=900) as client:
+        began = time.perf_counter()
+        with tqdm(total=len(videos), desc="indexing", unit="video") as bar:
+            outcomes = client.index_many(videos, on_done=lambda _: bar.update(1))
+        out["index_ms_per_frame"] = 1000 * (time.perf_counter() - began) / frames
+        failed = [outcome.error for outcome in outcomes if not outcome.ok]
+        if failed:
+            raise RuntimeError(f"{len(failed)} videos failed to index: {failed[:3]}")
+        others = len(videos) - 1
+        for name, rerank in POLICIES.items():
+            similarities = {}
+            for query in benchmark.queries:
+                result = client.search(video_id=query, top_k=min(others, MAX_TOP_K), rerank=rerank,
+                                       candidates=others)
+                similarities[query] = {hit.video_id: hit.score for hit in result}
+            evaluated = benchmark.evaluate(similarities)
+            out[name] = (evaluated["overall"]["mAP"], evaluated.get("hard", {}).get("mAP", float("nan")))
+            print(f"  {name}: {out[name][0]:.4f} / {out[name][1]:.4f}", flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=["heldout", "small"])
+    parser.add_argument("--seed", type=int, default=0, help="benchmark seed (default 0)")
+    parser.add_argument("--repository", type=Path, help="exported bundled repository (default: export one)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"report file (default: {RESULTS})")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="served-benchmark-") as folder:
+        scratch = Path(folder)
+        repository = args.repository
+        if repository is None:
+            from dnsvr.export.repository import build_repository
+            from dnsvr.export.weights import resolve_weights
+
+            print("exporting the bundled pack ...", flush=True)
+            repository = scratch / "repository"
+            build_repository(resolve_weights(["bundled"]), repository)
+        variants = {"crop views (the bundled pack)": repository,
+                    "full frame only (--index-views none)": without_views(repository, scratch / "plain")}
+        for preset in args.presets:
+            _, benchmark, _ = benchmark_with_features(preset, args.seed, progress=False)
+            for name, variant in variants.items():
+                print(f"{preset} {args.seed}, {name} ...", flush=True)
+                run = scratch / f"run-{len(rows)}"
+                run.mkdir()
+                rows.append((preset, name, measure(variant, run, benchmark)))
+    lines = ["# The near-duplicate benchmark through the served system\n",
+             f"`benchmarks/served_benchmark.py --presets {' '.join(args.presets)} --seed {args.seed}` "
+             f"({time.strftime('%Y-%m-%d')}, CPU only): every benchmark video indexed through `dnsvr_index`, every "
+             "query searched by its indexed id over all the other videos (K' = all). mAP / mAP on hard copies.\n",
+             "| preset | index | " + " | ".join(POLICIES) + " | indexing ms / frame |",
+             "|---|---|" + "---:|" * (len(POLICIES) + 1)]
+    for preset, name, out in rows:
+        cells = [f"{out[policy][0]:.4f} / {out[policy][1]:.4f}" for policy in POLICIES]
+        lines.append(f"| {preset} | {name} | " + " | ".join(cells) + f" | {out['index_ms_per_frame']:.0f} |")
+    table = "\n".join(lines) + "\n"
+    print(table)
+    atomic_write_text(args.out, table)
+
+
+if __name__ == "__main__":
+    main()
