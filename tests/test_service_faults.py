@@ -344,7 +344,9 @@ def test_store_check_on_a_live_embedded_store_goes_through_its_server(service, c
 def test_a_long_invalid_filter_is_a_clear_invalid_argument(client):
     from dnsvr.client import InvalidVideo
 
-    with pytest.raises(InvalidVideo, match="was rejected by the store") as caught:
+    # refused by the store's filter check (`expressions.checked_filter`: a store with crop views checks a filter
+    # before reading its views collection), or by Milvus itself on a store without them
+    with pytest.raises(InvalidVideo, match=r"an unclosed '\('|was rejected by the store") as caught:
         client.search(video_id="base-0", filter="source_uri like " + "(" * 3000)
     assert len(str(caught.value)) < 2500
     with pytest.raises(InvalidVideo, match="at most 4096 bytes"):

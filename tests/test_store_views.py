@@ -5,11 +5,14 @@ the store."""
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 
 import numpy as np
 import pytest
-from dnsvr.serving.store.schema import IndexedVideo, InvalidVideo, new_generations
+from dnsvr.serving.store import video_store as video_store_module
+from dnsvr.serving.store.schema import IndexedVideo, InvalidVideo, StoreMeta, make_meta, new_generations
 from dnsvr.serving.store.settings import StoreSettings
 from dnsvr.serving.store.video_store import StoreMismatch, VideoStore
 from dnsvr.training.networks.codes import pack_codes
@@ -98,11 +101,20 @@ def test_views_of_an_unfinished_write_are_never_returned_and_are_repaired(backen
             {"video_id": "clip", "generation": generation, "view": 1, "vector": stray.tolist()}]))
         hits = store.search_coarse(stray, 1, consistency="Strong")
         assert hits.scores[0] < 0.99 and hits.generations[0] != generation
+        old_generation = (int((time.time() - 3_600) * 1000) << 20) | 5  # a writer that died an hour ago
+        store._call("insert", lambda c: c.insert(store.view_collection, [
+            {"video_id": "kept", "generation": old_generation, "view": view, "vector": stray.tolist()}
+            for view in range(1 + VIEWS)]))
+        assert store.search_coarse(stray, 2, consistency="Strong").scores[0] < 0.99
+        report = store.check()  # the default grace: the hour-old rows are orphans, the fresh one may be in flight
+        assert report.orphan_view_rows == 1 + VIEWS and report.skipped_recent_rows == 1
+        assert report.orphan_video_ids == ["kept"] and not report.clean
         report = store.check(grace_s=0)
-        assert report.orphan_view_rows == 1 and report.orphan_video_ids == ["clip"] and not report.clean
+        assert report.orphan_view_rows == 2 + VIEWS and report.orphan_video_ids == ["clip", "kept"]
+        assert report.orphan_rows == report.orphan_text_rows == 0 and not report.incomplete_video_ids
         assert store.check(repair=True, grace_s=0).repaired and store.check(grace_s=0).clean
         np.testing.assert_array_equal(store.get("clip").views, served.views)
-        store._delete_views('video_id == "kept" and view == 2')
+        store._delete_in(store.view_collection, 'video_id == "kept" and view == 2')
         assert store.check(grace_s=0).incomplete_video_ids == ["kept"]
         store.check(repair=True, grace_s=0)
         assert store.count() == 1 and store.check(grace_s=0).clean
@@ -141,3 +153,50 @@ def test_the_number_of_views_is_part_of_the_store(backend_uri: str) -> None:
             other.count()
     with open_store(backend_uri, prefix, views=None) as adopting:  # admin tools adopt what is there
         assert adopting.count() == 1 and adopting.meta.views == 0
+    prefix = fresh_prefix()
+    with open_store(backend_uri, prefix) as store:
+        store.upsert(video("clip", 1))
+    with pytest.raises(StoreMismatch, match="3 crop views per video .*this caller: 0"):
+        with open_store(backend_uri, prefix, views=0) as other:
+            other.count()
+
+
+def test_views_are_written_in_batches_and_rolled_back_with_a_failed_write(backend_uri: str, monkeypatch) -> None:
+    """Crop views go in INSERT_BYTE_BUDGET-sized calls like frames; a write that fails before its switch leaves
+    none of its views behind and the served generation as it was."""
+    monkeypatch.setattr(video_store_module, "INSERT_BYTE_BUDGET", 4 * DIM * 3)  # three view rows a call
+    with open_store(backend_uri, fresh_prefix()) as store:
+        calls: list[str] = []
+        call = store._call
+        monkeypatch.setattr(store, "_call", lambda operation, action: calls.append(operation) or call(operation,
+                                                                                                       action))
+        videos = [video(f"v{i}", i) for i in range(4)]
+        store.upsert_many(videos)
+        assert calls.count("insert crop views") == -(-4 * (1 + VIEWS) // 3)
+        for item in videos:
+            np.testing.assert_array_equal(store.get(item.video_id).views, item.views)
+        served = store.search_coarse(videos[2].views[2], 1, consistency="Strong")
+        assert served.ids == ["v2"] and served.scores[0] == pytest.approx(1.0, abs=1e-5)
+
+        def broken_switch(*args) -> None:
+            raise RuntimeError("the switch failed")
+
+        monkeypatch.setattr(store, "_switch", broken_switch)
+        with pytest.raises(RuntimeError, match="the switch failed"):
+            store.upsert_many([video("v2", 20), video("new", 21)])
+        monkeypatch.undo()
+        assert store._count(store.view_collection, "Strong") == 4 * (1 + VIEWS) and store.count() == 4
+        np.testing.assert_array_equal(store.get("v2").views, videos[2].views)
+        assert store.search_coarse(videos[2].views[2], 1, consistency="Strong").generations[0] == \
+            served.generations[0]
+        assert store.check(grace_s=0).clean
+
+
+def test_the_number_of_views_is_checked_and_old_metadata_has_none() -> None:
+    with pytest.raises(ValueError, match="views must be in 0..64"):
+        make_meta("v1", DIM, "binary", "chunk", views=65)
+    meta = make_meta("v1", DIM, "binary", "chunk", views=VIEWS)
+    assert StoreMeta.from_json(meta.to_json()) == meta
+    old = json.loads(meta.to_json())
+    del old["dnsvr_store"]["views"]  # a store made before crop views
+    assert StoreMeta.from_json(json.dumps(old)).views == 0

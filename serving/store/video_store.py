@@ -583,20 +583,18 @@ class VideoStore:
             return
         generations = new_generations(len(checked))
         written = list(zip(ids, generations, strict=True))
-        rows = [row for video, generation in zip(checked, generations, strict=True)
-                for row in frame_rows(video.video_id, generation, video.fine_codes, meta)]
-        batch = max(1, INSERT_BYTE_BUDGET // meta.row_bytes)
+        pairs = list(zip(checked, generations, strict=True))
         try:
-            for start in range(0, len(rows), batch):
-                self._call("insert frames", lambda c, s=start: c.insert(self.frame_collection, rows[s:s + batch]))
+            self._insert("frames", self.frame_collection, meta.row_bytes,
+                         [row for video, generation in pairs
+                          for row in frame_rows(video.video_id, generation, video.fine_codes, meta)])
             if meta.text_dim:
-                text_rows = [{"video_id": video.video_id, "generation": generation, "vector": video.text.tolist()}
-                             for video, generation in zip(checked, generations, strict=True)]
-                self._call("insert text vectors", lambda c: c.insert(self.text_collection, text_rows))
+                self._insert("text vectors", self.text_collection, 4 * meta.text_dim,
+                             [{"video_id": video.video_id, "generation": generation, "vector": video.text.tolist()}
+                              for video, generation in pairs])
             if meta.views:
-                views = [row for video, generation in zip(checked, generations, strict=True)
-                         for row in view_rows(video, generation)]
-                self._call("insert crop views", lambda c: c.insert(self.view_collection, views))
+                self._insert("crop views", self.view_collection, 4 * meta.coarse_dim,
+                             [row for video, generation in pairs for row in view_rows(video, generation)])
             self._switch(checked, generations, meta)
         except BaseException:
             self._roll_back(written)
@@ -607,6 +605,12 @@ class VideoStore:
             self._delete_generations(both(is_in("video_id", ids[start:start + DELETE_BATCH]),
                                           is_not_in("generation", keep)))
         self._flush_if_embedded()
+
+    def _insert(self, what: str, collection: str, row_bytes: int, rows: list[dict[str, Any]]) -> None:
+        """Rows of about `row_bytes` each into `collection`, INSERT_BYTE_BUDGET bytes (at least one row) a call."""
+        batch = max(1, INSERT_BYTE_BUDGET // row_bytes)
+        for start in range(0, len(rows), batch):
+            self._call(f"insert {what}", lambda c, s=start: c.insert(collection, rows[s:s + batch]))
 
     def _switch(self, videos: list[IndexedVideo], generations: list[int], meta: StoreMeta) -> None:
         """The per-video rows pointing at the new generations: from here on readers see the new frames."""
@@ -664,29 +668,29 @@ class VideoStore:
         if not self.supports_binary_vectors:
             self.flush()
 
+    def _delete_in(self, collection: str, expression: str) -> None:
+        """The rows of `collection` matching `expression`."""
+        self._call(f"delete from {collection}", lambda c: c.delete(collection, filter=expression))
+
     def _delete_frames(self, expression: str) -> None:
-        self._call("delete frames", lambda c: c.delete(self.frame_collection, filter=expression))
+        """Frame rows alone (the write-latency benchmark times this delete)."""
+        self._delete_in(self.frame_collection, expression)
 
     def _delete_text(self, expression: str) -> None:
-        if self.meta.text_dim:
-            self._call("delete text vectors", lambda c: c.delete(self.text_collection, filter=expression))
-
-    def _delete_views(self, expression: str) -> None:
-        if self.meta.views:
-            self._call("delete crop views", lambda c: c.delete(self.view_collection, filter=expression))
+        """Text-vector rows alone (the write-latency benchmark times this delete)."""
+        self._delete_in(self.text_collection, expression)
 
     def _delete_generations(self, expression: str) -> None:
-        """Frame, text-vector and crop-view rows matching `expression` (over video_id and generation), the deletes
-        at once: on a server each waits for the time tick of the query that finds its rows (docs/storage.md).
-        All run to the end before the first failure, if any, is raised."""
-        meta = self.meta
-        deletes = [self._delete_frames, *([self._delete_text] if meta.text_dim else []),
-                   *([self._delete_views] if meta.views else [])]
-        if len(deletes) == 1:
-            self._delete_frames(expression)
+        """The rows of every generation-keyed collection (`_generation_collections`: frames, text vectors, crop
+        views) matching `expression` (over video_id and generation), the deletes at once: on a server each waits
+        for the time tick of the query that finds its rows (docs/storage.md).  All run to the end before the
+        first failure, if any, is raised."""
+        collections = self._generation_collections(self.meta)
+        if len(collections) == 1:
+            self._delete_in(collections[0], expression)
             return
-        with ThreadPoolExecutor(len(deletes), thread_name_prefix="dnsvr-delete") as pool:
-            running = [pool.submit(delete, expression) for delete in deletes]
+        with ThreadPoolExecutor(len(collections), thread_name_prefix="dnsvr-delete") as pool:
+            running = [pool.submit(self._delete_in, collection, expression) for collection in collections]
         for done in running:
             done.result()
 
@@ -1037,52 +1041,43 @@ class VideoStore:
         expected: dict[tuple[str, int], int] = {}  # (video_id, generation) -> frame rows it should have
         for row in self._scan(self.video_collection, "video_id", ["generation", "frame_count"]):
             expected[row["video_id"], row["generation"]] = meta.rows_for(int(row["frame_count"]))
-        found: dict[tuple[str, int], int] = defaultdict(int)
-        for row in self._scan(self.frame_collection, "pk", ["video_id", "generation"]):
-            found[row["video_id"], row["generation"]] += 1
+        per_video = {self.text_collection: 1, self.view_collection: 1 + meta.views}  # rows; frames: `expected`
         now = time.time()
-        unreferenced = [key for key in found if key not in expected]
-        orphans = [key for key in unreferenced if now - generation_time(key[1]) >= grace_s]
-        recent = sum(found[key] for key in unreferenced if now - generation_time(key[1]) < grace_s)
-        incomplete = {video_id for (video_id, generation), rows in expected.items()
-                      if found.get((video_id, generation), 0) != rows}
-        orphan_rows = {}  # generation-keyed vector collection -> its orphan (video_id, generation) pairs, their rows
-        for collection, rows_per_video in self._vector_collections(meta):
-            rows_found: dict[tuple[str, int], int] = defaultdict(int)
+        incomplete: set[str] = set()
+        recent = 0
+        # generation-keyed collection -> its rows; -> its orphan (video_id, generation) pairs and their rows
+        scanned: dict[str, int] = {}
+        orphan_rows: dict[str, tuple[list[tuple[str, int]], int]] = {}
+        for collection in self._generation_collections(meta):
+            found: dict[tuple[str, int], int] = defaultdict(int)
             for row in self._scan(collection, "pk", ["video_id", "generation"]):
-                rows_found[row["video_id"], row["generation"]] += 1
-            incomplete.update(video_id for video_id, generation in expected
-                              if rows_found.get((video_id, generation), 0) != rows_per_video)
-            stray = [key for key in rows_found if key not in expected]
+                found[row["video_id"], row["generation"]] += 1
+            incomplete.update(video_id for (video_id, generation), rows in expected.items()
+                              if found.get((video_id, generation), 0) != per_video.get(collection, rows))
+            stray = [key for key in found if key not in expected]
             old = [key for key in stray if now - generation_time(key[1]) >= grace_s]
-            recent += sum(rows_found[key] for key in stray if now - generation_time(key[1]) < grace_s)
-            orphan_rows[collection] = (old, sum(rows_found[key] for key in old))
-        text_orphans, text_rows = orphan_rows.get(self.text_collection, ([], 0))
-        view_orphans, view_rows_count = orphan_rows.get(self.view_collection, ([], 0))
+            recent += sum(found[key] for key in stray if now - generation_time(key[1]) < grace_s)
+            scanned[collection] = sum(found.values())
+            orphan_rows[collection] = (old, sum(found[key] for key in old))
         report = CheckReport(
-            videos=len(expected), frame_rows=sum(found.values()), orphan_rows=sum(found[k] for k in orphans),
-            orphan_video_ids=sorted({video_id for video_id, _ in orphans + text_orphans + view_orphans}),
+            videos=len(expected), frame_rows=scanned[self.frame_collection],
+            orphan_rows=orphan_rows[self.frame_collection][1],
+            orphan_video_ids=sorted({video_id for pairs, _ in orphan_rows.values() for video_id, _ in pairs}),
             incomplete_video_ids=sorted(incomplete), skipped_recent_rows=recent,
             invalid_video_ids=sorted({video_id for video_id, _ in expected if id_problem(video_id)}),
-            orphan_text_rows=text_rows, orphan_view_rows=view_rows_count,
+            orphan_text_rows=orphan_rows.get(self.text_collection, ([], 0))[1],
+            orphan_view_rows=orphan_rows.get(self.view_collection, ([], 0))[1],
         )
         if repair:
             for video_id in report.incomplete_video_ids:
                 self.delete(video_id)
             for video_id in report.invalid_video_ids:
                 self._delete_rows(video_id)
-            for pairs, delete in ((orphans, self._delete_frames), (text_orphans, self._delete_text),
-                                  (view_orphans, self._delete_views)):
+            for collection, (pairs, _) in orphan_rows.items():
                 for start in range(0, len(pairs), ORPHAN_DELETE_BATCH):
-                    delete(_pairs_filter(pairs[start:start + ORPHAN_DELETE_BATCH]))
+                    self._delete_in(collection, _pairs_filter(pairs[start:start + ORPHAN_DELETE_BATCH]))
             report.repaired = True
         return report
-
-    def _vector_collections(self, meta: StoreMeta) -> list[tuple[str, int]]:
-        """(collection, rows each video has there) of the per-video vector collections this store holds: the
-        text-video vectors (1) and the crop views (1 + views)."""
-        return ([(self.text_collection, 1)] if meta.text_dim else []) + (
-            [(self.view_collection, 1 + meta.views)] if meta.views else [])
 
 
 def _condition(filter: str | None) -> str:
