@@ -33,7 +33,7 @@ from dnsvr.serving.local.service import LocalService
 from dnsvr.serving.pipelines.store_access import ServiceStore
 from dnsvr.training import paths
 from dnsvr.training.files import atomic_write_text
-from serving_bench import grow, percentile, visible
+from serving_bench import export_repository, grow, percentile, visible
 
 RESULTS = Path(__file__).resolve().parent / "results" / "index_views.md"
 VIDEOS = paths.shared_videos_dir()
@@ -98,14 +98,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="index-views-bench-") as folder:
         scratch = Path(folder)
-        repository = args.repository
-        if repository is None:
-            from dnsvr.export.repository import build_repository
-            from dnsvr.export.weights import resolve_weights
-
-            print("exporting the bundled pack ...", flush=True)
-            repository = scratch / "repository"
-            build_repository(resolve_weights(["bundled"]), repository)
+        repository = args.repository or export_repository(scratch / "repository")
         variants = {"crop views (the bundled pack)": repository,
                     "full frame only (--index-views none)": without_views(repository, scratch / "plain")}
         results = {}

@@ -25,6 +25,7 @@ from dnsvr.serving.local.service import LocalService
 from dnsvr.training.evaluation.tradeoff import benchmark_with_features
 from dnsvr.training.files import atomic_write_text
 from index_views_bench import without_views
+from serving_bench import export_repository
 from tqdm import tqdm
 
 RESULTS = Path(__file__).resolve().parent / "results" / "served_benchmark.md"
@@ -69,14 +70,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="served-benchmark-") as folder:
         scratch = Path(folder)
-        repository = args.repository
-        if repository is None:
-            from dnsvr.export.repository import build_repository
-            from dnsvr.export.weights import resolve_weights
-
-            print("exporting the bundled pack ...", flush=True)
-            repository = scratch / "repository"
-            build_repository(resolve_weights(["bundled"]), repository)
+        repository = args.repository or export_repository(scratch / "repository")
         variants = {"crop views (the bundled pack)": repository,
                     "full frame only (--index-views none)": without_views(repository, scratch / "plain")}
         for preset in args.presets:

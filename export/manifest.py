@@ -123,8 +123,8 @@ def index_views(manifest: dict) -> CropLayout | None:
     if data is None:
         return None
     try:
-        return CropLayout(float(data["crop"]), float(data["stride"]))
-    except (KeyError, TypeError, ValueError) as error:
+        return CropLayout.from_record(data)
+    except ValueError as error:
         raise ManifestError(f"the manifest's index_views is invalid ({error}): re-export the repository") from None
 
 

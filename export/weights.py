@@ -106,15 +106,10 @@ def _text_models(source: ExportSource, kind: str, network: nn.Module) -> None:
     source.text_kind = kind
 
 
-def _grid_record(layout: CropLayout | None) -> dict | None:
-    """A crop grid as the manifest records it, None for none."""
-    return None if layout is None else {"crop": layout.crop, "stride": layout.stride}
-
-
 def index_views_record(text: str) -> dict | None:
     """`dnsvr export --index-views`: `CROP:STRIDE` or `none` -> the manifest's record; ValueError naming the
     problem."""
-    return None if text.strip().lower() == "none" else _grid_record(CropLayout.parse(text))
+    return None if text.strip().lower() == "none" else CropLayout.parse(text).record()
 
 
 def from_pack(pack: ModelPack, text_max_frames: int | None = None, own_text: bool = True) -> ExportSource:
@@ -130,10 +125,10 @@ def from_pack(pack: ModelPack, text_max_frames: int | None = None, own_text: boo
                  for role in pack.files if role in PACK_ROLES and (role != TEXT_ROLE or text_kind)}
         if (pack.root / PACK_MANIFEST).is_file():
             files[PACK_MANIFEST_ROLE] = pack.root / PACK_MANIFEST  # a new calibration or fusion asks for a new export
-        calibration = pack.calibration
+        calibration, grid = pack.calibration, pack.index_views
         source = ExportSource({}, files, f"model pack {pack.root}", pack.extractor, pack_version=pack.version,
                               calibration=calibration.to_dict() if calibration else None,
-                              fusion=pack.default_fusion, index_views=_grid_record(pack.index_views),
+                              fusion=pack.default_fusion, index_views=grid.record() if grid else None,
                               duplicate_threshold=pack.duplicate_threshold)
         source.networks[spec.extractor(text_kind).name] = pack.load_extractor()
         _student_models(source, pack.fine, pack.load("fine"))

@@ -161,11 +161,8 @@ def frame_chunks(video: np.ndarray | bytes, decoding: Decoding) -> Iterator[np.n
         for start in range(0, len(video), decoding.chunk):
             yield video[start:start + decoding.chunk]
         return
-    decoded = (frame for frame, _ in sampled_frames(video, decoding.fps, crop=spec.FRAME_SIZE,
-                                                    max_frames=decoding.max_frames))
-    with in_background(decoded, depth=DECODE_AHEAD, name="decode") as frames:
-        for chunk in _chunks(frames, decoding.chunk):
-            yield np.stack(chunk)
+    for chunk in _decoded_chunks(video, decoding):
+        yield np.stack([frame for frame, _ in chunk])
 
 
 def _decoded_features(data: bytes, decoding: Decoding, extract: Extract
@@ -173,15 +170,23 @@ def _decoded_features(data: bytes, decoding: Decoding, extract: Extract
     """Encoded video -> (its sampled frames [T, 224, 224, 3], the text student's crops or None, the extractor's
     outputs chunk by chunk), the extractor running while the next frames decode."""
     clip_size = decoding.text.clip_size if decoding.text else None
+    chunks, crops, parts = [], [], []
+    for chunk in _decoded_chunks(data, decoding, clip_size):
+        chunks.append(np.stack([frame for frame, _ in chunk]))
+        crops.extend(crop for _, crop in chunk)
+        parts.append(extract(chunks[-1]))
+    return np.concatenate(chunks), (crops if clip_size else None), parts
+
+
+def _decoded_chunks(data: bytes, decoding: Decoding, clip_size: int | None = None
+                    ) -> Iterator[list[tuple[np.ndarray, np.ndarray | None]]]:
+    """The encoded video decoded on a thread of its own (at most DECODE_AHEAD frames ahead of the consumer), in
+    lists of `decoding.chunk` (model frame uint8 [224, 224, 3], the text student's crop of `clip_size` or None);
+    VideoDecodeError on a corrupt video."""
     decoded = sampled_frames(data, decoding.fps, crop=spec.FRAME_SIZE, max_frames=decoding.max_frames,
                              clip_size=clip_size)
-    chunks, crops, parts = [], [], []
     with in_background(decoded, depth=DECODE_AHEAD, name="decode") as frames:
-        for chunk in _chunks(frames, decoding.chunk):
-            chunks.append(np.stack([frame for frame, _ in chunk]))
-            crops.extend(crop for _, crop in chunk)
-            parts.append(extract(chunks[-1]))
-    return np.concatenate(chunks), (crops if clip_size else None), parts
+        yield from _chunks(frames, decoding.chunk)
 
 
 def _chunks(items: Iterator, size: int) -> Iterator[list]:

@@ -78,6 +78,18 @@ class CropLayout:
         per_crop = regions.reshape(len(self.boxes), count, *regions.shape[1:])  # [B, T, 9, D]
         return per_crop.transpose(1, 0, 2, 3).reshape(count, -1, regions.shape[-1])  # [T, 9 * B, D]
 
+    def record(self) -> dict[str, float]:
+        """JSON for pack.json and the export's manifest: {"crop", "stride"}."""
+        return {"crop": self.crop, "stride": self.stride}
+
+    @classmethod
+    def from_record(cls, data: Any) -> CropLayout:
+        """`record()`'s JSON -> the grid; ValueError naming the problem."""
+        try:
+            return cls(float(data["crop"]), float(data["stride"]))
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"a crop grid is {{\"crop\": C, \"stride\": S}}, got {data!r} ({error!r})") from None
+
     @classmethod
     def parse(cls, text: str) -> CropLayout:
         """`CROP:STRIDE`, e.g. `0.5:0.25` -> the grid; ValueError naming the problem."""
@@ -133,7 +145,7 @@ class TeacherLayout:
 
     def record(self) -> dict[str, Any]:
         """JSON for pack.json."""
-        return {"grids": [{"crop": grid.crop, "stride": grid.stride} for grid in self.grids],
+        return {"grids": [grid.record() for grid in self.grids],
                 "query_turns": self.query_turns, "query_blurs": list(self.query_blurs)}
 
     def slug(self) -> str:

@@ -222,8 +222,7 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
         "seed": config.seed,
         "corpus": corpus,
         "calibration": calibration.to_dict(),
-        **({"index_views": {"crop": config.index_views[0], "stride": config.index_views[1]}}
-           if config.index_views else {}),
+        **({"index_views": CropLayout(*config.index_views).record()} if config.index_views else {}),
         "training": {
             "config": config.describe(),
             "rounds": rounds,

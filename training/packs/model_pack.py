@@ -191,8 +191,8 @@ class ModelPack:
         if data is None:
             return None
         try:
-            return CropLayout(float(data["crop"]), float(data["stride"]))
-        except (KeyError, TypeError, ValueError) as error:
+            return CropLayout.from_record(data)
+        except ValueError as error:
             raise ModelPackError(f"{self.root}: pack.json's index_views must be {{\"crop\": C, \"stride\": S}} "
                                  f"with 0 < S <= C < 1: {error}") from None
 
