@@ -48,10 +48,10 @@ def repeat_short_videos(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     repeated = torch.where(lengths == 3, lengths * 2, torch.where(lengths < 3, torch.full_like(lengths, 4),
                                                                   lengths))
     frames_out = torch.clamp(torch.ones_like(mask[0], dtype=torch.long).sum(), min=REPEATED_MIN_FRAMES)
-    positions = torch.arange(frames_out)[None, :]
+    positions = torch.arange(frames_out, device=mask.device)[None, :]
     new_mask = positions < repeated[:, None]
     source = torch.remainder(positions, torch.clamp(lengths, min=1)[:, None])
-    flat = (source + torch.arange(n)[:, None] * t).reshape(-1)
+    flat = (source + torch.arange(n, device=mask.device)[:, None] * t).reshape(-1)
     frames = x.reshape(-1, x.shape[2], x.shape[3]).index_select(0, flat)
     frames = frames.reshape(n, -1, x.shape[2], x.shape[3])
     return frames * new_mask[:, :, None, None].to(frames.dtype), new_mask  # gathered frames are all real
@@ -60,7 +60,7 @@ def repeat_short_videos(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
 def pack_bits(codes: Tensor) -> Tensor:
     """±1 (or any real: bit = value > 0) `[..., 8B]` -> uint8 `[..., B]`, MSB first (`codes.pack_codes`)."""
     bits = (codes > 0).to(torch.float32).reshape(*codes.shape[:-1], -1, 8)
-    weights = torch.tensor(BIT_WEIGHTS, dtype=torch.float32)
+    weights = torch.tensor(BIT_WEIGHTS, dtype=torch.float32, device=codes.device)
     return (bits * weights).sum(dim=-1).to(torch.uint8)
 
 

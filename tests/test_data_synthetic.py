@@ -270,3 +270,13 @@ def test_rotations_and_frame_rate_do_what_their_record_says(video):
     half = apply_edit(video, EditRecord("frame_rate", {"phase": 0.5})).astype(int)
     expected = (video[:-1].astype(int) + video[1:]) / 2
     assert np.abs(half[:-1] - expected).max() <= 1
+
+
+def test_the_edits_and_the_model_pack_import_without_a_video_library() -> None:
+    """Only `encode_mp4` needs PyAV: the pack (and so the graphs' benchmark on a GPU machine) loads without it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import dnsvr.training.packs.model_pack, dnsvr.training.data.synthetic; "
+            "assert 'av' not in sys.modules, 'av was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -100,6 +100,12 @@ def test_in_graph_packing_is_pack_codes() -> None:
     np.testing.assert_array_equal(unpack_bits(torch.from_numpy(every_byte)).numpy(), unpack_codes(every_byte))
 
 
+def test_in_graph_packing_stays_on_its_input_device() -> None:
+    """The graphs also run eagerly on a GPU (benchmarks/gpu_bench.py): their constants follow the input's
+    device ("meta" stands in for CUDA here; a CPU constant beside it fails as it would there)."""
+    assert pack_bits(torch.randn(2, 16, device="meta")).device.type == "meta"
+
+
 def test_onnx_codes_unpack_to_the_students_codes_and_score_like_floats(networks, exported) -> None:
     """fine_index_bin -> fine_similarity_bin equals the student on ±1 float codes (dot / 512)."""
     student = networks[spec.FINE_INDEX_BIN.name]

@@ -34,7 +34,6 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 import skimage.data
 import torch
@@ -280,6 +279,8 @@ def encode_mp4(
     height, width = frames.shape[1:3]
     if height % 2 or width % 2:
         raise ValueError(f"yuv420p needs even frame sizes, got {height}x{width}")
+    import av  # the encoder: only here, so that the edits themselves import without a video library
+
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="mp4") as container:
         rate = Fraction(fps).limit_denominator(1001)
