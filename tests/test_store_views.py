@@ -71,6 +71,27 @@ def test_coarse_search_ranks_each_video_by_its_best_view_and_honours_filters(bac
         assert stats.payload_bytes_per_video == 4 * DIM * (1 + VIEWS) + 4 + 3 * 9 * 64
 
 
+def test_k_videos_come_back_past_the_row_cap_and_under_a_selective_filter(backend_uri: str, monkeypatch) -> None:
+    """Milvus returns at most MAX_QUERY_ROWS rows a search, and a video has 1 + VIEWS of them: the reads go on
+    below the videos already settled, and a filter few videos pass restricts the reads to them (here the cap is
+    8 rows, 2 videos' worth)."""
+    monkeypatch.setattr(video_store_module, "MAX_QUERY_ROWS", 8)
+    with open_store(backend_uri, fresh_prefix()) as store:
+        videos = [video(f"v{i}", i, channel="news" if i % 2 else "sport") for i in range(12)]
+        store.upsert_many(videos)
+        query = videos[4].views[2]
+
+        def expected(k: int, keep=lambda v: True) -> list[str]:
+            return [v.video_id for v in sorted(filter(keep, videos), key=lambda v: -best_view(v, query))][:k]
+
+        assert store.search_coarse(query, 6, consistency="Strong").ids == expected(6)
+        news = store.search_coarse(query, 6, filter='metadata["channel"] == "news"', consistency="Strong")
+        assert news.ids == expected(6, lambda v: v.metadata["channel"] == "news")  # by id: 6 pass the filter
+        monkeypatch.setattr(video_store_module, "SCOPE_IDS", 2)  # too many pass: read on past the cap instead
+        sport = store.search_coarse(query, 5, filter='metadata["channel"] == "sport"', consistency="Strong")
+        assert sport.ids == expected(5, lambda v: v.metadata["channel"] == "sport")
+
+
 def test_reindex_and_delete_leave_no_stale_view(backend_uri: str) -> None:
     with open_store(backend_uri, fresh_prefix()) as store:
         first = video("clip", 1)

@@ -81,6 +81,8 @@ from dnsvr.serving.store.settings import StoreSettings
 T = TypeVar("T")
 INSERT_BYTE_BUDGET = 8 << 20
 DELETE_BATCH = 1_000
+SCOPE_IDS = 4_096  # a filter that at most this many videos pass restricts a best-row search to them by id
+CAPPED_READS = 8  # reads of a best-row search (`_best_per_video`), the window's growth included
 # scalar indexes of the frame and text collections on a server: field -> index type (`_add_scalar_indexes`)
 SCALAR_INDEXES = (("video_id", "Trie"), ("generation", "STL_SORT"))
 ORPHAN_DELETE_BATCH = 200
@@ -774,23 +776,52 @@ class VideoStore:
                         ) -> tuple[list[tuple[str, float]], dict[str, dict]]:
         """The k best videos by their best row of `collection` (vector rows keyed by video_id and generation: the
         text or crop-view collection), a row counting only when its video's row points at its generation and
-        passes `condition` (a checked filter): the collection's inner-product top `window` rows, read again 4x
-        wider until k videos pass or it is exhausted -> ([(video_id, score)] best first, {video_id: its video row
-        with `generation` and `fields`})."""
+        passes `condition` (a checked filter) -> ([(video_id, score)] best first, {video_id: its video row with
+        `generation` and `fields`}).
+
+        Reads the collection's inner-product top `window` rows, again 4x wider until k videos pass or it is
+        exhausted.  A read at Milvus's row cap (MAX_QUERY_ROWS rows: with several rows a video, fewer videos)
+        that still leaves the k short is followed by reads that leave out the videos it settled (kept, failing
+        `condition` or gone), each one's rows all scoring under the ones before, at most CAPPED_READS of them.
+        A `condition` that at most SCOPE_IDS videos pass restricts every read to those videos.
+        """
+        scope = self._passing_ids(condition, consistency) if condition else None
+        if scope is not None and not scope:
+            return [], {}
         window = min(MAX_QUERY_ROWS, window)
-        while True:
+        kept: dict[str, float] = {}  # the videos of reads at the cap, best first
+        current: dict[str, dict] = {}
+        settled: list[str] = []  # ... and the ones those reads ruled out: both left out of the next read
+        for _ in range(CAPPED_READS):
+            restrictions = [is_in("video_id", scope)] if scope is not None else []
+            restrictions += [is_not_in("video_id", settled)] if settled else []
             hits = self._search_vectors(collection, "vector", query, window, ["video_id", "generation"], consistency,
-                                        ef=ef)
+                                        both(*restrictions) if restrictions else "", ef)
             ids = list(dict.fromkeys(hit["entity"]["video_id"] for hit in hits))
-            current = self._video_rows(ids, ["generation", *fields], consistency, condition)
-            kept: dict[str, float] = {}
+            rows = self._video_rows(ids, ["generation", *fields], consistency, condition)
+            current.update(rows)
+            found = dict(kept)
             for hit in hits:
                 video_id = hit["entity"]["video_id"]
-                if video_id not in kept and current.get(video_id, {}).get("generation") == hit["entity"]["generation"]:
-                    kept[video_id] = float(hit["distance"])
-            if len(kept) >= k or len(hits) < window or window == MAX_QUERY_ROWS:
-                return list(kept.items())[:k], current
-            window = min(MAX_QUERY_ROWS, window * 4)
+                if video_id not in found and rows.get(video_id, {}).get("generation") == hit["entity"]["generation"]:
+                    found[video_id] = float(hit["distance"])
+            if len(found) >= k or len(hits) < window:
+                break
+            if window < MAX_QUERY_ROWS:
+                window = min(MAX_QUERY_ROWS, window * 4)
+                continue
+            ruled = [video_id for video_id in ids if video_id in found or video_id not in rows]
+            if not ruled:  # a read of stale rows alone (videos being re-indexed): nothing to leave out
+                break
+            kept, settled = found, settled + [video_id for video_id in ruled if video_id not in settled]
+        return list(found.items())[:k], current
+
+    def _passing_ids(self, condition: str, consistency: str) -> list[str] | None:
+        """The ids of the videos that pass `condition` (a checked filter), None when more than SCOPE_IDS do."""
+        found = self._call("filter videos", lambda c: c.query(
+            self.video_collection, filter=condition, output_fields=["video_id"], limit=SCOPE_IDS + 1,
+            consistency_level=consistency))
+        return None if len(found) > SCOPE_IDS else [row["video_id"] for row in found]
 
     def _search_vectors(self, collection: str, field_name: str, query: np.ndarray, limit: int,
                         output_fields: list[str], consistency: str, filter: str = "", ef: int | None = None) -> list:
