@@ -6,7 +6,8 @@ the CPU, with each one's error against the CPU float32 output.
 
 What it times: the traceable graph of each served model (`dnsvr.export.graphs.build_graph`, the module the ONNX
 files and TensorRT engines are made from) around the bundled pack's networks, on the workloads of the speed
-targets (README, "Speed"): the extractor on a 30 s clip at 1 fps (T = 30) and on T = 60, the coarse and fine
+targets (README, "Speed"): the extractor on a 30 s clip at 1 fps (T = 30), on T = 60 and on the 540 images of a
+60-frame video's 9 crop views (what indexing with the bundled pack's `index_views` adds), the coarse and fine
 index graphs on a 60-frame video, the fine similarity of one 60-frame query against K = 50 and K = 200
 candidates of 60 frames (a 5% and a 20% re-rank of K' = 1000), and the selector on 1,000 rows.
 
@@ -63,10 +64,10 @@ def workloads(pack: ModelPack) -> list[Workload]:
     fine_att = load_fine_att(pack)
     pair = spec.fine_kind("bin").similarity_model
     rows = []
-    for frames in (30, 60):
+    for frames, what in ((30, ""), (60, ""), (9 * FRAMES, f" (the 9 crop views of {FRAMES} frames)")):
         feeds = example_feeds(spec.FEATURE_EXTRACTOR, frames=frames)
         rows.append(Workload("feature_extractor (EfficientNet-Lite0)", spec.FEATURE_EXTRACTOR.name, extractor, feeds,
-                             f"T={frames} frames"))
+                             f"T={frames} frames{what}"))
     video = {"coarse_embed": coarse, spec.fine_kind("bin").index_model: fine_bin, "selector_index": selector}
     for name, network in video.items():
         rows.append(Workload(name, name, network, example_feeds(spec.NETWORKS[name], [FRAMES], FRAMES),
