@@ -220,15 +220,13 @@ def run_backend(backend: str, repository: Path, scratch: Path, args: argparse.Na
                     rows.append(table_rows(backend, size, "id", rerank, args.candidates, by_id))
                     print(rows[-1], flush=True)
                 for rerank in args.rerank:
-                    files = [("video", videos[i % len(videos)]) for i in range(args.video_queries)]
-                    by_video = measure(client, files, rerank, args.candidates, args.top_k)
-                    rows.append(table_rows(backend, size, "video", rerank, args.candidates, by_video))
-                    if args.clip_queries:
-                        clips = [("video", clip)] * args.clip_queries
-                        by_clip = measure(client, clips, rerank, args.candidates, args.top_k)
-                        rows.append(table_rows(backend, size, f"clip {args.clip_seconds} s", rerank, args.candidates,
-                                               by_clip))
-                    print(*rows[-2 if args.clip_queries else -1:], sep="\n", flush=True)
+                    by_file = [("video", [("video", videos[i % len(videos)]) for i in range(args.video_queries)]),
+                               (f"clip {args.clip_seconds} s", [("video", clip)] * args.clip_queries)]
+                    for label, queries in by_file:
+                        if queries:
+                            timed = measure(client, queries, rerank, args.candidates, args.top_k)
+                            rows.append(table_rows(backend, size, label, rerank, args.candidates, timed))
+                            print(rows[-1], flush=True)
                 rate, errors = concurrent_searches(client, ids, args.clients, 10, 0.05, args.candidates, args.top_k)
                 throughput.append(f"| {backend} | {size:,} | {args.clients} | {rate:.1f} | {errors} |")
                 print(throughput[-1], flush=True)

@@ -717,8 +717,7 @@ class VideoStore:
 
         `filter` is a Milvus boolean expression over the per-video scalar fields, e.g.
         `metadata["channel"] == "news"` or `indexed_at > 1700000000000`.  In a store made for crop views a video
-        scores by its best view: the crop-view collection is read as `search_text` reads the text vectors
-        (`_best_per_video`), the filter applying to the rows of the videos it finds.
+        scores by its best view, its full frame's or a crop's (`_best_view_per_video`).
         """
         meta = self.meta
         query = np.asarray(vector)
@@ -730,26 +729,68 @@ class VideoStore:
         if not 1 <= k <= MAX_QUERY_ROWS:
             raise InvalidVideo(f"k must be in 1..{MAX_QUERY_ROWS}, got {k}")
         if meta.views:
-            best, rows = self._best_per_video(self.view_collection, query, k, _condition(filter),
-                                              ["selector", "frame_count"], consistency,
-                                              k * (1 + meta.views) // 2 + 16, ef)
-            return CoarseHits(
-                ids=[video_id for video_id, _ in best],
-                scores=np.array([score for _, score in best], np.float32),
-                selectors=np.array([rows[video_id]["selector"] for video_id, _ in best], np.float32),
-                generations=np.array([rows[video_id]["generation"] for video_id, _ in best], np.int64),
-                frame_counts=np.array([rows[video_id]["frame_count"] for video_id, _ in best], np.int64),
-            )
-        fields = ["video_id", "selector", "generation", "frame_count"]
-        hits = self._search_vectors(self.video_collection, "coarse", query, k, fields, consistency, filter or "", ef)
-        entities = [hit["entity"] for hit in hits]
+            best, rows = self._best_view_per_video(query, k, _condition(filter), consistency, ef)
+        else:
+            fields = ["video_id", "selector", "generation", "frame_count"]
+            hits = self._search_vectors(self.video_collection, "coarse", query, k, fields, consistency, filter or "",
+                                        ef)
+            best = [(hit["entity"]["video_id"], float(hit["distance"])) for hit in hits]
+            rows = {hit["entity"]["video_id"]: hit["entity"] for hit in hits}
         return CoarseHits(
-            ids=[entity["video_id"] for entity in entities],
-            scores=np.array([hit["distance"] for hit in hits], np.float32),
-            selectors=np.array([entity["selector"] for entity in entities], np.float32),
-            generations=np.array([entity["generation"] for entity in entities], np.int64),
-            frame_counts=np.array([entity["frame_count"] for entity in entities], np.int64),
+            ids=[video_id for video_id, _ in best],
+            scores=np.array([score for _, score in best], np.float32),
+            selectors=np.array([rows[video_id]["selector"] for video_id, _ in best], np.float32),
+            generations=np.array([rows[video_id]["generation"] for video_id, _ in best], np.int64),
+            frame_counts=np.array([rows[video_id]["frame_count"] for video_id, _ in best], np.int64),
         )
+
+    def _best_view_per_video(self, query: np.ndarray, k: int, condition: str, consistency: str, ef: int | None
+                             ) -> tuple[list[tuple[str, float]], dict[str, dict]]:
+        """The k best videos by their best view, the full frame's vector or a crop's -> ([(video_id, score)] best
+        first, {video_id: its video row}).
+
+        The full frames' top k come from the video rows, as without views (the filter inside the search).  Only a
+        crop row scoring above the k-th score of that list can change it, so the crop rows (`view` > 0) are read
+        best first by range search above it, k rows a read: each read leaves out the videos already settled
+        (their best crop row read), and the next one starts above the merged list's new k-th score; the reads
+        stop at one that comes back unfilled or ends under that score, at most CAPPED_READS.  The videos the crop
+        rows bring in are read (`_video_rows`: current generation, the filter; a filter that at most SCOPE_IDS
+        videos pass restricts the crop reads to them); a crop row of another generation than its video row's
+        (a re-index or a delete under way) counts for nothing.  Exact, as the search indexes are.
+        """
+        fields = ["video_id", "selector", "generation", "frame_count"]
+        hits = self._search_vectors(self.video_collection, "coarse", query, k, fields, consistency, condition, ef)
+        rows = {hit["entity"]["video_id"]: hit["entity"] for hit in hits}
+        scores = {hit["entity"]["video_id"]: float(hit["distance"]) for hit in hits}
+        passing = self._passing_ids(condition, consistency) if condition else None
+        if passing is not None and not passing:
+            return [], {}
+        scope = [is_in("video_id", passing)] if passing is not None else []
+        settled: list[str] = []
+        window = min(MAX_QUERY_ROWS, k + 16)
+        for _ in range(CAPPED_READS):
+            floor = _kth(scores, k)
+            restrictions = [greater("view", 0), *scope] + ([is_not_in("video_id", settled)] if settled else [])
+            crops = self._search_vectors(self.view_collection, "vector", query, window, ["video_id", "generation"],
+                                         consistency, both(*restrictions), ef, radius=floor)
+            ids = list(dict.fromkeys(hit["entity"]["video_id"] for hit in crops))
+            rows.update(self._video_rows([i for i in ids if i not in rows], fields[1:], consistency, condition))
+            first: dict[str, bool] = {}  # video -> whether its first (best) crop row of this read is current
+            for hit in crops:
+                video_id, generation = hit["entity"]["video_id"], hit["entity"]["generation"]
+                current = video_id in rows and rows[video_id]["generation"] == generation
+                first.setdefault(video_id, current or video_id not in rows)
+                if current and float(hit["distance"]) > scores.get(video_id, -np.inf):
+                    scores[video_id] = float(hit["distance"])
+            floor = _kth(scores, k)
+            if len(crops) < window or (floor is not None and float(crops[-1]["distance"]) <= floor):
+                break
+            newly = [video_id for video_id, done in first.items() if done]
+            if not newly:  # a read of stale rows alone: nothing new to leave out
+                break
+            settled += newly
+        best = sorted(scores.items(), key=lambda item: -item[1])[:k]
+        return best, rows
 
     def search_text(self, vector: np.ndarray, k: int, filter: str | None = None,
                     consistency: str = "Session") -> TextHits:
@@ -824,9 +865,11 @@ class VideoStore:
         return None if len(found) > SCOPE_IDS else [row["video_id"] for row in found]
 
     def _search_vectors(self, collection: str, field_name: str, query: np.ndarray, limit: int,
-                        output_fields: list[str], consistency: str, filter: str = "", ef: int | None = None) -> list:
-        """One inner-product search of `collection`'s `field_name` -> its hits (dicts with "distance", "entity")."""
-        params = {"metric_type": "IP", "params": {}}
+                        output_fields: list[str], consistency: str, filter: str = "", ef: int | None = None,
+                        radius: float | None = None) -> list:
+        """One inner-product search of `collection`'s `field_name` -> its hits (dicts with "distance", "entity"),
+        best first; with `radius`, a range search: only hits scoring above it."""
+        params = {"metric_type": "IP", "params": {} if radius is None else {"radius": radius}}
         if self.settings.coarse_index == "HNSW":
             params["params"]["ef"] = max(ef or 0, limit, 64)
         elif self.settings.coarse_index == "IVF_FLAT":
@@ -1109,6 +1152,11 @@ class VideoStore:
                     self._delete_in(collection, _pairs_filter(pairs[start:start + ORPHAN_DELETE_BATCH]))
             report.repaired = True
         return report
+
+
+def _kth(scores: Mapping[str, float], k: int) -> float | None:
+    """The k-th highest of `scores`, None when there are fewer than k."""
+    return sorted(scores.values(), reverse=True)[k - 1] if len(scores) >= k else None
 
 
 def _condition(filter: str | None) -> str:
