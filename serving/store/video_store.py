@@ -758,34 +758,42 @@ class VideoStore:
         videos pass restricts the crop reads to them); a crop row of another generation than its video row's
         (a re-index or a delete under way) counts for nothing.  Exact, as the search indexes are.
         """
-        fields = ["video_id", "selector", "generation", "frame_count"]
-        hits = self._search_vectors(self.video_collection, "coarse", query, k, fields, consistency, condition, ef)
-        rows = {hit["entity"]["video_id"]: hit["entity"] for hit in hits}
-        scores = {hit["entity"]["video_id"]: float(hit["distance"]) for hit in hits}
         passing = self._passing_ids(condition, consistency) if condition else None
         if passing is not None and not passing:
             return [], {}
-        scope = [is_in("video_id", passing)] if passing is not None else []
-        settled: list[str] = []
+        restrictions = [greater("view", 0)] + ([is_in("video_id", passing)] if passing is not None else [])
         window = min(MAX_QUERY_ROWS, k + 16)
-        for _ in range(CAPPED_READS):
-            floor = _kth(scores, k)
-            restrictions = [greater("view", 0), *scope] + ([is_not_in("video_id", settled)] if settled else [])
-            crops = self._search_vectors(self.view_collection, "vector", query, window, ["video_id", "generation"],
-                                         consistency, both(*restrictions), ef, radius=floor)
+
+        def crop_rows(settled: list[str], floor: float | None) -> list:
+            leave_out = [is_not_in("video_id", settled)] if settled else []
+            return self._search_vectors(self.view_collection, "vector", query, window, ["video_id", "generation"],
+                                        consistency, both(*restrictions, *leave_out), ef, radius=floor)
+
+        fields = ["video_id", "selector", "generation", "frame_count"]
+        with ThreadPoolExecutor(2, thread_name_prefix="dnsvr-views") as pool:  # the first crop read needs no floor
+            full = pool.submit(self._search_vectors, self.video_collection, "coarse", query, k, fields, consistency,
+                               condition, ef)
+            first = pool.submit(crop_rows, [], None)
+            hits, crops = full.result(), first.result()
+        rows = {hit["entity"]["video_id"]: hit["entity"] for hit in hits}
+        scores = {hit["entity"]["video_id"]: float(hit["distance"]) for hit in hits}
+        settled: list[str] = []
+        for read in range(CAPPED_READS):
+            if read:
+                crops = crop_rows(settled, _kth(scores, k))
             ids = list(dict.fromkeys(hit["entity"]["video_id"] for hit in crops))
             rows.update(self._video_rows([i for i in ids if i not in rows], fields[1:], consistency, condition))
-            first: dict[str, bool] = {}  # video -> whether its first (best) crop row of this read is current
+            first_current: dict[str, bool] = {}  # video -> whether its first (best) crop row of this read counts
             for hit in crops:
                 video_id, generation = hit["entity"]["video_id"], hit["entity"]["generation"]
                 current = video_id in rows and rows[video_id]["generation"] == generation
-                first.setdefault(video_id, current or video_id not in rows)
+                first_current.setdefault(video_id, current or video_id not in rows)
                 if current and float(hit["distance"]) > scores.get(video_id, -np.inf):
                     scores[video_id] = float(hit["distance"])
             floor = _kth(scores, k)
             if len(crops) < window or (floor is not None and float(crops[-1]["distance"]) <= floor):
                 break
-            newly = [video_id for video_id, done in first.items() if done]
+            newly = [video_id for video_id, done in first_current.items() if done]
             if not newly:  # a read of stale rows alone: nothing new to leave out
                 break
             settled += newly
