@@ -764,7 +764,7 @@ class VideoStore:
         restrictions = [greater("view", 0)] + ([is_in("video_id", passing)] if passing is not None else [])
         window = min(MAX_QUERY_ROWS, k + 16)
 
-        def crop_rows(settled: list[str], floor: float | None) -> list:
+        def crop_rows(settled: list[str], floor: float | None, window: int) -> list:
             leave_out = [is_not_in("video_id", settled)] if settled else []
             return self._search_vectors(self.view_collection, "vector", query, window, ["video_id", "generation"],
                                         consistency, both(*restrictions, *leave_out), ef, radius=floor)
@@ -773,14 +773,15 @@ class VideoStore:
         with ThreadPoolExecutor(2, thread_name_prefix="dnsvr-views") as pool:  # the first crop read needs no floor
             full = pool.submit(self._search_vectors, self.video_collection, "coarse", query, k, fields, consistency,
                                condition, ef)
-            first = pool.submit(crop_rows, [], None)
+            first = pool.submit(crop_rows, [], None, window)
             hits, crops = full.result(), first.result()
         rows = {hit["entity"]["video_id"]: hit["entity"] for hit in hits}
         scores = {hit["entity"]["video_id"]: float(hit["distance"]) for hit in hits}
         settled: list[str] = []
         for read in range(CAPPED_READS):
-            if read:
-                crops = crop_rows(settled, _kth(scores, k))
+            if read:  # views of one video score alike: the rows left to read are often several a video
+                window = min(MAX_QUERY_ROWS, window * 4)
+                crops = crop_rows(settled, _kth(scores, k), window)
             ids = list(dict.fromkeys(hit["entity"]["video_id"] for hit in crops))
             rows.update(self._video_rows([i for i in ids if i not in rows], fields[1:], consistency, condition))
             first_current: dict[str, bool] = {}  # video -> whether its first (best) crop row of this read counts
