@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +38,7 @@ from dnsvr.export.onnx_runner import OnnxRunner
 from dnsvr.export.parity import TOLERANCES, check_parity, reference_output
 from dnsvr.export.tensorrt import EngineRunner, TensorRTUnavailable, build_engine, import_tensorrt
 from dnsvr.training import load_checkpoint, paths
+from gpu_bench import median_ms
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +97,7 @@ def tensorrt_fp16(name: str, network: torch.nn.Module, onnx_path: Path, feeds: d
     """(median ms per request, max abs error vs PyTorch) of an FP16 TensorRT engine built from `onnx_path`."""
     model = spec.NETWORKS[name]
     runner = EngineRunner(build_engine(onnx_path, onnx_path.with_suffix(".plan"), model, fp16=True), model)
-    milliseconds = median_ms(lambda: runner.run(feeds), runs)
+    milliseconds = median_ms(lambda: runner.run(feeds), runs, 1)
     got, want = runner.run(feeds), reference_output(name, network, feeds)
     want = want if isinstance(want, dict) else {model.output_names[0]: want}
     error = max(float(np.abs(got[key].astype(np.float64) - np.asarray(want[key], np.float64)).max()) for key in want)
@@ -119,16 +118,6 @@ def write_engines(engines: list[tuple[str, str, float, float]], latency: list[tu
     table = "\n".join(lines) + "\n"
     (ROOT / "benchmarks" / "results" / "export_cuda.md").write_text(table)
     print(table)
-
-
-def median_ms(call, runs: int) -> float:
-    call()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
 
 
 def write_parity(rows: list[tuple[str, float, tuple[float, float]]]) -> str:
@@ -171,8 +160,8 @@ def main() -> None:
             runner = OnnxRunner(path, intra_op_threads=args.threads)
             feeds, shape = benchmark_feeds(name, network)
             runs = max(3, args.runs // 3) if "ResNet50" in label else args.runs
-            onnx_ms = median_ms(lambda runner=runner, feeds=feeds: runner.run(feeds), runs)
-            torch_ms = median_ms(lambda n=name, net=network, f=feeds: reference_output(n, net, f), runs)
+            onnx_ms = median_ms(lambda runner=runner, feeds=feeds: runner.run(feeds), runs, 1)
+            torch_ms = median_ms(lambda n=name, net=network, f=feeds: reference_output(n, net, f), runs, 1)
             latency.append((label, shape, onnx_ms, torch_ms))
             if args.device == "cuda" and name not in spec.TEXT_NETWORKS:
                 engines.append((label, shape, *tensorrt_fp16(name, network, path, feeds, args.runs)))

@@ -103,6 +103,7 @@ def outputs_of(result: torch.Tensor | tuple | dict) -> list[torch.Tensor]:
 
 
 def median_ms(call: Callable[[], object], runs: int, warmup: int) -> float:
+    """Median wall time of `call` in ms over `runs` calls after `warmup` untimed ones."""
     for _ in range(warmup):
         call()
     times = []
