@@ -82,7 +82,7 @@ T = TypeVar("T")
 INSERT_BYTE_BUDGET = 8 << 20
 DELETE_BATCH = 1_000
 SCOPE_IDS = 4_096  # a filter that at most this many videos pass restricts a best-row search to them by id
-CAPPED_READS = 8  # reads of a best-row search (`_best_per_video`), the window's growth included
+CAPPED_READS = 8  # reads of a best-row search (`_best_per_video`, `_best_view_per_video`), growth included
 # scalar indexes of the frame and text collections on a server: field -> index type (`_add_scalar_indexes`)
 SCALAR_INDEXES = (("video_id", "Trie"), ("generation", "STL_SORT"))
 ORPHAN_DELETE_BATCH = 200
@@ -751,9 +751,10 @@ class VideoStore:
 
         The full frames' top k come from the video rows, as without views (the filter inside the search).  Only a
         crop row scoring above the k-th score of that list can change it, so the crop rows (`view` > 0) are read
-        best first by range search above it, k rows a read: each read leaves out the videos already settled
-        (their best crop row read), and the next one starts above the merged list's new k-th score; the reads
-        stop at one that comes back unfilled or ends under that score, at most CAPPED_READS.  The videos the crop
+        best first: the first read (k + 16 rows) beside the full frames' search (rows under the list's k-th score
+        cannot enter it, so it needs no floor), each further one 4x wider, by range search above the merged
+        list's k-th score, leaving out the videos already settled (their best crop row read); the reads stop at
+        one that comes back unfilled or ends under that score, at most CAPPED_READS.  The videos the crop
         rows bring in are read (`_video_rows`: current generation, the filter; a filter that at most SCOPE_IDS
         videos pass restricts the crop reads to them); a crop row of another generation than its video row's
         (a re-index or a delete under way) counts for nothing.  Exact, as the search indexes are.
