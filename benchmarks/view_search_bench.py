@@ -6,8 +6,8 @@ One Milvus 2.3.5 server (the engine `dnsvr serve` starts), two stores side by si
 videos (`serving_bench.synthetic_videos`: clustered unit coarse vectors) with 9 crop views each, and without.
 The crop views are drawn independently of their video's full frame (most of a query's K' best videos then come
 in by a crop, so their rows must be read: `VideoStore._best_view_per_video`), or at a cosine to it
-(`--view-cosine`; real crop views of the sample videos are at 0.96 on average: fewer videos come in by a crop,
-but the listed videos' own crop rows crowd the reads above the list's K'-th score).
+(`--view-cosine`; real crop views of the sample videos are at 0.96 on average, `crop_view_cosine.py`: fewer
+videos come in by a crop, but the listed videos' own crop rows crowd the reads above the list's K'-th score).
 After the server has indexed every row, each store answers `--queries` searches for every K' in `--ks` (query
 vectors from the same distribution); per search: the wall time of `search_coarse`, how many Milvus searches and
 row reads it made, and how many of its K' videos came in by a crop.  Median and p95 over the queries.
