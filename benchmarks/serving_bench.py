@@ -63,14 +63,33 @@ def unit_rows(count: int, dim: int, rng: np.random.Generator) -> np.ndarray:
     return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
 
+VIEW_COSINE = 0.96  # the sample videos' crop views to their full frame, on average (crop_view_cosine.py)
+
+
+def view_cosine_arg(text: str) -> float | None:
+    """--view-cosine: a cosine, or 'none' (crop views independent of the full frame)."""
+    return None if text.lower() == "none" else float(text)
+
+
 def synthetic_videos(start: int, count: int, dim: int, frames: int, rng: np.random.Generator,
-                     text_dim: int = 0, views: int = 0) -> list[IndexedVideo]:
+                     text_dim: int = 0, views: int = 0, view_cosine: float | None = VIEW_COSINE
+                     ) -> list[IndexedVideo]:
     """Clustered coarse vectors, random codes, selector ~ U(0, 1), a clustered text-video vector when the store
-    holds them (`text_dim` > 0: a pack with a text-video student), and `views` clustered crop-view vectors (a
-    pack with crop views)."""
+    holds them (`text_dim` > 0: a pack with a text-video student), and `views` crop-view vectors (a pack with
+    crop views): each at cosine `view_cosine` to its video's full frame in a random direction, as real crop views
+    are, or (None) clustered and independent of it (the worst case for the crop-view search: most of the K'
+    come in by a crop)."""
     coarse = unit_rows(count, dim, rng)
     text = unit_rows(count, text_dim, rng) if text_dim else [None] * count
-    crops = unit_rows(count * views, dim, rng).reshape(count, views, dim) if views else [None] * count
+    if not views:
+        crops = [None] * count
+    elif view_cosine is None:
+        crops = unit_rows(count * views, dim, rng).reshape(count, views, dim)
+    else:
+        noise = rng.normal(size=(count, views, dim))  # [N, V, D]
+        noise -= np.einsum("nvd,nd->nv", noise, coarse)[..., None] * coarse[:, None]  # orthogonal to the frame
+        noise /= np.linalg.norm(noise, axis=-1, keepdims=True)
+        crops = (view_cosine * coarse[:, None] + np.sqrt(1 - view_cosine**2) * noise).astype(np.float32)
     return [
         IndexedVideo(f"synthetic-{start + i:06d}", coarse[i], float(rng.uniform()),
                      pack_codes(rng.choice([-1.0, 1.0], size=(frames, 9, 512)).astype(np.float32)), text=text[i],
@@ -79,13 +98,14 @@ def synthetic_videos(start: int, count: int, dim: int, frames: int, rng: np.rand
     ]
 
 
-def grow(store, target: int, frames: int, rng: np.random.Generator) -> None:
+def grow(store, target: int, frames: int, rng: np.random.Generator, view_cosine: float | None = VIEW_COSINE) -> None:
     have = store.count()
     dim = store.meta.coarse_dim
     with tqdm(total=target - have, desc=f"inserting to {target}", unit="video") as bar:
         while have < target:
             count = min(INSERT_BATCH, target - have)
-            store.upsert_many(synthetic_videos(have, count, dim, frames, rng, store.meta.text_dim, store.meta.views))
+            store.upsert_many(synthetic_videos(have, count, dim, frames, rng, store.meta.text_dim, store.meta.views,
+                                               view_cosine))
             have += count
             bar.update(count)
 
@@ -167,6 +187,10 @@ def main() -> None:
     parser.add_argument("--clip-seconds", type=int, default=30, help="length of that clip (default 30)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients of the throughput run")
     parser.add_argument("--top-k", type=int, default=10)
+    parser.add_argument("--view-cosine", type=view_cosine_arg, default=VIEW_COSINE,
+                        help="with a pack that indexes crop views: the synthetic videos' crop views' cosine to their "
+                             f"full frame (default {VIEW_COSINE}, what real crop views show); 'none': clustered and "
+                             "independent of it, the worst case for the crop-view search")
     parser.add_argument("--settle-s", type=float, default=30.0,
                         help="seconds to wait after the server has indexed the rows written, before measuring "
                              "(its compactions; default 30; at 100k use 240: after 30 s the server's background "
@@ -210,7 +234,7 @@ def run_backend(backend: str, repository: Path, scratch: Path, args: argparse.Na
             store = ServiceStore(repository, {"store_uri": service.store_uri}).get(create=False)
             rng = np.random.default_rng(0)
             for size in args.sizes:
-                grow(store, size, args.frames, rng)
+                grow(store, size, args.frames, rng, args.view_cosine)
                 settle(store, args.settle_s)
                 synthetic = np.arange(len(videos), size)  # grow() numbers them after the sample videos
                 ids = [f"synthetic-{i:06d}" for i in rng.choice(synthetic, args.queries, replace=False)]
@@ -269,7 +293,9 @@ def write_report(rows: list[str], throughput: list[str], args: argparse.Namespac
         f"the fine student. `id`: {args.queries} searches by indexed id (stored embedding, no CNN); `video`: "
         f"{args.video_queries} searches by a sample video file (decode + CNN at 1 fps included); `clip`: "
         f"{args.clip_queries} searches by a {args.clip_seconds} s 1280x720 30 fps H.264 clip with a keyframe "
-        "every second (`decode_bench.encode_clip`).",
+        "every second (`decode_bench.encode_clip`).  With a pack that indexes crop views, each synthetic "
+        "video's crop views " + ("are clustered and independent of its full frame." if args.view_cosine is None else
+           f"are at cosine {args.view_cosine:g} to its full frame."),
         f"Networks: {models}; latency does not depend on the weights' values.",
         "Cells are median / p95 in milliseconds; stages as reported by dnsvr_search, `round_trip` by the client.",
         "",

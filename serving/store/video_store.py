@@ -82,7 +82,7 @@ T = TypeVar("T")
 INSERT_BYTE_BUDGET = 8 << 20
 DELETE_BATCH = 1_000
 SCOPE_IDS = 4_096  # a filter that at most this many videos pass restricts a best-row search to them by id
-CAPPED_READS = 8  # reads of a best-row search (`_best_per_video`, `_best_view_per_video`), growth included
+CAPPED_READS = 8  # reads of a best-row search (`_best_per_video`), growth included
 # scalar indexes of the frame and text collections on a server: field -> index type (`_add_scalar_indexes`)
 SCALAR_INDEXES = (("video_id", "Trie"), ("generation", "STL_SORT"))
 ORPHAN_DELETE_BATCH = 200
@@ -749,56 +749,52 @@ class VideoStore:
         """The k best videos by their best view, the full frame's vector or a crop's -> ([(video_id, score)] best
         first, {video_id: its video row}).
 
-        The full frames' top k come from the video rows, as without views (the filter inside the search).  Only a
-        crop row scoring above the k-th score of that list can change it, so the crop rows (`view` > 0) are read
-        best first: the first read (k + 16 rows) beside the full frames' search (rows under the list's k-th score
-        cannot enter it, so it needs no floor), each further one 4x wider, by range search above the merged
-        list's k-th score, leaving out the videos already settled (their best crop row read); the reads stop at
-        one that comes back unfilled or ends under that score, at most CAPPED_READS.  The videos the crop
-        rows bring in are read (`_video_rows`: current generation, the filter; a filter that at most SCOPE_IDS
-        videos pass restricts the crop reads to them); a crop row of another generation than its video row's
-        (a re-index or a delete under way) counts for nothing.  Exact, as the search indexes are.
+        Two reads side by side: the full frames' top k (the video rows' own search, the filter inside it) and the
+        crop rows' (`view` > 0) top k + 16 (a filter that at most SCOPE_IDS videos pass restricts it to them by
+        id).  A video scores by the better of its full frame and its best crop row read; a crop row counts only at
+        its video row's generation (a re-index or a delete under way counts for nothing) and when the video passes
+        the filter.  Of the videos that only the crop rows bring in, only those that can still enter the top k
+        have their rows read (`_video_rows`).
+
+        Exact down to the last crop row read (all of them when the read comes back unfilled): a video whose best
+        view scores above that row ranks where an exhaustive search puts it, with its exact score (its best crop
+        row was read); below it a video's score is a lower bound (its full frame's, or the best crop row read).  The
+        top of the list, what re-ranking and the results use, is exact; reading the crop rows down to the k-th
+        score would cost one crop row per view of every listed video (`docs/storage.md`).
         """
         passing = self._passing_ids(condition, consistency) if condition else None
         if passing is not None and not passing:
             return [], {}
         restrictions = [greater("view", 0)] + ([is_in("video_id", passing)] if passing is not None else [])
-        window = min(MAX_QUERY_ROWS, k + 16)
-
-        def crop_rows(settled: list[str], floor: float | None, window: int) -> list:
-            leave_out = [is_not_in("video_id", settled)] if settled else []
-            return self._search_vectors(self.view_collection, "vector", query, window, ["video_id", "generation"],
-                                        consistency, both(*restrictions, *leave_out), ef, radius=floor)
-
         fields = ["video_id", "selector", "generation", "frame_count"]
-        with ThreadPoolExecutor(2, thread_name_prefix="dnsvr-views") as pool:  # the first crop read needs no floor
+        with ThreadPoolExecutor(2, thread_name_prefix="dnsvr-views") as pool:
             full = pool.submit(self._search_vectors, self.video_collection, "coarse", query, k, fields, consistency,
                                condition, ef)
-            first = pool.submit(crop_rows, [], None, window)
-            hits, crops = full.result(), first.result()
+            crop = pool.submit(self._search_vectors, self.view_collection, "vector", query,
+                               min(MAX_QUERY_ROWS, k + 16), ["video_id", "generation"], consistency,
+                               both(*restrictions), ef)
+            hits, crops = full.result(), crop.result()
         rows = {hit["entity"]["video_id"]: hit["entity"] for hit in hits}
         scores = {hit["entity"]["video_id"]: float(hit["distance"]) for hit in hits}
-        settled: list[str] = []
-        for read in range(CAPPED_READS):
-            if read:  # views of one video score alike: the rows left to read are often several a video
-                window = min(MAX_QUERY_ROWS, window * 4)
-                crops = crop_rows(settled, _kth(scores, k), window)
-            ids = list(dict.fromkeys(hit["entity"]["video_id"] for hit in crops))
-            rows.update(self._video_rows([i for i in ids if i not in rows], fields[1:], consistency, condition))
-            first_current: dict[str, bool] = {}  # video -> whether its first (best) crop row of this read counts
-            for hit in crops:
-                video_id, generation = hit["entity"]["video_id"], hit["entity"]["generation"]
-                current = video_id in rows and rows[video_id]["generation"] == generation
-                first_current.setdefault(video_id, current or video_id not in rows)
-                if current and float(hit["distance"]) > scores.get(video_id, -np.inf):
-                    scores[video_id] = float(hit["distance"])
+        best_crop: dict[str, tuple[float, int]] = {}  # video -> (its best crop row's score, that row's generation)
+        for hit in crops:
+            best_crop.setdefault(hit["entity"]["video_id"], (float(hit["distance"]), hit["entity"]["generation"]))
+        newcomers = []  # (score, video) of the videos only a crop row brings in, best first
+        for video_id, (score, generation) in best_crop.items():
+            if video_id not in rows:
+                newcomers.append((score, video_id))
+            elif rows[video_id]["generation"] == generation and score > scores[video_id]:
+                scores[video_id] = score
+        while newcomers:  # read the rows of those that can enter the top k; one read unless some fail
             floor = _kth(scores, k)
-            if len(crops) < window or (floor is not None and float(crops[-1]["distance"]) <= floor):
+            entering = [video_id for score, video_id in newcomers[:k] if floor is None or score > floor]
+            if not entering:
                 break
-            newly = [video_id for video_id, done in first_current.items() if done]
-            if not newly:  # a read of stale rows alone: nothing new to leave out
-                break
-            settled += newly
+            newcomers = newcomers[len(entering):]
+            found = self._video_rows(entering, fields[1:], consistency, condition)
+            for video_id in entering:
+                if video_id in found and found[video_id]["generation"] == best_crop[video_id][1]:
+                    rows[video_id], scores[video_id] = found[video_id], best_crop[video_id][0]
         best = sorted(scores.items(), key=lambda item: -item[1])[:k]
         return best, rows
 
@@ -875,11 +871,10 @@ class VideoStore:
         return None if len(found) > SCOPE_IDS else [row["video_id"] for row in found]
 
     def _search_vectors(self, collection: str, field_name: str, query: np.ndarray, limit: int,
-                        output_fields: list[str], consistency: str, filter: str = "", ef: int | None = None,
-                        radius: float | None = None) -> list:
+                        output_fields: list[str], consistency: str, filter: str = "", ef: int | None = None) -> list:
         """One inner-product search of `collection`'s `field_name` -> its hits (dicts with "distance", "entity"),
-        best first; with `radius`, a range search: only hits scoring above it."""
-        params = {"metric_type": "IP", "params": {} if radius is None else {"radius": radius}}
+        best first."""
+        params = {"metric_type": "IP", "params": {}}
         if self.settings.coarse_index == "HNSW":
             params["params"]["ef"] = max(ef or 0, limit, 64)
         elif self.settings.coarse_index == "IVF_FLAT":
