@@ -82,7 +82,8 @@ T = TypeVar("T")
 INSERT_BYTE_BUDGET = 8 << 20
 DELETE_BATCH = 1_000
 SCOPE_IDS = 4_096  # a filter that at most this many videos pass restricts a best-row search to them by id
-CAPPED_READS = 8  # reads of a best-row search (`_best_per_video`), growth included
+COARSE_FIELDS = ("video_id", "selector", "generation", "frame_count")  # what a coarse hit carries to ranking
+CAPPED_READS = 8  # reads of a best-row search (`_best_per_video`, `_best_view_per_video`), growth included
 # scalar indexes of the frame and text collections on a server: field -> index type (`_add_scalar_indexes`)
 SCALAR_INDEXES = (("video_id", "Trie"), ("generation", "STL_SORT"))
 ORPHAN_DELETE_BATCH = 200
@@ -731,7 +732,7 @@ class VideoStore:
         if meta.views:
             best, rows = self._best_view_per_video(query, k, _condition(filter), consistency, ef)
         else:
-            fields = ["video_id", "selector", "generation", "frame_count"]
+            fields = list(COARSE_FIELDS)
             hits = self._search_vectors(self.video_collection, "coarse", query, k, fields, consistency, filter or "",
                                         ef)
             best = [(hit["entity"]["video_id"], float(hit["distance"])) for hit in hits]
@@ -749,54 +750,98 @@ class VideoStore:
         """The k best videos by their best view, the full frame's vector or a crop's -> ([(video_id, score)] best
         first, {video_id: its video row}).
 
-        Two reads side by side: the full frames' top k (the video rows' own search, the filter inside it) and the
-        crop rows' (`view` > 0) top k + 16 (a filter that at most SCOPE_IDS videos pass restricts it to them by
-        id).  A video scores by the better of its full frame and its best crop row read; a crop row counts only at
-        its video row's generation (a re-index or a delete under way counts for nothing) and when the video passes
-        the filter.  Of the videos that only the crop rows bring in, only those that can still enter the top k
-        have their rows read (`_video_rows`).
-
-        Exact down to the last crop row read (all of them when the read comes back unfilled): a video whose best
-        view scores above that row ranks where an exhaustive search puts it, with its exact score (its best crop
-        row was read); below it a video's score is a lower bound (its full frame's, or the best crop row read).  The
-        top of the list, what re-ranking and the results use, is exact; reading the crop rows down to the k-th
-        score would cost one crop row per view of every listed video (`docs/storage.md`).
+        The full frames' top k come from the video rows, as without views (the filter inside the search).  Only a
+        crop row scoring above the k-th score of that list can change it, so the crop rows (`view` > 0) are read
+        best first: the first read (k + 16 rows) beside the full frames' search (rows under the list's k-th score
+        cannot enter it, so it needs no floor), each further one 4x wider, by range search above the merged
+        list's k-th score, leaving out the videos already settled (their best crop row read); the reads stop at
+        one that comes back unfilled or ends under that score, at most CAPPED_READS.  Of the videos the crop rows
+        bring in, only those that would enter the list have their rows read (`_merge_crop_rows`: current
+        generation, the filter; a filter that at most SCOPE_IDS videos pass restricts the crop reads to them); a
+        crop row of another generation than its video row's (a re-index or a delete under way) counts for
+        nothing.  Exact, as the search indexes are.
         """
         passing = self._passing_ids(condition, consistency) if condition else None
         if passing is not None and not passing:
             return [], {}
         restrictions = [greater("view", 0)] + ([is_in("video_id", passing)] if passing is not None else [])
-        fields = ["video_id", "selector", "generation", "frame_count"]
-        with ThreadPoolExecutor(2, thread_name_prefix="dnsvr-views") as pool:
+        window = min(MAX_QUERY_ROWS, k + 16)
+
+        def crop_rows(settled: list[str], floor: float | None, window: int) -> list:
+            leave_out = [is_not_in("video_id", settled)] if settled else []
+            return self._search_vectors(self.view_collection, "vector", query, window, ["video_id", "generation"],
+                                        consistency, both(*restrictions, *leave_out), ef, radius=floor)
+
+        fields = list(COARSE_FIELDS)
+        with ThreadPoolExecutor(2, thread_name_prefix="dnsvr-views") as pool:  # the first crop read needs no floor
             full = pool.submit(self._search_vectors, self.video_collection, "coarse", query, k, fields, consistency,
                                condition, ef)
-            crop = pool.submit(self._search_vectors, self.view_collection, "vector", query,
-                               min(MAX_QUERY_ROWS, k + 16), ["video_id", "generation"], consistency,
-                               both(*restrictions), ef)
-            hits, crops = full.result(), crop.result()
+            first = pool.submit(crop_rows, [], None, window)
+            hits, crops = full.result(), first.result()
         rows = {hit["entity"]["video_id"]: hit["entity"] for hit in hits}
         scores = {hit["entity"]["video_id"]: float(hit["distance"]) for hit in hits}
-        best_crop: dict[str, tuple[float, int]] = {}  # video -> (its best crop row's score, that row's generation)
-        for hit in crops:
-            best_crop.setdefault(hit["entity"]["video_id"], (float(hit["distance"]), hit["entity"]["generation"]))
-        newcomers = []  # (score, video) of the videos only a crop row brings in, best first
-        for video_id, (score, generation) in best_crop.items():
-            if video_id not in rows:
-                newcomers.append((score, video_id))
-            elif rows[video_id]["generation"] == generation and score > scores[video_id]:
-                scores[video_id] = score
-        while newcomers:  # read the rows of those that can enter the top k; one read unless some fail
+        settled: list[str] = []
+        for read in range(CAPPED_READS):
+            if read:  # views of one video score alike: the rows left to read are often several a video
+                window = min(MAX_QUERY_ROWS, window * 4)
+                crops = crop_rows(settled, _kth(scores, k), window)
+            read_rows: dict[str, list[tuple[float, int]]] = {}  # video -> its rows of this read, best first
+            for hit in crops:
+                read_rows.setdefault(hit["entity"]["video_id"], []).append(
+                    (float(hit["distance"]), hit["entity"]["generation"]))
+            newly = self._merge_crop_rows(read_rows, rows, scores, k, condition, consistency)
             floor = _kth(scores, k)
-            entering = [video_id for score, video_id in newcomers[:k] if floor is None or score > floor]
-            if not entering:
+            if len(crops) < window or (floor is not None and float(crops[-1]["distance"]) <= floor):
                 break
-            newcomers = newcomers[len(entering):]
-            found = self._video_rows(entering, fields[1:], consistency, condition)
-            for video_id in entering:
-                if video_id in found and found[video_id]["generation"] == best_crop[video_id][1]:
-                    rows[video_id], scores[video_id] = found[video_id], best_crop[video_id][0]
+            if not newly:  # a read of stale rows alone: nothing new to leave out
+                break
+            settled += newly
         best = sorted(scores.items(), key=lambda item: -item[1])[:k]
         return best, rows
+
+    def _merge_crop_rows(self, read_rows: dict[str, list[tuple[float, int]]], rows: dict[str, dict],
+                         scores: dict[str, float], k: int, condition: str, consistency: str) -> list[str]:
+        """Merge one crop read (`read_rows`: video -> its rows' (score, generation), best first, videos in the
+        order of their best row) into `scores` (video -> best view so far) and `rows` (video -> video row) ->
+        the videos it settles (to leave out of the next read).
+
+        A row counts at its video row's generation.  A video the list already knows is settled when its best
+        row of the read counts.  Of the others, only those whose best row of the read would enter the top k
+        have their rows read (`_video_rows`: current generation, the filter), best first, until none would:
+        the rest can never enter (the k-th score only rises and their other rows score lower), so they are
+        settled unread, as are the videos gone or filtered out.
+        """
+        newly = []
+        pending = {}
+        for video_id, found in read_rows.items():
+            if video_id not in rows:
+                pending[video_id] = found
+                continue
+            generation = rows[video_id]["generation"]
+            counted = [score for score, row_generation in found if row_generation == generation]
+            if counted and counted[0] > scores.get(video_id, -np.inf):
+                scores[video_id] = counted[0]
+            if found[0][1] == generation:
+                newly.append(video_id)
+        while pending:
+            floor = _kth(scores, k)
+            entering = [video_id for video_id, found in pending.items() if floor is None or found[0][0] > floor][:k]
+            if not entering:
+                break
+            looked_up = self._video_rows(entering, list(COARSE_FIELDS[1:]), consistency, condition)
+            for video_id in entering:
+                found = pending.pop(video_id)
+                if video_id not in looked_up:  # gone, or filtered out
+                    newly.append(video_id)
+                    continue
+                rows[video_id] = looked_up[video_id]
+                generation = looked_up[video_id]["generation"]
+                counted = [score for score, row_generation in found if row_generation == generation]
+                if counted:
+                    scores[video_id] = max(scores.get(video_id, -np.inf), counted[0])
+                if found[0][1] == generation:
+                    newly.append(video_id)
+        return newly + list(pending)
 
     def search_text(self, vector: np.ndarray, k: int, filter: str | None = None,
                     consistency: str = "Session") -> TextHits:
@@ -871,10 +916,11 @@ class VideoStore:
         return None if len(found) > SCOPE_IDS else [row["video_id"] for row in found]
 
     def _search_vectors(self, collection: str, field_name: str, query: np.ndarray, limit: int,
-                        output_fields: list[str], consistency: str, filter: str = "", ef: int | None = None) -> list:
+                        output_fields: list[str], consistency: str, filter: str = "", ef: int | None = None,
+                        radius: float | None = None) -> list:
         """One inner-product search of `collection`'s `field_name` -> its hits (dicts with "distance", "entity"),
-        best first."""
-        params = {"metric_type": "IP", "params": {}}
+        best first; with `radius`, a range search: only hits scoring above it."""
+        params = {"metric_type": "IP", "params": {} if radius is None else {"radius": radius}}
         if self.settings.coarse_index == "HNSW":
             params["params"]["ef"] = max(ef or 0, limit, 64)
         elif self.settings.coarse_index == "IVF_FLAT":
