@@ -119,6 +119,35 @@ def test_the_best_view_search_is_exact_against_brute_force(backend_uri: str, mon
                     np.testing.assert_allclose(hits.scores, [best_view(v, query) for v in ranked], atol=1e-5)
 
 
+def test_only_the_videos_a_crop_read_brings_into_the_list_have_their_rows_read(backend_uri: str,
+                                                                              monkeypatch) -> None:
+    """Crop views independent of their full frames bring many videos in; of those the crop read finds, only the
+    ones that enter the top k are looked up (the rest can never enter), and the result stays exhaustive."""
+    looked_up: list[str] = []
+    video_rows = VideoStore._video_rows
+
+    def counted(self, video_ids, *args, **kwargs):
+        looked_up.extend(video_ids)
+        return video_rows(self, video_ids, *args, **kwargs)
+
+    monkeypatch.setattr(VideoStore, "_video_rows", counted)
+    settings = StoreSettings(uri=backend_uri, prefix=fresh_prefix(), coarse_index="FLAT")
+    with VideoStore(settings, model_version="views-pack-1", coarse_dim=DIM, representation="binary", text_dim=0,
+                    views=VIEWS) as store:
+        videos = [video(f"v{i:02d}", i) for i in range(60)]
+        store.upsert_many(videos)
+        query = videos[7].views[0]
+        looked_up.clear()
+        hits = store.search_coarse(query, 3, consistency="Strong")
+        ranked = sorted(videos, key=lambda v: -best_view(v, query))[:3]
+        assert hits.ids == [v.video_id for v in ranked]
+        np.testing.assert_allclose(hits.scores, [best_view(v, query) for v in ranked], atol=1e-5)
+        crop_rows = sorted(((float(score), v.video_id) for v in videos for score in v.views @ query), reverse=True)
+        first_crop_read = {video_id for _, video_id in crop_rows[:3 + 16]}  # k + 16 rows
+        assert set(looked_up) <= {v.video_id for v in ranked}  # at most the newcomers of the top 3 ...
+        assert len(first_crop_read) > 10  # ... of the many videos the first crop read brings
+
+
 def test_reindex_and_delete_leave_no_stale_view(backend_uri: str) -> None:
     with open_store(backend_uri, fresh_prefix()) as store:
         first = video("clip", 1)

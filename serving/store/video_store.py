@@ -26,6 +26,7 @@ import base64
 import contextlib
 import fcntl
 import hashlib
+import heapq
 import json
 import operator
 import os
@@ -806,8 +807,9 @@ class VideoStore:
         the videos it settles (to leave out of the next read).
 
         A row counts at its video row's generation.  A video the list already knows is settled when its best
-        row of the read counts.  Of the others, only those whose best row of the read would enter the top k
-        have their rows read (`_video_rows`: current generation, the filter), best first, until none would:
+        row of the read counts.  Of the others, only those whose best row of the read would put them in the top
+        k (beside the list and the other such videos) have their rows read (`_video_rows`: current generation,
+        the filter), again while some fail (gone, filtered out, another generation) and others move up:
         the rest can never enter (the k-th score only rises and their other rows score lower), so they are
         settled unread, as are the videos gone or filtered out.
         """
@@ -823,9 +825,12 @@ class VideoStore:
                 scores[video_id] = counted[0]
             if found[0][1] == generation:
                 newly.append(video_id)
-        while pending:
+        while pending:  # the pending videos that their best row would put in the top k, beside the others
+            union = [*scores.values(), *(found[0][0] for found in pending.values())]
+            line = heapq.nlargest(k, union)[-1] if len(union) >= k else -np.inf
             floor = _kth(scores, k)
-            entering = [video_id for video_id, found in pending.items() if floor is None or found[0][0] > floor][:k]
+            entering = [video_id for video_id, found in pending.items()
+                        if found[0][0] >= line and (floor is None or found[0][0] > floor)][:k]
             if not entering:
                 break
             looked_up = self._video_rows(entering, list(COARSE_FIELDS[1:]), consistency, condition)
