@@ -813,18 +813,23 @@ class VideoStore:
         the rest can never enter (the k-th score only rises and their other rows score lower), so they are
         settled unread, as are the videos gone or filtered out.
         """
-        newly = []
-        pending = {}
-        for video_id, found in read_rows.items():
-            if video_id not in rows:
-                pending[video_id] = found
-                continue
+        newly: list[str] = []
+
+        def count(video_id: str, found: list[tuple[float, int]]) -> None:
+            """Its best row at its video row's generation raises its score; settled when its best row counts."""
             generation = rows[video_id]["generation"]
             counted = [score for score, row_generation in found if row_generation == generation]
             if counted and counted[0] > scores.get(video_id, -np.inf):
                 scores[video_id] = counted[0]
             if found[0][1] == generation:
                 newly.append(video_id)
+
+        pending = {}
+        for video_id, found in read_rows.items():
+            if video_id in rows:
+                count(video_id, found)
+            else:
+                pending[video_id] = found
         while pending:  # the pending videos that their best row would put in the top k, beside the others
             union = [*scores.values(), *(found[0][0] for found in pending.values())]
             line = heapq.nlargest(k, union)[-1] if len(union) >= k else -np.inf
@@ -836,15 +841,10 @@ class VideoStore:
             looked_up = self._video_rows(entering, list(COARSE_FIELDS[1:]), consistency, condition)
             for video_id in entering:
                 found = pending.pop(video_id)
-                if video_id not in looked_up:  # gone, or filtered out
-                    newly.append(video_id)
-                    continue
-                rows[video_id] = looked_up[video_id]
-                generation = looked_up[video_id]["generation"]
-                counted = [score for score, row_generation in found if row_generation == generation]
-                if counted:
-                    scores[video_id] = max(scores.get(video_id, -np.inf), counted[0])
-                if found[0][1] == generation:
+                if video_id in looked_up:
+                    rows[video_id] = looked_up[video_id]
+                    count(video_id, found)
+                else:  # gone, or filtered out
                     newly.append(video_id)
         return newly + list(pending)
 
