@@ -14,10 +14,12 @@ regions and scores by region Chamfer over all of them.  A query keeps its full f
 
 For each preset and benchmark seed, side by side on the same features and networks (the pack's; no timing: mAP
 only, `dnsvr eval benchmark --index-crops` times them): the index without views, with views for S^c only, for
-S^f_B only, and for both; each by S^c alone, S^f_B on every candidate, the S^c top 5/10/20 % re-ordered by S^f_B
-(cascade) and DnS at 5/10 % with the pack's default fusion.  Then S^c alone with subsets of the grid's views
-(the centre crop only; the four corners; corners and centre), what fewer views cost in mAP.  Crop features are
-cached beside the benchmark's (`benchmark_crop_features`); a held-out seed's take ~25 min on 2 busy cores.
+S^f_B only, for both, and for S^c with S^f_B comparing only the one view S^c ranks best for the query
+(`VideoIndex.fine_view` "best": the fine student's cost of a full frame); each by S^c alone, S^f_B on every
+candidate, the S^c top 5/10/20 % re-ordered by S^f_B (cascade) and DnS at 5/10 % with the pack's default fusion.
+Then S^c alone with subsets of the grid's views (the centre crop only; the four corners; corners and centre), what
+fewer views cost in mAP.  Crop features are cached beside the benchmark's (`benchmark_crop_features`); a held-out
+seed's take ~25 min on 2 busy cores (7 min idle).
 """
 
 from __future__ import annotations
@@ -77,12 +79,13 @@ def preset_results(preset: str, seed: int, layout: CropLayout, pack_dir: str | N
     indices = {"no views": dataclasses.replace(both, coarse_views=None, fine_targets=None),
                "views for S^c": dataclasses.replace(both, fine_targets=None),
                "views for S^f_B": dataclasses.replace(both, coarse_views=None),
-               "views for both": both}
+               "views for both": both,
+               "views for S^c, S^f_B on the best one": dataclasses.replace(both, fine_view="best")}
     results = {}
 
     def measure(index_name: str, label: str, index, method: str, fraction: float, fusion: str | None) -> None:
         fusion = pack.default_fusion if fusion == "pack" else fusion
-        fine_views = 1 + len(layout.boxes) if index.fine_targets is not None else 1
+        fine_views = 1 + len(layout.boxes) if index.fine_targets is not None and index.fine_view == "all" else 1
         key = (index_name, f"{label}{f' ({fusion})' if fusion else ''}", fine_views if method == "fine"
                else index.views)
         results[key] = evaluate(benchmark, index, method, selector=selector, scorer=fine, fraction=fraction,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import numpy as np
@@ -215,6 +216,21 @@ def test_crop_views_index_a_target_by_its_best_view_and_every_views_regions():
     assert fine[4] > plain_fine[4] + 0.5
     dns, _ = score_query(index, 0, targets, "dns", selector, scorer, 1.0)
     assert dns.argmax() == 4
+
+    # fine_view "best": each target shows the fine student the 9 regions of the view S^c ranks best for the query
+    best = dataclasses.replace(index, fine_view="best")
+    inputs = best.fine_inputs(scorer.name, 0, targets)
+    picked = [int(np.argmax([float(v @ index.coarse[0]) for v in video_views])) for video_views in views]
+    assert picked[4] == 2 and all(codes.shape == (6, 9, 64) for codes in inputs)
+    for codes, target, view in zip(inputs, targets, picked, strict=True):
+        assert np.array_equal(codes, index.stored_targets(scorer.name)[target][:, 9 * view:9 * (view + 1)])
+    best_fine, calls = score_query(best, 0, targets, "fine", scorer=scorer)
+    assert calls == 7 and best_fine.argmax() == 4 and best_fine[4] == pytest.approx(fine[4], abs=1e-6)
+    best_dns, _ = score_query(best, 0, targets, "dns", selector, scorer, 1.0)
+    assert best_dns.argmax() == 4
+    assert best_fine[:4].tolist() == pytest.approx(scorer.score(index.fine[scorer.name][0], inputs[:4]).tolist())
+    with pytest.raises(ValueError, match="fine_view"):
+        dataclasses.replace(index, fine_view="every")
 
 
 def test_crop_views_split_a_targets_regions_view_by_view():

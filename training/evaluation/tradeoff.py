@@ -65,6 +65,7 @@ DNS_ROWS = {"mix": "DnS (selector)", "cascade": f"DnS (selector), {CASCADE_LABEL
 EDIT_FRACTION = 0.05  # the re-rank fraction whose methods get a per-edit mAP column
 FLOAT_REGION_BYTES = REGIONS * FEATURE_DIMS * 4
 CODE_REGION_BYTES = REGIONS * CODE_BYTES
+FINE_VIEWS = ("all", "best")  # what a fine scorer compares of a target indexed with crop views (VideoIndex)
 SELECTOR_BYTES = 4
 CHUNK = 64  # targets scored per fine-similarity batch
 TIMING_REPEATS = 5  # each query is timed this many times; the fastest run counts (least disturbed)
@@ -157,7 +158,8 @@ class VideoIndex:
     Indexed with crop views (`index_videos(crops=...)`), each video as a target also holds `coarse_views`
     `[N, V, C]` (S^c of its full frame, then of each zoomed crop, one vector a view) and `fine_targets` (per
     scorer, its stored form of all V views' regions, `[T, 9 * V, ...]`); a query scores a target by its best
-    view (S^c) or by region Chamfer over every view's regions (the fine scorers)."""
+    view (S^c) and, by `fine_view`, by region Chamfer over every view's regions ("all") or over the 9 regions
+    of the one view S^c ranks best for that query ("best": the fine student's cost of a full frame)."""
 
     ids: list[str]
     frames: np.ndarray
@@ -166,6 +168,11 @@ class VideoIndex:
     fine: dict[str, list[object]] = field(default_factory=dict)
     coarse_views: Tensor | None = None
     fine_targets: dict[str, list[object]] | None = None
+    fine_view: str = "all"  # with fine_targets: "all" views' regions, or the query's "best" view by S^c
+
+    def __post_init__(self) -> None:
+        if self.fine_view not in FINE_VIEWS:
+            raise ValueError(f"fine_view must be one of {FINE_VIEWS}, got {self.fine_view!r}")
 
     def position(self) -> dict[str, int]:
         return {video_id: i for i, video_id in enumerate(self.ids)}
@@ -185,6 +192,16 @@ class VideoIndex:
     def stored_targets(self, name: str) -> list[object]:
         """Scorer `name`'s stored form of every video as a target (all its views' regions with crop views)."""
         return (self.fine_targets or self.fine)[name]
+
+    def fine_inputs(self, name: str, query: int, targets: np.ndarray) -> list[object]:
+        """Scorer `name`'s stored form of rows `targets` `[K]` as row `query` compares them: every view's
+        regions `[T, 9 * V, ...]`, or with `fine_view` "best" the 9 regions of the view whose S^c vector is
+        nearest the query's (`[T, 9, ...]`, the full frame's where it wins)."""
+        stored = self.stored_targets(name)
+        if self.fine_targets is None or self.fine_view == "all":
+            return [stored[t] for t in targets]
+        best = (self.coarse_views[targets] @ self.coarse[query]).argmax(dim=1).tolist()  # [K] view indices
+        return [stored[t][:, REGIONS * view:REGIONS * (view + 1)] for t, view in zip(targets, best, strict=True)]
 
 
 @torch.inference_mode()
@@ -263,8 +280,8 @@ def score_query(
     Targets are in id order, so ties fall to the smaller id.
     """
     if method == "fine":
-        stored = index.stored_targets(scorer.name)
-        return scorer.score(index.fine[scorer.name][query], [stored[t] for t in targets]), len(targets)
+        stored = index.fine_inputs(scorer.name, query, targets)
+        return scorer.score(index.fine[scorer.name][query], stored), len(targets)
     coarse = index.coarse_scores(query, targets)
     if method == "coarse":
         return coarse, 0
@@ -280,8 +297,7 @@ def score_query(
     else:
         priority = oracle_gap
     picked = policy.choose(priority)
-    stored = index.stored_targets(scorer.name)
-    fine = scorer.score(index.fine[scorer.name][query], [stored[targets[p]] for p in picked])
+    fine = scorer.score(index.fine[scorer.name][query], index.fine_inputs(scorer.name, query, targets[picked]))
     fusion = fusion or ("cascade" if method == "topk" else "mix")
     return fuse(fusion, coarse, picked, fine, calibration), len(picked)
 
