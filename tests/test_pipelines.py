@@ -115,9 +115,9 @@ def counting_reads(store, monkeypatch) -> list[int]:
     """Spy on store.read_codes: the number of videos each call asked for."""
     real, asked = store.read_codes, []
 
-    def read_codes(wanted, consistency="Session"):
+    def read_codes(wanted, consistency="Session", views=None):
         asked.append(len(wanted))
-        return real(wanted, consistency)
+        return real(wanted, consistency, views)
 
     monkeypatch.setattr(store, "read_codes", read_codes)
     return asked
@@ -219,7 +219,7 @@ def test_the_query_embedding_of_an_indexed_video_reads_its_row_and_its_codes_onc
 
 
 def test_the_query_embedding_of_a_video_whose_codes_are_gone_is_an_error(store, library, monkeypatch):
-    monkeypatch.setattr(store, "read_codes", lambda wanted, consistency="Session": {})
+    monkeypatch.setattr(store, "read_codes", lambda wanted, consistency="Session", views=None: {})
     with pytest.raises(StoreError, match="incomplete frames"):
         embedding_of_indexed(store, "twin")
 
@@ -246,8 +246,8 @@ def test_an_indexed_query_reindexed_under_the_search_is_read_again(store, librar
 
     query = indexed_query(store, "twin")
     real = store.read_codes
-    monkeypatch.setattr(store, "read_codes", lambda wanted, consistency="Session": {
-        video_id: codes for video_id, codes in real(wanted, consistency).items()
+    monkeypatch.setattr(store, "read_codes", lambda wanted, consistency="Session", views=None: {
+        video_id: codes for video_id, codes in real(wanted, consistency, views).items()
         if video_id != "twin" or consistency == "Strong"})  # the Session read misses the swapped query
     ranking, _ = search(store, CALLS, query, top_k=6, policy=RerankPolicy("fraction", 1.0), exclude_id="twin")
     assert ranking.reranked.all() and np.array_equal(query.fine, store.get("twin").fine_codes)

@@ -1,14 +1,15 @@
 """CodeCache: the fine codes of recently re-ranked videos, kept in the search model's process (issue 12).
 
-Keyed by (video_id, generation).  Every index run of a video writes its frames under a fresh generation and
+Keyed by (video_id, generation, view) (view 0: the full frame's codes; i: crop view i's, `CoarseHits.code_views`).
+Every index run of a video writes its frames under a fresh generation and
 the frames of one (video_id, generation) are never changed afterwards, so an entry can never be stale: a
 re-indexed video's coarse hit carries its new generation and misses the old entry, and a deleted video is
 never a coarse hit, so its entries are never looked up (both just age out).  LRU, bounded by the bytes of the
 arrays it holds; thread-safe.
 
     cache = CodeCache(budget_bytes(parameters.get("code_cache_mb")))
-    found = cache.lookup([(video_id, generation), ...])   # {key: [T, 9, 64] uint8 / [T, 9, 512] float32}
-    cache.put((video_id, generation), codes)
+    found = cache.lookup([(video_id, generation, view), ...])   # {key: [T, 9, 64] uint8 / [T, 9, 512] float32}
+    cache.put((video_id, generation, view), codes)
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-CodeKey = tuple[str, int]  # (video_id, generation)
+CodeKey = tuple[str, int, int]  # (video_id, generation, view)
 
 
 def budget_bytes(megabytes: str | None) -> int:

@@ -54,7 +54,8 @@ class Embedding:
     """One video as dnsvr_embed returns it: coarse [C] float32 (unit norm), fine [T, 9, 64] uint8 or
     [T, 9, 512] float32, selector self-similarity (float), with a text-video student its vector text [D]
     float32 (unit norm; None without one), its JPEG thumbnail (None when not asked for) and, indexed with the
-    pack's crop grid, its crop views' S^c vectors views [B, C] float32 (video_views; None otherwise).
+    pack's crop grid, its crop views' S^c vectors views [B, C] float32 and fine codes view_codes [B, T, 9, W]
+    (video_views; None otherwise).
 
     An indexed video's embedding may come without its codes (`fine` None): `stored` = (video_id, generation,
     frame_count) then says which to read, and the search reads them with its first candidates' codes
@@ -67,6 +68,7 @@ class Embedding:
     thumbnail: bytes | None = None
     stored: tuple[str, int, int] | None = None
     views: np.ndarray | None = None
+    view_codes: np.ndarray | None = None
 
     @property
     def frame_count(self) -> int:
@@ -91,13 +93,13 @@ class ModelCalls:
     -> (similarity [K] float32 in [-1, 1], f2f [K, Tq, Tt] float32: each pair's frame-to-frame similarities at
     its real frames, 0 elsewhere).
     views (indexing with the pack's crop grid; None otherwise): the same video input -> its crop views' S^c
-    vectors [B, C] float32 (video_views).
+    vectors [B, C] float32 and fine codes [B, T, 9, W] (video_views).
     """
 
     embed: Callable[[dict[str, np.ndarray]], Embedding]
     selector_score: Callable[[np.ndarray], np.ndarray]
     fine_similarity: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
-    views: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None
+    views: Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]] | None = None
 
 
 DEFAULT_CANDIDATES = 100
@@ -159,7 +161,7 @@ def indexed_query(store: VideoStore, video_id: str, cache: CodeCache | None = No
     `cache`, else left for the search to read with its candidates' first codes (`Embedding.stored`): a search
     that re-ranks nothing never reads them."""
     row = store.ranking_row(video_id, consistency)
-    key = (video_id, row.generation)
+    key = (video_id, row.generation, 0)
     codes = (cache if cache is not None else CodeCache(0)).lookup([key]).get(key)
     return Embedding(row.coarse, codes, row.selector, stored=(video_id, row.generation, row.frame_count))
 
@@ -175,7 +177,7 @@ def embedding_of_indexed(store: VideoStore, video_id: str, cache: CodeCache | No
             _, generation, frame_count = query.stored
             query.fine = store.read_codes({video_id: (generation, frame_count)}, level).get(video_id)
             if query.fine is not None:
-                cache.put((video_id, generation), query.fine)
+                cache.put((video_id, generation, 0), query.fine)
         if query.fine is not None:
             return query
     raise StoreError(f"video {video_id!r} has incomplete frames; run `dnsvr store check --repair`")
@@ -225,7 +227,8 @@ def search(
         chosen = policy.choose(selector_scores)
     if len(chosen):
         rows = [keep[i] for i in chosen]
-        wanted = [(hits.ids[r], int(hits.generations[r]), int(hits.frame_counts[r])) for r in rows]
+        wanted = [(hits.ids[r], int(hits.generations[r]), int(hits.frame_counts[r]), int(hits.code_views[r]))
+                  for r in rows]
         fine_scores, matrices = _fine_scores(store, calls, query, wanted, watch, consistency,
                                              cache if cache is not None else CodeCache(0))
         found = ~np.isnan(fine_scores)  # a candidate deleted or re-indexed meanwhile keeps its coarse score
@@ -256,11 +259,12 @@ def read_chunks(misses: list[str], max_chunk: int = MAX_PAIRS_PER_BATCH) -> list
     return [misses[:first], *(rest[start:start + size] for start in range(0, len(rest), size))]
 
 
-def _fine_scores(store: VideoStore, calls: ModelCalls, query: Embedding, wanted: list[tuple[str, int, int]],
+def _fine_scores(store: VideoStore, calls: ModelCalls, query: Embedding, wanted: list[tuple[str, int, int, int]],
                  watch: Stopwatch, consistency: str, cache: CodeCache) -> tuple[np.ndarray, list[np.ndarray | None]]:
-    """Raw fine similarities [n] in [-1, 1] of the candidates `wanted` [n] (video_id, generation, frame_count),
-    NaN where the store no longer holds that generation's frames (deleted or re-indexed since the coarse search),
-    and per candidate its frame-to-frame matrix `[Tq, its frame count]` float32 (None where NaN).
+    """Raw fine similarities [n] in [-1, 1] of the candidates `wanted` [n] (video_id, generation, frame_count,
+    the view whose codes to compare: `CoarseHits.code_views`), NaN where the store no longer holds that
+    generation's frames (deleted or re-indexed since the coarse search), and per candidate its frame-to-frame
+    matrix `[Tq, its frame count]` float32 (None where NaN).
 
     Codes come from `cache` where it holds them; the rest are read from the store in `read_chunks`, one after
     another on a reader thread, and kept.  The fine similarity of the codes at hand runs meanwhile: first the
@@ -269,12 +273,13 @@ def _fine_scores(store: VideoStore, calls: ModelCalls, query: Embedding, wanted:
     codes (the cache lookup included), `fine_similarity` the time in the fine student; together, the stage's
     wall time.
     """
-    keys: list[CodeKey] = [(video_id, generation) for video_id, generation, _ in wanted]
+    keys: list[CodeKey] = [(video_id, generation, view) for video_id, generation, _, view in wanted]
     position_of = {key: i for i, key in enumerate(keys)}
     with watch.stage("fetch_codes"):
         codes = cache.lookup(keys)
-    misses = {video_id: (generation, count) for video_id, generation, count in wanted
-              if (video_id, generation) not in codes}
+    misses = {video_id: (generation, count) for video_id, generation, count, view in wanted
+              if (video_id, generation, view) not in codes}
+    views = {video_id: view for video_id, _, _, view in wanted}
     scores = np.full(len(wanted), np.nan, np.float32)
     matrices: list[np.ndarray | None] = [None] * len(wanted)
     reads = [{video_id: misses[video_id] for video_id in chunk} for chunk in read_chunks(list(misses))]
@@ -300,7 +305,7 @@ def _fine_scores(store: VideoStore, calls: ModelCalls, query: Embedding, wanted:
                     matrices[position_of[key]] = f2f[row, :, : len(codes[key])]
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-codes") as reader:
-        futures = [reader.submit(store.read_codes, wanted_codes, consistency) for wanted_codes in reads]
+        futures = [reader.submit(store.read_codes, wanted_codes, consistency, views) for wanted_codes in reads]
         try:
             if not query_read:
                 score(waiting)  # the cached ones, while the first chunk is read
@@ -312,7 +317,7 @@ def _fine_scores(store: VideoStore, calls: ModelCalls, query: Embedding, wanted:
                         query.fine = _query_codes(store, query, found, cache)
                         query_read = {}
                 for video_id, array in found.items():
-                    key = (video_id, misses[video_id][0])
+                    key = (video_id, misses[video_id][0], views[video_id])
                     cache.put(key, array)
                     codes[key] = array
                     waiting.append(key)
@@ -331,7 +336,7 @@ def _query_codes(store: VideoStore, query: Embedding, found: dict[str, np.ndarra
     codes = found.pop(video_id, None)
     if codes is None:
         return embedding_of_indexed(store, video_id, cache, "Strong").fine
-    cache.put((video_id, generation), codes)
+    cache.put((video_id, generation, 0), codes)
     return codes
 
 

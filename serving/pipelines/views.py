@@ -1,15 +1,18 @@
-"""What `video_views` does, free of Triton: one video -> the S^c vectors of its crop views (issue 15).
+"""What `video_views` does, free of Triton: one video -> the S^c vectors and fine codes of its crop views (issue 15).
 
-    view_vectors(inputs, decoding, layout, extract, coarse, batch, coarse_batch) -> {"views": float32 [1, B, C]}
+    view_vectors(inputs, decoding, layout, extract, coarse, fine, batch, coarse_batch)
+        -> {"views": float32 [1, B, C], "view_codes": [1, B, T, 9, 64] uint8 / [1, B, T, 9, 512] float32}
 
 The video is decoded exactly as video_features decodes it (`video.frame_chunks`: the same frames, so the same
 frame count).  Every frame's zoomed crops of `layout` (`CropLayout.zoomed`: B square crops, each resized back to
 224 x 224) go through the extractor at most `batch` images a request; each crop's frames `[T, 9, 512]`, a short
 clip repeated to MIN_FRAMES as its full frame is, go through the coarse network at most `coarse_batch` crops a
-request: one unit vector per crop, in the grid's order (row by row).  With the full frame's vector
-(dnsvr_embed's `coarse`, view 0) these are the 1 + B views the store ranks a target by, its best view
-(`VideoStore.search_coarse`).  Queries never take this path: a query keeps its full frame.  The offline
-evaluation's twin is `tradeoff.index_videos(crops=...)`, which the tests hold it to.
+request: one unit vector per crop, in the grid's order (row by row); and through the fine student's index
+network, each crop's fine codes (the same frames as the full frame's `fine`).  With the full frame's (dnsvr_embed's
+`coarse` and `fine`, view 0) these are the 1 + B views the store ranks a target by, its best view
+(`VideoStore.search_coarse`), and whose codes the fine student compares (`CoarseHits.code_views`).  Queries never
+take this path: a query keeps its full frame.  The offline evaluation's twin is `tradeoff.index_videos(crops=...)`
+(with `VideoIndex.fine_view` "best"), which the tests hold it to.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from dnsvr.training.data.crop_regions import CropLayout
 from dnsvr.training.data.video import VideoDecodeError, pad_frames
 
 Coarse = Callable[[np.ndarray, np.ndarray], np.ndarray]  # features [n, T, 9, 512], mask [n, T] -> [n, C]
+Fine = Callable[[np.ndarray, np.ndarray], np.ndarray]  # features [n, T, 9, 512], mask [n, T] -> [n, T, 9, W]
 
 
 def view_vectors(inputs: RequestInputs, decoding: Decoding, layout: CropLayout, extract: Extract, coarse: Coarse,
-                 batch: int = spec.FEATURE_EXTRACTOR.max_batch_size,
+                 fine: Fine, batch: int = spec.FEATURE_EXTRACTOR.max_batch_size,
                  coarse_batch: int = spec.COARSE_EMBED.max_batch_size) -> dict[str, np.ndarray]:
     """`video_views`' output for one request (see the module); BadRequest for a bad or undecodable video."""
     video = checked_video(inputs, decoding)
@@ -46,4 +50,6 @@ def view_vectors(inputs: RequestInputs, decoding: Decoding, layout: CropLayout, 
     mask = np.ones(views.shape[:2], bool)  # [B, T']
     vectors = np.concatenate([coarse(views[start:start + coarse_batch], mask[start:start + coarse_batch])
                               for start in range(0, crops, coarse_batch)])  # [B, C]
-    return {"views": vectors.astype(np.float32)[None]}
+    codes = np.concatenate([fine(views[start:start + coarse_batch], mask[start:start + coarse_batch])
+                            for start in range(0, crops, coarse_batch)])  # [B, T', 9, W]
+    return {"views": vectors.astype(np.float32)[None], "view_codes": codes[None]}

@@ -6,6 +6,8 @@ Per-video collection `{prefix}_videos` (one row makes a video searchable):
     thumbnail VARCHAR (base64 JPEG, "" for none; from schema 2 on: a store made by schema 1 has no thumbnails)
 Per-frame collection `{prefix}_frames` (rows of one index run share a `generation`):
     pk INT64 auto | video_id VARCHAR | generation INT64 | frame_start INT64 | frames INT64 | codes ...
+(in a store made for crop views from schema 3 on, `StoreMeta.has_view_codes`, each crop view's codes follow as
+more rows of the same generation: view v's frame i at frame_start v * VIEW_FRAME_STRIDE + i)
 with two layouts of `codes`:
     "vector": one row per frame, BINARY_VECTOR(4608) (packed S^f_B bits, [9, 64] uint8) or FLOAT_VECTOR(4608)
               (S^f_A [9, 512] float32); frame-level search possible.  Needs a real Milvus server.
@@ -40,8 +42,9 @@ from dnsvr.client.errors import InvalidVideo
 from dnsvr.client.ids import MAX_VIDEO_ID_BYTES, check_video_id
 from dnsvr.client.spec import CODE_BYTES, FEATURE_DIMS, MAX_THUMBNAIL_BYTES, REGIONS
 
-SCHEMA_VERSION = 2  # 2: the per-video JPEG thumbnail
+SCHEMA_VERSION = 3  # 2: the per-video JPEG thumbnail; 3: the crop views' fine codes
 THUMBNAIL_SCHEMA = 2  # the first schema whose video rows hold a thumbnail
+VIEW_CODES_SCHEMA = 3  # the first schema that keeps each crop view's fine codes (stores made with views)
 THUMBNAIL_FIELD_CHARS = 4 * math.ceil(MAX_THUMBNAIL_BYTES / 3)  # base64 of the largest thumbnail
 JPEG_MAGIC = b"\xff\xd8\xff"
 FRAME_DIM = REGIONS * FEATURE_DIMS  # 4608: the per-frame vector (bits or floats)
@@ -53,6 +56,7 @@ PLACEHOLDER_DIM = 2
 META_KEY = "store"
 
 MAX_FRAMES = 100_000
+VIEW_FRAME_STRIDE = MAX_FRAMES  # frame_start of crop view v's frame i: v * VIEW_FRAME_STRIDE + i
 MAX_VIEWS = 64  # crop views per video (a grid of 0.3:0.175 has 25)
 MAX_MODEL_VERSION_BYTES = 128
 MAX_SOURCE_URI_BYTES = 4_096
@@ -95,6 +99,12 @@ class StoreMeta:
         return self.schema >= THUMBNAIL_SCHEMA
 
     @property
+    def has_view_codes(self) -> bool:
+        """Whether each crop view's fine codes are kept beside the full frame's (stores made with crop views by
+        schema 3 on): the fine student then compares a candidate's best view (`CoarseHits.code_views`)."""
+        return self.views > 0 and self.schema >= VIEW_CODES_SCHEMA
+
+    @property
     def frame_shape(self) -> tuple[int, int]:
         return (REGIONS, CODE_BYTES) if self.representation == "binary" else (REGIONS, FEATURE_DIMS)
 
@@ -103,7 +113,12 @@ class StoreMeta:
         return np.dtype(np.uint8) if self.representation == "binary" else np.dtype(np.float32)
 
     def rows_for(self, frame_count: int) -> int:
+        """Frame rows of one view of `frame_count` frames."""
         return math.ceil(frame_count / self.frames_per_row)
+
+    def video_frame_rows(self, frame_count: int) -> int:
+        """Frame rows of one video: its full frame's and, where kept, each crop view's."""
+        return self.rows_for(frame_count) * (1 + self.views if self.has_view_codes else 1)
 
     @property
     def row_bytes(self) -> int:
@@ -147,7 +162,9 @@ class IndexedVideo:
     and refused by one without; thumbnail: JPEG bytes (at most spec.MAX_THUMBNAIL_BYTES) or None, kept by stores
     that hold thumbnails (`StoreMeta.has_thumbnails`), ignored by older ones; views [B, D] float32 (each row
     L2-normalised): the coarse vectors of its B crop views, required by a store with views = B > 0 and refused by
-    one without.  `indexed_at` (unix seconds) is set by the store on read.
+    one without; view_codes [B, T, 9, 64] uint8 / [B, T, 9, 512] float32: each crop view's fine codes, required
+    by a store that keeps them (`StoreMeta.has_view_codes`), ignored by a store with views made before.
+    `indexed_at` (unix seconds) is set by the store on read.
     """
 
     video_id: str
@@ -162,6 +179,7 @@ class IndexedVideo:
     text: np.ndarray | None = None
     thumbnail: bytes | None = None
     views: np.ndarray | None = None
+    view_codes: np.ndarray | None = None
 
 
 def check_text(name: str, value: object, max_bytes: int, allow_empty: bool = True) -> str:
@@ -253,6 +271,24 @@ def check_fine_codes(codes: object, meta: StoreMeta) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+def check_view_codes(view_codes: object, frame_count: int, meta: StoreMeta) -> np.ndarray | None:
+    """The crop views' fine codes a video of this store must carry: [views, T, 9, 64] uint8 / [views, T, 9, 512]
+    float32 (each view as `check_fine_codes`), None where the store keeps none (ignored: a store with views made
+    before schema 3).  InvalidVideo naming the problem otherwise."""
+    if not meta.has_view_codes:
+        if view_codes is not None and not meta.views:
+            raise InvalidVideo("this store holds no crop views (it was made for a repository that indexes full "
+                               "frames alone)")
+        return None
+    if view_codes is None:
+        raise InvalidVideo(f"this store needs each video's {meta.views} crop views' fine codes")
+    array = np.asarray(view_codes)
+    shape = [meta.views, frame_count, *meta.frame_shape]
+    if array.ndim != 4 or list(array.shape[:2]) != shape[:2]:
+        raise InvalidVideo(f"crop views' fine codes must have shape {shape}, got {list(array.shape)}")
+    return np.stack([check_fine_codes(view, meta) for view in array])
+
+
 def check_video(video: IndexedVideo, meta: StoreMeta) -> IndexedVideo:
     """Validate every field against the store's metadata; returns a normalised copy. Raises InvalidVideo."""
     check_video_id(video.video_id)
@@ -269,6 +305,7 @@ def check_video(video: IndexedVideo, meta: StoreMeta) -> IndexedVideo:
     thumbnail = check_thumbnail(video.thumbnail)
     if video.frame_count is not None and video.frame_count != codes.shape[0]:
         raise InvalidVideo(f"frame_count {video.frame_count} != frames in fine_codes ({codes.shape[0]})")
+    view_codes = check_view_codes(video.view_codes, codes.shape[0], meta)
     check_text("source_uri", video.source_uri, MAX_SOURCE_URI_BYTES)
     if not isinstance(video.metadata, dict):
         raise InvalidVideo(f"metadata must be a dict, got {type(video.metadata).__name__}")
@@ -279,7 +316,8 @@ def check_video(video: IndexedVideo, meta: StoreMeta) -> IndexedVideo:
     if len(metadata_text.encode("utf-8")) > MAX_METADATA_BYTES:
         raise InvalidVideo(f"metadata JSON is {len(metadata_text)} bytes, over {MAX_METADATA_BYTES}")
     return IndexedVideo(video.video_id, coarse, selector, codes, codes.shape[0], video.source_uri,
-                        json.loads(metadata_text), meta.model_version, text=text, thumbnail=thumbnail, views=views)
+                        json.loads(metadata_text), meta.model_version, text=text, thumbnail=thumbnail, views=views,
+                        view_codes=view_codes)
 
 
 def video_schema(client_cls: Any, meta: StoreMeta) -> Any:
@@ -391,13 +429,16 @@ def generation_time(generation: int) -> float:
     return (generation >> 20) / 1000.0
 
 
-def frame_rows(video_id: str, generation: int, codes: np.ndarray, meta: StoreMeta) -> list[dict[str, Any]]:
-    """[T, 9, 64] uint8 / [T, 9, 512] float32 -> row dicts for the frame collection in `meta.layout`."""
+def frame_rows(video_id: str, generation: int, codes: np.ndarray, meta: StoreMeta,
+               view: int = 0) -> list[dict[str, Any]]:
+    """[T, 9, 64] uint8 / [T, 9, 512] float32 -> row dicts for the frame collection in `meta.layout`; `view` > 0:
+    a crop view's codes, from frame_start view * VIEW_FRAME_STRIDE on."""
     flat = codes.reshape(codes.shape[0], -1)
     rows = []
     for start in range(0, flat.shape[0], meta.frames_per_row):
         block = flat[start:start + meta.frames_per_row]
-        row = {"video_id": video_id, "generation": generation, "frame_start": start, "frames": block.shape[0]}
+        row = {"video_id": video_id, "generation": generation, "frame_start": view * VIEW_FRAME_STRIDE + start,
+               "frames": block.shape[0]}
         if meta.layout == "chunk":
             row["codes"] = base64.b64encode(block.tobytes()).decode("ascii")
             row["placeholder"] = [1.0] + [0.0] * (PLACEHOLDER_DIM - 1)

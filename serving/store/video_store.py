@@ -58,6 +58,7 @@ from dnsvr.serving.store.lite_engine import guard_collection_table
 from dnsvr.serving.store.schema import (
     MAX_QUERY_ROWS,
     META_KEY,
+    VIEW_FRAME_STRIDE,
     IndexedVideo,
     InvalidVideo,
     StoreMeta,
@@ -131,14 +132,17 @@ class VideoNotFound(KeyError):
 @dataclass
 class CoarseHits:
     """Top-k of a coarse search, best first: ids [k], inner-product scores [k] float32, the candidates'
-    selector scalars [k] float32 (what the selector network needs besides the query's own), and the
-    generations [k] int64 and frame counts [k] int64 their rows point at (what `read_codes` needs)."""
+    selector scalars [k] float32 (what the selector network needs besides the query's own), the
+    generations [k] int64 and frame counts [k] int64 their rows point at, and code_views [k] int64: the view
+    whose fine codes to compare (what `read_codes` needs).  code_views is each hit's best view (0: its full
+    frame, i: crop view i) where the store keeps the crop views' codes (`StoreMeta.has_view_codes`), else 0."""
 
     ids: list[str]
     scores: np.ndarray
     selectors: np.ndarray
     generations: np.ndarray
     frame_counts: np.ndarray
+    code_views: np.ndarray
 
 
 @dataclass
@@ -591,7 +595,9 @@ class VideoStore:
         try:
             self._insert("frames", self.frame_collection, meta.row_bytes,
                          [row for video, generation in pairs
-                          for row in frame_rows(video.video_id, generation, video.fine_codes, meta)])
+                          for view, codes in enumerate([video.fine_codes, *(video.view_codes if meta.has_view_codes
+                                                                            else [])])
+                          for row in frame_rows(video.video_id, generation, codes, meta, view)])
             if meta.text_dim:
                 self._insert("text vectors", self.text_collection, 4 * meta.text_dim,
                              [{"video_id": video.video_id, "generation": generation, "vector": video.text.tolist()}
@@ -730,8 +736,9 @@ class VideoStore:
             raise InvalidVideo("query vector contains NaN or Inf")
         if not 1 <= k <= MAX_QUERY_ROWS:
             raise InvalidVideo(f"k must be in 1..{MAX_QUERY_ROWS}, got {k}")
+        best_views: dict[str, int] = {}
         if meta.views:
-            best, rows = self._best_view_per_video(query, k, _condition(filter), consistency, ef)
+            best, rows = self._best_view_per_video(query, k, _condition(filter), consistency, ef, best_views)
         else:
             fields = list(COARSE_FIELDS)
             hits = self._search_vectors(self.video_collection, "coarse", query, k, fields, consistency, filter or "",
@@ -744,12 +751,15 @@ class VideoStore:
             selectors=np.array([rows[video_id]["selector"] for video_id, _ in best], np.float32),
             generations=np.array([rows[video_id]["generation"] for video_id, _ in best], np.int64),
             frame_counts=np.array([rows[video_id]["frame_count"] for video_id, _ in best], np.int64),
+            code_views=np.array([best_views.get(video_id, 0) if meta.has_view_codes else 0
+                                 for video_id, _ in best], np.int64),
         )
 
-    def _best_view_per_video(self, query: np.ndarray, k: int, condition: str, consistency: str, ef: int | None
-                             ) -> tuple[list[tuple[str, float]], dict[str, dict]]:
+    def _best_view_per_video(self, query: np.ndarray, k: int, condition: str, consistency: str, ef: int | None,
+                             best_views: dict[str, int]) -> tuple[list[tuple[str, float]], dict[str, dict]]:
         """The k best videos by their best view, the full frame's vector or a crop's -> ([(video_id, score)] best
-        first, {video_id: its video row}).
+        first, {video_id: its video row}); `best_views` gets each listed video's best view where a crop wins
+        (absent: its full frame).
 
         The full frames' top k come from the video rows, as without views (the filter inside the search).  Only a
         crop row scoring above the k-th score of that list can change it, so the crop rows (`view` > 0) are read
@@ -770,8 +780,9 @@ class VideoStore:
 
         def crop_rows(settled: list[str], floor: float | None, window: int) -> list:
             leave_out = [is_not_in("video_id", settled)] if settled else []
-            return self._search_vectors(self.view_collection, "vector", query, window, ["video_id", "generation"],
-                                        consistency, both(*restrictions, *leave_out), ef, radius=floor)
+            return self._search_vectors(self.view_collection, "vector", query, window,
+                                        ["video_id", "generation", "view"], consistency,
+                                        both(*restrictions, *leave_out), ef, radius=floor)
 
         fields = list(COARSE_FIELDS)
         with ThreadPoolExecutor(2, thread_name_prefix="dnsvr-views") as pool:  # the first crop read needs no floor
@@ -786,11 +797,11 @@ class VideoStore:
             if read:  # views of one video score alike: the rows left to read are often several a video
                 window = min(MAX_QUERY_ROWS, window * 4)
                 crops = crop_rows(settled, _kth(scores, k), window)
-            read_rows: dict[str, list[tuple[float, int]]] = {}  # video -> its rows of this read, best first
+            read_rows: dict[str, list[tuple[float, int, int]]] = {}  # video -> its rows of this read, best first
             for hit in crops:
                 read_rows.setdefault(hit["entity"]["video_id"], []).append(
-                    (float(hit["distance"]), hit["entity"]["generation"]))
-            newly = self._merge_crop_rows(read_rows, rows, scores, k, condition, consistency)
+                    (float(hit["distance"]), hit["entity"]["generation"], hit["entity"]["view"]))
+            newly = self._merge_crop_rows(read_rows, rows, scores, k, condition, consistency, best_views)
             floor = _kth(scores, k)
             if len(crops) < window or (floor is not None and float(crops[-1]["distance"]) <= floor):
                 break
@@ -800,11 +811,13 @@ class VideoStore:
         best = sorted(scores.items(), key=lambda item: -item[1])[:k]
         return best, rows
 
-    def _merge_crop_rows(self, read_rows: dict[str, list[tuple[float, int]]], rows: dict[str, dict],
-                         scores: dict[str, float], k: int, condition: str, consistency: str) -> list[str]:
-        """Merge one crop read (`read_rows`: video -> its rows' (score, generation), best first, videos in the
-        order of their best row) into `scores` (video -> best view so far) and `rows` (video -> video row) ->
-        the videos it settles (to leave out of the next read).
+    def _merge_crop_rows(self, read_rows: dict[str, list[tuple[float, int, int]]], rows: dict[str, dict],
+                         scores: dict[str, float], k: int, condition: str, consistency: str,
+                         best_views: dict[str, int]) -> list[str]:
+        """Merge one crop read (`read_rows`: video -> its rows' (score, generation, view), best first, videos in
+        the order of their best row) into `scores` (video -> best view's score so far), `best_views` (video ->
+        that view, where a crop) and `rows` (video -> video row) -> the videos it settles (to leave out of the
+        next read).
 
         A row counts at its video row's generation.  A video the list already knows is settled when its best
         row of the read counts.  Of the others, only those whose best row of the read would put them in the top
@@ -815,12 +828,12 @@ class VideoStore:
         """
         newly: list[str] = []
 
-        def count(video_id: str, found: list[tuple[float, int]]) -> None:
+        def count(video_id: str, found: list[tuple[float, int, int]]) -> None:
             """Its best row at its video row's generation raises its score; settled when its best row counts."""
             generation = rows[video_id]["generation"]
-            counted = [score for score, row_generation in found if row_generation == generation]
-            if counted and counted[0] > scores.get(video_id, -np.inf):
-                scores[video_id] = counted[0]
+            counted = [(score, view) for score, row_generation, view in found if row_generation == generation]
+            if counted and counted[0][0] > scores.get(video_id, -np.inf):
+                scores[video_id], best_views[video_id] = counted[0]
             if found[0][1] == generation:
                 newly.append(video_id)
 
@@ -957,10 +970,13 @@ class VideoStore:
         missing = [v for v in video_ids if v not in frames]
         return FetchedCodes(codes, counts, missing)
 
-    def read_codes(self, wanted: Mapping[str, tuple[int, int]], consistency: str = "Session") -> dict[str, np.ndarray]:
+    def read_codes(self, wanted: Mapping[str, tuple[int, int]], consistency: str = "Session",
+                   views: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
         """Fine codes of videos whose rows the caller has read (e.g. `search_coarse` hits), without reading the rows
         again: {video_id: (generation, frame_count)} -> {video_id: [T, 9, 64] uint8 or [T, 9, 512] float32}, in
-        few batched queries of ≤ `rows_per_query` rows each.
+        few batched queries of ≤ `rows_per_query` rows each.  `views` {video_id: view}: the codes of that view
+        (0 or absent: the full frame's; i: crop view i's, in a store that keeps them, `StoreMeta.has_view_codes`;
+        `CoarseHits.code_views`).
 
         A video whose frames of that generation are not exactly `frame_count` contiguous frames (re-indexed or
         deleted since its row was read, or broken) is left out of the result: the caller counts it as missing.
@@ -970,13 +986,17 @@ class VideoStore:
         meta = self.meta
         checked = {check_video_id(video_id): (operator.index(generation), operator.index(frame_count))
                    for video_id, (generation, frame_count) in wanted.items()}
-        pieces: dict[tuple[str, int], dict[int, np.ndarray]] = defaultdict(dict)  # -> frame_start -> codes
-        for expression in self._frame_queries(checked):
+        firsts = {video_id: VIEW_FRAME_STRIDE * self._code_view(views.get(video_id, 0) if views else 0)
+                  for video_id in checked}  # the frame_start of each wanted view's first frame
+        pieces: dict[tuple[str, int], dict[int, np.ndarray]] = defaultdict(dict)  # -> frame index -> codes
+        for expression in self._frame_queries(checked, firsts):
             found = self._call("query frames", lambda c, e=expression: c.query(
                 self.frame_collection, filter=e, output_fields=["video_id", "generation", "frame_start", "codes"],
                 limit=MAX_QUERY_ROWS, consistency_level=consistency))
             for row, codes in zip(*_frame_columns(found, meta), strict=True):
-                pieces[row["video_id"], row["generation"]][row["frame_start"]] = codes
+                video_id = row["video_id"]
+                if video_id in firsts:
+                    pieces[video_id, row["generation"]][row["frame_start"] - firsts[video_id]] = codes
         result: dict[str, np.ndarray] = {}
         for video_id, (generation, frame_count) in checked.items():
             parts = sorted(pieces.get((video_id, generation), {}).items(), key=lambda part: part[0])
@@ -984,29 +1004,53 @@ class VideoStore:
                 result[video_id] = np.concatenate([p for _, p in parts])
         return result
 
-    def _frame_queries(self, wanted: dict[str, tuple[int, int]]) -> Iterator[str]:
+    def _code_view(self, view: int) -> int:
+        """A view whose codes `read_codes` can return (0, or a crop view of a store that keeps their codes)."""
+        view = operator.index(view)
+        if view and not (self.meta.has_view_codes and 0 < view <= self.meta.views):
+            raise ValueError(f"this store keeps no fine codes of view {view} (views with codes: 0"
+                             f"{f'..{self.meta.views}' if self.meta.has_view_codes else ''})")
+        return view
+
+    def _frame_queries(self, wanted: dict[str, tuple[int, int]], firsts: dict[str, int]) -> Iterator[str]:
         """Filter expressions covering all wanted (video_id, generation) pairs, each matching ≤ rows_per_query
-        rows (the video ids keep another video's rows of an equal generation out of the row limit)."""
+        rows (the video ids keep another video's rows of an equal generation out of the row limit); in a store
+        that keeps crop views' codes, only the rows of each video's view (its frames from `firsts[video_id]`)."""
         meta = self.meta
         limit = meta.rows_per_query
         group: dict[str, int] = {}
         group_rows = 0
+
+        def rows_of(group: dict[str, int]) -> str:
+            """These videos' rows of this generation; of the wanted view where crop views' codes are kept."""
+            if not meta.has_view_codes:
+                return _group_filter(group)
+            by_first: dict[int, list[str]] = defaultdict(list)
+            for video_id in group:
+                by_first[firsts[video_id]].append(video_id)
+            spans = {first: both(f"frame_start >= {integer_literal(first)}",
+                                 f"frame_start < {integer_literal(first + VIEW_FRAME_STRIDE)}") for first in by_first}
+            if len(spans) == 1:
+                return both(_group_filter(group), *spans.values())
+            return both(_group_filter(group), either(*(both(is_in("video_id", ids), spans[first])
+                                                       for first, ids in by_first.items())))
+
         for video_id, (generation, frame_count) in wanted.items():
             rows = meta.rows_for(frame_count)
             if rows > limit:  # one long video: page through it by frame index
                 span = limit * meta.frames_per_row
-                for start in range(0, frame_count, span):
+                for start in range(firsts[video_id], firsts[video_id] + frame_count, span):
                     yield both(equals("video_id", video_id), equals("generation", generation),
                                f"frame_start >= {integer_literal(start)}",
                                f"frame_start < {integer_literal(start + span)}")
                 continue
             if group_rows + rows > limit:
-                yield _group_filter(group)
+                yield rows_of(group)
                 group, group_rows = {}, 0
             group[video_id] = generation
             group_rows += rows
         if group:
-            yield _group_filter(group)
+            yield rows_of(group)
 
     def ranking_row(self, video_id: str, consistency: str = "Session") -> RankingRow:
         """What searching by an indexed video needs of its row, in one query: coarse [C] float32, selector,
@@ -1034,6 +1078,7 @@ class VideoStore:
         metadata = row["metadata"]
         text = self._text_vector(video_id, row["generation"], consistency) if self.meta.text_dim else None
         views = self._view_vectors(video_id, row["generation"], consistency) if self.meta.views else None
+        view_codes = self._view_codes(video_id, row["generation"], int(row["frame_count"]), consistency)
         return IndexedVideo(
             video_id=video_id,
             coarse=np.asarray(row["coarse"], np.float32),
@@ -1047,7 +1092,19 @@ class VideoStore:
             text=text,
             thumbnail=(base64.b64decode(row["thumbnail"]) or None) if with_thumbnail else None,
             views=views,
+            view_codes=view_codes,
         )
+
+    def _view_codes(self, video_id: str, generation: int, frame_count: int, consistency: str) -> np.ndarray | None:
+        """A video's crop views' fine codes [views, T, ...] in the grid's order; None where the store keeps none."""
+        if not self.meta.has_view_codes:
+            return None
+        views = range(1, 1 + self.meta.views)
+        found = [self.read_codes({video_id: (generation, frame_count)}, consistency, {video_id: view}).get(video_id)
+                 for view in views]
+        if any(codes is None for codes in found):
+            raise StoreError(f"video {video_id!r} lacks crop views' codes; run `dnsvr store check --repair`")
+        return np.stack(found)
 
     def thumbnails(self, video_ids: Sequence[str], consistency: str = "Session") -> dict[str, bytes]:
         """{video_id: JPEG bytes} of the given ids that are indexed with a thumbnail (none in a store made before
@@ -1170,7 +1227,7 @@ class VideoStore:
         meta = self.meta
         expected: dict[tuple[str, int], int] = {}  # (video_id, generation) -> frame rows it should have
         for row in self._scan(self.video_collection, "video_id", ["generation", "frame_count"]):
-            expected[row["video_id"], row["generation"]] = meta.rows_for(int(row["frame_count"]))
+            expected[row["video_id"], row["generation"]] = meta.video_frame_rows(int(row["frame_count"]))
         per_video = {self.text_collection: 1, self.view_collection: 1 + meta.views}  # rows; frames: `expected`
         now = time.time()
         incomplete: set[str] = set()

@@ -28,9 +28,11 @@ def embed_text(text: str) -> np.ndarray:
     return call("dnsvr_text_embed", {"text": query}, ["embedding"])["embedding"][0]
 
 
-def crop_views(video: dict[str, np.ndarray]) -> np.ndarray:
-    """video_views on one video ({"video": bytes} or {"frames": uint8}) -> its crop views' S^c vectors [B, C]."""
-    return call("video_views", video, ["views"])["views"][0]
+def crop_views(video: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """video_views on one video ({"video": bytes} or {"frames": uint8}) -> its crop views' S^c vectors [B, C] and
+    fine codes [B, T, 9, W]."""
+    outputs = call("video_views", video, ["views", "view_codes"])
+    return outputs["views"][0], outputs["view_codes"][0]
 
 
 def model_calls(fine: str, text: bool = False, thumbnail: bool = False, views: bool = False) -> ModelCalls:

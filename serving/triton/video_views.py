@@ -1,8 +1,9 @@
-"""Triton python (BLS) model `video_views`: an encoded video (or RGB frames) -> the S^c vectors of its crop views,
-what `dnsvr_index` stores beside the full frame's when the pack indexes by a crop grid.
+"""Triton python (BLS) model `video_views`: an encoded video (or RGB frames) -> the S^c vectors and fine codes of
+its crop views, what `dnsvr_index` stores beside the full frame's when the pack indexes by a crop grid.
 
-The grid and the extractor come from the repository's manifest (`index_views`, the text-video student's kind:
-`spec.extractor`); decoding from the config parameters, as video_features's (`Decoding.from_parameters`).  A
+The grid, the extractor and the fine student come from the repository's manifest (`index_views`, the text-video
+student's kind: `spec.extractor`, `fine_kind`); decoding from the config parameters, as video_features's
+(`Decoding.from_parameters`).  A
 repository that indexes full frames alone answers every request with an error saying so.  The work:
 `dnsvr.serving.pipelines.views.view_vectors`.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 from dnsvr.client import spec
-from dnsvr.export.manifest import index_views, read_manifest, text_settings
+from dnsvr.export.manifest import fine_kind, index_views, read_manifest, text_settings
 from dnsvr.serving.pipelines.requests import BadRequest, RequestInputs
 from dnsvr.serving.pipelines.video import Decoding
 from dnsvr.serving.pipelines.views import view_vectors
@@ -24,6 +25,7 @@ class TritonPythonModel(PythonModel):
         self.layout = index_views(manifest)
         text = text_settings(manifest)
         self.extractor = spec.extractor(text["kind"] if text else None)
+        self.fine_model = spec.fine_kind(fine_kind(manifest)).index_model
         self.decoding = Decoding.from_parameters(self.parameters)
 
     def extract(self, frames: np.ndarray) -> dict[str, np.ndarray]:
@@ -33,9 +35,12 @@ class TritonPythonModel(PythonModel):
     def coarse(features: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return call(spec.COARSE_EMBED.name, {"features": features, "mask": mask}, ["embedding"])["embedding"]
 
+    def fine(self, features: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return call(self.fine_model, {"features": features, "mask": mask}, ["indexed"])["indexed"]
+
     def handle(self, inputs: RequestInputs) -> dict[str, np.ndarray]:
         if self.layout is None:
             raise BadRequest("this repository indexes full frames alone (its pack has no index_views): video_views "
                              "has nothing to compute")
-        return view_vectors(inputs, self.decoding, self.layout, self.extract, self.coarse,
+        return view_vectors(inputs, self.decoding, self.layout, self.extract, self.coarse, self.fine,
                             self.extractor.max_batch_size)

@@ -435,11 +435,12 @@ def pipeline_specs(fine: str = "bin", text: str | None = None) -> dict[str, Mode
         ModelSpec(
             "video_views",
             inputs=_video_inputs(),
-            outputs=(TensorSpec("views", "float32", (1, -1, -1)),),
+            outputs=(TensorSpec("views", "float32", (1, -1, -1)),
+                     TensorSpec("view_codes", fine_dtype, (1, -1, -1, REGIONS, fine_width))),
             description="BLS: the video decoded as video_features does -> the zoomed crops of the pack's crop grid "
-                        f"(`index_views`) -> {extractor(text).name} -> coarse_embed once per crop: the crop "
-                        "views' S^c vectors [1, B, C] an indexed video is also stored by (refused when the "
-                        "repository indexes full frames alone)",
+                        f"(`index_views`) -> {extractor(text).name} -> coarse_embed and {kind.index_model} once "
+                        "per crop: the crop views' S^c vectors [1, B, C] and fine codes [1, B, T, 9, W] an indexed "
+                        "video is also stored by (refused when the repository indexes full frames alone)",
         ),
         ModelSpec(
             "dnsvr_embed",
