@@ -1,13 +1,15 @@
 """The store's crop views against real Milvus (Lite server and the 2.3.5 standalone server): written with the video
 in one upsert, the coarse search ranking each video by its best view with only current generations counted,
 filtered, replaced, deleted, read back, checked and repaired; bad views refused; the number of views is part of
-the store."""
+the store.  The crop views' fine codes (schema 3) ride with the frames: read back view by view, the best view of
+each hit names the codes the fine student compares, and a store made before keeps serving its full frames'."""
 
 from __future__ import annotations
 
 import json
 import time
 import uuid
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -30,10 +32,12 @@ def unit(rng: np.random.Generator, *shape: int) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
 
 
-def video(video_id: str, seed: int, views: np.ndarray | None = None, **metadata) -> IndexedVideo:
+def video(video_id: str, seed: int, views: np.ndarray | None = None, frames: int = 3, **metadata) -> IndexedVideo:
     rng = np.random.default_rng(seed)
-    return IndexedVideo(video_id, unit(rng), 0.25 + seed / 100, pack_codes(rng.choice([-1.0, 1.0], size=(3, 9, 512))),
-                        metadata=metadata, views=unit(rng, VIEWS) if views is None else views)
+    codes = pack_codes(rng.choice([-1.0, 1.0], size=(frames, 9, 512)))
+    return IndexedVideo(video_id, unit(rng), 0.25 + seed / 100, codes, metadata=metadata,
+                        views=unit(rng, VIEWS) if views is None else views,
+                        view_codes=rng.integers(0, 256, size=(VIEWS, frames, 9, 64), dtype=np.uint8))
 
 
 def open_store(uri: str, prefix: str, views: int | None = VIEWS) -> VideoStore:
@@ -66,9 +70,11 @@ def test_coarse_search_ranks_each_video_by_its_best_view_and_honours_filters(bac
         assert sorted(everything.ids) == sorted(v.video_id for v in videos)  # each video once
         back = store.get("v7")
         np.testing.assert_array_equal(back.views, videos[7].views)
+        np.testing.assert_array_equal(back.view_codes, videos[7].view_codes)
+        np.testing.assert_array_equal(back.fine_codes, videos[7].fine_codes)
         stats = store.stats()
         assert stats.view_rows == 12 * (1 + VIEWS) and stats.meta.views == VIEWS
-        assert stats.payload_bytes_per_video == 4 * DIM * (1 + VIEWS) + 4 + 3 * 9 * 64
+        assert stats.payload_bytes_per_video == 4 * DIM * (1 + VIEWS) + 4 + (1 + VIEWS) * 3 * 9 * 64
 
 
 def test_k_videos_come_back_past_the_row_cap_and_under_a_selective_filter(backend_uri: str, monkeypatch) -> None:
@@ -117,6 +123,10 @@ def test_the_best_view_search_is_exact_against_brute_force(backend_uri: str, mon
                     ranked = sorted(filter(keep, videos), key=lambda v: -best_view(v, query))[:k]
                     assert set(hits.ids) == {v.video_id for v in ranked}, (k, expression)
                     np.testing.assert_allclose(hits.scores, [best_view(v, query) for v in ranked], atol=1e-5)
+                    by_id = {v.video_id: v for v in videos}
+                    views = [np.vstack([by_id[i].coarse, by_id[i].views]) @ query for i in hits.ids]  # [k][1 + B]
+                    assert [float(v[hits.code_views[n]]) for n, v in enumerate(views)] == pytest.approx(
+                        [float(v.max()) for v in views], abs=1e-5)  # each hit's code view is its best view
 
 
 def test_only_the_videos_a_crop_read_brings_into_the_list_have_their_rows_read(backend_uri: str,
@@ -221,7 +231,7 @@ def test_the_number_of_views_is_part_of_the_store(backend_uri: str) -> None:
         plain = video("clip", 1)
         with pytest.raises(InvalidVideo, match="holds no crop views"):
             store.upsert(plain)
-        plain.views = None
+        plain.views = plain.view_codes = None
         store.upsert(plain)
         assert not store._has(store.view_collection)
         assert store.search_coarse(plain.coarse, 1, consistency="Strong").ids == ["clip"]
@@ -277,3 +287,63 @@ def test_the_number_of_views_is_checked_and_old_metadata_has_none() -> None:
     old = json.loads(meta.to_json())
     del old["dnsvr_store"]["views"]  # a store made before crop views
     assert StoreMeta.from_json(json.dumps(old)).views == 0
+
+
+def test_each_views_fine_codes_are_read_back_by_the_view_a_search_names(backend_uri: str, monkeypatch) -> None:
+    """read_codes returns the codes of the view asked for each video (the full frame's by default), across a
+    small per-query row limit and for a video longer than a query's rows; a view the store keeps no codes of
+    is refused; check counts the views' frame rows, so a video that lost one view's codes is incomplete."""
+    monkeypatch.setattr("dnsvr.serving.store.schema.QUERY_BYTE_BUDGET", 4 * 36_864 * 2)  # 4 chunk rows a query
+    with open_store(backend_uri, fresh_prefix()) as store:
+        videos = [video("short", 1), video("long", 2, frames=300), video("other", 3)]
+        store.upsert_many(videos)
+        hits = store.search_coarse(videos[0].views[1], 3, consistency="Strong")
+        assert hits.ids[0] == "short" and hits.code_views[0] == 2  # its second crop view is the query itself
+        wanted = {v.video_id: (int(g), int(n)) for v, g, n in zip(
+            sorted(videos, key=lambda v: hits.ids.index(v.video_id)), hits.generations, hits.frame_counts,
+            strict=True)}
+        for views in ({}, {"short": 2, "long": 3, "other": 1}, {"short": 0, "long": 1}):
+            codes = store.read_codes(wanted, "Strong", views)
+            for item in videos:
+                view = views.get(item.video_id, 0)
+                expected = item.fine_codes if view == 0 else item.view_codes[view - 1]
+                np.testing.assert_array_equal(codes[item.video_id], expected)
+        with pytest.raises(ValueError, match="no fine codes of view 4"):
+            store.read_codes(wanted, "Strong", {"short": VIEWS + 1})
+        assert store.check(grace_s=0).clean
+        assert store.stats().frame_rows == sum(store.meta.video_frame_rows(len(v.fine_codes)) for v in videos)
+        store._delete_in(store.frame_collection, 'video_id == "other" and frame_start >= 200000')
+        assert store.check(grace_s=0).incomplete_video_ids == ["other"]
+
+
+def test_a_store_with_views_made_before_view_codes_serves_its_full_frames_codes(backend_uri: str,
+                                                                                monkeypatch) -> None:
+    """A schema-2 store with crop views (stops 31-33) keeps no crop views' codes: a video's view codes are not
+    needed and are ignored, every hit's code view is its full frame's, and asking for a crop's codes is refused."""
+    made = video_store_module.make_meta
+    monkeypatch.setattr(video_store_module, "make_meta", lambda *args: replace(made(*args), schema=2))
+    with open_store(backend_uri, fresh_prefix()) as store:
+        assert not store.meta.has_view_codes
+        bare = video("bare", 1)
+        bare.view_codes = None
+        store.upsert_many([bare, video("full", 2)])
+        hits = store.search_coarse(bare.views[1], 2, consistency="Strong")
+        assert hits.ids[0] == "bare" and hits.code_views.tolist() == [0, 0]
+        assert store.get("full").view_codes is None and store.stats().frame_rows == 2 * store.meta.rows_for(3)
+        with pytest.raises(ValueError, match="no fine codes of view 1"):
+            store.read_codes({"bare": (int(hits.generations[0]), 3)}, "Strong", {"bare": 1})
+        assert store.check(grace_s=0).clean
+
+
+def test_bad_view_codes_are_refused_and_nothing_is_written(backend_uri: str) -> None:
+    with open_store(backend_uri, fresh_prefix()) as store:
+        store.upsert(video("kept", 1))
+        bad = {"crop views' fine codes must have shape": np.zeros((VIEWS, 4, 9, 64), np.uint8),
+               "needs each video's 3 crop views' fine codes": None,
+               "binary fine codes must be packed uint8": np.zeros((VIEWS, 3, 9, 64), np.float32)}
+        for message, view_codes in bad.items():
+            item = video("a", 2)
+            item.view_codes = view_codes
+            with pytest.raises(InvalidVideo, match=message):
+                store.upsert_many([video("e", 6), item])
+        assert store.count() == 1 and store.stats().frame_rows == store.meta.video_frame_rows(3)

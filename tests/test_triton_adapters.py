@@ -135,7 +135,10 @@ def test_video_views_adapter_embeds_each_crop_of_the_manifests_grid(tmp_path, st
         means = inputs["features"][:, :, 0, 0].mean(axis=1)  # [n]: each crop's mean grey level
         return {"embedding": np.stack([means, np.ones_like(means)], axis=1)}
 
-    stand_in["feature_extractor"], stand_in["coarse_embed"] = extractor, coarse
+    def fine(inputs):  # each frame's codes: its grey level in every byte
+        return {"indexed": (inputs["features"][..., :64] * inputs["mask"][..., None, None]).astype(np.uint8)}
+
+    stand_in["feature_extractor"], stand_in["coarse_embed"], stand_in["fine_index_bin"] = extractor, coarse, fine
     repository = tmp_path / "repo"
     write_manifest(repository, index_views={"crop": 0.5, "stride": 0.5})  # 4 crops: the quadrants
     model = initialized(PYTHON_MODELS["video_views"], pipeline_config("video_views"), repository / "video_views")
@@ -144,6 +147,9 @@ def test_video_views_adapter_embeds_each_crop_of_the_manifests_grid(tmp_path, st
     (answer,) = model.execute(requests({"frames": frames}))
     assert answer.outputs()["views"][0, :, 0].tolist() == [0.0, 0.0, 0.0, 200.0]  # row by row
     assert extracted == [16, 8] and embedded == [(4, 6, 9, 512)]  # 4 frames a chunk, 4 crops each
+    codes = answer.outputs()["view_codes"]  # [1, 4 crops, 6 frames, 9, 64] from the fine student's index model
+    assert codes.shape == (1, 4, 6, 9, 64) and codes.dtype == np.uint8
+    assert codes[0, :, :, 0, 0].tolist() == [[0] * 6, [0] * 6, [0] * 6, [200] * 6]
     write_manifest(repository)
     plain = initialized(PYTHON_MODELS["video_views"], pipeline_config("video_views"), repository / "video_views")
     (refused,) = plain.execute(requests({"frames": frames}))
@@ -217,8 +223,13 @@ def test_index_adapter_stores_the_crop_views_and_search_meets_them(tmp_path, sta
     stand_in["dnsvr_embed"] = lambda inputs: {"coarse": vectors[:1], "selector": np.array([[0.5]], np.float32),
                                               "fine": np.zeros((1, 4, 9, 64), np.uint8),
                                               "thumbnail": np.array([b"\xff\xd8\xff"], object)}
-    stand_in["video_views"] = lambda inputs: asked.append(inputs["video"]) or {"views": vectors[None, 1:]}
+    view_codes = np.arange(1, 5, dtype=np.uint8)[None, :, None, None, None] * np.ones((1, 4, 4, 9, 64), np.uint8)
+    stand_in["video_views"] = lambda inputs: asked.append(inputs["video"]) or {"views": vectors[None, 1:],
+                                                                               "view_codes": view_codes}
     rerank_stand_ins(stand_in)
+    compared = []
+    fine_similarity = stand_in["fine_similarity_bin"]
+    stand_in["fine_similarity_bin"] = lambda inputs: compared.append(inputs["candidates"]) or fine_similarity(inputs)
     repository = tmp_path / "repo"
     write_manifest(repository, index_views={"crop": 0.5, "stride": 0.5})
     adapter = store_adapters(repository, tmp_path / "store.db")
@@ -236,8 +247,13 @@ def test_index_adapter_stores_the_crop_views_and_search_meets_them(tmp_path, sta
                                             "rerank": text("0")}))
         assert found.outputs()["video_ids"].tolist() == [b"a"]
         assert found.outputs()["coarse_scores"].tolist() == pytest.approx([1.0], abs=1e-5)  # its third crop view
-        views = index.stores.existing().get("a").views
-        np.testing.assert_allclose(views, vectors[1:], atol=1e-6)
+        stored_video = index.stores.existing().get("a")
+        np.testing.assert_allclose(stored_video.views, vectors[1:], atol=1e-6)
+        np.testing.assert_array_equal(stored_video.view_codes, view_codes[0])
+        (reranked,) = search.execute(requests({"video": text("q"), "top_k": np.array([1], np.int32),
+                                               "rerank": text("fraction:1")}))
+        assert reranked.outputs()["reranked"].tolist() == [True]
+        assert [candidates[0, 0, 0, 0] for candidates in compared] == [3]  # the fine student saw that view's codes
     finally:
         for model in (index, search):
             model.finalize()

@@ -179,8 +179,8 @@ class FetchedCodes:
 
 @dataclass
 class StoreStats:
-    """Sizes of the store; payload = coarse + selector + fine codes + text-video vector + crop views' vectors
-    (what the networks produced)."""
+    """Sizes of the store; payload = coarse + selector + fine codes + text-video vector + crop views' vectors and
+    codes (what the networks produced); `frames` counts each video's frames once, `frame_rows` every view's."""
 
     videos: int
     frames: int
@@ -1210,7 +1210,8 @@ class VideoStore:
         text_rows = self._count(self.text_collection, "Strong") if meta.text_dim else 0
         view_rows_count = self._count(self.view_collection, "Strong") if meta.views else 0
         vector_bytes = 4 * (meta.coarse_dim * (1 + meta.views) + meta.text_dim)
-        payload = (vector_bytes + 4 + meta.frame_bytes * frames / videos) if videos else 0.0
+        code_views = 1 + meta.views if meta.has_view_codes else 1  # the full frame's codes and each kept view's
+        payload = (vector_bytes + 4 + meta.frame_bytes * code_views * frames / videos) if videos else 0.0
         disk = None
         if self.settings.embedded:
             files = Path(self.settings.uri).expanduser().rglob("*")
