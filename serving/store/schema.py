@@ -221,13 +221,17 @@ def check_text_vector(text: object, meta: StoreMeta) -> np.ndarray | None:
     return check_unit_vector(text, meta.text_dim, "text-video vector")
 
 
+def _no_crop_views() -> InvalidVideo:
+    return InvalidVideo("this store holds no crop views (it was made for a repository that indexes full frames "
+                        "alone)")
+
+
 def check_view_vectors(views: object, meta: StoreMeta) -> np.ndarray | None:
     """The crop views' coarse vectors a video of this store must carry: [views, coarse_dim] float32, each row
     finite and of unit norm; None for a store without views.  InvalidVideo naming the problem otherwise."""
     if not meta.views:
         if views is not None:
-            raise InvalidVideo("this store holds no crop views (it was made for a repository that indexes full "
-                               "frames alone)")
+            raise _no_crop_views()
         return None
     if views is None:
         raise InvalidVideo(f"this store needs each video's {meta.views} crop-view coarse vectors")
@@ -275,10 +279,9 @@ def check_view_codes(view_codes: object, frame_count: int, meta: StoreMeta) -> n
     """The crop views' fine codes a video of this store must carry: [views, T, 9, 64] uint8 / [views, T, 9, 512]
     float32 (each view as `check_fine_codes`), None where the store keeps none (ignored: a store with views made
     before schema 3).  InvalidVideo naming the problem otherwise."""
+    if view_codes is not None and not meta.views:
+        raise _no_crop_views()
     if not meta.has_view_codes:
-        if view_codes is not None and not meta.views:
-            raise InvalidVideo("this store holds no crop views (it was made for a repository that indexes full "
-                               "frames alone)")
         return None
     if view_codes is None:
         raise InvalidVideo(f"this store needs each video's {meta.views} crop views' fine codes")
