@@ -8,7 +8,9 @@ serve` starts) the same questions.  One export of the bundled pack, and a copy w
 grid (`dnsvr export --index-views none`); for each, side by side in one run: every benchmark video indexed
 through `dnsvr_index` (its rendered frames, as the offline features were extracted from), then every query
 searched by its indexed id with K' = every other video and the served default re-rank (the selector sending
-10 % to S^f_B, the pack's fusion), and with re-rank 0 (S^c alone); mAP from the benchmark's own evaluation.
+10 % to S^f_B, the pack's fusion), with re-rank 0 (S^c alone) and with every candidate re-ranked (S^f_B's own
+ranking, the pack's fusion); mAP from the benchmark's own evaluation.  `--variants views` measures the crop-view
+export alone.
 Also the indexing time per frame.  Writes benchmarks/results/served_benchmark.md.
 """
 
@@ -29,7 +31,9 @@ from serving_bench import export_repository
 from tqdm import tqdm
 
 RESULTS = Path(__file__).resolve().parent / "results" / "served_benchmark.md"
-POLICIES = {"S^c alone (re-rank 0)": 0.0, "DnS, the served default (re-rank 10%)": 0.1}
+POLICIES = {"S^c alone (re-rank 0)": 0.0, "DnS, the served default (re-rank 10%)": 0.1,
+            "S^f_B on every candidate (re-rank 100%)": 1.0}
+VARIANTS = ("views", "full")  # the export as it is (the bundled pack's crop views), and without its crop grid
 
 
 def measure(repository: Path, scratch: Path, benchmark) -> dict:
@@ -66,13 +70,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="benchmark seed (default 0)")
     parser.add_argument("--repository", type=Path, help="exported bundled repository (default: export one)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"report file (default: {RESULTS})")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS,
+                        help="views: the export with its crop grid; full: the same without (default: both)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="served-benchmark-") as folder:
         scratch = Path(folder)
         repository = args.repository or export_repository(scratch / "repository")
-        variants = {"crop views (the bundled pack)": repository,
-                    "full frame only (--index-views none)": without_views(repository, scratch / "plain")}
+        variants = {}
+        if "views" in args.variants:
+            variants["crop views (the bundled pack)"] = repository
+        if "full" in args.variants:
+            variants["full frame only (--index-views none)"] = without_views(repository, scratch / "plain")
         for preset in args.presets:
             _, benchmark, _ = benchmark_with_features(preset, args.seed, progress=False)
             for name, variant in variants.items():
