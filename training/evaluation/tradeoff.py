@@ -187,7 +187,11 @@ class VideoIndex:
         each target's best view."""
         if self.coarse_views is None:
             return (self.coarse[targets] @ self.coarse[query]).numpy().astype(np.float32)
-        return (self.coarse_views[targets] @ self.coarse[query]).amax(dim=1).numpy().astype(np.float32)
+        return self.view_scores(query, targets).amax(dim=1).numpy().astype(np.float32)
+
+    def view_scores(self, query: int, targets: np.ndarray) -> Tensor:
+        """S^c of row `query` against each view of rows `targets` `[K]` -> `[K, V]` (indexed with crop views)."""
+        return self.coarse_views[targets] @ self.coarse[query]
 
     def stored_targets(self, name: str) -> list[object]:
         """Scorer `name`'s stored form of every video as a target (all its views' regions with crop views)."""
@@ -200,7 +204,7 @@ class VideoIndex:
         stored = self.stored_targets(name)
         if self.fine_targets is None or self.fine_view == "all":
             return [stored[t] for t in targets]
-        best = (self.coarse_views[targets] @ self.coarse[query]).argmax(dim=1).tolist()  # [K] view indices
+        best = self.view_scores(query, targets).argmax(dim=1).tolist()  # [K] view indices
         return [stored[t][:, REGIONS * view:REGIONS * (view + 1)] for t, view in zip(targets, best, strict=True)]
 
 
