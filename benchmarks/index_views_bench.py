@@ -39,12 +39,12 @@ RESULTS = Path(__file__).resolve().parent / "results" / "index_views.md"
 VIDEOS = paths.shared_videos_dir()
 
 
-def without_views(repository: Path, target: Path) -> Path:
-    """A copy of `repository` whose manifest records no crop grid (what `--index-views none` exports)."""
+def exported_variant(repository: Path, target: Path, **manifest: object) -> Path:
+    """A copy of `repository` whose manifest has these fields changed: `index_views=None` is what `--index-views
+    none` exports, `view_codes=True` what `--view-codes` does (the graphs are the same)."""
     shutil.copytree(repository, target, symlinks=True)
-    manifest = json.loads((target / "manifest.json").read_text())
-    manifest["index_views"] = None
-    (target / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    changed = {**json.loads((target / "manifest.json").read_text()), **manifest}
+    (target / "manifest.json").write_text(json.dumps(changed, indent=2))
     return target
 
 
@@ -100,7 +100,8 @@ def main() -> None:
         scratch = Path(folder)
         repository = args.repository or export_repository(scratch / "repository")
         variants = {"crop views (the bundled pack)": repository,
-                    "full frame only (--index-views none)": without_views(repository, scratch / "plain")}
+                    "full frame only (--index-views none)": exported_variant(repository, scratch / "plain",
+                                                                             index_views=None)}
         results = {}
         for name, variant in variants.items():
             print(f"{name} ...", flush=True)

@@ -4,13 +4,14 @@
 
 The offline evaluation (`dnsvr eval benchmark`, `benchmarks/view_fusions.py`) scores the pack's networks in
 PyTorch; this asks the service a user runs (Triton with the exported ONNX networks, the Milvus server `dnsvr
-serve` starts) the same questions.  One export of the bundled pack, and a copy whose manifest records no crop
-grid (`dnsvr export --index-views none`); for each, side by side in one run: every benchmark video indexed
+serve` starts) the same questions.  One export of the bundled pack, a copy whose manifest records no crop grid
+(`dnsvr export --index-views none`) and one that stores each crop view's fine codes too (`--view-codes`: S^f_B
+compares each candidate's best view); for each, side by side in one run: every benchmark video indexed
 through `dnsvr_index` (its rendered frames, as the offline features were extracted from), then every query
 searched by its indexed id with K' = every other video and the served default re-rank (the selector sending
 10 % to S^f_B, the pack's fusion), with re-rank 0 (S^c alone) and with every candidate re-ranked (S^f_B's own
-ranking, the pack's fusion); mAP from the benchmark's own evaluation.  `--variants views` measures the crop-view
-export alone.
+ranking, the pack's fusion); mAP from the benchmark's own evaluation.  `--variants views codes` measures the
+crop-view exports alone.
 Also the indexing time per frame.  Writes benchmarks/results/served_benchmark.md.
 """
 
@@ -26,14 +27,15 @@ from dnsvr.client.spec import MAX_TOP_K
 from dnsvr.serving.local.service import LocalService
 from dnsvr.training.evaluation.tradeoff import benchmark_with_features
 from dnsvr.training.files import atomic_write_text
-from index_views_bench import without_views
+from index_views_bench import exported_variant
 from serving_bench import export_repository
 from tqdm import tqdm
 
 RESULTS = Path(__file__).resolve().parent / "results" / "served_benchmark.md"
 POLICIES = {"S^c alone (re-rank 0)": 0.0, "DnS, the served default (re-rank 10%)": 0.1,
             "S^f_B on every candidate (re-rank 100%)": 1.0}
-VARIANTS = ("views", "full")  # the export as it is (the bundled pack's crop views), and without its crop grid
+VARIANTS = ("views", "full", "codes")  # the export as it is (the bundled pack's crop views), without its crop grid,
+# and with each crop view's fine codes stored too (S^f_B compares each candidate's best view)
 
 
 def measure(repository: Path, scratch: Path, benchmark) -> dict:
@@ -71,7 +73,8 @@ def main() -> None:
     parser.add_argument("--repository", type=Path, help="exported bundled repository (default: export one)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"report file (default: {RESULTS})")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS,
-                        help="views: the export with its crop grid; full: the same without (default: both)")
+                        help="views: the export with its crop grid; full: the same without; codes: with the crop "
+                             "views' fine codes too (--view-codes) (default: all three)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="served-benchmark-") as folder:
@@ -81,7 +84,11 @@ def main() -> None:
         if "views" in args.variants:
             variants["crop views (the bundled pack)"] = repository
         if "full" in args.variants:
-            variants["full frame only (--index-views none)"] = without_views(repository, scratch / "plain")
+            variants["full frame only (--index-views none)"] = exported_variant(repository, scratch / "plain",
+                                                                                index_views=None)
+        if "codes" in args.variants:
+            variants["crop views and their fine codes (--view-codes)"] = exported_variant(
+                repository, scratch / "codes", view_codes=True)
         for preset in args.presets:
             _, benchmark, _ = benchmark_with_features(preset, args.seed, progress=False)
             for name, variant in variants.items():

@@ -72,13 +72,13 @@ def view_cosine_arg(text: str) -> float | None:
 
 
 def synthetic_videos(start: int, count: int, dim: int, frames: int, rng: np.random.Generator,
-                     text_dim: int = 0, views: int = 0, view_cosine: float | None = VIEW_COSINE
-                     ) -> list[IndexedVideo]:
+                     text_dim: int = 0, views: int = 0, view_cosine: float | None = VIEW_COSINE,
+                     view_codes: bool = False) -> list[IndexedVideo]:
     """Clustered coarse vectors, random codes, selector ~ U(0, 1), a clustered text-video vector when the store
-    holds them (`text_dim` > 0: a pack with a text-video student), and `views` crop-view vectors and random
-    codes (a pack with crop views): each vector at cosine `view_cosine` to its video's full frame in a random
-    direction, as real crop views are, or (None) clustered and independent of it (the worst case for the
-    crop-view search: most of the K' come in by a crop)."""
+    holds them (`text_dim` > 0: a pack with a text-video student), and `views` crop-view vectors (a pack with
+    crop views), each at cosine `view_cosine` to its video's full frame in a random direction, as real crop views
+    are, or (None) clustered and independent of it (the worst case for the crop-view search: most of the K' come
+    in by a crop), with random fine codes of each view where `view_codes` (an export with `--view-codes`)."""
     coarse = unit_rows(count, dim, rng)
     text = unit_rows(count, text_dim, rng) if text_dim else [None] * count
     if not views:
@@ -94,7 +94,8 @@ def synthetic_videos(start: int, count: int, dim: int, frames: int, rng: np.rand
         IndexedVideo(f"synthetic-{start + i:06d}", coarse[i], float(rng.uniform()),
                      pack_codes(rng.choice([-1.0, 1.0], size=(frames, 9, 512)).astype(np.float32)), text=text[i],
                      views=crops[i],
-                     view_codes=rng.integers(0, 256, size=(views, frames, 9, 64), dtype=np.uint8) if views else None)
+                     view_codes=rng.integers(0, 256, size=(views, frames, 9, 64), dtype=np.uint8)
+                     if views and view_codes else None)
         for i in range(count)
     ]
 
@@ -106,7 +107,7 @@ def grow(store, target: int, frames: int, rng: np.random.Generator, view_cosine:
         while have < target:
             count = min(INSERT_BATCH, target - have)
             store.upsert_many(synthetic_videos(have, count, dim, frames, rng, store.meta.text_dim, store.meta.views,
-                                               view_cosine))
+                                               view_cosine, store.meta.has_view_codes))
             have += count
             bar.update(count)
 

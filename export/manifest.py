@@ -11,12 +11,14 @@
      "calibration": the pack's fine-to-coarse score map {"fine": [...], "coarse": [...]} or null,
      "fusion": the pack's default re-rank fusion ("mix", "cascade" or "calibrated"; absent before stop 27: mix),
      "index_views": the pack's crop grid of indexed videos {"crop": 0.5, "stride": 0.25}, or null: full frames,
+     "view_codes": whether the store also keeps each crop view's fine codes (`dnsvr export --view-codes`),
      "duplicate_threshold": the pack's near-duplicate threshold, or null: DEFAULT_DUPLICATE_THRESHOLD}
 
 Readers: `read_manifest(repository)`, `fine_kind(manifest)` (the one fine student the pipelines serve),
 `text_settings(manifest)` (the text-video student's, None without one), `score_calibration(manifest)` (the map
 of the re-rank fusion 'calibrated', None without one), `default_fusion(manifest)` (the fusion of a search that
 names none), `index_views(manifest)` (the crop grid indexed videos are also stored by, None without one),
+`view_codes(manifest)` (whether each crop view's fine codes are stored too, for the fine student's best view),
 `duplicate_threshold(manifest)` (the near-duplicate threshold of an index call that names none),
 `model_version(manifest)` (what the store records, so vectors of two exports are never mixed) and
 `changed_weights(repository)` (weight files that changed since the export, e.g. a retrained pack).
@@ -35,11 +37,12 @@ from dnsvr.training.files import file_sha256
 from dnsvr.training.ranking import DEFAULT_FUSION, ScoreCalibration, check_fusion
 
 MANIFEST = "manifest.json"
-FORMAT = 9  # 3: the text-video student ("text", dnsvr_search_text); 4: fine_similarity_bin/1/comparator.onnx
+FORMAT = 10  # 3: the text-video student ("text", dnsvr_search_text); 4: fine_similarity_bin/1/comparator.onnx
 # (its CPU Hamming path); 5: the student's kind ("text"."kind"), "text_weights"; 6: video thumbnails
 # (video_decode's and dnsvr_embed's `thumbnail`, dnsvr_thumbnails); 7: the pack's score "calibration"; 8:
 # video_features (decoding and the extractor side by side) in place of video_decode -> frame_features; 9: the
-# pack's crop grid of indexed videos ("index_views") and the video_views pipeline.
+# pack's crop grid of indexed videos ("index_views") and the video_views pipeline; 10: "view_codes" and
+# video_views's `view_codes`.
 # Older exports are re-exported.
 TEXT_KEYS = {"kind", "afa", "max_frames", "embed_dim", "max_words"}  # + "image_size" for a TeachCLIP student
 
@@ -126,6 +129,16 @@ def index_views(manifest: dict) -> CropLayout | None:
         return CropLayout.from_record(data)
     except ValueError as error:
         raise ManifestError(f"the manifest's index_views is invalid ({error}): re-export the repository") from None
+
+
+def view_codes(manifest: dict) -> bool:
+    """Whether indexed videos also store each crop view's fine codes (`video_views`' `view_codes`; the fine
+    student then compares each candidate's best view): only with a crop grid, and only where the export asked."""
+    value = manifest.get("view_codes", False)
+    if not isinstance(value, bool):
+        raise ManifestError(f"the manifest's view_codes must be true or false, got {value!r}: re-export the "
+                            "repository")
+    return value and index_views(manifest) is not None
 
 
 def model_version(manifest: dict) -> str:

@@ -313,6 +313,7 @@ def _build_locked(
             "calibration": source.calibration,
             "fusion": source.fusion,
             "index_views": source.index_views,
+            "view_codes": source.view_codes,
             "duplicate_threshold": source.duplicate_threshold,
         }
         atomic_write_text(staging / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -340,8 +341,8 @@ def ensure_exported(repository: str | Path, weights: list[str], on_model: Callab
     """Export `weights` into `repository` unless it holds a current export of them; True if it exported.
 
     A repository exported from the same source whose weight files have changed since (or by an older dnsvr: its
-    manifest format is not FORMAT) is exported again, with the same text-video student and settings; one exported
-    from another source is left alone (ValueError if it needs a new export: re-export it by hand).
+    manifest format is not FORMAT) is exported again, with the same text-video student, crop grid and settings;
+    one exported from another source is left alone (ValueError if it needs a new export: re-export it by hand).
     """
     from dnsvr.export.weights import resolve_weights
 
@@ -359,6 +360,9 @@ def ensure_exported(repository: str | Path, weights: list[str], on_model: Callab
                                      text_max_frames=text["max_frames"], afa=text["afa"])
         else:
             source = resolve_weights(weights)
+        if "index_views" in manifest:  # keep the export's own choices (`--index-views`, `--view-codes`)
+            source.index_views = manifest["index_views"]
+        source.view_codes = bool(manifest.get("view_codes")) and source.index_views is not None
         exported_from = manifest.get("source")
         if source.description != exported_from:
             raise ValueError(f"{repository} was exported from {exported_from} and needs a new export "

@@ -75,6 +75,7 @@ class ExportSource:
     calibration: dict | None = None  # the pack's fine-to-coarse score map (fusion 'calibrated'), None without one
     fusion: str = DEFAULT_FUSION  # the pack's default re-rank fusion (a search that names none uses it)
     index_views: dict | None = None  # the pack's crop grid of indexed videos {"crop", "stride"}, None: full frame
+    view_codes: bool = False  # each crop view's fine codes stored too (`dnsvr export --view-codes`)
     duplicate_threshold: float | None = None  # the pack's near-duplicate threshold, None: the default
 
     def text_settings(self) -> dict | None:

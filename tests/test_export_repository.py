@@ -11,7 +11,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from dnsvr.client import spec
 from dnsvr.export.hamming import COMPARATOR_FILE
-from dnsvr.export.manifest import ManifestError, default_fusion, score_calibration
+from dnsvr.export.manifest import FORMAT, ManifestError, default_fusion, score_calibration, view_codes
 from dnsvr.export.onnx_export import ExportError, example_feeds
 from dnsvr.export.onnx_runner import OnnxRunner
 from dnsvr.export.parity import KERNEL_VS_GRAPH, ParityError
@@ -55,6 +55,7 @@ def test_layout_configs_and_manifest(repository: Path, golden_dir: Path) -> None
     assert served == sorted(pipeline_networks("bin")) and manifest["pipelines"] == list(spec.pipeline_specs("bin"))
     assert manifest["text"] is None and "dnsvr_search_text" in manifest["pipelines"]
     assert manifest["calibration"] is None and score_calibration(manifest) is None  # checkpoint files: no pack
+    assert manifest["index_views"] is None and manifest["view_codes"] is False and not view_codes(manifest)
     for name in served:
         entry = manifest["models"][name]
         assert entry["max_abs_error"] <= entry["tolerance"]["atol"] + 1e-12
@@ -128,6 +129,10 @@ def test_bad_weights_name_the_problem(golden_dir: Path, tmp_path: Path, capsys) 
     assert main(["export", "--weights", str(golden_dir / "selector.pth"), "--opset", "11",
                  "--out", str(tmp_path / "r")]) == 1
     assert "unsupported ONNX opset 11" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+    assert main(["export", "--weights", *golden_files(golden_dir, STUDENTS), "--view-codes",
+                 "--out", str(tmp_path / "r")]) == 1  # checkpoint files: no crop grid to keep codes of
+    assert "--view-codes needs crop views" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 
@@ -227,6 +232,32 @@ def test_a_packs_crop_grid_and_duplicate_threshold_are_exported_and_checked(tmp_
     (pack / "pack.json").write_text(json.dumps(plain))
     source = resolve_weights([str(pack)])
     assert source.index_views is None and source.duplicate_threshold is None
+    grid = {"crop": 0.5, "stride": 0.25}
+    assert view_codes({"index_views": grid, "view_codes": True}) and not view_codes({"index_views": grid})
+    assert not view_codes({"view_codes": True}) and not view_codes({})  # no grid, or an older export: no codes
+    with pytest.raises(ManifestError, match="view_codes must be true or false"):
+        view_codes({"index_views": grid, "view_codes": "yes"})
+
+
+@pytest.mark.parametrize("recorded", [{"index_views": None}, {"view_codes": True}, {}])
+def test_a_re_export_keeps_the_crop_grid_and_view_codes_the_export_chose(tmp_path, monkeypatch, recorded):
+    """A repository exported again because a weight file changed keeps `--index-views none` and `--view-codes`;
+    one recorded before crop grids (no "index_views") takes its pack's."""
+    from dnsvr.export import repository as repository_module
+    from dnsvr.training.packs.model_pack import BUNDLED_DIR
+
+    manifest = {"format": FORMAT, "source": f"model pack {BUNDLED_DIR}", **recorded,
+                "weights": {"coarse": {"path": str(BUNDLED_DIR / "dns_cg_student.pth"), "sha256": "0" * 64}}}
+    if "view_codes" in recorded:
+        manifest["index_views"] = {"crop": 0.3, "stride": 0.175}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    exported = []
+    monkeypatch.setattr(repository_module, "build_repository", lambda source, *_, **__: exported.append(source))
+    assert repository_module.ensure_exported(tmp_path, ["bundled"])
+    (source,) = exported
+    pack_grid = resolve_weights(["bundled"]).index_views
+    assert source.index_views == manifest.get("index_views", pack_grid)
+    assert source.view_codes == ("view_codes" in recorded)
 
 
 def test_bundled_pack_missing_names_the_training_command(monkeypatch, tmp_path: Path) -> None:

@@ -81,6 +81,10 @@ def test_a_short_clip_is_repeated_as_its_full_frame_is(videos_dir, networks):
     repeated = view_vectors(request(frames=np.concatenate([frames, frames])), Decoding(1.0, 10), GRID,
                             *served(networks), coarse_batch=4)
     np.testing.assert_allclose(short["views"], repeated["views"], atol=1e-6)
+    extract, embed, _ = served(networks)
+    plain = view_vectors(request(frames=frames), Decoding(1.0, 10), GRID, extract, embed, None, coarse_batch=4)
+    assert list(plain) == ["views"]  # an export whose store keeps no crop views' codes: none computed
+    np.testing.assert_array_equal(plain["views"], short["views"])
     codes = short["view_codes"]  # the clip as decode_video repeats it: 4 frames, each crop's codes frame by frame
     assert codes.shape == (1, len(GRID.boxes), 4, 9, 64)
     twice = np.concatenate([codes, codes], axis=2)

@@ -41,6 +41,7 @@ def test_health_and_stats(client, indexed):
     assert stats["videos"] == len(indexed) and stats["milvus_version"].startswith("milvus_lite")
     assert "fine_similarity_bin" in stats["models"]["served"]
     assert stats["index_views"] == stats["views"] == 9 and stats["view_rows"] == 10 * len(indexed)  # the pack's grid
+    assert stats["view_codes"] is False  # the default export keeps no crop views' codes
 
 
 def test_text_search_with_the_bundled_student(client, indexed):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -40,9 +39,9 @@ def video(video_id: str, seed: int, views: np.ndarray | None = None, frames: int
                         view_codes=rng.integers(0, 256, size=(VIEWS, frames, 9, 64), dtype=np.uint8))
 
 
-def open_store(uri: str, prefix: str, views: int | None = VIEWS) -> VideoStore:
+def open_store(uri: str, prefix: str, views: int | None = VIEWS, view_codes: bool | None = True) -> VideoStore:
     return VideoStore(StoreSettings(uri=uri, prefix=prefix), model_version="views-pack-1", coarse_dim=DIM,
-                      representation="binary", text_dim=0, views=views)
+                      representation="binary", text_dim=0, views=views, view_codes=view_codes)
 
 
 def fresh_prefix() -> str:
@@ -109,7 +108,7 @@ def test_the_best_view_search_is_exact_against_brute_force(backend_uri: str, mon
     rng = np.random.default_rng(5)
     settings = StoreSettings(uri=backend_uri, prefix=fresh_prefix(), coarse_index="FLAT")
     with VideoStore(settings, model_version="views-pack-1", coarse_dim=DIM, representation="binary", text_dim=0,
-                    views=VIEWS) as store:
+                    views=VIEWS, view_codes=True) as store:
         videos = [video(f"v{i:03d}", i, channel="news" if i % 2 else "sport", rare=i % 30 == 0) for i in range(150)]
         store.upsert_many(videos)
         filters = {None: lambda v: True, 'metadata["channel"] == "news"': lambda v: v.metadata["channel"] == "news",
@@ -143,7 +142,7 @@ def test_only_the_videos_a_crop_read_brings_into_the_list_have_their_rows_read(b
     monkeypatch.setattr(VideoStore, "_video_rows", counted)
     settings = StoreSettings(uri=backend_uri, prefix=fresh_prefix(), coarse_index="FLAT")
     with VideoStore(settings, model_version="views-pack-1", coarse_dim=DIM, representation="binary", text_dim=0,
-                    views=VIEWS) as store:
+                    views=VIEWS, view_codes=True) as store:
         videos = [video(f"v{i:02d}", i) for i in range(60)]
         store.upsert_many(videos)
         query = videos[7].views[0]
@@ -285,8 +284,12 @@ def test_the_number_of_views_is_checked_and_old_metadata_has_none() -> None:
     meta = make_meta("v1", DIM, "binary", "chunk", views=VIEWS)
     assert StoreMeta.from_json(meta.to_json()) == meta
     old = json.loads(meta.to_json())
-    del old["dnsvr_store"]["views"]  # a store made before crop views
+    del old["dnsvr_store"]["views"], old["dnsvr_store"]["view_codes"]  # a store made before crop views
     assert StoreMeta.from_json(json.dumps(old)).views == 0
+    with pytest.raises(ValueError, match="view_codes needs crop views"):
+        make_meta("v1", DIM, "binary", "chunk", view_codes=True)
+    kept = make_meta("v1", DIM, "binary", "chunk", views=VIEWS, view_codes=True)
+    assert kept.has_view_codes and not meta.has_view_codes and StoreMeta.from_json(kept.to_json()) == kept
 
 
 def test_each_views_fine_codes_are_read_back_by_the_view_a_search_names(backend_uri: str, monkeypatch) -> None:
@@ -316,13 +319,13 @@ def test_each_views_fine_codes_are_read_back_by_the_view_a_search_names(backend_
         assert store.check(grace_s=0).incomplete_video_ids == ["other"]
 
 
-def test_a_store_with_views_made_before_view_codes_serves_its_full_frames_codes(backend_uri: str,
-                                                                                monkeypatch) -> None:
-    """A schema-2 store with crop views (stops 31-33) keeps no crop views' codes: a video's view codes are not
-    needed and are ignored, every hit's code view is its full frame's, and asking for a crop's codes is refused."""
-    made = video_store_module.make_meta
-    monkeypatch.setattr(video_store_module, "make_meta", lambda *args: replace(made(*args), schema=2))
-    with open_store(backend_uri, fresh_prefix()) as store:
+def test_a_store_with_views_that_keeps_no_view_codes_serves_its_full_frames_codes(backend_uri: str) -> None:
+    """A store with crop views made for an export without `--view-codes` (and every store with views of stops
+    31-33, whose metadata has no `view_codes`) keeps no crop views' codes: a video's view codes are not needed
+    and are ignored, every hit's code view is its full frame's, asking for a crop's codes is refused, and a caller
+    that keeps them is refused the store."""
+    prefix = fresh_prefix()
+    with open_store(backend_uri, prefix, view_codes=False) as store:
         assert not store.meta.has_view_codes
         bare = video("bare", 1)
         bare.view_codes = None
@@ -333,6 +336,11 @@ def test_a_store_with_views_made_before_view_codes_serves_its_full_frames_codes(
         with pytest.raises(ValueError, match="no fine codes of view 1"):
             store.read_codes({"bare": (int(hits.generations[0]), 3)}, "Strong", {"bare": 1})
         assert store.check(grace_s=0).clean
+    with pytest.raises(StoreMismatch, match="fine codes not kept .this caller: kept"):
+        with open_store(backend_uri, prefix) as other:
+            other.count()
+    with open_store(backend_uri, prefix, view_codes=None) as adopting:
+        assert adopting.count() == 2 and not adopting.meta.has_view_codes
 
 
 def test_bad_view_codes_are_refused_and_nothing_is_written(backend_uri: str) -> None:

@@ -42,10 +42,10 @@ def text(value: str) -> np.ndarray:
     return np.array([value.encode()], dtype=object)
 
 
-def write_manifest(repository, fine: str = "bin", index_views: dict | None = None) -> None:
+def write_manifest(repository, fine: str = "bin", index_views: dict | None = None, view_codes: bool = False) -> None:
     repository.mkdir(parents=True, exist_ok=True)
     (repository / "manifest.json").write_text(json.dumps({"pack_version": "test@1", "fine": [fine],
-                                                          "index_views": index_views}))
+                                                          "index_views": index_views, "view_codes": view_codes}))
 
 
 def rerank_stand_ins(stand_in) -> None:
@@ -124,7 +124,7 @@ def test_video_features_adapter_of_the_offline_student_gathers_its_frames(tmp_pa
 
 
 def test_video_views_adapter_embeds_each_crop_of_the_manifests_grid(tmp_path, stand_in):
-    extracted, embedded = [], []
+    extracted, embedded, coded = [], [], []
 
     def extractor(inputs):
         extracted.append(len(inputs["frames"]))
@@ -136,16 +136,24 @@ def test_video_views_adapter_embeds_each_crop_of_the_manifests_grid(tmp_path, st
         return {"embedding": np.stack([means, np.ones_like(means)], axis=1)}
 
     def fine(inputs):  # each frame's codes: its grey level in every byte
+        coded.append(inputs["features"].shape)
         return {"indexed": (inputs["features"][..., :64] * inputs["mask"][..., None, None]).astype(np.uint8)}
 
     stand_in["feature_extractor"], stand_in["coarse_embed"], stand_in["fine_index_bin"] = extractor, coarse, fine
     repository = tmp_path / "repo"
-    write_manifest(repository, index_views={"crop": 0.5, "stride": 0.5})  # 4 crops: the quadrants
+    write_manifest(repository, index_views={"crop": 0.5, "stride": 0.5})  # 4 crops: the quadrants, no codes
     model = initialized(PYTHON_MODELS["video_views"], pipeline_config("video_views"), repository / "video_views")
     frames = np.zeros((6, 224, 224, 3), np.uint8)
     frames[:, 112:, 112:] = 200  # the bottom-right quadrant is bright
     (answer,) = model.execute(requests({"frames": frames}))
     assert answer.outputs()["views"][0, :, 0].tolist() == [0.0, 0.0, 0.0, 200.0]  # row by row
+    assert answer.outputs()["view_codes"].shape == (1, 0, 0, 9, 64) and coded == []  # the store keeps none
+    extracted.clear()
+    embedded.clear()
+    write_manifest(repository, index_views={"crop": 0.5, "stride": 0.5}, view_codes=True)
+    model = initialized(PYTHON_MODELS["video_views"], pipeline_config("video_views"), repository / "video_views")
+    (answer,) = model.execute(requests({"frames": frames}))
+    assert answer.outputs()["views"][0, :, 0].tolist() == [0.0, 0.0, 0.0, 200.0]
     assert extracted == [16, 8] and embedded == [(4, 6, 9, 512)]  # 4 frames a chunk, 4 crops each
     codes = answer.outputs()["view_codes"]  # [1, 4 crops, 6 frames, 9, 64] from the fine student's index model
     assert codes.shape == (1, 4, 6, 9, 64) and codes.dtype == np.uint8
@@ -213,9 +221,11 @@ def test_store_adapters_index_search_delete_stats(tmp_path, stand_in):
             model.finalize()
 
 
-def test_index_adapter_stores_the_crop_views_and_search_meets_them(tmp_path, stand_in):
+@pytest.mark.parametrize("keeps_codes", [True, False])
+def test_index_adapter_stores_the_crop_views_and_search_meets_them(tmp_path, stand_in, keeps_codes):
     """A repository whose pack indexes by a crop grid: dnsvr_index calls video_views for a video it stores (not for
-    one it skips as a duplicate), the store keeps its views, and a query showing a crop finds it by that view."""
+    one it skips as a duplicate), the store keeps its views, and a query showing a crop finds it by that view; the
+    fine student compares that view's codes where the export keeps them (`--view-codes`), else the full frame's."""
     rng = np.random.default_rng(1)
     vectors = rng.normal(size=(5, 8)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)  # the full frame, then 4 crop views
@@ -224,6 +234,8 @@ def test_index_adapter_stores_the_crop_views_and_search_meets_them(tmp_path, sta
                                               "fine": np.zeros((1, 4, 9, 64), np.uint8),
                                               "thumbnail": np.array([b"\xff\xd8\xff"], object)}
     view_codes = np.arange(1, 5, dtype=np.uint8)[None, :, None, None, None] * np.ones((1, 4, 4, 9, 64), np.uint8)
+    if not keeps_codes:
+        view_codes = np.zeros((1, 0, 0, 9, 64), np.uint8)  # what video_views answers for such an export
     stand_in["video_views"] = lambda inputs: asked.append(inputs["video"]) or {"views": vectors[None, 1:],
                                                                                "view_codes": view_codes}
     rerank_stand_ins(stand_in)
@@ -231,7 +243,7 @@ def test_index_adapter_stores_the_crop_views_and_search_meets_them(tmp_path, sta
     fine_similarity = stand_in["fine_similarity_bin"]
     stand_in["fine_similarity_bin"] = lambda inputs: compared.append(inputs["candidates"]) or fine_similarity(inputs)
     repository = tmp_path / "repo"
-    write_manifest(repository, index_views={"crop": 0.5, "stride": 0.5})
+    write_manifest(repository, index_views={"crop": 0.5, "stride": 0.5}, view_codes=keeps_codes)
     adapter = store_adapters(repository, tmp_path / "store.db")
     index, search = adapter("dnsvr_index"), adapter("dnsvr_search")
     try:
@@ -249,11 +261,14 @@ def test_index_adapter_stores_the_crop_views_and_search_meets_them(tmp_path, sta
         assert found.outputs()["coarse_scores"].tolist() == pytest.approx([1.0], abs=1e-5)  # its third crop view
         stored_video = index.stores.existing().get("a")
         np.testing.assert_allclose(stored_video.views, vectors[1:], atol=1e-6)
-        np.testing.assert_array_equal(stored_video.view_codes, view_codes[0])
+        if keeps_codes:
+            np.testing.assert_array_equal(stored_video.view_codes, view_codes[0])
+        else:
+            assert stored_video.view_codes is None
         (reranked,) = search.execute(requests({"video": text("q"), "top_k": np.array([1], np.int32),
                                                "rerank": text("fraction:1")}))
         assert reranked.outputs()["reranked"].tolist() == [True]
-        assert [candidates[0, 0, 0, 0] for candidates in compared] == [3]  # the fine student saw that view's codes
+        assert [candidates[0, 0, 0, 0] for candidates in compared] == [3 if keeps_codes else 0]  # the codes it saw
     finally:
         for model in (index, search):
             model.finalize()

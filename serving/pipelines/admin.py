@@ -3,7 +3,8 @@
     delete_request(inputs, stores) -> {"deleted": bool [1]} (False when the id was not indexed)
     stats_request(inputs, stores) -> {"report": BYTES [1]}, a JSON object:
         health: store URI (redacted), Milvus server version, model version, the pack's default re-rank fusion,
-                the crop views each indexed video gets (`index_views`, 0: full frames alone), the near-duplicate
+                the crop views each indexed video gets (`index_views`, 0: full frames alone) and whether their
+                fine codes are stored too (`view_codes`), the near-duplicate
                 threshold of an index call that names none, videos (a store round trip)
         stats:  the above + videos, frames, frame rows, payload bytes per video, store layout, text-video vectors,
                 crop views per stored video and their rows, manifest (with the text-video student's settings)
@@ -37,7 +38,8 @@ def stats_request(inputs: RequestInputs, stores: ServiceStore) -> dict[str, np.n
         raise BadRequest(f"request must be 'stats' or 'health', got {what!r}")
     report = {"store_uri": stores.settings.display_uri, "model_version": stores.model_version,
               "fine": stores.fine_kind, "default_fusion": stores.default_fusion, "text_search": stores.text is not None,
-              "index_views": stores.views, "duplicate_threshold": stores.duplicate_threshold}
+              "index_views": stores.views, "view_codes": stores.view_codes,
+              "duplicate_threshold": stores.duplicate_threshold}
     store = stores.existing()
     if store is None:
         report.update(store_exists=False, videos=0, frames=0, milvus_version=stores.get(create=False).server_version)

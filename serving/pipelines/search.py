@@ -93,13 +93,13 @@ class ModelCalls:
     -> (similarity [K] float32 in [-1, 1], f2f [K, Tq, Tt] float32: each pair's frame-to-frame similarities at
     its real frames, 0 elsewhere).
     views (indexing with the pack's crop grid; None otherwise): the same video input -> its crop views' S^c
-    vectors [B, C] float32 and fine codes [B, T, 9, W] (video_views).
+    vectors [B, C] float32 and fine codes [B, T, 9, W] (video_views; None where the store keeps none).
     """
 
     embed: Callable[[dict[str, np.ndarray]], Embedding]
     selector_score: Callable[[np.ndarray], np.ndarray]
     fine_similarity: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
-    views: Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]] | None = None
+    views: Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray | None]] | None = None
 
 
 DEFAULT_CANDIDATES = 100

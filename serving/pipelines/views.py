@@ -2,6 +2,7 @@
 
     view_vectors(inputs, decoding, layout, extract, coarse, fine, batch, coarse_batch)
         -> {"views": float32 [1, B, C], "view_codes": [1, B, T, 9, 64] uint8 / [1, B, T, 9, 512] float32}
+        (fine None, a repository whose store keeps no crop views' codes: {"views"} alone)
 
 The video is decoded exactly as video_features decodes it (`video.frame_chunks`: the same frames, so the same
 frame count).  Every frame's zoomed crops of `layout` (`CropLayout.zoomed`: B square crops, each resized back to
@@ -31,7 +32,7 @@ Fine = Callable[[np.ndarray, np.ndarray], np.ndarray]  # features [n, T, 9, 512]
 
 
 def view_vectors(inputs: RequestInputs, decoding: Decoding, layout: CropLayout, extract: Extract, coarse: Coarse,
-                 fine: Fine, batch: int = spec.FEATURE_EXTRACTOR.max_batch_size,
+                 fine: Fine | None, batch: int = spec.FEATURE_EXTRACTOR.max_batch_size,
                  coarse_batch: int = spec.COARSE_EMBED.max_batch_size) -> dict[str, np.ndarray]:
     """`video_views`' output for one request (see the module); BadRequest for a bad or undecodable video."""
     video = checked_video(inputs, decoding)
@@ -50,6 +51,8 @@ def view_vectors(inputs: RequestInputs, decoding: Decoding, layout: CropLayout, 
     mask = np.ones(views.shape[:2], bool)  # [B, T']
     vectors = np.concatenate([coarse(views[start:start + coarse_batch], mask[start:start + coarse_batch])
                               for start in range(0, crops, coarse_batch)])  # [B, C]
+    if fine is None:
+        return {"views": vectors.astype(np.float32)[None]}
     codes = np.concatenate([fine(views[start:start + coarse_batch], mask[start:start + coarse_batch])
                             for start in range(0, crops, coarse_batch)])  # [B, T', 9, W]
     return {"views": vectors.astype(np.float32)[None], "view_codes": codes[None]}

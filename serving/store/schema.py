@@ -6,8 +6,9 @@ Per-video collection `{prefix}_videos` (one row makes a video searchable):
     thumbnail VARCHAR (base64 JPEG, "" for none; from schema 2 on: a store made by schema 1 has no thumbnails)
 Per-frame collection `{prefix}_frames` (rows of one index run share a `generation`):
     pk INT64 auto | video_id VARCHAR | generation INT64 | frame_start INT64 | frames INT64 | codes ...
-(in a store made for crop views from schema 3 on, `StoreMeta.has_view_codes`, each crop view's codes follow as
-more rows of the same generation: view v's frame i at frame_start v * VIEW_FRAME_STRIDE + i)
+(in a store made for crop views that keeps their codes, `StoreMeta.has_view_codes` (schema 3 on, an export's
+`--view-codes`), each crop view's codes follow as more rows of the same generation: view v's frame i at
+frame_start v * VIEW_FRAME_STRIDE + i)
 with two layouts of `codes`:
     "vector": one row per frame, BINARY_VECTOR(4608) (packed S^f_B bits, [9, 64] uint8) or FLOAT_VECTOR(4608)
               (S^f_A [9, 512] float32); frame-level search possible.  Needs a real Milvus server.
@@ -42,9 +43,8 @@ from dnsvr.client.errors import InvalidVideo
 from dnsvr.client.ids import MAX_VIDEO_ID_BYTES, check_video_id
 from dnsvr.client.spec import CODE_BYTES, FEATURE_DIMS, MAX_THUMBNAIL_BYTES, REGIONS
 
-SCHEMA_VERSION = 3  # 2: the per-video JPEG thumbnail; 3: the crop views' fine codes
+SCHEMA_VERSION = 3  # 2: the per-video JPEG thumbnail; 3: the crop views' fine codes, where kept (`view_codes`)
 THUMBNAIL_SCHEMA = 2  # the first schema whose video rows hold a thumbnail
-VIEW_CODES_SCHEMA = 3  # the first schema that keeps each crop view's fine codes (stores made with views)
 THUMBNAIL_FIELD_CHARS = 4 * math.ceil(MAX_THUMBNAIL_BYTES / 3)  # base64 of the largest thumbnail
 JPEG_MAGIC = b"\xff\xd8\xff"
 FRAME_DIM = REGIONS * FEATURE_DIMS  # 4608: the per-frame vector (bits or floats)
@@ -78,6 +78,7 @@ class StoreMeta:
     schema: int = SCHEMA_VERSION
     text_dim: int = 0  # the text-video vectors' dimension; 0: no text-video student, no text search
     views: int = 0  # crop views each video is stored by beside its full frame (`{prefix}_views`); 0: none
+    view_codes: bool = False  # each crop view's fine codes kept too (10x the fine codes; schema 3 on)
 
     def to_json(self) -> str:
         return json.dumps({"dnsvr_store": asdict(self)}, sort_keys=True)
@@ -100,9 +101,10 @@ class StoreMeta:
 
     @property
     def has_view_codes(self) -> bool:
-        """Whether each crop view's fine codes are kept beside the full frame's (stores made with crop views by
-        schema 3 on): the fine student then compares a candidate's best view (`CoarseHits.code_views`)."""
-        return self.views > 0 and self.schema >= VIEW_CODES_SCHEMA
+        """Whether each crop view's fine codes are kept beside the full frame's (a store made with crop views for
+        an export with `--view-codes`): the fine student then compares a candidate's best view
+        (`CoarseHits.code_views`)."""
+        return self.views > 0 and self.view_codes
 
     @property
     def frame_shape(self) -> tuple[int, int]:
@@ -135,7 +137,7 @@ def frame_bytes(representation: str) -> int:
 
 
 def make_meta(model_version: str, coarse_dim: int, representation: str, layout: str, text_dim: int = 0,
-              views: int = 0) -> StoreMeta:
+              views: int = 0, view_codes: bool = False) -> StoreMeta:
     if representation not in REPRESENTATIONS:
         raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}")
     if layout not in LAYOUTS:
@@ -146,10 +148,12 @@ def make_meta(model_version: str, coarse_dim: int, representation: str, layout: 
         raise ValueError(f"text_dim must be in 0..32768, got {text_dim}")
     if not 0 <= views <= MAX_VIEWS:
         raise ValueError(f"views must be in 0..{MAX_VIEWS}, got {views}")
+    if view_codes and not views:
+        raise ValueError("view_codes needs crop views (views > 0)")
     check_text("model_version", model_version, MAX_MODEL_VERSION_BYTES, allow_empty=False)
     frames_per_row = 1 if layout == "vector" else CHUNK_BYTES // frame_bytes(representation)
     return StoreMeta(model_version, coarse_dim, representation, layout, frames_per_row, text_dim=text_dim,
-                     views=views)
+                     views=views, view_codes=bool(view_codes))
 
 
 @dataclass
@@ -163,7 +167,7 @@ class IndexedVideo:
     that hold thumbnails (`StoreMeta.has_thumbnails`), ignored by older ones; views [B, D] float32 (each row
     L2-normalised): the coarse vectors of its B crop views, required by a store with views = B > 0 and refused by
     one without; view_codes [B, T, 9, 64] uint8 / [B, T, 9, 512] float32: each crop view's fine codes, required
-    by a store that keeps them (`StoreMeta.has_view_codes`), ignored by a store with views made before.
+    by a store that keeps them (`StoreMeta.has_view_codes`), ignored by a store with views that keeps none.
     `indexed_at` (unix seconds) is set by the store on read.
     """
 
@@ -277,8 +281,8 @@ def check_fine_codes(codes: object, meta: StoreMeta) -> np.ndarray:
 
 def check_view_codes(view_codes: object, frame_count: int, meta: StoreMeta) -> np.ndarray | None:
     """The crop views' fine codes a video of this store must carry: [views, T, 9, 64] uint8 / [views, T, 9, 512]
-    float32 (each view as `check_fine_codes`), None where the store keeps none (ignored: a store with views made
-    before schema 3).  InvalidVideo naming the problem otherwise."""
+    float32 (each view as `check_fine_codes`), None where the store keeps none (ignored: a store with views that
+    keeps no codes of them).  InvalidVideo naming the problem otherwise."""
     if view_codes is not None and not meta.views:
         raise _no_crop_views()
     if not meta.has_view_codes:

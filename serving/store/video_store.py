@@ -223,9 +223,10 @@ class CheckReport:
 class VideoStore:
     """Per-video rows + per-frame codes (+ text-video vectors) in Milvus collections, created on first use.
 
-    model_version / coarse_dim / representation / text_dim / views: what this caller writes and expects (text_dim
-    0: no text-video vectors; views 0: no crop views); None adopts whatever the existing collections hold (admin
-    tools).  A mismatch with existing collections raises StoreMismatch.
+    model_version / coarse_dim / representation / text_dim / views / view_codes: what this caller writes and
+    expects (text_dim 0: no text-video vectors; views 0: no crop views; view_codes: each crop view's fine codes
+    kept too); None adopts whatever the existing collections hold (admin tools).  A mismatch with existing
+    collections raises StoreMismatch.
     """
 
     def __init__(
@@ -237,6 +238,7 @@ class VideoStore:
         representation: str | None = None,
         text_dim: int | None = None,
         views: int | None = None,
+        view_codes: bool | None = None,
         create: bool = True,
     ):
         if settings is None or isinstance(settings, str):
@@ -247,7 +249,7 @@ class VideoStore:
         self.meta_collection = f"{settings.prefix}_meta"
         self.text_collection = f"{settings.prefix}_text"
         self.view_collection = f"{settings.prefix}_views"
-        self._wanted = (model_version, coarse_dim, representation, text_dim, views)
+        self._wanted = (model_version, coarse_dim, representation, text_dim, views, view_codes)
         self._create = create
         self._client: Any = None
         self._connecting = threading.Lock()
@@ -459,7 +461,7 @@ class VideoStore:
         self._call("write meta", lambda c: c.upsert(self.meta_collection, [meta_row(meta)]))
 
     def _check_wanted(self, meta: StoreMeta) -> None:
-        model_version, coarse_dim, representation, text_dim, views = self._wanted
+        model_version, coarse_dim, representation, text_dim, views, view_codes = self._wanted
         problems = []
         if model_version is not None and model_version != meta.model_version:
             problems.append(f"model-pack version {meta.model_version!r} (this caller: {model_version!r})")
@@ -471,6 +473,9 @@ class VideoStore:
             problems.append(f"text-video vectors of dimension {meta.text_dim} (0: none; this caller: {text_dim})")
         if views is not None and views != meta.views:
             problems.append(f"{meta.views} crop views per video (0: full frames alone; this caller: {views})")
+        if view_codes is not None and meta.views and bool(view_codes) != meta.view_codes:
+            problems.append(f"the crop views' fine codes {'kept' if meta.view_codes else 'not kept'} (this caller: "
+                            f"{'kept' if view_codes else 'not kept'}; `dnsvr export --view-codes`)")
         layout = self.settings.layout
         if layout != "auto" and layout != meta.layout:
             problems.append(f"layout {meta.layout!r} (settings: {layout!r})")
@@ -482,7 +487,7 @@ class VideoStore:
             )
 
     def _new_meta(self) -> StoreMeta:
-        model_version, coarse_dim, representation, text_dim, views = self._wanted
+        model_version, coarse_dim, representation, text_dim, views, view_codes = self._wanted
         if model_version is None or coarse_dim is None or representation is None:
             raise StoreError(
                 f"no video store {self.settings.prefix!r} at {self.settings.display_uri} yet: creating one "
@@ -494,7 +499,8 @@ class VideoStore:
             layout = "chunk" if local else "vector"
         elif layout == "vector" and representation == "binary" and not self.supports_binary_vectors:
             raise StoreError(f"{self.server_version} has no binary vectors: use layout 'chunk' or 'auto'")
-        return make_meta(model_version, coarse_dim, representation, layout, text_dim or 0, views or 0)
+        return make_meta(model_version, coarse_dim, representation, layout, text_dim or 0, views or 0,
+                         bool(views and view_codes))
 
     def _create_collections(self, meta: StoreMeta) -> None:
         """Create the frame (and text, crop-view), then the video collection, where missing (after a crash during

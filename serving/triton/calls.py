@@ -30,9 +30,10 @@ def embed_text(text: str) -> np.ndarray:
 
 def crop_views(video: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """video_views on one video ({"video": bytes} or {"frames": uint8}) -> its crop views' S^c vectors [B, C] and
-    fine codes [B, T, 9, W]."""
+    fine codes [B, T, 9, W] (None where the repository's store keeps none: `view_codes` of no view)."""
     outputs = call("video_views", video, ["views", "view_codes"])
-    return outputs["views"][0], outputs["view_codes"][0]
+    codes = outputs["view_codes"][0]
+    return outputs["views"][0], codes if len(codes) else None
 
 
 def model_calls(fine: str, text: bool = False, thumbnail: bool = False, views: bool = False) -> ModelCalls:
