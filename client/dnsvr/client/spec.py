@@ -440,7 +440,8 @@ def pipeline_specs(fine: str = "bin", text: str | None = None) -> dict[str, Mode
             description="BLS: the video decoded as video_features does -> the zoomed crops of the pack's crop grid "
                         f"(`index_views`) -> {extractor(text).name} -> coarse_embed and {kind.index_model} once "
                         "per crop: the crop views' S^c vectors [1, B, C] and fine codes [1, B, T, 9, W] an indexed "
-                        "video is also stored by (refused when the repository indexes full frames alone)",
+                        "video is also stored by (the codes only for an export with --view-codes, else [1, 0, 0, "
+                        "9, W]; refused when the repository indexes full frames alone)",
         ),
         ModelSpec(
             "dnsvr_embed",
