@@ -74,8 +74,10 @@ def main() -> None:
                         help="the crop views' fine codes kept or not (default: both, none first)")
     parser.add_argument("--out", type=Path, help="also write the table here (markdown)")
     args = parser.parse_args()
-    results = {setting: fill(setting == "kept", args.videos, args.batch, args.report_every, args.settle_s)
-               for setting in args.settings}
+    results = {}
+    for setting in args.settings:
+        results[setting] = fill(setting == "kept", args.videos, args.batch, args.report_every, args.settle_s)
+        print(setting, {row: round(value, 2) for row, value in results[setting].items()}, flush=True)
     rows = list(next(iter(results.values())))
     lines = ["| crop views' fine codes | " + " | ".join(rows) + " |", "|---|" + "---:|" * len(rows)]
     for setting, readings in results.items():
