@@ -1,8 +1,9 @@
 """The store's crop views against real Milvus (Lite server and the 2.3.5 standalone server): written with the video
 in one upsert, the coarse search ranking each video by its best view with only current generations counted,
 filtered, replaced, deleted, read back, checked and repaired; bad views refused; the number of views is part of
-the store.  The crop views' fine codes (schema 3) ride with the frames: read back view by view, the best view of
-each hit names the codes the fine student compares, and a store made before keeps serving its full frames'."""
+the store.  The crop views' fine codes (schema 3, where the export keeps them: `view_codes`) ride with the frames:
+read back view by view, the best view of each hit names the codes the fine student compares, and a store that
+keeps none serves its full frames'; the choice is part of the store."""
 
 from __future__ import annotations
 
