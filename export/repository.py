@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 
 from dnsvr.client import spec
 from dnsvr.export.hamming import COMPARATOR_FILE
-from dnsvr.export.manifest import FORMAT, MANIFEST, changed_weights, read_manifest
+from dnsvr.export.manifest import FORMAT, MANIFEST, changed_weights, read_manifest, view_codes
 from dnsvr.export.onnx_export import ExportError, check_opset
 from dnsvr.export.triton_config import network_configs, pipeline_config, render
 from dnsvr.training.files import atomic_write_text
@@ -362,7 +362,7 @@ def ensure_exported(repository: str | Path, weights: list[str], on_model: Callab
             source = resolve_weights(weights)
         if "index_views" in manifest:  # keep the export's own choices (`--index-views`, `--view-codes`)
             source.index_views = manifest["index_views"]
-        source.view_codes = bool(manifest.get("view_codes")) and source.index_views is not None
+        source.view_codes = view_codes(manifest)
         exported_from = manifest.get("source")
         if source.description != exported_from:
             raise ValueError(f"{repository} was exported from {exported_from} and needs a new export "

@@ -28,7 +28,7 @@ def embed_text(text: str) -> np.ndarray:
     return call("dnsvr_text_embed", {"text": query}, ["embedding"])["embedding"][0]
 
 
-def crop_views(video: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def crop_views(video: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
     """video_views on one video ({"video": bytes} or {"frames": uint8}) -> its crop views' S^c vectors [B, C] and
     fine codes [B, T, 9, W] (None where the repository's store keeps none: `view_codes` of no view)."""
     outputs = call("video_views", video, ["views", "view_codes"])
