@@ -62,7 +62,9 @@ def test_the_isolated_server_is_reachable_only_through_its_socket(tmp_path: Path
     from dnsvr.serving.cli.main import main
     from pymilvus import DataType, MilvusClient
 
-    server = MilvusStandaloneServer(tmp_path / "data", isolated=True)
+    # a TTL longer than the start-up timeout: the restart below must clear the killed server's sessions in the
+    # namespace, not wait them out
+    server = MilvusStandaloneServer(tmp_path / "data", isolated=True, session_ttl_s=600)
     with server:
         assert server.uri == f"unix:{socket_path_for(tmp_path / 'data')}"
         binary = server_binary(server)
@@ -94,6 +96,7 @@ def test_the_isolated_server_is_reachable_only_through_its_socket(tmp_path: Path
         server.kill()  # as a crash would: the relay and the server go together
         assert not server.socket_path.exists() or not server._port_open()
         server.start()
+        assert "revoked the etcd sessions a stopped server left: " in server.log_path.read_text()
         client = MilvusClient(uri=server.uri)
         client.load_collection("codes")
         rows = client.query("codes", filter="id >= 0", output_fields=["id", "code"], consistency_level="Strong")

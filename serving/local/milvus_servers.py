@@ -52,6 +52,9 @@ STANDALONE_PORT_OPTIONS = (
 
 
 TIME_TICK_MS = 50  # the local server's proxy.timeTickInterval (see MilvusStandaloneServer.command)
+# the local server's common.session.ttl: at 10 s a 100k fill on 2 cores let the live server's leases expire and
+# it stopped serving; at 60 s it did not (benchmarks/results/serving_views_100k.md, store_memory_100k.md)
+SESSION_TTL_S = 60
 
 
 def _free_port_outside(used: set[int]) -> int:
@@ -320,8 +323,11 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
     `etcd.config.path` setting; the wheel's --extra-config only rewrites keys of its template, and this one is
     not there).  Its other components get fresh ports from the kernel at every start, none of them a port of the
     start before: the coordinators find each other by the addresses in their etcd sessions, and after a crash the
-    dead sessions live on for `session_ttl_s`; the wrapper's own choice (the lowest free port from a fixed base)
-    gave one component another's old port, and the proxy, calling a service that port does not serve, panicked.
+    dead sessions would live on for `session_ttl_s`; the wrapper's own choice (the lowest free port from a fixed
+    base) gave one component another's old port, and the proxy, calling a service that port does not serve,
+    panicked.  The fresh ports also tell the dead sessions apart: the launcher revokes them while the server
+    starts (`dnsvr.serving.local.etcd_sessions`), so a restart after kill -9 takes seconds whatever the TTL, and
+    the TTL can be long enough (60 s) that a server whose 2 cores are busy building its indexes keeps its own.
     Its launcher keeps waiting after the server binary dies; that is noticed and reported at once.  The launcher
     runs through `dnsvr.serving.local.milvus_standalone_launcher`, which makes its port test agree with the
     server's (without it, a port in TIME-WAIT after a stop moved the proxy to the next port).
@@ -335,9 +341,11 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
     PORT_ATTEMPTS = 4
 
     def __init__(self, data_dir: str | os.PathLike, port: int | None = None, startup_timeout_s: float = 120.0,
-                 session_ttl_s: int = 10, isolated: bool = False, time_tick_ms: int = TIME_TICK_MS):
+                 session_ttl_s: int = SESSION_TTL_S, isolated: bool = False, time_tick_ms: int = TIME_TICK_MS,
+                 clear_stale_sessions: bool = True):
         super().__init__(data_dir, port, startup_timeout_s)
         self.session_ttl_s = session_ttl_s
+        self.clear_stale_sessions = clear_stale_sessions  # False: a restart waits out a killed server's sessions
         self.time_tick_ms = time_tick_ms
         self.isolated = isolated
         self.socket_path = socket_path_for(self.data_dir) if isolated else None
@@ -428,9 +436,10 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
                    "--etcd-port", str(self._etcd_ports()[0])]
         for option, port in self.component_ports.items():
             command += [f"--{option.replace('_', '-')}", str(port)]
+        command += [] if self.clear_stale_sessions else ["--keep-stale-sessions"]
         for component in STANDALONE_COMPONENTS:
             command += ["--extra-config", f"{component}.ip={LOOPBACK}"]
-        # after a kill -9 the coordinators wait for the dead process's etcd sessions to expire (default 30 s)
+        # how long etcd keeps a session whose keep-alives stop (the launcher clears a killed server's at once)
         command += ["--extra-config", f"common.session.ttl={self.session_ttl_s}"]
         # a Strong read and a delete by filter wait for the proxy's next time tick (200 ms by default): one index
         # or delete is 3-4 such waits; at 50 ms the idle server costs 3.3 % of a core instead of 2.0 %

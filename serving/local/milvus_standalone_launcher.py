@@ -7,6 +7,9 @@ port is the one asked for or the launcher exits at once with `PORT_TAKEN`, namin
 again.  The test binds with SO_REUSEADDR, as the server (Go) does: a port whose old connections still sit in
 TIME-WAIT after a stop is free, one with a listener is not.  The metrics (health) port, which the wheel would seek
 from 9091 upwards, is chosen by the caller too (`--metrics-port`).
+
+While the server starts, a thread revokes the etcd sessions that a killed server left behind, named by ports that
+are not this start's (`dnsvr.serving.local.etcd_sessions`), so the restart does not wait out their TTL.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from __future__ import annotations
 import re
 import socket
 import sys
+import threading
 from argparse import ArgumentParser
 
+from dnsvr.serving.local.etcd_sessions import SESSION_PORT_OPTIONS, clear_stale_sessions
 from dnsvr.serving.local.processes import LOOPBACK
 
 PORT_TAKEN = 75  # the exit code when a port asked for cannot be bound (EX_TEMPFAIL: choose again)
@@ -49,12 +54,32 @@ def taken_port(log_line: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
+def say_revoked(components: list[str]) -> None:
+    """Name, in the launcher's log, the components whose stale sessions were just revoked."""
+    print(f"revoked the etcd sessions a stopped server left: {', '.join(components)}", file=sys.stderr, flush=True)
+
+
+def start_ports(argv: list[str]) -> tuple[int, dict[str, int]]:
+    """(etcd client port, {component port option: port}) of the `milvus-server` arguments `argv`."""
+    parser = ArgumentParser(add_help=False, allow_abbrev=False)  # `--data` is the server's, no abbreviation
+    parser.add_argument("--etcd-port", type=int, required=True)
+    for option in sorted(set(SESSION_PORT_OPTIONS.values())):
+        parser.add_argument(f"--{option.replace('_', '-')}", dest=option, type=int, required=True)
+    known, _ = parser.parse_known_args(argv)
+    ports = vars(known)
+    return ports.pop("etcd_port"), ports
+
+
 if __name__ == "__main__":
     import milvus
 
     parser = ArgumentParser(add_help=False)
     parser.add_argument("--metrics-port", type=int, required=True)
+    parser.add_argument("--keep-stale-sessions", action="store_true")  # wait them out, as the wheel does
     ours, sys.argv[1:] = parser.parse_known_args()
+    if not ours.keep_stale_sessions:
+        etcd_port, ports = start_ports(sys.argv[1:])
+        threading.Thread(target=clear_stale_sessions, args=(etcd_port, ports, say_revoked), daemon=True).start()
     milvus.MilvusServerConfig.resolve_port = exactly_this_port
     milvus.default_server.webservice_port = ours.metrics_port
     sys.exit(milvus.main())
