@@ -27,11 +27,15 @@ def test_a_session_is_this_starts_only_on_the_port_this_start_gave_its_component
     assert is_stale(session("streamingnode", 999), PORTS)
 
 
-def test_a_server_killed_minus_9_restarts_without_waiting_out_its_sessions(tmp_path: Path) -> None:
+def test_a_server_killed_minus_9_restarts_without_waiting_out_its_sessions(tmp_path: Path, monkeypatch) -> None:
     from pymilvus import MilvusClient
 
     # a TTL five times the start-up timeout: waiting it out would fail the restart
     server = MilvusStandaloneServer(tmp_path / "data", session_ttl_s=600, startup_timeout_s=120)
+    # a user's HTTP proxy (nothing listens on it) must not carry the launcher's calls to the loopback etcd
+    environment = server.environment()
+    monkeypatch.setattr(server, "environment", lambda: {**environment, "http_proxy": "http://127.0.0.1:9",
+                                                        "HTTP_PROXY": "http://127.0.0.1:9"})
     with server:
         etcd_port = server._etcd_ports()[0]
         first = etcd_sessions.sessions(etcd_port)

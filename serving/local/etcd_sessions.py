@@ -44,11 +44,14 @@ class Session:
     lease: str
 
 
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an HTTP_PROXY of the user
+
+
 def _call(etcd_port: int, path: str, body: dict) -> dict:
     """POST `body` to etcd's JSON gateway at LOOPBACK:`etcd_port` -> its JSON answer."""
     request = urllib.request.Request(f"http://{LOOPBACK}:{etcd_port}{path}", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=5) as answer:
+    with _DIRECT.open(request, timeout=5) as answer:
         return json.load(answer)
 
 
