@@ -36,11 +36,11 @@ def milvus_rss_gib() -> float:
 
 
 def fill(view_codes: bool, videos: int, batch: int, report_every: int, settle_s: list[int],
-         session_ttl_s: int | None = None) -> dict[str, float]:
+         session_ttl_s: int | None = None, server_config: dict[str, str] | None = None) -> dict[str, float]:
     """Fill a fresh store -> {"<n> videos": GiB after n, "settled <s> s": GiB s seconds after the last write}."""
     readings: dict[str, float] = {}
     with tempfile.TemporaryDirectory(dir=Path.home()) as work, \
-            MilvusStandaloneServer(Path(work) / "data", isolated=True,
+            MilvusStandaloneServer(Path(work) / "data", isolated=True, extra_config=server_config,
                                    **({"session_ttl_s": session_ttl_s} if session_ttl_s else {})) as server:
         store = VideoStore(StoreSettings(uri=server.uri, prefix="memory"), model_version="memory-bench",
                            coarse_dim=DIM, representation="binary", text_dim=0, views=VIEWS, view_codes=view_codes)
@@ -65,6 +65,14 @@ def fill(view_codes: bool, videos: int, batch: int, report_every: int, settle_s:
     return readings
 
 
+def server_setting(text: str) -> tuple[str, str]:
+    """`KEY=VALUE` -> (KEY, VALUE), for --server-config."""
+    key, equals, value = text.partition("=")
+    if not key or not equals:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=int, default=4000, help="videos to index (default 4000)")
@@ -75,14 +83,17 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", choices=("kept", "none"), default=["none", "kept"],
                         help="the crop views' fine codes kept or not (default: both, none first)")
     parser.add_argument("--session-ttl-s", type=int,
-                        help="the server's etcd session TTL (default: what `dnsvr serve` uses); under a fast fill "
-                             "the 2 cores can starve its keep-alives and the server stops serving")
+                        help="the server's etcd session TTL (default: what `dnsvr serve` uses, 60 s); at 10 s a "
+                             "fast fill on 2 cores starved its keep-alives and the server stopped serving")
+    parser.add_argument("--server-config", action="append", default=[], metavar="KEY=VALUE", type=server_setting,
+                        help="a setting of the server's milvus.yaml (a key of the wheel's template), e.g. "
+                             "dataCoord.segment.maxSize=128; repeat for more")
     parser.add_argument("--out", type=Path, help="also write the table here (markdown)")
     args = parser.parse_args()
     results = {}
     for setting in args.settings:
         results[setting] = fill(setting == "kept", args.videos, args.batch, args.report_every, args.settle_s,
-                                args.session_ttl_s)
+                                args.session_ttl_s, dict(args.server_config))
         print(setting, {row: round(value, 2) for row, value in results[setting].items()}, flush=True)
     rows = list(next(iter(results.values())))
     lines = ["| crop views' fine codes | " + " | ".join(rows) + " |", "|---|" + "---:|" * len(rows)]
@@ -90,7 +101,8 @@ def main() -> None:
         lines.append(f"| {setting} | " + " | ".join(f"{readings[row]:.2f}" if "KB" not in row else
                                                        f"{readings[row]:.0f}" for row in rows) + " |")
     table = (f"Resident memory (GiB) of the embedded Milvus 2.3.5 server, {args.videos} synthetic {FRAMES}-frame "
-             f"videos with {VIEWS} crop views, {args.batch} a write (`benchmarks/store_memory_bench.py`)\n\n"
+             f"videos with {VIEWS} crop views, {args.batch} a write (`benchmarks/store_memory_bench.py`"
+             + "".join(f" --server-config {key}={value}" for key, value in args.server_config) + ")\n\n"
              + "\n".join(lines) + "\n")
     print(table)
     if args.out:

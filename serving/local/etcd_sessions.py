@@ -3,9 +3,10 @@
 Each component of the server (coordinators, nodes, proxy) registers a session in the embedded etcd: a key under
 `by-dev/meta/session/` bound to a lease that the component keeps alive.  After a kill -9 nobody keeps those
 leases alive, but etcd restores them when it starts again, with their full TTL (`common.session.ttl`): the new
-coordinators cannot register over the old exclusive keys and wait, and a 60 s TTL made a restart take 77 s.  A
-short TTL is no cure: on 2 cores busy with the server's own index builds, a 10 s TTL let the live server's
-leases expire and it stopped serving (benchmarks/results/serving_views_100k.md).
+coordinators cannot register over the old exclusive keys and wait: a restart took 26 s at a 10 s TTL and 79 s at
+60 s (benchmarks/results/restart.md).  A short TTL is no cure: on 2 cores busy with the server's own index
+builds, a 10 s TTL let the live server's leases expire and it stopped serving (README, "100k videos with crop
+views").
 
 The local servers choose fresh ports for every start (`MilvusStandaloneServer.prepare`), so a session tells which
 start made it: one whose address is not the port this start gave its component is a dead process's.  The

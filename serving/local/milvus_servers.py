@@ -342,8 +342,9 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
 
     def __init__(self, data_dir: str | os.PathLike, port: int | None = None, startup_timeout_s: float = 120.0,
                  session_ttl_s: int = SESSION_TTL_S, isolated: bool = False, time_tick_ms: int = TIME_TICK_MS,
-                 clear_stale_sessions: bool = True):
+                 clear_stale_sessions: bool = True, extra_config: dict[str, str] | None = None):
         super().__init__(data_dir, port, startup_timeout_s)
+        self.extra_config = dict(extra_config or {})  # more `--extra-config KEY=VALUE`: keys of the wheel's template
         self.session_ttl_s = session_ttl_s
         self.clear_stale_sessions = clear_stale_sessions  # False: a restart waits out a killed server's sessions
         self.time_tick_ms = time_tick_ms
@@ -445,6 +446,8 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
         # or delete is 3-4 such waits; at 50 ms the idle server costs 3.3 % of a core instead of 2.0 %
         # (docs/storage.md, "Connecting"; benchmarks/results/load_soak.md)
         command += ["--extra-config", f"proxy.timeTickInterval={self.time_tick_ms}"]
+        for key, value in self.extra_config.items():
+            command += ["--extra-config", f"{key}={value}"]
         return isolated_command(command, self.socket_path, self.port) if self.isolated else command
 
     def _diagnostics(self) -> str:
