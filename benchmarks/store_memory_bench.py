@@ -101,8 +101,8 @@ def main() -> None:
         lines.append(f"| {setting} | " + " | ".join(f"{readings[row]:.2f}" if "KB" not in row else
                                                        f"{readings[row]:.0f}" for row in rows) + " |")
     table = (f"Resident memory (GiB) of the embedded Milvus 2.3.5 server, {args.videos} synthetic {FRAMES}-frame "
-             f"videos with {VIEWS} crop views, {args.batch} a write (`benchmarks/store_memory_bench.py`"
-             + "".join(f" --server-config {key}={value}" for key, value in args.server_config) + ")\n\n"
+             f"videos with {VIEWS} crop views, {args.batch} a write (`benchmarks/store_memory_bench.py"
+             + "".join(f" --server-config {key}={value}" for key, value in args.server_config) + "`)\n\n"
              + "\n".join(lines) + "\n")
     print(table)
     if args.out:
