@@ -54,3 +54,11 @@ def test_a_server_killed_minus_9_restarts_without_waiting_out_its_sessions(tmp_p
         client = MilvusClient(uri=server.uri)
         assert "kept" in client.list_collections()
         client.close()
+
+
+def test_an_unreachable_etcd_ends_the_clearing_at_its_timeout_without_error() -> None:
+    from dnsvr.serving.local.processes import free_port
+
+    reported: list[list[str]] = []
+    etcd_sessions.clear_stale_sessions(free_port(), PORTS, reported.append, timeout_s=0.5, every_s=0.1)
+    assert reported == []
