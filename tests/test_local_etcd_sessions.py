@@ -15,7 +15,7 @@ PORTS = {"root_coord_port": 101, "proxy_internal_port": 102, "query_coord_port":
 
 
 def session(name: str, port: int) -> Session:
-    return Session(key=f"by-dev/meta/session/{name}", name=name, port=port, lease="1")
+    return Session(name=name, port=port, lease="1")
 
 
 def test_a_session_is_this_starts_only_on_the_port_this_start_gave_its_component() -> None:

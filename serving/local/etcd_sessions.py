@@ -37,9 +37,8 @@ SESSION_PORT_OPTIONS = {
 
 @dataclass(frozen=True)
 class Session:
-    """One registered component: its etcd key, component name, the port of its address, and its lease id."""
+    """One registered component: its name, the port of its address, and its lease id."""
 
-    key: str
     name: str
     port: int
     lease: str
@@ -69,8 +68,8 @@ def sessions(etcd_port: int) -> list[Session]:
         if "lease" not in pair:
             continue
         value = json.loads(base64.b64decode(pair["value"]))
-        listed.append(Session(key=base64.b64decode(pair["key"]).decode(), name=value["ServerName"],
-                              port=int(value["Address"].rsplit(":", 1)[1]), lease=pair["lease"]))
+        listed.append(Session(name=value["ServerName"], port=int(value["Address"].rsplit(":", 1)[1]),
+                              lease=pair["lease"]))
     return listed
 
 
