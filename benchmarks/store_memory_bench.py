@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dnsvr.serving.local.milvus_servers import MilvusStandaloneServer  # noqa: E402
+from dnsvr.serving.local.milvus_servers import SESSION_TTL_S, MilvusStandaloneServer  # noqa: E402
 from dnsvr.serving.store.settings import StoreSettings  # noqa: E402
 from dnsvr.serving.store.video_store import VideoStore  # noqa: E402
 from serving_bench import synthetic_videos  # noqa: E402
@@ -36,12 +36,12 @@ def milvus_rss_gib() -> float:
 
 
 def fill(view_codes: bool, videos: int, batch: int, report_every: int, settle_s: list[int],
-         session_ttl_s: int | None = None, server_config: dict[str, str] | None = None) -> dict[str, float]:
+         session_ttl_s: int = SESSION_TTL_S, server_config: dict[str, str] | None = None) -> dict[str, float]:
     """Fill a fresh store -> {"<n> videos": GiB after n, "settled <s> s": GiB s seconds after the last write}."""
     readings: dict[str, float] = {}
     with tempfile.TemporaryDirectory(dir=Path.home()) as work, \
-            MilvusStandaloneServer(Path(work) / "data", isolated=True, extra_config=server_config,
-                                   **({"session_ttl_s": session_ttl_s} if session_ttl_s else {})) as server:
+            MilvusStandaloneServer(Path(work) / "data", isolated=True, session_ttl_s=session_ttl_s,
+                                   extra_config=server_config) as server:
         store = VideoStore(StoreSettings(uri=server.uri, prefix="memory"), model_version="memory-bench",
                            coarse_dim=DIM, representation="binary", text_dim=0, views=VIEWS, view_codes=view_codes)
         rng = np.random.default_rng(0)
@@ -82,9 +82,9 @@ def main() -> None:
                         help="also read it these many seconds after the last write (default 30 120)")
     parser.add_argument("--settings", nargs="+", choices=("kept", "none"), default=["none", "kept"],
                         help="the crop views' fine codes kept or not (default: both, none first)")
-    parser.add_argument("--session-ttl-s", type=int,
-                        help="the server's etcd session TTL (default: what `dnsvr serve` uses, 60 s); at 10 s a "
-                             "fast fill on 2 cores starved its keep-alives and the server stopped serving")
+    parser.add_argument("--session-ttl-s", type=int, default=SESSION_TTL_S,
+                        help=f"the server's etcd session TTL (default: what `dnsvr serve` uses, {SESSION_TTL_S} s); "
+                             "at 10 s a fast fill on 2 cores starved its keep-alives and the server stopped serving")
     parser.add_argument("--server-config", action="append", default=[], metavar="KEY=VALUE", type=server_setting,
                         help="a setting of the server's milvus.yaml (a key of the wheel's template), e.g. "
                              "dataCoord.segment.maxSize=128; repeat for more")
