@@ -17,6 +17,14 @@ side by side with `isolated`, it shows what the namespace and its relay cost); b
 `--server-layout`.  `lite` is Milvus Lite (`dnsvr serve --store PATH.db`, chunk layout).  After the
 timed searches of each size, `--clients` threads search by id at once (rerank 0.05): searches/s and errors.
 
+Server settings side by side (`--server-env`, `--rounds`): the Milvus server reads its settings from
+environment variables over its configuration file (`DATACOORD_SEGMENT_MAXSIZE` for dataCoord.segment.maxSize),
+so each `--server-env NAME:KEY=VALUE,...` measures the server backends once more with those variables set,
+alternating with the settings `dnsvr serve` ships, `--rounds` times, each run on a fresh store:
+
+    python benchmarks/serving_bench.py --backends isolated --sizes 10000 --rounds 3 --settle-s 120 \
+        --server-env 512mb:DATACOORD_SEGMENT_MAXSIZE=512,QUERYNODE_SEGCORE_INTERIMINDEX_ENABLEINDEX=true
+
 Writes benchmarks/results/serving.md.  Numbers are for this machine (CPU only); the networks run in ONNX
 Runtime inside python-backend models, as `dnsvr serve` runs them.
 """
@@ -24,6 +32,8 @@ Runtime inside python-backend models, as `dnsvr serve` runs them.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import platform
 import statistics
 import tempfile
@@ -206,23 +216,65 @@ def main() -> None:
                         help="while filling, wait after every this many videos until the server has indexed them "
                              "(default 0: never; a fast fill to 100k with crop views peaked at 20.7 GiB of server "
                              "memory, sealing and indexing many segments at once)")
+    parser.add_argument("--server-env", type=server_env_arg, action="append", default=[],
+                        metavar="NAME:KEY=VALUE,...",
+                        help="measure the server backends once more with these environment variables (Milvus "
+                             "settings, e.g. 512mb:DATACOORD_SEGMENT_MAXSIZE=512); repeat for more variants")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every backend and variant this many times, alternating, each on a fresh "
+                             "store; the report adds the median over rounds of each p50")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"report file (default: {RESULTS})")
     args = parser.parse_args()
 
     rows: list[str] = []
     throughput: list[str] = []
+    medians: dict[str, dict[tuple, list[float]]] = {}  # setting -> (size, query, rerank) -> p50 per round
+    variants = [("shipped", {}), *args.server_env]
     with tempfile.TemporaryDirectory(prefix="dnsvr-serving-bench-") as scratch:
         repository = args.repository or export_repository(Path(scratch) / "model_repository")
-        for backend in args.backends:
-            run_backend(backend, repository, Path(scratch) / backend, args, rows, throughput)
+        for round_ in range(1, args.rounds + 1):
+            for name, variables in variants:
+                for backend in args.backends:
+                    if variables and backend == "lite":
+                        continue  # Milvus Lite has no server settings
+                    setting = backend + (f" ({name})" if len(variants) > 1 else "")
+                    label = setting + (f", round {round_}" if args.rounds > 1 else "")
+                    with environment(variables):
+                        run_backend(backend, label, repository, Path(scratch) / f"{backend}-{name}-{round_}", args,
+                                    rows, throughput, medians.setdefault(setting, {}))
         manifest = read_manifest(repository)
         models = f"{manifest.get('source')} ({manifest.get('pack_version') or model_version(manifest)})"
-    write_report(rows, throughput, args, models)
+    write_report(rows, throughput, args, models, medians)
 
 
-def run_backend(backend: str, repository: Path, scratch: Path, args: argparse.Namespace, rows: list[str],
-                throughput: list[str]) -> None:
-    """Start the service on `backend`, grow its store through args.sizes and measure; rows are appended."""
+def server_env_arg(text: str) -> tuple[str, dict[str, str]]:
+    """--server-env NAME:KEY=VALUE,KEY=VALUE -> (NAME, {KEY: VALUE})."""
+    name, sep, assignments = text.partition(":")
+    pairs = [item.partition("=") for item in assignments.split(",") if item]
+    if not sep or not name or not pairs or any(not key or not eq for key, eq, _ in pairs):
+        raise argparse.ArgumentTypeError(f"expected NAME:KEY=VALUE[,KEY=VALUE...], got {text!r}")
+    return name, {key: value for key, _, value in pairs}
+
+
+@contextlib.contextmanager
+def environment(variables: dict[str, str]):
+    """This process's environment (which the Milvus server it starts inherits) with `variables` set."""
+    saved = {key: os.environ.get(key) for key in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def run_backend(backend: str, label: str, repository: Path, scratch: Path, args: argparse.Namespace,
+                rows: list[str], throughput: list[str], medians: dict[tuple, list[float]]) -> None:
+    """Start the service on `backend`, grow its store through args.sizes and measure; rows (named `label`) are
+    appended, and each setting's round-trip p50 to medians[(size, query, rerank)]."""
     scratch.mkdir(parents=True)
     server = MilvusStandaloneServer(scratch / "milvus-server").start() if backend == "server" else None
     env = {}
@@ -236,7 +288,7 @@ def run_backend(backend: str, repository: Path, scratch: Path, args: argparse.Na
         service = LocalService(repository, store=store_path, log_dir=scratch, env=env)
         began = time.perf_counter()
         with service, VideoSearchClient(service.grpc_url, timeout_s=900) as client:
-            print(f"{backend}: service ready in {time.perf_counter() - began:.1f} s", flush=True)
+            print(f"{label}: service ready in {time.perf_counter() - began:.1f} s", flush=True)
             videos = sorted(VIDEOS.glob("*.mp4"))
             clip = scratch / "clip.mp4"
             if args.clip_queries:
@@ -252,18 +304,20 @@ def run_backend(backend: str, repository: Path, scratch: Path, args: argparse.Na
                 visible(client, ids)
                 for rerank in args.rerank:  # by id first: file queries' decoding bursts do not precede them
                     by_id = measure(client, [("id", i) for i in ids], rerank, args.candidates, args.top_k)
-                    rows.append(table_rows(backend, size, "id", rerank, args.candidates, by_id))
+                    rows.append(table_rows(label, size, "id", rerank, args.candidates, by_id))
+                    medians.setdefault((size, "id", rerank), []).append(
+                        statistics.median(by_id["timings"]["round_trip"]))
                     print(rows[-1], flush=True)
                 for rerank in args.rerank:
                     by_file = [("video", [("video", videos[i % len(videos)]) for i in range(args.video_queries)]),
                                (f"clip {args.clip_seconds} s", [("video", clip)] * args.clip_queries)]
-                    for label, queries in by_file:
+                    for kind, queries in by_file:
                         if queries:
                             timed = measure(client, queries, rerank, args.candidates, args.top_k)
-                            rows.append(table_rows(backend, size, label, rerank, args.candidates, timed))
+                            rows.append(table_rows(label, size, kind, rerank, args.candidates, timed))
                             print(rows[-1], flush=True)
                 rate, errors = concurrent_searches(client, ids, args.clients, 10, 0.05, args.candidates, args.top_k)
-                throughput.append(f"| {backend} | {size:,} | {args.clients} | {rate:.1f} | {errors} |")
+                throughput.append(f"| {label} | {size:,} | {args.clients} | {rate:.1f} | {errors} |")
                 print(throughput[-1], flush=True)
             store.close()
     finally:
@@ -289,7 +343,20 @@ def export_repository(target: Path) -> Path:
     return target
 
 
-def write_report(rows: list[str], throughput: list[str], args: argparse.Namespace, models: str) -> None:
+def rounds_table(medians: dict[str, dict[tuple, list[float]]]) -> list[str]:
+    """Markdown rows: per setting, size and rerank fraction, the median over rounds of the round-trip p50 of the
+    searches by id, with its lowest and highest round."""
+    lines = ["| backend (settings) | videos | rerank | p50 over rounds, ms | lowest | highest | rounds |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for setting, by_key in medians.items():
+        for (size, _, rerank), values in by_key.items():
+            lines.append(f"| {setting} | {size:,} | {rerank:g} | {statistics.median(values):.1f} | "
+                         f"{min(values):.1f} | {max(values):.1f} | {len(values)} |")
+    return lines
+
+
+def write_report(rows: list[str], throughput: list[str], args: argparse.Namespace, models: str,
+                 medians: dict[str, dict[tuple, list[float]]]) -> None:
     header = ["backend", "videos", "query", "rerank", "fine pairs", *[f"{stage} ms" for stage in STAGES]]
     lines = [
         "# Serving benchmark: search through the local Triton + Milvus",
@@ -324,6 +391,12 @@ def write_report(rows: list[str], throughput: list[str], args: argparse.Namespac
         *throughput,
         "",
     ]
+    if args.server_env or args.rounds > 1:
+        variables = "; ".join(f"`{name}`: " + " ".join(f"{key}={value}" for key, value in env.items())
+                              for name, env in args.server_env)
+        lines += [f"Settings side by side, {args.rounds} round(s), alternating" +
+                  (f" (`shipped`: what `dnsvr serve` starts; {variables})" if variables else "") +
+                  ": searches by id, round trip.", "", *rounds_table(medians), ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))
     print("\n".join(lines))

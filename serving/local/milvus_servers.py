@@ -55,6 +55,13 @@ TIME_TICK_MS = 50  # the local server's proxy.timeTickInterval (see MilvusStanda
 # the local server's common.session.ttl: at 10 s a 100k fill on 2 cores let the live server's leases expire and
 # it stopped serving; at 60 s it did not (benchmarks/results/serving_views_100k.md, store_memory_100k.md)
 SESSION_TTL_S = 60
+# the local server's segment settings (docs/storage.md, "The server's memory at 100k videos with crop views"):
+# sealed segments of 128 MB instead of 512 and no interim IVF index on growing segments (so a growing segment is
+# scanned exactly).  A 100k-video fill with crop views peaked at 15.2 GiB instead of 18.9-20.7, which had the
+# kernel kill the server beside Triton on a 23 GB machine (store_memory_100k_small_segments.md); at 10k they
+# did not slow the search (serving_views_10k_segment_settings.md).  The server reads environment variables over
+# these (DATACOORD_SEGMENT_MAXSIZE=512), so an operator can restore the wheel's defaults.
+SEGMENT_SETTINGS = {"dataCoord.segment.maxSize": "128", "queryNode.segcore.interimIndex.enableIndex": "false"}
 
 
 def _free_port_outside(used: set[int]) -> int:
@@ -344,7 +351,8 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
                  session_ttl_s: int = SESSION_TTL_S, isolated: bool = False, time_tick_ms: int = TIME_TICK_MS,
                  clear_stale_sessions: bool = True, extra_config: dict[str, str] | None = None):
         super().__init__(data_dir, port, startup_timeout_s)
-        self.extra_config = dict(extra_config or {})  # more `--extra-config KEY=VALUE`: keys of the wheel's template
+        # more `--extra-config KEY=VALUE` (keys of the wheel's template), over SEGMENT_SETTINGS
+        self.extra_config = dict(extra_config or {})
         self.session_ttl_s = session_ttl_s
         self.clear_stale_sessions = clear_stale_sessions  # False: a restart waits out a killed server's sessions
         self.time_tick_ms = time_tick_ms
@@ -446,7 +454,7 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
         # or delete is 3-4 such waits; at 50 ms the idle server costs 3.3 % of a core instead of 2.0 %
         # (docs/storage.md, "Connecting"; benchmarks/results/load_soak.md)
         command += ["--extra-config", f"proxy.timeTickInterval={self.time_tick_ms}"]
-        for key, value in self.extra_config.items():
+        for key, value in {**SEGMENT_SETTINGS, **self.extra_config}.items():
             command += ["--extra-config", f"{key}={value}"]
         return isolated_command(command, self.socket_path, self.port) if self.isolated else command
 
