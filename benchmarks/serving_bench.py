@@ -22,7 +22,7 @@ environment variables over its configuration file (`DATACOORD_SEGMENT_MAXSIZE` f
 so each `--server-env NAME:KEY=VALUE,...` measures the server backends once more with those variables set,
 alternating with the settings `dnsvr serve` ships, `--rounds` times, each run on a fresh store:
 
-    python benchmarks/serving_bench.py --backends isolated --sizes 10000 --rounds 3 --settle-s 120 \
+    python benchmarks/serving_bench.py --backends isolated --sizes 10000 --rounds 3 --settle-s 150 \
         --server-env 512mb:DATACOORD_SEGMENT_MAXSIZE=512,QUERYNODE_SEGCORE_INTERIMINDEX_ENABLEINDEX=true
 
 Writes benchmarks/results/serving.md.  Numbers are for this machine (CPU only); the networks run in ONNX
@@ -228,7 +228,7 @@ def main() -> None:
 
     rows: list[str] = []
     throughput: list[str] = []
-    medians: dict[str, dict[tuple, list[float]]] = {}  # setting -> (size, query, rerank) -> p50 per round
+    medians: dict[str, dict[tuple[int, float], list[float]]] = {}  # setting -> (size, rerank) -> p50 by id, per round
     variants = [("shipped", {}), *args.server_env]
     with tempfile.TemporaryDirectory(prefix="dnsvr-serving-bench-") as scratch:
         repository = args.repository or export_repository(Path(scratch) / "model_repository")
@@ -272,9 +272,9 @@ def environment(variables: dict[str, str]):
 
 
 def run_backend(backend: str, label: str, repository: Path, scratch: Path, args: argparse.Namespace,
-                rows: list[str], throughput: list[str], medians: dict[tuple, list[float]]) -> None:
+                rows: list[str], throughput: list[str], medians: dict[tuple[int, float], list[float]]) -> None:
     """Start the service on `backend`, grow its store through args.sizes and measure; rows (named `label`) are
-    appended, and each setting's round-trip p50 to medians[(size, query, rerank)]."""
+    appended, and each by-id setting's round-trip p50 to medians[(size, rerank)]."""
     scratch.mkdir(parents=True)
     server = MilvusStandaloneServer(scratch / "milvus-server").start() if backend == "server" else None
     env = {}
@@ -305,7 +305,7 @@ def run_backend(backend: str, label: str, repository: Path, scratch: Path, args:
                 for rerank in args.rerank:  # by id first: file queries' decoding bursts do not precede them
                     by_id = measure(client, [("id", i) for i in ids], rerank, args.candidates, args.top_k)
                     rows.append(table_rows(label, size, "id", rerank, args.candidates, by_id))
-                    medians.setdefault((size, "id", rerank), []).append(
+                    medians.setdefault((size, rerank), []).append(
                         statistics.median(by_id["timings"]["round_trip"]))
                     print(rows[-1], flush=True)
                 for rerank in args.rerank:
@@ -343,20 +343,20 @@ def export_repository(target: Path) -> Path:
     return target
 
 
-def rounds_table(medians: dict[str, dict[tuple, list[float]]]) -> list[str]:
+def rounds_table(medians: dict[str, dict[tuple[int, float], list[float]]]) -> list[str]:
     """Markdown rows: per setting, size and rerank fraction, the median over rounds of the round-trip p50 of the
     searches by id, with its lowest and highest round."""
     lines = ["| backend (settings) | videos | rerank | p50 over rounds, ms | lowest | highest | rounds |",
              "|---|---|---|---:|---:|---:|---:|"]
     for setting, by_key in medians.items():
-        for (size, _, rerank), values in by_key.items():
+        for (size, rerank), values in by_key.items():
             lines.append(f"| {setting} | {size:,} | {rerank:g} | {statistics.median(values):.1f} | "
                          f"{min(values):.1f} | {max(values):.1f} | {len(values)} |")
     return lines
 
 
 def write_report(rows: list[str], throughput: list[str], args: argparse.Namespace, models: str,
-                 medians: dict[str, dict[tuple, list[float]]]) -> None:
+                 medians: dict[str, dict[tuple[int, float], list[float]]]) -> None:
     header = ["backend", "videos", "query", "rerank", "fine pairs", *[f"{stage} ms" for stage in STAGES]]
     lines = [
         "# Serving benchmark: search through the local Triton + Milvus",
