@@ -32,7 +32,6 @@ Runtime inside python-backend models, as `dnsvr serve` runs them.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import platform
 import statistics
@@ -40,6 +39,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 from decode_bench import encode_clip
@@ -239,7 +239,7 @@ def main() -> None:
                         continue  # Milvus Lite has no server settings
                     setting = backend + (f" ({name})" if len(variants) > 1 else "")
                     label = setting + (f", round {round_}" if args.rounds > 1 else "")
-                    with environment(variables):
+                    with mock.patch.dict(os.environ, variables):  # the Milvus server it starts inherits them
                         run_backend(backend, label, repository, Path(scratch) / f"{backend}-{name}-{round_}", args,
                                     rows, throughput, medians.setdefault(setting, {}))
         manifest = read_manifest(repository)
@@ -247,28 +247,21 @@ def main() -> None:
     write_report(rows, throughput, args, models, medians)
 
 
+def server_setting(text: str) -> tuple[str, str]:
+    """`KEY=VALUE` -> (KEY, VALUE), for a server setting (--server-env here, --server-config in store_memory_bench)."""
+    key, equals, value = text.partition("=")
+    if not key or not equals:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
 def server_env_arg(text: str) -> tuple[str, dict[str, str]]:
     """--server-env NAME:KEY=VALUE,KEY=VALUE -> (NAME, {KEY: VALUE})."""
     name, sep, assignments = text.partition(":")
-    pairs = [item.partition("=") for item in assignments.split(",") if item]
-    if not sep or not name or not pairs or any(not key or not eq for key, eq, _ in pairs):
+    items = [item for item in assignments.split(",") if item]
+    if not sep or not name or not items:
         raise argparse.ArgumentTypeError(f"expected NAME:KEY=VALUE[,KEY=VALUE...], got {text!r}")
-    return name, {key: value for key, _, value in pairs}
-
-
-@contextlib.contextmanager
-def environment(variables: dict[str, str]):
-    """This process's environment (which the Milvus server it starts inherits) with `variables` set."""
-    saved = {key: os.environ.get(key) for key in variables}
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    return name, dict(server_setting(item) for item in items)
 
 
 def run_backend(backend: str, label: str, repository: Path, scratch: Path, args: argparse.Namespace,

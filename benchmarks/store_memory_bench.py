@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dnsvr.serving.local.milvus_servers import SESSION_TTL_S, MilvusStandaloneServer  # noqa: E402
 from dnsvr.serving.store.settings import StoreSettings  # noqa: E402
 from dnsvr.serving.store.video_store import VideoStore  # noqa: E402
-from serving_bench import synthetic_videos  # noqa: E402
+from serving_bench import server_setting, synthetic_videos  # noqa: E402
 
 DIM, FRAMES, VIEWS = 1024, 60, 9  # the bundled pack's coarse dimension, the issue's video length, its crop grid
 
@@ -63,14 +63,6 @@ def fill(view_codes: bool, videos: int, batch: int, report_every: int, settle_s:
         readings["payload KB a video"] = stats.payload_bytes_per_video / 1000
         store.close()
     return readings
-
-
-def server_setting(text: str) -> tuple[str, str]:
-    """`KEY=VALUE` -> (KEY, VALUE), for --server-config."""
-    key, equals, value = text.partition("=")
-    if not key or not equals:
-        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
-    return key, value
 
 
 def main() -> None:
