@@ -58,8 +58,9 @@ SESSION_TTL_S = 60
 # the local server's segment settings (docs/storage.md, "The server's memory at 100k videos with crop views"):
 # sealed segments of 128 MB instead of 512 and no interim IVF index on growing segments (so a growing segment is
 # scanned exactly).  A 100k-video fill with crop views peaked at 15.2 GiB instead of 18.9-20.7, which had the
-# kernel kill the server beside Triton on a 23 GB machine (store_memory_100k_small_segments.md); at 10k they
-# did not slow the search (serving_views_10k_segment_settings.md).  The server reads environment variables over
+# kernel kill the server beside Triton on a 23 GB machine (store_memory_100k_small_segments.md), though not
+# always (serving_views_100k_default.md); at 10k they made the search with crop views faster (p50 32.7 -> 18.5 ms
+# without re-ranking, serving_views_10k_segment_settings.md).  The server reads environment variables over
 # these (DATACOORD_SEGMENT_MAXSIZE=512), so an operator can restore the wheel's defaults.
 SEGMENT_SETTINGS = {"dataCoord.segment.maxSize": "128", "queryNode.segcore.interimIndex.enableIndex": "false"}
 
