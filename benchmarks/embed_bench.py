@@ -9,16 +9,20 @@ keep one busy.  This starts the service twice on the same exported repository, s
                   frame_features); the frames no longer travel between two models
     side by side  chunk_frames as exported (`spec.DECODE_CHUNK_FRAMES`) or each of `--chunks`
 
+Each of that is run under each `--omp-wait-policy`, the server's OMP_WAIT_POLICY: PASSIVE is what the local
+launcher sets (`triton_server.THREAD_ENVIRONMENT`), `unset` leaves OpenMP's own default (its threads spin a
+while after each parallel region: what ran before the launcher set it), ACTIVE spins without end;
 and searches by a synthetic 30 s 1280x720 30 fps H.264 clip (keyframe every second; `decode_bench.encode_clip`),
 plus the real sample videos, on a store holding only the sample videos (the coarse search and re-ranking of a
 big store are `serving_bench.py`'s).  Reported per setting: the search's `embed` stage (decode, extractor and the
 video models, inside Triton) and the client's round trip, median (p95) ms.  Beside them, in this process, the
 work itself: the clip's decode (`sampled_frames`, resizing included) and the extractor on its frames (ONNX
-Runtime, one thread, as served), wall and CPU ms; their CPU time over the cores is the least `embed` can take
-here however the two are overlapped.
+Runtime, one thread, as served), wall and CPU ms, in a fresh process under each wait policy; their CPU time
+over the cores is the least `embed` can take here however the two are overlapped.
 
     python benchmarks/embed_bench.py                       # sequential vs the exported chunk
     python benchmarks/embed_bench.py --chunks 2 4 8 --queries 10
+    python benchmarks/embed_bench.py --omp-wait-policy PASSIVE      # only what the launcher sets
 
 Writes benchmarks/results/embed.md.
 """
@@ -26,13 +30,18 @@ Writes benchmarks/results/embed.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import multiprocessing
 import os
 import platform
 import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 from decode_bench import encode_clip
@@ -41,12 +50,14 @@ from dnsvr.export.manifest import fine_kind, read_manifest, text_settings
 from dnsvr.export.onnx_runner import OnnxRunner
 from dnsvr.export.triton_config import pipeline_config, write_config
 from dnsvr.serving.local.service import LocalService
+from dnsvr.serving.local.triton_server import THREAD_ENVIRONMENT
 from dnsvr.training import paths
 from dnsvr.training.data.video import sampled_frames
 
 RESULTS = Path(__file__).resolve().parent / "results" / "embed.md"
 SEQUENTIAL = 1200  # video_features' max_frames: one extractor request after the whole decode
 WARM_UP = 2
+UNSET = "unset"  # no OMP_WAIT_POLICY: OpenMP's default
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -61,6 +72,24 @@ def with_chunk(repository: Path, chunk: int, target: Path) -> Path:
     config.parameters["chunk_frames"].string_value = str(chunk)
     write_config(config, target / "video_features" / "config.pbtxt")
     return target
+
+
+@contextlib.contextmanager
+def wait_policy(policy: str) -> Iterator[None]:
+    """OMP_WAIT_POLICY=`policy` ("unset": none) for the processes started inside: this process's environment and
+    the local Triton launcher's THREAD_ENVIRONMENT."""
+    with mock.patch.dict(os.environ), mock.patch.dict(THREAD_ENVIRONMENT):
+        for variables in (os.environ, THREAD_ENVIRONMENT):
+            variables.pop("OMP_WAIT_POLICY", None)
+            if policy != UNSET:
+                variables["OMP_WAIT_POLICY"] = policy
+        yield
+
+
+def work_under(policy: str, repository: Path, clip: Path, repeats: int) -> dict[str, tuple[float, float]]:
+    """`work` in a fresh process whose OpenMP runtime starts under `wait_policy(policy)`."""
+    with wait_policy(policy), ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(work, repository, clip, repeats).result()
 
 
 def work(repository: Path, clip: Path, repeats: int) -> dict[str, tuple[float, float]]:
@@ -86,11 +115,12 @@ def work(repository: Path, clip: Path, repeats: int) -> dict[str, tuple[float, f
                                         for start in range(0, len(frames), spec.DECODE_CHUNK_FRAMES)])}
 
 
-def measure(repository: Path, scratch: Path, queries: dict[str, Path], repeats: int) -> dict[str, dict]:
-    """Start the service on `repository` and search each query file `repeats` times after WARM_UP
-    -> {query: {"embed": [ms], "round_trip": [ms]}}."""
+def measure(repository: Path, scratch: Path, queries: dict[str, Path], repeats: int, policy: str
+            ) -> dict[str, dict]:
+    """Start the service on `repository` under `wait_policy(policy)` and search each query file `repeats` times
+    after WARM_UP -> {query: {"embed": [ms], "round_trip": [ms]}}."""
     measured: dict[str, dict] = {}
-    with LocalService(repository, store=scratch / "store", log_dir=scratch) as service, \
+    with wait_policy(policy), LocalService(repository, store=scratch / "store", log_dir=scratch) as service, \
             VideoSearchClient(service.grpc_url, timeout_s=600) as client:
         client.index_many([(path.stem, path) for path in sorted(paths.shared_videos_dir().glob("*.mp4"))])
         for name, path in queries.items():
@@ -118,6 +148,9 @@ def main() -> None:
                              f"(default {spec.DECODE_CHUNK_FRAMES})")
     parser.add_argument("--queries", type=int, default=8, help="timed searches per query file and setting")
     parser.add_argument("--seconds", type=int, default=30, help="length of the synthetic clip (default 30)")
+    parser.add_argument("--omp-wait-policy", nargs="+", default=["PASSIVE", UNSET],
+                        choices=["PASSIVE", UNSET, "ACTIVE"],
+                        help=f"the server's OpenMP wait policies to run each setting under (default PASSIVE {UNSET})")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="embed-bench-") as folder:
         scratch = Path(folder)
@@ -133,42 +166,56 @@ def main() -> None:
         queries = {f"{args.seconds} s 720p clip ({clip.stat().st_size / 1e6:.1f} MB)": clip}
         for path in sorted(paths.shared_videos_dir().glob("*.mp4"))[:2]:
             queries[f"{path.name} ({path.stat().st_size / 1e6:.1f} MB)"] = path
-        costs = work(repository, clip, args.queries)
+        costs = {policy: work_under(policy, repository, clip, args.queries) for policy in args.omp_wait_policy}
         print(f"work: {costs}", flush=True)
-        results: dict[int, dict] = {}
-        for chunk in [SEQUENTIAL, *args.chunks]:
-            print(f"chunk_frames {chunk}:", flush=True)
-            variant = with_chunk(repository, chunk, scratch / f"repository-{chunk}")
-            results[chunk] = measure(variant, scratch / f"run-{chunk}", queries, args.queries)
+        variants = {chunk: with_chunk(repository, chunk, scratch / f"repository-{chunk}")
+                    for chunk in [SEQUENTIAL, *args.chunks]}
+        results: dict[tuple[str, int], dict] = {}
+        for chunk, variant in variants.items():
+            for policy in args.omp_wait_policy:
+                print(f"OMP_WAIT_POLICY={policy}, chunk_frames {chunk}:", flush=True)
+                results[policy, chunk] = measure(variant, scratch / f"run-{policy}-{chunk}", queries, args.queries,
+                                                 policy)
     write_report(results, queries, costs, args)
 
 
-def write_report(results: dict[int, dict], queries: dict[str, Path], costs: dict[str, tuple[float, float]],
-                 args: argparse.Namespace) -> None:
+def write_report(results: dict[tuple[str, int], dict], queries: dict[str, Path],
+                 costs: dict[str, dict[str, tuple[float, float]]], args: argparse.Namespace) -> None:
     def cell(values: list[float]) -> str:
         return f"{statistics.median(values):.0f} ({percentile(values, 0.95):.0f})"
 
-    lines = ["# Query by video file: decoding and the extractor one after the other vs side by side", "",
-             f"Machine: {platform.machine()}, {len(os.sched_getaffinity(0))} cores; "
-             f"`python benchmarks/embed_bench.py{' --chunks ' + ' '.join(map(str, args.chunks))}` "
-             f"({args.queries} searches per file and setting after {WARM_UP} untimed, top-10, no re-ranking, a store "
-             "of the sample videos).  `embed`: the search's embed stage inside Triton (decode, extractor, video "
-             "models); round trip: the client's, the file's upload included.  Median (p95) ms.", "",
-             "| query | chunk_frames | embed ms | round trip ms | round trip vs sequential |",
-             "|---|---|---:|---:|---:|"]
-    for name in queries:
-        base = statistics.median(results[SEQUENTIAL][name]["round_trip"])
-        for chunk, measured in results.items():
-            label = f"{chunk} (sequential)" if chunk == SEQUENTIAL else str(chunk)
-            ratio = base / statistics.median(measured[name]["round_trip"])
-            lines.append(f"| {name} | {label} | {cell(measured[name]['embed'])} | "
-                         f"{cell(measured[name]['round_trip'])} | {ratio:.2f}x |")
+    def round_trip(policy: str, chunk: int, name: str) -> float:
+        return statistics.median(results[policy, chunk][name]["round_trip"])
+
     cores = len(os.sched_getaffinity(0))
-    lines += ["", f"The work of the {args.seconds} s clip, in this process (median ms):", "",
-              "| work | wall ms | CPU ms |", "|---|---:|---:|",
-              *[f"| {name} | {wall:.0f} | {cpu:.0f} |" for name, (wall, cpu) in costs.items()],
-              "", f"Their CPU time over {cores} cores: {sum(cpu for _, cpu in costs.values()) / cores:.0f} ms, the "
-              "least the clip's `embed` can take on this machine however decoding and the extractor overlap."]
+    command = (f"python benchmarks/embed_bench.py --chunks {' '.join(map(str, args.chunks))} "
+               f"--queries {args.queries} --omp-wait-policy {' '.join(args.omp_wait_policy)}")
+    lines = ["# Query by video file: decoding and the extractor one after the other vs side by side", "",
+             f"Machine: {platform.machine()}, {cores} cores; `{command}` ({args.queries} searches per file and "
+             f"setting after {WARM_UP} untimed, top-10, no re-ranking, a store of the sample videos).  `embed`: the "
+             "search's embed stage inside Triton (decode, extractor, video models); round trip: the client's, the "
+             "file's upload included.  OpenMP wait: the server's OMP_WAIT_POLICY (PASSIVE: what the local launcher "
+             "sets; unset: OpenMP's default, before).  Median (p95) ms.", "",
+             "| query | OpenMP wait | chunk_frames | embed ms | round trip ms | round trip vs sequential |"
+             + (f" round trip vs {UNSET} |" if UNSET in args.omp_wait_policy else ""),
+             "|---|---|---|---:|---:|---:|" + ("---:|" if UNSET in args.omp_wait_policy else "")]
+    for name in queries:
+        for policy, chunk in results:
+            label = f"{chunk} (sequential)" if chunk == SEQUENTIAL else str(chunk)
+            row = (f"| {name} | {policy} | {label} | {cell(results[policy, chunk][name]['embed'])} | "
+                   f"{cell(results[policy, chunk][name]['round_trip'])} | "
+                   f"{round_trip(policy, SEQUENTIAL, name) / round_trip(policy, chunk, name):.2f}x |")
+            if UNSET in args.omp_wait_policy:
+                row += f" {round_trip(UNSET, chunk, name) / round_trip(policy, chunk, name):.2f}x |"
+            lines.append(row)
+    lines += ["", f"The work of the {args.seconds} s clip, in a fresh process under each wait policy (median ms):", "",
+              "| OpenMP wait | work | wall ms | CPU ms |", "|---|---|---:|---:|",
+              *[f"| {policy} | {name} | {wall:.0f} | {cpu:.0f} |"
+                for policy, work_ms in costs.items() for name, (wall, cpu) in work_ms.items()], ""]
+    for policy, work_ms in costs.items():
+        lines.append(f"Their CPU time over {cores} cores under {policy}: "
+                     f"{sum(cpu for _, cpu in work_ms.values()) / cores:.0f} ms, the least the clip's `embed` can take "
+                     "on this machine however decoding and the extractor overlap.")
     RESULTS.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -6,6 +6,7 @@ their own.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -22,7 +23,13 @@ from dnsvr.client.spec import ModelSpec, TensorSpec
 from dnsvr.export.onnx_runner import OnnxRunner
 from dnsvr.export.repository import network_files
 from dnsvr.serving.local.processes import descendants
-from dnsvr.serving.local.triton_server import TritonServer, TritonStartError
+from dnsvr.serving.local.triton_server import (
+    THREAD_ENVIRONMENT,
+    TritonServer,
+    TritonStartError,
+    find_triton,
+    server_environment,
+)
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
@@ -91,7 +98,8 @@ BLS_MODEL = textwrap.dedent(
                     if inner.has_error():
                         raise pb_utils.TritonModelException(inner.error().message())
                     tensor = pb_utils.get_output_tensor_by_name(inner, "y")
-                tag = np.full((len(tensor.as_numpy()), 1), os.environ.get("DNSVR_TEST_TAG", ""), dtype=object)
+                seen = os.environ.get("DNSVR_TEST_TAG", "") + "|" + os.environ.get("OMP_WAIT_POLICY", "")
+                tag = np.full((len(tensor.as_numpy()), 1), seen, dtype=object)
                 responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("y", tensor.as_numpy()),
                                                              pb_utils.Tensor("tag", tag)]))
             return responses
@@ -283,7 +291,18 @@ def test_bls_model_calls_other_models_and_sees_passed_environment(client, reposi
     x = np.random.default_rng(3).standard_normal((2, WIDTH)).astype(np.float32)
     result = infer(client, "bls_chain", x, outputs=("y", "tag"))
     np.testing.assert_allclose(result["y"], reference(repository, x), rtol=1e-6)
-    assert result["tag"].ravel().tolist() == [b"passed-through"] * 2
+    policy = os.environ.get("OMP_WAIT_POLICY", THREAD_ENVIRONMENT["OMP_WAIT_POLICY"])
+    assert result["tag"].ravel().tolist() == [f"passed-through|{policy}".encode()] * 2
+
+
+def test_server_environment_sleeps_openmp_threads_unless_told_otherwise(monkeypatch):
+    install = find_triton()
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert server_environment(install, Path(sys.executable).parent)["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert server_environment(install, Path(sys.executable).parent, {"OMP_WAIT_POLICY": "ACTIVE"})[
+        "OMP_WAIT_POLICY"] == "ACTIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert server_environment(install, Path(sys.executable).parent)["OMP_WAIT_POLICY"] == "ACTIVE"
 
 
 def test_server_uses_cpu_local_configs_and_keeps_production_ones(client, repository):

@@ -53,6 +53,13 @@ FAILURE_PATTERNS = (  # the server log's ways of saying a model did not load
 _RUNNING: set[TritonServer] = set()
 
 
+# OpenMP worker threads that sleep as soon as their work is done instead of spinning for the next parallel
+# region.  PyTorch's OpenMP threads (the uint8 resize of every decoded frame in `video_features`) otherwise spin
+# between frames and take the cores from FFmpeg's decoding threads and the extractor beside them: a 30 s 720p
+# query clip's `embed` 956 -> 646 ms, its round trip 1091 -> 744 ms on 2 cores (benchmarks/results/embed.md).
+# An operator's own value wins.
+THREAD_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
+
 ADMIN_HEADER = "dnsvr-admin"
 ADMIN_APIS = ("model-repository", "model-config", "shared-memory", "statistics", "trace", "logging")
 
@@ -152,7 +159,8 @@ def prepare_backend_dir(install: TritonInstall, python_version: str, cache_dir: 
 def server_environment(
     install: TritonInstall, python_bin_dir: Path, extra_env: Mapping[str, str] | None = None
 ) -> dict[str, str]:
-    """This process's environment plus `extra_env`, with PATH and LD_LIBRARY_PATH set for the server."""
+    """This process's environment plus `extra_env`, with PATH and LD_LIBRARY_PATH set for the server and
+    THREAD_ENVIRONMENT's variables where neither sets them."""
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     soname = sysconfig.get_config_var("INSTSONAME") or ""
     if ".so" not in soname or not Path(libdir, soname).exists():
@@ -160,8 +168,7 @@ def server_environment(
             f"no shared libpython for {sys.executable} ({Path(libdir, soname)}); the python backend stub "
             "needs one (pyenv: PYTHON_CONFIGURE_OPTS=--enable-shared; Debian: the libpython3.X package)"
         )
-    env = dict(os.environ)
-    env.update(extra_env or {})
+    env = dict(THREAD_ENVIRONMENT) | dict(os.environ) | dict(extra_env or {})
     env["PATH"] = os.pathsep.join([str(python_bin_dir), env.get("PATH", "")]).rstrip(os.pathsep)
     library_path = [str(install.libs_dir), libdir, env.get("LD_LIBRARY_PATH", "")]
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in library_path if p)
