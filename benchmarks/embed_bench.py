@@ -2,18 +2,21 @@
 
 `dnsvr_embed` starts with `video_features`, which decodes the file on a thread of its own and sends the frames
 already decoded to the extractor `chunk_frames` at a time, so that on 2 cores the decoder and the extractor each
-keep one busy.  This starts the service twice on the same exported repository, side by side in one run:
+keep one busy.  This starts the service once per setting, on copies of the same exported repository, in turn in
+one run (`--rounds` times):
 
     sequential    chunk_frames 1200 (the maximum frames): one extractor request after the whole decode, what
                   the ensemble did when decoding and feature extraction were two steps (video_decode ->
                   frame_features); the frames no longer travel between two models
     side by side  chunk_frames as exported (`spec.DECODE_CHUNK_FRAMES`) or each of `--chunks`
 
-Each of that is run under each `--omp-wait-policy`, the server's OMP_WAIT_POLICY: PASSIVE is what the local
+Each is run under each `--omp-wait-policy`, the server's OMP_WAIT_POLICY: PASSIVE is what the local
 launcher sets (`triton_server.THREAD_ENVIRONMENT`), `unset` leaves OpenMP's own default (its threads spin a
-while after each parallel region: what ran before the launcher set it), ACTIVE spins without end;
-and searches by a synthetic 30 s 1280x720 30 fps H.264 clip (keyframe every second; `decode_bench.encode_clip`),
-plus the real sample videos, on a store holding only the sample videos (the coarse search and re-ranking of a
+while after each parallel region: what ran before the launcher set it), ACTIVE spins without end; and with each
+`--extractor-threads` (the extractor's ONNX Runtime intra-op threads, sleeping after each request; `N:spin`:
+spinning, ONNX Runtime's default; not given: as exported, one spinning thread).  Each setting searches by a
+synthetic 30 s 1280x720 30 fps H.264 clip (keyframe every second; `decode_bench.encode_clip`), plus the real
+sample videos, on a store holding only the sample videos (the coarse search and re-ranking of a
 big store are `serving_bench.py`'s).  Reported per setting: the search's `embed` stage (decode, extractor and the
 video models, inside Triton) and the client's round trip, median (p95) ms.  Beside them, in this process, the
 work itself: the clip's decode (`sampled_frames`, resizing included) and the extractor on its frames (ONNX
@@ -23,8 +26,9 @@ over the cores is the least `embed` can take here however the two are overlapped
     python benchmarks/embed_bench.py                       # sequential vs the exported chunk
     python benchmarks/embed_bench.py --chunks 2 4 8 --queries 10
     python benchmarks/embed_bench.py --omp-wait-policy PASSIVE      # only what the launcher sets
+    python benchmarks/embed_bench.py --omp-wait-policy PASSIVE --extractor-threads 1 2 2:spin --rounds 3
 
-Writes benchmarks/results/embed.md.
+Writes benchmarks/results/embed.md (`--out`).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from unittest import mock
 
@@ -48,11 +53,12 @@ from decode_bench import encode_clip
 from dnsvr.client import VideoSearchClient, spec
 from dnsvr.export.manifest import fine_kind, read_manifest, text_settings
 from dnsvr.export.onnx_runner import OnnxRunner
-from dnsvr.export.triton_config import pipeline_config, write_config
+from dnsvr.export.triton_config import CPU_LOCAL, ModelConfig, pipeline_config, write_config
 from dnsvr.serving.local.service import LocalService
 from dnsvr.serving.local.triton_server import THREAD_ENVIRONMENT
 from dnsvr.training import paths
 from dnsvr.training.data.video import sampled_frames
+from google.protobuf import text_format
 
 RESULTS = Path(__file__).resolve().parent / "results" / "embed.md"
 SEQUENTIAL = 1200  # video_features' max_frames: one extractor request after the whole decode
@@ -64,13 +70,35 @@ def percentile(values: list[float], q: float) -> float:
     return float(sorted(values)[min(len(values) - 1, round(q * (len(values) - 1)))])
 
 
-def with_chunk(repository: Path, chunk: int, target: Path) -> Path:
-    """A copy of `repository` whose video_features sends `chunk` decoded frames per extractor request."""
+@dataclass(frozen=True)
+class Setting:
+    """One service configuration: the server's OMP_WAIT_POLICY, video_features' chunk_frames and the extractor's
+    threads ("N" sleeping, "N:spin" spinning, "" as exported)."""
+
+    policy: str
+    chunk: int
+    threads: str
+
+    def label(self) -> str:
+        return f"{self.policy}-{self.chunk}-{self.threads or 'exported'}".replace(":", "")
+
+
+def variant(repository: Path, setting: Setting, target: Path) -> Path:
+    """A copy of `repository` whose video_features sends `setting.chunk` decoded frames per extractor request and
+    whose extractor runs on `setting.threads`."""
     shutil.copytree(repository, target, symlinks=True)
     manifest = read_manifest(repository)
     config = pipeline_config("video_features", fine_kind(manifest), text_settings(manifest))
-    config.parameters["chunk_frames"].string_value = str(chunk)
+    config.parameters["chunk_frames"].string_value = str(setting.chunk)
     write_config(config, target / "video_features" / "config.pbtxt")
+    if setting.threads:
+        text = text_settings(manifest)
+        path = target / spec.extractor(text["kind"] if text else None).name / "configs" / f"{CPU_LOCAL}.pbtxt"
+        config = text_format.Parse(path.read_text(), ModelConfig())
+        threads, _, spin = setting.threads.partition(":")
+        config.parameters["intra_op_threads"].string_value = threads
+        config.parameters["allow_spinning"].string_value = "1" if spin else "0"
+        write_config(config, path)
     return target
 
 
@@ -151,6 +179,12 @@ def main() -> None:
     parser.add_argument("--omp-wait-policy", nargs="+", default=["PASSIVE", UNSET],
                         choices=["PASSIVE", UNSET, "ACTIVE"],
                         help=f"the server's OpenMP wait policies to run each setting under (default PASSIVE {UNSET})")
+    parser.add_argument("--extractor-threads", nargs="+", default=[], type=extractor_threads, metavar="N[:spin]",
+                        help="the extractor's intra-op threads to run each setting with, sleeping after each request "
+                             "(N:spin: spinning); default: as exported")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"report file (default: {RESULTS})")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="times every setting is measured, in turn (each on a fresh service; default 1)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="embed-bench-") as folder:
         scratch = Path(folder)
@@ -168,46 +202,66 @@ def main() -> None:
             queries[f"{path.name} ({path.stat().st_size / 1e6:.1f} MB)"] = path
         costs = {policy: work_under(policy, repository, clip, args.queries) for policy in args.omp_wait_policy}
         print(f"work: {costs}", flush=True)
-        variants = {chunk: with_chunk(repository, chunk, scratch / f"repository-{chunk}")
-                    for chunk in [SEQUENTIAL, *args.chunks]}
-        results: dict[tuple[str, int], dict] = {}
-        for chunk, variant in variants.items():
-            for policy in args.omp_wait_policy:
-                print(f"OMP_WAIT_POLICY={policy}, chunk_frames {chunk}:", flush=True)
-                results[policy, chunk] = measure(variant, scratch / f"run-{policy}-{chunk}", queries, args.queries,
-                                                 policy)
+        settings = [Setting(policy, chunk, threads) for chunk in [SEQUENTIAL, *args.chunks]
+                    for threads in args.extractor_threads or [""] for policy in args.omp_wait_policy]
+        results: dict[Setting, dict[str, dict[str, list[float]]]] = {}
+        for round_ in range(args.rounds):
+            for setting in settings:
+                print(f"round {round_ + 1}: {setting}", flush=True)
+                served = variant(repository, setting, scratch / f"repository-{setting.label()}-{round_}")
+                measured = measure(served, scratch / f"run-{setting.label()}-{round_}", queries, args.queries,
+                                   setting.policy)
+                for name, times in measured.items():
+                    for key, values in times.items():
+                        results.setdefault(setting, {}).setdefault(name, {}).setdefault(key, []).extend(values)
     write_report(results, queries, costs, args)
 
 
-def write_report(results: dict[tuple[str, int], dict], queries: dict[str, Path],
+def extractor_threads(text: str) -> str:
+    """--extractor-threads N or N:spin (N >= 1)."""
+    threads, _, spin = text.partition(":")
+    if not threads.isdigit() or int(threads) < 1 or spin not in ("", "spin"):
+        raise argparse.ArgumentTypeError(f"expected N or N:spin, got {text!r}")
+    return text
+
+
+def write_report(results: dict[Setting, dict[str, dict[str, list[float]]]], queries: dict[str, Path],
                  costs: dict[str, dict[str, tuple[float, float]]], args: argparse.Namespace) -> None:
     def cell(values: list[float]) -> str:
         return f"{statistics.median(values):.0f} ({percentile(values, 0.95):.0f})"
 
-    def round_trip(policy: str, chunk: int, name: str) -> float:
-        return statistics.median(results[policy, chunk][name]["round_trip"])
+    def ratio(setting: Setting, name: str, **baseline: object) -> str:
+        """The round trip of `setting` with `baseline` replaced, over its own ("—" when not measured)."""
+        other = replace(setting, **baseline)
+        if other not in results:
+            return "—"
+        value = statistics.median(results[other][name]["round_trip"])
+        return f"{value / statistics.median(results[setting][name]['round_trip']):.2f}x"
 
     cores = len(os.sched_getaffinity(0))
     command = (f"python benchmarks/embed_bench.py --chunks {' '.join(map(str, args.chunks))} "
-               f"--queries {args.queries} --omp-wait-policy {' '.join(args.omp_wait_policy)}")
+               f"--queries {args.queries} --omp-wait-policy {' '.join(args.omp_wait_policy)}"
+               + (f" --extractor-threads {' '.join(args.extractor_threads)}" if args.extractor_threads else "")
+               + f" --rounds {args.rounds}")
     lines = ["# Query by video file: decoding and the extractor one after the other vs side by side", "",
-             f"Machine: {platform.machine()}, {cores} cores; `{command}` ({args.queries} searches per file and "
-             f"setting after {WARM_UP} untimed, top-10, no re-ranking, a store of the sample videos).  `embed`: the "
-             "search's embed stage inside Triton (decode, extractor, video models); round trip: the client's, the "
-             "file's upload included.  OpenMP wait: the server's OMP_WAIT_POLICY (PASSIVE: what the local launcher "
-             "sets; unset: OpenMP's default, before).  Median (p95) ms.", "",
-             "| query | OpenMP wait | chunk_frames | embed ms | round trip ms | round trip vs sequential |"
-             + (f" round trip vs {UNSET} |" if UNSET in args.omp_wait_policy else ""),
-             "|---|---|---|---:|---:|---:|" + ("---:|" if UNSET in args.omp_wait_policy else "")]
+             f"Machine: {platform.machine()}, {cores} cores; `{command}` ({args.queries} searches per file, setting "
+             f"and round after {WARM_UP} untimed, the settings in turn each round, top-10, no re-ranking, a store "
+             "of the sample videos).  `embed`: the search's embed stage inside Triton (decode, extractor, video "
+             "models); round trip: the client's, the file's upload included.  OpenMP wait: the server's "
+             "OMP_WAIT_POLICY (PASSIVE: what the local launcher sets; unset: OpenMP's default, before).  Extractor "
+             "threads: its ONNX Runtime intra-op threads (sleeping after each request unless `:spin`; `exported`: "
+             "as `dnsvr export` configures it).  Ratios: the round trip with one setting changed to the named one, "
+             "over this row's.  Median (p95) ms.", "",
+             "| query | OpenMP wait | chunk_frames | extractor threads | embed ms | round trip ms | "
+             f"vs sequential | vs {UNSET} | vs 1 thread |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|"]
     for name in queries:
-        for policy, chunk in results:
-            label = f"{chunk} (sequential)" if chunk == SEQUENTIAL else str(chunk)
-            row = (f"| {name} | {policy} | {label} | {cell(results[policy, chunk][name]['embed'])} | "
-                   f"{cell(results[policy, chunk][name]['round_trip'])} | "
-                   f"{round_trip(policy, SEQUENTIAL, name) / round_trip(policy, chunk, name):.2f}x |")
-            if UNSET in args.omp_wait_policy:
-                row += f" {round_trip(UNSET, chunk, name) / round_trip(policy, chunk, name):.2f}x |"
-            lines.append(row)
+        for setting in results:
+            label = f"{setting.chunk} (sequential)" if setting.chunk == SEQUENTIAL else str(setting.chunk)
+            lines.append(f"| {name} | {setting.policy} | {label} | {setting.threads or 'exported'} | "
+                         f"{cell(results[setting][name]['embed'])} | {cell(results[setting][name]['round_trip'])} | "
+                         f"{ratio(setting, name, chunk=SEQUENTIAL)} | {ratio(setting, name, policy=UNSET)} | "
+                         f"{ratio(setting, name, threads='1')} |")
     lines += ["", f"The work of the {args.seconds} s clip, in a fresh process under each wait policy (median ms):", "",
               "| OpenMP wait | work | wall ms | CPU ms |", "|---|---|---:|---:|",
               *[f"| {policy} | {name} | {wall:.0f} | {cpu:.0f} |"
@@ -215,8 +269,8 @@ def write_report(results: dict[tuple[str, int], dict], queries: dict[str, Path],
     for policy, work_ms in costs.items():
         lines.append(f"Their CPU time over {cores} cores under {policy}: "
                      f"{sum(cpu for _, cpu in work_ms.values()) / cores:.0f} ms, the least the clip's `embed` can take "
-                     "on this machine however decoding and the extractor overlap.")
-    RESULTS.write_text("\n".join(lines) + "\n")
+                     "on this machine however decoding and the extractor overlap (the extractor here on one thread).")
+    args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -156,6 +156,8 @@ def add_pick_model(repository: Path) -> None:
     files = network_files(model)
     config = text_format.Parse(files["pick/configs/cpu_local.pbtxt"].split("\n", 1)[1], model_config_pb2.ModelConfig())
     config.dynamic_batching.max_queue_delay_microseconds = 20000  # room for the requests to meet in one batch
+    config.parameters["intra_op_threads"].string_value = "2"  # the adapter's thread parameters, served
+    config.parameters["allow_spinning"].string_value = "0"
     files["pick/configs/cpu_local.pbtxt"] = text_format.MessageToString(config)
     write_files(repository, files)
 

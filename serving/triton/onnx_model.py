@@ -4,8 +4,8 @@ Every network's `1/model.py` imports this class (fine_similarity_bin's a subclas
 `open_runner` gives its Hamming kernel + comparator instead); Triton's python backend loads it when the server
 runs with `--model-config-name=cpu_local` (whose `configs/cpu_local.pbtxt` says `backend: "python"`),
 production Triton ignores it (its config names the onnxruntime platform).  Inputs and outputs are named by
-the model config (the same names as the ONNX graph, checked at load).  Config parameter `intra_op_threads`
-(default "1").
+the model config (the same names as the ONNX graph, checked at load).  Config parameters `intra_op_threads`
+(default "1") and `allow_spinning` ("0": the intra-op threads sleep at once after a run; default "1").
 The requests Triton's dynamic batcher hands over together run as one batch where they can
 (`dnsvr.export.onnx_runner.run_requests`); a bad request gets its own error response.
 """
@@ -19,7 +19,8 @@ from dnsvr.serving.triton.base import PythonModel, error_response, request_input
 class TritonPythonModel(PythonModel):
     def open_runner(self, intra_op_threads: int) -> OnnxRunner:
         """What runs the requests: `model.onnx` of the version folder with ONNX Runtime."""
-        return OnnxRunner(self.version_dir / "model.onnx", intra_op_threads=intra_op_threads)
+        return OnnxRunner(self.version_dir / "model.onnx", intra_op_threads=intra_op_threads,
+                          allow_spinning=self.parameters.get("allow_spinning", "1") != "0")
 
     def setup(self) -> None:
         self.runner = self.open_runner(int(self.parameters.get("intra_op_threads") or 1))
