@@ -56,8 +56,8 @@ _RUNNING: set[TritonServer] = set()
 # OpenMP worker threads that sleep as soon as their work is done instead of spinning for the next parallel
 # region.  PyTorch's OpenMP threads (the uint8 resize of every decoded frame in `video_features`) otherwise spin
 # between frames and take the cores from FFmpeg's decoding threads and the extractor beside them: a 30 s 720p
-# query clip's `embed` 956 -> 646 ms, its round trip 1091 -> 744 ms on 2 cores (benchmarks/results/embed.md).
-# An operator's own value wins.
+# query clip's round trip 1091 -> 744 ms on 2 cores in one run, 1115 -> 1063 in a second on a slower machine;
+# its decode's CPU -25 / -22 % (benchmarks/results/embed.md, embed_stop38_run2.md).  An operator's own value wins.
 THREAD_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 ADMIN_HEADER = "dnsvr-admin"
