@@ -27,6 +27,11 @@ over the cores is the least `embed` can take here however the two are overlapped
     python benchmarks/embed_bench.py --chunks 2 4 8 --queries 10
     python benchmarks/embed_bench.py --omp-wait-policy PASSIVE      # only what the launcher sets
     python benchmarks/embed_bench.py --omp-wait-policy PASSIVE --extractor-threads 1 2 2:spin --rounds 3
+    python benchmarks/embed_bench.py --omp-wait-policy PASSIVE --baseline-repository OLD --rounds 2
+
+`--baseline-repository OLD`: a repository exported by an earlier version (a `git worktree` of an older commit
+and its `dnsvr export`), served in every setting beside the current export, to measure what a change to the
+exported networks bought.
 
 Writes benchmarks/results/embed.md (`--out`).
 """
@@ -64,6 +69,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "embed.md"
 SEQUENTIAL = 1200  # video_features' max_frames: one extractor request after the whole decode
 WARM_UP = 2
 UNSET = "unset"  # no OMP_WAIT_POLICY: OpenMP's default
+CURRENT, BASELINE = "current", "baseline"  # which export a setting serves
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -72,15 +78,16 @@ def percentile(values: list[float], q: float) -> float:
 
 @dataclass(frozen=True)
 class Setting:
-    """One service configuration: the server's OMP_WAIT_POLICY, video_features' chunk_frames and the extractor's
-    threads ("N" sleeping, "N:spin" spinning, "" as exported)."""
+    """One service configuration: the server's OMP_WAIT_POLICY, video_features' chunk_frames, the extractor's
+    threads ("N" sleeping, "N:spin" spinning, "" as exported) and the export served (CURRENT or BASELINE)."""
 
     policy: str
     chunk: int
     threads: str
+    export: str = CURRENT
 
     def label(self) -> str:
-        return f"{self.policy}-{self.chunk}-{self.threads or 'exported'}".replace(":", "")
+        return f"{self.policy}-{self.chunk}-{self.threads or 'exported'}-{self.export}".replace(":", "")
 
 
 def variant(repository: Path, setting: Setting, target: Path) -> Path:
@@ -183,6 +190,9 @@ def main() -> None:
                         help="the extractor's intra-op threads to run each setting with, sleeping after each request "
                              "(N:spin: spinning); default: as exported")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"report file (default: {RESULTS})")
+    parser.add_argument("--baseline-repository", type=Path,
+                        help="a repository exported by an earlier version, served beside the current one in every "
+                             "setting (see above)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="times every setting is measured, in turn (each on a fresh service; default 1)")
     args = parser.parse_args()
@@ -202,9 +212,11 @@ def main() -> None:
             queries[f"{path.name} ({path.stat().st_size / 1e6:.1f} MB)"] = path
         costs = {policy: work_under(policy, repository, clip, args.queries) for policy in args.omp_wait_policy}
         print(f"work: {costs}", flush=True)
-        settings = [Setting(policy, chunk, threads) for chunk in [SEQUENTIAL, *args.chunks]
-                    for threads in args.extractor_threads or [""] for policy in args.omp_wait_policy]
-        served = {setting: variant(repository, setting, scratch / f"repository-{setting.label()}")
+        exports = {CURRENT: repository} | ({BASELINE: args.baseline_repository} if args.baseline_repository else {})
+        settings = [Setting(policy, chunk, threads, export) for chunk in [SEQUENTIAL, *args.chunks]
+                    for threads in args.extractor_threads or [""] for policy in args.omp_wait_policy
+                    for export in exports]
+        served = {setting: variant(exports[setting.export], setting, scratch / f"repository-{setting.label()}")
                   for setting in settings}  # one copy a setting, served again each round
         results: dict[Setting, dict[str, dict[str, list[float]]]] = {}
         for round_ in range(args.rounds):
@@ -243,7 +255,7 @@ def write_report(results: dict[Setting, dict[str, dict[str, list[float]]]], quer
     command = (f"python benchmarks/embed_bench.py --chunks {' '.join(map(str, args.chunks))} "
                f"--queries {args.queries} --omp-wait-policy {' '.join(args.omp_wait_policy)}"
                + (f" --extractor-threads {' '.join(args.extractor_threads)}" if args.extractor_threads else "")
-               + f" --rounds {args.rounds}")
+               + (" --baseline-repository OLD" if args.baseline_repository else "") + f" --rounds {args.rounds}")
     lines = ["# Query by video file: decoding and the extractor one after the other vs side by side", "",
              f"Machine: {platform.machine()}, {cores} cores; `{command}` ({args.queries} searches per file, setting "
              f"and round after {WARM_UP} untimed, the settings in turn each round, top-10, no re-ranking, a store "
@@ -251,18 +263,20 @@ def write_report(results: dict[Setting, dict[str, dict[str, list[float]]]], quer
              "models); round trip: the client's, the file's upload included.  OpenMP wait: the server's "
              "OMP_WAIT_POLICY (PASSIVE: what the local launcher sets; unset: OpenMP's default, before).  Extractor "
              "threads: its ONNX Runtime intra-op threads (sleeping after each request unless `:spin`; `exported`: "
-             "as `dnsvr export` configures it).  Ratios: the round trip with one setting changed to the named one, "
+             "as `dnsvr export` configures it).  Export: the repository served (`current`: this version's; `baseline`: "
+             "`--baseline-repository`'s).  Ratios: the round trip with one setting changed to the named one, "
              "over this row's.  Median (p95) ms.", "",
-             "| query | OpenMP wait | chunk_frames | extractor threads | embed ms | round trip ms | "
-             f"vs sequential | vs {UNSET} | vs 1 thread |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|"]
+             "| query | OpenMP wait | chunk_frames | extractor threads | export | embed ms | round trip ms | "
+             f"vs sequential | vs {UNSET} | vs 1 thread | vs {BASELINE} |",
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for name in queries:
         for setting in results:
             label = f"{setting.chunk} (sequential)" if setting.chunk == SEQUENTIAL else str(setting.chunk)
             lines.append(f"| {name} | {setting.policy} | {label} | {setting.threads or 'exported'} | "
+                         f"{setting.export} | "
                          f"{cell(results[setting][name]['embed'])} | {cell(results[setting][name]['round_trip'])} | "
                          f"{ratio(setting, name, chunk=SEQUENTIAL)} | {ratio(setting, name, policy=UNSET)} | "
-                         f"{ratio(setting, name, threads='1')} |")
+                         f"{ratio(setting, name, threads='1')} | {ratio(setting, name, export=BASELINE)} |")
     lines += ["", f"The work of the {args.seconds} s clip, in a fresh process under each wait policy (median ms):", "",
               "| OpenMP wait | work | wall ms | CPU ms |", "|---|---|---:|---:|",
               *[f"| {policy} | {name} | {wall:.0f} | {cpu:.0f} |"

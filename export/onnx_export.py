@@ -2,8 +2,9 @@
 
 `export_onnx(graph, model_spec, path)`: inputs/outputs named and typed as `dnsvr.client.spec` says, every -1
 axis of the spec dynamic, opset `spec.OPSET` (or another supported one), `onnx.checker` run on the result.
-The file is byte-for-byte reproducible: doc strings (which hold source locations) are dropped and the
-producer fields are fixed.  `example_feeds(model_spec, ...)` builds valid random inputs for any model.
+A zero Pad feeding a Conv becomes the Conv's own padding (`onnx_folding`).  The file is byte-for-byte
+reproducible: doc strings (which hold source locations) are dropped and the producer fields are fixed.
+`example_feeds(model_spec, ...)` builds valid random inputs for any model.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import onnx
 import torch
 from dnsvr.client import spec
+from dnsvr.export.onnx_folding import fold_pads_into_convs
 from torch import nn
 
 SUPPORTED_OPSETS = range(17, 21)  # 17: LayerNormalization; TensorRT 8.6+ and Triton 24.10's ORT run these
@@ -127,9 +129,11 @@ def export_onnx(
     path: str | Path,
     opset: int = spec.OPSET,
     example: dict[str, np.ndarray] | None = None,
+    fold_pads: bool = True,
 ) -> Path:
     """Trace `graph` (a `dnsvr.export.graphs` module) on `example` (default: `example_feeds(model)`) and
-    write `path`: an ONNX model with the spec's tensor names, dtypes and dynamic axes.
+    write `path`: an ONNX model with the spec's tensor names, dtypes and dynamic axes (`fold_pads=False`: the
+    Pads left as traced, for benchmarks/extractor_bench.py).
 
     Raises ExportError for an unsupported opset, a traced graph whose inputs/outputs differ from the spec, or
     one that `onnx.checker` rejects.
@@ -152,6 +156,8 @@ def export_onnx(
             dynamic_axes=dynamic_axes(model),
         )
     proto = onnx.load_from_string(buffer.getvalue())
+    if fold_pads:
+        fold_pads_into_convs(proto)
     _strip_doc_strings(proto)
     proto.producer_name = PRODUCER
     proto.producer_version = f"torch-{torch.__version__}"

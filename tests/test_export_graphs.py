@@ -177,6 +177,8 @@ def test_efficientnet_extractor_graph_matches_pytorch(efficientnet_extractor, tm
     path = export_onnx(graph, spec.FEATURE_EXTRACTOR, tmp_path / "fe.onnx",
                        example=example_feeds(spec.FEATURE_EXTRACTOR, frames=2))
     assert check_parity(spec.FEATURE_EXTRACTOR.name, efficientnet_extractor, path) < 1e-5
+    operators = {node.op_type for node in onnx.load(path).graph.node}
+    assert "Conv" in operators and "Pad" not in operators  # SAME padding is the convolutions' own (onnx_folding)
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import torch
 from dnsvr.training.data.video import center_crop, resize_shorter_side
 from dnsvr.training.networks.efficientnet import (
     EfficientNetLite0Extractor,
+    SamePadConv2d,
     load_efficientnet_lite0,
     normalize_frames,
 )
@@ -88,3 +89,20 @@ def test_whitening_and_bad_inputs(
             efficientnet_extractor(bad)
     with pytest.raises(ValueError, match="taps"):
         EfficientNetLite0Extractor(efficientnet_extractor.cnn, taps=(7, 6))
+
+
+@pytest.mark.parametrize("size", [7, 14, 15, 224])
+@pytest.mark.parametrize(("kernel", "stride"), [(3, 1), (5, 1), (3, 2), (5, 2)])
+def test_same_padding_conv_is_an_explicit_zero_pad_then_conv(size: int, kernel: int, stride: int) -> None:
+    """The conv's own (symmetric) padding or an explicit pad: TensorFlow SAME either way."""
+    torch.manual_seed(size * kernel + stride)
+    conv = SamePadConv2d(4, 6, kernel, stride=stride).eval()
+    x = torch.randn(2, 4, size, size + 1)
+    top, bottom = conv.same_padding(size, kernel, stride)
+    left, right = conv.same_padding(size + 1, kernel, stride)
+    expected = torch.nn.functional.conv2d(torch.nn.functional.pad(x, [left, right, top, bottom]), conv.weight,
+                                          stride=stride)
+    with torch.no_grad():
+        got = conv(x)
+    assert got.shape == (2, 6, -(-size // stride), -(-(size + 1) // stride))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

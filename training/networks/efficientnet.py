@@ -73,8 +73,17 @@ class SamePadConv2d(nn.Conv2d):
         return total // 2, total - total // 2
 
     def forward(self, x: Tensor) -> Tensor:
-        top, bottom = self.same_padding(x.shape[-2], self.kernel_size[0], self.stride[0])
-        left, right = self.same_padding(x.shape[-1], self.kernel_size[1], self.stride[1])
+        """x `[N, C, H, W]` -> `[N, C', ceil(H / stride), ceil(W / stride)]`.
+
+        The padding is worked out from the input's size as plain integers, so a traced graph (the ONNX export,
+        whose frames are always 224x224) holds fixed pads and no shape arithmetic: symmetric padding (every
+        stride-1 conv) is the convolution's own, the asymmetric padding of a stride-2 conv an explicit zero pad,
+        which the export folds into the convolution (`dnsvr.export.onnx_folding`).
+        """
+        top, bottom = self.same_padding(int(x.shape[-2]), self.kernel_size[0], self.stride[0])
+        left, right = self.same_padding(int(x.shape[-1]), self.kernel_size[1], self.stride[1])
+        if top == bottom and left == right:
+            return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
         return super().forward(F.pad(x, [left, right, top, bottom]))
 
 
