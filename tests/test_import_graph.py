@@ -21,9 +21,9 @@ ORDER = ["dnsvr.client", "dnsvr.training", "dnsvr.export", "dnsvr.serving"]
 LAYERS = {  # package -> {first name below it: layer}; a module may import its own layer and the ones below
     "dnsvr.training": {"paths": 0, "files": 0, "ranking": 0, "localisation": 0, "networks": 1, "packs": 2,
                        "data": 2, "distill": 3, "evaluation": 4, "cli": 5},
-    "dnsvr.export": {"onnx_runner": 0, "hamming": 0, "triton_config": 0, "manifest": 0, "graphs": 1, "text_graphs": 1,
-                     "offline_text_graphs": 1, "text_kinds": 1, "onnx_export": 1, "tensorrt": 1, "weights": 1,
-                     "parity": 2, "repository": 3, "cli": 4},
+    "dnsvr.export": {"onnx_runner": 0, "onnx_folding": 0, "hamming": 0, "triton_config": 0, "manifest": 0,
+                     "graphs": 1, "text_graphs": 1, "offline_text_graphs": 1, "text_kinds": 1, "onnx_export": 1,
+                     "tensorrt": 1, "weights": 1, "parity": 2, "repository": 3, "cli": 4},
     "dnsvr.serving": {"store": 0, "pipelines": 1, "local": 1, "web": 1, "triton": 2, "cli": 3},
 }
 
