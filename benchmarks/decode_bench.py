@@ -42,9 +42,12 @@ from tqdm import tqdm
 RESULTS = Path(__file__).resolve().parent / "results" / "decode.md"
 
 
-def encode_clip(seconds: int, rate: int, gop: int, width: int = 1280, height: int = 720) -> bytes:
+def encode_clip(seconds: int, rate: int, gop: int, width: int = 1280, height: int = 720, slices: bool = True
+                ) -> bytes:
     """An H.264 MP4 clip (B-frames, keyframe every `gop` frames): a textured scene panning under a moving
-    colour gradient, so that motion compensation works as on camera footage (~2-4 Mbit/s)."""
+    colour gradient, so that motion compensation works as on camera footage (~2-4 Mbit/s).  `slices`: x264 on
+    slice threads (PyAV's default), several slices per picture; False: on frame threads (FFmpeg's default),
+    one slice per picture."""
     rng = np.random.default_rng(0)
     texture = rng.integers(0, 60, size=(height, width + 8 * seconds * rate), dtype=np.uint8)
     buffer = io.BytesIO()
@@ -53,6 +56,7 @@ def encode_clip(seconds: int, rate: int, gop: int, width: int = 1280, height: in
                                                                      "bf": "3", "preset": "veryfast",
                                                                      "sc_threshold": "0", "crf": "23"})
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.thread_type = "SLICE" if slices else "FRAME"
         xs = np.linspace(0, 180, width, dtype=np.float32)[None, :]
         ys = np.linspace(0, 180, height, dtype=np.float32)[:, None]
         for index in tqdm(range(seconds * rate), desc=f"encode GOP {gop}", leave=False):

@@ -15,7 +15,8 @@ launcher sets (`triton_server.THREAD_ENVIRONMENT`), `unset` leaves OpenMP's own 
 while after each parallel region: what ran before the launcher set it), ACTIVE spins without end; and with each
 `--extractor-threads` (the extractor's ONNX Runtime intra-op threads, sleeping after each request; `N:spin`:
 spinning, ONNX Runtime's default; not given: as exported, one spinning thread).  Each setting searches by a
-synthetic 30 s 1280x720 30 fps H.264 clip (keyframe every second; `decode_bench.encode_clip`), plus the real
+synthetic 30 s 1280x720 30 fps H.264 clip (keyframe every second; `decode_bench.encode_clip`; x264 on slice
+threads, several slices per picture, and again on frame threads, one slice per picture), plus the real
 sample videos, on a store holding only the sample videos (the coarse search and re-ranking of a
 big store are `serving_bench.py`'s).  Reported per setting: the search's `embed` stage (decode, extractor and the
 video models, inside Triton) and the client's round trip, median (p95) ms.  Beside them, in this process, the
@@ -29,7 +30,9 @@ over the cores is the least `embed` can take here however the two are overlapped
     python benchmarks/embed_bench.py --omp-wait-policy PASSIVE --extractor-threads 1 2 2:spin --rounds 3
     python benchmarks/embed_bench.py --omp-wait-policy PASSIVE --baseline-repository OLD --rounds 2
 
-`--baseline-repository OLD`: a repository exported by an earlier version (a `git worktree` of an older commit
+`--keyframe-decoders 0 2`: the server's DNSVR_KEYFRAME_DECODERS, each a setting (0: FFmpeg's threads alone;
+`keyframe_decoders_bench.py` measures the decode alone).  `--baseline-repository OLD`: a repository exported by
+an earlier version (a `git worktree` of an older commit
 and its `dnsvr export`), served in every setting beside the current export, to measure what a change to the
 exported networks bought.
 
@@ -79,15 +82,18 @@ def percentile(values: list[float], q: float) -> float:
 @dataclass(frozen=True)
 class Setting:
     """One service configuration: the server's OMP_WAIT_POLICY, video_features' chunk_frames, the extractor's
-    threads ("N" sleeping, "N:spin" spinning, "" as exported) and the export served (CURRENT or BASELINE)."""
+    threads ("N" sleeping, "N:spin" spinning, "" as exported), the export served (CURRENT or BASELINE) and the
+    server's DNSVR_KEYFRAME_DECODERS ("" unset)."""
 
     policy: str
     chunk: int
     threads: str
     export: str = CURRENT
+    decoders: str = ""
 
     def label(self) -> str:
-        return f"{self.policy}-{self.chunk}-{self.threads or 'exported'}-{self.export}".replace(":", "")
+        return (f"{self.policy}-{self.chunk}-{self.threads or 'exported'}-{self.export}-{self.decoders or 'default'}"
+                .replace(":", ""))
 
 
 def variant(repository: Path, setting: Setting, target: Path) -> Path:
@@ -150,12 +156,14 @@ def work(repository: Path, clip: Path, repeats: int) -> dict[str, tuple[float, f
                                         for start in range(0, len(frames), spec.DECODE_CHUNK_FRAMES)])}
 
 
-def measure(repository: Path, scratch: Path, queries: dict[str, Path], repeats: int, policy: str
+def measure(repository: Path, scratch: Path, queries: dict[str, Path], repeats: int, setting: Setting
             ) -> dict[str, dict]:
-    """Start the service on `repository` under `wait_policy(policy)` and search each query file `repeats` times
-    after WARM_UP -> {query: {"embed": [ms], "round_trip": [ms]}}."""
+    """Start the service on `repository` under `wait_policy(setting.policy)` (and `setting.decoders`) and search
+    each query file `repeats` times after WARM_UP -> {query: {"embed": [ms], "round_trip": [ms]}}."""
     measured: dict[str, dict] = {}
-    with wait_policy(policy), LocalService(repository, store=scratch / "store", log_dir=scratch) as service, \
+    env = {paths.KEYFRAME_DECODERS: setting.decoders} if setting.decoders else {}
+    with wait_policy(setting.policy), \
+            LocalService(repository, store=scratch / "store", log_dir=scratch, env=env) as service, \
             VideoSearchClient(service.grpc_url, timeout_s=600) as client:
         client.index_many([(path.stem, path) for path in sorted(paths.shared_videos_dir().glob("*.mp4"))])
         for name, path in queries.items():
@@ -190,6 +198,8 @@ def main() -> None:
                         help="the extractor's intra-op threads to run each setting with, sleeping after each request "
                              "(N:spin: spinning); default: as exported")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"report file (default: {RESULTS})")
+    parser.add_argument("--keyframe-decoders", nargs="+", default=[""], metavar="N",
+                        help="the server's DNSVR_KEYFRAME_DECODERS settings (default: unset, the code's default)")
     parser.add_argument("--baseline-repository", type=Path,
                         help="a repository exported by an earlier version, served beside the current one in every "
                              "setting (see above)")
@@ -208,14 +218,17 @@ def main() -> None:
         clip = scratch / "clip.mp4"
         clip.write_bytes(encode_clip(args.seconds, 30, 30))
         queries = {f"{args.seconds} s 720p clip ({clip.stat().st_size / 1e6:.1f} MB)": clip}
+        one_slice = scratch / "clip-one-slice.mp4"
+        one_slice.write_bytes(encode_clip(args.seconds, 30, 30, slices=False))
+        queries[f"the same, one slice per picture ({one_slice.stat().st_size / 1e6:.1f} MB)"] = one_slice
         for path in sorted(paths.shared_videos_dir().glob("*.mp4"))[:2]:
             queries[f"{path.name} ({path.stat().st_size / 1e6:.1f} MB)"] = path
         costs = {policy: work_under(policy, repository, clip, args.queries) for policy in args.omp_wait_policy}
         print(f"work: {costs}", flush=True)
         exports = {CURRENT: repository} | ({BASELINE: args.baseline_repository} if args.baseline_repository else {})
-        settings = [Setting(policy, chunk, threads, export) for chunk in [SEQUENTIAL, *args.chunks]
+        settings = [Setting(policy, chunk, threads, export, decoders) for chunk in [SEQUENTIAL, *args.chunks]
                     for threads in args.extractor_threads or [""] for policy in args.omp_wait_policy
-                    for export in exports]
+                    for export in exports for decoders in args.keyframe_decoders]
         served = {setting: variant(exports[setting.export], setting, scratch / f"repository-{setting.label()}")
                   for setting in settings}  # one copy a setting, served again each round
         results: dict[Setting, dict[str, dict[str, list[float]]]] = {}
@@ -223,7 +236,7 @@ def main() -> None:
             for setting in settings:
                 print(f"round {round_ + 1}: {setting}", flush=True)
                 measured = measure(served[setting], scratch / f"run-{setting.label()}-{round_}", queries,
-                                   args.queries, setting.policy)
+                                   args.queries, setting)
                 for name, times in measured.items():
                     for key, values in times.items():
                         results.setdefault(setting, {}).setdefault(name, {}).setdefault(key, []).extend(values)
@@ -255,6 +268,7 @@ def write_report(results: dict[Setting, dict[str, dict[str, list[float]]]], quer
     command = (f"python benchmarks/embed_bench.py --chunks {' '.join(map(str, args.chunks))} "
                f"--queries {args.queries} --omp-wait-policy {' '.join(args.omp_wait_policy)}"
                + (f" --extractor-threads {' '.join(args.extractor_threads)}" if args.extractor_threads else "")
+               + (f" --keyframe-decoders {' '.join(args.keyframe_decoders)}" if any(args.keyframe_decoders) else "")
                + (" --baseline-repository OLD" if args.baseline_repository else "") + f" --rounds {args.rounds}")
     lines = ["# Query by video file: decoding and the extractor one after the other vs side by side", "",
              f"Machine: {platform.machine()}, {cores} cores; `{command}` ({args.queries} searches per file, setting "
@@ -264,19 +278,21 @@ def write_report(results: dict[Setting, dict[str, dict[str, list[float]]]], quer
              "OMP_WAIT_POLICY (PASSIVE: what the local launcher sets; unset: OpenMP's default, before).  Extractor "
              "threads: its ONNX Runtime intra-op threads (sleeping after each request unless `:spin`; `exported`: "
              "as `dnsvr export` configures it).  Export: the repository served (`current`: this version's; `baseline`: "
-             "`--baseline-repository`'s).  Ratios: the round trip with one setting changed to the named one, "
+             "`--baseline-repository`'s).  Keyframe decoders: the server's DNSVR_KEYFRAME_DECODERS (`default`: unset, "
+             "2).  Ratios: the round trip with one setting changed to the named one, "
              "over this row's.  Median (p95) ms.", "",
-             "| query | OpenMP wait | chunk_frames | extractor threads | export | embed ms | round trip ms | "
-             f"vs sequential | vs {UNSET} | vs 1 thread | vs {BASELINE} |",
-             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| query | OpenMP wait | chunk_frames | extractor threads | export | keyframe decoders | embed ms | "
+             f"round trip ms | vs sequential | vs {UNSET} | vs 1 thread | vs {BASELINE} | vs 0 decoders |",
+             "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name in queries:
         for setting in results:
             label = f"{setting.chunk} (sequential)" if setting.chunk == SEQUENTIAL else str(setting.chunk)
             lines.append(f"| {name} | {setting.policy} | {label} | {setting.threads or 'exported'} | "
-                         f"{setting.export} | "
+                         f"{setting.export} | {setting.decoders or 'default'} | "
                          f"{cell(results[setting][name]['embed'])} | {cell(results[setting][name]['round_trip'])} | "
                          f"{ratio(setting, name, chunk=SEQUENTIAL)} | {ratio(setting, name, policy=UNSET)} | "
-                         f"{ratio(setting, name, threads='1')} | {ratio(setting, name, export=BASELINE)} |")
+                         f"{ratio(setting, name, threads='1')} | {ratio(setting, name, export=BASELINE)} | "
+                         f"{ratio(setting, name, decoders='0')} |")
     lines += ["", f"The work of the {args.seconds} s clip, in a fresh process under each wait policy (median ms):", "",
               "| OpenMP wait | work | wall ms | CPU ms |", "|---|---|---:|---:|",
               *[f"| {policy} | {name} | {wall:.0f} | {cpu:.0f} |"

@@ -11,6 +11,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from dnsvr.training.data import video
 from dnsvr.training.data.video import (
     VideoDecodeError,
     _packets_needed,
@@ -197,6 +198,80 @@ def test_only_the_packets_up_to_the_last_frame_taken_are_decoded() -> None:
     open_group = [2.0, 1.92, 1.96, 2.12]  # leading pictures shown before their keyframe
     assert _packets_needed(open_group, clock(0.0, 1.0, 2)) == (1, False)  # 1.92, 1.96: before the target
     assert _packets_needed(open_group, clock(0.0, 20.0, 39)) == (4, True)  # 1.95 takes 1.96, 2.05 takes 2.12
+
+
+@pytest.mark.parametrize("name", ["short-gop-b-frames.mp4", "open-gop.mp4", "vfr-b-frames.mkv"])
+def test_keyframes_decoded_ahead_give_the_frames_of_one_decoder(tmp_path: Path, name: str, monkeypatch) -> None:
+    """Keyframes decoded alone on decoders of their own, ahead of the decode, are used, and the sampled frames
+    are those of one decoder, from a path or from bytes, at several rates."""
+    codec, options, variable = CLIPS[name]
+    times = list(np.cumsum(np.random.default_rng(3).integers(10, 200, 90)) / 1000) if variable else None
+    path = write_moving_clip(tmp_path / name, codec, options, times)
+    taken = []
+    result = video.KeyframeDecoders.result
+    monkeypatch.setattr(video.KeyframeDecoders, "result", lambda self, key: taken.append(key) or result(self, key))
+    ahead = {(fps, kind): decode_video(source, fps=fps, size=None, full_frames=True, min_frames=0)
+             for fps in (0.5, 1.0, 2.0) for kind, source in (("path", path), ("bytes", path.read_bytes()))}
+    assert taken  # some groups were decoded as their keyframe alone, ahead
+    monkeypatch.setattr(video, "_keyframe_decoders", lambda source, stream: None)
+    for (fps, kind), frames in ahead.items():
+        alone = decode_video(path, fps=fps, size=None, full_frames=True, min_frames=0)
+        np.testing.assert_array_equal(frames, alone, err_msg=f"{name} from {kind} at {fps} fps")
+
+
+def test_keyframes_are_decoded_ahead_only_from_sources_opened_again_with_parameter_sets(tmp_path: Path) -> None:
+    """A file object cannot be opened again; MJPEG has no parameter sets (`extradata`), which FFmpeg also reads
+    out of a transport stream's packets."""
+    mp4 = write_moving_clip(tmp_path / "clip.mp4", "libx264", {"g": "25"})
+    ts = write_moving_clip(tmp_path / "clip.ts", "libx264", {"g": "25"})
+    mjpeg = write_moving_clip(tmp_path / "clip.avi", "mjpeg", {})
+    for source, expected in ((mp4, True), (mp4.read_bytes(), True), (ts, True), (io.BytesIO(mp4.read_bytes()), False),
+                             (mjpeg, False)):
+        container, stream = video._open(source)
+        with container:
+            decoders = video._keyframe_decoders(source, stream)
+            assert (decoders is not None) == expected, source
+            if decoders is not None:
+                decoders.close()
+
+
+def test_the_environment_sets_the_keyframe_decoders(tmp_path: Path, monkeypatch) -> None:
+    mp4 = write_moving_clip(tmp_path / "clip.mp4", "libx264", {"g": "25"})
+    container, stream = video._open(mp4)
+    with container:
+        monkeypatch.setenv("DNSVR_KEYFRAME_DECODERS", "0")
+        assert video.keyframe_decoder_count() == 0 and video._keyframe_decoders(mp4, stream) is None
+        monkeypatch.setenv("DNSVR_KEYFRAME_DECODERS", "3")
+        decoders = video._keyframe_decoders(mp4, stream)
+        assert decoders.pool._max_workers == 3
+        decoders.close()
+        monkeypatch.setenv("DNSVR_KEYFRAME_DECODERS", "two")
+        with pytest.raises(ValueError, match="DNSVR_KEYFRAME_DECODERS must be a whole number"):
+            video._keyframe_decoders(mp4, stream)
+
+
+def test_a_keyframe_decoded_ahead_is_the_keyframe_decoded_alone(tmp_path: Path) -> None:
+    path = write_moving_clip(tmp_path / "clip.mp4", "libx264", {"g": "25", "bf": "2"})
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        keyframes = [packet for packet in container.demux(stream) if packet.size and packet.is_keyframe]
+        alone = []
+        for packet in keyframes:
+            alone.append([frame.to_ndarray(format="rgb24") for frame in stream.codec_context.decode(packet)]
+                         + [frame.to_ndarray(format="rgb24") for frame in stream.codec_context.decode(None)])
+            stream.codec_context.flush_buffers()
+        decoders = video.KeyframeDecoders(lambda: video._open(path), workers=2)
+        try:
+            for key, packet in enumerate(keyframes):
+                decoders.submit(key, packet)
+            decoders.discard(len(keyframes) - 1)
+            assert not decoders.submitted(len(keyframes) - 1)
+            for key, frames in enumerate(alone[:-1]):
+                got = [frame.to_ndarray(format="rgb24") for frame in decoders.result(key)]
+                assert len(got) == len(frames) == 1
+                np.testing.assert_array_equal(got[0], frames[0])
+        finally:
+            decoders.close()
 
 
 def test_the_sample_videos_decode_as_every_frame_would(videos_dir: Path) -> None:

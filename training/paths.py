@@ -11,6 +11,8 @@
       _TLS_CA, _PREFIX
     DNSVR_MILVUS_RECONNECT_S  seconds a store keeps trying to connect while refused (`dnsvr serve` sets it)
     DNSVR_MAX_FRAMES          frames `video_features` keeps per video; default its config parameter (1200)
+    DNSVR_KEYFRAME_DECODERS   decoders that decode keyframes ahead in every video decode
+                              (`dnsvr.training.data.keyframe_decoders`); 0: none; default 2
     DNSVR_SEARCH_CONSISTENCY  Milvus consistency of ranking reads in `dnsvr_search`; default its parameter (Session)
     DNSVR_URL                 Triton gRPC address for the CLI and the client SDK; default the running `dnsvr serve`,
                               else 127.0.0.1:8001 (the SDK imports nothing of ours and reads it itself)
@@ -41,13 +43,15 @@ MILVUS_TLS_CA = "DNSVR_MILVUS_TLS_CA"
 MILVUS_PREFIX = "DNSVR_MILVUS_PREFIX"
 MILVUS_RECONNECT_S = "DNSVR_MILVUS_RECONNECT_S"
 MAX_FRAMES = "DNSVR_MAX_FRAMES"
+KEYFRAME_DECODERS = "DNSVR_KEYFRAME_DECODERS"
 SEARCH_CONSISTENCY = "DNSVR_SEARCH_CONSISTENCY"
 URL = "DNSVR_URL"
 ACCESS_TOKEN = "DNSVR_ACCESS_TOKEN"
 ACCESS_TOKEN_SHA256 = "DNSVR_ACCESS_TOKEN_SHA256"
 OPEN_SEARCH = "DNSVR_OPEN_SEARCH"
 VARIABLES = (SHARED, CACHE, DATA, STATE, CONFIG, MILVUS_URI, MILVUS_TOKEN, MILVUS_TLS_CA, MILVUS_PREFIX,
-             MILVUS_RECONNECT_S, MAX_FRAMES, SEARCH_CONSISTENCY, URL, ACCESS_TOKEN, ACCESS_TOKEN_SHA256, OPEN_SEARCH)
+             MILVUS_RECONNECT_S, MAX_FRAMES, KEYFRAME_DECODERS, SEARCH_CONSISTENCY, URL, ACCESS_TOKEN,
+             ACCESS_TOKEN_SHA256, OPEN_SEARCH)
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 

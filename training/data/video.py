@@ -14,7 +14,9 @@ Frames are turned upright by the stream's display matrix (phone videos, as FFmpe
 stretched to square pixels when the sample aspect ratio is not 1, before resizing.
 
 Every call opens its own container, so the functions are safe to call from several threads at once; each
-decoder also uses FFmpeg's own frame/slice threads (`thread_type = "AUTO"`).
+decoder also uses FFmpeg's own frame/slice threads (`thread_type = "AUTO"`), and a decode that takes keyframes
+alone (1 fps) has them decoded ahead on KEYFRAME_DECODERS decoders of its own (`keyframe_decoders`;
+$DNSVR_KEYFRAME_DECODERS, 0: none).
 
 `decode_cached(path, fps, max_frames, cache_dir)` is `decode_video` of a file remembered as `.npy` under
 `cache_dir`, keyed by the file's SHA-256 and the decode settings, written atomically.
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -42,9 +45,14 @@ import av
 import numpy as np
 import torch
 import torch.nn.functional as F
+from dnsvr.training import paths
+from dnsvr.training.data.keyframe_decoders import KeyframeDecoders
 from dnsvr.training.files import atomic_path, file_sha256
 
 VideoSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
+
+KEYFRAME_DECODERS = 2  # decoders that decode keyframes alone ahead of the decode ($DNSVR_KEYFRAME_DECODERS)
+KEYFRAMES_AHEAD = 3  # groups of pictures looked at ahead for them
 
 # FFmpeg demuxers that turn any text file into a "video" of rendered characters.
 TEXT_DEMUXERS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
@@ -176,6 +184,17 @@ def _groups_of_pictures(container: av.container.InputContainer,
         yield group
 
 
+def _taken_through(times: list[float], targets: _Targets) -> tuple[int, float | None]:
+    """For one group of pictures whose frames show at `times`, all decoded: the index of the first target after
+    those its frames are taken for, and the time of the last frame taken (None: none is)."""
+    index, last = targets.index, None
+    for time in sorted(times):
+        after = targets.taken_through(time, index)
+        if after > index:
+            index, last = after, time
+    return index, last
+
+
 def _packets_needed(times: list[float], targets: _Targets) -> tuple[int, bool]:
     """For one group of pictures whose packets (decoding order) show at `times`: how many of its first packets
     must be decoded for every target its frames are taken for (0: none is taken), and whether a frame shown
@@ -185,11 +204,7 @@ def _packets_needed(times: list[float], targets: _Targets) -> tuple[int, bool]:
     since every later target lies after the whole group; those shown before the first pending target cannot be
     taken.  Every frame shown between them is decoded, so each target gets the first frame at or after it, as in
     a decode of every frame."""
-    index, last = targets.index, None
-    for time in sorted(times):
-        after = targets.taken_through(time, index)
-        if after > index:
-            index, last = after, time
+    _, last = _taken_through(times, targets)
     if last is None:
         return 0, False
     taken = [position for position, time in enumerate(times)  # shown from the first target through the last
@@ -197,8 +212,44 @@ def _packets_needed(times: list[float], targets: _Targets) -> tuple[int, bool]:
     return taken[-1] + 1, any(times[position] < times[0] for position in taken)
 
 
+class _Ahead:
+    """An iterator that can show its next items before they are taken; an error met while looking ahead is
+    raised where it was met, after the items before it."""
+
+    def __init__(self, items: Iterator):
+        self.items, self.buffer, self.error = items, deque(), None
+
+    def __iter__(self) -> _Ahead:
+        return self
+
+    def __next__(self):
+        if self.buffer:
+            return self.buffer.popleft()
+        if self.error is not None:
+            raise self.error
+        return next(self.items)
+
+    def peek(self, count: int) -> list:
+        """The next `count` items (fewer at the end or before an error), without taking them."""
+        while len(self.buffer) < count and self.error is None:
+            try:
+                self.buffer.append(next(self.items))
+            except StopIteration:
+                break
+            except av.FFmpegError as error:
+                self.error = error
+        return list(self.buffer)[:count]
+
+
+def _alone(group: list[av.Packet], needed: int, leading: bool, continued: bool) -> bool:
+    """Whether `_timed_frames` decodes this group as its keyframe alone from a flushed decoder: one packet needed of
+    several, a keyframe, no earlier group decoded first, and no decode running on from the group before."""
+    return needed == 1 < len(group) and group[0].is_keyframe and not leading and not continued
+
+
 def _timed_frames(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream, name: str, targets: _Targets
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, name: str, targets: _Targets,
+    keyframes: KeyframeDecoders | None = None,
 ) -> Iterator[tuple[float, av.VideoFrame]]:
     """Decoded frames with their presentation time in seconds (pts * time_base, extrapolated if missing), in
     display order within each decode, decoding of each group of pictures only what the targets need.
@@ -215,6 +266,12 @@ def _timed_frames(
     decoded whole.  Threads: when the first group needs at most two packets (a keyframe per sampled time or
     more often, the common case of 1-2 s groups at 1 fps), the decoder uses slice threads, which split one
     picture; otherwise FFmpeg's choice (frame threads, which overlap consecutive pictures).
+
+    Keyframes decoded ahead (`keyframes`): of the next KEYFRAMES_AHEAD groups of pictures, those that the targets,
+    as they stand after this group, will have decoded as their keyframe alone (`_alone`) go to `keyframes`, which
+    decodes them on decoders of their own meanwhile; such a group then takes those frames, the ones this decoder
+    would give (a keyframe decoded alone after a flush).  A group planned otherwise than foreseen is decoded here,
+    as without `keyframes`.
     """
     rate = stream.average_rate or stream.guessed_rate or Fraction(25)
     codec = stream.codec_context
@@ -224,18 +281,35 @@ def _timed_frames(
     whole = False  # ... and they are whole groups of pictures, through the previous group
     earlier: list[av.Packet] = []  # the previous group's packets
 
-    def decoded(packets: list[av.Packet | None]) -> Iterator[tuple[float, av.VideoFrame]]:
+    def with_times(frames: Iterator[av.VideoFrame]) -> Iterator[tuple[float, av.VideoFrame]]:
         nonlocal previous_time
+        for frame in frames:
+            if frame.pts is not None and time_base is not None:
+                time = float(frame.pts * time_base)
+            elif previous_time is not None:
+                time = previous_time + 1.0 / float(rate)
+            else:
+                time = 0.0
+            previous_time = time
+            yield time, frame
+
+    def decoded(packets: list[av.Packet | None]) -> Iterator[tuple[float, av.VideoFrame]]:
         for packet in packets:
-            for frame in codec.decode(packet):
-                if frame.pts is not None and time_base is not None:
-                    time = float(frame.pts * time_base)
-                elif previous_time is not None:
-                    time = previous_time + 1.0 / float(rate)
-                else:
-                    time = 0.0
-                previous_time = time
-                yield time, frame
+            yield from with_times(codec.decode(packet))
+
+    def foresee(number: int, times: list[float], continued: bool) -> None:
+        """Hand `keyframes` the groups after group `number` (its frames at `times`) that will be decoded alone."""
+        ahead = _Targets(targets.fps)
+        ahead.origin, (ahead.index, _) = targets.origin, _taken_through(times, targets)
+        for later, following in enumerate(groups.peek(KEYFRAMES_AHEAD), start=number + 1):
+            if time_base is None or any(packet.pts is None for packet in following):
+                return
+            following_times = [float(packet.pts * time_base) for packet in following]
+            needed, leading = _packets_needed(following_times, ahead)
+            if _alone(following, needed, leading, continued):
+                keyframes.submit(later, following[0])
+            continued = needed == len(following)
+            ahead.index, _ = _taken_through(following_times, ahead)
 
     def drained() -> Iterator[tuple[float, av.VideoFrame]]:
         nonlocal fed, whole
@@ -244,8 +318,9 @@ def _timed_frames(
             codec.flush_buffers()
         fed = whole = False
 
+    groups = _Ahead(_groups_of_pictures(container, stream))
     try:
-        for number, group in enumerate(_groups_of_pictures(container, stream)):
+        for number, group in enumerate(groups):
             timed = time_base is not None and all(packet.pts is not None for packet in group)
             times = [float(packet.pts * time_base) for packet in group] if timed else []
             if timed and targets.origin is None and group[0].is_keyframe and times[0] == min(times):
@@ -256,7 +331,13 @@ def _timed_frames(
                 needed, leading = len(group), False
             if number == 0 and not codec.is_open:
                 stream.thread_type = "SLICE" if needed <= 2 else "AUTO"
-            if not needed:
+            alone = keyframes is not None and _alone(group, needed, leading, whole)
+            if keyframes is not None and timed and targets.origin is not None:
+                foresee(number, times, needed == len(group))
+            if alone and keyframes.submitted(number):
+                yield from drained()
+                yield from with_times(iter(keyframes.result(number)))
+            elif not needed:
                 yield from drained()
             else:
                 if not whole:
@@ -269,6 +350,8 @@ def _timed_frames(
                 whole = needed == len(group)
                 if not whole:
                     yield from drained()
+            if keyframes is not None and not alone:
+                keyframes.discard(number)
             earlier = group
         yield from drained()
     except av.FFmpegError as error:
@@ -360,14 +443,47 @@ def _sampled_images(source: VideoSource, fps: float, max_frames: int | None) -> 
     container, stream = _open(source)
     aspect = stream.codec_context.sample_aspect_ratio
     previous, image = None, None
-    with container:
-        targets = _Targets(fps)
-        for frame in _sample_by_time(_timed_frames(container, stream, name, targets), targets, max_frames):
-            new = frame is not previous
-            if new:
-                image = _to_rgb(frame, aspect)
-                previous = frame
-            yield image, new
+    keyframes = _keyframe_decoders(source, stream)
+    try:
+        with container:
+            targets = _Targets(fps)
+            frames = _timed_frames(container, stream, name, targets, keyframes)
+            for frame in _sample_by_time(frames, targets, max_frames):
+                new = frame is not previous
+                if new:
+                    image = _to_rgb(frame, aspect)
+                    previous = frame
+                yield image, new
+    finally:
+        if keyframes is not None:
+            keyframes.close()
+
+
+def _keyframe_decoders(source: VideoSource, stream: av.video.stream.VideoStream) -> KeyframeDecoders | None:
+    """Decoders of keyframes ahead for `source` when it can be opened again (a path or bytes) and its stream's
+    parameter sets come apart from its packets (`extradata`, as MP4 and Matroska hold them), so a decoder that
+    starts at any keyframe has them; else None (one decoder, as before)."""
+    workers = keyframe_decoder_count()
+    if not workers or not isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)) \
+            or not stream.codec_context.extradata:
+        return None
+    index = stream.index
+
+    def reopen() -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+        container, _ = _open(source)
+        return container, container.streams[index]
+
+    return KeyframeDecoders(reopen, workers)
+
+
+def keyframe_decoder_count() -> int:
+    """$DNSVR_KEYFRAME_DECODERS (0: none), else KEYFRAME_DECODERS; ValueError naming the variable if malformed."""
+    value = paths.environment(paths.KEYFRAME_DECODERS)
+    if value is None:
+        return KEYFRAME_DECODERS
+    if not value.strip().isdigit():
+        raise ValueError(f"{paths.KEYFRAME_DECODERS} must be a whole number >= 0 (0: none), got {value!r}")
+    return int(value)
 
 
 def _model_frame(image: np.ndarray, size: int | None, crop: int, full_frames: bool) -> np.ndarray:
