@@ -241,6 +241,13 @@ class _Ahead:
         return list(self.buffer)[:count]
 
 
+def _group_times(group: list[av.Packet], time_base: Fraction | None) -> list[float] | None:
+    """The presentation times in seconds of a group's packets (decoding order); None when one has no pts."""
+    if time_base is None or any(packet.pts is None for packet in group):
+        return None
+    return [float(packet.pts * time_base) for packet in group]
+
+
 def _alone(group: list[av.Packet], needed: int, leading: bool, continued: bool) -> bool:
     """Whether `_timed_frames` decodes this group as its keyframe alone from a flushed decoder: one packet needed of
     several, a keyframe, no earlier group decoded first, and no decode running on from the group before."""
@@ -302,9 +309,9 @@ def _timed_frames(
         ahead = _Targets(targets.fps)
         ahead.origin, (ahead.index, _) = targets.origin, _taken_through(times, targets)
         for later, following in enumerate(groups.peek(KEYFRAMES_AHEAD), start=number + 1):
-            if time_base is None or any(packet.pts is None for packet in following):
+            following_times = _group_times(following, time_base)
+            if following_times is None:
                 return
-            following_times = [float(packet.pts * time_base) for packet in following]
             needed, leading = _packets_needed(following_times, ahead)
             if _alone(following, needed, leading, continued):
                 keyframes.submit(later, following[0])
@@ -321,8 +328,8 @@ def _timed_frames(
     groups = _Ahead(_groups_of_pictures(container, stream))
     try:
         for number, group in enumerate(groups):
-            timed = time_base is not None and all(packet.pts is not None for packet in group)
-            times = [float(packet.pts * time_base) for packet in group] if timed else []
+            times = _group_times(group, time_base)
+            timed = times is not None
             if timed and targets.origin is None and group[0].is_keyframe and times[0] == min(times):
                 targets.origin = times[0]
             if timed and targets.origin is not None:
