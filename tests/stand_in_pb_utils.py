@@ -1,8 +1,8 @@
 """A stand-in `triton_python_backend_utils` for fast unit tests of the Triton adapters (dnsvr.serving.triton).
 
 It implements the part of the python backend's module the adapters use: Tensor, InferenceRequest (whose
-`exec` answers from `MODELS`, the called models' stand-ins), InferenceResponse, TritonError with its codes,
-and the two tensor lookups.  The real server stays covered by the end-to-end tests.
+`exec` answers from `MODELS`, the called models' stand-ins, and is logged in `CALLED`), InferenceResponse,
+TritonError with its codes, and the two tensor lookups.  The real server stays covered by the end-to-end tests.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 MODELS: dict[str, Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]] = {}
+CALLED: list[InferenceRequest] = []  # the requests models sent with `exec`, in order
 
 
 class Tensor:
@@ -67,6 +68,7 @@ class InferenceRequest:
         return self._parameters
 
     def exec(self) -> InferenceResponse:
+        CALLED.append(self)
         try:
             outputs = MODELS[self.model_name]({n: t.as_numpy() for n, t in self.inputs.items()})
         except Exception as error:

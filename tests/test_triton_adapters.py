@@ -23,6 +23,7 @@ Tensor = stand_in_pb_utils.Tensor
 def stand_in(monkeypatch):
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", stand_in_pb_utils)
     stand_in_pb_utils.MODELS.clear()
+    stand_in_pb_utils.CALLED.clear()
     yield stand_in_pb_utils.MODELS
 
 
@@ -175,6 +176,29 @@ def test_called_models_tag_passes_through(tmp_path, stand_in):
     (answer,) = model.execute(requests({"video_id": text("a"), "video": text("junk")}))
     assert answer.error().message() == "[dnsvr:invalid_video] video_features: no video stream"
     assert answer.error().code() == "INVALID_ARG"
+
+
+def test_the_received_video_goes_on_as_the_tensor_it_came_in(tmp_path, stand_in):
+    """dnsvr_search hands its request's video tensor itself to dnsvr_embed (no serialising and copying it again);
+    arrays made while answering become new tensors, and nothing of the request is kept after its answer."""
+    from dnsvr.serving.triton import base
+
+    coarse = np.ones((1, 8), np.float32) / np.sqrt(8)
+    stand_in["dnsvr_embed"] = lambda inputs: {"coarse": coarse, "selector": np.array([[0.5]], np.float32),
+                                              "fine": np.zeros((1, 4, 9, 64), np.uint8)}
+    rerank_stand_ins(stand_in)
+    write_manifest(tmp_path / "repo")
+    search = store_adapters(tmp_path / "repo", tmp_path / "store.db")("dnsvr_search")
+    try:
+        (request,) = requests({"video": text("q"), "top_k": np.array([3], np.int32)})
+        (answer,) = search.execute([request])
+        assert not answer.has_error()
+        (embed,) = [called for called in stand_in_pb_utils.CALLED if called.model_name == "dnsvr_embed"]
+        assert embed.inputs["video"] is request.inputs["video"]
+        assert base.RECEIVED == {}
+        assert isinstance(base.as_tensor("video", text("q")), Tensor)  # an array not received: a tensor of its own
+    finally:
+        search.finalize()
 
 
 def test_store_adapters_index_search_delete_stats(tmp_path, stand_in):
