@@ -5,12 +5,14 @@ that makes the overlap (`dnsvr.serving.pipelines.background`)."""
 from __future__ import annotations
 
 import io
+import os
 import threading
 import time
 
 import numpy as np
 import pytest
 from dnsvr.client import spec
+from dnsvr.serving.pipelines import video as video_pipeline
 from dnsvr.serving.pipelines.background import in_background
 from dnsvr.serving.pipelines.requests import BadRequest, RequestInputs
 from dnsvr.serving.pipelines.video import ClipCrops, Decoding, FramePositions, text_frames, video_features
@@ -58,6 +60,24 @@ def test_a_decoded_video_gives_the_features_of_decoding_first_in_chunks(videos_d
     assert extract.calls == [3, 3, 2] and extract.decoding_alongside
     assert out["frame_count"].tolist() == [len(decoded)] and out["mask"].tolist() == [[True] * len(decoded)]
     assert not any(thread.name == "decode" for thread in threading.enumerate())  # the thread is gone
+
+
+def test_decoding_yields_the_cores_to_the_extractor(videos_dir, monkeypatch):
+    """The decoding thread (and so the FFmpeg threads it starts) runs DECODE_NICENESS below the caller's thread,
+    which runs the extractor and keeps its own priority."""
+    decoding_priority = []
+
+    def sampled_frames(*args, **kwargs):
+        decoding_priority.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        yield from decoded(*args, **kwargs)
+
+    decoded = video_pipeline.sampled_frames
+    monkeypatch.setattr(video_pipeline, "sampled_frames", sampled_frames)
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    out = video_features(request(video=video(videos_dir / "pattern-longer-no-bar.mp4")), DNS, Extractor())
+    assert out["frame_count"].tolist() == [8]
+    assert decoding_priority == [min(own + video_pipeline.DECODE_NICENESS, 19)]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own
 
 
 def test_a_short_clip_is_repeated_and_max_frames_cuts_a_long_one(videos_dir):

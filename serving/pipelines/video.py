@@ -11,7 +11,9 @@ repeated (`pad_frames`; the features of the repeated frames, which are the repea
 
 Side by side: an encoded video is decoded on a thread of its own (`background.in_background`) while the frames
 already decoded go to `extract`, `decoding.chunk` at a time; the decoder and the extractor each keep a core busy
-instead of taking turns (`benchmarks/embed_bench.py`).  Given frames go to `extract` `batch` at a time.
+instead of taking turns (`benchmarks/embed_bench.py`); the decoding threads run at a lower priority
+(DECODE_NICENESS), so that the extractor keeps pace with them instead of working alone through a backlog after
+the decode ends (`benchmarks/revision_ab_bench.py`).  Given frames go to `extract` `batch` at a time.
 `extract` is the extractor network (`spec.extractor(kind)`), which takes at most its max batch of frames per
 request (Triton's batch axis is the frame axis): an ensemble alone can neither loop nor overlap, hence this step.
 
@@ -26,6 +28,8 @@ uniformly (`clip_frames.select_frame_indices`, the official loaders' rule), from
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -40,6 +44,7 @@ from dnsvr.training.data.video import VideoDecodeError, pad_frames, sampled_fram
 
 Extract = Callable[[np.ndarray], dict[str, np.ndarray]]  # uint8 [n, 224, 224, 3] -> {"features": [n, 9, 512], ...}
 DECODE_AHEAD = 16  # decoded frames the decoding thread may hold ahead of the extractor
+DECODE_NICENESS = 5  # the decoding threads yield the cores to the extractor: it keeps pace instead of finishing alone
 
 
 @dataclass(frozen=True)
@@ -185,8 +190,17 @@ def _decoded_chunks(data: bytes, decoding: Decoding, clip_size: int | None = Non
     VideoDecodeError on a corrupt video."""
     decoded = sampled_frames(data, decoding.fps, crop=spec.FRAME_SIZE, max_frames=decoding.max_frames,
                              clip_size=clip_size)
-    with in_background(decoded, depth=DECODE_AHEAD, name="decode") as frames:
+    with in_background(_behind_extraction(decoded), depth=DECODE_AHEAD, name="decode") as frames:
         yield from _chunks(frames, decoding.chunk)
+
+
+def _behind_extraction(items: Iterator) -> Iterator:
+    """`items`, produced by a thread that first lowers its own priority by DECODE_NICENESS (Linux: the nice value
+    is a thread's, and the threads it starts, FFmpeg's and the keyframe decoders', inherit it; it ends with
+    `in_background`'s thread)."""
+    thread = threading.get_native_id()
+    os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + DECODE_NICENESS)
+    yield from items
 
 
 def _chunks(items: Iterator, size: int) -> Iterator[list]:
