@@ -20,8 +20,8 @@ model called with `call` keeps the tag it had.  The other requests of the batch 
 
 An input array of the request being answered that a pipeline hands to `call` under the same name (the video
 dnsvr_search and dnsvr_index pass to dnsvr_embed and video_views) goes on as the Triton tensor it came in:
-its bytes stay where Triton put them instead of being serialised and copied again for every call (a 23.5 MB
-video: ~15 ms each, `benchmarks/embed_bench.py`).
+its bytes stay where Triton put them instead of being serialised and copied again for every call (a search by
+a 23.5 MB clip: 782 -> 753 ms, `benchmarks/results/revision_ab_passing_on.md`).
 """
 
 from __future__ import annotations
