@@ -32,15 +32,13 @@ from decode_bench import encode_clip
 from dnsvr.client import VideoSearchClient
 from dnsvr.serving.local.service import LocalService
 from dnsvr.training import paths
+from embed_bench import percentile
+from serving_bench import export_repository
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "revision_ab.md"
 CURRENT, BASELINE = "current", "baseline"
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(sorted(values)[min(len(values) - 1, round(q * (len(values) - 1)))])
 
 
 def at_revision(revision: str, path: str) -> bytes:
@@ -84,15 +82,10 @@ def main() -> None:
     results: dict[str, dict[str, list[float]]] = {CURRENT: {}, BASELINE: {}}
     with tempfile.TemporaryDirectory(prefix="revision-ab-") as folder:
         scratch = Path(folder)
+        (scratch / "as-it-was").mkdir()
         for path, content in current.items():
-            (scratch / "as-it-was").mkdir(exist_ok=True)
             (scratch / "as-it-was" / path.replace(os.sep, "__")).write_bytes(content)
-        repository = args.repository
-        if repository is None:
-            from dnsvr.export.repository import build_repository
-            from dnsvr.export.weights import resolve_weights
-            repository = scratch / "repository"
-            build_repository(resolve_weights(["bundled"]), repository)
+        repository = args.repository or export_repository(scratch / "repository")
         clip = encode_clip(30, 30, 30)
         sides = [CURRENT, BASELINE]
         with tqdm(total=2 * args.rounds, desc="rounds x sides") as progress:
