@@ -136,6 +136,74 @@ def test_random_diagonal_copy_is_recovered(q0, length, t0, seed):
     assert found and box_iou(found[0], truth) > 0.5
 
 
+def reference_align(f2f: np.ndarray, threshold: float = 0.7, gap_penalty: float = 0.5, min_score: float = 3.0,
+                    max_segments: int = 10) -> list[tuple[int, int, int, int, float]]:
+    """The module docstring's algorithm written plainly (the whole matrix programmed at every run, no bound, no
+    window): each segment as (query row start, end, target column start, end, confidence), at 1 fps."""
+    matrix = f2f.astype(np.float32)
+    scores = np.maximum((matrix.astype(np.float64) - threshold) / (1 - threshold), -gap_penalty)
+    rows, cols = scores.shape
+    found = []
+    while len(found) < max_segments:
+        best = np.zeros((rows, cols))
+        step = np.full((rows, cols), -1)
+        for i in range(rows):
+            for j in range(cols):
+                options = [scores[i, j]]  # a path starting here, then the steps (1, 1), (1, 2), (2, 1)
+                for di, dj in ((1, 1), (1, 2), (2, 1)):
+                    before = best[i - di, j - dj] if i >= di and j >= dj else 0.0
+                    options.append(before + (di + dj) / 2 * scores[i, j] if before > 0 else -np.inf)
+                k = int(np.argmax(options))
+                best[i, j] = max(options[k], 0.0)
+                step[i, j] = k - 1 if options[k] > 0 else -1
+        end = np.unravel_index(int(best.argmax()), best.shape)
+        if best[end] < min_score:
+            break
+        path, (i, j) = [end], end
+        while step[i, j] >= 0:
+            di, dj = ((1, 1), (1, 2), (2, 1))[step[i, j]]
+            i, j = i - di, j - dj
+            path.append((i, j))
+        path_rows, path_cols = zip(*path[::-1], strict=True)  # start to end, as the mean adds them
+        above = (float(matrix[list(path_rows), list(path_cols)].mean()) - threshold) / (1 - threshold)
+        (q0, q1), (t0, t1) = (min(path_rows), max(path_rows) + 1), (min(path_cols), max(path_cols) + 1)
+        found.append((q0, q1, t0, t1, min(max(above, 0.0), 1.0)))
+        scores[q0:q1, t0:t1] = -1e6
+    return found
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(3, 24), st.integers(3, 24), st.lists(st.tuples(st.integers(0, 23), st.integers(1, 12),
+                                                                 st.integers(0, 23), st.sampled_from([0.5, 1, 2])),
+                                                       max_size=3),
+       st.floats(0.3, 0.75), st.integers(0, 1000), st.integers(1, 3))
+def test_align_is_the_plain_programme(rows, cols, copies, noise, seed, max_segments):
+    """The bound that skips a run and the window a run is limited to change no answer: random maps, from pure
+    noise under the threshold to several copies near it, give the plain programme's segments exactly."""
+    rng = np.random.default_rng(seed)
+    f2f = np.clip(rng.normal(noise, 0.15, (rows, cols)), -1, 1)
+    for q0, length, t0, speed in copies:
+        for i in range(q0, min(q0 + length, rows)):
+            j = int(t0 + (i - q0) * speed)
+            if j < cols:
+                f2f[i, j] = rng.uniform(0.75, 1.0)
+    f2f = f2f.astype(np.float32)
+    got = [(s.query_start_s, s.query_end_s, s.target_start_s, s.target_end_s, s.confidence)
+           for s in align(f2f, 1.0, 1.0, max_segments=max_segments)]
+    assert got == reference_align(f2f, max_segments=max_segments)
+
+
+def test_unrelated_pair_runs_no_programme(monkeypatch):
+    """A pair whose cells all lie under the threshold (most re-ranked hits) is answered by the bound alone."""
+    import dnsvr.training.localisation as localisation
+
+    def no_programme(scores):
+        raise AssertionError("the programme ran")
+
+    monkeypatch.setattr(localisation, "_local_alignment", no_programme)
+    assert align(similarity_map(60, 60, [], seed=3) - 0.2, 1.0, 1.0) == []
+
+
 def test_metric_exact_match_and_nothing():
     truth = [Segment(0, 10, 20, 30)]
     assert segment_precision_recall(truth, truth) == (1.0, 1.0)

@@ -30,6 +30,12 @@ Algorithm (local alignment, repeated):
 4. the box is blocked and the programme runs again, until the best score is below `min_score` or
    `max_segments` segments are found: a query part copied twice into the target gives two segments.
 
+Work skipped, the answer unchanged: before each run, a bound of every path's score (`_path_bound`: a path holds
+at most one cell per row and per column, each gaining at most 1.5 times its score above 0) below `min_score`
+ends the search without a programme (an unrelated pair, most re-ranked hits, costs a few reductions), and the
+programme runs only over the rows and columns from the first to the last cell above the threshold
+(`_gaining_window`): a path can only start at such a cell, and never ends on a better score after the last.
+
 Deterministic: ties go to the first cell in row-major order and to the diagonal step.
 
 Metrics follow the VSC 2022 matching track: a segment is a box in the query x target time plane; along each axis,
@@ -48,6 +54,7 @@ import numpy as np
 
 STEPS = ((1, 1), (1, 2), (2, 1))  # (query rows, target columns) per DP step; diagonal first wins ties
 BLOCKED = -1e6  # cell score inside an already reported segment's box
+BOUND_SLACK = 1e-9  # `_path_bound` is compared with this much room for the rounding of the programme's sums
 
 
 @dataclass(frozen=True)
@@ -94,20 +101,40 @@ def _local_alignment(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Cell scores `[Tq, Tt]` -> (H `[Tq, Tt]` float64 best path score ending at each cell, 0 where none gains;
     step `[Tq, Tt]` int8: the index in STEPS of the step into the cell, -1 where the path starts there)."""
     rows, cols = scores.shape
+    weighted = [(di, dj, (di + dj) / 2 * scores) for di, dj in STEPS]  # what a step into each cell adds
     best = np.zeros((rows, cols))
     step_into = np.full((rows, cols), -1, dtype=np.int8)
+    candidates = np.empty((len(STEPS) + 1, cols))  # per column: a path starting here, then one per step
     for i in range(rows):
-        candidates = np.full((len(STEPS) + 1, cols), -np.inf)
-        candidates[0] = scores[i]  # a path starting here
-        for k, (di, dj) in enumerate(STEPS, start=1):
+        candidates.fill(-np.inf)
+        candidates[0] = scores[i]
+        for k, (di, dj, gains) in enumerate(weighted, start=1):
             if i >= di:
                 before = best[i - di, : cols - dj]
-                candidates[k, dj:] = np.where(before > 0, before + (di + dj) / 2 * scores[i, dj:], -np.inf)
+                np.add(before, gains[i, dj:], out=candidates[k, dj:], where=before > 0)  # only a gaining path
         chosen = candidates.argmax(axis=0)
-        gained = candidates[chosen, np.arange(cols)]
-        best[i] = np.maximum(gained, 0.0)
+        gained = candidates.max(axis=0)
+        np.maximum(gained, 0.0, out=best[i])
         step_into[i] = np.where(gained > 0, chosen - 1, -1)
     return best, step_into
+
+
+def _path_bound(scores: np.ndarray) -> float:
+    """An upper bound of the score of any path over cell scores `[Tq, Tt]`: a path takes at most one cell of each
+    row and of each column (every step moves down and right), and a cell adds at most 1.5 (the largest step
+    weight) times its score where that is positive."""
+    gains = np.maximum(scores, 0.0)
+    return 1.5 * float(min(gains.max(axis=1).sum(), gains.max(axis=0).sum()))
+
+
+def _gaining_window(scores: np.ndarray) -> tuple[slice, slice]:
+    """The rows and the columns from the first to the last holding a cell score above 0 (at least one must).
+
+    Every path scoring above 0 starts at such a cell (a path extends only a positive score), so outside the
+    window before it no path gains; after it, a path only loses, and the best cell (first in row-major order)
+    is never there.  The programme over the window alone gives the same best cell and the same path."""
+    rows, cols = np.nonzero(scores > 0)
+    return slice(int(rows.min()), int(rows.max()) + 1), slice(int(cols.min()), int(cols.max()) + 1)
 
 
 def _backtrack(step_into: np.ndarray, end: tuple[int, int]) -> list[tuple[int, int]]:
@@ -152,13 +179,15 @@ def align(
 
     scores = np.maximum((matrix.astype(np.float64) - threshold) / (1 - threshold), -gap_penalty)
     segments = []
-    while len(segments) < max_segments:
-        best, step_into = _local_alignment(scores)
+    while len(segments) < max_segments and _path_bound(scores) >= min_score - BOUND_SLACK:
+        span_rows, span_cols = _gaining_window(scores)
+        best, step_into = _local_alignment(scores[span_rows, span_cols])
         end = np.unravel_index(int(best.argmax()), best.shape)
         if best[end] < min_score:
             break
         path = _backtrack(step_into, (int(end[0]), int(end[1])))
-        rows, cols = zip(*path, strict=True)
+        rows = tuple(i + span_rows.start for i, _ in path)  # the window's cells -> the matrix's
+        cols = tuple(j + span_cols.start for _, j in path)
         (q0, q1), (t0, t1) = (min(rows), max(rows)), (min(cols), max(cols))
         above = (float(matrix[list(rows), list(cols)].mean()) - threshold) / (1 - threshold)
         segments.append(Segment(q0 / fps_query, (q1 + 1) / fps_query, t0 / fps_target, (t1 + 1) / fps_target,
