@@ -7,12 +7,18 @@ measures, stops it, and puts the files back (also when the run fails or is inter
 it was stays in the scratch folder until the end).  Commit or stash first: the files must be as committed or
 as you mean to measure them.  The order of the two alternates from round to round.
 
-Each round: a fresh service on a store of the sample videos; `--queries` searches by a synthetic 30 s 1280x720
-30 fps H.264 clip (`decode_bench.encode_clip`, keyframe every second) after 2 untimed, top-10, no re-ranking,
-then `--indexes` index calls of the same clip (after 1 untimed).  Reported: median (p95) ms of the search's
-round trip and its `embed` stage, and of the index round trip; the ratio baseline over current.
+Each round: a fresh service on the run's store (the sample videos, indexed in the first round, and with
+`--videos N` synthetic videos of 60 frames written into it as `serving_bench.py` writes them, then left
+`--settle-s` to the server's index builds); `--queries` searches by a synthetic 30 s 1280x720 30 fps H.264 clip
+(`decode_bench.encode_clip`, keyframe every second) after 2 untimed, top-10, no re-ranking, then `--indexes`
+index calls of the same clip (after 1 untimed); with `--videos`, also `--id-searches` searches by indexed id
+(after 2 untimed), K' = `--candidates`, top-10, `--rerank` of them re-ranked: the issue-12 retrieval path.
+Reported: median (p95) ms of each round trip and of the stages that dnsvr_search reports; the ratio baseline
+over current.
 
     python benchmarks/revision_ab_bench.py --baseline de3f2f8 --files serving/triton/base.py --rounds 4
+    python benchmarks/revision_ab_bench.py --baseline 51c7d7f --files training/localisation.py --videos 10000 \
+        --queries 0 --indexes 0
 
 Writes benchmarks/results/revision_ab.md (`--out`).
 """
@@ -28,12 +34,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from decode_bench import encode_clip
 from dnsvr.client import VideoSearchClient
 from dnsvr.serving.local.service import LocalService
+from dnsvr.serving.pipelines.store_access import ServiceStore
 from dnsvr.training import paths
 from embed_bench import percentile
-from serving_bench import export_repository
+from serving_bench import export_repository, grow, settle, visible
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,24 +54,58 @@ def at_revision(revision: str, path: str) -> bytes:
     return subprocess.run(["git", "show", f"{revision}:{path}"], cwd=ROOT, check=True, capture_output=True).stdout
 
 
-def measure(repository: Path, scratch: Path, clip: bytes, queries: int, indexes: int) -> dict[str, list[float]]:
-    """One round on a fresh service -> {"search round trip" | "search embed" | "index round trip": [ms]}."""
-    times: dict[str, list[float]] = {"search round trip": [], "search embed": [], "index round trip": []}
-    with LocalService(repository, store=scratch / "store", log_dir=scratch) as service, \
+ID_STAGES = ("coarse_search", "fetch_codes", "fine_similarity", "localisation")  # reported for searches by id
+
+
+def measure(repository: Path, store: Path, logs: Path, clip: bytes, args: argparse.Namespace
+            ) -> dict[str, list[float]]:
+    """One round on a fresh service over the store at `store` (filled in the first round) -> {measure: [ms]}."""
+    times: dict[str, list[float]] = {}
+    fresh = not store.exists()
+    with LocalService(repository, store=store, log_dir=logs) as service, \
             VideoSearchClient(service.grpc_url, timeout_s=600) as client:
-        client.index_many([(path.stem, path) for path in sorted(paths.shared_videos_dir().glob("*.mp4"))])
-        for index in range(2 + queries):
+        videos = sorted(paths.shared_videos_dir().glob("*.mp4"))
+        if fresh:
+            client.index_many([(path.stem, path) for path in videos])
+        if args.videos:
+            ids = by_id_queries(client, repository, service.store_uri, len(videos), args)
+            for index, video_id in enumerate(ids[:2] + ids):
+                began = time.perf_counter()
+                result = client.search(video_id=video_id, top_k=10, rerank=args.rerank, candidates=args.candidates)
+                if index >= 2:
+                    times.setdefault("search by id, round trip", []).append(1000 * (time.perf_counter() - began))
+                    for stage in ID_STAGES:
+                        times.setdefault(f"search by id, {stage}", []).append(result.timings_ms.get(stage, 0.0))
+        for index in range(2 + args.queries if args.queries else 0):
             began = time.perf_counter()
             result = client.search(clip, top_k=10, rerank=0.0)
             if index >= 2:
-                times["search round trip"].append(1000 * (time.perf_counter() - began))
-                times["search embed"].append(result.timings_ms["embed"])
-        for index in range(1 + indexes):
+                times.setdefault("search round trip", []).append(1000 * (time.perf_counter() - began))
+                times.setdefault("search embed", []).append(result.timings_ms["embed"])
+        for index in range(1 + args.indexes if args.indexes else 0):
             began = time.perf_counter()
             client.index(f"clip-{index}", clip)
             if index >= 1:
-                times["index round trip"].append(1000 * (time.perf_counter() - began))
+                times.setdefault("index round trip", []).append(1000 * (time.perf_counter() - began))
     return times
+
+
+def by_id_queries(client: VideoSearchClient, repository: Path, store_uri: str, samples: int,
+                  args: argparse.Namespace) -> list[str]:
+    """Grow the store to `args.videos` (synthetic videos after the `samples` sample videos) and let the server
+    settle, then -> `args.id_searches` synthetic ids to search by (the same in every round), visible to the
+    service."""
+    store = ServiceStore(repository, {"store_uri": store_uri}).get(create=False)
+    try:
+        if store.count() < args.videos:
+            grow(store, args.videos, 60, np.random.default_rng(0))
+        settle(store, args.settle_s)
+    finally:
+        store.close()
+    chosen = np.random.default_rng(1).choice(np.arange(samples, args.videos), args.id_searches, replace=False)
+    ids = [f"synthetic-{i:06d}" for i in chosen]
+    visible(client, ids)
+    return ids
 
 
 def main() -> None:
@@ -75,6 +117,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="rounds, each serving both (default 4)")
     parser.add_argument("--queries", type=int, default=6, help="timed searches per round and side (default 6)")
     parser.add_argument("--indexes", type=int, default=3, help="timed index calls per round and side (default 3)")
+    parser.add_argument("--videos", type=int, default=0, help="synthetic videos in the store, searched by id "
+                        "(default 0: none, no searches by id)")
+    parser.add_argument("--id-searches", type=int, default=30, help="timed searches by id per round and side "
+                        "(default 30)")
+    parser.add_argument("--rerank", type=float, default=0.05, help="fraction re-ranked in the searches by id "
+                        "(default 0.05)")
+    parser.add_argument("--candidates", type=int, default=1000, help="K' of the searches by id (default 1000)")
+    parser.add_argument("--settle-s", type=float, default=30.0, help="seconds left to the server after its index "
+                        "builds, each round, before the searches by id (default 30)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"report file (default: {RESULTS})")
     args = parser.parse_args()
     baseline = {path: at_revision(args.baseline, path) for path in args.files}
@@ -94,8 +145,8 @@ def main() -> None:
                     try:
                         for path, content in (baseline if side == BASELINE else current).items():
                             (ROOT / path).write_bytes(content)
-                        measured = measure(repository, scratch / f"run-{side}-{round_}", clip, args.queries,
-                                           args.indexes)
+                        measured = measure(repository, scratch / "store", scratch / f"run-{side}-{round_}", clip,
+                                           args)
                     finally:
                         for path, content in current.items():
                             (ROOT / path).write_bytes(content)
@@ -115,9 +166,12 @@ def write_report(results: dict[str, dict[str, list[float]]], args: argparse.Name
     lines = ["# A change to the serving code: current vs baseline files, alternating rounds", "",
              f"Machine: {platform.machine()}, {len(os.sched_getaffinity(0))} cores. `python benchmarks/"
              f"revision_ab_bench.py --baseline {args.baseline} --files {' '.join(args.files)} --rounds {args.rounds} "
-             f"--queries {args.queries} --indexes {args.indexes}`: the bundled pack served as `dnsvr serve` serves it "
-             f"(embedded store of the sample videos), queried by a 30 s 1280x720 H.264 clip ({clip_mb:.1f} MB), "
-             "top-10, no re-ranking; the same clip indexed.  Median (p95) ms over every round.", "",
+             f"--queries {args.queries} --indexes {args.indexes} --videos {args.videos}`: the bundled pack served as "
+             f"`dnsvr serve` serves it (embedded store of the sample videos and {args.videos:,} synthetic videos of 60 "
+             f"frames); {args.id_searches} searches by indexed id a round and side (K' = {args.candidates}, top-10, "
+             f"re-rank {args.rerank:g}), {args.queries} by a 30 s 1280x720 H.264 clip ({clip_mb:.1f} MB; top-10, no "
+             "re-ranking), the same clip indexed "
+             f"{args.indexes} times.  Median (p95) ms over every round; stages as dnsvr_search reports them.", "",
              f"| measure | current | baseline ({args.baseline}) | baseline / current |", "|---|---:|---:|---:|"]
     for key in results[CURRENT]:
         ratio = statistics.median(results[BASELINE][key]) / statistics.median(results[CURRENT][key])

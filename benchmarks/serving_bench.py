@@ -56,7 +56,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "serving.md"
 VIDEOS = paths.shared_videos_dir()
-STAGES = ("embed", "coarse_search", "selector", "fetch_codes", "fine_similarity", "total", "round_trip")
+STAGES = ("embed", "coarse_search", "selector", "fetch_codes", "fine_similarity", "localisation", "total", "round_trip")
 INSERT_BATCH = 500
 WARM_UP = 2
 BACKENDS = ("isolated", "server", "lite")
