@@ -137,7 +137,7 @@ def main() -> None:
         for path, content in current.items():
             (scratch / "as-it-was" / path.replace(os.sep, "__")).write_bytes(content)
         repository = args.repository or export_repository(scratch / "repository")
-        clip = encode_clip(30, 30, 30)
+        clip = encode_clip(30, 30, 30) if args.queries or args.indexes else b""  # searched and indexed
         sides = [CURRENT, BASELINE]
         with tqdm(total=2 * args.rounds, desc="rounds x sides") as progress:
             for round_ in range(args.rounds):
