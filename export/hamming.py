@@ -20,7 +20,7 @@ W = B / 8 bytes per region (64 for 512-bit codes, a multiple of 8).  Two kernels
 
 - "avx512": `dnsvr.export._hamming`, a small C extension built by the package install (optional: no compiler,
   no module), where the CPU has AVX-512 VPOPCNTDQ: distances, min and sum fused in one pass, 8 candidate
-  frames per vector, nothing written but H (K = 50, T = 60: 9 ms on one thread);
+  frames per vector, nothing written but H (K = 50, T = 60: 8 ms on one thread, `benchmarks/hamming_kernel_bench.py`);
 - "faiss": `faiss.hammings` (hardware popcount, one distance matrix per tile of query x candidate frames so
   it stays in cache: one call over all candidates wrote 58 MB and was 1.5x slower), candidate regions
   region-major so the min and the sum are element-wise numpy reductions (22-26 ms).

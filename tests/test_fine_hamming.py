@@ -185,6 +185,18 @@ def test_a_comparator_of_another_interface_or_an_unknown_kernel_is_refused(graph
         HammingFineSimilarity(graphs["comparator"], kernel="popcnt")
 
 
+@pytest.mark.parametrize("kernel_name", KERNELS)
+@pytest.mark.parametrize(("regions", "width"), [(9, 32), (3, 64), (9, 128), (1, 8), (33, 64)])
+def test_frame_hamming_of_other_code_shapes_is_exact(kernel_name, regions, width) -> None:
+    """Codes of other widths and region counts than the served 9 regions x 512 bits (the avx512 kernel's general
+    word loop; 33 regions: more than its 512-bit loop keeps minima for): the definition's integers."""
+    rng = np.random.default_rng(regions * width)
+    query = rng.integers(0, 256, (5, regions, width), dtype=np.uint8)
+    frames = rng.integers(0, 256, (19, regions, width), dtype=np.uint8)
+    frames[4] = query[1]
+    np.testing.assert_array_equal(frame_hamming(query, frames, kernel=kernel_name), brute_force_hamming(query, frames))
+
+
 @pytest.mark.skipif("avx512" not in KERNELS, reason="this CPU has no AVX-512 VPOPCNTDQ")
 def test_the_avx512_extension_checks_its_buffers() -> None:
     query, lanes, out = np.zeros((2, 9, 8), np.uint64), np.zeros((1, 9, 8, 8), np.uint64), np.zeros((1, 2, 8), np.int32)
