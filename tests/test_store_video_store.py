@@ -446,6 +446,24 @@ def test_writer_killed_between_frames_and_row_leaves_only_orphans(backend_uri: s
         assert store.count() == 0 and frame_row_count(store) == 0
 
 
+def test_a_store_has_pymilvus_look_for_scipy_as_it_connects(lite_server, monkeypatch) -> None:
+    """pymilvus's lazy scipy.sparse check re-executes scipy.sparse's __init__; two request threads running it at
+    once met half-imported submodules (a served search failed).  A store runs it once as it connects, under its
+    connection lock, before any thread reads through it."""
+    from dnsvr.serving.store import video_store
+    from pymilvus.client.utils import SciPyHelper
+
+    video_store.settle_scipy_check()
+    assert SciPyHelper._checked
+    checks = []
+    monkeypatch.setattr(video_store, "settle_scipy_check", lambda: checks.append(threading.get_ident()))
+    store = VideoStore(StoreSettings(uri=lite_server.uri, prefix=fresh_prefix()), create=False)
+    with ThreadPoolExecutor(4) as pool:
+        clients = list(pool.map(lambda _: store._connect(), range(4)))
+    store.close()
+    assert len(checks) == 1 and all(client is clients[0] for client in clients)
+
+
 def test_store_cli_stats_and_delete(lite_server, capsys) -> None:
     prefix = fresh_prefix()
     with open_store(lite_server.uri, prefix) as store:

@@ -220,6 +220,21 @@ class CheckReport:
                 and not self.incomplete_video_ids and not self.invalid_video_ids)
 
 
+def settle_scipy_check() -> None:
+    """Have pymilvus look for scipy.sparse now, in this thread.
+
+    pymilvus does it on first use, as it prepares data for a request (`SciPyHelper`). It executes scipy.sparse's
+    `__init__` again in a module object of its own, outside the import system's bookkeeping, and two threads of
+    one process doing that at once can meet scipy's submodules half imported. A served search failed that way
+    once ("partially initialized module 'scipy.sparse._lil'", `serving_bench.py` at 10k, stop 41; which two
+    threads met was not found). Run here, as a store first connects and under its connection lock, the check is
+    done before any thread reads or writes through the store.
+    """
+    from pymilvus.client.utils import SciPyHelper
+
+    SciPyHelper.is_scipy_sparse(None)
+
+
 class VideoStore:
     """Per-video rows + per-frame codes (+ text-video vectors) in Milvus collections, created on first use.
 
@@ -267,6 +282,7 @@ class VideoStore:
                     guard_collection_table()
 
                 self._client = MilvusClient(**self.settings.client_kwargs())
+                settle_scipy_check()
             return self._client
 
     def close(self) -> None:
