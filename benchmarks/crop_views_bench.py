@@ -18,8 +18,11 @@ S^f_B only, for both, and for S^c with S^f_B comparing only the one view S^c ran
 (`VideoIndex.fine_view` "best": the fine student's cost of a full frame); each by S^c alone, S^f_B on every
 candidate, the S^c top 5/10/20 % re-ordered by S^f_B (cascade) and DnS at 5/10 % with the pack's default fusion.
 Then S^c alone with subsets of the grid's views (the centre crop only; the four corners; corners and centre), what
-fewer views cost in mAP.  Crop features are cached beside the benchmark's (`benchmark_crop_features`); a held-out
-seed's take ~25 min on 2 busy cores (7 min idle).
+fewer views cost in mAP.  With `--segments L1,L2,...` (default: the pack's `index_segments`, else 0.25) the indices
+with views for S^c are measured again with segment views too (`SegmentLayout`: the S^c vectors of windows of
+those fractions of each video's frames, after the crops'), and S^c with the full frame and the windows alone.
+Crop features are cached beside the benchmark's (`benchmark_crop_features`); a held-out seed's take ~25 min on 2
+busy cores (7 min idle).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from dnsvr.training.data.crop_regions import CropLayout, crop_views
+from dnsvr.training.data.segments import SegmentLayout
 from dnsvr.training.evaluation.nd_benchmark import PRESETS, default_cache_dir
 from dnsvr.training.evaluation.tradeoff import (
     benchmark_crop_features,
@@ -41,6 +45,7 @@ from dnsvr.training.evaluation.tradeoff import (
     index_videos,
 )
 from dnsvr.training.files import atomic_write_text
+from dnsvr.training.packs.model_pack import ModelPack
 from fusion_policies import evaluate
 
 METHODS = (  # (label, score_query method, fraction, fusion: None = the method's own, "pack" = the pack's default)
@@ -68,8 +73,8 @@ def view_subsets(layout: CropLayout) -> dict[str, list[int]]:
             "full frame + every crop": list(range(1 + len(layout.boxes)))}
 
 
-def preset_results(preset: str, seed: int, layout: CropLayout, pack_dir: str | None) -> dict[tuple[str, str, int],
-                                                                                           tuple[float, float]]:
+def preset_results(preset: str, seed: int, layout: CropLayout, pack_dir: str | None,
+                   segments: SegmentLayout | None = None) -> dict[tuple[str, str, int], tuple[float, float]]:
     """{(index, method, views): (mAP, hard mAP)} of one benchmark preset and seed; `views`: vectors per video for
     S^c, views whose regions S^f_B compares for the fine rows."""
     pack, benchmark, features = benchmark_with_features(preset, seed, pack_dir, progress=False)
@@ -81,6 +86,13 @@ def preset_results(preset: str, seed: int, layout: CropLayout, pack_dir: str | N
                "views for S^f_B": dataclasses.replace(both, coarse_views=None),
                "views for both": both,
                "views for S^c, S^f_B on the best one": dataclasses.replace(both, fine_view="best")}
+    if segments is not None:
+        windows = index_videos(features, coarse, selector, [], progress=False, segments=segments).coarse_views
+        with_windows = dataclasses.replace(both, coarse_views=torch.cat([both.coarse_views, windows[:, 1:]], 1))
+        indices |= {"views for S^c + segment views": dataclasses.replace(with_windows, fine_targets=None),
+                    "views for both + segment views": with_windows,
+                    "full frame + segment views for S^c": dataclasses.replace(with_windows, coarse_views=windows,
+                                                                              fine_targets=None)}
     results = {}
 
     def measure(index_name: str, label: str, index, method: str, fraction: float, fusion: str | None) -> None:
@@ -137,14 +149,19 @@ def main() -> None:
     parser.add_argument("--grid", default="0.5:0.25", metavar="CROP:STRIDE",
                         help="the crop grid of the views (default: 0.5:0.25, 9 crops of half the side)")
     parser.add_argument("--pack", default=None, help="model pack directory (default: the bundled pack)")
+    parser.add_argument("--segments", type=SegmentLayout.parse, default=None, metavar="L1,L2,...",
+                        help="frame-window lengths of segment views (default: the pack's index_segments, else 0.25)")
     parser.add_argument("--out", type=Path, default=None, help="also write the table to this markdown file")
     args = parser.parse_args()
     torch.set_num_threads(2)
     layout = CropLayout.parse(args.grid)
-    runs = {(preset, seed): preset_results(preset, seed, layout, args.pack)
+    pack = ModelPack.from_dir(args.pack) if args.pack else ModelPack.bundled()
+    segments = args.segments or pack.index_segments or SegmentLayout((0.25,))
+    runs = {(preset, seed): preset_results(preset, seed, layout, args.pack, segments)
             for preset in args.presets for seed in args.seeds}
     lines = [f"Crop views of grid {args.grid} ({len(layout.boxes)} crops; `benchmarks/crop_views_bench.py`), pack "
-             f"{args.pack or 'bundled'}, benchmark seeds {' '.join(map(str, args.seeds))}. `views`: vectors per "
+             f"{args.pack or 'bundled'}, segment views of window lengths {list(segments.lengths)} ({segments.count} "
+             f"windows), benchmark seeds {' '.join(map(str, args.seeds))}. `views`: vectors per "
              "video for S^c, views whose regions S^f_B compares for its rows. Cells: mAP / mAP on hard copies, "
              "the mean over seeds.", "",
              "| index | method | views | " + " | ".join(args.presets) + " |",

@@ -6,7 +6,8 @@ For every query of the near-duplicate benchmark (`dnsvr eval benchmark`'s, featu
 every other video, the score the served search gives that pair with its default policy (S^c, the selector
 sending 10 % of the candidates to S^f_B, merged by the pack's default fusion, `ModelPack.default_fusion`; the
 small preset's 100 targets per query are the service's default K' = 100 coarse candidates; with the pack's crop
-views, `ModelPack.index_views`, as the service indexes: S^c by a target's best view).  Prints the score
+views, `ModelPack.index_views`, and frame windows, `ModelPack.index_segments`, as the service indexes: S^c by a
+target's best view).  Prints the score
 percentiles of true copies (by difficulty) and of the other videos, precision and recall of "score >= t" on a
 0.01 grid, and the threshold with the best F1 (ties: the higher one), which
 `dnsvr.client.duplicates.DEFAULT_DUPLICATE_THRESHOLD` records.
@@ -46,7 +47,8 @@ def main() -> None:
     selector, fine = pack.load("selector").eval(), fine_scorer(pack.load("fine"))
     grid = pack.index_views
     crops = None if grid is None else benchmark_crop_features(benchmark, pack, grid, default_cache_dir())
-    index = index_videos(features, pack.load("coarse"), selector, [fine], crops=crops)
+    windows = pack.index_segments
+    index = index_videos(features, pack.load("coarse"), selector, [fine], crops=crops, segments=windows)
     if crops is not None:  # the service's S^f_B compares the full frame's codes
         index.fine_targets = None
     position = index.position()
@@ -63,7 +65,8 @@ def main() -> None:
     copies = labels != ""
     print(f"preset {args.preset}, seed {args.seed}, pack {pack.version}: {len(scores)} pairs, "
           f"{len(benchmark.queries)} queries; served score (DnS, re-rank {SERVED_FRACTION}, fusion "
-          f"{pack.default_fusion}; " + (f"crop views {grid.crop:g}:{grid.stride:g})" if grid else "full frames)"))
+          f"{pack.default_fusion}; " + (f"crop views {grid.crop:g}:{grid.stride:g}" if grid else "full frames")
+          + (f", frame windows {list(windows.lengths)})" if windows else ")"))
     print("percentiles " + " / ".join(str(p) for p in PERCENTILES))
     print(f"  true copies  ({int(copies.sum()):4d}) {percentiles(scores[copies])}")
     for level in DIFFICULTIES:

@@ -74,6 +74,7 @@ def unit_rows(count: int, dim: int, rng: np.random.Generator) -> np.ndarray:
 
 
 VIEW_COSINE = 0.96  # the sample videos' crop views to their full frame, on average (crop_view_cosine.py)
+SEGMENT_COSINE = 0.99  # the benchmark videos' frame windows (0.25) to their full frame, on average (0.988-0.991)
 
 
 def view_cosine_arg(text: str) -> float | None:
@@ -81,14 +82,24 @@ def view_cosine_arg(text: str) -> float | None:
     return None if text.lower() == "none" else float(text)
 
 
+def near(coarse: np.ndarray, count: int, cosine: float, rng: np.random.Generator) -> np.ndarray:
+    """`count` unit vectors per row of `coarse` `[N, D]`, each at `cosine` to its row in a random direction ->
+    `[N, count, D]` float32."""
+    noise = rng.normal(size=(len(coarse), count, coarse.shape[1]))  # [N, V, D]
+    noise -= np.einsum("nvd,nd->nv", noise, coarse)[..., None] * coarse[:, None]  # orthogonal to the frame
+    noise /= np.linalg.norm(noise, axis=-1, keepdims=True)
+    return (cosine * coarse[:, None] + np.sqrt(1 - cosine**2) * noise).astype(np.float32)
+
+
 def synthetic_videos(start: int, count: int, dim: int, frames: int, rng: np.random.Generator,
                      text_dim: int = 0, views: int = 0, view_cosine: float | None = VIEW_COSINE,
-                     view_codes: bool = False) -> list[IndexedVideo]:
+                     view_codes: bool = False, segments: int = 0) -> list[IndexedVideo]:
     """Clustered coarse vectors, random codes, selector ~ U(0, 1), a clustered text-video vector when the store
     holds them (`text_dim` > 0: a pack with a text-video student), and `views` crop-view vectors (a pack with
     crop views), each at cosine `view_cosine` to its video's full frame in a random direction, as real crop views
     are, or (None) clustered and independent of it (the worst case for the crop-view search: most of the K' come
-    in by a crop), with random fine codes of each view where `view_codes` (an export with `--view-codes`)."""
+    in by a crop), with random fine codes of each view where `view_codes` (an export with `--view-codes`), and
+    `segments` frame-window vectors (a pack with segment views) at cosine SEGMENT_COSINE to the full frame."""
     coarse = unit_rows(count, dim, rng)
     text = unit_rows(count, text_dim, rng) if text_dim else [None] * count
     if not views:
@@ -96,16 +107,14 @@ def synthetic_videos(start: int, count: int, dim: int, frames: int, rng: np.rand
     elif view_cosine is None:
         crops = unit_rows(count * views, dim, rng).reshape(count, views, dim)
     else:
-        noise = rng.normal(size=(count, views, dim))  # [N, V, D]
-        noise -= np.einsum("nvd,nd->nv", noise, coarse)[..., None] * coarse[:, None]  # orthogonal to the frame
-        noise /= np.linalg.norm(noise, axis=-1, keepdims=True)
-        crops = (view_cosine * coarse[:, None] + np.sqrt(1 - view_cosine**2) * noise).astype(np.float32)
+        crops = near(coarse, views, view_cosine, rng)
+    windows = near(coarse, segments, SEGMENT_COSINE, rng) if segments else [None] * count
     return [
         IndexedVideo(f"synthetic-{start + i:06d}", coarse[i], float(rng.uniform()),
                      pack_codes(rng.choice([-1.0, 1.0], size=(frames, 9, 512)).astype(np.float32)), text=text[i],
                      views=crops[i],
                      view_codes=rng.integers(0, 256, size=(views, frames, 9, 64), dtype=np.uint8)
-                     if views and view_codes else None)
+                     if views and view_codes else None, segments=windows[i])
         for i in range(count)
     ]
 
@@ -120,7 +129,7 @@ def grow(store, target: int, frames: int, rng: np.random.Generator, view_cosine:
         while have < target:
             count = min(INSERT_BATCH, target - have)
             store.upsert_many(synthetic_videos(have, count, dim, frames, rng, store.meta.text_dim, store.meta.views,
-                                               view_cosine, store.meta.has_view_codes))
+                                               view_cosine, store.meta.has_view_codes, store.meta.segments))
             if pace_every and (have + count) // pace_every > have // pace_every:
                 settle(store, 0)
             have += count

@@ -96,6 +96,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "compares each candidate's view that best matches the query (held-out S^f_B on every "
                              "candidate 0.901 -> 0.946 mAP) instead of its full frame; 10x the stored fine codes "
                              "(~350 KB more a 60-frame video, held in a Milvus server's memory: size it for them)")
+    parser.add_argument("--index-segments", metavar="L1,L2,...|none",
+                        help="the frame windows every indexed video is also stored by (the coarse vectors of windows "
+                             "of these fractions of its frames, each length every half length; a target scores by "
+                             "its best view), e.g. 0.25 (7 windows: held-out S^c with crop views 0.895 -> 0.920, "
+                             "partial copies 0.34 -> 0.70), or none (default: the pack's \"index_segments\")")
     parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default: {OPSET})")
     parser.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (GPU only)")
     parser.add_argument("--fp16", action="store_true", help="let TensorRT compute in FP16 (with --tensorrt)")
@@ -110,7 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dnsvr.export.onnx_export import ExportError, check_opset
     from dnsvr.export.repository import build_repository, bundled_layout, write_repository_files
-    from dnsvr.export.weights import WeightsError, index_views_record, resolve_weights
+    from dnsvr.export.weights import WeightsError, index_segments_record, index_views_record, resolve_weights
 
     if not args.weights and not args.write_configs:
         print("dnsvr export: give --weights (or --write-configs); see `dnsvr export --help`", file=sys.stderr)
@@ -139,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
         if args.view_codes and source.index_views is None:
             raise ValueError("--view-codes needs crop views (the pack's index_views or --index-views CROP:STRIDE)")
         source.view_codes = args.view_codes
+        if args.index_segments:
+            source.index_segments = index_segments_record(args.index_segments)
     except (ExportError, WeightsError, ValueError, RuntimeError) as error:
         print(f"dnsvr export: {error}", file=sys.stderr)
         return 1

@@ -12,6 +12,7 @@
      "fusion": the pack's default re-rank fusion ("mix", "cascade" or "calibrated"; absent before stop 27: mix),
      "index_views": the pack's crop grid of indexed videos {"crop": 0.5, "stride": 0.25}, or null: full frames,
      "view_codes": whether the store also keeps each crop view's fine codes (`dnsvr export --view-codes`),
+     "index_segments": the pack's frame windows of indexed videos {"lengths": [0.5, 0.333]}, or null: none,
      "duplicate_threshold": the pack's near-duplicate threshold, or null: DEFAULT_DUPLICATE_THRESHOLD}
 
 Readers: `read_manifest(repository)`, `fine_kind(manifest)` (the one fine student the pipelines serve),
@@ -19,6 +20,7 @@ Readers: `read_manifest(repository)`, `fine_kind(manifest)` (the one fine studen
 of the re-rank fusion 'calibrated', None without one), `default_fusion(manifest)` (the fusion of a search that
 names none), `index_views(manifest)` (the crop grid indexed videos are also stored by, None without one),
 `view_codes(manifest)` (whether each crop view's fine codes are stored too, for the fine student's best view),
+`index_segments(manifest)` (the frame windows indexed videos are also stored by, None without them),
 `duplicate_threshold(manifest)` (the near-duplicate threshold of an index call that names none),
 `model_version(manifest)` (what the store records, so vectors of two exports are never mixed) and
 `changed_weights(repository)` (weight files that changed since the export, e.g. a retrained pack).
@@ -33,16 +35,18 @@ from pathlib import Path
 from dnsvr.client import spec
 from dnsvr.client.duplicates import DEFAULT_DUPLICATE_THRESHOLD, DuplicatePolicy
 from dnsvr.training.data.crop_regions import CropLayout
+from dnsvr.training.data.segments import SegmentLayout
 from dnsvr.training.files import file_sha256
 from dnsvr.training.ranking import DEFAULT_FUSION, ScoreCalibration, check_fusion
 
 MANIFEST = "manifest.json"
-FORMAT = 10  # 3: the text-video student ("text", dnsvr_search_text); 4: fine_similarity_bin/1/comparator.onnx
+FORMAT = 11  # 3: the text-video student ("text", dnsvr_search_text); 4: fine_similarity_bin/1/comparator.onnx
 # (its CPU Hamming path); 5: the student's kind ("text"."kind"), "text_weights"; 6: video thumbnails
 # (video_decode's and dnsvr_embed's `thumbnail`, dnsvr_thumbnails); 7: the pack's score "calibration"; 8:
 # video_features (decoding and the extractor side by side) in place of video_decode -> frame_features; 9: the
 # pack's crop grid of indexed videos ("index_views") and the video_views pipeline; 10: "view_codes" and
-# video_views's `view_codes`.
+# video_views's `view_codes`; 11: the pack's frame windows of indexed videos ("index_segments") and dnsvr_embed's
+# `features` and `mask`, from which dnsvr_index embeds them.
 # Older exports are re-exported.
 TEXT_KEYS = {"kind", "afa", "max_frames", "embed_dim", "max_words"}  # + "image_size" for a TeachCLIP student
 
@@ -129,6 +133,18 @@ def index_views(manifest: dict) -> CropLayout | None:
         return CropLayout.from_record(data)
     except ValueError as error:
         raise ManifestError(f"the manifest's index_views is invalid ({error}): re-export the repository") from None
+
+
+def index_segments(manifest: dict) -> SegmentLayout | None:
+    """The frame windows indexed videos are also stored by (segment views, embedded by dnsvr_index; the pack's
+    "index_segments"), None when the repository stores none."""
+    data = manifest.get("index_segments")
+    if data is None:
+        return None
+    try:
+        return SegmentLayout.from_record(data)
+    except ValueError as error:
+        raise ManifestError(f"the manifest's index_segments is invalid ({error}): re-export the repository") from None
 
 
 def view_codes(manifest: dict) -> bool:

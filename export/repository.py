@@ -314,6 +314,7 @@ def _build_locked(
             "fusion": source.fusion,
             "index_views": source.index_views,
             "view_codes": source.view_codes,
+            "index_segments": source.index_segments,
             "duplicate_threshold": source.duplicate_threshold,
         }
         atomic_write_text(staging / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -360,8 +361,10 @@ def ensure_exported(repository: str | Path, weights: list[str], on_model: Callab
                                      text_max_frames=text["max_frames"], afa=text["afa"])
         else:
             source = resolve_weights(weights)
-        if "index_views" in manifest:  # keep the export's own choices (`--index-views`, `--view-codes`)
-            source.index_views = manifest["index_views"]
+        if "index_views" in manifest:  # keep the export's own choices (`--index-views`, `--view-codes`,
+            source.index_views = manifest["index_views"]  # `--index-segments`)
+        if "index_segments" in manifest:
+            source.index_segments = manifest["index_segments"]
         source.view_codes = view_codes(manifest)
         exported_from = manifest.get("source")
         if source.description != exported_from:

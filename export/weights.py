@@ -23,6 +23,7 @@ from pathlib import Path
 from dnsvr.client import spec
 from dnsvr.export.text_kinds import TEXT_EXPORTS
 from dnsvr.training.data.crop_regions import CropLayout
+from dnsvr.training.data.segments import SegmentLayout
 from dnsvr.training.networks.checkpoints import (
     TEXT_VIDEO_KINDS,
     CheckpointError,
@@ -76,6 +77,7 @@ class ExportSource:
     fusion: str = DEFAULT_FUSION  # the pack's default re-rank fusion (a search that names none uses it)
     index_views: dict | None = None  # the pack's crop grid of indexed videos {"crop", "stride"}, None: full frame
     view_codes: bool = False  # each crop view's fine codes stored too (`dnsvr export --view-codes`)
+    index_segments: dict | None = None  # the pack's frame windows of indexed videos {"lengths"}, None: none
     duplicate_threshold: float | None = None  # the pack's near-duplicate threshold, None: the default
 
     def text_settings(self) -> dict | None:
@@ -113,6 +115,12 @@ def index_views_record(text: str) -> dict | None:
     return None if text.strip().lower() == "none" else CropLayout.parse(text).record()
 
 
+def index_segments_record(text: str) -> dict | None:
+    """`dnsvr export --index-segments`: `L1,L2,...` or `none` -> the manifest's record; ValueError naming the
+    problem."""
+    return None if text.strip().lower() == "none" else SegmentLayout.parse(text).record()
+
+
 def from_pack(pack: ModelPack, text_max_frames: int | None = None, own_text: bool = True) -> ExportSource:
     """Every network of a model pack (extractor, fine student, coarse student, selector and, with `own_text`, its
     text-video student)."""
@@ -126,10 +134,11 @@ def from_pack(pack: ModelPack, text_max_frames: int | None = None, own_text: boo
                  for role in pack.files if role in PACK_ROLES and (role != TEXT_ROLE or text_kind)}
         if (pack.root / PACK_MANIFEST).is_file():
             files[PACK_MANIFEST_ROLE] = pack.root / PACK_MANIFEST  # a new calibration or fusion asks for a new export
-        calibration, grid = pack.calibration, pack.index_views
+        calibration, grid, windows = pack.calibration, pack.index_views, pack.index_segments
         source = ExportSource({}, files, f"model pack {pack.root}", pack.extractor, pack_version=pack.version,
                               calibration=calibration.to_dict() if calibration else None,
                               fusion=pack.default_fusion, index_views=grid.record() if grid else None,
+                              index_segments=windows.record() if windows else None,
                               duplicate_threshold=pack.duplicate_threshold)
         source.networks[spec.extractor(text_kind).name] = pack.load_extractor()
         _student_models(source, pack.fine, pack.load("fine"))

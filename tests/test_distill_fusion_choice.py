@@ -118,7 +118,8 @@ def test_a_pack_records_its_chosen_fusion_and_serves_it(tmp_path, tiny_corpus):
 
     pack_dir = shutil.copytree(BUNDLED_DIR, tmp_path / "pack")
     features, pairs = tiny_corpus
-    full_frames = {k: v for k, v in json.loads((pack_dir / "pack.json").read_text()).items() if k != "index_views"}
+    full_frames = {k: v for k, v in json.loads((pack_dir / "pack.json").read_text()).items()
+                   if k not in ("index_views", "index_segments")}
     (pack_dir / "pack.json").write_text(json.dumps(full_frames))
     before = (pack_dir / "pack.json").read_text()
     dry = choose_pack_fusion(pack_dir, features, pairs, budgets=(0.2, 0.5), write=False, progress=False)
@@ -138,6 +139,9 @@ def test_a_pack_records_its_chosen_fusion_and_serves_it(tmp_path, tiny_corpus):
     assert viewed.fusion == stored["fusion"] == INDEX_VIEWS_FUSION == "cascade" and viewed.ndcg == choice.ndcg
     assert stored["fusion_choice"]["measured_choice"] == choice.fusion
     assert stored["fusion_choice"]["index_views_rule"] == INDEX_VIEWS_RULE
+    del stored["index_views"]  # frame windows alone: the coarse scores are best views too
+    (pack_dir / "pack.json").write_text(json.dumps({**stored, "index_segments": {"lengths": [0.25]}}))
+    assert choose_pack_fusion(pack_dir, features, pairs, budgets=(0.2, 0.5), progress=False).fusion == "cascade"
     with pytest.raises(ValueError, match="budgets must be fractions"):
         choose_pack_fusion(pack_dir, features, pairs, budgets=(0.0,), progress=False)
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 from dnsvr.training.data.corpus import CorpusConfig, build_corpus_features
 from dnsvr.training.data.crop_regions import CropLayout
+from dnsvr.training.data.segments import SegmentLayout
 from dnsvr.training.distill.augment import pad_batch
 from dnsvr.training.distill.pairs import PairSet, mine_pairs
 from dnsvr.training.distill.teachers import ChamferTeacher
@@ -246,6 +247,7 @@ def test_a_pack_distilled_from_the_crop_teacher(corpus, tmp_path):
     choice = pack.info["fusion_choice"]  # the default fusion, judged by the crop teacher's pairs
     assert choice["measured_choice"] == "mix" and choice["queries"] == 6  # 5 candidates: no picks
     assert pack.index_views == CropLayout(0.5, 0.25) and pack.default_fusion == choice["fusion"] == "cascade"
+    assert pack.index_segments == SegmentLayout((0.25,))  # the default frame windows, recorded in pack.json
 
 
 def test_the_pack_command_maps_teacher_crops_onto_the_config(monkeypatch, tmp_path):
@@ -267,6 +269,10 @@ def test_the_pack_command_maps_teacher_crops_onto_the_config(monkeypatch, tmp_pa
     assert main([*base, "--teacher-crops", "0.5:0.25", "--teacher-turns", "--teacher-blurs", "1.5"]) == 0
     assert main([*base, "--index-views", "none"]) == 0
     assert main([*base, "--index-views", "0.3:0.175"]) == 0
+    assert main([*base, "--index-segments", "none"]) == 0
+    assert main([*base, "--index-segments", "0.5,0.25"]) == 0
+    assert configs[1].index_segments == pack_builder.PackConfig().index_segments == (0.25,)  # one default
+    assert configs[6].index_segments is None and configs[7].index_segments == (0.5, 0.25)
     assert configs[1].index_views == pack_builder.PackConfig().index_views == (0.5, 0.25)  # one default
     assert configs[4].index_views is None and configs[5].index_views == (0.3, 0.175)
     assert configs[0].teacher_crops == ((0.5, 0.25),) and not configs[0].teacher_turns
@@ -277,6 +283,8 @@ def test_the_pack_command_maps_teacher_crops_onto_the_config(monkeypatch, tmp_pa
         main([*base, "--teacher-crops", "0.5"])
     with pytest.raises(SystemExit):
         main([*base, "--index-views", "0.5:0.75"])
+    with pytest.raises(SystemExit):
+        main([*base, "--index-segments", "1.5"])
 
 
 def test_a_given_features_file_is_the_corpus(corpus, tmp_path):

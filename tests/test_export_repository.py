@@ -239,6 +239,29 @@ def test_a_packs_crop_grid_and_duplicate_threshold_are_exported_and_checked(tmp_
         view_codes({"index_views": grid, "view_codes": "yes"})
 
 
+def test_a_packs_frame_windows_are_exported_and_checked(tmp_path: Path) -> None:
+    import shutil
+
+    from dnsvr.export.manifest import index_segments
+    from dnsvr.export.weights import index_segments_record
+    from dnsvr.training.data.segments import SegmentLayout
+    from dnsvr.training.packs.model_pack import BUNDLED_DIR
+
+    pack = shutil.copytree(BUNDLED_DIR, tmp_path / "pack")
+    meta = json.loads((pack / "pack.json").read_text())
+    source = resolve_weights([str(pack)])
+    assert source.index_segments == meta["index_segments"] == {"lengths": [0.25]}
+    assert index_segments({"index_segments": source.index_segments}) == SegmentLayout((0.25,))
+    assert index_segments_record("none") is None and index_segments_record("0.5,0.25") == {"lengths": [0.5, 0.25]}
+    with pytest.raises(ValueError, match="LENGTH"):
+        index_segments_record("half")
+    (pack / "pack.json").write_text(json.dumps({**meta, "index_segments": {"lengths": [0.0]}}))
+    with pytest.raises(WeightsError, match="index_segments must be"):
+        resolve_weights([str(pack)])
+    (pack / "pack.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "index_segments"}))
+    assert resolve_weights([str(pack)]).index_segments is None
+
+
 @pytest.mark.parametrize("recorded", [{"index_views": None}, {"view_codes": True}, {}])
 def test_a_re_export_keeps_the_crop_grid_and_view_codes_the_export_chose(tmp_path, monkeypatch, recorded):
     """A repository exported again because a weight file changed keeps `--index-views none` and `--view-codes`;

@@ -259,7 +259,7 @@ def test_views_are_written_in_batches_and_rolled_back_with_a_failed_write(backen
                                                                                                        action))
         videos = [video(f"v{i}", i) for i in range(4)]
         store.upsert_many(videos)
-        assert calls.count("insert crop views") == -(-4 * (1 + VIEWS) // 3)
+        assert calls.count("insert views") == -(-4 * (1 + VIEWS) // 3)
         for item in videos:
             np.testing.assert_array_equal(store.get(item.video_id).views, item.views)
         served = store.search_coarse(videos[2].views[2], 1, consistency="Strong")

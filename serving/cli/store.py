@@ -101,7 +101,7 @@ def _check(args: argparse.Namespace) -> int:
         report = store.check(repair=args.repair, grace_s=args.grace)
         print(f"videos: {report.videos}  frame rows: {report.frame_rows}")
         print(f"orphan frame rows: {report.orphan_rows}  orphan text-vector rows: {report.orphan_text_rows}  "
-              f"orphan crop-view rows: {report.orphan_view_rows} (of {len(report.orphan_video_ids)} video ids)"
+              f"orphan view rows: {report.orphan_view_rows} (of {len(report.orphan_video_ids)} video ids)"
               + (f"  {', '.join(report.orphan_video_ids[:20])}" if report.orphan_video_ids else ""))
         if report.skipped_recent_rows:
             print(f"skipped {report.skipped_recent_rows} orphan rows younger than {args.grace:.0f} s")
@@ -123,14 +123,14 @@ def _stats(args: argparse.Namespace) -> int:
         meta = stats.meta
         print(f"store:           {store.settings.display_uri}  ({store.server_version})")
         text = f", {store.text_collection}" if meta.text_dim else ""
-        views = f", {store.view_collection}" if meta.views else ""
+        views = f", {store.view_collection}" if meta.view_vectors else ""
         print(f"collections:     {store.video_collection}, {store.frame_collection}{text}{views}")
         print(f"model version:   {meta.model_version}   coarse dim: {meta.coarse_dim}  "
               f"representation: {meta.representation}  layout: {meta.layout} ({meta.frames_per_row}/row)")
         vectors = f"{meta.text_dim}-d text-video vectors ({stats.text_rows} rows)" if meta.text_dim else "none"
         print(f"text search:     {vectors}")
-        views = (f"full frame + {meta.views} crops a video ({stats.view_rows} rows)" if meta.views
-                 else "full frame alone")
+        views = (f"full frame + {meta.views} crops + {meta.segments} frame windows a video ({stats.view_rows} rows)"
+                 if meta.view_vectors else "full frame alone")
         print(f"coarse views:    {views}")
         print(f"videos:          {stats.videos}")
         print(f"frames:          {stats.frames}  in {stats.frame_rows} rows")

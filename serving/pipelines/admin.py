@@ -4,10 +4,11 @@
     stats_request(inputs, stores) -> {"report": BYTES [1]}, a JSON object:
         health: store URI (redacted), Milvus server version, model version, the pack's default re-rank fusion,
                 the crop views each indexed video gets (`index_views`, 0: full frames alone) and whether their
-                fine codes are stored too (`view_codes`), the near-duplicate
+                fine codes are stored too (`view_codes`), its segment views (`index_segments`), the near-duplicate
                 threshold of an index call that names none, videos (a store round trip)
         stats:  the above + videos, frames, frame rows, payload bytes per video, store layout, text-video vectors,
-                crop views per stored video and their rows, manifest (with the text-video student's settings)
+                crop and segment views per stored video and their rows, manifest (with the text-video student's
+                settings)
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def stats_request(inputs: RequestInputs, stores: ServiceStore) -> dict[str, np.n
         raise BadRequest(f"request must be 'stats' or 'health', got {what!r}")
     report = {"store_uri": stores.settings.display_uri, "model_version": stores.model_version,
               "fine": stores.fine_kind, "default_fusion": stores.default_fusion, "text_search": stores.text is not None,
-              "index_views": stores.views, "view_codes": stores.view_codes,
+              "index_views": stores.views, "view_codes": stores.view_codes, "index_segments": stores.segments,
               "duplicate_threshold": stores.duplicate_threshold}
     store = stores.existing()
     if store is None:
@@ -51,7 +52,8 @@ def stats_request(inputs: RequestInputs, stores: ServiceStore) -> dict[str, np.n
         report.update(videos=stats.videos, frames=stats.frames, frame_rows=stats.frame_rows,
                       payload_bytes_per_video=stats.payload_bytes_per_video, disk_bytes=stats.disk_bytes,
                       layout=stats.meta.layout, coarse_dim=stats.meta.coarse_dim, text_dim=stats.meta.text_dim,
-                      text_rows=stats.text_rows, views=stats.meta.views, view_rows=stats.view_rows)
+                      text_rows=stats.text_rows, views=stats.meta.views, segments=stats.meta.segments,
+                      view_rows=stats.view_rows)
     if what == "stats":
         manifest = read_manifest(stores.repository)
         report["models"] = {"served": manifest.get("served", []), "source": manifest.get("source"),

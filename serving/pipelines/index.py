@@ -5,7 +5,8 @@ near-duplicates when asked, write it to the store unless skipped.
         "duplicate_ids": BYTES [n], "duplicate_scores": float32 [n], "timings": BYTES [1] JSON ms}
     index_video(store, video_id, embedding, source_uri, metadata) -> upsert (re-indexing an id replaces it; with a
         text-video student its vector is written with the rest, with the pack's crop grid the crop views' vectors
-        and fine codes video_views made, and the thumbnail dnsvr_embed made)
+        and fine codes video_views made, with its frame windows the segment views' vectors, and the thumbnail
+        dnsvr_embed made)
 
 Request: video_id BYTES [1], video BYTES [1] | frames uint8 [T, 224, 224, 3], source_uri BYTES [1] (optional),
 metadata BYTES [1] (optional, a JSON object), on_duplicate BYTES [1] (optional: keep | report | skip, default
@@ -36,7 +37,7 @@ def index_video(store: VideoStore, video_id: str, embedding: Embedding, source_u
     store.upsert(IndexedVideo(video_id=video_id, coarse=embedding.coarse, selector=embedding.selector,
                               fine_codes=embedding.fine, source_uri=source_uri, metadata=metadata or {},
                               text=embedding.text, thumbnail=embedding.thumbnail, views=embedding.views,
-                              view_codes=embedding.view_codes))
+                              view_codes=embedding.view_codes, segments=embedding.segments))
 
 
 def index_request(inputs: RequestInputs, stores: ServiceStore, calls: ModelCalls) -> dict[str, np.ndarray]:
@@ -59,6 +60,9 @@ def index_request(inputs: RequestInputs, stores: ServiceStore, calls: ModelCalls
         if calls.views is not None:  # only for a video that is stored: a query or a skipped copy needs none
             with watch.stage("crop_views"):
                 embedding.views, embedding.view_codes = calls.views(inputs.video())
+        if calls.segments is not None:
+            with watch.stage("segment_views"):
+                embedding.segments = calls.segments(embedding.features)
         with watch.stage("store"):
             index_video(store, video_id, embedding, source_uri, metadata)
     return {"frame_count": np.array([embedding.frame_count], np.int64),

@@ -55,7 +55,8 @@ class Embedding:
     [T, 9, 512] float32, selector self-similarity (float), with a text-video student its vector text [D]
     float32 (unit norm; None without one), its JPEG thumbnail (None when not asked for) and, indexed with the
     pack's crop grid, its crop views' S^c vectors views [B, C] float32 and fine codes view_codes [B, T, 9, W]
-    (video_views; None otherwise).
+    (video_views; None otherwise); indexed with the pack's frame windows, its full-frame features [T, 9, 512]
+    float32 (dnsvr_embed's, when asked for) and its segment views' S^c vectors segments [W, C] (None otherwise).
 
     An indexed video's embedding may come without its codes (`fine` None): `stored` = (video_id, generation,
     frame_count) then says which to read, and the search reads them with its first candidates' codes
@@ -69,6 +70,8 @@ class Embedding:
     stored: tuple[str, int, int] | None = None
     views: np.ndarray | None = None
     view_codes: np.ndarray | None = None
+    features: np.ndarray | None = None
+    segments: np.ndarray | None = None
 
     @property
     def frame_count(self) -> int:
@@ -79,8 +82,9 @@ class Embedding:
         """dnsvr_embed's outputs (batch axis of 1) -> Embedding."""
         text = outputs["text_video"][0] if "text_video" in outputs else None
         thumbnail = outputs["thumbnail"].reshape(-1)[0] if "thumbnail" in outputs else None
+        features = outputs["features"][0][outputs["mask"][0]] if "features" in outputs else None  # [T, 9, 512]
         return cls(outputs["coarse"][0], outputs["fine"][0], float(outputs["selector"].reshape(-1)[0]), text,
-                   thumbnail)
+                   thumbnail, features=features)
 
 
 @dataclass
@@ -94,12 +98,15 @@ class ModelCalls:
     its real frames, 0 elsewhere).
     views (indexing with the pack's crop grid; None otherwise): the same video input -> its crop views' S^c
     vectors [B, C] float32 and fine codes [B, T, 9, W] (video_views; None where the store keeps none).
+    segments (indexing with the pack's frame windows; None otherwise): full-frame features [T, 9, 512] -> its
+    segment views' S^c vectors [W, C] float32 (`views.segment_vectors` over coarse_embed).
     """
 
     embed: Callable[[dict[str, np.ndarray]], Embedding]
     selector_score: Callable[[np.ndarray], np.ndarray]
     fine_similarity: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
     views: Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray | None]] | None = None
+    segments: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 DEFAULT_CANDIDATES = 100

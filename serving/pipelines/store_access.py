@@ -4,8 +4,8 @@ Where: model config parameters `store_uri` / `store_prefix` (empty: unset), else
 DNSVR_MILVUS_TOKEN / DNSVR_MILVUS_PREFIX and the config file (`dnsvr.serving.store.settings`).  Which models:
 the repository's `manifest.json` (`dnsvr.export.manifest.model_version`: the model-pack version, else a hash
 of the served ONNX files), so vectors of two different exports are never mixed in one store; and how many crop
-views each video is stored with (the pack's `index_views` grid) and whether their fine codes are too (the
-export's `view_codes`), which the store also records.  How its fine
+views each video is stored with (the pack's `index_views` grid), whether their fine codes are too (the export's
+`view_codes`) and how many segment views (the pack's `index_segments`), which the store also records.  How its fine
 scores meet coarse ones: the pack's score calibration and default re-rank fusion, from the same manifest.
 """
 
@@ -18,6 +18,7 @@ from dnsvr.export.manifest import (
     default_fusion,
     duplicate_threshold,
     fine_kind,
+    index_segments,
     index_views,
     model_version,
     read_manifest,
@@ -60,6 +61,8 @@ class ServiceStore:
         self.duplicate_threshold = duplicate_threshold(manifest)  # of an index call that names none
         self.views = len(self.index_views.boxes) if self.index_views else 0  # crop views per stored video
         self.view_codes = view_codes(manifest)  # each crop view's fine codes stored too (`--view-codes`)
+        self.index_segments = index_segments(manifest)  # the frame windows indexed videos are also stored by, or None
+        self.segments = self.index_segments.count if self.index_segments else 0  # segment views per stored video
         self.settings = store_settings(parameters)
         self._stores: dict[int | None, VideoStore] = {}
 
@@ -69,7 +72,8 @@ class ServiceStore:
         if key not in self._stores:
             self._stores[key] = VideoStore(self.settings, model_version=self.model_version, coarse_dim=coarse_dim,
                                            representation=self.representation, text_dim=self.text_dim,
-                                           views=self.views, view_codes=self.view_codes, create=create)
+                                           views=self.views, view_codes=self.view_codes,
+                                           segments=self.segments, create=create)
         return self._stores[key]
 
     def existing(self) -> VideoStore | None:

@@ -1,8 +1,10 @@
-"""What `video_views` does, free of Triton: one video -> the S^c vectors and fine codes of its crop views (issue 15).
+"""What `video_views` does, free of Triton: one video -> the S^c vectors and fine codes of its crop views (issue 15);
+and what dnsvr_index does with the pack's frame windows: features -> its segment views' S^c vectors.
 
     view_vectors(inputs, decoding, layout, extract, coarse, fine, batch, coarse_batch)
         -> {"views": float32 [1, B, C], "view_codes": [1, B, T, 9, 64] uint8 / [1, B, T, 9, 512] float32}
         (fine None, a repository whose store keeps no crop views' codes: {"views"} alone)
+    segment_vectors(features, layout, coarse) -> float32 [W, C]
 
 The video is decoded exactly as video_features decodes it (`video.frame_chunks`: the same frames, so the same
 frame count).  Every frame's zoomed crops of `layout` (`CropLayout.zoomed`: B square crops, each resized back to
@@ -14,6 +16,11 @@ network, each crop's fine codes (the same frames as the full frame's `fine`).  W
 (`VideoStore.search_coarse`), and whose codes the fine student compares (`CoarseHits.code_views`).  Queries never
 take this path: a query keeps its full frame.  The offline evaluation's twin is `tradeoff.index_videos(crops=...)`
 (with `VideoIndex.fine_view` "best"), which the tests hold it to.
+
+Segment views (`SegmentLayout`): the coarse network on windows of the full frame's features as dnsvr_embed gives
+them (video_features', short clips already repeated), windows of one length in one request, so no frame is
+padded; a window shorter than 4 frames repeated as a short clip is.  Their offline twin is
+`tradeoff.index_videos(segments=...)`.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from dnsvr.client import spec
 from dnsvr.serving.pipelines.requests import BadRequest, RequestInputs
 from dnsvr.serving.pipelines.video import Decoding, Extract, checked_video, frame_chunks
 from dnsvr.training.data.crop_regions import CropLayout
+from dnsvr.training.data.segments import SegmentLayout
 from dnsvr.training.data.video import VideoDecodeError, pad_frames
 
 Coarse = Callable[[np.ndarray, np.ndarray], np.ndarray]  # features [n, T, 9, 512], mask [n, T] -> [n, C]
@@ -56,3 +64,24 @@ def view_vectors(inputs: RequestInputs, decoding: Decoding, layout: CropLayout, 
     codes = np.concatenate([fine(views[start:start + coarse_batch], mask[start:start + coarse_batch])
                             for start in range(0, crops, coarse_batch)])  # [B, T', 9, W]
     return {"views": vectors.astype(np.float32)[None], "view_codes": codes[None]}
+
+
+def segment_vectors(features: np.ndarray, layout: SegmentLayout, coarse: Coarse,
+                    batch: int = spec.COARSE_EMBED.max_batch_size) -> np.ndarray:
+    """A video's full-frame features `[T, 9, 512]` -> its segment views' unit S^c vectors `[W, C]` float32, in the
+    layout's order (module docstring); at most `batch` windows a request."""
+
+    def embed(windows: list[np.ndarray]) -> np.ndarray:
+        vectors: list[np.ndarray | None] = [None] * len(windows)
+        by_length: dict[int, list[int]] = {}
+        for i, window in enumerate(windows):
+            by_length.setdefault(len(window), []).append(i)
+        for members in by_length.values():
+            for start in range(0, len(members), batch):
+                part = members[start:start + batch]
+                stacked = np.stack([windows[i] for i in part])  # [n, L, 9, 512]
+                for i, vector in zip(part, coarse(stacked, np.ones(stacked.shape[:2], bool)), strict=True):
+                    vectors[i] = vector  # [C]
+        return np.stack(vectors).astype(np.float32)
+
+    return layout.vectors(np.asarray(features, np.float32), embed)

@@ -79,6 +79,7 @@ class StoreMeta:
     text_dim: int = 0  # the text-video vectors' dimension; 0: no text-video student, no text search
     views: int = 0  # crop views each video is stored by beside its full frame (`{prefix}_views`); 0: none
     view_codes: bool = False  # each crop view's fine codes kept too (10x the fine codes; schema 3 on)
+    segments: int = 0  # segment views (S^c of frame windows) each video is stored by after its crops'; 0: none
 
     def to_json(self) -> str:
         return json.dumps({"dnsvr_store": asdict(self)}, sort_keys=True)
@@ -105,6 +106,12 @@ class StoreMeta:
         an export with `--view-codes`): the fine student then compares a candidate's best view
         (`CoarseHits.code_views`)."""
         return self.views > 0 and self.view_codes
+
+    @property
+    def view_vectors(self) -> int:
+        """Rows of one video in the view collection (`{prefix}_views`): its full frame, each crop view and each
+        segment view; 0 in a store without that collection."""
+        return 1 + self.views + self.segments if self.views or self.segments else 0
 
     @property
     def frame_shape(self) -> tuple[int, int]:
@@ -137,7 +144,7 @@ def frame_bytes(representation: str) -> int:
 
 
 def make_meta(model_version: str, coarse_dim: int, representation: str, layout: str, text_dim: int = 0,
-              views: int = 0, view_codes: bool = False) -> StoreMeta:
+              views: int = 0, view_codes: bool = False, segments: int = 0) -> StoreMeta:
     if representation not in REPRESENTATIONS:
         raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}")
     if layout not in LAYOUTS:
@@ -150,10 +157,12 @@ def make_meta(model_version: str, coarse_dim: int, representation: str, layout: 
         raise ValueError(f"views must be in 0..{MAX_VIEWS}, got {views}")
     if view_codes and not views:
         raise ValueError("view_codes needs crop views (views > 0)")
+    if not 0 <= segments <= MAX_VIEWS:
+        raise ValueError(f"segments must be in 0..{MAX_VIEWS}, got {segments}")
     check_text("model_version", model_version, MAX_MODEL_VERSION_BYTES, allow_empty=False)
     frames_per_row = 1 if layout == "vector" else CHUNK_BYTES // frame_bytes(representation)
     return StoreMeta(model_version, coarse_dim, representation, layout, frames_per_row, text_dim=text_dim,
-                     views=views, view_codes=bool(view_codes))
+                     views=views, view_codes=bool(view_codes), segments=segments)
 
 
 @dataclass
@@ -167,7 +176,9 @@ class IndexedVideo:
     that hold thumbnails (`StoreMeta.has_thumbnails`), ignored by older ones; views [B, D] float32 (each row
     L2-normalised): the coarse vectors of its B crop views, required by a store with views = B > 0 and refused by
     one without; view_codes [B, T, 9, 64] uint8 / [B, T, 9, 512] float32: each crop view's fine codes, required
-    by a store that keeps them (`StoreMeta.has_view_codes`), ignored by a store with views that keeps none.
+    by a store that keeps them (`StoreMeta.has_view_codes`), ignored by a store with views that keeps none;
+    segments [W, D] float32 (each row L2-normalised): the coarse vectors of its W segment views (frame windows,
+    `SegmentLayout`), required by a store with segments = W > 0 and refused by one without.
     `indexed_at` (unix seconds) is set by the store on read.
     """
 
@@ -184,6 +195,7 @@ class IndexedVideo:
     thumbnail: bytes | None = None
     views: np.ndarray | None = None
     view_codes: np.ndarray | None = None
+    segments: np.ndarray | None = None
 
 
 def check_text(name: str, value: object, max_bytes: int, allow_empty: bool = True) -> str:
@@ -245,6 +257,23 @@ def check_view_vectors(views: object, meta: StoreMeta) -> np.ndarray | None:
     return np.stack([check_unit_vector(row, meta.coarse_dim, f"crop view {i + 1}") for i, row in enumerate(array)])
 
 
+def check_segment_vectors(segments: object, meta: StoreMeta) -> np.ndarray | None:
+    """The segment views' coarse vectors a video of this store must carry: [segments, coarse_dim] float32, each
+    row finite and of unit norm; None for a store without them.  InvalidVideo naming the problem otherwise."""
+    if not meta.segments:
+        if segments is not None:
+            raise InvalidVideo("this store holds no segment views (it was made for a repository that indexes no "
+                               "frame windows)")
+        return None
+    if segments is None:
+        raise InvalidVideo(f"this store needs each video's {meta.segments} segment-view coarse vectors")
+    array = np.asarray(segments)
+    if array.ndim != 2 or len(array) != meta.segments:
+        raise InvalidVideo(f"segment views must have shape [{meta.segments}, {meta.coarse_dim}], got "
+                           f"{list(array.shape)}")
+    return np.stack([check_unit_vector(row, meta.coarse_dim, f"segment view {i + 1}") for i, row in enumerate(array)])
+
+
 def check_thumbnail(thumbnail: object) -> bytes | None:
     """None, or JPEG bytes of at most MAX_THUMBNAIL_BYTES; InvalidVideo naming the problem otherwise."""
     if thumbnail is None:
@@ -302,6 +331,7 @@ def check_video(video: IndexedVideo, meta: StoreMeta) -> IndexedVideo:
     coarse = check_unit_vector(video.coarse, meta.coarse_dim)
     text = check_text_vector(video.text, meta)
     views = check_view_vectors(video.views, meta)
+    segments = check_segment_vectors(video.segments, meta)
     try:
         selector = float(video.selector)
     except (TypeError, ValueError) as error:
@@ -324,7 +354,7 @@ def check_video(video: IndexedVideo, meta: StoreMeta) -> IndexedVideo:
         raise InvalidVideo(f"metadata JSON is {len(metadata_text)} bytes, over {MAX_METADATA_BYTES}")
     return IndexedVideo(video.video_id, coarse, selector, codes, codes.shape[0], video.source_uri,
                         json.loads(metadata_text), meta.model_version, text=text, thumbnail=thumbnail, views=views,
-                        view_codes=view_codes)
+                        view_codes=view_codes, segments=segments)
 
 
 def video_schema(client_cls: Any, meta: StoreMeta) -> Any:
@@ -378,8 +408,8 @@ def text_schema(client_cls: Any, meta: StoreMeta) -> Any:
 
 
 def views_schema(client_cls: Any, meta: StoreMeta) -> Any:
-    """The crop-view collection: 1 + views rows per (video_id, generation), `view` 0 the full frame's coarse
-    vector, 1..views the crops' in the grid's order."""
+    """The view collection: `meta.view_vectors` rows per (video_id, generation), `view` 0 the full frame's coarse
+    vector, 1..views the crops' in the grid's order, then the segment views' in their layout's order."""
     from pymilvus import DataType
 
     schema = client_cls.create_schema(auto_id=True, enable_dynamic_field=False, description=meta.to_json())
@@ -392,8 +422,9 @@ def views_schema(client_cls: Any, meta: StoreMeta) -> Any:
 
 
 def view_rows(video: IndexedVideo, generation: int) -> list[dict[str, Any]]:
-    """A checked video's rows of the crop-view collection: its full frame (view 0), then each crop view."""
-    vectors = [video.coarse, *video.views]
+    """A checked video's rows of the view collection: its full frame (view 0), each crop view, each segment view."""
+    vectors = [video.coarse, *(video.views if video.views is not None else ()),
+               *(video.segments if video.segments is not None else ())]
     return [{"video_id": video.video_id, "generation": generation, "view": view, "vector": vector.tolist()}
             for view, vector in enumerate(vectors)]
 

@@ -4,16 +4,16 @@ One interface over embedded Milvus Lite (a `.db` path, or a `milvus-lite server`
 (http(s)://host:port + token); the layout of the frame collection is hidden (see store_schema).
 
 Write protocol (crash-safe: at worst orphan frames, which `check(repair=True)` removes):
-    upsert: frames (and the text-video vector, in a store made for text search, and the crop views, in one made
-            for them) of a new generation -> per-video row pointing at that generation (the switch) -> delete the
-            video's frames, text vectors and crop views of any other generation.  Readers only follow a row's
+    upsert: frames (and the text-video vector, in a store made for text search, and the crop and segment views,
+            in one made for them) of a new generation -> per-video row pointing at that generation (the switch)
+            -> delete the video's frames, text vectors and views of any other generation.  Readers only follow a row's
             generation, so a re-index, shorter or longer, never shows a mix of old and new frames, and text or
             coarse search never returns a replaced vector.
     delete: per-video row first, then its frames, text vector and crop views.
 A video's JPEG thumbnail (stores of schema 2 on) lives in its row: it switches and goes with it.
 Text search (`search_text`): the text collection's inner-product top-k, each hit kept only if the video's row
 points at its generation (and passes the caller's filter over the per-video fields).  Coarse search in a store
-made for crop views reads the crop-view collection the same way: a video scores by its best view.
+made for crop or segment views reads the view collection the same way: a video scores by its best view.
 Consistency: ranking reads (`search_coarse`, `read_codes`, `fetch_codes`) default to Session: as cheap as Bounded (~5 ms
 vs ~200 ms for Strong on Milvus 2.3.5) and they see this client's own writes; a row seen implies its frames
 are seen (frames are written first).  Another process's writes become visible within the Bounded window; pass
@@ -238,10 +238,10 @@ def settle_scipy_check() -> None:
 class VideoStore:
     """Per-video rows + per-frame codes (+ text-video vectors) in Milvus collections, created on first use.
 
-    model_version / coarse_dim / representation / text_dim / views / view_codes: what this caller writes and
-    expects (text_dim 0: no text-video vectors; views 0: no crop views; view_codes: each crop view's fine codes
-    kept too); None adopts whatever the existing collections hold (admin tools).  A mismatch with existing
-    collections raises StoreMismatch.
+    model_version / coarse_dim / representation / text_dim / views / view_codes / segments: what this caller writes
+    and expects (text_dim 0: no text-video vectors; views 0: no crop views; view_codes: each crop view's fine codes
+    kept too; segments 0: no segment views); None adopts whatever the existing collections hold (admin tools).  A
+    mismatch with existing collections raises StoreMismatch.
     """
 
     def __init__(
@@ -254,6 +254,7 @@ class VideoStore:
         text_dim: int | None = None,
         views: int | None = None,
         view_codes: bool | None = None,
+        segments: int | None = None,
         create: bool = True,
     ):
         if settings is None or isinstance(settings, str):
@@ -264,7 +265,7 @@ class VideoStore:
         self.meta_collection = f"{settings.prefix}_meta"
         self.text_collection = f"{settings.prefix}_text"
         self.view_collection = f"{settings.prefix}_views"
-        self._wanted = (model_version, coarse_dim, representation, text_dim, views, view_codes)
+        self._wanted = (model_version, coarse_dim, representation, text_dim, views, view_codes, segments)
         self._create = create
         self._client: Any = None
         self._connecting = threading.Lock()
@@ -345,10 +346,10 @@ class VideoStore:
         return [self.meta_collection, *self._generation_collections(meta), self.video_collection]
 
     def _generation_collections(self, meta: StoreMeta) -> list[str]:
-        """The collections whose rows follow the generation protocol: frames, then text vectors and crop views
-        where the store holds them."""
+        """The collections whose rows follow the generation protocol: frames, then text vectors and views (crop
+        and segment views) where the store holds them."""
         return [self.frame_collection, *([self.text_collection] if meta.text_dim else []),
-                *([self.view_collection] if meta.views else [])]
+                *([self.view_collection] if meta.view_vectors else [])]
 
     def _load_collections(self, meta: StoreMeta) -> None:
         for name in self._collections(meta):
@@ -477,7 +478,7 @@ class VideoStore:
         self._call("write meta", lambda c: c.upsert(self.meta_collection, [meta_row(meta)]))
 
     def _check_wanted(self, meta: StoreMeta) -> None:
-        model_version, coarse_dim, representation, text_dim, views, view_codes = self._wanted
+        model_version, coarse_dim, representation, text_dim, views, view_codes, segments = self._wanted
         problems = []
         if model_version is not None and model_version != meta.model_version:
             problems.append(f"model-pack version {meta.model_version!r} (this caller: {model_version!r})")
@@ -492,6 +493,8 @@ class VideoStore:
         if view_codes is not None and meta.views and bool(view_codes) != meta.view_codes:
             problems.append(f"the crop views' fine codes {'kept' if meta.view_codes else 'not kept'} (this caller: "
                             f"{'kept' if view_codes else 'not kept'}; `dnsvr export --view-codes`)")
+        if segments is not None and segments != meta.segments:
+            problems.append(f"{meta.segments} segment views per video (0: none; this caller: {segments})")
         layout = self.settings.layout
         if layout != "auto" and layout != meta.layout:
             problems.append(f"layout {meta.layout!r} (settings: {layout!r})")
@@ -503,7 +506,7 @@ class VideoStore:
             )
 
     def _new_meta(self) -> StoreMeta:
-        model_version, coarse_dim, representation, text_dim, views, view_codes = self._wanted
+        model_version, coarse_dim, representation, text_dim, views, view_codes, segments = self._wanted
         if model_version is None or coarse_dim is None or representation is None:
             raise StoreError(
                 f"no video store {self.settings.prefix!r} at {self.settings.display_uri} yet: creating one "
@@ -516,17 +519,17 @@ class VideoStore:
         elif layout == "vector" and representation == "binary" and not self.supports_binary_vectors:
             raise StoreError(f"{self.server_version} has no binary vectors: use layout 'chunk' or 'auto'")
         return make_meta(model_version, coarse_dim, representation, layout, text_dim or 0, views or 0,
-                         bool(views and view_codes))
+                         bool(views and view_codes), segments or 0)
 
     def _create_collections(self, meta: StoreMeta) -> None:
-        """Create the frame (and text, crop-view), then the video collection, where missing (after a crash during
+        """Create the frame (and text, view), then the video collection, where missing (after a crash during
         creation too)."""
         from pymilvus import MilvusClient
 
         wanted = [(self.frame_collection, frame_schema(MilvusClient, meta), self._frame_index(meta))]
         if meta.text_dim:
             wanted.append((self.text_collection, text_schema(MilvusClient, meta), ("vector", *self._coarse_index())))
-        if meta.views:
+        if meta.view_vectors:
             wanted.append((self.view_collection, views_schema(MilvusClient, meta), ("vector", *self._coarse_index())))
         for name, schema, index in wanted:  # rows read and deleted by (video_id, generation)
             self._create_collection(name, schema, index, "Bounded", scalar=True)
@@ -624,8 +627,8 @@ class VideoStore:
                 self._insert("text vectors", self.text_collection, 4 * meta.text_dim,
                              [{"video_id": video.video_id, "generation": generation, "vector": video.text.tolist()}
                               for video, generation in pairs])
-            if meta.views:
-                self._insert("crop views", self.view_collection, 4 * meta.coarse_dim,
+            if meta.view_vectors:
+                self._insert("views", self.view_collection, 4 * meta.coarse_dim,
                              [row for video, generation in pairs for row in view_rows(video, generation)])
             self._switch(checked, generations, meta)
         except BaseException:
@@ -746,8 +749,8 @@ class VideoStore:
         """[D] float32 L2-normalised query -> the k best videos by inner product (ids, scores [k] float32).
 
         `filter` is a Milvus boolean expression over the per-video scalar fields, e.g.
-        `metadata["channel"] == "news"` or `indexed_at > 1700000000000`.  In a store made for crop views a video
-        scores by its best view, its full frame's or a crop's (`_best_view_per_video`).
+        `metadata["channel"] == "news"` or `indexed_at > 1700000000000`.  In a store made for crop or segment
+        views a video scores by its best view, its full frame's, a crop's or a window's (`_best_view_per_video`).
         """
         meta = self.meta
         query = np.asarray(vector)
@@ -759,7 +762,7 @@ class VideoStore:
         if not 1 <= k <= MAX_QUERY_ROWS:
             raise InvalidVideo(f"k must be in 1..{MAX_QUERY_ROWS}, got {k}")
         best_views: dict[str, int] = {}
-        if meta.views:
+        if meta.view_vectors:
             best, rows = self._best_view_per_video(query, k, _condition(filter), consistency, ef, best_views)
         else:
             fields = list(COARSE_FIELDS)
@@ -773,8 +776,7 @@ class VideoStore:
             selectors=np.array([rows[video_id]["selector"] for video_id, _ in best], np.float32),
             generations=np.array([rows[video_id]["generation"] for video_id, _ in best], np.int64),
             frame_counts=np.array([rows[video_id]["frame_count"] for video_id, _ in best], np.int64),
-            code_views=np.array([best_views.get(video_id, 0) if meta.has_view_codes else 0
-                                 for video_id, _ in best], np.int64),
+            code_views=np.array([_codes_of(best_views.get(video_id, 0), meta) for video_id, _ in best], np.int64),
         )
 
     def _best_view_per_video(self, query: np.ndarray, k: int, condition: str, consistency: str, ef: int | None,
@@ -1099,7 +1101,8 @@ class VideoStore:
             raise StoreError(f"video {video_id!r} has incomplete frames; run `dnsvr store check --repair`")
         metadata = row["metadata"]
         text = self._text_vector(video_id, row["generation"], consistency) if self.meta.text_dim else None
-        views = self._view_vectors(video_id, row["generation"], consistency) if self.meta.views else None
+        views, segments = (self._view_vectors(video_id, row["generation"], consistency) if self.meta.view_vectors
+                           else (None, None))
         view_codes = self._view_codes(video_id, row["generation"], int(row["frame_count"]), consistency)
         return IndexedVideo(
             video_id=video_id,
@@ -1115,6 +1118,7 @@ class VideoStore:
             thumbnail=(base64.b64decode(row["thumbnail"]) or None) if with_thumbnail else None,
             views=views,
             view_codes=view_codes,
+            segments=segments,
         )
 
     def _view_codes(self, video_id: str, generation: int, frame_count: int, consistency: str) -> np.ndarray | None:
@@ -1147,15 +1151,20 @@ class VideoStore:
             raise StoreError(f"video {video_id!r} has no text-video vector; run `dnsvr store check --repair`")
         return np.asarray(rows[0]["vector"], np.float32)
 
-    def _view_vectors(self, video_id: str, generation: int, consistency: str) -> np.ndarray:
-        """A video's crop views [views, C] float32 in the grid's order (view 0, its full frame, left out)."""
-        rows = self._call("get crop views", lambda c: c.query(
+    def _view_vectors(self, video_id: str, generation: int, consistency: str
+                      ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """A video's crop views [views, C] float32 in the grid's order and segment views [segments, C] in their
+        layout's (view 0, its full frame, left out; None where the store keeps none of a kind)."""
+        meta = self.meta
+        rows = self._call("get views", lambda c: c.query(
             self.view_collection, filter=both(equals("video_id", video_id), equals("generation", generation)),
             output_fields=["view", "vector"], consistency_level=consistency))
         by_view = {int(row["view"]): row["vector"] for row in rows}
-        if sorted(by_view) != list(range(1 + self.meta.views)):
-            raise StoreError(f"video {video_id!r} lacks crop views; run `dnsvr store check --repair`")
-        return np.asarray([by_view[view] for view in range(1, 1 + self.meta.views)], np.float32)
+        if sorted(by_view) != list(range(meta.view_vectors)):
+            raise StoreError(f"video {video_id!r} lacks some of its views; run `dnsvr store check --repair`")
+        vectors = np.asarray([by_view[view] for view in range(meta.view_vectors)], np.float32)  # [1 + B + W, C]
+        return (vectors[1:1 + meta.views] if meta.views else None,
+                vectors[1 + meta.views:] if meta.segments else None)
 
     def count(self, consistency: str = "Strong") -> int:
         """Number of searchable videos."""
@@ -1230,8 +1239,8 @@ class VideoStore:
             frames += int(row["frame_count"])
         frame_rows_count = self._count(self.frame_collection, "Strong")
         text_rows = self._count(self.text_collection, "Strong") if meta.text_dim else 0
-        view_rows_count = self._count(self.view_collection, "Strong") if meta.views else 0
-        vector_bytes = 4 * (meta.coarse_dim * (1 + meta.views) + meta.text_dim)
+        view_rows_count = self._count(self.view_collection, "Strong") if meta.view_vectors else 0
+        vector_bytes = 4 * (meta.coarse_dim * (1 + meta.views + meta.segments) + meta.text_dim)
         code_views = 1 + meta.views if meta.has_view_codes else 1  # the full frame's codes and each kept view's
         payload = (vector_bytes + 4 + meta.frame_bytes * code_views * frames / videos) if videos else 0.0
         disk = None
@@ -1251,7 +1260,7 @@ class VideoStore:
         expected: dict[tuple[str, int], int] = {}  # (video_id, generation) -> frame rows it should have
         for row in self._scan(self.video_collection, "video_id", ["generation", "frame_count"]):
             expected[row["video_id"], row["generation"]] = meta.video_frame_rows(int(row["frame_count"]))
-        per_video = {self.text_collection: 1, self.view_collection: 1 + meta.views}  # rows; frames: `expected`
+        per_video = {self.text_collection: 1, self.view_collection: meta.view_vectors}  # rows; frames: `expected`
         now = time.time()
         incomplete: set[str] = set()
         recent = 0
@@ -1288,6 +1297,12 @@ class VideoStore:
                     self._delete_in(collection, _pairs_filter(pairs[start:start + ORPHAN_DELETE_BATCH]))
             report.repaired = True
         return report
+
+
+def _codes_of(view: int, meta: StoreMeta) -> int:
+    """The view whose fine codes compare a candidate whose best S^c view is `view`: that crop view where the store
+    keeps its codes, else the full frame (0; a segment view's frames are the full frame's)."""
+    return view if meta.has_view_codes and view <= meta.views else 0
 
 
 def _kth(scores: Mapping[str, float], k: int) -> float | None:

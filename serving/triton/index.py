@@ -1,5 +1,5 @@
 """Triton python (BLS) model `dnsvr_index`: video id + video -> dnsvr_embed (+ video_views with the pack's crop
-grid) -> (on_duplicate report / skip: the
+grid, + coarse_embed on each frame window with the pack's segment layout) -> (on_duplicate report / skip: the
 search of dnsvr_search, selector and fine student included) -> Milvus upsert unless skipped.
 
 Store location: config parameters `store_uri` / `store_prefix`, else DNSVR_MILVUS_URI etc.
@@ -21,7 +21,7 @@ class TritonPythonModel(StoreModel):
     def setup(self) -> None:
         super().setup()
         self.calls = model_calls(self.stores.fine_kind, self.stores.text is not None, thumbnail=True,
-                                 views=self.stores.index_views is not None)
+                                 views=self.stores.index_views is not None, segments=self.stores.index_segments)
 
     def handle(self, inputs: RequestInputs) -> dict[str, np.ndarray]:
         return index_request(inputs, self.stores, self.calls)

@@ -17,6 +17,7 @@ from dnsvr.serving.pipelines.requests import BadRequest, RequestInputs
 from dnsvr.serving.pipelines.video import Decoding
 from dnsvr.serving.pipelines.views import view_vectors
 from dnsvr.serving.triton.base import PythonModel, call
+from dnsvr.serving.triton.calls import coarse_embed
 
 
 class TritonPythonModel(PythonModel):
@@ -34,10 +35,6 @@ class TritonPythonModel(PythonModel):
     def extract(self, frames: np.ndarray) -> dict[str, np.ndarray]:
         return call(self.extractor.name, {"frames": frames}, ["features"])
 
-    @staticmethod
-    def coarse(features: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return call(spec.COARSE_EMBED.name, {"features": features, "mask": mask}, ["embedding"])["embedding"]
-
     def fine(self, features: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return call(self.fine_model, {"features": features, "mask": mask}, ["indexed"])["indexed"]
 
@@ -45,6 +42,6 @@ class TritonPythonModel(PythonModel):
         if self.layout is None:
             raise BadRequest("this repository indexes full frames alone (its pack has no index_views): video_views "
                              "has nothing to compute")
-        outputs = view_vectors(inputs, self.decoding, self.layout, self.extract, self.coarse,
+        outputs = view_vectors(inputs, self.decoding, self.layout, self.extract, coarse_embed,
                                self.fine if self.keeps_codes else None, self.extractor.max_batch_size)
         return {"view_codes": self.no_codes, **outputs}

@@ -368,6 +368,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            "zoomed crops beside the full frame's; a target scores by its best view), recorded in "
                            "pack.json as \"index_views\" (default: 0.5:0.25, 9 crops: held-out S^c 0.835 -> 0.895; "
                            "none: full frames alone, 10x cheaper indexing)")
+    pack.add_argument("--index-segments", type=_index_segments, default=PACK_INDEX_SEGMENTS,
+                      metavar="L1,L2,...|none",
+                      help="the frame windows served indexing also stores every video by (the coarse vectors of "
+                           "windows of these fractions of its frames, each length every half length; a target "
+                           "scores by its best view), recorded in pack.json as \"index_segments\" (default: "
+                           "0.25: 7 windows, partial copies found by the stretch they copy; none: no windows)")
     pack.add_argument("--iterations", type=int, default=0,
                       help="self-distillation rounds after the first (default: 0)")
     pack.add_argument("--no-attention-student", action="store_true", help="skip S^f_A")
@@ -525,7 +531,7 @@ def run_fusion(args: argparse.Namespace) -> int:
     except (ValueError, OSError, KeyError, ModelPackError) as error:
         return _fail("fusion", error)
     print(choice.table())
-    if ModelPack.from_dir(args.pack).index_views is not None:
+    if ModelPack.from_dir(args.pack).indexes_views:
         print(f"default fusion {INDEX_VIEWS_FUSION}: {INDEX_VIEWS_RULE}")
     print(f"{args.pack}/pack.json: " + (f"default fusion {choice.fusion} (dry run: not written)" if args.dry_run
                                          else f"default fusion {choice.fusion}; export the pack again to serve it"))
@@ -533,6 +539,19 @@ def run_fusion(args: argparse.Namespace) -> int:
 
 
 PACK_INDEX_VIEWS = "0.5:0.25"  # `dnsvr train pack --index-views`'s default, PackConfig's
+PACK_INDEX_SEGMENTS = "0.25"  # `dnsvr train pack --index-segments`'s default
+
+
+def _index_segments(text: str):
+    """argparse type of --index-segments: `L1,L2,...` -> a `SegmentLayout`, `none` -> None."""
+    from dnsvr.training.data.segments import SegmentLayout
+
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return SegmentLayout.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _index_views(text: str):
@@ -566,6 +585,7 @@ def run_pack(args: argparse.Namespace) -> int:
         teacher_turns=args.teacher_turns,
         teacher_blurs=tuple(args.teacher_blurs),
         index_views=(args.index_views.crop, args.index_views.stride) if args.index_views else None,
+        index_segments=args.index_segments.lengths if args.index_segments else None,
         num_positives=args.positives, num_negatives=args.negatives, iterations=args.iterations,
         attention_student=not args.no_attention_student,
         fine=replace(defaults.fine, epochs=args.fine_epochs),

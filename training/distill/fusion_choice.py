@@ -208,9 +208,9 @@ def measure_fusions(features_path: str | Path, pairs: PairSet | str | Path, fine
 
 
 INDEX_VIEWS_FUSION = "cascade"
-INDEX_VIEWS_RULE = ("the pack indexes by crop views: a served coarse score is a target's best view, on another "
-                    "scale than the full-frame scores measured here and the calibration was fitted on; the cascade "
-                    "alone needs no common scale (it re-orders the picked block within the ranks it held)")
+INDEX_VIEWS_RULE = ("the pack indexes by crop or segment views: a served coarse score is a target's best view, on "
+                    "another scale than the full-frame scores measured here and the calibration was fitted on; the "
+                    "cascade alone needs no common scale (it re-orders the picked block within the ranks it held)")
 
 
 def choose_pack_fusion(pack_dir: str | Path, features_path: str | Path, pairs: PairSet | str | Path,
@@ -219,7 +219,7 @@ def choose_pack_fusion(pack_dir: str | Path, features_path: str | Path, pairs: P
     """Measure the fusions of the pack in `pack_dir` (its fine and coarse students, selector and calibration) on
     its corpus features and teacher pairs; with `write`, record "fusion" and "fusion_choice" in its pack.json
     (rewritten atomically, every other key kept; "fusion_choice" also names the teacher and the files) -> the
-    FusionChoice.  A pack that indexes by crop views (`ModelPack.index_views`) gets INDEX_VIEWS_FUSION whatever
+    FusionChoice.  A pack that indexes by views (`ModelPack.indexes_views`) gets INDEX_VIEWS_FUSION whatever
     the full-frame measurements say (INDEX_VIEWS_RULE, recorded with them beside their own choice)."""
     from dnsvr.training.packs.model_pack import ModelPack
 
@@ -231,7 +231,7 @@ def choose_pack_fusion(pack_dir: str | Path, features_path: str | Path, pairs: P
     choice = measure_fusions(features_path, pair_set, pack.load("fine"), pack.load("coarse"), pack.load("selector"),
                              pack.calibration, budgets, progress=progress)
     views_rule = {}
-    if pack.index_views is not None:
+    if pack.indexes_views:
         views_rule = {"measured_choice": choice.fusion, "index_views_rule": INDEX_VIEWS_RULE}
         choice = dataclasses.replace(choice, fusion=INDEX_VIEWS_FUSION)
     if write:

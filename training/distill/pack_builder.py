@@ -33,6 +33,7 @@ import torch
 from dnsvr.training.data.corpus import CorpusConfig, build_corpus_features, build_teacher_features
 from dnsvr.training.data.crop_regions import CropLayout, TeacherLayout
 from dnsvr.training.data.features_io import list_ids
+from dnsvr.training.data.segments import SegmentLayout
 from dnsvr.training.distill.calibration import fit_calibration
 from dnsvr.training.distill.fusion_choice import choose_pack_fusion
 from dnsvr.training.distill.itq import load_itq, save_itq
@@ -66,6 +67,7 @@ class PackConfig:
     teacher_turns: bool = False  # the Chamfer teacher's queries also turned by 1-3 quarter turns
     teacher_blurs: tuple[float, ...] = ()  # ... and blurred by these Gaussian sigmas (pixels at 224)
     index_views: tuple[float, float] | None = (0.5, 0.25)  # (crop, stride): the grid indexed videos are also stored by
+    index_segments: tuple[float, ...] | None = (0.25,)  # frame-window lengths indexed videos are also stored by
     num_positives: int = 8
     num_negatives: int = 16
     self_pairs: bool = True
@@ -223,6 +225,7 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
         "corpus": corpus,
         "calibration": calibration.to_dict(),
         **({"index_views": CropLayout(*config.index_views).record()} if config.index_views else {}),
+        **({"index_segments": SegmentLayout(config.index_segments).record()} if config.index_segments else {}),
         "training": {
             "config": config.describe(),
             "rounds": rounds,

@@ -34,6 +34,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ import numpy as np
 import torch
 from dnsvr.client.spec import CODE_BYTES, FEATURE_DIMS, REGIONS
 from dnsvr.training.data.crop_regions import CropLayout, crop_views
+from dnsvr.training.data.segments import SegmentLayout
 from dnsvr.training.distill.augment import pad_batch
 from dnsvr.training.files import atomic_path, atomic_write_text
 from dnsvr.training.networks.codes import pack_codes
@@ -159,7 +161,9 @@ class VideoIndex:
     `[N, V, C]` (S^c of its full frame, then of each zoomed crop, one vector a view) and `fine_targets` (per
     scorer, its stored form of all V views' regions, `[T, 9 * V, ...]`); a query scores a target by its best
     view (S^c) and, by `fine_view`, by region Chamfer over every view's regions ("all") or over the 9 regions
-    of the one view S^c ranks best for that query ("best": the fine student's cost of a full frame)."""
+    of the one view S^c ranks best for that query ("best": the fine student's cost of a full frame).  Indexed
+    with segment views (`index_videos(segments=...)`), `coarse_views` also holds the S^c vectors of each video's
+    frame windows after its crops' (`SegmentLayout`); where one wins, "best" compares the full frame's regions."""
 
     ids: list[str]
     frames: np.ndarray
@@ -179,7 +183,7 @@ class VideoIndex:
 
     @property
     def views(self) -> int:
-        """Views a target is indexed with: 1, or 1 + the crops of its crop views."""
+        """S^c views a target is indexed with: 1, or 1 + its crop views + its segment views."""
         return 1 if self.coarse_views is None else int(self.coarse_views.shape[1])
 
     def coarse_scores(self, query: int, targets: np.ndarray) -> np.ndarray:
@@ -205,7 +209,15 @@ class VideoIndex:
         if self.fine_targets is None or self.fine_view == "all":
             return [stored[t] for t in targets]
         best = self.view_scores(query, targets).argmax(dim=1).tolist()  # [K] view indices
-        return [stored[t][:, REGIONS * view:REGIONS * (view + 1)] for t, view in zip(targets, best, strict=True)]
+        fine_views = stored[0].shape[1] // REGIONS  # 1 + B: a segment view's codes are the full frame's
+        return [stored[t][:, REGIONS * view:REGIONS * (view + 1)] if view < fine_views else stored[t][:, :REGIONS]
+                for t, view in zip(targets, best, strict=True)]
+
+
+def embed_windows(coarse: nn.Module, windows: Sequence[np.ndarray]) -> np.ndarray:
+    """S^c of each window `[t, 9, D]` float32, one at a time (no padding) -> `[n, C]` float32 unit vectors."""
+    return torch.cat([coarse.index_video(torch.from_numpy(np.ascontiguousarray(w, np.float32))) for w in windows]
+                     ).numpy()
 
 
 @torch.inference_mode()
@@ -217,11 +229,14 @@ def index_videos(
     progress: bool = True,
     total: int | None = None,
     crops: Mapping[str, np.ndarray] | None = None,
+    segments: SegmentLayout | None = None,
 ) -> VideoIndex:
     """{video_id: `[T, 9, D]` float32} (or an iterable of pairs, read lazily) -> VideoIndex, ids sorted.
 
     `crops`: {video_id: `[T, 9 * B, D]`} the regions of B zoomed crops of each frame (`CropLayout.crop_regions`):
-    every video is then also indexed as a target with crop views (`VideoIndex.coarse_views`, `fine_targets`)."""
+    every video is then also indexed as a target with crop views (`VideoIndex.coarse_views`, `fine_targets`).
+    `segments`: every video is also indexed as a target by the S^c vectors of its frame windows (W of them,
+    `SegmentLayout`), views after the crops' in `coarse_views`; their fine codes are the full frame's."""
     items = features.items() if isinstance(features, Mapping) else features
     rows: dict[str, tuple[int, Tensor, Tensor, list[object], Tensor | None, list[object] | None]] = {}
     for video_id, array in tqdm(
@@ -240,6 +255,9 @@ def index_videos(
             views = torch.cat([full_view[None], crop_vectors])  # [V, C], V = 1 + B
             regions = np.concatenate([x.numpy(), crop_regions], axis=1)  # [T, 9 * V, D]
             targets = [scorer.index(torch.from_numpy(regions)) for scorer in scorers]
+        if segments is not None:
+            windows = torch.from_numpy(segments.vectors(x.numpy(), partial(embed_windows, coarse)))  # [W, C]
+            views = torch.cat([full_view[None] if views is None else views, windows])  # [V + W, C]
         rows[video_id] = (
             x.shape[0],
             full_view,
@@ -257,7 +275,7 @@ def index_videos(
         coarse=torch.stack([rows[i][1] for i in ids]),
         selector=torch.stack([rows[i][2] for i in ids]),
         fine={s.name: [rows[i][3][k] for i in ids] for k, s in enumerate(scorers)},
-        coarse_views=None if crops is None else torch.stack([rows[i][4] for i in ids]),
+        coarse_views=None if crops is None and segments is None else torch.stack([rows[i][4] for i in ids]),
         fine_targets=None if crops is None else {s.name: [rows[i][5][k] for i in ids] for k, s in enumerate(scorers)},
     )
 

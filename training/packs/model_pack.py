@@ -37,6 +37,7 @@ from typing import Any
 from dnsvr.client.duplicates import DuplicatePolicy
 from dnsvr.client.spec import FINE_KINDS
 from dnsvr.training.data.crop_regions import CropLayout
+from dnsvr.training.data.segments import SegmentLayout
 from dnsvr.training.files import file_sha256
 from dnsvr.training.ranking import DEFAULT_FUSION, ScoreCalibration, check_fusion
 
@@ -195,6 +196,26 @@ class ModelPack:
         except ValueError as error:
             raise ModelPackError(f"{self.root}: pack.json's index_views must be {{\"crop\": C, \"stride\": S}} "
                                  f"with 0 < S <= C < 1: {error}") from None
+
+    @property
+    def index_segments(self) -> SegmentLayout | None:
+        """The frame windows every indexed video is also stored by (pack.json's "index_segments", {"lengths"}:
+        the S^c vectors of its windows beside the full frame's and the crops', a target scoring by its best
+        view), or None.  ModelPackError when the layout is invalid."""
+        data = self.info.get("index_segments")
+        if data is None:
+            return None
+        try:
+            return SegmentLayout.from_record(data)
+        except ValueError as error:
+            raise ModelPackError(f"{self.root}: pack.json's index_segments must be {{\"lengths\": [L, ...]}} with "
+                                 f"each 0 < L < 1: {error}") from None
+
+    @property
+    def indexes_views(self) -> bool:
+        """Whether indexed videos are stored by more than their full frame (crop or segment views): a served
+        coarse score is then a target's best view."""
+        return self.index_views is not None or self.index_segments is not None
 
     @property
     def duplicate_threshold(self) -> float | None:

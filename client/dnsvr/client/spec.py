@@ -453,9 +453,12 @@ def pipeline_specs(fine: str = "bin", text: str | None = None) -> dict[str, Mode
                 frame_count,
                 thumbnail,
                 *text_video,
+                TensorSpec("features", "float32", (1, -1, REGIONS, FEATURE_DIMS)),
+                _mask_row(),
             ),
             description="ensemble: video_features -> coarse_embed | fine_index | selector_index"
-                        + (f" | {student.video.name}" if student else ""),
+                        + (f" | {student.video.name}" if student else "")
+                        + "; also video_features' features and mask (dnsvr_index embeds segment views from them)",
         ),
         ModelSpec(
             "dnsvr_index",
