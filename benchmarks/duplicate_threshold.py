@@ -1,13 +1,13 @@
 """The default duplicate threshold of `index(on_duplicate=...)`: served scores of true copies vs other videos.
 
-    .venv/bin/python benchmarks/duplicate_threshold.py [--preset small] [--seed 0] [--pack DIR]
+    .venv/bin/python benchmarks/duplicate_threshold.py [--preset small] [--seed 0] [--pack DIR] [--index-segments 0.25]
 
 For every query of the near-duplicate benchmark (`dnsvr eval benchmark`'s, features cached the same way) and
 every other video, the score the served search gives that pair with its default policy (S^c, the selector
 sending 10 % of the candidates to S^f_B, merged by the pack's default fusion, `ModelPack.default_fusion`; the
 small preset's 100 targets per query are the service's default K' = 100 coarse candidates; with the pack's crop
-views, `ModelPack.index_views`, and frame windows, `ModelPack.index_segments`, as the service indexes: S^c by a
-target's best view).  Prints the score
+views, `ModelPack.index_views`, and frame windows, `ModelPack.index_segments` or `--index-segments`, as the
+service indexes: S^c by a target's best view).  Prints the score
 percentiles of true copies (by difficulty) and of the other videos, precision and recall of "score >= t" on a
 0.01 grid, and the threshold with the best F1 (ties: the higher one), which
 `dnsvr.client.duplicates.DEFAULT_DUPLICATE_THRESHOLD` records.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from dnsvr.training.data.segments import SegmentLayout
 from dnsvr.training.evaluation.nd_benchmark import DIFFICULTIES, default_cache_dir
 from dnsvr.training.evaluation.tradeoff import (
     benchmark_crop_features,
@@ -41,13 +42,17 @@ def main() -> None:
     parser.add_argument("--preset", default="small", choices=["tiny", "small", "medium"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pack", default=None, help="model pack folder (default: the bundled pack)")
+    parser.add_argument("--index-segments", default=None, metavar="L1,L2,...|none",
+                        help="the frame windows indexed videos are also stored by, as `dnsvr export "
+                             "--index-segments` (default: the pack's)")
     args = parser.parse_args()
 
     pack, benchmark, features = benchmark_with_features(args.preset, args.seed, args.pack)
     selector, fine = pack.load("selector").eval(), fine_scorer(pack.load("fine"))
     grid = pack.index_views
     crops = None if grid is None else benchmark_crop_features(benchmark, pack, grid, default_cache_dir())
-    windows = pack.index_segments
+    windows = pack.index_segments if args.index_segments is None else (
+        None if args.index_segments == "none" else SegmentLayout.parse(args.index_segments))
     index = index_videos(features, pack.load("coarse"), selector, [fine], crops=crops, segments=windows)
     if crops is not None:  # the service's S^f_B compares the full frame's codes
         index.fine_targets = None

@@ -7,9 +7,9 @@ without them.
 
 Issue 15's crop views (pack.json `index_views`; `video_views`, the store's `{prefix}_views`) and segment views
 (pack.json `index_segments`: the S^c vectors of frame windows, embedded by `dnsvr_index`, in the same collection):
-one export of the bundled pack (both), a copy of it whose manifest records no frame windows (`dnsvr export
---index-segments none`) and one with neither (`--index-views none --index-segments none`); the local service
-(Triton + the Milvus server `dnsvr serve` starts) on each in turn, in one run:
+one export of the bundled pack (crop views), a copy of it whose manifest also records frame windows (`dnsvr export
+--index-segments 0.25`) and one with neither (`--index-views none`); the local service (Triton + the Milvus server
+`dnsvr serve` starts) on each in turn, in one run:
 
     indexing   the sample videos through `dnsvr_index` (each indexed `--repeats` times: a re-index replaces it),
                the round trip per video, the `crop_views` stage (video_views) and the `segment_views` stage, per
@@ -116,11 +116,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="index-views-bench-") as folder:
         scratch = Path(folder)
         repository = args.repository or export_repository(scratch / "repository")
-        variants = {"crop and segment views (the bundled pack)": repository,
-                    "crop views only (--index-segments none)": exported_variant(repository, scratch / "crops",
-                                                                                index_segments=None),
-                    "full frame only (--index-views none --index-segments none)": exported_variant(
-                        repository, scratch / "plain", index_views=None, index_segments=None)}
+        variants = {"crop and segment views (--index-segments 0.25)": exported_variant(
+                        repository, scratch / "segments", index_segments={"lengths": [0.25]}),
+                    "crop views (the bundled pack)": repository,
+                    "full frame only (--index-views none)": exported_variant(repository, scratch / "plain",
+                                                                             index_views=None)}
         results = {}
         for name, variant in variants.items():
             print(f"{name} ...", flush=True)

@@ -4,15 +4,15 @@
 
 The offline evaluation (`dnsvr eval benchmark`, `benchmarks/view_fusions.py`) scores the pack's networks in
 PyTorch; this asks the service a user runs (Triton with the exported ONNX networks, the Milvus server `dnsvr
-serve` starts) the same questions.  One export of the bundled pack (crop and segment views), a copy whose manifest
-records no frame windows (`dnsvr export --index-segments none`: crop views alone), one with neither (full frames
-alone) and one that stores each crop view's fine codes too (`--view-codes`: S^f_B compares each candidate's best
+serve` starts) the same questions.  One export of the bundled pack (crop views), a copy whose manifest also records
+frame windows (`dnsvr export --index-segments 0.25`: crop and segment views), one with neither (full frames alone)
+and one that stores each crop view's fine codes too (`--view-codes`: S^f_B compares each candidate's best
 view); for each, side by side in one run: every benchmark video indexed
 through `dnsvr_index` (its rendered frames, as the offline features were extracted from), then every query
 searched by its indexed id with K' = every other video and the served default re-rank (the selector sending
 10 % to S^f_B, the pack's fusion), with re-rank 0 (S^c alone) and with every candidate re-ranked (S^f_B's own
-ranking, the pack's fusion); mAP from the benchmark's own evaluation.  `--variants views crops` measures the
-bundled export and the one without frame windows alone.
+ranking, the pack's fusion); mAP from the benchmark's own evaluation.  `--variants views segments` measures the
+bundled export and the one with frame windows alone.
 Also the indexing time per frame.  Writes benchmarks/results/served_benchmark.md.
 """
 
@@ -35,9 +35,10 @@ from tqdm import tqdm
 RESULTS = Path(__file__).resolve().parent / "results" / "served_benchmark.md"
 POLICIES = {"S^c alone (re-rank 0)": 0.0, "DnS, the served default (re-rank 10%)": 0.1,
             "S^f_B on every candidate (re-rank 100%)": 1.0}
-VARIANTS = ("views", "crops", "full", "codes")  # the export as it is (the bundled pack's crop and segment views),
-# without its frame windows, without either, and with each crop view's fine codes stored too (S^f_B compares each
-# candidate's best view)
+VARIANTS = ("views", "segments", "full", "codes")  # the export as it is (the bundled pack's crop views), with frame
+# windows too, with neither, and with each crop view's fine codes stored too (S^f_B compares each candidate's best
+# view)
+SEGMENTS = {"lengths": [0.25]}  # `dnsvr export --index-segments 0.25`
 
 
 def measure(repository: Path, scratch: Path, benchmark) -> dict:
@@ -75,9 +76,9 @@ def main() -> None:
     parser.add_argument("--repository", type=Path, help="exported bundled repository (default: export one)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"report file (default: {RESULTS})")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS,
-                        help="views: the export with its crop grid and frame windows; crops: without the windows; "
-                             "full: without either; codes: with the crop views' fine codes too (--view-codes) "
-                             "(default: all four)")
+                        help="views: the export with its crop grid; segments: with frame windows too "
+                             "(--index-segments 0.25); full: with neither; codes: with the crop views' fine codes "
+                             "too (--view-codes) (default: all four)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="served-benchmark-") as folder:
@@ -85,13 +86,13 @@ def main() -> None:
         repository = args.repository or export_repository(scratch / "repository")
         variants = {}
         if "views" in args.variants:
-            variants["crop and segment views (the bundled pack)"] = repository
-        if "crops" in args.variants:
-            variants["crop views only (--index-segments none)"] = exported_variant(repository, scratch / "crops",
-                                                                                   index_segments=None)
+            variants["crop views (the bundled pack)"] = repository
+        if "segments" in args.variants:
+            variants["crop and segment views (--index-segments 0.25)"] = exported_variant(
+                repository, scratch / "segments", index_segments=SEGMENTS)
         if "full" in args.variants:
-            variants["full frame only (--index-views none --index-segments none)"] = exported_variant(
-                repository, scratch / "plain", index_views=None, index_segments=None)
+            variants["full frame only (--index-views none)"] = exported_variant(repository, scratch / "plain",
+                                                                                index_views=None)
         if "codes" in args.variants:
             variants["crop views and their fine codes (--view-codes)"] = exported_variant(
                 repository, scratch / "codes", view_codes=True)

@@ -98,9 +98,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "(~350 KB more a 60-frame video, held in a Milvus server's memory: size it for them)")
     parser.add_argument("--index-segments", metavar="L1,L2,...|none",
                         help="the frame windows every indexed video is also stored by (the coarse vectors of windows "
-                             "of these fractions of its frames, each length every half length; a target scores by "
+                             "of these fractions of its frames, overlapping by about half; a target scores by "
                              "its best view), e.g. 0.25 (7 windows: held-out S^c with crop views 0.895 -> 0.920, "
-                             "partial copies 0.34 -> 0.70), or none (default: the pack's \"index_segments\")")
+                             "partial copies 0.34 -> 0.70; the coarse search at 10k videos and K' = 1000: 26 -> 78 "
+                             "ms), or none (default: the pack's \"index_segments\"; the bundled pack has none)")
     parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default: {OPSET})")
     parser.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (GPU only)")
     parser.add_argument("--fp16", action="store_true", help="let TensorRT compute in FP16 (with --tensorrt)")

@@ -11,7 +11,6 @@ import pytest
 import torch
 from dnsvr.training.data.corpus import CorpusConfig, build_corpus_features
 from dnsvr.training.data.crop_regions import CropLayout
-from dnsvr.training.data.segments import SegmentLayout
 from dnsvr.training.distill.augment import pad_batch
 from dnsvr.training.distill.pairs import PairSet, mine_pairs
 from dnsvr.training.distill.teachers import ChamferTeacher
@@ -247,7 +246,7 @@ def test_a_pack_distilled_from_the_crop_teacher(corpus, tmp_path):
     choice = pack.info["fusion_choice"]  # the default fusion, judged by the crop teacher's pairs
     assert choice["measured_choice"] == "mix" and choice["queries"] == 6  # 5 candidates: no picks
     assert pack.index_views == CropLayout(0.5, 0.25) and pack.default_fusion == choice["fusion"] == "cascade"
-    assert pack.index_segments == SegmentLayout((0.25,))  # the default frame windows, recorded in pack.json
+    assert pack.index_segments is None  # no frame windows unless asked for
 
 
 def test_the_pack_command_maps_teacher_crops_onto_the_config(monkeypatch, tmp_path):
@@ -271,7 +270,7 @@ def test_the_pack_command_maps_teacher_crops_onto_the_config(monkeypatch, tmp_pa
     assert main([*base, "--index-views", "0.3:0.175"]) == 0
     assert main([*base, "--index-segments", "none"]) == 0
     assert main([*base, "--index-segments", "0.5,0.25"]) == 0
-    assert configs[1].index_segments == pack_builder.PackConfig().index_segments == (0.25,)  # one default
+    assert configs[1].index_segments is pack_builder.PackConfig().index_segments is None  # one default
     assert configs[6].index_segments is None and configs[7].index_segments == (0.5, 0.25)
     assert configs[1].index_views == pack_builder.PackConfig().index_views == (0.5, 0.25)  # one default
     assert configs[4].index_views is None and configs[5].index_views == (0.3, 0.175)

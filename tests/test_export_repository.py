@@ -248,7 +248,9 @@ def test_a_packs_frame_windows_are_exported_and_checked(tmp_path: Path) -> None:
     from dnsvr.training.packs.model_pack import BUNDLED_DIR
 
     pack = shutil.copytree(BUNDLED_DIR, tmp_path / "pack")
-    meta = json.loads((pack / "pack.json").read_text())
+    assert resolve_weights([str(pack)]).index_segments is None  # the bundled pack has none
+    meta = {**json.loads((pack / "pack.json").read_text()), "index_segments": {"lengths": [0.25]}}
+    (pack / "pack.json").write_text(json.dumps(meta))
     source = resolve_weights([str(pack)])
     assert source.index_segments == meta["index_segments"] == {"lengths": [0.25]}
     assert index_segments({"index_segments": source.index_segments}) == SegmentLayout((0.25,))

@@ -59,8 +59,8 @@ def test_parse_and_records():
         index_segments({"index_segments": {"lengths": [2.0]}})
 
 
-def test_the_bundled_pack_indexes_by_quarters():
-    assert ModelPack.bundled().index_segments == SegmentLayout((0.25,))
+def test_the_bundled_pack_has_no_frame_windows():  # an export's choice (`--index-segments 0.25`): they cost speed
+    assert ModelPack.bundled().index_segments is None and ModelPack.bundled().indexes_views
 
 
 @pytest.mark.parametrize("frames", [30, 9, 3])

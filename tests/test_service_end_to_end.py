@@ -40,8 +40,8 @@ def test_health_and_stats(client, indexed):
     stats = client.stats()
     assert stats["videos"] == len(indexed) and stats["milvus_version"].startswith("milvus_lite")
     assert "fine_similarity_bin" in stats["models"]["served"]
-    assert stats["index_views"] == stats["views"] == 9 and stats["index_segments"] == stats["segments"] == 7
-    assert stats["view_rows"] == (1 + 9 + 7) * len(indexed)  # the pack's grid and frame windows
+    assert stats["index_views"] == stats["views"] == 9 and stats["index_segments"] == stats["segments"] == 0
+    assert stats["view_rows"] == (1 + 9) * len(indexed)  # the pack's grid, no frame windows
     assert stats["view_codes"] is False  # the default export keeps no crop views' codes
 
 

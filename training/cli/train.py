@@ -371,9 +371,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pack.add_argument("--index-segments", type=_index_segments, default=PACK_INDEX_SEGMENTS,
                       metavar="L1,L2,...|none",
                       help="the frame windows served indexing also stores every video by (the coarse vectors of "
-                           "windows of these fractions of its frames, each length every half length; a target "
-                           "scores by its best view), recorded in pack.json as \"index_segments\" (default: "
-                           "0.25: 7 windows, partial copies found by the stretch they copy; none: no windows)")
+                           "windows of these fractions of its frames, overlapping by about half; a target "
+                           "scores by its best view), recorded in pack.json as \"index_segments\", e.g. 0.25: 7 "
+                           "windows (held-out S^c with crop views 0.895 -> 0.920, partial copies 0.34 -> 0.70; the "
+                           "coarse search at 10k videos and K' = 1000 26 -> 78 ms); default none: no windows")
     pack.add_argument("--iterations", type=int, default=0,
                       help="self-distillation rounds after the first (default: 0)")
     pack.add_argument("--no-attention-student", action="store_true", help="skip S^f_A")
@@ -539,7 +540,7 @@ def run_fusion(args: argparse.Namespace) -> int:
 
 
 PACK_INDEX_VIEWS = "0.5:0.25"  # `dnsvr train pack --index-views`'s default, PackConfig's
-PACK_INDEX_SEGMENTS = "0.25"  # `dnsvr train pack --index-segments`'s default
+PACK_INDEX_SEGMENTS = "none"  # `dnsvr train pack --index-segments`'s default
 
 
 def _index_segments(text: str):

@@ -67,7 +67,7 @@ class PackConfig:
     teacher_turns: bool = False  # the Chamfer teacher's queries also turned by 1-3 quarter turns
     teacher_blurs: tuple[float, ...] = ()  # ... and blurred by these Gaussian sigmas (pixels at 224)
     index_views: tuple[float, float] | None = (0.5, 0.25)  # (crop, stride): the grid indexed videos are also stored by
-    index_segments: tuple[float, ...] | None = (0.25,)  # frame-window lengths indexed videos are also stored by
+    index_segments: tuple[float, ...] | None = None  # frame-window lengths indexed videos are also stored by
     num_positives: int = 8
     num_negatives: int = 16
     self_pairs: bool = True
