@@ -245,33 +245,30 @@ def _no_crop_views() -> InvalidVideo:
 def check_view_vectors(views: object, meta: StoreMeta) -> np.ndarray | None:
     """The crop views' coarse vectors a video of this store must carry: [views, coarse_dim] float32, each row
     finite and of unit norm; None for a store without views.  InvalidVideo naming the problem otherwise."""
-    if not meta.views:
-        if views is not None:
-            raise _no_crop_views()
-        return None
-    if views is None:
-        raise InvalidVideo(f"this store needs each video's {meta.views} crop-view coarse vectors")
-    array = np.asarray(views)
-    if array.ndim != 2 or len(array) != meta.views:
-        raise InvalidVideo(f"crop views must have shape [{meta.views}, {meta.coarse_dim}], got {list(array.shape)}")
-    return np.stack([check_unit_vector(row, meta.coarse_dim, f"crop view {i + 1}") for i, row in enumerate(array)])
+    if not meta.views and views is not None:
+        raise _no_crop_views()
+    return _unit_rows(views, meta.views, meta.coarse_dim, "crop view")
 
 
 def check_segment_vectors(segments: object, meta: StoreMeta) -> np.ndarray | None:
     """The segment views' coarse vectors a video of this store must carry: [segments, coarse_dim] float32, each
     row finite and of unit norm; None for a store without them.  InvalidVideo naming the problem otherwise."""
-    if not meta.segments:
-        if segments is not None:
-            raise InvalidVideo("this store holds no segment views (it was made for a repository that indexes no "
-                               "frame windows)")
+    if not meta.segments and segments is not None:
+        raise InvalidVideo("this store holds no segment views (it was made for a repository that indexes no "
+                           "frame windows)")
+    return _unit_rows(segments, meta.segments, meta.coarse_dim, "segment view")
+
+
+def _unit_rows(vectors: object, count: int, dim: int, kind: str) -> np.ndarray | None:
+    """`count` vectors of one kind of view -> [count, dim] float32 unit rows (None where count is 0)."""
+    if not count:
         return None
-    if segments is None:
-        raise InvalidVideo(f"this store needs each video's {meta.segments} segment-view coarse vectors")
-    array = np.asarray(segments)
-    if array.ndim != 2 or len(array) != meta.segments:
-        raise InvalidVideo(f"segment views must have shape [{meta.segments}, {meta.coarse_dim}], got "
-                           f"{list(array.shape)}")
-    return np.stack([check_unit_vector(row, meta.coarse_dim, f"segment view {i + 1}") for i, row in enumerate(array)])
+    if vectors is None:
+        raise InvalidVideo(f"this store needs each video's {count} {kind.replace(' ', '-')} coarse vectors")
+    array = np.asarray(vectors)
+    if array.ndim != 2 or len(array) != count:
+        raise InvalidVideo(f"{kind}s must have shape [{count}, {dim}], got {list(array.shape)}")
+    return np.stack([check_unit_vector(row, dim, f"{kind} {i + 1}") for i, row in enumerate(array)])
 
 
 def check_thumbnail(thumbnail: object) -> bytes | None:
