@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from dnsvr.training.data.video import pad_frames
 
 
 @dataclass(frozen=True)
@@ -63,6 +62,8 @@ class SegmentLayout:
         """Region features `[T, 9, D]` -> `[count, C]`: `embed` (a list of `[t, 9, D]` windows -> their unit S^c
         vectors `[n, C]`) on every window, a window shorter than the networks' 4 frames repeated as a short video
         is (`pad_frames`)."""
+        from dnsvr.training.data.video import pad_frames  # here: packs and manifests read layouts without PyAV
+
         return embed([pad_frames(features[start:stop]) for start, stop in self.windows(len(features))])
 
     def record(self) -> dict[str, list[float]]:
