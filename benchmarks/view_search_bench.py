@@ -1,13 +1,19 @@
 """The coarse search of a store with crop views against one without, in the store itself (no Triton).
 
     .venv/bin/python benchmarks/view_search_bench.py [--videos 10000] [--queries 40] [--ks 100 1000]
+    .venv/bin/python benchmarks/view_search_bench.py --view-cosine 0.96 --segments 7 --ks 1000
+
 
 One Milvus 2.3.5 server (the engine `dnsvr serve` starts), two stores side by side in it: the same synthetic
 videos (`serving_bench.synthetic_videos`: clustered unit coarse vectors) with 9 crop views each, and without.
 The crop views are drawn independently of their video's full frame (most of a query's K' best videos then come
 in by a crop, so their rows must be read: `VideoStore._best_view_per_video`), or at a cosine to it
 (`--view-cosine`; real crop views of the sample videos are at 0.96 on average, `crop_view_cosine.py`: fewer
-videos come in by a crop, and a listed video's own crops score near its full frame).
+videos come in by a crop, and a listed video's own crops score near its full frame); with `--segments W`, each
+video of a store with views also has W frame-window vectors at cosine SEGMENT_COSINE to its full frame (an export
+with `--index-segments 0.25`: 7).  Each store is searched by each of `--decoders`: `columns`, the store's own
+reading of a search's hits (`serving.store.search_columns`, stop 43), and `hits`, pymilvus's decoded `Hit`
+dicts turned into the same columns (what the store read before), in turn on the same queries.
 After the server has indexed every row, each store answers `--queries` searches for every K' in `--ks` (query
 vectors from the same distribution); per search: the wall time of `search_coarse`, how many Milvus searches and
 video-row reads it made, how many of its K' videos are not among the exhaustive full-frame top K' (came in by a
@@ -21,17 +27,20 @@ Writes benchmarks/results/view_search.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 from dnsvr.serving.local.milvus_servers import MilvusStandaloneServer
+from dnsvr.serving.store.search_columns import SearchColumns, columns_from_hits
 from dnsvr.serving.store.settings import StoreSettings
 from dnsvr.serving.store.video_store import VideoStore
-from serving_bench import VIEW_COSINE, settle, synthetic_videos, view_cosine_arg
+from serving_bench import SEGMENT_COSINE, VIEW_COSINE, settle, synthetic_videos, view_cosine_arg
 from tqdm import tqdm
 
 RESULTS = Path(__file__).resolve().parent / "results" / "view_search.md"
@@ -39,47 +48,84 @@ DIM, VIEWS, FRAMES, BATCH = 1024, 9, 4, 500
 
 
 class CountedStore(VideoStore):
-    """A VideoStore that counts its vector searches and video-row reads."""
+    """A VideoStore that counts its vector searches, the hits they return and its video-row reads."""
 
-    searches = rows_read = 0
+    searches = rows_read = hits_read = 0
 
-    def _search_vectors(self, *args, **kwargs) -> list:
+    def _search_vectors(self, *args, **kwargs) -> SearchColumns:
         self.searches += 1
-        return super()._search_vectors(*args, **kwargs)
+        found = super()._search_vectors(*args, **kwargs)
+        self.hits_read += len(found)
+        return found
 
     def _video_rows(self, video_ids, *args, **kwargs) -> dict:
         self.rows_read += len(video_ids)
         return super()._video_rows(video_ids, *args, **kwargs)
 
 
-def fill(store: VideoStore, videos: int, views: int, cosine: float | None) -> np.ndarray:
+def pymilvus_hits(client, collection: str, query: np.ndarray, limit: int, anns_field: str, params: dict,
+                  output_fields: list[str], filter: str, consistency: str) -> SearchColumns:
+    """`search_columns` by way of pymilvus's own decoded hits (the `hits` decoder)."""
+    result = client.search(collection, data=[query.astype(np.float32).tolist()], limit=limit, filter=filter,
+                           anns_field=anns_field, search_params=params, output_fields=output_fields,
+                           consistency_level=consistency)
+    return columns_from_hits(list(result[0]), output_fields)
+
+
+def fill(store: VideoStore, videos: int, views: int, cosine: float | None, segments: int) -> np.ndarray:
     """`videos` synthetic videos with `views` crop views each (`serving_bench.synthetic_videos`: at `cosine` to
-    the full frame, or independent of it) -> every video's views, the full frame's first [N, 1 + views, D]."""
+    the full frame, or independent of it) and `segments` frame windows -> every video's views, the full frame's
+    first [N, 1 + views + segments, D]."""
     rng = np.random.default_rng(0)
     vectors = []
-    for start in tqdm(range(0, videos, BATCH), desc=f"writing {videos:,} videos, {views} views", unit="batch"):
-        batch = synthetic_videos(start, min(BATCH, videos - start), DIM, FRAMES, rng, 0, views, cosine)
+    for start in tqdm(range(0, videos, BATCH), desc=f"writing {videos:,} videos, {views} views, {segments} windows",
+                      unit="batch"):
+        batch = synthetic_videos(start, min(BATCH, videos - start), DIM, FRAMES, rng, 0, views, cosine,
+                                 segments=segments)
         store.upsert_many(batch)
-        vectors += [np.vstack([video.coarse[None], *([video.views] if views else [])]) for video in batch]
+        vectors += [np.vstack([video.coarse[None], *([video.views] if views else []),
+                               *([video.segments] if segments else [])]) for video in batch]
     return np.stack(vectors)
 
 
-def measure(store: CountedStore, vectors: np.ndarray, queries: np.ndarray, k: int) -> dict[str, list[float]]:
-    """Each query's search against the exhaustive best-view ranking of `vectors` ([N, 1 + views, D])."""
-    numbers: dict[str, list[float]] = {name: [] for name in ("ms", "searches", "rows read", "by a crop", "exact")}
-    store.search_coarse(queries[0], k)  # warm-up
+def decoded_by(decoder: str) -> contextlib.AbstractContextManager:
+    """Within it, the store reads a search's hits by `decoder`: "columns", its own reading (`search_columns`), or
+    "hits", pymilvus's decoded Hit dicts, as the store did before (`pymilvus_hits`)."""
+    if decoder == "hits":
+        return mock.patch(f"{VideoStore.__module__}.search_columns", pymilvus_hits)
+    return contextlib.nullcontext()
+
+
+def measure(store: CountedStore, vectors: np.ndarray, queries: np.ndarray, k: int,
+            decoders: list[str]) -> dict[str, dict[str, list[float]]]:
+    """Each query's search by each decoder in turn, against the exhaustive best-view ranking of `vectors`
+    ([N, 1 + views, D]) -> {decoder: {measure: [one value a query]}}.  The decoders must find the same list."""
+    names = ("ms", "searches", "hits read", "rows read", "by a crop", "exact")
+    numbers = {decoder: {name: [] for name in names} for decoder in decoders}
+    for decoder in decoders:  # warm-up
+        with decoded_by(decoder):
+            store.search_coarse(queries[0], k)
     for query in queries:
-        store.searches = store.rows_read = 0
-        start = time.perf_counter()
-        hits = store.search_coarse(query, k)
-        numbers["ms"].append((time.perf_counter() - start) * 1000)
-        numbers["searches"].append(store.searches)
-        numbers["rows read"].append(store.rows_read)
+        found = {}
+        for decoder in decoders:
+            store.searches = store.rows_read = store.hits_read = 0
+            with decoded_by(decoder):
+                start = time.perf_counter()
+                hits = found[decoder] = store.search_coarse(query, k)
+                numbers[decoder]["ms"].append((time.perf_counter() - start) * 1000)
+            for name, value in (("searches", store.searches), ("hits read", store.hits_read),
+                                ("rows read", store.rows_read)):
+                numbers[decoder][name].append(value)
+        hits = found[decoders[0]]
+        if any(other.ids != hits.ids or not np.array_equal(other.scores, hits.scores) for other in found.values()):
+            raise AssertionError("the decoders found different lists")
         best = (vectors @ query).max(axis=1)  # [N] each video's best view
         full = vectors[:, 0] @ query  # [N]
         mine = listed(hits.ids)  # [k]
-        numbers["by a crop"].append(len(set(mine.tolist()) - set(np.argsort(-full, kind="stable")[:k].tolist())))
-        numbers["exact"].append(exact_prefix(hits.scores, mine, best))
+        for decoder in decoders:
+            numbers[decoder]["by a crop"].append(
+                len(set(mine.tolist()) - set(np.argsort(-full, kind="stable")[:k].tolist())))
+            numbers[decoder]["exact"].append(exact_prefix(hits.scores, mine, best))
     return numbers
 
 
@@ -110,6 +156,12 @@ def main() -> None:
                         help="the crop views' cosine to their full frame, one store each ('none': independent, the "
                              "worst case; default: none and 0.96, the mean over the 7 sample videos' 63 crop views "
                              "with the bundled pack)")
+    parser.add_argument("--segments", type=int, default=0,
+                        help="frame windows a video in each store with views, at cosine SEGMENT_COSINE to its full "
+                             "frame (default 0; an export with --index-segments 0.25 has 7)")
+    parser.add_argument("--decoders", nargs="+", default=["columns", "hits"], choices=("columns", "hits"),
+                        help="how a search's hits are read, each in turn on every query (default both: columns, the "
+                             "store's; hits, pymilvus's Hit dicts, as before stop 43)")
     parser.add_argument("--coarse-index", default="HNSW", choices=("HNSW", "FLAT"),
                         help="the stores' vector index (default HNSW, the served default; FLAT: exhaustive reads, so "
                              "that `exact to rank` shows what the search itself gives up)")
@@ -117,35 +169,39 @@ def main() -> None:
     args = parser.parse_args()
     queries = synthetic_videos(10**7, args.queries, DIM, 1, np.random.default_rng(1))
     query_vectors = np.stack([video.coarse for video in queries])
+    windows = f", {args.segments} frame windows each at cosine {SEGMENT_COSINE:g}" if args.segments else ""
     lines = [f"# Coarse search with and without crop views, in the store ({args.videos:,} videos)", "",
              f"Machine: {platform.machine()}, CPU only; `python benchmarks/view_search_bench.py --videos "
-             f"{args.videos} --coarse-index {args.coarse_index}` ({time.strftime('%Y-%m-%d')}).  Milvus 2.3.5 server, "
-             f"{args.coarse_index}; synthetic videos, "
-             f"{VIEWS} crop views each, drawn independently of the full frame (most of the K' then come in by a "
-             "crop) or at a cosine to it (fewer do).  `exact to rank`: the list holds the exhaustive best-view "
-             "ranking down to that rank.  "
-             f"Median / p95 over "
-             f"{args.queries} searches.", "",
-             "| store | K' | search ms | Milvus searches | video rows read | of the K' by a crop | exact to rank |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             f"{args.videos} --coarse-index {args.coarse_index} --segments {args.segments}` "
+             f"({time.strftime('%Y-%m-%d')}).  Milvus 2.3.5 server, {args.coarse_index}; synthetic videos, "
+             f"{VIEWS} crop views each{windows}, the crops drawn independently of the full frame (most of the K' "
+             "then come in by a crop) or at a cosine to it (fewer do).  `hits read`: the rows all the search's "
+             "Milvus searches returned.  `exact to rank`: the list holds the exhaustive best-view ranking down to "
+             "that rank.  Each decoder in turn on each query (`columns`: the store's reading of a search's hits; "
+             f"`hits`: pymilvus's Hit dicts).  Median / p95 over {args.queries} searches.", "",
+             "| store | K' | decoder | search ms | Milvus searches | hits read | video rows read | of the K' by a crop "
+             "| exact to rank |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     with tempfile.TemporaryDirectory() as scratch, MilvusStandaloneServer(Path(scratch) / "data") as server:
         stores = {}
-        kinds = [(f"crop views, {'independent' if c is None else f'cosine {c:g}'}", VIEWS, c)
-                 for c in args.view_cosine] + [("full frame only", 0, None)]
+        kinds = [(f"crop views, {'independent' if c is None else f'cosine {c:g}'}{windows and ' + windows'}", VIEWS,
+                  c) for c in args.view_cosine] + [("full frame only", 0, None)]
         for number, (label, views, cosine) in enumerate(kinds):
+            segments = args.segments if views else 0
             store = CountedStore(StoreSettings(uri=server.uri, prefix=f"store{number}",
-                                                       coarse_index=args.coarse_index), model_version="bench",
-                                 coarse_dim=DIM, representation="binary", text_dim=0, views=views or None)
-            stores[label] = store, fill(store, args.videos, views, cosine)
+                                               coarse_index=args.coarse_index), model_version="bench",
+                                 coarse_dim=DIM, representation="binary", text_dim=0, views=views or None,
+                                 segments=segments or None)
+            stores[label] = store, fill(store, args.videos, views, cosine, segments)
         for store, _ in stores.values():
             settle(store, 10)
         for k in args.ks:
             for label, (store, vectors) in stores.items():
-                numbers = measure(store, vectors, query_vectors, k)
-                cells = " | ".join(cell(numbers[name])
-                                   for name in ("ms", "searches", "rows read", "by a crop", "exact"))
-                lines.append(f"| {label} | {k} | {cells} |")
-                print(lines[-1], flush=True)
+                for decoder, numbers in measure(store, vectors, query_vectors, k, args.decoders).items():
+                    cells = " | ".join(cell(numbers[name]) for name in
+                                       ("ms", "searches", "hits read", "rows read", "by a crop", "exact"))
+                    lines.append(f"| {label} | {k} | {decoder} | {cells} |")
+                    print(lines[-1], flush=True)
         for store, _ in stores.values():
             store.close()
     args.out.write_text("\n".join(lines) + "\n")

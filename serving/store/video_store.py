@@ -78,6 +78,7 @@ from dnsvr.serving.store.schema import (
     view_rows,
     views_schema,
 )
+from dnsvr.serving.store.search_columns import SearchColumns, search_columns
 from dnsvr.serving.store.settings import StoreSettings
 
 T = TypeVar("T")
@@ -768,8 +769,8 @@ class VideoStore:
             fields = list(COARSE_FIELDS)
             hits = self._search_vectors(self.video_collection, "coarse", query, k, fields, consistency, filter or "",
                                         ef)
-            best = [(hit["entity"]["video_id"], float(hit["distance"])) for hit in hits]
-            rows = {hit["entity"]["video_id"]: hit["entity"] for hit in hits}
+            best = list(zip(hits.column("video_id"), hits.scores.tolist(), strict=True))
+            rows = hits.rows("video_id")
         return CoarseHits(
             ids=[video_id for video_id, _ in best],
             scores=np.array([score for _, score in best], np.float32),
@@ -814,20 +815,20 @@ class VideoStore:
                                condition, ef)
             first = pool.submit(crop_rows, [], None, window)
             hits, crops = full.result(), first.result()
-        rows = {hit["entity"]["video_id"]: hit["entity"] for hit in hits}
-        scores = {hit["entity"]["video_id"]: float(hit["distance"]) for hit in hits}
+        rows = hits.rows("video_id")
+        scores = dict(zip(hits.column("video_id"), hits.scores.tolist(), strict=True))
         settled: list[str] = []
         for read in range(CAPPED_READS):
             if read:  # views of one video score alike: the rows left to read are often several a video
                 window = min(MAX_QUERY_ROWS, window * 4)
                 crops = crop_rows(settled, _kth(scores, k), window)
             read_rows: dict[str, list[tuple[float, int, int]]] = {}  # video -> its rows of this read, best first
-            for hit in crops:
-                read_rows.setdefault(hit["entity"]["video_id"], []).append(
-                    (float(hit["distance"]), hit["entity"]["generation"], hit["entity"]["view"]))
+            for video_id, score, generation, view in zip(crops.column("video_id"), crops.scores.tolist(),
+                                                         crops.column("generation"), crops.column("view"), strict=True):
+                read_rows.setdefault(video_id, []).append((score, generation, view))
             newly = self._merge_crop_rows(read_rows, rows, scores, k, condition, consistency, best_views)
             floor = _kth(scores, k)
-            if len(crops) < window or (floor is not None and float(crops[-1]["distance"]) <= floor):
+            if len(crops) < window or (floor is not None and float(crops.scores[-1]) <= floor):
                 break
             if not newly:  # a read of stale rows alone: nothing new to leave out
                 break
@@ -931,14 +932,14 @@ class VideoStore:
             restrictions += [is_not_in("video_id", settled)] if settled else []
             hits = self._search_vectors(collection, "vector", query, window, ["video_id", "generation"], consistency,
                                         both(*restrictions) if restrictions else "", ef)
-            ids = list(dict.fromkeys(hit["entity"]["video_id"] for hit in hits))
+            ids = list(dict.fromkeys(hits.column("video_id")))
             rows = self._video_rows(ids, ["generation", *fields], consistency, condition)
             current.update(rows)
             found = dict(kept)
-            for hit in hits:
-                video_id = hit["entity"]["video_id"]
-                if video_id not in found and rows.get(video_id, {}).get("generation") == hit["entity"]["generation"]:
-                    found[video_id] = float(hit["distance"])
+            for video_id, score, generation in zip(hits.column("video_id"), hits.scores.tolist(),
+                                                   hits.column("generation"), strict=True):
+                if video_id not in found and rows.get(video_id, {}).get("generation") == generation:
+                    found[video_id] = score
             if len(found) >= k or len(hits) < window:
                 break
             if window < MAX_QUERY_ROWS:
@@ -959,18 +960,16 @@ class VideoStore:
 
     def _search_vectors(self, collection: str, field_name: str, query: np.ndarray, limit: int,
                         output_fields: list[str], consistency: str, filter: str = "", ef: int | None = None,
-                        radius: float | None = None) -> list:
-        """One inner-product search of `collection`'s `field_name` -> its hits (dicts with "distance", "entity"),
-        best first; with `radius`, a range search: only hits scoring above it."""
+                        radius: float | None = None) -> SearchColumns:
+        """One inner-product search of `collection`'s `field_name` -> its hits as columns (`search_columns`), best
+        first; with `radius`, a range search: only hits scoring above it."""
         params = {"metric_type": "IP", "params": {} if radius is None else {"radius": radius}}
         if self.settings.coarse_index == "HNSW":
             params["params"]["ef"] = max(ef or 0, limit, 64)
         elif self.settings.coarse_index == "IVF_FLAT":
             params["params"]["nprobe"] = 32
-        result = self._call("search", lambda c: c.search(
-            collection, data=[query.astype(np.float32).tolist()], limit=limit, filter=filter, anns_field=field_name,
-            search_params=params, output_fields=output_fields, consistency_level=consistency))
-        return list(result[0])
+        return self._call("search", lambda c: search_columns(c, collection, query, limit, field_name, params,
+                                                             output_fields, filter, consistency))
 
     def fetch_codes(self, video_ids: Sequence[str], consistency: str = "Session") -> FetchedCodes:
         """Fine codes of K videos: their rows, then `read_codes` (≤ 16,384 rows per query); see FetchedCodes."""
