@@ -128,6 +128,18 @@ def lite_server(tmp_path_factory):
         yield server
 
 
+@pytest.fixture(params=["lite", "server"])
+def backend_uri(request) -> str:
+    """The URI of each real Milvus in turn: the session's Lite server, then its 2.3.5 standalone server."""
+    return request.getfixturevalue("lite_server" if request.param == "lite" else "milvus_server").uri
+
+
+def unit_vectors(rng: np.random.Generator, *shape: int, dim: int) -> np.ndarray:
+    """`[*shape, dim]` float32 random unit vectors."""
+    vectors = rng.normal(size=(*shape, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
+
+
 @pytest.fixture(scope="session")
 def milvus_server(tmp_path_factory):
     """The real Milvus 2.3.5 standalone server for the session."""

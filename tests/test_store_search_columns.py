@@ -9,6 +9,7 @@ import uuid
 
 import numpy as np
 import pytest
+from conftest import unit_vectors
 from dnsvr.serving.store.expressions import greater, is_in
 from dnsvr.serving.store.schema import IndexedVideo
 from dnsvr.serving.store.search_columns import SearchColumns, search_columns
@@ -21,14 +22,8 @@ DIM, VIEWS = 16, 3
 FIELDS = ["video_id", "selector", "generation", "frame_count"]
 
 
-@pytest.fixture(params=["lite", "server"])
-def backend_uri(request) -> str:
-    return request.getfixturevalue("lite_server" if request.param == "lite" else "milvus_server").uri
-
-
 def unit(rng: np.random.Generator, *shape: int) -> np.ndarray:
-    vectors = rng.normal(size=(*shape, DIM)).astype(np.float32)
-    return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return unit_vectors(rng, *shape, dim=DIM)
 
 
 def filled_store(uri: str, count: int = 40) -> VideoStore:

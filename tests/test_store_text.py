@@ -16,11 +16,6 @@ from dnsvr.training.networks.codes import pack_codes
 DIM, TEXT_DIM = 16, 8
 
 
-@pytest.fixture(params=["lite", "server"])
-def backend_uri(request) -> str:
-    return request.getfixturevalue("lite_server" if request.param == "lite" else "milvus_server").uri
-
-
 def unit(rng: np.random.Generator, dim: int) -> np.ndarray:
     vector = rng.normal(size=dim).astype(np.float32)
     return vector / np.linalg.norm(vector)

@@ -13,6 +13,7 @@ import uuid
 
 import numpy as np
 import pytest
+from conftest import unit_vectors
 from dnsvr.serving.store import video_store as video_store_module
 from dnsvr.serving.store.schema import IndexedVideo, InvalidVideo, StoreMeta, make_meta, new_generations
 from dnsvr.serving.store.settings import StoreSettings
@@ -22,14 +23,8 @@ from dnsvr.training.networks.codes import pack_codes
 DIM, VIEWS = 16, 3
 
 
-@pytest.fixture(params=["lite", "server"])
-def backend_uri(request) -> str:
-    return request.getfixturevalue("lite_server" if request.param == "lite" else "milvus_server").uri
-
-
 def unit(rng: np.random.Generator, *shape: int) -> np.ndarray:
-    vectors = rng.normal(size=(*shape, DIM)).astype(np.float32)
-    return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return unit_vectors(rng, *shape, dim=DIM)
 
 
 def video(video_id: str, seed: int, views: np.ndarray | None = None, frames: int = 3, **metadata) -> IndexedVideo:
