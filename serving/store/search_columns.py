@@ -2,11 +2,12 @@
 once instead of hit by hit.
 
 pymilvus 3.0.2 turns every hit of a search into a `Hit` dict as the result arrives (~3.7 µs a hit, whatever the
-caller reads of it): the ~14,000 view rows a best-view search reads at K' = 1000 cost ~50 ms of Python, more than
-the server takes to find them (`benchmarks/view_search_bench.py`).  `search_columns` asks pymilvus for the search's
-future and reads the gRPC response it wraps, `SearchResults.results`: the scores and each scalar field's values
-are protobuf repeated fields, turned into a numpy array and lists in one step each.  Where pymilvus no longer
-gives that response (another pymilvus, another result type), the hits it decodes are turned into the same columns.
+caller reads of it): the 2,000-6,000 view rows a best-view search reads at K' = 1000 cost 7-22 ms of Python
+(`benchmarks/view_search_bench.py`), 14,000 rows ~50 ms, more than the server takes to find them.
+`search_columns` asks pymilvus for the search's future and reads the gRPC response it wraps,
+`SearchResults.results`: the scores and each scalar field's values are protobuf repeated fields, turned into a
+numpy array and lists in one step each.  Where pymilvus no longer gives that response (another pymilvus, another
+result type), the hits it decodes are turned into the same columns.
 """
 
 from __future__ import annotations
