@@ -803,7 +803,7 @@ class VideoStore:
         restrictions = [greater("view", 0)] + ([is_in("video_id", passing)] if passing is not None else [])
         window = min(MAX_QUERY_ROWS, k + 16)
 
-        def crop_rows(settled: list[str], floor: float | None, window: int) -> list:
+        def crop_rows(settled: list[str], floor: float | None, window: int) -> SearchColumns:
             leave_out = [is_not_in("video_id", settled)] if settled else []
             return self._search_vectors(self.view_collection, "vector", query, window,
                                         ["video_id", "generation", "view"], consistency,
