@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/view_search_bench.py [--videos 10000] [--queries 40] [--ks 100 1000]
     .venv/bin/python benchmarks/view_search_bench.py --view-cosine 0.96 --segments 7 --ks 1000
+    .venv/bin/python benchmarks/view_search_bench.py --query-source indexed --baseline b06f0b6
 
 
 One Milvus 2.3.5 server (the engine `dnsvr serve` starts), two stores side by side in it: the same synthetic
@@ -11,9 +12,10 @@ in by a crop, so their rows must be read: `VideoStore._best_view_per_video`), or
 (`--view-cosine`; real crop views of the sample videos are at 0.96 on average, `crop_view_cosine.py`: fewer
 videos come in by a crop, and a listed video's own crops score near its full frame); with `--segments W`, each
 video of a store with views also has W frame-window vectors at cosine SEGMENT_COSINE to its full frame (an export
-with `--index-segments 0.25`: 7).  Each store is searched by each of `--decoders`: `columns`, the store's own
-reading of a search's hits (`serving.store.search_columns`, stop 43), and `hits`, pymilvus's decoded `Hit`
-dicts turned into the same columns (what the store read before), in turn on the same queries.
+with `--index-segments 0.25`: 7).  Each store with views is searched at each of `--view-depths` up to K' (the
+store setting `view_depth`: how many places are ranked exactly by best view, each costing `view_vectors` view
+rows read) and, with `--baseline REV`, by the store code of that git revision (`serving/store/video_store.py`
+as it was, loaded beside today's: a before/after in one run), in turn on the same queries.
 After the server has indexed every row, each store answers `--queries` searches for every K' in `--ks` (query
 vectors from the same distribution, or with `--query-source indexed` the full frames of stored videos, as a
 served search by id asks); per search: the wall time of `search_coarse`, how many Milvus searches and video-row
@@ -29,28 +31,32 @@ Writes benchmarks/results/view_search.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+import types
+from dataclasses import replace
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 from dnsvr.serving.local.milvus_servers import MilvusStandaloneServer
-from dnsvr.serving.store.search_columns import SearchColumns, columns_from_hits
-from dnsvr.serving.store.settings import StoreSettings
+from dnsvr.serving.store.search_columns import SearchColumns
+from dnsvr.serving.store.settings import VIEW_DEPTH, StoreSettings
 from dnsvr.serving.store.video_store import VideoStore
 from serving_bench import SEGMENT_COSINE, VIEW_COSINE, settle, synthetic_videos, view_cosine_arg
 from tqdm import tqdm
 
-RESULTS = Path(__file__).resolve().parent / "results" / "view_search.md"
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "view_search.md"
+BASELINE_LABEL = "baseline"
 DIM, VIEWS, FRAMES, BATCH = 1024, 9, 4, 500
 
 
-class CountedStore(VideoStore):
-    """A VideoStore that counts its vector searches, the hits they return and its video-row reads."""
+class Counted:
+    """Counts a VideoStore's vector searches, the hits they return and its video-row reads (a mixin)."""
 
     searches = rows_read = hits_read = 0
 
@@ -65,13 +71,19 @@ class CountedStore(VideoStore):
         return super()._video_rows(video_ids, *args, **kwargs)
 
 
-def pymilvus_hits(client, collection: str, query: np.ndarray, limit: int, anns_field: str, params: dict,
-                  output_fields: list[str], filter: str, consistency: str) -> SearchColumns:
-    """`search_columns` by way of pymilvus's own decoded hits (the `hits` decoder)."""
-    result = client.search(collection, data=[query.astype(np.float32).tolist()], limit=limit, filter=filter,
-                           anns_field=anns_field, search_params=params, output_fields=output_fields,
-                           consistency_level=consistency)
-    return columns_from_hits(list(result[0]), output_fields)
+class CountedStore(Counted, VideoStore):
+    """Today's VideoStore, counted."""
+
+
+def baseline_store(revision: str) -> type:
+    """The VideoStore of git revision `revision` (its `serving/store/video_store.py`, loaded as a module of its
+    own beside today's), counted."""
+    source = subprocess.run(["git", "show", f"{revision}:serving/store/video_store.py"], cwd=REPO, check=True,
+                            capture_output=True, text=True).stdout
+    module = types.ModuleType(f"video_store_at_{revision}")
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    exec(compile(source, f"{revision}:serving/store/video_store.py", "exec"), module.__dict__)
+    return type("BaselineStore", (Counted, module.VideoStore), {})
 
 
 def fill(store: VideoStore, videos: int, views: int, cosine: float | None, segments: int) -> np.ndarray:
@@ -90,41 +102,34 @@ def fill(store: VideoStore, videos: int, views: int, cosine: float | None, segme
     return np.stack(vectors)
 
 
-def decoded_by(decoder: str) -> contextlib.AbstractContextManager:
-    """Within it, the store reads a search's hits by `decoder`: "columns", its own reading (`search_columns`), or
-    "hits", pymilvus's decoded Hit dicts, as the store did before (`pymilvus_hits`)."""
-    if decoder == "hits":
-        return mock.patch(f"{VideoStore.__module__}.search_columns", pymilvus_hits)
-    return contextlib.nullcontext()
-
-
-def measure(store: CountedStore, vectors: np.ndarray, queries: np.ndarray, k: int,
-            decoders: list[str]) -> dict[str, dict[str, list[float]]]:
-    """Each query's search by each decoder in turn (after an untimed one; the decoders take turns going first),
-    against the exhaustive best-view ranking of `vectors`
-    ([N, 1 + views, D]) -> {decoder: {measure: [one value a query]}}."""
+def measure(searchers: dict[str, Counted], vectors: np.ndarray, queries: np.ndarray,
+            k: int) -> dict[str, dict[str, list[float]]]:
+    """Each query's search by each of `searchers` (one store's data: at a view depth, or the baseline's code) in
+    turn (after an untimed one; they take turns going first), against the exhaustive best-view ranking of
+    `vectors` ([N, 1 + views, D]) -> {searcher: {measure: [one value a query]}}."""
     names = ("ms", "searches", "hits read", "rows read", "by a crop", "exact", "recall@100", "recall@K'")
-    numbers = {decoder: {name: [] for name in names} for decoder in decoders}
+    numbers = {label: {name: [] for name in names} for label in searchers}
+    labels = list(searchers)
     for number, query in enumerate(queries):
-        store.search_coarse(query, k)  # untimed: the server may answer a query's first search differently
+        next(iter(searchers.values())).search_coarse(query, k)  # untimed: a query's first answer may differ
         found = {}
-        for decoder in decoders[number % len(decoders):] + decoders[:number % len(decoders)]:  # each first in turn
+        for label in labels[number % len(labels):] + labels[:number % len(labels)]:  # each first in turn
+            store = searchers[label]
             store.searches = store.rows_read = store.hits_read = 0
-            with decoded_by(decoder):
-                start = time.perf_counter()
-                found[decoder] = store.search_coarse(query, k)
-                numbers[decoder]["ms"].append((time.perf_counter() - start) * 1000)
+            start = time.perf_counter()
+            found[label] = store.search_coarse(query, k)
+            numbers[label]["ms"].append((time.perf_counter() - start) * 1000)
             for name, value in (("searches", store.searches), ("hits read", store.hits_read),
                                 ("rows read", store.rows_read)):
-                numbers[decoder][name].append(value)
+                numbers[label][name].append(value)
         best = (vectors @ query).max(axis=1)  # [N] each video's best view
         full_top = set(np.argsort(-(vectors[:, 0] @ query), kind="stable")[:k].tolist())  # exhaustive, full frames
-        for decoder, hits in found.items():  # HNSW on the server may answer a query twice a little differently
+        for label, hits in found.items():  # HNSW on the server may answer a query twice a little differently
             mine = listed(hits.ids)  # [k]
-            numbers[decoder]["by a crop"].append(len(set(mine.tolist()) - full_top))
-            numbers[decoder]["exact"].append(exact_prefix(hits.scores, mine, best))
+            numbers[label]["by a crop"].append(len(set(mine.tolist()) - full_top))
+            numbers[label]["exact"].append(exact_prefix(hits.scores, mine, best))
             for name, depth in (("recall@100", min(100, k)), ("recall@K'", k)):
-                numbers[decoder][name].append(recall(mine, best, depth))
+                numbers[label][name].append(recall(mine, best, depth))
     return numbers
 
 
@@ -149,6 +154,19 @@ def exact_prefix(scores: np.ndarray, mine: np.ndarray, best: np.ndarray) -> int:
     return int(np.argmin(same)) if not same.all() else len(mine)
 
 
+def searchers_of(store: CountedStore, k: int, view_depths: list[int], baseline: type | None) -> dict[str, Counted]:
+    """The searches of one store at K' = k: today's at each view depth up to k (the deepest at least), the
+    baseline revision's; a store without views is searched one way."""
+    if not store.meta.view_vectors:
+        return {"full frames": store}
+    depths = sorted({min(depth, k) for depth in view_depths})
+    searchers: dict[str, Counted] = {f"view_depth {depth}": CountedStore(replace(store.settings, view_depth=depth),
+                                                                       create=False) for depth in depths}
+    if baseline is not None:
+        searchers[BASELINE_LABEL] = baseline(store.settings, create=False)
+    return searchers
+
+
 def cell(values: list[float], name: str = "") -> str:
     """Median / p95; for a recall, the mean (the lowest)."""
     if name.startswith("recall"):
@@ -168,9 +186,11 @@ def main() -> None:
     parser.add_argument("--segments", type=int, default=0,
                         help="frame windows a video in each store with views, at cosine SEGMENT_COSINE to its full "
                              "frame (default 0; an export with --index-segments 0.25 has 7)")
-    parser.add_argument("--decoders", nargs="+", default=["columns", "hits"], choices=("columns", "hits"),
-                        help="how a search's hits are read, each in turn on every query (default both: columns, the "
-                             "store's; hits, pymilvus's Hit dicts, as before stop 43)")
+    parser.add_argument("--view-depths", type=int, nargs="+", default=[VIEW_DEPTH, 1000],
+                        help=f"the store setting view_depth, each in turn on every query, those up to K' (default "
+                             f"{VIEW_DEPTH}, the default, and 1000: exact at K' = 1000)")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also search each store with views by the store code of this git revision (before/after)")
     parser.add_argument("--coarse-index", default="HNSW", choices=("HNSW", "FLAT"),
                         help="the stores' vector index (default HNSW, the served default; FLAT: exhaustive reads, so "
                              "that `exact to rank` shows what the search itself gives up)")
@@ -179,6 +199,7 @@ def main() -> None:
                              "indexed videos, as a served search by id asks")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    baseline = baseline_store(args.baseline) if args.baseline else None
     if args.query_source == "synthetic":
         queries = synthetic_videos(10**7, args.queries, DIM, 1, np.random.default_rng(1))
         query_vectors = np.stack([video.coarse for video in queries])
@@ -194,9 +215,10 @@ def main() -> None:
              "that rank; `recall@100`, `recall@K'`: of the exhaustive best-view ranking's top 100 / K' videos, the "
              "share in the list's (mean, lowest).  Queries: "
              f"{'the full frames of indexed videos' if args.query_source == 'indexed' else 'fresh vectors'}.  "
-             "Each decoder in turn on each query (`columns`: the store's reading of a search's hits; "
-             f"`hits`: pymilvus's Hit dicts).  Median / p95 over {args.queries} searches.", "",
-             "| store | K' | decoder | search ms | Milvus searches | hits read | video rows read | of the K' by a crop "
+             "Each search (`view_depth N`: today's code with that setting"
+             f"{f'; `{args.baseline}`: the store code of that revision' if args.baseline else ''}) in turn on each "
+             f"query.  Median / p95 over {args.queries} searches.", "",
+             "| store | K' | search | search ms | Milvus searches | hits read | video rows read | of the K' by a crop "
              "| exact to rank | recall@100 | recall@K' |",
              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     with tempfile.TemporaryDirectory() as scratch, MilvusStandaloneServer(Path(scratch) / "data") as server:
@@ -217,12 +239,16 @@ def main() -> None:
             settle(store, 10)
         for k in args.ks:
             for label, (store, vectors) in stores.items():
-                for decoder, numbers in measure(store, vectors, query_vectors, k, args.decoders).items():
+                searchers = searchers_of(store, k, args.view_depths, baseline)
+                for name, numbers in measure(searchers, vectors, query_vectors, k).items():
                     cells = " | ".join(cell(numbers[name], name) for name in
                                        ("ms", "searches", "hits read", "rows read", "by a crop", "exact", "recall@100",
                                         "recall@K'"))
-                    lines.append(f"| {label} | {k} | {decoder} | {cells} |")
+                    lines.append(f"| {label} | {k} | {name} | {cells} |")
                     print(lines[-1], flush=True)
+                for searcher in searchers.values():
+                    if searcher is not store:
+                        searcher.close()
         for store, _ in stores.values():
             store.close()
     args.out.write_text("\n".join(lines) + "\n")

@@ -124,7 +124,8 @@ def test_good_video_is_normalised() -> None:
 
 def test_settings_precedence_flag_env_file_default(tmp_path, monkeypatch) -> None:
     config = tmp_path / "config.toml"
-    config.write_text('[store]\nuri = "http://file-host:19530"\nprefix = "fromfile"\ntimeout_s = 7\n')
+    config.write_text('[store]\nuri = "http://file-host:19530"\nprefix = "fromfile"\ntimeout_s = 7\n'
+                      'view_depth = 1000\n')
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     for variable in ("DNSVR_MILVUS_URI", "DNSVR_MILVUS_TOKEN", "DNSVR_MILVUS_PREFIX", "DNSVR_CONFIG",
                      "DNSVR_MILVUS_RECONNECT_S"):
@@ -133,6 +134,7 @@ def test_settings_precedence_flag_env_file_default(tmp_path, monkeypatch) -> Non
     assert StoreSettings.resolve().uri == str(tmp_path / "data" / "dnsvr" / "milvus.db")
     from_file = StoreSettings.resolve(config_path=config)
     assert (from_file.uri, from_file.prefix, from_file.timeout_s) == ("http://file-host:19530", "fromfile", 7)
+    assert from_file.view_depth == 1000 and StoreSettings(uri="a.db").view_depth == 100
     monkeypatch.setenv("DNSVR_MILVUS_URI", "https://env-host:443")
     monkeypatch.setenv("DNSVR_MILVUS_TOKEN", "user:secret")
     from_env = StoreSettings.resolve(config_path=config)
@@ -156,6 +158,9 @@ def test_settings_reject_bad_values() -> None:
     for seconds in (-1.0, float("nan"), 1e9):
         with pytest.raises(ValueError, match="reconnect_s"):
             StoreSettings(uri="a.db", reconnect_s=seconds)
+    for depth in (0, -5, 2.5, True, "100"):
+        with pytest.raises(ValueError, match="view_depth"):
+            StoreSettings(uri="a.db", view_depth=depth)
 
 
 def test_redact_uri_drops_credentials() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -97,12 +98,12 @@ def test_k_videos_come_back_past_the_row_cap_and_under_a_selective_filter(backen
 def test_the_best_view_search_is_exact_against_brute_force(backend_uri: str, monkeypatch, rows_cap: int) -> None:
     """150 videos, queries near a full frame, near a crop, and anywhere; k from 1 to every video; no filter, a
     filter half the videos pass, one 5 pass: the ids and scores of an exhaustive best-view ranking (with the
-    row cap at 8, every read is cut short and the reads go on).  A FLAT index, so that the reads are exact: an
-    HNSW search under a filter 5 of 600 rows pass can miss rows (seen on Lite), and the search is as exact as
-    its index."""
+    row cap at 8, every read is cut short and the reads go on), with `view_depth` every video.  A FLAT index, so
+    that the reads are exact: an HNSW search under a filter 5 of 600 rows pass can miss rows (seen on Lite), and
+    the search is as exact as its index."""
     monkeypatch.setattr(video_store_module, "MAX_QUERY_ROWS", rows_cap)
     rng = np.random.default_rng(5)
-    settings = StoreSettings(uri=backend_uri, prefix=fresh_prefix(), coarse_index="FLAT")
+    settings = StoreSettings(uri=backend_uri, prefix=fresh_prefix(), coarse_index="FLAT", view_depth=150)
     with VideoStore(settings, model_version="views-pack-1", coarse_dim=DIM, representation="binary", text_dim=0,
                     views=VIEWS, view_codes=True) as store:
         videos = [video(f"v{i:03d}", i, channel="news" if i % 2 else "sport", rare=i % 30 == 0) for i in range(150)]
@@ -122,6 +123,32 @@ def test_the_best_view_search_is_exact_against_brute_force(backend_uri: str, mon
                     views = [np.vstack([by_id[i].coarse, by_id[i].views]) @ query for i in hits.ids]  # [k][1 + B]
                     assert [float(v[hits.code_views[n]]) for n, v in enumerate(views)] == pytest.approx(
                         [float(v.max()) for v in views], abs=1e-5)  # each hit's code view is its best view
+
+
+def test_the_list_is_the_best_view_ranking_down_to_view_depth_and_by_views_read_under_it(backend_uri: str) -> None:
+    """With `view_depth` under k, the first `view_depth` places are the exhaustive best-view ranking (ids and
+    scores); every place under them holds a video once, scored between its full frame's score and its best view's,
+    best first, and no video left out scores above any of them by its full frame."""
+    rng = np.random.default_rng(8)
+    settings = StoreSettings(uri=backend_uri, prefix=fresh_prefix(), coarse_index="FLAT")
+    with VideoStore(settings, model_version="views-pack-1", coarse_dim=DIM, representation="binary", text_dim=0,
+                    views=VIEWS, view_codes=True) as writer:
+        videos = [video(f"v{i:03d}", i) for i in range(120)]
+        writer.upsert_many(videos)
+        writer.flush()
+    by_id = {v.video_id: v for v in videos}
+    for view_depth in (1, 20, 60):
+        with VideoStore(replace(settings, view_depth=view_depth), create=False) as store:
+            for query in (videos[3].coarse, videos[9].views[0], unit(rng)):
+                hits = store.search_coarse(query, 80, consistency="Strong")
+                ranked = sorted(videos, key=lambda v: -best_view(v, query))[:view_depth]
+                assert hits.ids[:view_depth] == [v.video_id for v in ranked], view_depth
+                np.testing.assert_allclose(hits.scores[:view_depth], [best_view(v, query) for v in ranked], atol=1e-5)
+                assert len(set(hits.ids)) == 80 and (np.diff(hits.scores) <= 1e-6).all()
+                for video_id, score in zip(hits.ids, hits.scores.tolist(), strict=True):
+                    assert by_id[video_id].coarse @ query - 1e-5 <= score <= best_view(by_id[video_id], query) + 1e-5
+                left_out = [v for v in videos if v.video_id not in set(hits.ids)]
+                assert max(float(v.coarse @ query) for v in left_out) <= float(hits.scores[-1]) + 1e-5
 
 
 def test_only_the_videos_a_crop_read_brings_into_the_list_have_their_rows_read(backend_uri: str,

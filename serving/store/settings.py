@@ -12,6 +12,7 @@ Config file:
     prefix = "dnsvr"
     layout = "auto"          # auto | vector | chunk
     coarse_index = "HNSW"    # FLAT | IVF_FLAT | HNSW | AUTOINDEX
+    view_depth = 100         # a store with views ranks a search's first N videos exactly by their best view
     timeout_s = 30
     reconnect_s = 0          # while a new connection is refused, try again for this long (a restarting server)
 
@@ -29,6 +30,7 @@ from dnsvr.training import paths
 
 SERVER_SCHEMES = ("http", "https", "tcp", "grpc", "unix")
 COARSE_INDEXES = ("FLAT", "IVF_FLAT", "HNSW", "AUTOINDEX")
+VIEW_DEPTH = 100  # exact best-view places by default: each costs a view read of `view_vectors` rows (docs/storage.md)
 ENVIRONMENT = {
     "uri": paths.MILVUS_URI,
     "token": paths.MILVUS_TOKEN,
@@ -62,6 +64,7 @@ class StoreSettings:
     prefix: str = "dnsvr"
     layout: str = "auto"
     coarse_index: str = "HNSW"
+    view_depth: int = VIEW_DEPTH  # places of a search ranked exactly by best view (`VideoStore._best_view_per_video`)
     timeout_s: float = 30.0
     reconnect_s: float = 0.0  # how long a refused new connection is tried again (nothing was sent: safe to retry)
 
@@ -77,6 +80,8 @@ class StoreSettings:
             raise ValueError(f"coarse_index must be one of {COARSE_INDEXES}, got {self.coarse_index!r}")
         if not self.prefix.replace("_", "").isalnum() or not self.prefix[0].isalpha():
             raise ValueError(f"prefix must be letters, digits and _, starting with a letter: {self.prefix!r}")
+        if isinstance(self.view_depth, bool) or not isinstance(self.view_depth, int) or self.view_depth < 1:
+            raise ValueError(f"view_depth must be a whole number of places, 1 or more, got {self.view_depth!r}")
         if not 0.0 <= self.reconnect_s <= 3600.0:
             raise ValueError(f"reconnect_s must be between 0 and 3600 seconds, got {self.reconnect_s!r}")
 

@@ -86,6 +86,7 @@ INSERT_BYTE_BUDGET = 8 << 20
 DELETE_BATCH = 1_000
 SCOPE_IDS = 4_096  # a filter that at most this many videos pass restricts a best-row search to them by id
 COARSE_FIELDS = ("video_id", "selector", "generation", "frame_count")  # what a coarse hit carries to ranking
+LOWEST_SCORE = -2.0  # under any inner product of unit vectors: a range search's floor that leaves out no row
 CAPPED_READS = 8  # reads of a best-row search (`_best_per_video`, `_best_view_per_video`), growth included
 # scalar indexes of the frame and text collections on a server: field -> index type (`_add_scalar_indexes`)
 SCALAR_INDEXES = (("video_id", "Trie"), ("generation", "STL_SORT"))
@@ -751,7 +752,8 @@ class VideoStore:
 
         `filter` is a Milvus boolean expression over the per-video scalar fields, e.g.
         `metadata["channel"] == "news"` or `indexed_at > 1700000000000`.  In a store made for crop or segment
-        views a video scores by its best view, its full frame's, a crop's or a window's (`_best_view_per_video`).
+        views a video scores by its best view, its full frame's, a crop's or a window's (`_best_view_per_video`: the
+        first `settings.view_depth` places exactly so, the rest by the views read).
         """
         meta = self.meta
         query = np.asarray(vector)
@@ -782,57 +784,67 @@ class VideoStore:
 
     def _best_view_per_video(self, query: np.ndarray, k: int, condition: str, consistency: str, ef: int | None,
                              best_views: dict[str, int]) -> tuple[list[tuple[str, float]], dict[str, dict]]:
-        """The k best videos by their best view, the full frame's vector or a crop's -> ([(video_id, score)] best
-        first, {video_id: its video row}); `best_views` gets each listed video's best view where a crop wins
-        (absent: its full frame).
+        """The k best videos by their best view, the full frame's vector or a crop's or a window's, exact to rank
+        `settings.view_depth` at least -> ([(video_id, score)] best first, {video_id: its video row});
+        `best_views` gets each listed video's best view where one was read (absent: its full frame).
 
-        The full frames' top k come from the video rows, as without views (the filter inside the search).  Only a
-        crop row scoring above the k-th score of that list can change it, so the crop rows (`view` > 0) are read
-        best first: the first read (k + 16 rows) beside the full frames' search (rows under the list's k-th score
-        cannot enter it, so it needs no floor), each further one 4x wider, by range search above the merged
-        list's k-th score, leaving out the videos already settled (their best crop row read); the reads stop at
-        one that comes back unfilled or ends under that score, at most CAPPED_READS.  Of the videos the crop rows
-        bring in, only those that would enter the list have their rows read (`_merge_crop_rows`: current
-        generation, the filter; a filter that at most SCOPE_IDS videos pass restricts the crop reads to them); a
-        crop row of another generation than its video row's (a re-index or a delete under way) counts for
-        nothing.  Exact, as the search indexes are.
+        The full frames' top k come from the video rows, as without views (the filter inside the search).  Beside
+        that search, the view collection (each video's rows: view 0, its full frame again, then its views) is read
+        best first, `meta.view_vectors` rows for each of the first min(k, view_depth) places (+ 16).  Every video
+        with a row above the last score read has its best row in the read, so the list is the exhaustive
+        best-view ranking down to that score; under it, videos rank by the best of their rows read and their full
+        frame's score.  While fewer than min(k, view_depth) places are settled so (stale rows of a re-index, videos
+        filtered out), the next band of scores is read (a range search between the list's k-th score and the last
+        score read, 4x wider), at most CAPPED_READS reads; a read that comes back unfilled, or ends under the
+        list's k-th score, leaves the whole list exact.
+
+        The reads carry no filter of their own (a video whose best row has counted is passed over on the client):
+        the Milvus 2.3 server's HNSW under a filter that leaves out the rows nearest the query (`view > 0`, the
+        videos already settled) returned a fraction of the rows that exist (stop 43: recall@1000 0.88;
+        `docs/storage.md`).  Of the videos the view rows bring in, only those that would enter the list have
+        their rows read (`_merge_crop_rows`: current generation, the filter; a filter that at most SCOPE_IDS
+        videos pass restricts the reads to them); a view row of another generation than its video row's (a
+        re-index or a delete under way) counts for nothing.  Exact, to that depth, as the search indexes are.
         """
         passing = self._passing_ids(condition, consistency) if condition else None
         if passing is not None and not passing:
             return [], {}
-        restrictions = [greater("view", 0)] + ([is_in("video_id", passing)] if passing is not None else [])
-        window = min(MAX_QUERY_ROWS, k + 16)
+        scope = is_in("video_id", passing) if passing is not None else ""
+        depth = min(k, self.settings.view_depth)
+        window = min(MAX_QUERY_ROWS, self.meta.view_vectors * depth + 16)
 
-        def crop_rows(settled: list[str], floor: float | None, window: int) -> SearchColumns:
-            leave_out = [is_not_in("video_id", settled)] if settled else []
+        def view_rows(window: int, floor: float | None, ceiling: float | None) -> SearchColumns:
+            """The best `window` view rows scoring above `floor` and at most `ceiling` (None: unbounded)."""
+            if ceiling is not None and floor is None:  # fewer than k videos listed: every row under the ceiling
+                floor = LOWEST_SCORE
             return self._search_vectors(self.view_collection, "vector", query, window,
-                                        ["video_id", "generation", "view"], consistency,
-                                        both(*restrictions, *leave_out), ef, radius=floor)
+                                        ["video_id", "generation", "view"], consistency, scope, ef, radius=floor,
+                                        ceiling=ceiling)
 
         fields = list(COARSE_FIELDS)
-        with ThreadPoolExecutor(2, thread_name_prefix="dnsvr-views") as pool:  # the first crop read needs no floor
+        with ThreadPoolExecutor(2, thread_name_prefix="dnsvr-views") as pool:  # the first view read needs no floor
             full = pool.submit(self._search_vectors, self.video_collection, "coarse", query, k, fields, consistency,
                                condition, ef)
-            first = pool.submit(crop_rows, [], None, window)
-            hits, crops = full.result(), first.result()
+            first = pool.submit(view_rows, window, None, None)
+            hits, views = full.result(), first.result()
         rows = hits.rows("video_id")
         scores = dict(zip(hits.column("video_id"), hits.scores.tolist(), strict=True))
-        settled: list[str] = []
+        settled: set[str] = set()  # videos whose best row has counted, or that can never enter
         for read in range(CAPPED_READS):
             if read:  # views of one video score alike: the rows left to read are often several a video
                 window = min(MAX_QUERY_ROWS, window * 4)
-                crops = crop_rows(settled, _kth(scores, k), window)
+                views = view_rows(window, _kth(scores, k), float(views.scores[-1]))
             read_rows: dict[str, list[tuple[float, int, int]]] = {}  # video -> its rows of this read, best first
-            for video_id, score, generation, view in zip(crops.column("video_id"), crops.scores.tolist(),
-                                                         crops.column("generation"), crops.column("view"), strict=True):
-                read_rows.setdefault(video_id, []).append((score, generation, view))
-            newly = self._merge_crop_rows(read_rows, rows, scores, k, condition, consistency, best_views)
+            for video_id, score, generation, view in zip(views.column("video_id"), views.scores.tolist(),
+                                                         views.column("generation"), views.column("view"), strict=True):
+                if video_id not in settled:
+                    read_rows.setdefault(video_id, []).append((score, generation, view))
+            settled.update(self._merge_crop_rows(read_rows, rows, scores, k, condition, consistency, best_views))
             floor = _kth(scores, k)
-            if len(crops) < window or (floor is not None and float(crops.scores[-1]) <= floor):
+            if len(views) < window or (floor is not None and float(views.scores[-1]) <= floor):
                 break
-            if not newly:  # a read of stale rows alone: nothing new to leave out
+            if sum(score > float(views.scores[-1]) for score in scores.values()) >= depth:
                 break
-            settled += newly
         best = sorted(scores.items(), key=lambda item: -item[1])[:k]
         return best, rows
 
@@ -960,10 +972,15 @@ class VideoStore:
 
     def _search_vectors(self, collection: str, field_name: str, query: np.ndarray, limit: int,
                         output_fields: list[str], consistency: str, filter: str = "", ef: int | None = None,
-                        radius: float | None = None) -> SearchColumns:
+                        radius: float | None = None, ceiling: float | None = None) -> SearchColumns:
         """One inner-product search of `collection`'s `field_name` -> its hits as columns (`search_columns`), best
-        first; with `radius`, a range search: only hits scoring above it."""
-        params = {"metric_type": "IP", "params": {} if radius is None else {"radius": radius}}
+        first; with `radius`, a range search: only hits scoring above it (and with `ceiling`, at most it; a ceiling
+        needs a radius)."""
+        params: dict[str, Any] = {"metric_type": "IP", "params": {}}
+        if radius is not None:
+            params["params"]["radius"] = radius
+            if ceiling is not None:
+                params["params"]["range_filter"] = ceiling
         if self.settings.coarse_index == "HNSW":
             params["params"]["ef"] = max(ef or 0, limit, 64)
         elif self.settings.coarse_index == "IVF_FLAT":
