@@ -2,17 +2,17 @@
 
     .venv/bin/python benchmarks/served_benchmark.py [--presets heldout small] [--seed 0]
 
-The offline evaluation (`dnsvr eval benchmark`, `benchmarks/view_fusions.py`) scores the pack's networks in
-PyTorch; this asks the service a user runs (Triton with the exported ONNX networks, the Milvus server `dnsvr
-serve` starts) the same questions.  One export of the bundled pack (crop views), a copy whose manifest also records
-frame windows (`dnsvr export --index-segments 0.25`: crop and segment views), one with neither (full frames alone)
-and one that stores each crop view's fine codes too (`--view-codes`: S^f_B compares each candidate's best
-view); for each, side by side in one run: every benchmark video indexed
-through `dnsvr_index` (its rendered frames, as the offline features were extracted from), then every query
-searched by its indexed id with K' = every other video and the served default re-rank (the selector sending
-10 % to S^f_B, the pack's fusion), with re-rank 0 (S^c alone) and with every candidate re-ranked (S^f_B's own
-ranking, the pack's fusion); mAP from the benchmark's own evaluation.  `--variants views segments` measures the
-bundled export and the one with frame windows alone.
+The offline evaluation (`dnsvr eval benchmark`, `benchmarks/view_fusions.py`) scores the pack's networks in PyTorch;
+this asks the service a user runs (Triton with the exported ONNX networks, the Milvus server `dnsvr serve` starts)
+the same questions.  One export of the bundled pack (crop views), a copy whose manifest also records frame windows
+(`dnsvr export --index-segments 0.25`: crop and segment views), one with neither (full frames alone) and one that
+stores each crop view's fine codes too (`--view-codes`: S^f_B compares each candidate's best view); for each, side
+by side in one run: every benchmark video indexed through `dnsvr_index` (its rendered frames, as the offline
+features were extracted from), then every query searched by its indexed id with K' = every other video (the store
+setting `view_depth` that too: the whole list ranked exactly by each video's best view, as the offline evaluation
+ranks) and the served default re-rank (the selector sending 10 % to S^f_B, the pack's fusion), with re-rank 0 (S^c
+alone) and with every candidate re-ranked (S^f_B's own ranking, the pack's fusion); mAP from the benchmark's own
+evaluation.  `--variants views segments` measures the bundled export and the one with frame windows alone.
 Also the indexing time per frame.  Writes benchmarks/results/served_benchmark.md.
 """
 
@@ -26,6 +26,7 @@ from pathlib import Path
 from dnsvr.client import VideoSearchClient
 from dnsvr.client.spec import MAX_TOP_K
 from dnsvr.serving.local.service import LocalService
+from dnsvr.training import paths
 from dnsvr.training.evaluation.tradeoff import benchmark_with_features
 from dnsvr.training.files import atomic_write_text
 from index_views_bench import exported_variant
@@ -47,7 +48,9 @@ def measure(repository: Path, scratch: Path, benchmark) -> dict:
     videos = list(benchmark.iter_frames(progress=False))
     frames = sum(len(clip) for _, clip in videos)
     out = {}
-    with LocalService(repository, store=scratch / "store", log_dir=scratch) as service, \
+    others = len(videos) - 1
+    exhaustive = {paths.VIEW_DEPTH: str(others)}  # K' = every other video, ranked exactly by best view throughout
+    with LocalService(repository, store=scratch / "store", log_dir=scratch, env=exhaustive) as service, \
             VideoSearchClient(service.grpc_url, timeout_s=900) as client:
         began = time.perf_counter()
         with tqdm(total=len(videos), desc="indexing", unit="video") as bar:
@@ -56,7 +59,6 @@ def measure(repository: Path, scratch: Path, benchmark) -> dict:
         failed = [outcome.error for outcome in outcomes if not outcome.ok]
         if failed:
             raise RuntimeError(f"{len(failed)} videos failed to index: {failed[:3]}")
-        others = len(videos) - 1
         for name, rerank in POLICIES.items():
             similarities = {}
             for query in benchmark.queries:

@@ -128,7 +128,7 @@ def test_settings_precedence_flag_env_file_default(tmp_path, monkeypatch) -> Non
                       'view_depth = 1000\n')
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     for variable in ("DNSVR_MILVUS_URI", "DNSVR_MILVUS_TOKEN", "DNSVR_MILVUS_PREFIX", "DNSVR_CONFIG",
-                     "DNSVR_MILVUS_RECONNECT_S"):
+                     "DNSVR_MILVUS_RECONNECT_S", "DNSVR_VIEW_DEPTH"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "none"))
     assert StoreSettings.resolve().uri == str(tmp_path / "data" / "dnsvr" / "milvus.db")
@@ -146,6 +146,11 @@ def test_settings_precedence_flag_env_file_default(tmp_path, monkeypatch) -> Non
     assert from_env.reconnect_s == 0.0
     monkeypatch.setenv("DNSVR_MILVUS_RECONNECT_S", "2.5")
     assert StoreSettings.resolve(config_path=config).reconnect_s == 2.5
+    monkeypatch.setenv("DNSVR_VIEW_DEPTH", "250")
+    assert StoreSettings.resolve(config_path=config).view_depth == 250
+    monkeypatch.setenv("DNSVR_VIEW_DEPTH", "lots")
+    with pytest.raises(ValueError, match="view_depth"):
+        StoreSettings.resolve(config_path=config)
 
 
 def test_settings_reject_bad_values() -> None:

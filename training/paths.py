@@ -10,6 +10,7 @@
     DNSVR_MILVUS_URI, _TOKEN, the store: URI, credentials, TLS CA, collection prefix (`dnsvr.serving.store.settings`)
       _TLS_CA, _PREFIX
     DNSVR_MILVUS_RECONNECT_S  seconds a store keeps trying to connect while refused (`dnsvr serve` sets it)
+    DNSVR_VIEW_DEPTH          places of a search ranked exactly by best view in a store with views (`view_depth`)
     DNSVR_MAX_FRAMES          frames `video_features` keeps per video; default its config parameter (1200)
     DNSVR_KEYFRAME_DECODERS   decoders that decode keyframes ahead in every video decode
                               (`dnsvr.training.data.keyframe_decoders`); 0: none; default 2
@@ -42,6 +43,7 @@ MILVUS_TOKEN = "DNSVR_MILVUS_TOKEN"
 MILVUS_TLS_CA = "DNSVR_MILVUS_TLS_CA"
 MILVUS_PREFIX = "DNSVR_MILVUS_PREFIX"
 MILVUS_RECONNECT_S = "DNSVR_MILVUS_RECONNECT_S"
+VIEW_DEPTH = "DNSVR_VIEW_DEPTH"
 MAX_FRAMES = "DNSVR_MAX_FRAMES"
 KEYFRAME_DECODERS = "DNSVR_KEYFRAME_DECODERS"
 SEARCH_CONSISTENCY = "DNSVR_SEARCH_CONSISTENCY"
@@ -50,7 +52,7 @@ ACCESS_TOKEN = "DNSVR_ACCESS_TOKEN"
 ACCESS_TOKEN_SHA256 = "DNSVR_ACCESS_TOKEN_SHA256"
 OPEN_SEARCH = "DNSVR_OPEN_SEARCH"
 VARIABLES = (SHARED, CACHE, DATA, STATE, CONFIG, MILVUS_URI, MILVUS_TOKEN, MILVUS_TLS_CA, MILVUS_PREFIX,
-             MILVUS_RECONNECT_S, MAX_FRAMES, KEYFRAME_DECODERS, SEARCH_CONSISTENCY, URL, ACCESS_TOKEN,
+             MILVUS_RECONNECT_S, VIEW_DEPTH, MAX_FRAMES, KEYFRAME_DECODERS, SEARCH_CONSISTENCY, URL, ACCESS_TOKEN,
              ACCESS_TOKEN_SHA256, OPEN_SEARCH)
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]

@@ -1,7 +1,7 @@
 """Where the video store lives and how to reach it: flag > environment > config file (TOML) > default.
 
 Environment (`dnsvr.training.paths`): DNSVR_MILVUS_URI, DNSVR_MILVUS_TOKEN, DNSVR_MILVUS_TLS_CA,
-DNSVR_MILVUS_PREFIX, DNSVR_MILVUS_RECONNECT_S, DNSVR_CONFIG (path of the config file, default
+DNSVR_MILVUS_PREFIX, DNSVR_MILVUS_RECONNECT_S, DNSVR_VIEW_DEPTH, DNSVR_CONFIG (path of the config file, default
 $XDG_CONFIG_HOME/dnsvr/config.toml).
 Config file:
 
@@ -37,6 +37,7 @@ ENVIRONMENT = {
     "tls_ca": paths.MILVUS_TLS_CA,
     "prefix": paths.MILVUS_PREFIX,
     "reconnect_s": paths.MILVUS_RECONNECT_S,
+    "view_depth": paths.VIEW_DEPTH,
 }
 
 
@@ -124,6 +125,10 @@ class StoreSettings:
         for key in ("timeout_s", "reconnect_s"):
             if key in values:
                 values[key] = float(values[key])
+        if isinstance(values.get("view_depth"), str):  # from the environment
+            if not values["view_depth"].strip().isdigit():
+                raise ValueError(f"view_depth must be a whole number of places, got {values['view_depth']!r}")
+            values["view_depth"] = int(values["view_depth"])
         return replace(cls(**{k: v for k, v in values.items() if k == "uri"}), **values)
 
 
