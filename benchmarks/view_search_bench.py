@@ -51,7 +51,6 @@ from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "view_search.md"
-BASELINE_LABEL = "baseline"
 DIM, VIEWS, FRAMES, BATCH = 1024, 9, 4, 500
 
 
@@ -154,7 +153,8 @@ def exact_prefix(scores: np.ndarray, mine: np.ndarray, best: np.ndarray) -> int:
     return int(np.argmin(same)) if not same.all() else len(mine)
 
 
-def searchers_of(store: CountedStore, k: int, view_depths: list[int], baseline: type | None) -> dict[str, Counted]:
+def searchers_of(store: CountedStore, k: int, view_depths: list[int],
+                 baseline: tuple[str, type] | None) -> dict[str, Counted]:
     """The searches of one store at K' = k: today's at each view depth up to k (the deepest at least), the
     baseline revision's; a store without views is searched one way."""
     if not store.meta.view_vectors:
@@ -163,7 +163,8 @@ def searchers_of(store: CountedStore, k: int, view_depths: list[int], baseline: 
     searchers: dict[str, Counted] = {f"view_depth {depth}": CountedStore(replace(store.settings, view_depth=depth),
                                                                        create=False) for depth in depths}
     if baseline is not None:
-        searchers[BASELINE_LABEL] = baseline(store.settings, create=False)
+        revision, store_class = baseline
+        searchers[f"{revision} (before)"] = store_class(store.settings, create=False)
     return searchers
 
 
@@ -199,7 +200,7 @@ def main() -> None:
                              "indexed videos, as a served search by id asks")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    baseline = baseline_store(args.baseline) if args.baseline else None
+    baseline = (args.baseline, baseline_store(args.baseline)) if args.baseline else None
     if args.query_source == "synthetic":
         queries = synthetic_videos(10**7, args.queries, DIM, 1, np.random.default_rng(1))
         query_vectors = np.stack([video.coarse for video in queries])
@@ -207,7 +208,8 @@ def main() -> None:
     lines = [f"# Coarse search with and without crop views, in the store ({args.videos:,} videos)", "",
              f"Machine: {platform.machine()}, CPU only; `python benchmarks/view_search_bench.py --videos "
              f"{args.videos} --coarse-index {args.coarse_index} --segments {args.segments} --query-source "
-             f"{args.query_source}` "
+             f"{args.query_source} --ks {' '.join(map(str, args.ks))} --view-depths "
+             f"{' '.join(map(str, args.view_depths))}{f' --baseline {args.baseline}' if args.baseline else ''}` "
              f"({time.strftime('%Y-%m-%d')}).  Milvus 2.3.5 server, {args.coarse_index}; synthetic videos, "
              f"{VIEWS} crop views each{windows}, the crops drawn independently of the full frame (most of the K' "
              "then come in by a crop) or at a cosine to it (fewer do).  `hits read`: the rows all the search's "
