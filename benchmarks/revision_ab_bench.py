@@ -174,8 +174,9 @@ def write_report(results: dict[str, dict[str, list[float]]], args: argparse.Name
              f"{args.indexes} times.  Median (p95) ms over every round; stages as dnsvr_search reports them.", "",
              f"| measure | current | baseline ({args.baseline}) | baseline / current |", "|---|---:|---:|---:|"]
     for key in results[CURRENT]:
-        ratio = statistics.median(results[BASELINE][key]) / statistics.median(results[CURRENT][key])
-        lines.append(f"| {key} | {cell(results[CURRENT][key])} | {cell(results[BASELINE][key])} | {ratio:.3f}x |")
+        current_ms, baseline_ms = statistics.median(results[CURRENT][key]), statistics.median(results[BASELINE][key])
+        ratio = f"{baseline_ms / current_ms:.3f}x" if current_ms > 0 else "-"  # a stage neither side ran: 0 ms
+        lines.append(f"| {key} | {cell(results[CURRENT][key])} | {cell(results[BASELINE][key])} | {ratio} |")
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
