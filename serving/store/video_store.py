@@ -815,8 +815,6 @@ class VideoStore:
 
         def view_rows(window: int, floor: float | None, ceiling: float | None) -> SearchColumns:
             """The best `window` view rows scoring above `floor` and at most `ceiling` (None: unbounded)."""
-            if ceiling is not None and floor is None:  # fewer than k videos listed: every row under the ceiling
-                floor = LOWEST_SCORE
             return self._search_vectors(self.view_collection, "vector", query, window,
                                         ["video_id", "generation", "view"], consistency, scope, ef, radius=floor,
                                         ceiling=ceiling)
@@ -830,10 +828,11 @@ class VideoStore:
         rows = hits.rows("video_id")
         scores = dict(zip(hits.column("video_id"), hits.scores.tolist(), strict=True))
         settled: set[str] = set()  # videos whose best row has counted, or that can never enter
+        last: float | None = None  # the lowest score of the latest read, a full one: the next reads the band under it
         for read in range(CAPPED_READS):
             if read:  # views of one video score alike: the rows left to read are often several a video
                 window = min(MAX_QUERY_ROWS, window * 4)
-                views = view_rows(window, _kth(scores, k), float(views.scores[-1]))
+                views = view_rows(window, _kth(scores, k), last)
             read_rows: dict[str, list[tuple[float, int, int]]] = {}  # video -> its rows of this read, best first
             for video_id, score, generation, view in zip(views.column("video_id"), views.scores.tolist(),
                                                          views.column("generation"), views.column("view"), strict=True):
@@ -841,9 +840,10 @@ class VideoStore:
                     read_rows.setdefault(video_id, []).append((score, generation, view))
             settled.update(self._merge_crop_rows(read_rows, rows, scores, k, condition, consistency, best_views))
             floor = _kth(scores, k)
-            if len(views) < window or (floor is not None and float(views.scores[-1]) <= floor):
+            if len(views) < window:
                 break
-            if sum(score > float(views.scores[-1]) for score in scores.values()) >= depth:
+            last = float(views.scores[-1])
+            if (floor is not None and last <= floor) or sum(score > last for score in scores.values()) >= depth:
                 break
         best = sorted(scores.items(), key=lambda item: -item[1])[:k]
         return best, rows
@@ -853,8 +853,8 @@ class VideoStore:
                          best_views: dict[str, int]) -> list[str]:
         """Merge one crop read (`read_rows`: video -> its rows' (score, generation, view), best first, videos in
         the order of their best row) into `scores` (video -> best view's score so far), `best_views` (video ->
-        that view, where a crop) and `rows` (video -> video row) -> the videos it settles (to leave out of the
-        next read).
+        that view, where a crop) and `rows` (video -> video row) -> the videos it settles (passed over in the
+        next reads).
 
         A row counts at its video row's generation.  A video the list already knows is settled when its best
         row of the read counts.  Of the others, only those whose best row of the read would put them in the top
@@ -974,13 +974,13 @@ class VideoStore:
                         output_fields: list[str], consistency: str, filter: str = "", ef: int | None = None,
                         radius: float | None = None, ceiling: float | None = None) -> SearchColumns:
         """One inner-product search of `collection`'s `field_name` -> its hits as columns (`search_columns`), best
-        first; with `radius`, a range search: only hits scoring above it (and with `ceiling`, at most it; a ceiling
-        needs a radius)."""
+        first; with `radius` or `ceiling`, a range search: only hits scoring above `radius` (LOWEST_SCORE where only
+        a ceiling is given) and at most `ceiling`."""
         params: dict[str, Any] = {"metric_type": "IP", "params": {}}
-        if radius is not None:
-            params["params"]["radius"] = radius
-            if ceiling is not None:
-                params["params"]["range_filter"] = ceiling
+        if radius is not None or ceiling is not None:
+            params["params"]["radius"] = LOWEST_SCORE if radius is None else radius
+        if ceiling is not None:
+            params["params"]["range_filter"] = ceiling
         if self.settings.coarse_index == "HNSW":
             params["params"]["ef"] = max(ef or 0, limit, 64)
         elif self.settings.coarse_index == "IVF_FLAT":
