@@ -33,24 +33,23 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import types
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from align_bench import loaded
 from dnsvr.serving.local.milvus_servers import MilvusStandaloneServer
 from dnsvr.serving.store.search_columns import SearchColumns
 from dnsvr.serving.store.settings import VIEW_DEPTH, StoreSettings
 from dnsvr.serving.store.video_store import VideoStore
+from revision_ab_bench import at_revision
 from serving_bench import SEGMENT_COSINE, VIEW_COSINE, settle, synthetic_videos, view_cosine_arg
 from tqdm import tqdm
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results" / "view_search.md"
+RESULTS = Path(__file__).resolve().parent / "results" / "view_search.md"
+STORE_SOURCE = "serving/store/video_store.py"  # the file `--baseline` loads as it was
 DIM, VIEWS, FRAMES, BATCH = 1024, 9, 4, 500
 
 
@@ -77,11 +76,8 @@ class CountedStore(Counted, VideoStore):
 def baseline_store(revision: str) -> type:
     """The VideoStore of git revision `revision` (its `serving/store/video_store.py`, loaded as a module of its
     own beside today's), counted."""
-    source = subprocess.run(["git", "show", f"{revision}:serving/store/video_store.py"], cwd=REPO, check=True,
-                            capture_output=True, text=True).stdout
-    module = types.ModuleType(f"video_store_at_{revision}")
-    sys.modules[module.__name__] = module  # dataclasses look their module up
-    exec(compile(source, f"{revision}:serving/store/video_store.py", "exec"), module.__dict__)
+    with tempfile.TemporaryDirectory() as folder:
+        module = loaded(at_revision(revision, STORE_SOURCE), Path(folder), f"video_store_at_{revision}")
     return type("BaselineStore", (Counted, module.VideoStore), {})
 
 
