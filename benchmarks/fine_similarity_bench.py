@@ -6,10 +6,12 @@
 One query of T = 60 frames against K = 50 candidates of T = 60 frames (`--frames`, `--candidates`), the
 packed codes of `example_feeds` (weights: the golden S^f_B checkpoint; the timings do not depend on them).
 For each thread count: the float graph `model.onnx` (ONNX Runtime, that many intra-op threads) and the CPU
-path of `dnsvr.export.hamming` (kernel threads and the comparator's intra-op threads alike), `--runs` rounds
-after a warm-up round, each round running every column once; median and fastest run per column (the machine
-is shared: the fastest run is the closest to an idle one); the new path split into its stages (Hamming +
-region Chamfer -> f2f, with each Hamming kernel this machine runs, then comparator.onnx).  `--baseline-onnx`
+path of `dnsvr.export.hamming` (a pool of that many threads for the kernel and the comparator's runs, one ONNX
+Runtime thread each, as served), `--runs` rounds after a warm-up round, each round running every column once;
+median and fastest run per column (the machine is shared: the fastest run is the closest to an idle one); the
+new path split into its stages (Hamming + region Chamfer -> f2f, with each Hamming kernel this machine runs,
+then comparator.onnx).  Beside comparator.onnx, the masked comparator it replaced (stop 45): the float graph's
+learned part on the padded f2f and masks in one batch, on that many intra-op threads.  `--baseline-onnx`
 adds a float graph exported elsewhere (e.g. from the main branch) to time beside them.  The max abs
 differences are those of the scores on this input (new vs float graph, new vs the eager student).  Writes
 benchmarks/results/fine_similarity.md and the table into docs/export.md (between its `fine-similarity`
@@ -31,7 +33,7 @@ import numpy as np
 import onnxruntime
 import torch
 from dnsvr.client import spec
-from dnsvr.export.graphs import GRAPH_CLASSES, ComparatorGraph
+from dnsvr.export.graphs import GRAPH_CLASSES, ComparatorGraph, MaskedComparator
 from dnsvr.export.hamming import KERNEL, KERNELS, HammingFineSimilarity, frame_similarities
 from dnsvr.export.onnx_export import example_feeds, export_onnx
 from dnsvr.export.onnx_runner import OnnxRunner
@@ -40,6 +42,13 @@ from dnsvr.training import load_checkpoint, paths
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_MS = 40.0  # issue 12: 50 pairs at T = 60
+MASKED_COMPARATOR = spec.ModelSpec(  # the CPU path's comparator until stop 45: padded f2f and masks
+    "fine_comparator_masked",
+    inputs=(spec.TensorSpec("f2f", "float32", (-1, -1, -1)), spec.TensorSpec("query_mask", "bool", (-1,)),
+            spec.TensorSpec("candidate_mask", "bool", (-1, -1))),
+    outputs=(spec.TensorSpec("similarity", "float32", (-1,)),),
+    description="f2f [K, Tq, Tt] of the real frames, 0 elsewhere, and the masks -> scores [K]",
+)
 DOCS_START, DOCS_END = "<!-- fine-similarity:start -->", "<!-- fine-similarity:end -->"
 
 
@@ -49,15 +58,16 @@ def timed(call: Callable[[], object]) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def measure(graph: OnnxRunner, baseline: OnnxRunner | None, kernel: HammingFineSimilarity,
+def measure(graph: OnnxRunner, baseline: OnnxRunner | None, kernel: HammingFineSimilarity, masked: OnnxRunner,
             feeds: dict[str, np.ndarray], runs: int) -> dict[str, tuple[float, float]]:
     """(median, min) ms per column over `runs` rounds after a warm-up round; each round runs every column
     once, so a change of the machine's load hits all columns alike."""
     checked = kernel.validate(feeds)
     f2f = kernel.frame_similarities(checked)
     arrays = [checked[name] for name in spec.FINE_SIMILARITY_BIN.input_names]
+    masked_feeds = {"f2f": f2f, "query_mask": checked["query_mask"], "candidate_mask": checked["candidate_mask"]}
     calls = {"graph": lambda: graph.run(feeds), "comparator": lambda: kernel.compare(f2f, checked),
-             "new": lambda: kernel.run(feeds)}
+             "masked": lambda: masked.run(masked_feeds), "new": lambda: kernel.run(feeds)}
     for name in KERNELS:
         calls[f"f2f {name}"] = lambda name=name: frame_similarities(*arrays, kernel.pool, name)
     if baseline is not None:
@@ -90,22 +100,27 @@ def main() -> None:
         model = export_onnx(GRAPH_CLASSES[spec.FINE_SIMILARITY_BIN.name](student), spec.FINE_SIMILARITY_BIN,
                             Path(tmp) / "model.onnx")
         comparator = export_onnx(ComparatorGraph(student), spec.FINE_COMPARATOR, Path(tmp) / "comparator.onnx")
+        masked_path = export_onnx(MaskedComparator(student), MASKED_COMPARATOR, Path(tmp) / "masked.onnx",
+                                  example=example_feeds(spec.FINE_SIMILARITY_BIN, [7, 5], 9) | {
+                                      "f2f": np.zeros((2, 9, 9), np.float32)})
         for threads in args.threads:
             # no spinning anywhere: an idle session's spinning threads would slow the next column down
             graph = OnnxRunner(model, intra_op_threads=threads, allow_spinning=False)
             baseline = (OnnxRunner(args.baseline_onnx, intra_op_threads=threads, allow_spinning=False)
                         if args.baseline_onnx else None)
-            kernel = HammingFineSimilarity(comparator, threads=threads, intra_op_threads=threads)
+            kernel = HammingFineSimilarity(comparator, threads=threads)
+            masked = OnnxRunner(masked_path, intra_op_threads=threads, allow_spinning=False)
             new = kernel.run(feeds)["similarity"]
             vs_graph = float(np.abs(new - graph.run(feeds)["similarity"]).max())
             eager = reference_output(spec.FINE_SIMILARITY_BIN.name, student, feeds)["similarity"]
             vs_student = float(np.abs(new - eager).max())
-            rows.append((threads, measure(graph, baseline, kernel, feeds, args.runs), vs_graph, vs_student))
+            rows.append((threads, measure(graph, baseline, kernel, masked, feeds, args.runs), vs_graph, vs_student))
             kernel.close()
     columns = ["baseline"] if args.baseline_onnx else []
-    columns += ["graph", *(f"f2f {name}" for name in KERNELS), "comparator", "new"]
+    columns += ["graph", *(f"f2f {name}" for name in KERNELS), "masked", "comparator", "new"]
     titles = {"baseline": f"float graph, {args.baseline_label}", "graph": "float graph",
-              "comparator": "new: comparator", "new": f"new: total ({KERNEL})"}
+              "masked": "masked comparator (before stop 45)", "comparator": "new: comparator (one run a length)",
+              "new": f"new: total ({KERNEL})"}
     titles.update({f"f2f {name}": f"new: Hamming + Chamfer ({name})" for name in KERNELS})
     lines = [
         f"# Fine similarity S^f_B on CPU: float graph vs Hamming kernel + comparator ({args.runs} rounds)",

@@ -20,6 +20,9 @@ over current.
     python benchmarks/revision_ab_bench.py --baseline 51c7d7f --files training/localisation.py --videos 10000 \
         --queries 0 --indexes 0
 
+A change that also changes what `dnsvr export` writes (a graph, a config) serves, in the baseline rounds, a
+repository exported with the baseline code (`--baseline-repository DIR`).
+
 Writes benchmarks/results/revision_ab.md (`--out`).
 """
 
@@ -114,6 +117,9 @@ def main() -> None:
     parser.add_argument("--files", nargs="+", required=True, help="source files (relative to the checkout) swapped")
     parser.add_argument("--repository", type=Path, help="exported model repository (default: export the bundled "
                         "pack into a temporary folder)")
+    parser.add_argument("--baseline-repository", type=Path, help="the repository the baseline rounds serve, where "
+                        "the change also changes what `dnsvr export` writes (export it with the baseline code "
+                        "first; default: the same repository for both)")
     parser.add_argument("--rounds", type=int, default=4, help="rounds, each serving both (default 4)")
     parser.add_argument("--queries", type=int, default=6, help="timed searches per round and side (default 6)")
     parser.add_argument("--indexes", type=int, default=3, help="timed index calls per round and side (default 3)")
@@ -145,8 +151,9 @@ def main() -> None:
                     try:
                         for path, content in (baseline if side == BASELINE else current).items():
                             (ROOT / path).write_bytes(content)
-                        measured = measure(repository, scratch / "store", scratch / f"run-{side}-{round_}", clip,
-                                           args)
+                        served = args.baseline_repository if side == BASELINE and args.baseline_repository \
+                            else repository
+                        measured = measure(served, scratch / "store", scratch / f"run-{side}-{round_}", clip, args)
                     finally:
                         for path, content in current.items():
                             (ROOT / path).write_bytes(content)
@@ -171,7 +178,9 @@ def write_report(results: dict[str, dict[str, list[float]]], args: argparse.Name
              f"frames); {args.id_searches} searches by indexed id a round and side (K' = {args.candidates}, top-10, "
              f"re-rank {args.rerank:g}), {args.queries} by a 30 s 1280x720 H.264 clip ({clip_mb:.1f} MB; top-10, no "
              "re-ranking), the same clip indexed "
-             f"{args.indexes} times.  Median (p95) ms over every round; stages as dnsvr_search reports them.", "",
+             f"{args.indexes} times.  Median (p95) ms over every round; stages as dnsvr_search reports them."
+             + (" The baseline rounds serve the repository exported with the baseline code "
+                "(`--baseline-repository`)." if args.baseline_repository else ""), "",
              f"| measure | current | baseline ({args.baseline}) | baseline / current |", "|---|---:|---:|---:|"]
     for key in results[CURRENT]:
         current_ms, baseline_ms = statistics.median(results[CURRENT][key]), statistics.median(results[BASELINE][key])

@@ -11,8 +11,9 @@ checks) with fixed tensor code, so one trace is valid for every batch size and f
 - S^f_B codes are packed to bytes inside `fine_index_bin` (bits x [128, ..., 1] summed per byte) and
   unpacked inside `fine_similarity_bin` with a [256, 8] ±1 lookup table: the packing of
   `dnsvr.training.networks.codes`;
-- `ComparatorGraph` is the learned part of `fine_similarity_bin` alone (after the CPU Hamming kernel of
-  `dnsvr.export.hamming`): both graphs end in `compare_frames`.
+- `ComparatorGraph` is the learned part of `fine_similarity_bin` alone, on unpadded matrices of one
+  candidate length (after the CPU Hamming kernel of `dnsvr.export.hamming`): the same comparator CNN as the
+  float graph's `compare_frames`, without the masks.
 
 Masks are bool `[B, T]` prefixes (True at real frames) with at least one real frame per row.
 """
@@ -36,6 +37,19 @@ def zero_padded(x: Tensor, mask: Tensor) -> Tensor:
     return torch.where(mask[:, :, None, None], x, torch.zeros_like(x))
 
 
+def repeated_lengths(lengths: Tensor) -> Tensor:
+    """The short-video rule's lengths as fixed tensor code: `[N]` long (>= 1) -> `[N]`: 1 -> 4, 2 -> 4, 3 -> 6,
+    longer unchanged (`dnsvr.training.networks.similarity.repeated_lengths`, without its loop)."""
+    return torch.where(lengths == 3, lengths * 2, torch.where(lengths < 3, torch.full_like(lengths, 4), lengths))
+
+
+def repeated_positions(line: Tensor) -> Tensor:
+    """The frames of a video of L = len(`line`) real frames under the short-video rule: `[L]` -> long `[L']`,
+    position p holding frame p mod L (L' = `repeated_lengths` of L)."""
+    length = torch.ones_like(line, dtype=torch.long).sum()  # L, traced from the shape
+    return torch.remainder(torch.arange(repeated_lengths(length), device=line.device), length)
+
+
 def repeat_short_videos(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     """The short-video rule as fixed tensor code: `[N, T, R, D]`, bool `[N, T]` -> `[N, T', R, D]`, `[N, T']`.
 
@@ -45,8 +59,7 @@ def repeat_short_videos(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     """
     n, t = mask.shape[0], mask.shape[1]
     lengths = mask.long().sum(dim=1)
-    repeated = torch.where(lengths == 3, lengths * 2, torch.where(lengths < 3, torch.full_like(lengths, 4),
-                                                                  lengths))
+    repeated = repeated_lengths(lengths)
     frames_out = torch.clamp(torch.ones_like(mask[0], dtype=torch.long).sum(), min=REPEATED_MIN_FRAMES)
     positions = torch.arange(frames_out, device=mask.device)[None, :]
     new_mask = positions < repeated[:, None]
@@ -244,7 +257,7 @@ class FineSimilarityGraph(nn.Module):
         super().__init__()
         self.binary = student.fg_type == "bin"
         self.scale = float(student.binarization.W.shape[1]) if self.binary else 1.0  # code length (512)
-        self.comparator = ComparatorGraph(student)
+        self.comparator = MaskedComparator(student)
         self.register_buffer("unpack_table", unpack_table(), persistent=False)
 
     def forward(self, query: Tensor, query_mask: Tensor, candidates: Tensor,
@@ -259,9 +272,8 @@ class FineSimilarityGraph(nn.Module):
         return self.comparator(f2f, query_mask, candidate_mask), f2f
 
 
-class ComparatorGraph(nn.Module):
-    """The learned part of `FineSimilarityGraph` alone (`spec.FINE_COMPARATOR`, `comparator.onnx`), for the
-    CPU path of S^f_B whose frame-to-frame similarities come from a Hamming kernel (`dnsvr.export.hamming`).
+class MaskedComparator(nn.Module):
+    """The learned part of `FineSimilarityGraph`, on padded matrices.
 
     f2f `[K, Tq, Tt]`: the similarities of the real frames, not repeated (0 elsewhere); query_mask `[Tq]`,
     candidate_mask `[K, Tt]` -> `[K]`.  The short-video rule is applied to the matrix: `repeat_short_videos`
@@ -277,6 +289,29 @@ class ComparatorGraph(nn.Module):
         rows, q_mask = repeat_short_videos(f2f.transpose(0, 1)[None], query_mask[None])  # [1, Tq', K, Tt]
         cols, t_mask = repeat_short_videos(rows[0].permute(1, 2, 0)[..., None], candidate_mask)  # [K, Tt', Tq', 1]
         return compare_frames(self.student, cols[..., 0].transpose(1, 2), q_mask[0], t_mask)
+
+
+class ComparatorGraph(nn.Module):
+    """The learned part of `FineSimilarityGraph` on matrices without padding (`spec.FINE_COMPARATOR`,
+    `comparator.onnx`), for the CPU path of S^f_B: its frame-to-frame similarities come from a Hamming kernel
+    (`dnsvr.export.hamming`), which runs this graph once per candidate length.
+
+    f2f `[K, Lq, Lt]`, every cell real (K candidates of Lt frames, a query of Lq) -> `[K]`: what
+    `MaskedComparator` gives for the same cells inside any padding.  The short-video rule on both axes (cell
+    (p, q) of the repeated matrix is cell (p mod Lq, q mod Lt)), the comparator with no extents to keep (no
+    masked passes: ~30 % of the masked graph's time on CPU), Hardtanh, then the frame Chamfer.
+    """
+
+    def __init__(self, student: nn.Module):
+        super().__init__()
+        self.student = student
+
+    def forward(self, f2f: Tensor) -> Tensor:
+        rows, cols = repeated_positions(f2f[0, :, 0]), repeated_positions(f2f[0, 0, :])  # [Lq'], [Lt']
+        sim = f2f.index_select(1, rows).index_select(2, cols)  # [K, Lq', Lt']
+        sim, _ = self.student.visil_head(sim)  # [K, Lq' // 4, Lt' // 4]
+        best = self.student.htanh(sim).amax(dim=2)  # [K, Lq' // 4]: max over the candidate's frames
+        return best.sum(dim=1) / torch.ones_like(best[0]).sum()  # mean over the query's, as masked_mean divides
 
 
 class SelectorIndexGraph(nn.Module):

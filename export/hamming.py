@@ -8,7 +8,12 @@ mean over query regions) is then integer arithmetic: H = sum over the R query re
 candidate regions of the distance, and the frame similarity is (R·B - 2H) / (R·B), bit for bit what the
 float graph computes (integer dot products, their max, an exact sum of R terms, one rounding).  The learned
 rest (short-video rule, comparator CNN, frame Chamfer) runs as a second, small ONNX graph beside the float
-one, `comparator.onnx` (`dnsvr.export.graphs.ComparatorGraph`, checked by `dnsvr.export.parity`).
+one, `comparator.onnx` (`dnsvr.export.graphs.ComparatorGraph`, checked by `dnsvr.export.parity`), on each
+candidate's real cells only: one run per candidate length (`comparator_runs`), so no cell is padding and the
+graph needs no masks (the float graph's masked passes and their layout changes were ~30 % of its comparator's
+time; 50 pairs at T = 60 on 2 threads: 25.4 -> 16.9 ms in a scratch timing).  The runs share the kernel's
+thread pool, one ONNX Runtime thread each: across candidates the CNN scales with the threads, where its
+intra-op threads within one batch did not (1 -> 2 threads: 1.33x).
 
     frame_hamming(query [Tq, R, W], frames [N, R, W], pool)        -> int32 [Tq, N]: H of every frame pair
     frame_similarities(query, query_mask, candidates, candidate_mask, pool) -> float32 [K, Tq, Tt]
@@ -24,8 +29,9 @@ W = B / 8 bytes per region (64 for 512-bit codes, a multiple of 8).  Two kernels
 - "faiss": `faiss.hammings` (hardware popcount, one distance matrix per tile of query x candidate frames so
   it stays in cache: one call over all candidates wrote 58 MB and was 1.5x slower), candidate regions
   region-major so the min and the sum are element-wise numpy reductions (22-26 ms).
-With `threads` > 1 the candidate tiles run on a thread pool (both kernels release the GIL, neither spawns
-threads of its own).  Only real frames are compared: padding costs nothing.
+With `threads` > 1 the candidate tiles, then the comparator's runs, run on a thread pool (both kernels and
+ONNX Runtime release the GIL, neither kernel spawns threads of its own).  Only real frames are compared: padding
+costs nothing.
 """
 
 from __future__ import annotations
@@ -143,6 +149,17 @@ def frame_similarities(query: np.ndarray, query_mask: np.ndarray, candidates: np
     return f2f
 
 
+def comparator_runs(lengths: np.ndarray, threads: int) -> list[np.ndarray]:
+    """The comparator graph's runs for candidates of `lengths` real frames `[K]`: one length per run (the graph
+    takes unpadded matrices), each length's candidates in up to `threads` runs of near-equal size; the most
+    work (pairs x frames) first, so a pool of `threads` ends them together -> positions, one int array a run."""
+    runs = []
+    for length in np.unique(lengths):
+        positions = np.flatnonzero(lengths == length)
+        runs += np.array_split(positions, min(threads, len(positions)))
+    return sorted(runs, key=lambda positions: -len(positions) * int(lengths[positions[0]]))
+
+
 def _spec_tensors(tensors: Sequence[spec.TensorSpec]) -> list[GraphTensor]:
     return [GraphTensor(t.name, t.numpy_dtype, tuple(None if d == -1 else d for d in t.dims)) for t in tensors]
 
@@ -158,8 +175,9 @@ class HammingFineSimilarity:
     """fine_similarity_bin (`spec.FINE_SIMILARITY_BIN`) on the CPU: the Hamming kernel, then `comparator_path`.
 
     The interface of `OnnxRunner` (`input_names`, `output_names`, `validate`, `run`, `model_path`), so the
-    cpu_local adapter and `run_requests` use either.  threads: kernel threads (a pool of that many when > 1);
-    intra_op_threads: ONNX Runtime's for the comparator; kernel: one of KERNELS.  `close()` stops the pool.
+    cpu_local adapter and `run_requests` use either.  threads: kernel and comparator threads (a pool of that
+    many when > 1); intra_op_threads: ONNX Runtime's within each comparator run (1 where the pool splits the
+    runs); kernel: one of KERNELS.  `close()` stops the pool.
     """
 
     def __init__(self, comparator_path: str | Path, threads: int = 1, intra_op_threads: int = 1,
@@ -201,9 +219,18 @@ class HammingFineSimilarity:
                                   self.pool, self.kernel)
 
     def compare(self, f2f: np.ndarray, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
-        """f2f `[K, Tq, Tt]` and the feeds' masks -> similarity float32 `[K]` (the comparator graph)."""
-        inputs = {"f2f": f2f, "query_mask": feeds["query_mask"], "candidate_mask": feeds["candidate_mask"]}
-        return self.comparator.run(inputs)["similarity"]
+        """f2f `[K, Tq, Tt]` and the feeds' masks -> similarity float32 `[K]`: the comparator graph on each
+        candidate's real cells, in the runs of `comparator_runs`, on the pool where there is one."""
+        query_length = int(feeds["query_mask"].sum())
+        lengths = feeds["candidate_mask"].sum(axis=1)
+        similarity = np.empty(len(f2f), np.float32)
+
+        def run(positions: np.ndarray) -> None:
+            real = np.ascontiguousarray(f2f[positions, :query_length, : lengths[positions[0]]])  # [n, Lq, Lt]
+            similarity[positions] = self.comparator.run({"f2f": real})["similarity"]
+
+        _run_tiles(run, comparator_runs(lengths, self.threads), self.pool)
+        return similarity
 
     def run(self, feeds: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Validate `feeds` (fine_similarity_bin's inputs), score them -> {"similarity": float32 [K], "f2f":

@@ -70,7 +70,7 @@ def example_feeds(
 
     For fine_similarity_*: a query of `query_length` real frames padded to `query_frames`, and
     `len(lengths)` candidates.  Padded positions hold 0; features are L2-normalised.  For fine_comparator:
-    the same masks and a random frame-to-frame matrix in [-1, 1].
+    random frame-to-frame matrices in [-1, 1] of `query_length` x `lengths[0]` real frames.
     """
     rng = np.random.default_rng(seed)
     lengths = lengths or [5, 3]
@@ -87,10 +87,8 @@ def example_feeds(
     query_frames = query_frames or query_length
     query_mask = _lengths_mask([query_length], query_frames)
     candidate_mask = _lengths_mask(lengths, frames)
-    if names == spec.FINE_COMPARATOR.input_names:
-        f2f = rng.uniform(-1, 1, (len(lengths), query_frames, frames)).astype(np.float32)
-        return {"f2f": f2f * (query_mask[:, :, None] & candidate_mask[:, None, :]), "query_mask": query_mask[0],
-                "candidate_mask": candidate_mask}
+    if names == spec.FINE_COMPARATOR.input_names:  # no padding: the query's and the first length's real cells
+        return {"f2f": rng.uniform(-1, 1, (len(lengths), query_length, lengths[0])).astype(np.float32)}
     query = random_features(rng, (1, query_frames, spec.REGIONS, spec.FEATURE_DIMS)) * query_mask[..., None, None]
     candidates = random_features(rng, (len(lengths), frames, spec.REGIONS, spec.FEATURE_DIMS))
     candidates[1::2, : min(frames, query_frames)] += query[0, : min(frames, query_frames)]  # some copies

@@ -242,3 +242,22 @@ def test_bad_inputs_name_the_problem(models) -> None:
         chamfer_similarity(video, (video > 0).to(torch.uint8))
     with pytest.raises(ValueError, match=r"\[K, 3\]"):
         models["selector"](torch.zeros(4, 2))
+
+
+@pytest.mark.parametrize(("name", "head"), [("fg_bin_student", "visil_head"), ("teacher", "video_comperator")])
+def test_comparator_without_a_mask_is_the_masked_comparator_on_full_extents_bit_for_bit(models, name, head) -> None:
+    """visil_head(sim) (every cell valid: no masked passes) against visil_head(sim, all-True mask), zero padding
+    (S^f_B) and replicate padding (the teacher), odd sizes included; and the cells of a padded matrix's extent
+    against the unpadded matrix alone."""
+    head = getattr(models[name], head)
+    g = torch.Generator().manual_seed(3)
+    for rows, cols in ((60, 60), (9, 13), (4, 7)):
+        sim = torch.rand(3, rows, cols, generator=g) * 2 - 1
+        dense, dense_mask = head(sim)
+        masked, masked_mask = head(sim, torch.ones(3, rows, cols, dtype=torch.bool))
+        assert torch.equal(dense, masked) and dense_mask.all() and torch.equal(dense_mask, masked_mask)
+        padded = F.pad(sim, (0, 5, 0, 3), value=7.0)
+        mask = F.pad(torch.ones_like(sim, dtype=torch.bool), (0, 5, 0, 3), value=False)
+        out, out_mask = head(padded, mask)
+        assert_close(out[:, : rows // 4, : cols // 4], dense)
+        assert out_mask[:, : rows // 4, : cols // 4].all() and out_mask.sum() == dense.numel()

@@ -5,8 +5,9 @@ runs it: production (onnxruntime on GPU) and `tensorrt` serve the float ±1 grap
 The requests are answered as by the ONNX runner (`dnsvr.serving.triton.onnx_model`), with
 `dnsvr.export.hamming.HammingFineSimilarity` in place of ONNX Runtime over model.onnx: popcount Hamming
 distances of the packed codes (the AVX-512 extension where the CPU has it, else faiss), region Chamfer in
-integers, then the comparator graph.  Config parameters: `hamming_threads` (the kernel's, 1 when absent; the
-exported cpu_local config sets 2) and `intra_op_threads` (the comparator's).
+integers, then the comparator graph once per candidate length.  Config parameters: `hamming_threads` (the
+threads of the kernel and of the comparator's runs, 1 when absent; the exported cpu_local config sets 2) and
+`intra_op_threads` (ONNX Runtime's within each comparator run; the exported config sets 1).
 """
 
 from __future__ import annotations

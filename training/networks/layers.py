@@ -172,9 +172,15 @@ class VideoComparator(nn.Module):
             nn.init.xavier_uniform_(conv.weight)
             nn.init.zeros_(conv.bias)
 
-    def _conv(self, conv: nn.Conv2d, x: Tensor, rows: Tensor, cols: Tensor, zero_outside: bool) -> Tensor:
+    def _conv(self, conv: nn.Conv2d, x: Tensor, rows: Tensor | None, cols: Tensor | None,
+              zero_outside: bool) -> Tensor:
         """Padded 3x3 conv + ReLU of the valid extent: x `[P, C, H, W]` -> `[P, C', H, W]`; cells outside the
-        extent are zero when `zero_outside`, unspecified otherwise."""
+        extent are zero when `zero_outside`, unspecified otherwise.  rows = cols = None: every cell is valid
+        (nothing to reset: the same values without the masked passes)."""
+        if rows is None or cols is None:
+            if self.padding == "replicate":
+                return F.relu(conv(F.pad(x, (1, 1, 1, 1), mode="replicate")))
+            return F.relu(F.conv2d(x, conv.weight, conv.bias, padding=1))
         valid = _outer(_length_mask(rows, x.shape[2]), _length_mask(cols, x.shape[3]))
         if self.padding == "replicate":
             x = conv(F.pad(_extend_edges(x, rows, cols), (1, 1, 1, 1), mode="replicate"))
@@ -193,24 +199,25 @@ class VideoComparator(nn.Module):
         reference_padding: bool = False,
     ) -> tuple[Tensor, Tensor]:
         """sim `[P, H, W]` (or `[P, 1, H, W]`), mask `[P, H, W]` (valid cells, a top-left rectangle per
-        matrix) -> (output `[P, H//4, W//4]`, output mask `[P, H//4, W//4]` bool)."""
+        matrix; None: every cell) -> (output `[P, H//4, W//4]`, output mask `[P, H//4, W//4]` bool)."""
         if sim.ndim == 4:
             sim = sim.squeeze(1)
         if sim.ndim != 3:
             raise ValueError(f"similarity matrices must be [P, H, W], got shape {tuple(sim.shape)}")
-        p, h, w = sim.shape
-        if mask is None:
-            rows = torch.full((p,), h, dtype=torch.long, device=sim.device)
-            cols = torch.full((p,), w, dtype=torch.long, device=sim.device)
-        else:
-            if tuple(mask.shape) != (p, h, w):
-                raise ValueError(f"mask must have shape {(p, h, w)}, got {tuple(mask.shape)}")
-            mask = mask != 0
-            rows = mask.any(dim=2).sum(dim=1)
-            cols = mask.any(dim=1).sum(dim=1)
         if reference_padding and self.padding != "zero":
             raise ValueError("reference_padding is only defined for the zero-padded comparator")
-        x = sim[:, None]
+        x = sim[:, None]  # [P, 1, H, W]
+        if mask is None:  # every cell valid: no extents to keep (the same values, without the masked passes)
+            for conv in (self.conv1, self.conv2):
+                x = F.max_pool2d(self._conv(conv, x, None, None, False), 2, 2)
+            x = self.fconv(self._conv(self.conv3, x, None, None, False))[:, 0]  # [P, H//4, W//4]
+            return x, torch.ones_like(x, dtype=torch.bool)
+        p, h, w = sim.shape
+        if tuple(mask.shape) != (p, h, w):
+            raise ValueError(f"mask must have shape {(p, h, w)}, got {tuple(mask.shape)}")
+        mask = mask != 0
+        rows = mask.any(dim=2).sum(dim=1)
+        cols = mask.any(dim=1).sum(dim=1)
         for conv in (self.conv1, self.conv2):
             x = F.max_pool2d(self._conv(conv, x, rows, cols, reference_padding), 2, 2)
             rows = self._pooled_lengths(rows, x.shape[2] * 2, reference_padding)

@@ -268,14 +268,10 @@ VIDEO_TEXT_EMBED_EFFNET = ModelSpec(
 # similarities with a Hamming kernel and runs this graph (`1/comparator.onnx`) for the learned rest.
 FINE_COMPARATOR = ModelSpec(
     "fine_comparator",
-    inputs=(
-        TensorSpec("f2f", "float32", (-1, -1, -1)),
-        TensorSpec("query_mask", "bool", (-1,)),
-        _mask("candidate_mask"),
-    ),
+    inputs=(TensorSpec("f2f", "float32", (-1, -1, -1)),),
     outputs=(TensorSpec("similarity", "float32", (-1,)),),
-    description="f2f [K, Tq, Tt]: similarities of the real frames (not repeated), 0 elsewhere -> the fine "
-                "student's scores (short-video rule, comparator, Chamfer)",
+    description="f2f [K, Lq, Lt]: similarities of the real frames (not repeated, no padding: one candidate "
+                "length per call) -> the fine student's scores (short-video rule, comparator, Chamfer)",
 )
 
 NETWORKS: dict[str, ModelSpec] = {
