@@ -51,11 +51,12 @@ def test_network_configs_carry_the_spec(name):
 
 
 def test_cpu_local_fine_similarity_bin_sets_its_kernel_threads():
-    """Its cpu_local adapter (Hamming kernel + comparator) reads hamming_threads; production configs carry none."""
+    """Its cpu_local adapter (Hamming kernel + comparator runs on a pool of hamming_threads, one ONNX Runtime
+    thread per run) reads hamming_threads; production configs carry none."""
     configs = network_configs(spec.FINE_SIMILARITY_BIN)
     parameters = configs[f"configs/{CPU_LOCAL}.pbtxt"].parameters
     assert {key: parameters[key].string_value for key in parameters} == {"hamming_threads": "2",
-                                                                         "intra_op_threads": "2"}
+                                                                         "intra_op_threads": "1"}
     assert not configs["config.pbtxt"].parameters and not configs[f"configs/{TENSORRT}.pbtxt"].parameters
 
 
