@@ -211,7 +211,8 @@ def main() -> None:
     parser.add_argument("--clip-queries", type=int, default=3,
                         help="searches by a synthetic 720p H.264 clip of --clip-seconds per setting (default 3)")
     parser.add_argument("--clip-seconds", type=int, default=30, help="length of that clip (default 30)")
-    parser.add_argument("--clients", type=int, default=8, help="concurrent clients of the throughput run")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients of the throughput run (0: no "
+                        "throughput run)")
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--view-cosine", type=view_cosine_arg, default=VIEW_COSINE,
                         help="with a pack that indexes crop views: the synthetic videos' crop views' cosine to their "
@@ -318,9 +319,11 @@ def run_backend(backend: str, label: str, repository: Path, scratch: Path, args:
                             timed = measure(client, queries, rerank, args.candidates, args.top_k)
                             rows.append(table_rows(label, size, kind, rerank, args.candidates, timed))
                             print(rows[-1], flush=True)
-                rate, errors = concurrent_searches(client, ids, args.clients, 10, 0.05, args.candidates, args.top_k)
-                throughput.append(f"| {label} | {size:,} | {args.clients} | {rate:.1f} | {errors} |")
-                print(throughput[-1], flush=True)
+                if args.clients:
+                    rate, errors = concurrent_searches(client, ids, args.clients, 10, 0.05, args.candidates,
+                                                       args.top_k)
+                    throughput.append(f"| {label} | {size:,} | {args.clients} | {rate:.1f} | {errors} |")
+                    print(throughput[-1], flush=True)
             store.close()
     finally:
         if server is not None:
@@ -386,12 +389,9 @@ def write_report(rows: list[str], throughput: list[str], args: argparse.Namespac
         "|" + "---|" * len(header),
         *rows,
         "",
-        f"{args.clients} clients at once, 10 searches by id each (rerank 0.05):",
-        "",
-        "| backend | videos | clients | searches/s | errors |",
-        "|---|---|---|---|---|",
-        *throughput,
-        "",
+        *([f"{args.clients} clients at once, 10 searches by id each (rerank 0.05):", "",
+           "| backend | videos | clients | searches/s | errors |", "|---|---|---|---|---|", *throughput, ""]
+          if args.clients else []),
     ]
     if args.server_env or args.rounds > 1:
         variables = "; ".join(f"`{name}`: " + " ".join(f"{key}={value}" for key, value in env.items())
