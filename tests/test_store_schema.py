@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 import numpy as np
 import pytest
 from dnsvr.serving.store.schema import (
@@ -49,6 +52,18 @@ def test_frame_rows_round_trip_bit_exact(layout: str, representation: str) -> No
     assert decoded.tobytes() == codes.tobytes()
     if representation == "binary":
         np.testing.assert_array_equal(unpack_codes(decoded), unpack_codes(codes))
+
+
+def test_chunk_rows_are_standard_base64_and_a_corrupt_one_is_refused() -> None:
+    """Rows written before the SIMD codec (stdlib base64) read the same; a character outside the alphabet is an
+    error, not a silently shorter code."""
+    meta = make_meta("v1", 16, "binary", "chunk")
+    codes = pack_codes(np.random.default_rng(2).choice([-1.0, 1.0], size=(meta.frames_per_row, 9, 512)))
+    row = frame_rows("clip", 7, codes, meta)[0]
+    assert row["codes"] == base64.b64encode(codes.tobytes()).decode("ascii")
+    assert decode_row(row, meta).tobytes() == codes.tobytes()
+    with pytest.raises(binascii.Error):
+        decode_row(dict(row, codes="*" + row["codes"][1:]), meta)
 
 
 def test_chunk_rows_fit_a_server_varchar() -> None:
