@@ -101,7 +101,7 @@ def main() -> None:
                             Path(tmp) / "model.onnx")
         comparator = export_onnx(ComparatorGraph(student), spec.FINE_COMPARATOR, Path(tmp) / "comparator.onnx")
         masked_path = export_onnx(MaskedComparator(student), MASKED_COMPARATOR, Path(tmp) / "masked.onnx",
-                                  example=example_feeds(spec.FINE_SIMILARITY_BIN, [7, 5], 9) | {
+                                  example=example_feeds(spec.FINE_SIMILARITY_BIN, [7, 5], 9, 5, 9) | {
                                       "f2f": np.zeros((2, 9, 9), np.float32)})
         for threads in args.threads:
             # no spinning anywhere: an idle session's spinning threads would slow the next column down
