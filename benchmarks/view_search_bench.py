@@ -25,6 +25,14 @@ ranking's top 100 and top K' (HNSW itself is approximate, and stop 43 found the 
 reads' filters far more so, `docs/storage.md`: `--coarse-index FLAT` separates the index from the search).
 Median and p95 over the queries (recalls: mean and lowest).
 
+`--probe-filters` also measures the server's own search of the views collection of the first store with views,
+the finding behind the best-view search's unfiltered reads (stop 44): for each query, `--probe-limit` rows
+(default 1,016: K' = 1000 plus 16) with no filter, with `view > 0` (the crops only), leaving out the query's
+best 100 videos (`video_id not in [...]`, how a search once skipped the videos it had settled) and scoped to
+the full frames' top 1000 videos (`video_id in [...]`), at each ef of `--probe-efs`; then range searches
+(radius: the probe limit's unfiltered score, 16,384 rows at most) at each ef.  Reported per filter and ef:
+rows returned and their recall of the exhaustive top rows under that filter (mean, lowest).
+
 Writes benchmarks/results/view_search.md.
 """
 
@@ -41,7 +49,8 @@ from pathlib import Path
 import numpy as np
 from align_bench import loaded
 from dnsvr.serving.local.milvus_servers import MilvusStandaloneServer
-from dnsvr.serving.store.search_columns import SearchColumns
+from dnsvr.serving.store.expressions import greater, is_in, is_not_in
+from dnsvr.serving.store.search_columns import SearchColumns, search_columns
 from dnsvr.serving.store.settings import VIEW_DEPTH, StoreSettings
 from dnsvr.serving.store.video_store import VideoStore
 from revision_ab_bench import at_revision
@@ -51,6 +60,7 @@ from tqdm import tqdm
 RESULTS = Path(__file__).resolve().parent / "results" / "view_search.md"
 STORE_SOURCE = "serving/store/video_store.py"  # the file `--baseline` loads as it was
 DIM, VIEWS, FRAMES, BATCH = 1024, 9, 4, 500
+RANGE_LIMIT = 16_384  # the most rows one Milvus search returns
 
 
 class Counted:
@@ -164,6 +174,51 @@ def searchers_of(store: CountedStore, k: int, view_depths: list[int],
     return searchers
 
 
+def probe_filters(store: VideoStore, vectors: np.ndarray, queries: np.ndarray, limit: int,
+                  efs: list[int]) -> list[str]:
+    """The server's HNSW search of `store`'s views collection under filters, against the exhaustive answer:
+    table rows | search | ef | rows returned | recall of the true top rows |, over `queries` [Q, D]; `vectors`
+    [N, 1 + views, D] as written (row (i, j): video i's view j)."""
+    numbers: dict[tuple[str, int], tuple[list[int], list[float]]] = {}
+
+    def probe(name: str, ef: int, query: np.ndarray, allowed: np.ndarray, expression: str, count: int,
+              radius: float | None = None) -> None:
+        params = {"metric_type": "IP", "params": {"ef": ef, **({} if radius is None else {"radius": radius})}}
+        hits = store._call("probe", lambda client: search_columns(
+            client, store.view_collection, query, count, "vector", params, ["video_id", "view"], expression,
+            "Session"))
+        scores = np.where(allowed, vectors @ query, -np.inf)  # [N, 1 + views]
+        truth = np.argsort(-scores, axis=None, kind="stable")[:limit if radius is None else int(
+            (scores > radius).sum())]
+        found = set((listed(hits.column("video_id")) * scores.shape[1] + np.array(hits.column("view"))).tolist())
+        returned, recalls = numbers.setdefault((name, ef), ([], []))
+        returned.append(len(hits))
+        recalls.append(len(found & set(truth.tolist())) / max(len(truth), 1))
+
+    everything = np.ones(vectors.shape[:2], bool)
+    for query in tqdm(queries, desc="probing filtered searches", unit="query"):
+        scores = vectors @ query  # [N, 1 + views]
+        best, full = scores.max(axis=1), scores[:, 0]
+        settled = np.argsort(-best, kind="stable")[:100]
+        scope = np.argsort(-full, kind="stable")[:1000]
+        left_out, scoped = everything.copy(), np.zeros_like(everything)
+        left_out[settled], scoped[scope] = False, True
+        crops = everything.copy()
+        crops[:, 0] = False
+        names = [f"synthetic-{i:06d}" for i in range(len(vectors))]
+        for ef in efs:
+            probe("no filter", ef, query, everything, "", limit)
+            probe("view > 0", ef, query, crops, greater("view", 0), limit)
+            probe("best 100 videos left out", ef, query, left_out,
+                  is_not_in("video_id", [names[i] for i in settled]), limit)
+            probe("scope: full frames' top 1000 videos", ef, query, scoped,
+                  is_in("video_id", [names[i] for i in scope]), limit)
+            probe(f"range, radius = {limit:,}th score", ef, query, everything, "", RANGE_LIMIT,
+                  radius=float(np.sort(scores, axis=None)[-limit]))
+    return [f"| {name} | {ef:,} | {statistics.median(returned):.0f} | {np.mean(recalls):.3f} ({min(recalls):.3f}) |"
+            for (name, ef), (returned, recalls) in numbers.items()]
+
+
 def cell(values: list[float], name: str = "") -> str:
     """Median / p95; for a recall, the mean (the lowest)."""
     if name.startswith("recall"):
@@ -194,6 +249,11 @@ def main() -> None:
     parser.add_argument("--query-source", default="synthetic", choices=("synthetic", "indexed"),
                         help="query vectors: fresh ones from the videos' distribution (default), or the full frames of "
                              "indexed videos, as a served search by id asks")
+    parser.add_argument("--probe-filters", action="store_true",
+                        help="also probe the server's filtered and range searches of the views collection")
+    parser.add_argument("--probe-limit", type=int, default=1016, help="rows per probed search (default 1016)")
+    parser.add_argument("--probe-efs", type=int, nargs="+", default=[1016, 4096, 16384],
+                        help="HNSW ef values probed (default 1016 4096 16384)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     baseline = (args.baseline, baseline_store(args.baseline)) if args.baseline else None
@@ -247,6 +307,15 @@ def main() -> None:
                 for searcher in searchers.values():
                     if searcher is not store:
                         searcher.close()
+        if args.probe_filters:
+            store, vectors = next((store, vectors) for store, vectors in stores.values() if store.meta.view_vectors)
+            lines += ["", f"The server's own search of the views collection of `{next(iter(stores))}` "
+                      f"(`--probe-filters`): {args.probe_limit:,} rows a search, {len(query_vectors)} queries; "
+                      "recall of the exhaustive top rows under the same filter (range: of every row above the "
+                      "radius), mean (lowest).", "", "| search | ef | rows returned (median) | recall |",
+                      "|---|---:|---:|---:|",
+                      *probe_filters(store, vectors, query_vectors, args.probe_limit, args.probe_efs)]
+            print("\n".join(lines[-12:]), flush=True)
         for store, _ in stores.values():
             store.close()
     args.out.write_text("\n".join(lines) + "\n")
