@@ -196,6 +196,7 @@ def probe_filters(store: VideoStore, vectors: np.ndarray, queries: np.ndarray, l
         recalls.append(len(found & set(truth.tolist())) / max(len(truth), 1))
 
     everything = np.ones(vectors.shape[:2], bool)
+    names = [f"synthetic-{i:06d}" for i in range(len(vectors))]
     for query in tqdm(queries, desc="probing filtered searches", unit="query"):
         scores = vectors @ query  # [N, 1 + views]
         best, full = scores.max(axis=1), scores[:, 0]
@@ -205,7 +206,6 @@ def probe_filters(store: VideoStore, vectors: np.ndarray, queries: np.ndarray, l
         left_out[settled], scoped[scope] = False, True
         crops = everything.copy()
         crops[:, 0] = False
-        names = [f"synthetic-{i:06d}" for i in range(len(vectors))]
         for ef in efs:
             probe("no filter", ef, query, everything, "", limit)
             probe("view > 0", ef, query, crops, greater("view", 0), limit)

@@ -10,10 +10,9 @@ float graph computes (integer dot products, their max, an exact sum of R terms, 
 rest (short-video rule, comparator CNN, frame Chamfer) runs as a second, small ONNX graph beside the float
 one, `comparator.onnx` (`dnsvr.export.graphs.ComparatorGraph`, checked by `dnsvr.export.parity`), on each
 candidate's real cells only: one run per candidate length (`comparator_runs`), so no cell is padding and the
-graph needs no masks (the float graph's masked passes and their layout changes were ~30 % of its comparator's
-time; 50 pairs at T = 60 on 2 threads: 25.4 -> 16.9 ms in a scratch timing).  The runs share the kernel's
-thread pool, one ONNX Runtime thread each: across candidates the CNN scales with the threads, where its
-intra-op threads within one batch did not (1 -> 2 threads: 1.33x).
+graph needs no masks (the masked graph's masked passes and their layout changes were ~30 % of its profile;
+50 pairs at T = 60 on 2 threads: 22.6 -> 19.4 ms, `benchmarks/fine_similarity_bench.py`).  The runs share the
+kernel's thread pool, one ONNX Runtime thread each.
 
     frame_hamming(query [Tq, R, W], frames [N, R, W], pool)        -> int32 [Tq, N]: H of every frame pair
     frame_similarities(query, query_mask, candidates, candidate_mask, pool) -> float32 [K, Tq, Tt]
