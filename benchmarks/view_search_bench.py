@@ -180,41 +180,35 @@ def probe_filters(store: VideoStore, vectors: np.ndarray, queries: np.ndarray, l
     table rows | search | ef | rows returned | recall of the true top rows |, over `queries` [Q, D]; `vectors`
     [N, 1 + views, D] as written (row (i, j): video i's view j)."""
     numbers: dict[tuple[str, int], tuple[list[int], list[float]]] = {}
-
-    def probe(name: str, ef: int, query: np.ndarray, allowed: np.ndarray, expression: str, count: int,
-              radius: float | None = None) -> None:
-        params = {"metric_type": "IP", "params": {"ef": ef, **({} if radius is None else {"radius": radius})}}
-        hits = store._call("probe", lambda client: search_columns(
-            client, store.view_collection, query, count, "vector", params, ["video_id", "view"], expression,
-            "Session"))
-        scores = np.where(allowed, vectors @ query, -np.inf)  # [N, 1 + views]
-        truth = np.argsort(-scores, axis=None, kind="stable")[:limit if radius is None else int(
-            (scores > radius).sum())]
-        found = set((listed(hits.column("video_id")) * scores.shape[1] + np.array(hits.column("view"))).tolist())
-        returned, recalls = numbers.setdefault((name, ef), ([], []))
-        returned.append(len(hits))
-        recalls.append(len(found & set(truth.tolist())) / max(len(truth), 1))
-
     everything = np.ones(vectors.shape[:2], bool)
     names = [f"synthetic-{i:06d}" for i in range(len(vectors))]
     for query in tqdm(queries, desc="probing filtered searches", unit="query"):
         scores = vectors @ query  # [N, 1 + views]
-        best, full = scores.max(axis=1), scores[:, 0]
-        settled = np.argsort(-best, kind="stable")[:100]
-        scope = np.argsort(-full, kind="stable")[:1000]
-        left_out, scoped = everything.copy(), np.zeros_like(everything)
-        left_out[settled], scoped[scope] = False, True
-        crops = everything.copy()
-        crops[:, 0] = False
-        for ef in efs:
-            probe("no filter", ef, query, everything, "", limit)
-            probe("view > 0", ef, query, crops, greater("view", 0), limit)
-            probe("best 100 videos left out", ef, query, left_out,
-                  is_not_in("video_id", [names[i] for i in settled]), limit)
-            probe("scope: full frames' top 1000 videos", ef, query, scoped,
-                  is_in("video_id", [names[i] for i in scope]), limit)
-            probe(f"range, radius = {limit:,}th score", ef, query, everything, "", RANGE_LIMIT,
-                  radius=float(np.sort(scores, axis=None)[-limit]))
+        settled = np.argsort(-scores.max(axis=1), kind="stable")[:100]  # by best view
+        scope = np.argsort(-scores[:, 0], kind="stable")[:1000]  # by full frame
+        left_out, scoped, crops = everything.copy(), np.zeros_like(everything), everything.copy()
+        left_out[settled], scoped[scope], crops[:, 0] = False, True, False
+        radius = float(np.sort(scores, axis=None)[-limit])
+        probes = [("no filter", everything, "", limit, None),
+                  ("view > 0", crops, greater("view", 0), limit, None),
+                  ("best 100 videos left out", left_out, is_not_in("video_id", [names[i] for i in settled]), limit,
+                   None),
+                  ("scope: full frames' top 1000 videos", scoped, is_in("video_id", [names[i] for i in scope]), limit,
+                   None),
+                  (f"range, radius = {limit:,}th score", everything, "", RANGE_LIMIT, radius)]
+        for name, allowed, expression, count, floor in probes:
+            allowed_scores = np.where(allowed, scores, -np.inf)
+            wanted = limit if floor is None else int((allowed_scores > floor).sum())
+            truth = set(np.argsort(-allowed_scores, axis=None, kind="stable")[:wanted].tolist())  # row i * V + j
+            for ef in efs:
+                params = {"metric_type": "IP", "params": {"ef": ef, **({} if floor is None else {"radius": floor})}}
+                hits = store._call("probe", lambda client, q=query, e=expression, c=count, p=params: search_columns(
+                    client, store.view_collection, q, c, "vector", p, ["video_id", "view"], e, "Session"))
+                rows = listed(hits.column("video_id")) * scores.shape[1] + np.array(hits.column("view"), np.int64)
+                found = set(rows.tolist())
+                returned, recalls = numbers.setdefault((name, ef), ([], []))
+                returned.append(len(hits))
+                recalls.append(len(found & truth) / max(len(truth), 1))
     return [f"| {name} | {ef:,} | {statistics.median(returned):.0f} | {np.mean(recalls):.3f} ({min(recalls):.3f}) |"
             for (name, ef), (returned, recalls) in numbers.items()]
 
@@ -308,8 +302,9 @@ def main() -> None:
                     if searcher is not store:
                         searcher.close()
         if args.probe_filters:
-            store, vectors = next((store, vectors) for store, vectors in stores.values() if store.meta.view_vectors)
-            lines += ["", f"The server's own search of the views collection of `{next(iter(stores))}` "
+            label, (store, vectors) = next((label, stored) for label, stored in stores.items()
+                                           if stored[0].meta.view_vectors)
+            lines += ["", f"The server's own search of the views collection of `{label}` "
                       f"(`--probe-filters`): {args.probe_limit:,} rows a search, {len(query_vectors)} queries; "
                       "recall of the exhaustive top rows under the same filter (range: of every row above the "
                       "radius), mean (lowest).", "", "| search | ef | rows returned (median) | recall |",
