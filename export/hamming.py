@@ -11,8 +11,9 @@ rest (short-video rule, comparator CNN, frame Chamfer) runs as a second, small O
 one, `comparator.onnx` (`dnsvr.export.graphs.ComparatorGraph`, checked by `dnsvr.export.parity`), on each
 candidate's real cells only: one run per candidate length (`comparator_runs`), so no cell is padding and the
 graph needs no masks (the masked graph's masked passes and their layout changes were ~30 % of its profile;
-50 pairs at T = 60 on 2 threads: 22.6 -> 19.4 ms, `benchmarks/fine_similarity_bench.py`).  The runs share the
-kernel's thread pool, one ONNX Runtime thread each.
+50 pairs at T = 60 on 2 threads: 22.6 -> 19.4 ms, `benchmarks/fine_similarity_bench.py`).  Each run is
+one task of a thread pool: its candidates' Hamming sums, their frame similarities, then the comparator on them
+(one ONNX Runtime thread), so the two stages meet no barrier between them (`HammingFineSimilarity.score`).
 
     frame_hamming(query [Tq, R, W], frames [N, R, W], pool)        -> int32 [Tq, N]: H of every frame pair
     frame_similarities(query, query_mask, candidates, candidate_mask, pool) -> float32 [K, Tq, Tt]
@@ -28,9 +29,9 @@ W = B / 8 bytes per region (64 for 512-bit codes, a multiple of 8).  Two kernels
 - "faiss": `faiss.hammings` (hardware popcount, one distance matrix per tile of query x candidate frames so
   it stays in cache: one call over all candidates wrote 58 MB and was 1.5x slower), candidate regions
   region-major so the min and the sum are element-wise numpy reductions (22-26 ms).
-With `threads` > 1 the candidate tiles, then the comparator's runs, run on a thread pool (both kernels and
-ONNX Runtime release the GIL, neither kernel spawns threads of its own).  Only real frames are compared: padding
-costs nothing.
+With `threads` > 1 the runs go to a thread pool (both kernels and ONNX Runtime release the GIL, neither kernel
+spawns threads of its own; `frame_hamming` given a pool splits its tiles over it).  Only real frames are
+compared: padding costs nothing.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ COMPARATOR_FILE = "comparator.onnx"  # beside model.onnx in fine_similarity_bin'
 TILE_QUERY_FRAMES = 64  # faiss: 64 x 9 x 1152 distances = 2.6 MB per tile
 TILE_CANDIDATE_FRAMES = 128  # 128 frames x 9 regions x 64 bytes = 72 KB of codes
 LANES = 8  # candidate frames per AVX-512 vector of 64-bit words
+RUNS_PER_THREAD = 2  # comparator_runs: 4 runs of 12-13 pairs on 2 threads beat 2, 3, 6 or 8 (scratch timings)
+MIN_RUN_PAIRS = 6  # ... but 13 pairs ran slower in 4 runs than in 2 (14.1 vs 11.8 ms): each run is 2 more calls
 Tile = TypeVar("Tile")
 
 
@@ -130,6 +133,13 @@ def frame_hamming(query: np.ndarray, frames: np.ndarray, pool: ThreadPoolExecuto
     return (_avx512_hamming if kernel == "avx512" else _faiss_hamming)(query, frames, pool)
 
 
+def similarity_of_totals(totals: np.ndarray, regions: int, width: int) -> np.ndarray:
+    """Region-Chamfer Hamming sums int32 `[...]` of codes of `regions` x `width` bytes -> the frame similarities
+    float32 `[...]`: (R·B - 2H) / (R·B), B = 8·width bits (integers up to R·B are exact in float32)."""
+    scale = regions * width * 8
+    return (scale - 2 * totals).astype(np.float32) / np.float32(scale)
+
+
 def frame_similarities(query: np.ndarray, query_mask: np.ndarray, candidates: np.ndarray,
                        candidate_mask: np.ndarray, pool: ThreadPoolExecutor | None = None,
                        kernel: str = KERNEL) -> np.ndarray:
@@ -142,20 +152,25 @@ def frame_similarities(query: np.ndarray, query_mask: np.ndarray, candidates: np
     real_query = query[: int(query_mask.sum())]
     pairs, frames = np.nonzero(candidate_mask)  # row-major: the order of candidates[candidate_mask]
     totals = frame_hamming(real_query, candidates[pairs, frames], pool, kernel)  # [Lq, N]
-    scale = query.shape[1] * query.shape[2] * 8  # R·B: integers up to it are exact in float32
     f2f = np.zeros((len(candidates), len(query), candidates.shape[1]), np.float32)
-    f2f[pairs, : len(real_query), frames] = ((scale - 2 * totals).astype(np.float32) / np.float32(scale)).T
+    f2f[pairs, : len(real_query), frames] = similarity_of_totals(totals, *query.shape[1:]).T
     return f2f
 
 
 def comparator_runs(lengths: np.ndarray, threads: int) -> list[np.ndarray]:
-    """The comparator graph's runs for candidates of `lengths` real frames `[K]`: one length per run (the graph
-    takes unpadded matrices), each length's candidates in up to `threads` runs of near-equal size; the most
-    work (pairs x frames) first, so a pool of `threads` ends them together -> positions, one int array a run."""
+    """The runs of the fine similarity's work for candidates of `lengths` real frames `[K]`: one length per run
+    (the comparator graph takes unpadded matrices), each length's candidates split over the `threads` as its
+    share of the work (pairs x frames) asks, and further into runs of about 1 / (RUNS_PER_THREAD x threads) of
+    the whole work while they keep MIN_RUN_PAIRS pairs, so that a thread that frees up takes the next run; the
+    most work first -> positions, one int array a run."""
+    total = int(lengths.sum())
     runs = []
     for length in np.unique(lengths):
         positions = np.flatnonzero(lengths == length)
-        runs += np.array_split(positions, min(threads, len(positions)))
+        work = len(positions) * int(length)
+        even = -(-work * threads // total)  # ceil: this length's share of the threads
+        finer = min(-(-work * RUNS_PER_THREAD * threads // total), len(positions) // MIN_RUN_PAIRS)
+        runs += np.array_split(positions, min(len(positions), max(even, finer if threads > 1 else 1)))
     return sorted(runs, key=lambda positions: -len(positions) * int(lengths[positions[0]]))
 
 
@@ -213,13 +228,15 @@ class HammingFineSimilarity:
         return checked
 
     def frame_similarities(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Validated feeds -> the comparator's f2f input, float32 `[K, Tq, Tt]` (`frame_similarities`)."""
+        """Validated feeds -> the comparator's f2f input, float32 `[K, Tq, Tt]` (`frame_similarities`): the
+        first of `run`'s two stages on its own, for benchmarks timing the stages."""
         return frame_similarities(feeds["query"], feeds["query_mask"], feeds["candidates"], feeds["candidate_mask"],
                                   self.pool, self.kernel)
 
     def compare(self, f2f: np.ndarray, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
         """f2f `[K, Tq, Tt]` and the feeds' masks -> similarity float32 `[K]`: the comparator graph on each
-        candidate's real cells, in the runs of `comparator_runs`, on the pool where there is one."""
+        candidate's real cells, in the runs of `comparator_runs`, on the pool where there is one (the second
+        of `run`'s stages on its own)."""
         query_length = int(feeds["query_mask"].sum())
         lengths = feeds["candidate_mask"].sum(axis=1)
         similarity = np.empty(len(f2f), np.float32)
@@ -231,6 +248,36 @@ class HammingFineSimilarity:
         _run_tiles(run, comparator_runs(lengths, self.threads), self.pool)
         return similarity
 
+    def score(self, feeds: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Validated feeds -> similarity float32 `[K]` and f2f float32 `[K, Tq, Tt]` (0 outside the real frame
+        pairs), in one pass: each run of `comparator_runs` computes its candidates' frame similarities with the
+        kernel and then their comparator scores, on one thread of the pool, and a thread that frees up takes
+        the next run, so that no stage waits for the other's slowest tile (served, 20 % re-ranked at 10k:
+        fine_similarity 187 -> 168 ms, `benchmarks/results/revision_ab_one_pass.md`).  Where there are no more
+        runs than threads (13 pairs on 2: 11.9 ms in two stages, 13.8 in one pass, a scratch timing),
+        `frame_similarities` then `compare`, whose scores it equals."""
+        query, candidates = feeds["query"], feeds["candidates"]
+        real_query = query[: int(feeds["query_mask"].sum())]  # [Lq, R, W]
+        lengths = feeds["candidate_mask"].sum(axis=1)
+        runs = comparator_runs(lengths, self.threads)
+        if self.pool is not None and len(runs) <= self.threads:  # a run a thread: no run to take over
+            f2f = self.frame_similarities(feeds)  # the kernel's small tiles balance the threads instead
+            return self.compare(f2f, feeds), f2f
+        f2f = np.zeros((len(candidates), len(query), candidates.shape[1]), np.float32)
+        similarity = np.empty(len(candidates), np.float32)
+
+        def run(positions: np.ndarray) -> None:
+            count, length = len(positions), int(lengths[positions[0]])
+            frames = candidates[positions, :length].reshape(count * length, *query.shape[1:])  # [n * Lt, R, W]
+            totals = frame_hamming(real_query, frames, None, self.kernel)  # [Lq, n * Lt]
+            real = similarity_of_totals(totals, *query.shape[1:]).reshape(len(real_query), count, length)
+            real = np.ascontiguousarray(real.transpose(1, 0, 2))  # [n, Lq, Lt]
+            f2f[positions, : len(real_query), :length] = real
+            similarity[positions] = self.comparator.run({"f2f": real})["similarity"]
+
+        _run_tiles(run, runs, self.pool)
+        return similarity, f2f
+
     def run(self, feeds: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Validate `feeds` (fine_similarity_bin's inputs), score them -> {"similarity": float32 [K], "f2f":
         float32 [K, Tq, Tt]} (`output_names`, as for `OnnxRunner.run`, picks among those outputs)."""
@@ -238,9 +285,8 @@ class HammingFineSimilarity:
         if unknown:
             raise OnnxInputError(f"{spec.FINE_SIMILARITY_BIN.name}: unknown output(s) {unknown}; the model has "
                                  f"{self.output_names}")
-        checked = self.validate(feeds)
-        f2f = self.frame_similarities(checked)
-        outputs = {"similarity": self.compare(f2f, checked), "f2f": f2f}
+        similarity, f2f = self.score(self.validate(feeds))
+        outputs = {"similarity": similarity, "f2f": f2f}
         return {name: outputs[name] for name in (output_names or self.output_names)}
 
     def close(self) -> None:

@@ -168,13 +168,28 @@ def test_threads_and_padded_content_change_nothing(graphs, kernel) -> None:
     np.testing.assert_array_equal(single.run(feeds)["similarity"], want)
 
 
-def test_comparator_runs_take_one_length_each_split_over_the_threads_most_work_first() -> None:
-    lengths = np.array([5, 5, 5, 60, 2, 5, 60, 7])
+def test_comparator_runs_take_one_length_each_split_into_shares_of_the_work_most_work_first() -> None:
+    lengths = np.array([5, 5, 5, 60, 2, 5, 60, 7])  # 149 frames: shares of 149 / 4 on 2 threads
     runs = comparator_runs(lengths, threads=2)
     assert sorted(np.concatenate(runs).tolist()) == list(range(len(lengths)))
     assert all(len(set(lengths[run].tolist())) == 1 for run in runs)
-    assert [run.tolist() for run in runs] == [[3], [6], [0, 1], [2, 5], [7], [4]]
+    assert [run.tolist() for run in runs] == [[3], [6], [0, 1, 2, 5], [7], [4]]
     assert [run.tolist() for run in comparator_runs(lengths, threads=1)] == [[3, 6], [0, 1, 2, 5], [7], [4]]
+    equal = comparator_runs(np.full(50, 60), threads=2)  # the served 5 %: 4 runs of 12-13 pairs
+    assert [len(run) for run in equal] == [13, 13, 12, 12]
+    assert [len(run) for run in comparator_runs(np.full(50, 60), threads=1)] == [50]
+    assert [len(run) for run in comparator_runs(np.full(13, 60), threads=2)] == [7, 6]  # runs of 6 pairs or more
+
+
+def test_one_pass_scores_as_the_two_stages(kernel) -> None:
+    """`score` (each run's Hamming sums, then its comparator, on one thread) gives the f2f of
+    `frame_similarities` bit for bit and the scores of `compare` on it."""
+    for lengths, frames in (([60] * 50, 60), ([3, 40, 2, 17, 40, 40, 1], 41), ([60] * 13, 60)):  # 13: 2 runs
+        feeds = kernel.validate(example_feeds(spec.FINE_SIMILARITY_BIN, lengths, frames, 7, 9, seed=len(lengths)))
+        similarity, f2f = kernel.score(feeds)
+        staged = kernel.frame_similarities(feeds)
+        np.testing.assert_array_equal(f2f, staged)
+        np.testing.assert_allclose(similarity, kernel.compare(staged, feeds), rtol=0, atol=SAME_AS_GRAPH)
 
 
 def test_bad_requests_name_the_problem(kernel) -> None:
