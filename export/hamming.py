@@ -228,15 +228,15 @@ class HammingFineSimilarity:
         return checked
 
     def frame_similarities(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Validated feeds -> the comparator's f2f input, float32 `[K, Tq, Tt]` (`frame_similarities`): the
-        first of `run`'s two stages on its own, for benchmarks timing the stages."""
+        """Validated feeds -> the comparator's f2f input, float32 `[K, Tq, Tt]` (`frame_similarities`): the first
+        stage where `score` runs two (no more runs than threads), and the stage benchmarks time alone."""
         return frame_similarities(feeds["query"], feeds["query_mask"], feeds["candidates"], feeds["candidate_mask"],
                                   self.pool, self.kernel)
 
     def compare(self, f2f: np.ndarray, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
         """f2f `[K, Tq, Tt]` and the feeds' masks -> similarity float32 `[K]`: the comparator graph on each
-        candidate's real cells, in the runs of `comparator_runs`, on the pool where there is one (the second
-        of `run`'s stages on its own)."""
+        candidate's real cells, in the runs of `comparator_runs`, on the pool where there is one: the second
+        stage where `score` runs two."""
         query_length = int(feeds["query_mask"].sum())
         lengths = feeds["candidate_mask"].sum(axis=1)
         similarity = np.empty(len(f2f), np.float32)
