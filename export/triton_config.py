@@ -41,7 +41,9 @@ PIPELINE_INSTANCES = {"video_features": 2, "video_views": 2, "dnsvr_index": 2, "
 # video_features' chunk_frames: decoded frames per extractor request (dnsvr.serving.pipelines.video).
 # dnsvr_search's fps: the rate its query and stored frames are at (copy localisation's seconds), as video_features'.
 # dnsvr_search's code_cache_mb: MiB of fine codes each of its instances keeps between requests (0: none; see
-# dnsvr.serving.pipelines.code_cache and docs/storage.md).
+# dnsvr.serving.pipelines.code_cache and docs/storage.md): 384 holds 10k videos of 60 frames at 1 fps.
+# Its code_cache_warm_s: seconds between the scans that fill the cache from the store while the instance is idle
+# (0: none; dnsvr.serving.pipelines.code_warmer).
 # video_views decodes as video_features does (the same frames, then their crops).
 DECODING_PARAMETERS = {"fps": f"{spec.DECODE_FPS:g}", "max_frames": "1200",
                        "chunk_frames": str(spec.DECODE_CHUNK_FRAMES)}
@@ -49,8 +51,8 @@ PIPELINE_PARAMETERS = {
     "video_features": DECODING_PARAMETERS,
     "video_views": DECODING_PARAMETERS,
     "dnsvr_index": {"store_uri": "", "store_prefix": ""},
-    "dnsvr_search": {"store_uri": "", "store_prefix": "", "consistency": "Session", "code_cache_mb": "256",
-                     "fps": f"{spec.DECODE_FPS:g}"},
+    "dnsvr_search": {"store_uri": "", "store_prefix": "", "consistency": "Session", "code_cache_mb": "384",
+                     "code_cache_warm_s": "60", "fps": f"{spec.DECODE_FPS:g}"},
     "dnsvr_search_text": {"store_uri": "", "store_prefix": "", "consistency": "Session"},
     "dnsvr_delete": {"store_uri": "", "store_prefix": ""},
     "dnsvr_stats": {"store_uri": "", "store_prefix": ""},

@@ -105,3 +105,23 @@ def test_threads_sharing_a_cache_keep_it_consistent():
     assert errors == []
     everything = cache.lookup([(f"v{n}", g) for n in range(13) for g in range(3)])
     assert 0 < sum(found.nbytes for found in everything.values()) <= 40 * FRAME
+
+
+def test_offer_keeps_codes_only_where_they_fit_and_drops_nothing():
+    cache = CodeCache(10 * FRAME)
+    cache.put(("searched", 1), codes(4))
+    assert cache.offer(("warm", 1), codes(4, 2)) and cache.held_bytes == 8 * FRAME
+    assert not cache.offer(("big", 1), codes(3))  # 11 frames > 10: refused, nothing dropped for it
+    assert held(cache, [("searched", 1), ("warm", 1), ("big", 1)]) == {("searched", 1), ("warm", 1)}
+    assert cache.offer(("warm", 1), codes(9))  # held already: kept as it was
+    assert (cache.lookup([("warm", 1)])["warm", 1] == 2).all()
+    assert cache.missing([("big", 1), ("warm", 1), ("other", 2)]) == [("big", 1), ("other", 2)]
+
+
+def test_offered_codes_are_the_first_to_go():
+    cache = CodeCache(10 * FRAME)
+    cache.put(("searched", 1), codes(4))
+    cache.offer(("warm", 1), codes(4))  # the least recently used, though offered last
+    cache.put(("new", 1), codes(4))  # 12 frames > 10: the offered entry goes, the searched one stays
+    assert held(cache, [("searched", 1), ("warm", 1), ("new", 1)]) == {("searched", 1), ("new", 1)}
+    assert cache.missing([("searched", 1)]) == []

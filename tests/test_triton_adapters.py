@@ -228,7 +228,8 @@ def test_store_adapters_index_search_delete_stats(tmp_path, stand_in):
             {"video_id": text("nope"), "top_k": np.array([3], np.int32)}))
         assert found.outputs()["video_ids"].tolist() == [b"a"] and found.outputs()["reranked"].tolist() == [True]
         assert found.outputs()["scores"].tolist() == [1.0]
-        assert search.code_cache.budget == 256 << 20  # the config's code_cache_mb, one cache per instance
+        assert search.code_cache.budget == 384 << 20  # the config's code_cache_mb, one cache per instance
+        assert search.warmer is not None and search.warmer.period_s == 60  # its code_cache_warm_s
         (again,) = search.execute(requests({"video": text("q"), "top_k": np.array([3], np.int32),
                                             "rerank": text("1.0")}))  # a's codes from the cache now
         assert again.outputs()["scores"].tolist() == [1.0] and again.outputs()["reranked"].tolist() == [True]

@@ -5,11 +5,13 @@ Every index run of a video writes its frames under a fresh generation and
 the frames of one (video_id, generation) are never changed afterwards, so an entry can never be stale: a
 re-indexed video's coarse hit carries its new generation and misses the old entry, and a deleted video is
 never a coarse hit, so its entries are never looked up (both just age out).  LRU, bounded by the bytes of the
-arrays it holds; thread-safe.
+arrays it holds; thread-safe.  `offer` keeps codes only where they fit without dropping anything: how the
+background warmer (`dnsvr.serving.pipelines.code_warmer`) fills the room the searches have not used.
 
     cache = CodeCache(budget_bytes(parameters.get("code_cache_mb")))
     found = cache.lookup([(video_id, generation, view), ...])   # {key: [T, 9, 64] uint8 / [T, 9, 512] float32}
     cache.put((video_id, generation, view), codes)
+    kept = cache.offer((video_id, generation, view), codes)    # False: no room left (nothing dropped)
 """
 
 from __future__ import annotations
@@ -61,6 +63,32 @@ class CodeCache:
                     self._entries.move_to_end(key)
                     found[key] = codes
         return found
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of the arrays held now (at most `budget`)."""
+        return self._bytes
+
+    def missing(self, keys: Iterable[CodeKey]) -> list[CodeKey]:
+        """The `keys` not held, in their order; unlike `lookup`, no entry becomes more recently used."""
+        with self._lock:
+            return [key for key in keys if key not in self._entries]
+
+    def offer(self, key: CodeKey, codes: np.ndarray) -> bool:
+        """Keep a read-only copy of `codes` under `key` (the least recently used entry, so that what searches
+        read outlives it) if it fits in the budget beside what is held -> whether the cache holds `key` now.
+        Nothing is dropped to make room."""
+        stored = np.array(codes, copy=True)
+        stored.setflags(write=False)
+        with self._lock:
+            if key in self._entries:
+                return True
+            if self._bytes + stored.nbytes > self.budget:
+                return False
+            self._entries[key] = stored
+            self._entries.move_to_end(key, last=False)
+            self._bytes += stored.nbytes
+        return True
 
     def put(self, key: CodeKey, codes: np.ndarray) -> None:
         """Keep a read-only copy of `codes` [T, 9, W] under `key` (the most recently used), dropping the least

@@ -11,6 +11,7 @@ scores meet coarse ones: the pack's score calibration and default re-rank fusion
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from dnsvr.client import spec
@@ -65,16 +66,18 @@ class ServiceStore:
         self.segments = self.index_segments.count if self.index_segments else 0  # segment views per stored video
         self.settings = store_settings(parameters)
         self._stores: dict[int | None, VideoStore] = {}
+        self._opening = threading.Lock()  # a model's requests and its background threads (the code warmer) share it
 
     def get(self, coarse_dim: int | None = None, create: bool = True) -> VideoStore:
         """The store for this model version; coarse_dim None adopts the existing collections' dimension."""
         key = coarse_dim if create else None
-        if key not in self._stores:
-            self._stores[key] = VideoStore(self.settings, model_version=self.model_version, coarse_dim=coarse_dim,
-                                           representation=self.representation, text_dim=self.text_dim,
-                                           views=self.views, view_codes=self.view_codes,
-                                           segments=self.segments, create=create)
-        return self._stores[key]
+        with self._opening:
+            if key not in self._stores:
+                self._stores[key] = VideoStore(self.settings, model_version=self.model_version,
+                                               coarse_dim=coarse_dim, representation=self.representation,
+                                               text_dim=self.text_dim, views=self.views,
+                                               view_codes=self.view_codes, segments=self.segments, create=create)
+            return self._stores[key]
 
     def existing(self) -> VideoStore | None:
         """The store if its collections exist (any coarse dimension), else None (nothing indexed yet)."""

@@ -1192,6 +1192,13 @@ class VideoStore:
                                                        consistency_level=consistency))
         return int(result[0]["count(*)"])
 
+    def code_rows(self, batch_size: int = 8_192) -> Iterator[tuple[str, int, int]]:
+        """(video_id, generation, frame_count) of every stored video, what `read_codes` takes, read in pages of at
+        most `batch_size` rows as they are consumed (Strong reads; `_scan`)."""
+        self.meta  # noqa: B018 - opens the collections
+        for row in self._scan(self.video_collection, "video_id", ["generation", "frame_count"], batch_size):
+            yield row["video_id"], int(row["generation"]), int(row["frame_count"])
+
     def _scan(self, collection: str, key: str, fields: list[str], batch_size: int = 8_192) -> Iterator[dict]:
         """Every row of `collection` exactly once, in pages of at most `batch_size` rows between primary-key
         bounds (`_page_bound`), with Strong reads.  Not pymilvus's query_iterator: its snapshot time can miss
