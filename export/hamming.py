@@ -250,19 +250,25 @@ class HammingFineSimilarity:
 
     def score(self, feeds: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Validated feeds -> similarity float32 `[K]` and f2f float32 `[K, Tq, Tt]` (0 outside the real frame
-        pairs), in one pass: each run of `comparator_runs` computes its candidates' frame similarities with the
-        kernel and then their comparator scores, on one thread of the pool, and a thread that frees up takes
-        the next run, so that no stage waits for the other's slowest tile (served, 20 % re-ranked at 10k:
-        fine_similarity 187 -> 168 ms, `benchmarks/results/revision_ab_one_pass.md`).  Where there are no more
-        runs than threads (13 pairs on 2: 11.9 ms in two stages, 13.8 in one pass, a scratch timing),
-        `frame_similarities` then `compare`, whose scores it equals."""
-        query, candidates = feeds["query"], feeds["candidates"]
-        real_query = query[: int(feeds["query_mask"].sum())]  # [Lq, R, W]
-        lengths = feeds["candidate_mask"].sum(axis=1)
-        runs = comparator_runs(lengths, self.threads)
+        pairs): `score_in_runs` over the runs of `comparator_runs`, or, where there are no more runs than threads
+        (13 pairs on 2: 11.9 ms in two stages, 13.8 in one pass, a scratch timing), `frame_similarities` then
+        `compare`, whose scores it equals."""
+        runs = comparator_runs(feeds["candidate_mask"].sum(axis=1), self.threads)
         if self.pool is not None and len(runs) <= self.threads:  # a run a thread: no run to take over
             f2f = self.frame_similarities(feeds)  # the kernel's small tiles balance the threads instead
             return self.compare(f2f, feeds), f2f
+        return self.score_in_runs(feeds, runs)
+
+    def score_in_runs(self, feeds: Mapping[str, np.ndarray], runs: Sequence[np.ndarray]
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """`score` in one pass: each run (candidate positions of one length, `comparator_runs`) computes its
+        candidates' frame similarities with the kernel and then their comparator scores, on one thread of the
+        pool, and a thread that frees up takes the next run, so that no stage waits for the other's slowest
+        tile (served, 20 % re-ranked at 10k: fine_similarity 187 -> 168 ms,
+        `benchmarks/results/revision_ab_one_pass.md`) -> (similarity `[K]`, f2f `[K, Tq, Tt]`), as `score`."""
+        query, candidates = feeds["query"], feeds["candidates"]
+        real_query = query[: int(feeds["query_mask"].sum())]  # [Lq, R, W]
+        lengths = feeds["candidate_mask"].sum(axis=1)
         f2f = np.zeros((len(candidates), len(query), candidates.shape[1]), np.float32)
         similarity = np.empty(len(candidates), np.float32)
 

@@ -182,14 +182,17 @@ def test_comparator_runs_take_one_length_each_split_into_shares_of_the_work_most
 
 
 def test_one_pass_scores_as_the_two_stages(kernel) -> None:
-    """`score` (each run's Hamming sums, then its comparator, on one thread) gives the f2f of
-    `frame_similarities` bit for bit and the scores of `compare` on it."""
-    for lengths, frames in (([60] * 50, 60), ([3, 40, 2, 17, 40, 40, 1], 41), ([60] * 13, 60)):  # 13: 2 runs
+    """`score_in_runs` (each run's Hamming sums, then its comparator, on one thread) gives the f2f of
+    `frame_similarities` bit for bit and the scores of `compare` on it, and so does `score`, which takes the two
+    stages where there are no more runs than threads (13 pairs: 2 runs)."""
+    for lengths, frames in (([60] * 50, 60), ([3, 40, 2, 17, 40, 40, 1], 41), ([60] * 13, 60)):
         feeds = kernel.validate(example_feeds(spec.FINE_SIMILARITY_BIN, lengths, frames, 7, 9, seed=len(lengths)))
-        similarity, f2f = kernel.score(feeds)
         staged = kernel.frame_similarities(feeds)
-        np.testing.assert_array_equal(f2f, staged)
-        np.testing.assert_allclose(similarity, kernel.compare(staged, feeds), rtol=0, atol=SAME_AS_GRAPH)
+        staged_scores = kernel.compare(staged, feeds)
+        for similarity, f2f in (kernel.score_in_runs(feeds, comparator_runs(np.array(lengths), 2)),
+                                kernel.score(feeds)):
+            np.testing.assert_array_equal(f2f, staged)
+            np.testing.assert_allclose(similarity, staged_scores, rtol=0, atol=SAME_AS_GRAPH)
 
 
 def test_bad_requests_name_the_problem(kernel) -> None:
