@@ -2,7 +2,8 @@
 
 A search re-ranks its candidates with their fine codes; those the instance's `CodeCache` holds cost nothing,
 the others are read from the store while the first ones are scored (on 2 cores the read takes the CPU the fine
-student needs: at 10k videos, 20 % re-ranked, 174 ms a search cold against 137 with every code held).  The
+student needs: at 10k videos a search took 71 ms at 5 % re-ranked and 164 at 20 % without the warmer, 50 and
+139 with it, `benchmarks/results/revision_ab_code_warmer_5.md`, `_20.md`).  The
 warmer reads every stored video's full-frame codes (view 0) into the room the searches have not used, while
 this instance answers no request, and scans again when, `period_s` seconds later, the store's count of videos
 has changed, until the cache is full (a re-indexed video's new codes wait for a search to read them).  A
