@@ -25,17 +25,23 @@ import numpy as np
 CodeKey = tuple[str, int, int]  # (video_id, generation, view)
 
 
-def budget_bytes(megabytes: str | None) -> int:
-    """The `code_cache_mb` model parameter (MiB ≥ 0, fractions allowed) -> bytes; empty or absent (a config
-    written before the parameter existed): 0, no cache.  Raises ValueError naming the parameter otherwise."""
-    text = (megabytes or "").strip()
+def parameter_amount(text: str | None, rule: str) -> float:
+    """A model parameter holding a finite number >= 0 -> that number; empty or absent (a config written before
+    the parameter existed): 0.  Raises ValueError with `rule` ("<parameter> must be ...") and the value."""
+    value = (text or "").strip()
     try:
-        value = float(text) if text else 0.0
+        amount = float(value) if value else 0.0
     except ValueError:
-        raise ValueError(f"code_cache_mb must be a number of MiB >= 0 (0: no cache), got {megabytes!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise ValueError(f"code_cache_mb must be a number of MiB >= 0 (0: no cache), got {megabytes!r}")
-    return int(value * (1 << 20))
+        raise ValueError(f"{rule}, got {text!r}") from None
+    if not amount >= 0 or amount == float("inf"):
+        raise ValueError(f"{rule}, got {text!r}")
+    return amount
+
+
+def budget_bytes(megabytes: str | None) -> int:
+    """The `code_cache_mb` model parameter (MiB ≥ 0, fractions allowed) -> bytes; empty or absent: 0, no cache.
+    Raises ValueError naming the parameter otherwise."""
+    return int(parameter_amount(megabytes, "code_cache_mb must be a number of MiB >= 0 (0: no cache)") * (1 << 20))
 
 
 class CodeCache:

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 
-from dnsvr.serving.pipelines.code_cache import CodeCache
+from dnsvr.serving.pipelines.code_cache import CodeCache, parameter_amount
 from dnsvr.serving.store.video_store import StoreError, VideoStore
 
 WARM_BATCH_VIDEOS = 64  # videos read a query: ~2.2 MB of 60-frame codes, ~15 ms of the store's time
@@ -39,14 +39,7 @@ IDLE_S = 0.05  # a batch starts only after the instance answered no request for 
 def warm_period(text: str | None) -> float:
     """The `code_cache_warm_s` model parameter -> seconds between the warmer's scans (0: no warmer); empty or
     absent: 0.  Raises ValueError naming the parameter."""
-    value = (text or "").strip()
-    try:
-        seconds = float(value) if value else 0.0
-    except ValueError:
-        raise ValueError(f"code_cache_warm_s must be a number of seconds >= 0 (0: no warming), got {text!r}") from None
-    if not seconds >= 0 or seconds == float("inf"):
-        raise ValueError(f"code_cache_warm_s must be a number of seconds >= 0 (0: no warming), got {text!r}")
-    return seconds
+    return parameter_amount(text, "code_cache_warm_s must be a number of seconds >= 0 (0: no warming)")
 
 
 @dataclass

@@ -11,6 +11,8 @@ from the repository's manifest (`ServiceStore`).  The work: `dnsvr.serving.pipel
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 from dnsvr.client import spec
 from dnsvr.serving.pipelines.code_cache import CodeCache, budget_bytes
@@ -36,9 +38,7 @@ class TritonPythonModel(StoreModel):
         self.fps = float(self.parameters.get("fps") or spec.DECODE_FPS)
 
     def handle(self, inputs: RequestInputs) -> dict[str, np.ndarray]:
-        if self.warmer is None:
-            return search_request(inputs, self.stores, self.calls, self.consistency, self.code_cache, self.fps)
-        with self.warmer.busy():
+        with self.warmer.busy() if self.warmer is not None else nullcontext():  # the warmer waits meanwhile
             return search_request(inputs, self.stores, self.calls, self.consistency, self.code_cache, self.fps)
 
     def teardown(self) -> None:
