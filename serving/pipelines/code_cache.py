@@ -44,6 +44,13 @@ def budget_bytes(megabytes: str | None) -> int:
     return int(parameter_amount(megabytes, "code_cache_mb must be a number of MiB >= 0 (0: no cache)") * (1 << 20))
 
 
+def _read_only_copy(codes: np.ndarray) -> np.ndarray:
+    """What the cache keeps of `codes`: a copy the caller cannot change and nobody can write to."""
+    stored = np.array(codes, copy=True)
+    stored.setflags(write=False)
+    return stored
+
+
 class CodeCache:
     """Least-recently-used fine codes, at most `budget` bytes of arrays (sum of `nbytes`) in all.
 
@@ -83,17 +90,15 @@ class CodeCache:
     def offer(self, key: CodeKey, codes: np.ndarray) -> bool:
         """Keep a read-only copy of `codes` under `key` (the least recently used entry, so that what searches
         read outlives it) if it fits in the budget beside what is held -> whether the cache holds `key` now.
-        Nothing is dropped to make room."""
-        stored = np.array(codes, copy=True)
-        stored.setflags(write=False)
+        Nothing is dropped to make room, and nothing is copied where it does not fit."""
         with self._lock:
             if key in self._entries:
                 return True
-            if self._bytes + stored.nbytes > self.budget:
+            if self._bytes + codes.nbytes > self.budget:
                 return False
-            self._entries[key] = stored
+            self._entries[key] = _read_only_copy(codes)
             self._entries.move_to_end(key, last=False)
-            self._bytes += stored.nbytes
+            self._bytes += codes.nbytes
         return True
 
     def put(self, key: CodeKey, codes: np.ndarray) -> None:
@@ -101,8 +106,7 @@ class CodeCache:
         recently used entries until the budget holds; an array over the whole budget is not kept."""
         if codes.nbytes > self.budget:
             return
-        stored = np.array(codes, copy=True)
-        stored.setflags(write=False)
+        stored = _read_only_copy(codes)
         with self._lock:
             previous = self._entries.pop(key, None)
             if previous is not None:

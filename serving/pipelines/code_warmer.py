@@ -32,7 +32,7 @@ from itertools import islice
 from dnsvr.serving.pipelines.code_cache import CodeCache, parameter_amount
 from dnsvr.serving.store.video_store import StoreError, VideoStore
 
-WARM_BATCH_VIDEOS = 64  # videos read a query: ~2.2 MB of 60-frame codes, ~15 ms of the store's time
+WARM_BATCH_VIDEOS = 64  # videos read a query: ~2.2 MB of 60-frame codes, ~28 ms at 10k (scratch timing)
 IDLE_S = 0.05  # a batch starts only after the instance answered no request for this long
 
 
