@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 from dnsvr.serving.local import engine_choice, isolated_milvus
 from dnsvr.serving.local.engine_choice import EngineUnavailable, choose_engine
-from dnsvr.serving.local.isolated_milvus import private_socket_dir, socket_path_for
+from dnsvr.serving.local.isolated_milvus import socket_path_for
 from dnsvr.serving.local.milvus_servers import MilvusStandaloneServer
 from dnsvr.serving.local.processes import LOOPBACK, descendants
 from dnsvr.serving.store.settings import StoreSettings
 from dnsvr.serving.store.video_store import VideoStore
+from dnsvr.training.paths import private_temp_dir
 
 needs_namespaces = pytest.mark.skipif(engine_choice.server_support() is not None,
                                       reason=f"no isolated server here: {engine_choice.server_support()}")
@@ -118,16 +119,16 @@ def test_the_isolated_server_is_reachable_only_through_its_socket(tmp_path: Path
 
 def test_the_socket_folder_must_be_this_users_alone(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    folder = private_socket_dir()
+    folder = private_temp_dir()
     assert folder == tmp_path / f"dnsvr-{os.geteuid()}" and stat.S_IMODE(folder.stat().st_mode) == 0o700
     folder.chmod(0o755)
     with pytest.raises(PermissionError, match="mode 0700"):
-        private_socket_dir()
+        private_temp_dir()
     folder.rmdir()
     (tmp_path / "elsewhere").mkdir(mode=0o700)
     folder.symlink_to(tmp_path / "elsewhere")
     with pytest.raises(PermissionError, match="mode 0700"):
-        private_socket_dir()
+        private_temp_dir()
 
 
 def test_a_socket_path_is_short_and_one_per_data_directory(tmp_path: Path) -> None:

@@ -7,9 +7,12 @@ Every test works in its own collections (a fresh prefix), so tests do not see ea
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -22,7 +25,14 @@ import pytest
 from dnsvr.serving.cli import main as cli
 from dnsvr.serving.store.schema import IndexedVideo, InvalidVideo
 from dnsvr.serving.store.settings import StoreSettings
-from dnsvr.serving.store.video_store import StoreError, StoreMismatch, StoreUnavailable, VideoNotFound, VideoStore
+from dnsvr.serving.store.video_store import (
+    StoreError,
+    StoreMismatch,
+    StoreUnavailable,
+    VideoNotFound,
+    VideoStore,
+    lock_path_for,
+)
 from dnsvr.training.networks.codes import pack_codes
 
 DIM = 32
@@ -121,6 +131,24 @@ def test_a_new_store_opened_by_many_at_once(backend_uri: str) -> None:
     prefix = fresh_prefix()
     assert open_at_once(backend_uri, prefix) == []
     check_usable(backend_uri, prefix)
+
+
+def test_a_lite_files_locks_lie_beside_it_and_a_servers_in_this_users_folder(tmp_path, monkeypatch) -> None:
+    """Locks of a Lite file go with its folder, whatever the spelling of its path; a server's lie in the private
+    temporary folder (mode 0700), never loose in the shared one."""
+    monkeypatch.chdir(tmp_path)
+    beside = lock_path_for(str(tmp_path / "a.db"), "p", "create")
+    assert beside.parent == tmp_path and beside.name.startswith(".a.db.dnsvr-create-")
+    assert lock_path_for("a.db", "p", "create") == beside
+    assert lock_path_for("a.db", "q", "create") != beside != lock_path_for("a.db", "p", "lite-call")
+    with open_store(str(tmp_path / "a.db"), "p") as store:
+        store.meta  # noqa: B018 - creates the store under its lock
+    assert beside.exists()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    served = lock_path_for("http://127.0.0.1:19530", "p", "create")
+    assert served.parent == tmp_path / "tmp" / f"dnsvr-{os.geteuid()}"
+    assert stat.S_IMODE(served.parent.stat().st_mode) == 0o700
 
 
 def test_a_new_store_opened_from_several_machines(milvus_server, monkeypatch) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 
 SHARED = "DNSVR_SHARED"
@@ -134,6 +135,23 @@ def default_store_path(engine: str = "lite") -> Path:
     """The local store used when none is configured: Milvus Lite's data path, or the Milvus server's data
     directory for `dnsvr serve --engine server`."""
     return data_dir() / ("milvus.db" if engine == "lite" else "milvus-server")
+
+
+def private_temp_dir() -> Path:
+    """`$TMPDIR/dnsvr-<uid>`, made mode 0700 if missing, for what only this user may reach (the isolated store's
+    socket, the store's machine locks); refused (PermissionError) when it is a link, another user's, or open to
+    others."""
+    folder = Path(tempfile.gettempdir()) / f"dnsvr-{os.geteuid()}"
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    status = os.lstat(folder)
+    if not os.path.isdir(folder) or os.path.islink(folder) or status.st_uid != os.geteuid() \
+            or status.st_mode & 0o077:
+        raise PermissionError(f"{folder} must be a directory of user {os.geteuid()} with mode 0700, to hold the "
+                              "store's socket and locks (it is not: remove it, or set TMPDIR to another folder)")
+    return folder
 
 
 def state_path() -> Path:

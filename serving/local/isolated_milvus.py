@@ -32,16 +32,15 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
 from dnsvr.serving.local.processes import LOOPBACK
+from dnsvr.training.paths import private_temp_dir
 
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 F_SETPIPE_SZ = 1031  # fcntl: a pipe's capacity
 PIPE_BYTES = 1 << 20  # bytes moved per splice (the pipe's capacity when the kernel allows it)
-SOCKET_DIR_MODE = 0o700
 
 
 def unshare_flags() -> list[str]:
@@ -70,23 +69,7 @@ def socket_path_for(data_dir: str | os.PathLike) -> Path:
     """Where the relay of the server over `data_dir` listens: `$TMPDIR/dnsvr-<uid>/milvus-<hash>.sock`.  A Unix
     socket's path holds at most 107 bytes, too few for a data directory's path in general, hence a hash of it."""
     digest = hashlib.sha256(str(Path(data_dir).expanduser().resolve()).encode()).hexdigest()[:16]
-    return private_socket_dir() / f"milvus-{digest}.sock"
-
-
-def private_socket_dir() -> Path:
-    """`$TMPDIR/dnsvr-<uid>`, made mode 0700 if missing; refused (PermissionError) when it is a link, another
-    user's, or open to others: whoever can enter it can reach the store."""
-    folder = Path(tempfile.gettempdir()) / f"dnsvr-{os.geteuid()}"
-    try:
-        folder.mkdir(mode=SOCKET_DIR_MODE)
-    except FileExistsError:
-        pass
-    status = os.lstat(folder)
-    if not os.path.isdir(folder) or os.path.islink(folder) or status.st_uid != os.geteuid() \
-            or status.st_mode & 0o077:
-        raise PermissionError(f"{folder} must be a directory of user {os.geteuid()} with mode 0700, to hold the "
-                              "store's socket (it is not: remove it, or set TMPDIR to another folder)")
-    return folder
+    return private_temp_dir() / f"milvus-{digest}.sock"
 
 
 def socket_answers(path: str | os.PathLike) -> bool:

@@ -29,8 +29,6 @@ import hashlib
 import heapq
 import json
 import operator
-import os
-import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -79,7 +77,8 @@ from dnsvr.serving.store.schema import (
     views_schema,
 )
 from dnsvr.serving.store.search_columns import SearchColumns, search_columns
-from dnsvr.serving.store.settings import StoreSettings
+from dnsvr.serving.store.settings import StoreSettings, is_server_uri
+from dnsvr.training.paths import private_temp_dir
 
 T = TypeVar("T")
 INSERT_BYTE_BUDGET = 8 << 20
@@ -398,10 +397,8 @@ class VideoStore:
     @contextlib.contextmanager
     def _machine_lock(self, purpose: str) -> Iterator[None]:
         """An exclusive lock on this store (URI and prefix) for `purpose` among the processes and threads of this
-        machine: an flock on a file of the temporary folder (each `open` its own lock holder)."""
-        key = hashlib.sha256(f"{self.settings.uri}\0{self.settings.prefix}".encode()).hexdigest()[:16]
-        path = Path(tempfile.gettempdir()) / f"dnsvr-store-{os.getuid()}-{purpose}-{key}.lock"
-        with path.open("a") as handle:
+        machine: an flock on a file (each `open` its own lock holder), `lock_path_for`'s."""
+        with lock_path_for(self.settings.uri, self.settings.prefix, purpose).open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -1395,6 +1392,20 @@ def _contiguous(parts: list[tuple[int, np.ndarray]]) -> bool:
             return False
         expected += len(piece)
     return True
+
+
+def lock_path_for(uri: str, prefix: str, purpose: str) -> Path:
+    """The file whose flock guards `purpose` on the store at `uri` + `prefix` among this machine's processes.
+
+    A Milvus Lite file's locks lie beside it (`.<name>.dnsvr-<purpose>-<hash>.lock`), so they go when its folder
+    goes and every spelling of its path meets the same lock; a server's lie in `private_temp_dir()`, this user's
+    alone (a lock in a folder others can write could be taken or replaced by them)."""
+    if uri.endswith(".db") and not is_server_uri(uri):
+        path = Path(uri).expanduser().resolve()
+        key = hashlib.sha256(f"{path}\0{prefix}".encode()).hexdigest()[:16]
+        return path.parent / f".{path.name}.dnsvr-{purpose}-{key}.lock"
+    key = hashlib.sha256(f"{uri}\0{prefix}".encode()).hexdigest()[:16]
+    return private_temp_dir() / f"store-{purpose}-{key}.lock"
 
 
 def _is_lite(server_version: str) -> bool:
