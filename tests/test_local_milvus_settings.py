@@ -1,15 +1,17 @@
 """The settings the local Milvus server runs with (`milvus_servers.SEGMENT_SETTINGS`): 128 MB segments and no
 interim index on growing ones reach the server's configuration, a caller's `extra_config` replaces them, and the
 server's environment overrides its configuration (how an operator restores the wheel's defaults, and how
-`benchmarks/serving_bench.py --server-env` compares settings)."""
+`benchmarks/serving_bench.py --server-env` compares settings).  Sealed segments are memory-mapped from
+`<data>/mmap` (`MMAP_VARIABLE`) unless the caller or the operator says otherwise."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 import yaml
-from dnsvr.serving.local.milvus_servers import SEGMENT_SETTINGS, MilvusStandaloneServer
+from dnsvr.serving.local.milvus_servers import MMAP_VARIABLE, SEGMENT_SETTINGS, MilvusStandaloneServer
 
 
 def extra_config(server: MilvusStandaloneServer) -> list[str]:
@@ -27,6 +29,15 @@ def test_segment_settings_are_on_the_command_line_once_and_a_caller_replaces_the
                                                    extra_config={"dataCoord.segment.maxSize": "512"}))
     assert [item for item in replaced if item.startswith("dataCoord.segment.maxSize=")] == \
         ["dataCoord.segment.maxSize=512"]
+
+
+def test_segments_are_memory_mapped_under_the_data_directory_unless_turned_off(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv(MMAP_VARIABLE, raising=False)
+    server = MilvusStandaloneServer(tmp_path / "data")
+    assert server.environment()[MMAP_VARIABLE] == str(tmp_path / "data" / "mmap")
+    assert MMAP_VARIABLE not in MilvusStandaloneServer(tmp_path / "off", mmap=False).environment()
+    monkeypatch.setenv(MMAP_VARIABLE, "")  # the operator's choice (empty: off) is passed on untouched
+    assert MMAP_VARIABLE not in MilvusStandaloneServer(tmp_path / "operator").environment()
 
 
 def test_the_server_runs_with_them_and_its_environment_overrides_its_configuration(tmp_path: Path,
@@ -53,3 +64,26 @@ def test_the_server_runs_with_them_and_its_environment_overrides_its_configurati
                         client.create_collection("wide", dimension=32)
             finally:
                 client.close()
+
+
+def test_a_sealed_segment_is_memory_mapped(milvus_server) -> None:
+    """The server reads the variable: a flushed (sealed) segment, loaded by the query node, gets its folder under
+    `<data>/mmap` (the shared test server runs with the shipped settings)."""
+    from pymilvus import MilvusClient
+
+    def mapped() -> set[Path]:
+        return set(milvus_server.mmap_dir.iterdir()) if milvus_server.mmap_dir.exists() else set()
+
+    before = mapped()
+    client = MilvusClient(uri=milvus_server.uri)
+    try:
+        client.create_collection("mapped", dimension=8)
+        client.insert("mapped", [{"id": i, "vector": [float(i)] * 8} for i in range(100)])
+        client.flush("mapped")
+        deadline = time.monotonic() + 60
+        while mapped() == before:
+            assert time.monotonic() < deadline, "no segment was memory-mapped within 60 s of the flush"
+            time.sleep(0.5)
+    finally:
+        client.drop_collection("mapped")
+        client.close()

@@ -63,6 +63,11 @@ SESSION_TTL_S = 60
 # without re-ranking, serving_views_10k_segment_settings.md).  The server reads environment variables over
 # these (DATACOORD_SEGMENT_MAXSIZE=512), so an operator can restore the wheel's defaults.
 SEGMENT_SETTINGS = {"dataCoord.segment.maxSize": "128", "queryNode.segcore.interimIndex.enableIndex": "false"}
+# the query node memory-maps sealed segments from files under `<data>/mmap` (queryNode.mmapDirPath): their pages
+# are the kernel's to drop and read again, not the server's own memory (docs/storage.md, "Memory-mapped
+# segments").  The wheel's configuration template has no such key, so `--extra-config` cannot set it; the server
+# reads it from this environment variable, which an operator's own value (empty: off) overrides.
+MMAP_VARIABLE = "QUERYNODE_MMAPDIRPATH"
 
 
 def _free_port_outside(used: set[int]) -> int:
@@ -350,8 +355,10 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
 
     def __init__(self, data_dir: str | os.PathLike, port: int | None = None, startup_timeout_s: float = 120.0,
                  session_ttl_s: int = SESSION_TTL_S, isolated: bool = False, time_tick_ms: int = TIME_TICK_MS,
-                 clear_stale_sessions: bool = True, extra_config: dict[str, str] | None = None):
+                 clear_stale_sessions: bool = True, extra_config: dict[str, str] | None = None,
+                 mmap: bool = True):
         super().__init__(data_dir, port, startup_timeout_s)
+        self.mmap = mmap  # sealed segments memory-mapped from `mmap_dir` (MMAP_VARIABLE)
         # more `--extra-config KEY=VALUE` (keys of the wheel's template), over SEGMENT_SETTINGS
         self.extra_config = dict(extra_config or {})
         self.session_ttl_s = session_ttl_s
@@ -419,8 +426,15 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
             "",
         ]))
 
+    @property
+    def mmap_dir(self) -> Path:
+        return self.data_dir / "mmap"
+
     def environment(self) -> dict[str, str]:
-        return {"ETCD_CONFIG_PATH": str(self.etcd_config_path)}
+        variables = {"ETCD_CONFIG_PATH": str(self.etcd_config_path)}
+        if self.mmap and MMAP_VARIABLE not in os.environ:
+            variables[MMAP_VARIABLE] = str(self.mmap_dir)  # the server makes it when it maps its first segment
+        return variables
 
     @property
     def uri(self) -> str:
