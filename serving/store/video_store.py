@@ -398,7 +398,9 @@ class VideoStore:
     def _machine_lock(self, purpose: str) -> Iterator[None]:
         """An exclusive lock on this store (URI and prefix) for `purpose` among the processes and threads of this
         machine: an flock on a file (each `open` its own lock holder), `lock_path_for`'s."""
-        with lock_path_for(self.settings.uri, self.settings.prefix, purpose).open("a") as handle:
+        path = lock_path_for(self.settings.uri, self.settings.prefix, purpose)
+        path.parent.mkdir(parents=True, exist_ok=True)  # a new Lite file's folder, made before Lite makes the file
+        with path.open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
