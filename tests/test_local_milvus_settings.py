@@ -1,8 +1,8 @@
 """The settings the local Milvus server runs with (`milvus_servers.SEGMENT_SETTINGS`): 128 MB segments and no
 interim index on growing ones reach the server's configuration, a caller's `extra_config` replaces them, and the
 server's environment overrides its configuration (how an operator restores the wheel's defaults, and how
-`benchmarks/serving_bench.py --server-env` compares settings).  Sealed segments are memory-mapped from
-`<data>/mmap` (`MMAP_VARIABLE`) unless the caller or the operator says otherwise."""
+`benchmarks/serving_bench.py --server-env` compares settings).  With `mmap=True` (off by default) sealed segments
+are memory-mapped from `<data>/mmap` (`MMAP_VARIABLE`), unless the operator set the variable."""
 
 from __future__ import annotations
 
@@ -31,13 +31,13 @@ def test_segment_settings_are_on_the_command_line_once_and_a_caller_replaces_the
         ["dataCoord.segment.maxSize=512"]
 
 
-def test_segments_are_memory_mapped_under_the_data_directory_unless_turned_off(tmp_path: Path, monkeypatch) -> None:
+def test_segments_are_memory_mapped_under_the_data_directory_when_asked(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv(MMAP_VARIABLE, raising=False)
-    server = MilvusStandaloneServer(tmp_path / "data")
+    server = MilvusStandaloneServer(tmp_path / "data", mmap=True)
     assert server.environment()[MMAP_VARIABLE] == str(tmp_path / "data" / "mmap")
-    assert MMAP_VARIABLE not in MilvusStandaloneServer(tmp_path / "off", mmap=False).environment()
+    assert MMAP_VARIABLE not in MilvusStandaloneServer(tmp_path / "default").environment()
     monkeypatch.setenv(MMAP_VARIABLE, "")  # the operator's choice (empty: off) is passed on untouched
-    assert MMAP_VARIABLE not in MilvusStandaloneServer(tmp_path / "operator").environment()
+    assert MMAP_VARIABLE not in MilvusStandaloneServer(tmp_path / "operator", mmap=True).environment()
 
 
 def test_the_server_runs_with_them_and_its_environment_overrides_its_configuration(tmp_path: Path,
@@ -66,24 +66,21 @@ def test_the_server_runs_with_them_and_its_environment_overrides_its_configurati
                 client.close()
 
 
-def test_a_sealed_segment_is_memory_mapped(milvus_server) -> None:
+def test_a_sealed_segment_is_memory_mapped(tmp_path: Path, monkeypatch) -> None:
     """The server reads the variable: a flushed (sealed) segment, loaded by the query node, gets its folder under
-    `<data>/mmap` (the shared test server runs with the shipped settings)."""
+    `<data>/mmap`."""
     from pymilvus import MilvusClient
 
-    def mapped() -> set[Path]:
-        return set(milvus_server.mmap_dir.iterdir()) if milvus_server.mmap_dir.exists() else set()
-
-    before = mapped()
-    client = MilvusClient(uri=milvus_server.uri)
-    try:
-        client.create_collection("mapped", dimension=8)
-        client.insert("mapped", [{"id": i, "vector": [float(i)] * 8} for i in range(100)])
-        client.flush("mapped")
-        deadline = time.monotonic() + 60
-        while mapped() == before:
-            assert time.monotonic() < deadline, "no segment was memory-mapped within 60 s of the flush"
-            time.sleep(0.5)
-    finally:
-        client.drop_collection("mapped")
-        client.close()
+    monkeypatch.delenv(MMAP_VARIABLE, raising=False)
+    with MilvusStandaloneServer(tmp_path / "data", mmap=True) as server:
+        client = MilvusClient(uri=server.uri)
+        try:
+            client.create_collection("mapped", dimension=8)
+            client.insert("mapped", [{"id": i, "vector": [float(i)] * 8} for i in range(100)])
+            client.flush("mapped")
+            deadline = time.monotonic() + 60
+            while not (server.mmap_dir.exists() and any(server.mmap_dir.iterdir())):
+                assert time.monotonic() < deadline, "no segment was memory-mapped within 60 s of the flush"
+                time.sleep(0.5)
+        finally:
+            client.close()

@@ -46,9 +46,9 @@ Milvus Lite for a --store path ending in .db, the server for any other; with no 
 only a Milvus Lite store exists at ~/.local/share/dnsvr/milvus.db or this machine refuses the namespace (a
 container without user namespaces): then Milvus Lite, and the start-up line says why.  --no-isolation runs the
 server without its namespace: its ports then listen on every interface (Milvus 2.3.5 cannot bind one address).
-The server memory-maps its sealed segments from <store>/mmap, so the kernel can drop their pages under memory
-pressure instead of killing the server (QUERYNODE_MMAPDIRPATH= in the environment turns this off; any other
-setting of the server, e.g. DATACOORD_SEGMENT_MAXSIZE=512, is read the same way: docs/storage.md).
+The server reads its settings from the environment over its configuration (e.g. DATACOORD_SEGMENT_MAXSIZE=512;
+QUERYNODE_MMAPDIRPATH=<folder> memory-maps its sealed segments, so the kernel can drop their pages under memory
+pressure: off by default, docs/storage.md).
 
 Supervision: the local Milvus is started again when it dies (logged, with a back-off), a model whose python
 instance died is reloaded, and every server dies with `dnsvr serve`, however it dies.  The health endpoint
