@@ -1,6 +1,6 @@
 """Memory of the embedded Milvus 2.3.5 server (the isolated one `dnsvr serve` starts) while a store with crop views
 fills with synthetic 60-frame videos, with and without each crop view's fine codes (`dnsvr export --view-codes`:
-10x the stored fine codes), with its sealed segments memory-mapped (what `dnsvr serve` runs) or not (`--mmap`).
+10x the stored fine codes), with its sealed segments memory-mapped or loaded (what `dnsvr serve` runs; `--mmap`).
 Each setting gets a fresh server; the memory of its `milvus` processes is read after every `--report-every` videos
 and then while the server settles, and a sampler reads it every second for the peak.
 
@@ -115,8 +115,8 @@ def main() -> None:
     parser.add_argument("--server-config", action="append", default=[], metavar="KEY=VALUE", type=server_setting,
                         help="a setting of the server's milvus.yaml (a key of the wheel's template), e.g. "
                              "dataCoord.segment.maxSize=128; repeat for more")
-    parser.add_argument("--mmap", nargs="+", choices=("on", "off"), default=["on"],
-                        help="sealed segments memory-mapped (on: what `dnsvr serve` runs) or loaded (default: on)")
+    parser.add_argument("--mmap", nargs="+", choices=("on", "off"), default=["off"],
+                        help="sealed segments memory-mapped (on) or loaded (off: what `dnsvr serve` runs; default)")
     parser.add_argument("--out", type=Path, help="also write the table here (markdown)")
     args = parser.parse_args()
     results = {}
