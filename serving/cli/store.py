@@ -59,14 +59,14 @@ def _open(args: argparse.Namespace):
 
     from dnsvr.serving.local.engine_choice import choose_engine
     from dnsvr.serving.local.milvus_servers import serving_lite_uri, serving_server_uri
-    from dnsvr.serving.store.settings import StoreSettings, is_server_uri
+    from dnsvr.serving.store.settings import StoreSettings, is_lite_file, is_server_uri
     from dnsvr.serving.store.video_store import VideoStore
     from dnsvr.training import paths
 
     store = args.store
     if store is None and StoreSettings.resolve(config_path=args.config).uri == str(paths.default_store_path()):
         store = str(choose_engine(store=None).store)  # nothing configured: the store `dnsvr serve` would use
-    if store is not None and not is_server_uri(store) and not store.endswith(".db"):  # a server data directory
+    if store is not None and not is_server_uri(store) and not is_lite_file(store):  # a server data directory
         live = serving_server_uri(store)
         if live is None:
             raise ValueError(f"{store} is a Milvus server's data directory and no `dnsvr serve` runs its server: "

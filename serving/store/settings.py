@@ -45,6 +45,11 @@ def is_server_uri(uri: str) -> bool:
     return urlsplit(uri).scheme.lower() in SERVER_SCHEMES
 
 
+def is_lite_file(uri: str) -> bool:
+    """Whether `uri` names an embedded Milvus Lite file (a local path ending in .db)."""
+    return uri.endswith(".db") and not is_server_uri(uri)
+
+
 def redact_uri(uri: str) -> str:
     """The URI without user/password or query string, fit for error messages and logs."""
     if not is_server_uri(uri):
@@ -70,7 +75,7 @@ class StoreSettings:
     reconnect_s: float = 0.0  # how long a refused new connection is tried again (nothing was sent: safe to retry)
 
     def __post_init__(self) -> None:
-        if not is_server_uri(self.uri) and not self.uri.endswith(".db"):
+        if not is_server_uri(self.uri) and not is_lite_file(self.uri):
             raise ValueError(
                 f"store URI {self.uri!r}: use http(s)://host:port for a Milvus server or a path ending in "
                 ".db for embedded Milvus Lite"

@@ -77,7 +77,7 @@ from dnsvr.serving.store.schema import (
     views_schema,
 )
 from dnsvr.serving.store.search_columns import SearchColumns, search_columns
-from dnsvr.serving.store.settings import StoreSettings, is_server_uri
+from dnsvr.serving.store.settings import StoreSettings, is_lite_file
 from dnsvr.training.paths import private_temp_dir
 
 T = TypeVar("T")
@@ -1402,11 +1402,10 @@ def lock_path_for(uri: str, prefix: str, purpose: str) -> Path:
     A Milvus Lite file's locks lie beside it (`.<name>.dnsvr-<purpose>-<hash>.lock`), so they go when its folder
     goes and every spelling of its path meets the same lock; a server's lie in `private_temp_dir()`, this user's
     alone (a lock in a folder others can write could be taken or replaced by them)."""
-    if uri.endswith(".db") and not is_server_uri(uri):
-        path = Path(uri).expanduser().resolve()
-        key = hashlib.sha256(f"{path}\0{prefix}".encode()).hexdigest()[:16]
-        return path.parent / f".{path.name}.dnsvr-{purpose}-{key}.lock"
-    key = hashlib.sha256(f"{uri}\0{prefix}".encode()).hexdigest()[:16]
+    lite_file = Path(uri).expanduser().resolve() if is_lite_file(uri) else None
+    key = hashlib.sha256(f"{lite_file or uri}\0{prefix}".encode()).hexdigest()[:16]
+    if lite_file is not None:
+        return lite_file.parent / f".{lite_file.name}.dnsvr-{purpose}-{key}.lock"
     return private_temp_dir() / f"store-{purpose}-{key}.lock"
 
 
