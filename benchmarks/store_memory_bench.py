@@ -1,15 +1,16 @@
 """Memory of the embedded Milvus 2.3.5 server (the isolated one `dnsvr serve` starts) while a store with crop views
 fills with synthetic 60-frame videos, with and without each crop view's fine codes (`dnsvr export --view-codes`:
-10x the stored fine codes), with its sealed segments memory-mapped or loaded (what `dnsvr serve` runs; `--mmap`).
+10x the stored fine codes).
 Each setting gets a fresh server; the memory of its `milvus` processes is read after every `--report-every` videos
 and then while the server settles, and a sampler reads it every second for the peak.
 
 Two numbers a reading, GiB: anonymous / resident.  Anonymous memory (RssAnon) is what the kernel cannot drop on a
-machine without swap and what its OOM killer weighs; resident (VmRSS) adds the file pages mapped in, which a
-memory-mapped segment's data are and which the kernel reclaims when memory runs short.
+machine without swap and what its OOM killer weighs; resident (VmRSS) adds the file pages mapped in, which the
+kernel reclaims when memory runs short.  (Stop 48 compared memory-mapped segments here, `store_memory_20k_mmap.md`;
+the server refuses them since: `milvus_servers.MMAP_VARIABLE`.)
 
     .venv/bin/python benchmarks/store_memory_bench.py --videos 4000 --out benchmarks/results/store_memory.md
-    .venv/bin/python benchmarks/store_memory_bench.py --videos 20000 --settings none --mmap on off
+    .venv/bin/python benchmarks/store_memory_bench.py --videos 20000 --settings none
 
 Prints (and with --out writes) a markdown table: GiB by videos indexed, per setting.
 """
@@ -64,7 +65,7 @@ class PeakSampler(threading.Thread):
             self.peak = (max(self.peak[0], anon), max(self.peak[1], resident))
 
 
-def fill(view_codes: bool, mmap: bool, videos: int, batch: int, report_every: int, settle_s: list[int],
+def fill(view_codes: bool, videos: int, batch: int, report_every: int, settle_s: list[int],
          session_ttl_s: int = SESSION_TTL_S, server_config: dict[str, str] | None = None) -> dict[str, tuple]:
     """Fill a fresh store -> {"<n> videos": GiB after n, "settled <s> s": GiB s seconds after the last write,
     "peak": the sampler's highest}, each (anonymous, resident)."""
@@ -72,14 +73,14 @@ def fill(view_codes: bool, mmap: bool, videos: int, batch: int, report_every: in
     sampler = PeakSampler()
     with tempfile.TemporaryDirectory(dir=Path.home()) as work, \
             MilvusStandaloneServer(Path(work) / "data", isolated=True, session_ttl_s=session_ttl_s,
-                                   extra_config=server_config, mmap=mmap) as server:
+                                   extra_config=server_config) as server:
         store = VideoStore(StoreSettings(uri=server.uri, prefix="memory"), model_version="memory-bench",
                            coarse_dim=DIM, representation="binary", text_dim=0, views=VIEWS, view_codes=view_codes)
         rng = np.random.default_rng(0)
         readings["empty"] = milvus_memory_gib()
         sampler.start()
-        with tqdm(total=videos, desc=f"filling (view codes {'kept' if view_codes else 'not kept'}, mmap "
-                  f"{'on' if mmap else 'off'})", unit="video") as bar:
+        with tqdm(total=videos, desc=f"filling (view codes {'kept' if view_codes else 'not kept'})",
+                  unit="video") as bar:
             for start in range(0, videos, batch):
                 count = min(batch, videos - start)
                 store.upsert_many(synthetic_videos(start, count, DIM, FRAMES, rng, 0, VIEWS, view_codes=view_codes))
@@ -115,26 +116,22 @@ def main() -> None:
     parser.add_argument("--server-config", action="append", default=[], metavar="KEY=VALUE", type=server_setting,
                         help="a setting of the server's milvus.yaml (a key of the wheel's template), e.g. "
                              "dataCoord.segment.maxSize=128; repeat for more")
-    parser.add_argument("--mmap", nargs="+", choices=("on", "off"), default=["off"],
-                        help="sealed segments memory-mapped (on) or loaded (off: what `dnsvr serve` runs; default)")
     parser.add_argument("--out", type=Path, help="also write the table here (markdown)")
     args = parser.parse_args()
     results = {}
     for setting in args.settings:
-        for mmap in args.mmap:
-            label = f"{setting}, mmap {mmap}"
-            results[label] = fill(setting == "kept", mmap == "on", args.videos, args.batch, args.report_every,
-                                  args.settle_s, args.session_ttl_s, dict(args.server_config))
-            print(label, {row: cell(value) for row, value in results[label].items()}, flush=True)
+        results[setting] = fill(setting == "kept", args.videos, args.batch, args.report_every, args.settle_s,
+                                args.session_ttl_s, dict(args.server_config))
+        print(setting, {row: cell(value) for row, value in results[setting].items()}, flush=True)
     rows = list(next(iter(results.values())))
-    lines = ["| crop views' fine codes, segments | " + " | ".join(rows) + " |", "|---|" + "---:|" * len(rows)]
+    lines = ["| crop views' fine codes | " + " | ".join(rows) + " |", "|---|" + "---:|" * len(rows)]
     for label, readings in results.items():
         lines.append(f"| {label} | " + " | ".join(cell(readings[row]) for row in rows) + " |")
     table = (f"Memory (GiB, anonymous / resident) of the embedded Milvus 2.3.5 server, {args.videos} synthetic "
              f"{FRAMES}-frame videos with {VIEWS} crop views, {args.batch} a write "
              f"(`benchmarks/store_memory_bench.py --videos {args.videos} --report-every {args.report_every} "
              f"--settle-s {' '.join(map(str, args.settle_s))} "
-             f"--settings {' '.join(args.settings)} --mmap {' '.join(args.mmap)}"
+             f"--settings {' '.join(args.settings)}"
              + "".join(f" --server-config {key}={value}" for key, value in args.server_config) + "`)\n\n"
              + "\n".join(lines) + "\n")
     print(table)

@@ -1,8 +1,9 @@
 """The settings the local Milvus server runs with (`milvus_servers.SEGMENT_SETTINGS`): 128 MB segments and no
 interim index on growing ones reach the server's configuration, a caller's `extra_config` replaces them, and the
 server's environment overrides its configuration (how an operator restores the wheel's defaults, and how
-`benchmarks/serving_bench.py --server-env` compares settings).  With `mmap=True` (off by default) sealed segments
-are memory-mapped from `<data>/mmap` (`MMAP_VARIABLE`), unless the operator set the variable."""
+`benchmarks/serving_bench.py --server-env` compares settings).  Memory-mapped segments (`MMAP_VARIABLE`) are
+refused, and the reason is checked against the wheel's server: it cannot load a mapped segment whose VARCHAR
+column holds only empty strings."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dnsvr.serving.local.milvus_servers import MMAP_VARIABLE, SEGMENT_SETTINGS, MilvusStandaloneServer
+from dnsvr.serving.cli.main import main as cli
+from dnsvr.serving.local.milvus_servers import (
+    MMAP_VARIABLE,
+    SEGMENT_SETTINGS,
+    MilvusStandaloneServer,
+    UnsafeServerSetting,
+)
+from dnsvr.serving.local.service import LocalService
 
 
 def extra_config(server: MilvusStandaloneServer) -> list[str]:
@@ -31,13 +39,19 @@ def test_segment_settings_are_on_the_command_line_once_and_a_caller_replaces_the
         ["dataCoord.segment.maxSize=512"]
 
 
-def test_segments_are_memory_mapped_under_the_data_directory_when_asked(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.delenv(MMAP_VARIABLE, raising=False)
-    server = MilvusStandaloneServer(tmp_path / "data", mmap=True)
-    assert server.environment()[MMAP_VARIABLE] == str(tmp_path / "data" / "mmap")
-    assert MMAP_VARIABLE not in MilvusStandaloneServer(tmp_path / "default").environment()
-    monkeypatch.setenv(MMAP_VARIABLE, "")  # the operator's choice (empty: off) is passed on untouched
-    assert MMAP_VARIABLE not in MilvusStandaloneServer(tmp_path / "operator", mmap=True).environment()
+def test_memory_mapped_segments_are_refused_before_anything_starts(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv(MMAP_VARIABLE, str(tmp_path / "mmap"))
+    with pytest.raises(UnsafeServerSetting, match=f"{MMAP_VARIABLE}=.*refused.*empty strings"):
+        MilvusStandaloneServer(tmp_path / "data")
+    with pytest.raises(UnsafeServerSetting):
+        LocalService(tmp_path / "models", store=tmp_path / "milvus-server", engine="server", isolate=False)
+    assert cli(["serve", "--repository", str(tmp_path / "models"), "--store", str(tmp_path / "milvus-server"),
+                "--engine", "server", "--no-isolation"]) == 2
+    assert MMAP_VARIABLE in capsys.readouterr().err
+    assert not (tmp_path / "models").exists() and not (tmp_path / "milvus-server").exists()
+    LocalService(tmp_path / "models", store=tmp_path / "milvus.db", engine="lite")  # Milvus Lite does not read it
+    monkeypatch.setenv(MMAP_VARIABLE, "")  # empty: off
+    MilvusStandaloneServer(tmp_path / "data")
 
 
 def test_the_server_runs_with_them_and_its_environment_overrides_its_configuration(tmp_path: Path,
@@ -66,21 +80,49 @@ def test_the_server_runs_with_them_and_its_environment_overrides_its_configurati
                 client.close()
 
 
-def test_a_sealed_segment_is_memory_mapped(tmp_path: Path, monkeypatch) -> None:
-    """The server reads the variable: a flushed (sealed) segment, loaded by the query node, gets its folder under
-    `<data>/mmap`."""
-    from pymilvus import MilvusClient
+class MappingServer(MilvusStandaloneServer):
+    """The wheel's server with its sealed segments memory-mapped from `<data>/mmap`, past the refusal: to show why."""
+
+    def environment(self) -> dict[str, str]:
+        return {**super().environment(), MMAP_VARIABLE: str(self.data_dir / "mmap")}
+
+
+def test_the_wheels_server_cannot_load_a_mapped_segment_whose_text_column_is_empty(tmp_path: Path,
+                                                                                   monkeypatch) -> None:
+    """Why MMAP_VARIABLE is refused (milvus-io/milvus#31418, fixed after 2.3.5): the same 100 rows sealed twice, a
+    VARCHAR column all "" in one, "x" in the other; the first segment's mapped load fails ("MAP_FAILED") while its
+    rows are still answered from the growing copy, the second's succeeds.  If a newer wheel passes the first
+    assertion's opposite, the refusal can go."""
+    from pymilvus import DataType, MilvusClient
 
     monkeypatch.delenv(MMAP_VARIABLE, raising=False)
-    with MilvusStandaloneServer(tmp_path / "data", mmap=True) as server:
+    with MappingServer(tmp_path / "data") as server:
         client = MilvusClient(uri=server.uri)
         try:
-            client.create_collection("mapped", dimension=8)
-            client.insert("mapped", [{"id": i, "vector": [float(i)] * 8} for i in range(100)])
-            client.flush("mapped")
-            deadline = time.monotonic() + 60
-            while not (server.mmap_dir.exists() and any(server.mmap_dir.iterdir())):
-                assert time.monotonic() < deadline, "no segment was memory-mapped within 60 s of the flush"
+            ids = {}
+            for name, text in (("empty", ""), ("filled", "x")):
+                schema = client.create_schema(auto_id=False)
+                schema.add_field("id", DataType.INT64, is_primary=True)
+                schema.add_field("vector", DataType.FLOAT_VECTOR, dim=8)
+                schema.add_field("text", DataType.VARCHAR, max_length=8)
+                index = client.prepare_index_params()
+                index.add_index("vector", index_type="FLAT", metric_type="IP")
+                client.create_collection(name, schema=schema, index_params=index)
+                client.insert(name, [{"id": i, "vector": [float(i)] * 8, "text": text} for i in range(100)])
+                client.flush(name)
+                ids[name] = str(client.describe_collection(name)["collection_id"])
+
+            def failed_loads(name: str) -> int:
+                log = "\n".join(path.read_text(errors="replace") for path in (server.data_dir / "logs").glob("*.log"))
+                return sum("MAP_FAILED" in line and ids[name] in line for line in log.splitlines())
+
+            deadline = time.monotonic() + 90
+            while failed_loads("empty") == 0:
+                assert time.monotonic() < deadline, "the all-empty column's segment was not refused within 90 s"
                 time.sleep(0.5)
+            assert failed_loads("filled") == 0
+            for name in ids:
+                assert len(client.query(name, filter="id >= 0", output_fields=["id"], limit=200,
+                                        consistency_level="Strong")) == 100
         finally:
             client.close()

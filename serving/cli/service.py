@@ -46,9 +46,9 @@ Milvus Lite for a --store path ending in .db, the server for any other; with no 
 only a Milvus Lite store exists at ~/.local/share/dnsvr/milvus.db or this machine refuses the namespace (a
 container without user namespaces): then Milvus Lite, and the start-up line says why.  --no-isolation runs the
 server without its namespace: its ports then listen on every interface (Milvus 2.3.5 cannot bind one address).
-The server reads its settings from the environment over its configuration (e.g. DATACOORD_SEGMENT_MAXSIZE=512;
-QUERYNODE_MMAPDIRPATH=<folder> memory-maps its sealed segments, so the kernel can drop their pages under memory
-pressure: off by default, docs/storage.md).
+The server reads its settings from the environment over its configuration (e.g. DATACOORD_SEGMENT_MAXSIZE=512),
+except QUERYNODE_MMAPDIRPATH (memory-mapped segments), which is refused: Milvus 2.3.5 cannot load a mapped segment
+whose text column holds only empty strings, and after a restart its collection would not load (docs/storage.md).
 
 Supervision: the local Milvus is started again when it dies (logged, with a back-off), a model whose python
 instance died is reloaded, and every server dies with `dnsvr serve`, however it dies.  The health endpoint
@@ -442,7 +442,7 @@ def demo_command(args: argparse.Namespace) -> int:
     if not folders:
         print("error: no video folders found (pass --videos DIR)", file=sys.stderr)
         return 1
-    from dnsvr.serving.local.engine_choice import EngineUnavailable, server_support
+    from dnsvr.serving.local.engine_choice import server_support
 
     with tempfile.TemporaryDirectory(prefix="dnsvr-demo-") as scratch:
         try:
@@ -451,7 +451,7 @@ def demo_command(args: argparse.Namespace) -> int:
                     "server" if server_support(args.isolate) is None else "lite"
                 args.store = str(Path(scratch) / ("milvus.db" if engine == "lite" else "milvus-server"))
             print(f"starting Triton + {_service(args).engine_label} over {args.repository} ...", flush=True)
-        except EngineUnavailable as error:
+        except ValueError as error:  # no engine here (EngineUnavailable), a setting the server refuses
             print(f"error: {error}", file=sys.stderr)
             return 2
         try:

@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from dnsvr.serving.local.guard import guarded
@@ -63,12 +64,13 @@ SESSION_TTL_S = 60
 # without re-ranking, serving_views_10k_segment_settings.md).  The server reads environment variables over
 # these (DATACOORD_SEGMENT_MAXSIZE=512), so an operator can restore the wheel's defaults.
 SEGMENT_SETTINGS = {"dataCoord.segment.maxSize": "128", "queryNode.segcore.interimIndex.enableIndex": "false"}
-# with `mmap`, the query node memory-maps sealed segments from files under `<data>/mmap` (queryNode.mmapDirPath):
-# their pages are the kernel's to drop and read again, not the server's own memory (docs/storage.md,
-# "Memory-mapped segments").  Off by default: with it on, CI once found a video incomplete after the server was
-# killed during indexing and restarted (tests/test_service_faults.py), not yet understood.  The wheel's
-# configuration template has no such key, so `--extra-config` cannot set it; the server reads it from this
-# environment variable, which an operator may also set (an operator's value wins over `mmap`).
+# queryNode.mmapDirPath, which the server reads from this variable (its configuration template has no such key), has
+# the query node memory-map its sealed segments.  Milvus 2.3.5 cannot map a VARCHAR column that holds only empty
+# strings (mmap of 0 bytes: "Assert data_ != MAP_FAILED", Column.h:85; fixed upstream after 2.3.5,
+# milvus-io/milvus#31418), and a store's `thumbnail` and `source_uri` often hold nothing: such a sealed segment never
+# loads.  Its rows are still answered from the growing copy, so nothing shows, until a restart: then its
+# collection cannot load at all (docs/storage.md, "Memory-mapped segments: refused").  So a non-empty value refuses
+# the server (`refuse_unsafe_environment`); an empty one is off.
 MMAP_VARIABLE = "QUERYNODE_MMAPDIRPATH"
 
 
@@ -82,6 +84,21 @@ def _free_port_outside(used: set[int]) -> int:
 
 class ServerStartError(RuntimeError):
     """A local Milvus process exited or did not become ready in time; the message holds its log tail."""
+
+
+class UnsafeServerSetting(ValueError):
+    """The environment asks the local Milvus server for a setting that loses access to stored data."""
+
+
+def refuse_unsafe_environment(environment: Mapping[str, str]) -> None:
+    """Raise UnsafeServerSetting when `environment` (what the server would inherit) turns on memory-mapped segments
+    (MMAP_VARIABLE non-empty), which the Milvus 2.3.5 server cannot load when a column is all empty strings."""
+    if environment.get(MMAP_VARIABLE):
+        raise UnsafeServerSetting(
+            f"{MMAP_VARIABLE}={environment[MMAP_VARIABLE]} is refused: the local Milvus 2.3.5 server cannot "
+            "memory-map a segment whose text column holds only empty strings (a video's thumbnail or source URI "
+            "often is), so such a segment never loads and, after a restart, neither does its collection "
+            f"(milvus-io/milvus#31418, fixed after 2.3.5; docs/storage.md). Unset {MMAP_VARIABLE} (or set it empty).")
 
 
 class _LocalMilvusProcess:
@@ -357,10 +374,9 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
 
     def __init__(self, data_dir: str | os.PathLike, port: int | None = None, startup_timeout_s: float = 120.0,
                  session_ttl_s: int = SESSION_TTL_S, isolated: bool = False, time_tick_ms: int = TIME_TICK_MS,
-                 clear_stale_sessions: bool = True, extra_config: dict[str, str] | None = None,
-                 mmap: bool = False):
+                 clear_stale_sessions: bool = True, extra_config: dict[str, str] | None = None):
+        refuse_unsafe_environment(os.environ)
         super().__init__(data_dir, port, startup_timeout_s)
-        self.mmap = mmap  # sealed segments memory-mapped from `mmap_dir` (MMAP_VARIABLE)
         # more `--extra-config KEY=VALUE` (keys of the wheel's template), over SEGMENT_SETTINGS
         self.extra_config = dict(extra_config or {})
         self.session_ttl_s = session_ttl_s
@@ -428,15 +444,8 @@ class MilvusStandaloneServer(_LocalMilvusProcess):
             "",
         ]))
 
-    @property
-    def mmap_dir(self) -> Path:
-        return self.data_dir / "mmap"
-
     def environment(self) -> dict[str, str]:
-        variables = {"ETCD_CONFIG_PATH": str(self.etcd_config_path)}
-        if self.mmap and MMAP_VARIABLE not in os.environ:
-            variables[MMAP_VARIABLE] = str(self.mmap_dir)  # the server makes it when it maps its first segment
-        return variables
+        return {"ETCD_CONFIG_PATH": str(self.etcd_config_path)}
 
     @property
     def uri(self) -> str:

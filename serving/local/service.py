@@ -29,7 +29,7 @@ from dnsvr.export.manifest import ManifestError, read_manifest
 from dnsvr.export.repository import ensure_exported
 from dnsvr.serving.local.engine_choice import choose_engine
 from dnsvr.serving.local.health import HealthServer
-from dnsvr.serving.local.milvus_servers import MilvusLiteServer, MilvusStandaloneServer
+from dnsvr.serving.local.milvus_servers import MilvusLiteServer, MilvusStandaloneServer, refuse_unsafe_environment
 from dnsvr.serving.local.supervisor import Supervisor
 from dnsvr.serving.local.triton_server import TlsFiles, TritonServer
 from dnsvr.serving.pipelines.access import token_digest
@@ -105,6 +105,8 @@ class LocalService:
         self.choice = None if store is not None and is_server_uri(str(store)) else \
             choose_engine(engine, store, isolate)
         self.store = self.choice.store if self.choice else str(store)
+        if self.choice is not None and self.choice.engine == "server":
+            refuse_unsafe_environment(os.environ)  # before any export or start, as `dnsvr serve`'s usage error
         self.prefix = prefix
         self.weights = weights or ["bundled"]
         self.ports = dict(grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port)
