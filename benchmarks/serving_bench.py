@@ -20,7 +20,8 @@ timed searches of each size, `--clients` threads search by id at once (rerank 0.
 Server settings side by side (`--server-env`, `--rounds`): the Milvus server reads its settings from
 environment variables over its configuration file (`DATACOORD_SEGMENT_MAXSIZE` for dataCoord.segment.maxSize),
 so each `--server-env NAME:KEY=VALUE,...` measures the server backends once more with those variables set,
-alternating with the settings `dnsvr serve` ships, `--rounds` times, each run on a fresh store:
+alternating with the settings `dnsvr serve` ships, `--rounds` times (every other round in the reverse order, so
+that no setting always runs first), each run on a fresh store:
 
     python benchmarks/serving_bench.py --backends isolated --sizes 10000 --rounds 3 --settle-s 150 \
         --server-env 512mb:DATACOORD_SEGMENT_MAXSIZE=512,QUERYNODE_SEGCORE_INTERIMINDEX_ENABLEINDEX=true
@@ -231,8 +232,9 @@ def main() -> None:
                         help="measure the server backends once more with these environment variables (Milvus "
                              "settings, e.g. 512mb:DATACOORD_SEGMENT_MAXSIZE=512); repeat for more variants")
     parser.add_argument("--rounds", type=int, default=1,
-                        help="measure every backend and variant this many times, alternating, each on a fresh "
-                             "store; the report adds the median over rounds of each p50")
+                        help="measure every backend and variant this many times, alternating (every other round "
+                             "in the reverse order), each on a fresh store; the report adds the median over rounds "
+                             "of each p50")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"report file (default: {RESULTS})")
     args = parser.parse_args()
 
@@ -243,15 +245,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dnsvr-serving-bench-") as scratch:
         repository = args.repository or export_repository(Path(scratch) / "model_repository")
         for round_ in range(1, args.rounds + 1):
-            for name, variables in variants:
-                for backend in args.backends:
-                    if variables and backend == "lite":
-                        continue  # Milvus Lite has no server settings
-                    setting = backend + (f" ({name})" if len(variants) > 1 else "")
-                    label = setting + (f", round {round_}" if args.rounds > 1 else "")
-                    with mock.patch.dict(os.environ, variables):  # the Milvus server it starts inherits them
-                        run_backend(backend, label, repository, Path(scratch) / f"{backend}-{name}-{round_}", args,
-                                    rows, throughput, medians.setdefault(setting, {}))
+            # every other round in the reverse order (A B, B A, ...), so that no setting always runs first
+            runs = [(variant, backend) for variant in variants for backend in args.backends]
+            for (name, variables), backend in runs if round_ % 2 else runs[::-1]:
+                if variables and backend == "lite":
+                    continue  # Milvus Lite has no server settings
+                setting = backend + (f" ({name})" if len(variants) > 1 else "")
+                label = setting + (f", round {round_}" if args.rounds > 1 else "")
+                with mock.patch.dict(os.environ, variables):  # the Milvus server it starts inherits them
+                    run_backend(backend, label, repository, Path(scratch) / f"{backend}-{name}-{round_}", args,
+                                rows, throughput, medians.setdefault(setting, {}))
         manifest = read_manifest(repository)
         models = f"{manifest.get('source')} ({manifest.get('pack_version') or model_version(manifest)})"
     write_report(rows, throughput, args, models, medians)
