@@ -54,7 +54,8 @@ def columns(store: VideoStore, collection: str, field: str, query: np.ndarray, l
 
 def assert_same(found: SearchColumns, hits: list, fields: list[str]) -> None:
     assert len(found) == len(hits)
-    np.testing.assert_array_equal(found.scores, np.array([hit["distance"] for hit in hits], np.float32))
+    # each search is computed anew: two identical searches on Milvus Lite once scored a hit 1 ulp apart (CI)
+    np.testing.assert_allclose(found.scores, np.array([hit["distance"] for hit in hits], np.float32), rtol=1e-6, atol=0)
     for name in fields:
         assert found.column(name) == [hit["entity"][name] for hit in hits], name
 
