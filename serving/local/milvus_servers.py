@@ -69,7 +69,7 @@ SEGMENT_SETTINGS = {"dataCoord.segment.maxSize": "128", "queryNode.segcore.inter
 # strings (mmap of 0 bytes: "Assert data_ != MAP_FAILED", Column.h:85; fixed upstream after 2.3.5,
 # milvus-io/milvus#31418), and a store's `thumbnail` and `source_uri` often hold nothing: such a sealed segment never
 # loads.  Its rows are still answered from the growing copy, so nothing shows, until a restart: then its
-# collection cannot load at all (docs/storage.md, "Memory-mapped segments: refused").  So a non-empty value refuses
+# collection cannot load at all (docs/storage.md, "Why it is refused").  So a non-empty value refuses
 # the server (`refuse_unsafe_environment`); an empty one is off.
 MMAP_VARIABLE = "QUERYNODE_MMAPDIRPATH"
 
