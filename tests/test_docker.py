@@ -10,7 +10,7 @@ from pathlib import Path
 
 from conftest import REPO, dockerfile_export_command, dockerfile_instructions
 from dnsvr.export.repository import bundled_layout, repository_files
-from dnsvr.serving.local.triton_server import THREAD_ENVIRONMENT
+from dnsvr.serving.local.triton_server import ALLOCATOR_ENVIRONMENT, THREAD_ENVIRONMENT
 
 TEXT_FILES = ("*.pbtxt", "model.py")
 ENTRYPOINT = REPO / "docker" / "triton-entrypoint.sh"
@@ -33,10 +33,11 @@ def test_image_serves_the_folder_its_export_step_writes():
     assert not any(name == "COPY" and arguments.startswith("model_repository") for name, arguments in instructions)
 
 
-def test_image_sets_the_local_servers_thread_environment():
+def test_image_sets_the_local_servers_thread_and_allocator_environment():
     set_by_image = {arguments.split("=", 1)[0]: arguments.split("=", 1)[1]
                     for name, arguments in dockerfile_instructions() if name == "ENV"}
     assert THREAD_ENVIRONMENT.items() <= set_by_image.items()
+    assert ALLOCATOR_ENVIRONMENT.items() <= set_by_image.items()
 
 
 def run_entrypoint(tmp_path: Path, **env: str) -> tuple[list[str], dict[str, str]]:

@@ -24,6 +24,7 @@ from dnsvr.export.onnx_runner import OnnxRunner
 from dnsvr.export.repository import network_files
 from dnsvr.serving.local.processes import descendants
 from dnsvr.serving.local.triton_server import (
+    ALLOCATOR_ENVIRONMENT,
     THREAD_ENVIRONMENT,
     TritonServer,
     TritonStartError,
@@ -305,6 +306,17 @@ def test_server_environment_sleeps_openmp_threads_unless_told_otherwise(monkeypa
         "OMP_WAIT_POLICY"] == "ACTIVE"
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     assert server_environment(install, Path(sys.executable).parent)["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_server_environment_keeps_freed_memory_unless_the_operator_sets_a_malloc_threshold(monkeypatch):
+    install, bin_dir = find_triton(), Path(sys.executable).parent
+    for name in (*ALLOCATOR_ENVIRONMENT, "GLIBC_TUNABLES"):
+        monkeypatch.delenv(name, raising=False)
+    assert ALLOCATOR_ENVIRONMENT.items() <= server_environment(install, bin_dir).items()
+    own = server_environment(install, bin_dir, {"MALLOC_TRIM_THRESHOLD_": "0"})  # one of them: none of ours
+    assert own["MALLOC_TRIM_THRESHOLD_"] == "0" and "MALLOC_MMAP_THRESHOLD_" not in own
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=0")
+    assert not set(ALLOCATOR_ENVIRONMENT) & set(server_environment(install, bin_dir))
 
 
 def test_server_uses_cpu_local_configs_and_keeps_production_ones(client, repository):

@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dnsvr.client import allocator
 from dnsvr.serving.local.guard import guarded
 from dnsvr.serving.local.processes import LOOPBACK, descendants, free_port, still_same_process
 from dnsvr.training import paths
@@ -59,6 +60,12 @@ _RUNNING: set[TritonServer] = set()
 # query clip's round trip 1091 -> 744 ms on 2 cores in one run, 1115 -> 1063 in a second on a slower machine;
 # its decode's CPU -25 / -22 % (benchmarks/results/embed.md, embed_stop38_run2.md).  An operator's own value wins.
 THREAD_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+# glibc's allocator kept from handing big buffers back to the system (`dnsvr.client.allocator`): a query video
+# is copied several times on its way in (gRPC, Triton's request, the python model's bytes), each copy otherwise
+# into fresh pages.  A search by a 30 s 720p clip (23.5 MB), round trip: 732 -> 696 ms, with the client's own
+# setting 666 -> 637 ms (`benchmarks/results/upload.md`).  Left out when the operator sets either threshold.
+ALLOCATOR_ENVIRONMENT = dict(allocator.ENVIRONMENT)
 
 ADMIN_HEADER = "dnsvr-admin"
 ADMIN_APIS = ("model-repository", "model-config", "shared-memory", "statistics", "trace", "logging")
@@ -160,7 +167,8 @@ def server_environment(
     install: TritonInstall, python_bin_dir: Path, extra_env: Mapping[str, str] | None = None
 ) -> dict[str, str]:
     """This process's environment plus `extra_env`, with PATH and LD_LIBRARY_PATH set for the server and
-    THREAD_ENVIRONMENT's variables where neither sets them."""
+    THREAD_ENVIRONMENT's variables where neither sets them, and ALLOCATOR_ENVIRONMENT's where neither sets a glibc
+    malloc threshold."""
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     soname = sysconfig.get_config_var("INSTSONAME") or ""
     if ".so" not in soname or not Path(libdir, soname).exists():
@@ -168,7 +176,9 @@ def server_environment(
             f"no shared libpython for {sys.executable} ({Path(libdir, soname)}); the python backend stub "
             "needs one (pyenv: PYTHON_CONFIGURE_OPTS=--enable-shared; Debian: the libpython3.X package)"
         )
-    env = dict(THREAD_ENVIRONMENT) | dict(os.environ) | dict(extra_env or {})
+    given = dict(os.environ) | dict(extra_env or {})
+    defaults = THREAD_ENVIRONMENT | ({} if allocator.operator_settings(given) else ALLOCATOR_ENVIRONMENT)
+    env = defaults | given
     env["PATH"] = os.pathsep.join([str(python_bin_dir), env.get("PATH", "")]).rstrip(os.pathsep)
     library_path = [str(install.libs_dir), libdir, env.get("LD_LIBRARY_PATH", "")]
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in library_path if p)

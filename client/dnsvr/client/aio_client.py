@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import numpy as np
 import tritonclient.grpc.aio as aioclient
-from dnsvr.client import protocol
+from dnsvr.client import allocator, protocol
 from dnsvr.client.errors import ServerUnavailable
 from dnsvr.client.grpc_client import DEFAULT_URL, as_client_error, channel_args
 from dnsvr.client.results import IndexResult, SearchResult
@@ -27,8 +27,9 @@ class AsyncVideoSearchClient:
     def __init__(self, url: str | None = None, *, timeout_s: float = 300.0, retries: int = 2, ssl: bool = False,
                  root_certificates: str | None = None, private_key: str | None = None,
                  certificate_chain: str | None = None, token: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, tune_allocator: bool = True) -> None:
         self.url = url or os.environ.get("DNSVR_URL") or DEFAULT_URL
+        self.tune_allocator = tune_allocator
         self.timeout_s = timeout_s
         self.retries = retries
         self.headers = protocol.call_headers(token, headers)
@@ -46,6 +47,8 @@ class AsyncVideoSearchClient:
         await self.close()
 
     async def _infer(self, request: protocol.Request, idempotent: bool) -> dict[str, np.ndarray]:
+        if self.tune_allocator:
+            allocator.before_upload(request.payload_bytes())
         attempts = 1 + (self.retries if idempotent else 0)
         for attempt in range(attempts):
             try:

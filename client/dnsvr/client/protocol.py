@@ -51,6 +51,11 @@ class Request:
             built.append(tensor)
         return built
 
+    def payload_bytes(self) -> int:
+        """The bytes the inputs carry (an encoded video's included)."""
+        return sum(sum(map(len, array.flat)) if array.dtype == np.object_ else array.nbytes
+                   for array in self.inputs.values())
+
 
 def _text(value: str) -> np.ndarray:
     return np.array([value.encode("utf-8")], dtype=np.object_)
