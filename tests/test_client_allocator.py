@@ -16,11 +16,12 @@ import pytest
 from dnsvr.client import VideoSearchClient, allocator, protocol
 from dnsvr.client.aio_client import AsyncVideoSearchClient
 
-# Four copies of 24 MiB made and freed five times (a large upload's copies, request after request); prints the
-# page faults of each round.  argv[1] "keep": keep_freed_memory() first.
+# Four copies of 24 MiB made and freed five times (a large upload's copies, request after request), without
+# transparent huge pages; prints the page faults of each round.  argv[1] "keep": keep_freed_memory() first.
 COPIES = """
-import json, resource, sys
+import ctypes, json, resource, sys
 from dnsvr.client import allocator
+ctypes.CDLL(None).prctl(41, 1, 0, 0, 0)  # PR_SET_THP_DISABLE: 4 KiB pages, a fault each, whatever the host's THP
 applied = allocator.keep_freed_memory() if sys.argv[1] == "keep" else None
 data = bytes(24 << 20)
 faults = []
