@@ -444,6 +444,31 @@ CRASHING_WRITER = textwrap.dedent("""
 """).format(version=VERSION, dim=DIM)
 
 
+def test_an_insert_broken_off_after_the_server_took_it_stores_no_row_twice(backend_uri: str, monkeypatch) -> None:
+    """The server stores a frame batch, then the connection breaks before its answer (the server killed in that
+    window: CI saw an acknowledged video with a frame row twice).  The retry on a new connection inserts only
+    what is missing: the video is whole, its codes exact, the store's check clean."""
+    from pymilvus import MilvusClient
+
+    real_insert, broken = MilvusClient.insert, []
+    with open_store(backend_uri, fresh_prefix()) as store:
+        def insert_then_break(client, collection_name, data, *args, **kwargs):
+            result = real_insert(client, collection_name, data, *args, **kwargs)
+            if collection_name == store.frame_collection and not broken:
+                broken.append(len(data))
+                raise ConnectionError("connection reset by peer before the insert's answer")
+            return result
+
+        monkeypatch.setattr(MilvusClient, "insert", insert_then_break)
+        video = make_video("broken-off", 90, 3)
+        store.upsert(video)
+        assert broken == [store.meta.rows_for(90)]
+        fetched = store.fetch_codes(["broken-off"], consistency="Strong")
+        assert fetched.codes[0, :fetched.frame_counts[0]].tobytes() == video.fine_codes.tobytes()
+        assert frame_row_count(store) == store.meta.rows_for(90)
+        assert store.check(grace_s=0).clean
+
+
 def test_writer_killed_between_frames_and_row_leaves_only_orphans(backend_uri: str, capsys) -> None:
     """A real writer process is SIGKILLed after its frames and before its row (it kills itself at that point:
     the only way to hit the window deterministically). The old version stays served; repair drops orphans."""

@@ -82,6 +82,8 @@ from dnsvr.training.paths import private_temp_dir
 
 T = TypeVar("T")
 INSERT_BYTE_BUDGET = 8 << 20
+ROW_KEY_FIELDS = ("video_id", "generation", "frame_start", "view")  # one row of a generation-protocol collection
+KEY_QUERY_VALUES = 4_096  # frame_start values per query of `_not_stored`
 DELETE_BATCH = 1_000
 SCOPE_IDS = 4_096  # a filter that at most this many videos pass restricts a best-row search to them by id
 COARSE_FIELDS = ("video_id", "selector", "generation", "frame_count")  # what a coarse hit carries to ranking
@@ -643,10 +645,46 @@ class VideoStore:
         self._flush_if_embedded()
 
     def _insert(self, what: str, collection: str, row_bytes: int, rows: list[dict[str, Any]]) -> None:
-        """Rows of about `row_bytes` each into `collection`, INSERT_BYTE_BUDGET bytes (at least one row) a call."""
+        """Rows of about `row_bytes` each into `collection`, INSERT_BYTE_BUDGET bytes (at least one row) a call.
+
+        A batch whose call broke off (`_call` runs it once more on a new connection) may have been stored before
+        the break: the server killed after it took the rows, before it answered.  So the attempts after the first
+        insert only the rows the store does not hold yet (`_not_stored`): a retried batch never stores a row
+        twice, which would leave its video with more frame rows than frames (an incomplete video)."""
         batch = max(1, INSERT_BYTE_BUDGET // row_bytes)
         for start in range(0, len(rows), batch):
-            self._call(f"insert {what}", lambda c, s=start: c.insert(collection, rows[s:s + batch]))
+            part, attempts = rows[start:start + batch], []
+
+            def insert(client: Any, part: list[dict[str, Any]] = part, attempts: list[int] = attempts) -> None:
+                attempts.append(1)
+                todo = part if len(attempts) == 1 else self._not_stored(client, collection, part)
+                if todo:
+                    client.insert(collection, todo)
+
+            self._call(f"insert {what}", insert)
+
+    @staticmethod
+    def _not_stored(client: Any, collection: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rows of one insert batch that `collection` (a generation-protocol one) does not hold, told apart
+        by ROW_KEY_FIELDS, read with Strong consistency (everything the server took before a break): per
+        (video, generation), and for frame rows per KEY_QUERY_VALUES of the batch's `frame_start`s, so that no
+        query meets MAX_QUERY_ROWS.  Runs only after a broken-off insert."""
+        fields = [name for name in ROW_KEY_FIELDS if name in rows[0]]
+        starts: dict[tuple[str, int], list[int]] = defaultdict(list)
+        for row in rows:
+            starts[row["video_id"], row["generation"]].append(row.get("frame_start", 0))
+        stored: set[tuple] = set()
+        for (video_id, generation), values in starts.items():
+            owner = both(equals("video_id", video_id), equals("generation", generation))
+            for first in range(0, len(values), KEY_QUERY_VALUES):
+                expression = both(owner, is_in("frame_start", values[first:first + KEY_QUERY_VALUES])) \
+                    if "frame_start" in fields else owner
+                found = client.query(collection, filter=expression, output_fields=fields, limit=MAX_QUERY_ROWS,
+                                     consistency_level="Strong")
+                stored.update(tuple(row[name] for name in fields) for row in found)
+                if "frame_start" not in fields:
+                    break
+        return [row for row in rows if tuple(row[name] for name in fields) not in stored]
 
     def _switch(self, videos: list[IndexedVideo], generations: list[int], meta: StoreMeta) -> None:
         """The per-video rows pointing at the new generations: from here on readers see the new frames."""
