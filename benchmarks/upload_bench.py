@@ -39,16 +39,13 @@ from dnsvr.client import InvalidVideo, VideoSearchClient, allocator, spec
 from dnsvr.serving.local.service import LocalService
 from dnsvr.serving.local.triton_server import ALLOCATOR_ENVIRONMENT
 from dnsvr.training import paths
+from embed_bench import percentile
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "upload.md"
 KEPT, GLIBC = "kept", "glibc"
 WARM_UP = 2
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(sorted(values)[min(len(values) - 1, round(q * (len(values) - 1)))])
 
 
 def cell(values: list[float]) -> str:
@@ -138,13 +135,11 @@ def main() -> None:
         scratch = Path(scratch_dir)
         clip = scratch / "clip.mp4"
         clip.write_bytes(encode_clip(30, 30, 30))
-        order = [KEPT, GLIBC]
         for round_index in tqdm(range(args.rounds), desc="rounds"):
-            servers = order if round_index % 2 == 0 else order[::-1]
-            for server in servers:
-                clients = order if round_index % 2 == 0 else order[::-1]
+            order = [KEPT, GLIBC] if round_index % 2 == 0 else [GLIBC, KEPT]  # of the servers and of the clients
+            for server in order:
                 print(f"round {round_index + 1}: server {server}", flush=True)
-                for key, values in measure_service(args.repository, scratch, server, clients, clip, args).items():
+                for key, values in measure_service(args.repository, scratch, server, order, clip, args).items():
                     for name, series in values.items():
                         measured.setdefault(key, {}).setdefault(name, []).extend(series)
         clip_mb = clip.stat().st_size / 1e6
@@ -165,10 +160,9 @@ def write_report(args: argparse.Namespace, measured: dict[tuple[str, str], dict[
         "ALLOCATOR_ENVIRONMENT, as `dnsvr serve` sets it; client: `tune_allocator=True`, the default); `glibc`: "
         "the allocator's defaults.  A fresh local service (Milvus Lite, the sample videos) per server setting and "
         "round, two fresh client processes per client setting (the clip's searches, then the uploads).  "
-        "`upload N MB`: a search by N MB that the search "
-        f"model refuses before any work (`candidates` out of range); `clip`: searches by a 30 s 1280x720 H.264 "
-        f"clip ({clip_mb:.1f} MB), "
-        "top-10, no re-ranking.  Median (p95) over every round, ms (page faults: count).",
+        "`upload N MB`: a search by N MB that the search model refuses before any work (`candidates` out of "
+        f"range); `clip`: searches by a 30 s 1280x720 H.264 clip ({clip_mb:.1f} MB), top-10, no re-ranking.  "
+        "Median (p95) over every round, ms (page faults: count).",
         "",
         "| measure | " + " | ".join(f"server {s}, client {c}" for s, c in settings) + " | all glibc / all kept |",
         "|---|" + "---:|" * (len(settings) + 1),
