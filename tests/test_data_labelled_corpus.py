@@ -15,6 +15,7 @@ from dnsvr.training.data.labelled_corpus import (
     clean_negative,
     plan_corpus,
     render_group,
+    teacher_features_path,
 )
 from dnsvr.training.data.sources import (
     HELDOUT_GROUPS,
@@ -137,13 +138,47 @@ def test_tiny_corpus_is_deterministic_labelled_and_resumable(tmp_path):
         build_labelled_corpus(TINY, tmp_path / "a", CountingExtractor(), progress=False)
 
 
+def test_a_corpus_with_a_teacher_layout_writes_both_files_in_one_pass_and_resumes(tmp_path):
+    """`dnsvr train corpus --teacher-crops ...`: teacher_<slug>.h5 beside features.h5, the full frame's 9 regions
+    first and equal to features.h5's, each video extracted once; a video missing from either file is made again
+    into that file alone."""
+    from dnsvr.training.data.crop_regions import CropLayout, TeacherLayout
+
+    layout = TeacherLayout((CropLayout(0.5, 0.5),), query_blurs=(1.5,))
+    extractor = CountingExtractor()
+    summary = build_labelled_corpus(TINY, tmp_path, extractor, progress=False, layout=layout)
+    teacher_file = summary["teacher_features"]
+    assert teacher_file == teacher_features_path(summary["features"], layout)
+    assert teacher_file == tmp_path / "teacher_c0.5_s0.5_blur1.5.h5"
+    full, regions = read_features(summary["features"]), read_features(teacher_file)
+    assert sorted(full) == sorted(regions) and summary["made"] == 6
+    assert extractor.videos == 6 * 3  # per video: the full frame, its 4 crops in one batch, the blurred frames
+    for video_id, video in full.items():
+        assert regions[video_id].shape == (len(video), layout.regions_per_frame, 512) == (len(video), 54, 512)
+        np.testing.assert_array_equal(regions[video_id][:, :9], video)
+    (first, _), (second, _) = sorted(full.items())[:2]
+    with h5py.File(teacher_file, "a") as handle:
+        del handle[dataset_name(first)]
+    with h5py.File(summary["features"], "a") as handle:
+        del handle[dataset_name(second)]
+    extractor = CountingExtractor()
+    resumed = build_labelled_corpus(TINY, tmp_path, extractor, progress=False, layout=layout)
+    assert resumed["made"] == 2 and extractor.videos == 2 * 3
+    np.testing.assert_array_equal(read_features(teacher_file, [first])[first], regions[first])
+    np.testing.assert_array_equal(read_features(summary["features"], [second])[second], full[second])
+    assert len(list_ids(teacher_file)) == len(list_ids(summary["features"])) == 6
+
+
 def test_cli_teaches_and_rejects_bad_settings(tmp_path, capsys):
     from dnsvr.serving.cli.main import main
 
     with pytest.raises(SystemExit):
         main(["train", "corpus", "--help"])
     help_text = capsys.readouterr().out
-    assert all(word in help_text for word in ("labels.json", "features.h5", "--workers", "heldout", "partial"))
+    assert all(word in help_text for word in ("labels.json", "features.h5", "--workers", "heldout", "partial",
+                                              "--teacher-crops", "teacher_<layout>.h5"))
+    with pytest.raises(SystemExit):
+        main(["train", "corpus", "--out", str(tmp_path / "x"), "--teacher-crops", "0.5"])
     assert main(["train", "corpus", "--out", str(tmp_path / "x"), "--frames", "2", "--quiet"]) == 2
     assert "frames must be >= 4" in capsys.readouterr().err
     assert main(["train", "corpus", "--out", str(tmp_path / "x"), "--edits", "swirl", "--quiet"]) == 2

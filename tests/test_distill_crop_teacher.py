@@ -10,7 +10,7 @@ import pytest
 import torch
 from dnsvr.training.data.corpus import CorpusConfig, build_corpus_features, build_teacher_features
 from dnsvr.training.data.crop_regions import CropLayout, TeacherLayout
-from dnsvr.training.data.features_io import list_ids, read_features
+from dnsvr.training.data.features_io import list_ids, read_features, write_features
 from dnsvr.training.data.synthetic import blur, rot90
 from dnsvr.training.distill.pack_builder import PackConfig, train_pack
 from dnsvr.training.distill.pairs import mine_pairs
@@ -172,9 +172,14 @@ def test_corpus_teacher_features_are_full_then_crops_resumable_and_score_pairs(t
                                features, tmp_path / "other.h5", efficientnet_extractor, progress=False)
 
 
-def test_teacher_crops_need_the_generated_corpus_and_the_chamfer_teacher(tmp_path):
-    for other in ({"corpus_features": str(tmp_path / "lc.h5")}, {"teacher_checkpoint": str(tmp_path / "t.pth")}):
-        for layout in ({"teacher_crops": ((0.5, 0.25),)}, {"teacher_turns": True}, {"teacher_blurs": (1.5,)}):
-            with pytest.raises(ValueError, match="teacher crops, turns and blurs"):
-                train_pack(tmp_path / "pack", tmp_path / "work", PackConfig(**layout, **other), progress=False)
+def test_teacher_crops_need_the_chamfer_teacher_and_a_given_corpus_its_teacher_file(tmp_path):
+    given = tmp_path / "lc" / "features.h5"
+    write_features(given, {"v": np.ones((4, 9, 512), np.float32)})
+    for layout in ({"teacher_crops": ((0.5, 0.25),)}, {"teacher_turns": True}, {"teacher_blurs": (1.5,)}):
+        with pytest.raises(ValueError, match="teacher crops, turns and blurs are the Chamfer teacher's"):
+            train_pack(tmp_path / "pack", tmp_path / "work",
+                       PackConfig(**layout, teacher_checkpoint=str(tmp_path / "t.pth")), progress=False)
+        with pytest.raises(ValueError, match="the same --teacher-\\* options"):
+            train_pack(tmp_path / "pack", tmp_path / "work", PackConfig(**layout, corpus_features=str(given)),
+                       progress=False)
     assert not (tmp_path / "work" / "corpus.h5").exists()

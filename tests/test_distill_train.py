@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,13 +18,17 @@ from dnsvr.training.distill.teachers import ChamferTeacher
 from dnsvr.training.distill.train import (
     SelectorConfig,
     StudentConfig,
+    TargetViews,
+    build_student,
     fine_and_coarse_similarities,
     paired_fine_similarity,
     retrieval_labels,
     retrieval_pairs,
     state_path,
+    student_step_loss,
     train_selector,
     train_student,
+    view_step_loss,
 )
 from dnsvr.training.networks.students import FineGrainedStudent
 from dnsvr.training.ranking import ScoreCalibration
@@ -57,6 +62,55 @@ def test_paired_similarity_matches_the_students_all_pairs_scores():
             full = student.calculate_video_similarity(queries, targets, q_mask, t_mask)
         torch.testing.assert_close(paired, full.diagonal(), atol=1e-5, rtol=1e-5)
         assert float(regularization) >= 0.0
+
+
+@pytest.mark.parametrize("kind", ["bin", "att", "cg"])
+def test_a_target_with_one_view_trains_as_its_full_frame(kind):
+    torch.manual_seed(0)
+    student = build_student(StudentConfig(kind=kind, dims=16, **SMALL_COARSE)).eval()
+    videos, mask = pad_batch([torch.randn(frames, 9, 16) for frames in (5, 3, 6, 4, 5, 2)])  # 2 triplets
+    teacher = torch.tensor([[0.9, 0.1], [0.7, -0.2]])
+    with torch.no_grad():
+        plain = student_step_loss(student, videos, mask, teacher, 1e-3)
+        viewed = view_step_loss(student, videos[:2], mask[:2], videos[2:], mask[2:], teacher, 1e-3)
+    for a, b in zip(plain, viewed, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["bin", "att", "cg"])
+def test_a_target_scores_by_its_best_view(kind):
+    """Positives and negatives offer 4 views a frame; the student's similarity of a pair is its best view's: a
+    teacher equal to that makes the distillation loss 0, and a target whose third view is the anchor scores as
+    the anchor against itself."""
+    torch.manual_seed(1)
+    student = build_student(StudentConfig(kind=kind, dims=16, **SMALL_COARSE)).eval()
+    anchors, anchor_mask = pad_batch([torch.randn(4, 9, 16), torch.randn(3, 9, 16)])
+    targets, target_mask = pad_batch([torch.randn(frames, 36, 16) for frames in (4, 5, 2, 4)])
+    targets[0, :4, 18:27] = anchors[0]  # the first positive's third view is its anchor
+    with torch.no_grad():
+        best = torch.zeros(4)
+        for pair in range(4):
+            anchor = pair % 2
+            q, q_mask = anchors[anchor:anchor + 1], anchor_mask[anchor:anchor + 1]
+            views = targets[pair].reshape(-1, 4, 9, 16).transpose(0, 1)  # [4, T, 9, 16]
+            v_mask = target_mask[pair].expand(4, -1)
+            if kind == "cg":
+                scores = (student.index_video(q, q_mask) @ student.index_video(views, v_mask).T)[0]
+            else:
+                scores = student.calculate_video_similarity(student.index_video(q, q_mask),
+                                                            student.index_video(views, v_mask), q_mask, v_mask)[0]
+            best[pair] = scores.max()
+        teacher = best.reshape(2, 2).T  # [B, 2]: (positive, negative)
+        if kind == "cg":
+            assert float(best[0]) == pytest.approx(1.0, abs=1e-5)
+            teacher = teacher * 2 - 1  # the coarse student's targets are the teacher's mapped to [0, 1]
+        _, distillation = view_step_loss(student, anchors, anchor_mask, targets, target_mask, teacher, 1e-3)
+        assert float(distillation) == pytest.approx(0.0, abs=1e-5)
+        _, off = view_step_loss(student, anchors, anchor_mask, targets, target_mask, teacher - 0.1, 1e-3)
+        assert float(off) == pytest.approx(0.1 * (0.5 if kind == "cg" else 1.0), abs=1e-5)
+    with pytest.raises(ValueError, match="multiple of 9"):
+        TargetViews(Path("x.h5"), 14)
+    assert TargetViews(Path("x.h5"), 90).views == 10
 
 
 @pytest.mark.parametrize("kind", ["bin", "att", "cg"])
@@ -249,6 +303,53 @@ def test_a_pack_distilled_from_the_crop_teacher(corpus, tmp_path):
     assert pack.index_segments is None  # no frame windows unless asked for
 
 
+def test_a_pack_of_students_distilled_on_crop_views(corpus, tmp_path):
+    """`train pack --teacher-crops G --index-views G --view-students`: the students train on the targets' views from
+    the teacher features; a labelled corpus's features with its teacher file beside them serve as well, and the
+    teacher's grid must be the index's."""
+    import json
+
+    from dnsvr.training.distill.pack_builder import PackConfig, train_pack
+    from dnsvr.training.packs.model_pack import ModelPack
+
+    work, _, _ = corpus
+    shutil.copy(work / "corpus.h5", tmp_path / "corpus.h5")
+    student = StudentConfig(epochs=1, batch_size=8, itq_regions=1000, itq_iterations=2)
+    config = PackConfig(name="tiny-views", corpus=TINY_CORPUS, num_positives=2, num_negatives=3,
+                        teacher_crops=((0.5, 0.5),), index_views=(0.5, 0.5), view_students=True,
+                        attention_student=False, fine=replace(student, kind="bin"),
+                        coarse=replace(student, kind="cg", learning_rate=1e-4, **SMALL_COARSE),
+                        selector=SelectorConfig(epochs=1, batch_size=8, positive_fraction=0.5))
+    train_pack(tmp_path / "pack", tmp_path, config, progress=False)
+    pack = ModelPack.from_dir(tmp_path / "pack")
+    assert pack.info["training"]["config"]["view_students"] is True and pack.index_views == CropLayout(0.5, 0.5)
+    for name in ("dns_fg_bin_student", "dns_cg_student"):
+        state = torch.load(tmp_path / "round0" / f"{name}.train-state.pth", weights_only=True)
+        assert json.loads(state["config"])["target_views"] == 5  # the full frame and 4 crops
+
+    from dnsvr.serving.cli.main import main
+
+    command = ["train", "student", "--kind", "cg", "--features", str(tmp_path / "corpus.h5"), "--pairs",
+               str(tmp_path / "pairs_round0.json"), "--epochs", "1", "--batch-size", "8", "--netvlad-clusters", "4",
+               "--netvlad-outdims", "32", "--quiet", "--target-views", str(tmp_path / "teacher_c0.5_s0.5.h5")]
+    assert main([*command, "--out-dir", str(tmp_path / "cli"), "--view-grid", "0.5:0.5"]) == 0
+    state = torch.load(tmp_path / "cli" / "dns_cg_student.train-state.pth", weights_only=True)
+    assert json.loads(state["config"])["target_views"] == 5
+    assert main([*command, "--out-dir", str(tmp_path / "cli2")]) == 2  # the default grid's 10 views: not in the file
+
+    given = replace(config, corpus_features=str(tmp_path / "corpus.h5"))  # teacher_c0.5_s0.5.h5 lies beside it
+    train_pack(tmp_path / "given", tmp_path / "given_work", given, progress=False)
+    described = ModelPack.from_dir(tmp_path / "given").info["corpus"]
+    assert described["teacher_features"]["features"] == "teacher_c0.5_s0.5.h5" and described["videos"] == 6
+    with pytest.raises(ValueError, match="does not exist"):
+        train_pack(tmp_path / "p", tmp_path / "w", replace(given, teacher_crops=((0.5, 0.25),),
+                                                           index_views=(0.5, 0.25)), progress=False)
+    for wrong in ({"index_views": (0.5, 0.25)}, {"index_views": None}, {"teacher_crops": ()},
+                  {"teacher_crops": ((0.5, 0.5), (0.3, 0.35))}):
+        with pytest.raises(ValueError, match="the teacher's one crop grid must be the pack's index views"):
+            replace(config, **wrong)
+
+
 def test_the_pack_command_maps_teacher_crops_onto_the_config(monkeypatch, tmp_path):
     from dnsvr.serving.cli.main import main
     from dnsvr.training.distill import pack_builder
@@ -270,6 +371,9 @@ def test_the_pack_command_maps_teacher_crops_onto_the_config(monkeypatch, tmp_pa
     assert main([*base, "--index-views", "0.3:0.175"]) == 0
     assert main([*base, "--index-segments", "none"]) == 0
     assert main([*base, "--index-segments", "0.5,0.25"]) == 0
+    assert main([*base, "--teacher-crops", "0.5:0.25", "--view-students"]) == 0
+    assert configs[8].view_students and not configs[0].view_students
+    assert main([*base, "--teacher-crops", "0.3:0.175", "--view-students"]) == 2  # not the index's grid
     assert configs[1].index_segments is pack_builder.PackConfig().index_segments is None  # one default
     assert configs[6].index_segments is None and configs[7].index_segments == (0.5, 0.25)
     assert configs[1].index_views == pack_builder.PackConfig().index_views == (0.5, 0.25)  # one default

@@ -164,6 +164,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="the edits copies may draw (default: the whole catalogue, see above)")
     corpus.add_argument("--workers", type=int, default=1,
                         help="processes rendering frames; features are extracted in this one (default: 1)")
+    corpus.add_argument("--teacher-crops", type=_crop_grid, nargs="+", default=[], metavar="CROP:STRIDE",
+                        help="also write teacher_<layout>.h5: each frame's regions with those of the zoomed crops "
+                             "of these grids (as `train pack --teacher-crops`), in the same extraction pass; "
+                             "`train pack --corpus-features OUT/features.h5` with the same --teacher-* options "
+                             "reads it (0.5:0.25: 10 images a frame instead of 1)")
+    corpus.add_argument("--teacher-turns", action="store_true",
+                        help="the teacher file also holds each frame turned by 1, 2 and 3 quarter turns")
+    corpus.add_argument("--teacher-blurs", type=float, nargs="+", default=[], metavar="SIGMA",
+                        help="the teacher file also holds each frame blurred by each Gaussian SIGMA")
 
     pairs = _add(stages, "pairs", "mine video pairs and score them with a teacher",
                  "Teachers:\n  chamfer  region then frame Chamfer of the features, no weights (offline)\n"
@@ -241,6 +250,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     student.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: 1e-4 fine, 1e-5 cg)")
     student.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
     student.add_argument("--no-resume", action="store_true", help="start afresh even if a run is there")
+    student.add_argument("--target-views", type=Path, default=None, metavar="TEACHER_H5",
+                         help="train on crop views: positives and negatives offer every view of --view-grid from "
+                              "this teacher features file (`dnsvr train corpus --teacher-crops`'s "
+                              "teacher_<layout>.h5, whose first grid must be --view-grid), a pair scoring by its "
+                              "best view, as the served index compares them")
+    student.add_argument("--view-grid", type=_crop_grid, default=None, metavar="CROP:STRIDE",
+                         help="with --target-views: the crop grid of the views (default: 0.5:0.25)")
     _student_arguments(student)
     coarse = student.add_argument_group("coarse student (cg)")
     coarse.add_argument("--netvlad-clusters", type=int, default=64, help="NetVLAD clusters (default: 64)")
@@ -363,6 +379,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            "(pixels of a 224-pixel side, scaled with the frame's), a pair scoring by the best "
                            "(blurred and low-resolution copies; 9 more regions a frame per sigma; 1.5 with "
                            "--teacher-crops 0.5:0.25 0.3:0.175 --teacher-turns: held-out mAP 0.978, hard 0.913)")
+    pack.add_argument("--view-students", action="store_true",
+                      help="distil the students on crop views, as the served index compares them: a pair's "
+                           "student similarity is the target's best view's (its full frame or a zoomed crop of "
+                           "the --index-views grid; needs that grid as the one --teacher-crops grid)")
     pack.add_argument("--index-views", type=_index_views, default=PACK_INDEX_VIEWS, metavar="CROP:STRIDE|none",
                       help="the crop grid served indexing also stores every video by (the coarse vectors of its "
                            "zoomed crops beside the full frame's; a target scores by its best view), recorded in "
@@ -412,11 +432,13 @@ def run_corpus(args: argparse.Namespace) -> int:
         config = LabelledCorpusConfig(
             sources=args.sources, copies=args.copies, frames=args.frames, seed=args.seed, real=not args.no_real,
             max_real_frames=args.max_real_frames, **({"edits": tuple(args.edits)} if args.edits else {}))
-        summary = build_labelled_corpus(config, args.out, workers=args.workers, progress=not args.quiet)
+        summary = build_labelled_corpus(config, args.out, workers=args.workers, progress=not args.quiet,
+                                        layout=_teacher_layout(args))
     except (ValueError, OSError) as error:
         return _fail("corpus", error)
+    files = [summary[key].name for key in ("features", "labels", "teacher_features") if key in summary]
     print(f"{args.out}: {summary['videos']} videos in {summary['groups']} groups ({summary['made']} made now) "
-          f"in {time.monotonic() - started:.1f} s: {summary['features'].name}, {summary['labels'].name}")
+          f"in {time.monotonic() - started:.1f} s: {', '.join(files)}")
     return 0
 
 
@@ -457,10 +479,15 @@ def run_teacher(args: argparse.Namespace) -> int:
 
 
 def run_student(args: argparse.Namespace) -> int:
-    from dnsvr.training.distill.train import StudentConfig, train_student
+    from dnsvr.training.data.crop_regions import CropLayout, TeacherLayout
+    from dnsvr.training.distill.train import StudentConfig, TargetViews, train_student
 
     started = time.monotonic()
+    if args.view_grid is not None and args.target_views is None:
+        return _fail("student", ValueError("--view-grid needs --target-views"))
     try:
+        grid = TeacherLayout((args.view_grid or CropLayout(),))
+        target_views = TargetViews(args.target_views, grid.target_regions) if args.target_views else None
         config = StudentConfig(
             kind=args.kind, epochs=args.epochs or 30, batch_size=args.batch_size, learning_rate=args.lr,
             weight_decay=args.weight_decay, regularization=args.regularization,
@@ -471,7 +498,7 @@ def run_student(args: argparse.Namespace) -> int:
             transformer_layers=args.transformer_layers, netvlad_clusters=args.netvlad_clusters,
             netvlad_outdims=args.netvlad_outdims)
         result = train_student(args.features, args.pairs, args.out_dir, config, resume=not args.no_resume,
-                               progress=not args.quiet)
+                               progress=not args.quiet, target_views=target_views)
     except (ValueError, OSError, KeyError) as error:
         return _fail("student", error)
     print(f"{result.checkpoint}: mean loss {result.losses[0]:.4f} (epoch 1) -> {result.losses[-1]:.4f} "
@@ -570,6 +597,15 @@ def _crop_grid(text: str):
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _teacher_layout(args: argparse.Namespace):
+    """The TeacherLayout of --teacher-crops / --teacher-turns / --teacher-blurs, None without any."""
+    from dnsvr.training.data.crop_regions import TeacherLayout
+
+    if not args.teacher_crops and not args.teacher_turns and not args.teacher_blurs:
+        return None
+    return TeacherLayout(tuple(args.teacher_crops), args.teacher_turns, tuple(args.teacher_blurs))
+
+
 def run_pack(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -578,23 +614,24 @@ def run_pack(args: argparse.Namespace) -> int:
     started = time.monotonic()
     work_dir = args.work_dir or paths.cache_dir("train_pack", args.name)
     defaults = PackConfig()
-    config = PackConfig(
-        name=args.name, seed=args.seed, corpus=_corpus_config(args, args.videos),
-        corpus_features=str(args.corpus_features) if args.corpus_features else None,
-        teacher_checkpoint=str(args.teacher_checkpoint) if args.teacher_checkpoint else None,
-        teacher_crops=tuple((grid.crop, grid.stride) for grid in args.teacher_crops),
-        teacher_turns=args.teacher_turns,
-        teacher_blurs=tuple(args.teacher_blurs),
-        index_views=(args.index_views.crop, args.index_views.stride) if args.index_views else None,
-        index_segments=args.index_segments.lengths if args.index_segments else None,
-        num_positives=args.positives, num_negatives=args.negatives, iterations=args.iterations,
-        attention_student=not args.no_attention_student,
-        fine=replace(defaults.fine, epochs=args.fine_epochs),
-        coarse=replace(defaults.coarse, epochs=args.coarse_epochs),
-        selector=replace(defaults.selector, epochs=args.selector_epochs, pairs_from=args.selector_pairs,
-                         **({"threshold": args.threshold} if args.threshold is not None else
-                            {"positive_fraction": 0.3} if args.selector_pairs == "pairs" else {})))
     try:
+        config = PackConfig(
+            name=args.name, seed=args.seed, corpus=_corpus_config(args, args.videos),
+            corpus_features=str(args.corpus_features) if args.corpus_features else None,
+            teacher_checkpoint=str(args.teacher_checkpoint) if args.teacher_checkpoint else None,
+            teacher_crops=tuple((grid.crop, grid.stride) for grid in args.teacher_crops),
+            teacher_turns=args.teacher_turns,
+            teacher_blurs=tuple(args.teacher_blurs),
+            view_students=args.view_students,
+            index_views=(args.index_views.crop, args.index_views.stride) if args.index_views else None,
+            index_segments=args.index_segments.lengths if args.index_segments else None,
+            num_positives=args.positives, num_negatives=args.negatives, iterations=args.iterations,
+            attention_student=not args.no_attention_student,
+            fine=replace(defaults.fine, epochs=args.fine_epochs),
+            coarse=replace(defaults.coarse, epochs=args.coarse_epochs),
+            selector=replace(defaults.selector, epochs=args.selector_epochs, pairs_from=args.selector_pairs,
+                             **({"threshold": args.threshold} if args.threshold is not None else
+                                {"positive_fraction": 0.3} if args.selector_pairs == "pairs" else {})))
         pack = train_pack(args.out, work_dir, config, progress=not args.quiet)
     except (ValueError, OSError, KeyError) as error:
         return _fail("pack", error)

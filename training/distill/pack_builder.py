@@ -3,9 +3,12 @@
 corpus features (`corpus`) -> teacher pairs (`pairs`, the Chamfer teacher over EfficientNet-Lite0 regions, with
 `teacher_crops` over those of zoomed crops too, with `teacher_turns` its queries turned and with `teacher_blurs`
 its queries blurred as well (`dnsvr.training.data.crop_regions.TeacherLayout`, a second features file in
-`work_dir`), or with `teacher_checkpoint` a ViSiL head trained on those regions by `dnsvr train teacher`) ->
-ITQ -> S^f_B (and S^f_A) -> S^c -> [optional self-distillation rounds: the fine student re-scores the pairs and
-the students are trained again] -> the fine-to-coarse score calibration (`dnsvr.training.distill.calibration`) ->
+`work_dir`, or for a given labelled corpus the one `dnsvr train corpus --teacher-crops ...` wrote beside its
+features), or with `teacher_checkpoint` a ViSiL head trained on those regions by `dnsvr train teacher`) ->
+ITQ -> S^f_B (and S^f_A) -> S^c (with `view_students`, each distilled on the targets' crop views from those
+teacher features, a pair scoring by its best view as the served index scores it: `train.TargetViews`) ->
+[optional self-distillation rounds: the fine student re-scores the pairs and the students are trained again]
+-> the fine-to-coarse score calibration (`dnsvr.training.distill.calibration`) ->
 selector (on each corpus video's coarse top 10, labelled by the ranking changes the calibrated fine score makes)
 -> `pack.json` + checkpoints in the official format (see `dnsvr.training.packs.model_pack`) -> the default
 re-rank fusion, judged by the teacher on the corpus (`dnsvr.training.distill.fusion_choice`, pack.json
@@ -33,6 +36,7 @@ import torch
 from dnsvr.training.data.corpus import CorpusConfig, build_corpus_features, build_teacher_features
 from dnsvr.training.data.crop_regions import CropLayout, TeacherLayout
 from dnsvr.training.data.features_io import list_ids
+from dnsvr.training.data.labelled_corpus import teacher_features_path
 from dnsvr.training.data.segments import SegmentLayout
 from dnsvr.training.distill.calibration import fit_calibration
 from dnsvr.training.distill.fusion_choice import choose_pack_fusion
@@ -42,6 +46,7 @@ from dnsvr.training.distill.teachers import FineStudentTeacher, Teacher, load_te
 from dnsvr.training.distill.train import (
     SelectorConfig,
     StudentConfig,
+    TargetViews,
     TrainingResult,
     itq_initialisation,
     save_checkpoint,
@@ -81,6 +86,14 @@ class PackConfig:
     selector: SelectorConfig = field(default_factory=lambda: SelectorConfig(
         epochs=12, learning_rate=1e-3, pairs_per_class=256, pairs_from="retrieval", block=10, beyond=10))
     coarse_float16: bool = True
+    view_students: bool = False  # students distilled on the targets' crop views (the teacher's grid = index_views)
+
+    def __post_init__(self) -> None:
+        if self.view_students and (not self.index_views or self.teacher_crops != (tuple(self.index_views),)):
+            raise ValueError("students trained on crop views compare a target's views as the served index stores "
+                             "them: the teacher's one crop grid must be the pack's index views (e.g. "
+                             "--teacher-crops 0.5:0.25 --index-views 0.5:0.25), got teacher crops "
+                             f"{list(self.teacher_crops)} and index views {self.index_views}")
 
     @property
     def teacher_layout(self) -> TeacherLayout | None:
@@ -104,16 +117,17 @@ def _write_pack_file(source: Path, target: Path, float16: bool = False) -> None:
         shutil.copyfile(source, partial)
 
 
-def _round_students(features: Path, pairs: Path, out: Path, config: PackConfig,
-                    progress: bool, itq_projection: torch.Tensor) -> dict[str, TrainingResult]:
+def _round_students(features: Path, pairs: Path, out: Path, config: PackConfig, progress: bool,
+                    itq_projection: torch.Tensor, target_views: TargetViews | None) -> dict[str, TrainingResult]:
     kinds = ["bin"] + (["att"] if config.attention_student else [])
     results = {}
     for kind in kinds:
         student = replace(config.fine, kind=kind, seed=config.seed)
         results[kind] = train_student(features, pairs, out, student, progress=progress,
-                                      itq_projection=itq_projection if kind == "bin" else None)
+                                      itq_projection=itq_projection if kind == "bin" else None,
+                                      target_views=target_views)
     results["cg"] = train_student(features, pairs, out, replace(config.coarse, seed=config.seed),
-                                  progress=progress)
+                                  progress=progress, target_views=target_views)
     return results
 
 
@@ -144,9 +158,14 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
             tqdm.write(f"[train pack] {stage}: {timings[stage]:.1f} s")
 
     layout = config.teacher_layout
-    if layout is not None and (config.corpus_features or config.teacher_checkpoint):
-        raise ValueError("teacher crops, turns and blurs are made from the generated corpus's frames for the "
-                         "Chamfer teacher: not with --corpus-features or --teacher-checkpoint")
+    if layout is not None and config.teacher_checkpoint:
+        raise ValueError("teacher crops, turns and blurs are the Chamfer teacher's: not with --teacher-checkpoint")
+    teacher_features = None
+    if layout is not None and config.corpus_features:
+        teacher_features = teacher_features_path(config.corpus_features, layout)
+        if not teacher_features.is_file():
+            raise ValueError(f"{teacher_features} does not exist: make the corpus with the same --teacher-* options "
+                             "(`dnsvr train corpus --teacher-crops ...`), which writes it beside its features")
     started = time.monotonic()
     if config.corpus_features:
         features = Path(config.corpus_features)
@@ -165,14 +184,17 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
         save_itq(itq_file, itq_projection)
     timed("itq", started)
 
-    teacher_features = None
-    if layout is not None:
+    if layout is not None and config.corpus_features:
+        corpus["teacher_features"] = {"features": teacher_features.name, "layout": layout.record(),
+                                      "regions_per_frame": layout.regions_per_frame}
+    elif layout is not None:
         started = time.monotonic()
         teacher_features = work_dir / f"teacher_{layout.slug()}.h5"
         corpus["teacher_features"] = build_teacher_features(replace(config.corpus, seed=config.seed), layout,
                                                             features, teacher_features, progress=progress)
         timed("teacher features", started)
 
+    target_views = TargetViews(teacher_features, layout.target_regions) if config.view_students else None
     teacher: Teacher = load_teacher("visil" if config.teacher_checkpoint else "chamfer", config.teacher_checkpoint,
                                     layout=layout)
     teachers, rounds = [teacher.name], []
@@ -185,7 +207,7 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
         timed(f"round {round_number} pairs", started)
         started = time.monotonic()
         results = _round_students(features, pairs, work_dir / f"round{round_number}", config, progress,
-                                  itq_projection)
+                                  itq_projection, target_views)
         timed(f"round {round_number} students", started)
         rounds.append({kind: {"first_epoch_loss": r.losses[0], "last_epoch_loss": r.losses[-1],
                               "epoch_losses": r.losses} for kind, r in results.items()})

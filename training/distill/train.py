@@ -8,6 +8,15 @@ similarities (the coarse student's targets mapped to [0, 1]), plus for the fine 
 regulariser on the comparator output leaving [-1, 1].  Adam, lr 1e-4 (fine) / 1e-5 (coarse) by default.
 S^f_B's W starts from ITQ on the corpus regions (or a given `{'proj': W}` file).
 
+Students on crop views (`target_views`, issue 15): a served index stores each target by its full frame and the
+zoomed crops of a grid (`dnsvr.training.data.crop_regions.CropLayout`), S^c scoring it by its best view, while a
+query keeps its full frame.  Trained that way, each triplet's anchor keeps its full frame's 9 regions and its
+positive and negative offer every view (read from the corpus's teacher features, `TargetViews`: the full frame's
+9 regions then each crop's, the layout's target side); the student's similarity of a pair is its best view's
+(S^c: the largest cosine over the views; S^f: the largest fine similarity), distilled to the teacher's similarity
+of the same pair, which the crop teacher also takes over the target's crops.  Without it (the paper's), every
+side is the full frame.
+
 Selector (`train_selector`), on one of two pair sets (`SelectorConfig.pairs_from`):
 * "pairs" (the paper's): every scored pair of the pairs file, labelled 1 when the fine student's similarity
   (mapped s / 2 + 0.5) and the coarse student's differ by more than `threshold` (or by more than the quantile
@@ -39,6 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 from dnsvr.client.spec import FINE_KINDS
+from dnsvr.training.data.crop_regions import FULL_FRAME_REGIONS
 from dnsvr.training.data.features_io import iter_features, list_ids, read_features
 from dnsvr.training.distill.augment import pad_batch, temporal_augment
 from dnsvr.training.distill.losses import (
@@ -124,6 +134,25 @@ class SelectorConfig:
     pairs_from: str = "pairs"  # "pairs" (the pairs file, disagreement labels) or "retrieval" (coarse top blocks)
     block: int = 10  # "retrieval": the coarse neighbours of each corpus video the selector learns on
     beyond: int = 0  # "retrieval": candidates from beyond each block it also learns on (`retrieval_pairs`)
+
+
+@dataclass(frozen=True)
+class TargetViews:
+    """Where the students' targets offer their crop views: `path`, a features file of `[T, R', D]` per video whose
+    first `regions` regions a frame are the target side of a teacher layout (the full frame's 9, then each crop's
+    9: `TeacherLayout.target_regions`, `regions // 9` views)."""
+
+    path: Path
+    regions: int
+
+    def __post_init__(self) -> None:
+        if self.regions < 2 * FULL_FRAME_REGIONS or self.regions % FULL_FRAME_REGIONS:
+            raise ValueError(f"target views need the full frame's {FULL_FRAME_REGIONS} regions and some crop's, a "
+                             f"multiple of {FULL_FRAME_REGIONS}; got {self.regions} regions a frame")
+
+    @property
+    def views(self) -> int:
+        return self.regions // FULL_FRAME_REGIONS
 
 
 @dataclass
@@ -253,25 +282,84 @@ def student_step_loss(student: nn.Module, batch: Tensor, mask: Tensor, teacher: 
     return total_student_loss(distillation, reg_pos + reg_neg, regularization_weight), distillation
 
 
-def _triplet_batch(features_path: Path, triplets: list[tuple[str, str, str, float, float]],
-                   config: StudentConfig, rng: np.random.Generator) -> tuple[Tensor, Tensor, Tensor]:
+def view_step_loss(student: nn.Module, anchors: Tensor, anchor_mask: Tensor, targets: Tensor, target_mask: Tensor,
+                   teacher: Tensor, regularization_weight: float) -> tuple[Tensor, Tensor]:
+    """Loss of one batch of triplets whose positives and negatives offer crop views (module docstring): anchors
+    `[B, T, 9, D]` + mask `[B, T]`, targets `[2B, T', 9 * V, D]` (positives then negatives, each frame's views one
+    after another, the full frame first) + mask `[2B, T']`, teacher similarities `[B, 2]` -> (total loss,
+    distillation loss); a pair's student similarity is its best view's."""
+    pairs, frames, regions, dims = targets.shape
+    views = regions // FULL_FRAME_REGIONS
+    per_view = targets.reshape(pairs, frames, views, FULL_FRAME_REGIONS, dims).transpose(1, 2)  # [2B, V, T', 9, D]
+    per_view = per_view.reshape(pairs * views, frames, FULL_FRAME_REGIONS, dims)  # [2B * V, T', 9, D]
+    view_mask = target_mask.repeat_interleave(views, dim=0)  # [2B * V, T']
+    if isinstance(student, CoarseGrainedStudent):
+        query = student.index_video(anchors, anchor_mask)  # [B, E]
+        indexed = student.index_video(per_view, view_mask).reshape(pairs, views, -1)  # [2B, V, E]
+        cosines = torch.einsum("be,bve->bv", query.repeat(2, 1), indexed)  # [2B, V]
+        best = cosines.amax(dim=1).reshape(2, -1).T  # [B, 2] (positive, negative)
+        distillation = distillation_loss(best.reshape(-1), coarse_targets(teacher).reshape(-1))
+        return distillation, distillation
+    query = student.index_video(anchors, anchor_mask).repeat(2, 1, 1, 1)  # [2B, T, 9, D']
+    query_mask = anchor_mask.repeat(2, 1)  # [2B, T]
+    scores, regularization = paired_fine_similarity(
+        student, query.repeat_interleave(views, dim=0), student.index_video(per_view, view_mask),
+        query_mask.repeat_interleave(views, dim=0), view_mask)  # [2B * V]
+    best = scores.reshape(pairs, views).amax(dim=1).reshape(2, -1).T  # [B, 2] (positive, negative)
+    distillation = distillation_loss(best.reshape(-1), teacher.reshape(-1))
+    return total_student_loss(distillation, regularization, regularization_weight), distillation
+
+
+def _triplet_clips(features_path: Path, triplets: list[tuple[str, str, str, float, float]], config: StudentConfig,
+                   rng: np.random.Generator, target_views: TargetViews | None = None) -> list[np.ndarray]:
+    """Anchors, then positives, then negatives as `[T, R, D]` arrays (positives and negatives augmented; with
+    `target_views` read from its file with every view, R = its regions)."""
     ids = [t[0] for t in triplets] + [t[1] for t in triplets] + [t[2] for t in triplets]
-    videos = read_features(features_path, list(dict.fromkeys(ids)))
+    anchors = read_features(features_path, list(dict.fromkeys(ids[:len(triplets)] if target_views else ids)))
+    targets = anchors
+    if target_views is not None:  # a video may be one triplet's anchor and another's target: two dicts
+        targets = read_features(target_views.path, list(dict.fromkeys(ids[len(triplets):])))
+        for video_id, video in targets.items():
+            if video.shape[1] < target_views.regions:
+                raise ValueError(f"{target_views.path}: {video_id} has {video.shape[1]} regions a frame, fewer than "
+                                 f"the {target_views.regions} of {target_views.views} views")
+            targets[video_id] = video[:, :target_views.regions]
     clips = []
     for position, video_id in enumerate(ids):
-        video = videos[video_id]
-        if config.augmentation and position >= len(triplets):
+        if position < len(triplets):
+            clips.append(anchors[video_id][: config.max_frames])
+            continue
+        video = targets[video_id]
+        if config.augmentation:
             video = temporal_augment(video, rng, config.max_frames)
         clips.append(video[: config.max_frames])
-    batch, mask = pad_batch(clips)
-    teacher = torch.tensor([[t[3], t[4]] for t in triplets], dtype=torch.float32)
-    return batch, mask, teacher
+    return clips
+
+
+def _teacher_batch(triplets: list[tuple[str, str, str, float, float]]) -> Tensor:
+    """Teacher similarities `[B, 2]` (positive, negative) of the triplets."""
+    return torch.tensor([[t[3], t[4]] for t in triplets], dtype=torch.float32)
+
+
+def _step_loss(student: nn.Module, features_path: Path, triplets: list[tuple[str, str, str, float, float]],
+               config: StudentConfig, rng: np.random.Generator,
+               target_views: TargetViews | None) -> tuple[Tensor, Tensor]:
+    """Load one batch of triplets and return its (total loss, distillation loss)."""
+    clips = _triplet_clips(features_path, triplets, config, rng, target_views)
+    teacher = _teacher_batch(triplets)
+    if target_views is None:
+        batch, mask = pad_batch(clips)
+        return student_step_loss(student, batch, mask, teacher, config.regularization)
+    anchors, anchor_mask = pad_batch(clips[:len(triplets)])
+    targets, target_mask = pad_batch(clips[len(triplets):])
+    return view_step_loss(student, anchors, anchor_mask, targets, target_mask, teacher, config.regularization)
 
 
 def train_student(features_path: str | Path, pairs: PairSet | str | Path, out_dir: str | Path,
                   config: StudentConfig, resume: bool = True, progress: bool = True,
-                  itq_projection: Tensor | None = None) -> TrainingResult:
-    """Distil a student of `config.kind` from the teacher similarities in `pairs` over `features_path`.
+                  itq_projection: Tensor | None = None, target_views: TargetViews | None = None) -> TrainingResult:
+    """Distil a student of `config.kind` from the teacher similarities in `pairs` over `features_path` (with
+    `target_views`, the positives and negatives by their best crop view: module docstring).
 
     -> TrainingResult (checkpoint `out_dir/dns_<kind>_student.pth`, mean loss of every epoch, resumed ones
     included; extra: steps run by this call).  `itq_projection` `[D, D]` skips computing ITQ for bin.
@@ -279,7 +367,8 @@ def train_student(features_path: str | Path, pairs: PairSet | str | Path, out_di
     features_path = Path(features_path)
     pair_set = PairSet.of(pairs)
     checkpoint = Path(out_dir) / CHECKPOINT_NAMES[config.kind]
-    settings = {**asdict(config), "teacher": pair_set.teacher, "pairs": len(pair_set.pairs)}
+    settings = {**asdict(config), "teacher": pair_set.teacher, "pairs": len(pair_set.pairs),
+                **({"target_views": target_views.views} if target_views is not None else {})}
     seed_everything(config.seed)
     if config.kind == "bin" and itq_projection is None:
         itq_projection = itq_initialisation(features_path, config, progress)
@@ -301,9 +390,8 @@ def train_student(features_path: str | Path, pairs: PairSet | str | Path, out_di
                    disable=not progress, leave=False)
         for step in bar:
             chosen = [triplets[i] for i in order[step * triplets_per_step:(step + 1) * triplets_per_step]]
-            batch, mask, teacher = _triplet_batch(features_path, chosen, config, rng)
             optimizer.zero_grad()
-            loss, distillation = student_step_loss(student, batch, mask, teacher, config.regularization)
+            loss, distillation = _step_loss(student, features_path, chosen, config, rng, target_views)
             loss.backward()
             optimizer.step()
             epoch_losses.append(float(loss.detach()))
