@@ -369,7 +369,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            "(fractions of the frame's side; 0.5:0.25: 9 crops, 90 regions a frame; 0.5:0.25 "
                            "0.3:0.175: 9 + 25 crops, 315 regions), zoomed to the frame's size, on the target "
                            "side: picture-in-picture copies matched at their scale (extracted once into "
-                           "--work-dir; the generated corpus only)")
+                           "--work-dir; with --corpus-features, read from the teacher_<layout>.h5 that `train "
+                           "corpus` with the same --teacher-* options wrote beside it)")
     pack.add_argument("--teacher-turns", action="store_true",
                       help="the Chamfer teacher's queries also offer their frames turned by 1, 2 and 3 quarter "
                            "turns, a pair scoring by the best orientation (copies filmed sideways; 27 more "
