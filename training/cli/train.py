@@ -426,6 +426,7 @@ def run_features(args: argparse.Namespace) -> int:
 
 
 def run_corpus(args: argparse.Namespace) -> int:
+    from dnsvr.training.data.crop_regions import TeacherLayout
     from dnsvr.training.data.labelled_corpus import LabelledCorpusConfig, build_labelled_corpus
 
     started = time.monotonic()
@@ -434,7 +435,8 @@ def run_corpus(args: argparse.Namespace) -> int:
             sources=args.sources, copies=args.copies, frames=args.frames, seed=args.seed, real=not args.no_real,
             max_real_frames=args.max_real_frames, **({"edits": tuple(args.edits)} if args.edits else {}))
         summary = build_labelled_corpus(config, args.out, workers=args.workers, progress=not args.quiet,
-                                        layout=_teacher_layout(args))
+                                        layout=TeacherLayout.of(tuple(args.teacher_crops), args.teacher_turns,
+                                                                tuple(args.teacher_blurs)))
     except (ValueError, OSError) as error:
         return _fail("corpus", error)
     files = [summary[key].name for key in ("features", "labels", "teacher_features") if key in summary]
@@ -596,15 +598,6 @@ def _crop_grid(text: str):
         return CropLayout.parse(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _teacher_layout(args: argparse.Namespace):
-    """The TeacherLayout of --teacher-crops / --teacher-turns / --teacher-blurs, None without any."""
-    from dnsvr.training.data.crop_regions import TeacherLayout
-
-    if not args.teacher_crops and not args.teacher_turns and not args.teacher_blurs:
-        return None
-    return TeacherLayout(tuple(args.teacher_crops), args.teacher_turns, tuple(args.teacher_blurs))
 
 
 def run_pack(args: argparse.Namespace) -> int:

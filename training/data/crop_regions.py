@@ -121,6 +121,14 @@ class TeacherLayout:
             raise ValueError(f"query blurs are Gaussian sigmas > 0 (pixels of a {BLUR_SIDE}-pixel side), got "
                              f"{list(self.query_blurs)}")
 
+    @classmethod
+    def of(cls, grids: tuple[CropLayout, ...] = (), query_turns: bool = False,
+           query_blurs: tuple[float, ...] = ()) -> TeacherLayout | None:
+        """The layout of these grids, turns and blurs; None without any (the full frame's regions alone)."""
+        if not grids and not query_turns and not query_blurs:
+            return None
+        return cls(tuple(grids), query_turns, tuple(query_blurs))
+
     @property
     def target_regions(self) -> int:
         """The full frame's regions plus those of every crop of every grid."""

@@ -98,10 +98,8 @@ class PackConfig:
     @property
     def teacher_layout(self) -> TeacherLayout | None:
         """The Chamfer teacher's region layout, None for the full frame's regions alone."""
-        if not self.teacher_crops and not self.teacher_turns and not self.teacher_blurs:
-            return None
-        return TeacherLayout(tuple(CropLayout(crop, stride) for crop, stride in self.teacher_crops),
-                             self.teacher_turns, tuple(self.teacher_blurs))
+        return TeacherLayout.of(tuple(CropLayout(crop, stride) for crop, stride in self.teacher_crops),
+                                self.teacher_turns, self.teacher_blurs)
 
     def describe(self) -> dict[str, Any]:
         data = asdict(self)
@@ -170,6 +168,9 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
     if config.corpus_features:
         features = Path(config.corpus_features)
         corpus = given_corpus(features)
+        if teacher_features is not None:
+            corpus["teacher_features"] = {"features": teacher_features.name, "layout": layout.record(),
+                                          "regions_per_frame": layout.regions_per_frame}
     else:
         features = work_dir / "corpus.h5"
         corpus = build_corpus_features(replace(config.corpus, seed=config.seed), features, progress=progress)
@@ -184,12 +185,9 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
         save_itq(itq_file, itq_projection)
     timed("itq", started)
 
-    if layout is not None and config.corpus_features:
-        corpus["teacher_features"] = {"features": teacher_features.name, "layout": layout.record(),
-                                      "regions_per_frame": layout.regions_per_frame}
-    elif layout is not None:
+    if layout is not None and teacher_features is None:  # the generated corpus: its teacher features made here
         started = time.monotonic()
-        teacher_features = work_dir / f"teacher_{layout.slug()}.h5"
+        teacher_features = teacher_features_path(features, layout)  # beside corpus.h5 in the work dir
         corpus["teacher_features"] = build_teacher_features(replace(config.corpus, seed=config.seed), layout,
                                                             features, teacher_features, progress=progress)
         timed("teacher features", started)
