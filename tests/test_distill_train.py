@@ -316,16 +316,17 @@ def test_a_pack_of_students_distilled_on_crop_views(corpus, tmp_path):
     shutil.copy(work / "corpus.h5", tmp_path / "corpus.h5")
     student = StudentConfig(epochs=1, batch_size=8, itq_regions=1000, itq_iterations=2)
     config = PackConfig(name="tiny-views", corpus=TINY_CORPUS, num_positives=2, num_negatives=3,
-                        teacher_crops=((0.5, 0.5),), index_views=(0.5, 0.5), view_students=True,
+                        teacher_crops=((0.5, 0.5),), index_views=(0.5, 0.5), view_students=("cg",),
                         attention_student=False, fine=replace(student, kind="bin"),
                         coarse=replace(student, kind="cg", learning_rate=1e-4, **SMALL_COARSE),
                         selector=SelectorConfig(epochs=1, batch_size=8, positive_fraction=0.5))
     train_pack(tmp_path / "pack", tmp_path, config, progress=False)
     pack = ModelPack.from_dir(tmp_path / "pack")
-    assert pack.info["training"]["config"]["view_students"] is True and pack.index_views == CropLayout(0.5, 0.5)
-    for name in ("dns_fg_bin_student", "dns_cg_student"):
-        state = torch.load(tmp_path / "round0" / f"{name}.train-state.pth", weights_only=True)
-        assert json.loads(state["config"])["target_views"] == 5  # the full frame and 4 crops
+    assert pack.info["training"]["config"]["view_students"] == ["cg"] and pack.index_views == CropLayout(0.5, 0.5)
+    states = {name: json.loads(torch.load(tmp_path / "round0" / f"{name}.train-state.pth", weights_only=True)["config"])
+              for name in ("dns_fg_bin_student", "dns_cg_student")}
+    assert states["dns_cg_student"]["target_views"] == 5  # the full frame and 4 crops
+    assert "target_views" not in states["dns_fg_bin_student"]  # not named: full frames
 
     from dnsvr.serving.cli.main import main
 
@@ -348,6 +349,8 @@ def test_a_pack_of_students_distilled_on_crop_views(corpus, tmp_path):
                   {"teacher_crops": ((0.5, 0.5), (0.3, 0.35))}):
         with pytest.raises(ValueError, match="the teacher's one crop grid must be the pack's index views"):
             replace(config, **wrong)
+    with pytest.raises(ValueError, match=r"view students are student kinds .* got \['fine'\]"):
+        replace(config, view_students=("cg", "fine"))
 
 
 def test_the_pack_command_maps_teacher_crops_onto_the_config(monkeypatch, tmp_path):
@@ -371,9 +374,9 @@ def test_the_pack_command_maps_teacher_crops_onto_the_config(monkeypatch, tmp_pa
     assert main([*base, "--index-views", "0.3:0.175"]) == 0
     assert main([*base, "--index-segments", "none"]) == 0
     assert main([*base, "--index-segments", "0.5,0.25"]) == 0
-    assert main([*base, "--teacher-crops", "0.5:0.25", "--view-students"]) == 0
-    assert configs[8].view_students and not configs[0].view_students
-    assert main([*base, "--teacher-crops", "0.3:0.175", "--view-students"]) == 2  # not the index's grid
+    assert main([*base, "--teacher-crops", "0.5:0.25", "--view-students", "cg"]) == 0
+    assert configs[8].view_students == ("cg",) and configs[0].view_students == ()
+    assert main([*base, "--teacher-crops", "0.3:0.175", "--view-students", "cg"]) == 2  # not the index's grid
     assert configs[1].index_segments is pack_builder.PackConfig().index_segments is None  # one default
     assert configs[6].index_segments is None and configs[7].index_segments == (0.5, 0.25)
     assert configs[1].index_views == pack_builder.PackConfig().index_views == (0.5, 0.25)  # one default

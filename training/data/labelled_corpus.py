@@ -26,7 +26,7 @@ a teacher layout (`dnsvr train corpus --teacher-crops ...`), `teacher_<layout sl
 512]` per video (`crop_regions.TeacherLayout`: the full frame's 9 regions, then every zoomed crop's, turned and
 blurred frames), extracted in the same pass, the full frame's 9 being what features.h5 holds.  The offline
 teacher scores the corpus from it, and students trained on crop views read each target's views from it
-(`dnsvr train pack --corpus-features OUT/features.h5 --teacher-crops ... --view-students`):
+(`dnsvr train pack --corpus-features OUT/features.h5 --teacher-crops ... --view-students cg`):
 
     {"format": 1, "config": LabelledCorpusConfig.describe(), "split": "train", "seed_namespace": str,
      "photos": [training photographs], "real_groups": [training real groups],

@@ -5,7 +5,7 @@ corpus features (`corpus`) -> teacher pairs (`pairs`, the Chamfer teacher over E
 its queries blurred as well (`dnsvr.training.data.crop_regions.TeacherLayout`, a second features file in
 `work_dir`, or for a given labelled corpus the one `dnsvr train corpus --teacher-crops ...` wrote beside its
 features), or with `teacher_checkpoint` a ViSiL head trained on those regions by `dnsvr train teacher`) ->
-ITQ -> S^f_B (and S^f_A) -> S^c (with `view_students`, each distilled on the targets' crop views from those
+ITQ -> S^f_B (and S^f_A) -> S^c (the kinds in `view_students` distilled on the targets' crop views from those
 teacher features, a pair scoring by its best view as the served index scores it: `train.TargetViews`) ->
 [optional self-distillation rounds: the fine student re-scores the pairs and the students are trained again]
 -> the fine-to-coarse score calibration (`dnsvr.training.distill.calibration`) ->
@@ -44,6 +44,7 @@ from dnsvr.training.distill.itq import load_itq, save_itq
 from dnsvr.training.distill.pairs import mine_pairs
 from dnsvr.training.distill.teachers import FineStudentTeacher, Teacher, load_teacher
 from dnsvr.training.distill.train import (
+    STUDENT_KINDS,
     SelectorConfig,
     StudentConfig,
     TargetViews,
@@ -86,9 +87,13 @@ class PackConfig:
     selector: SelectorConfig = field(default_factory=lambda: SelectorConfig(
         epochs=12, learning_rate=1e-3, pairs_per_class=256, pairs_from="retrieval", block=10, beyond=10))
     coarse_float16: bool = True
-    view_students: bool = False  # students distilled on the targets' crop views (the teacher's grid = index_views)
+    view_students: tuple[str, ...] = ()  # the student kinds distilled on the targets' crop views ("bin", "att",
+    # "cg"; the teacher's grid = index_views); the others on full frames
 
     def __post_init__(self) -> None:
+        unknown = sorted(set(self.view_students) - set(STUDENT_KINDS))
+        if unknown:
+            raise ValueError(f"view students are student kinds {list(STUDENT_KINDS)}, got {unknown}")
         if self.view_students and (not self.index_views or self.teacher_crops != (tuple(self.index_views),)):
             raise ValueError("students trained on crop views compare a target's views as the served index stores "
                              "them: the teacher's one crop grid must be the pack's index views (e.g. "
@@ -123,9 +128,9 @@ def _round_students(features: Path, pairs: Path, out: Path, config: PackConfig, 
         student = replace(config.fine, kind=kind, seed=config.seed)
         results[kind] = train_student(features, pairs, out, student, progress=progress,
                                       itq_projection=itq_projection if kind == "bin" else None,
-                                      target_views=target_views)
-    results["cg"] = train_student(features, pairs, out, replace(config.coarse, seed=config.seed),
-                                  progress=progress, target_views=target_views)
+                                      target_views=target_views if kind in config.view_students else None)
+    results["cg"] = train_student(features, pairs, out, replace(config.coarse, seed=config.seed), progress=progress,
+                                  target_views=target_views if "cg" in config.view_students else None)
     return results
 
 
