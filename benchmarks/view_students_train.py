@@ -56,9 +56,10 @@ def main() -> None:
     views = TargetViews(teacher, layout.target_regions)
     args.out.mkdir(parents=True, exist_ok=True)
     pairs = args.out / "pairs.json"
-    mine_pairs(features, pairs, ChamferTeacher(layout=layout), 8, 16, 0, teacher_features_path=teacher)
+    defaults = PackConfig()  # the pack's pair and student settings, so its pairs are `train pack`'s
+    mine_pairs(features, pairs, ChamferTeacher(layout=layout), defaults.num_positives, defaults.num_negatives, 0,
+               teacher_features_path=teacher, self_pairs=defaults.self_pairs)
     bundled = ModelPack.bundled()
-    defaults = PackConfig()
     coarse = replace(defaults.coarse, epochs=args.coarse_epochs, seed=0)
     for name, target_views in (("views", views), ("plain", None)):
         result = train_student(features, pairs, args.out / name, coarse, target_views=target_views)
