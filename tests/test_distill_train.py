@@ -353,6 +353,49 @@ def test_a_pack_of_students_distilled_on_crop_views(corpus, tmp_path):
         replace(config, view_students=("cg", "fine"))
 
 
+def test_a_pack_whose_fine_students_learn_from_the_full_frame_teacher(corpus, tmp_path):
+    """`train pack --view-students cg --full-frame-fine-teacher`: S^c learns from the crop teacher's pairs on the
+    targets' views, S^f_B from the full-frame Chamfer teacher's pairs (the regions it sees), and the selector sits
+    beside the fine student it arbitrates; the option needs a teacher layout and a fine student on full frames."""
+    import json
+
+    from dnsvr.training.distill.pack_builder import PackConfig, train_pack
+    from dnsvr.training.packs.model_pack import ModelPack
+
+    work, _, _ = corpus
+    shutil.copy(work / "corpus.h5", tmp_path / "corpus.h5")
+    student = StudentConfig(epochs=1, batch_size=8, itq_regions=1000, itq_iterations=2)
+    config = PackConfig(name="tiny-two-teachers", corpus=TINY_CORPUS, num_positives=2, num_negatives=3,
+                        teacher_crops=((0.5, 0.5),), index_views=(0.5, 0.5), view_students=("cg",),
+                        full_frame_fine_teacher=True, attention_student=False, fine=replace(student, kind="bin"),
+                        coarse=replace(student, kind="cg", learning_rate=1e-4, **SMALL_COARSE),
+                        selector=SelectorConfig(epochs=1, batch_size=8, positive_fraction=0.5))
+    train_pack(tmp_path / "pack", tmp_path, config, progress=False)
+    crop_teacher = "chamfer/efficientnet_lite0 (full frame + 4 crops of 0.5 every 0.5)"
+    assert PairSet.load(tmp_path / "pairs_round0.json").teacher == crop_teacher
+    assert PairSet.load(tmp_path / "pairs_round0_full_frame.json").teacher == "chamfer/efficientnet_lite0"
+
+    def trained_on(state_file: Path) -> dict:
+        return json.loads(torch.load(state_file, weights_only=True)["config"])
+
+    fine = trained_on(tmp_path / "round0" / "full_frame_teacher" / "dns_fg_bin_student.train-state.pth")
+    coarse = trained_on(tmp_path / "round0" / "dns_cg_student.train-state.pth")
+    assert fine["teacher"] == "chamfer/efficientnet_lite0" and "target_views" not in fine
+    assert coarse["teacher"] == crop_teacher and coarse["target_views"] == 5
+    assert not (tmp_path / "round0" / "dns_fg_bin_student.pth").exists()
+    assert (tmp_path / "round0" / "full_frame_teacher" / "dns_selector_cg-fg_bin.pth").is_file()
+    pack = ModelPack.from_dir(tmp_path / "pack")
+    assert pack.teacher == f"{crop_teacher}; fine students on full frames: chamfer/efficientnet_lite0"
+    assert pack.info["training"]["config"]["full_frame_fine_teacher"] is True
+    assert config.full_frame_taught("bin") and not config.full_frame_taught("cg")
+    with pytest.raises(ValueError, match="an alternative to the Chamfer teacher's crops"):
+        PackConfig(full_frame_fine_teacher=True)
+    with pytest.raises(ValueError, match="an alternative to the Chamfer teacher's crops"):
+        PackConfig(full_frame_fine_teacher=True, teacher_blurs=(1.5,), teacher_checkpoint="visil.pth")
+    with pytest.raises(ValueError, match="needs one fine student on full frames"):
+        replace(config, view_students=("bin", "cg"))
+
+
 def test_the_pack_command_maps_teacher_crops_onto_the_config(monkeypatch, tmp_path):
     from dnsvr.serving.cli.main import main
     from dnsvr.training.distill import pack_builder
@@ -376,6 +419,10 @@ def test_the_pack_command_maps_teacher_crops_onto_the_config(monkeypatch, tmp_pa
     assert main([*base, "--index-segments", "0.5,0.25"]) == 0
     assert main([*base, "--teacher-crops", "0.5:0.25", "--view-students", "cg"]) == 0
     assert configs[8].view_students == ("cg",) and configs[0].view_students == ()
+    assert not configs[8].full_frame_fine_teacher
+    assert main([*base, "--teacher-crops", "0.5:0.25", "--view-students", "cg", "--full-frame-fine-teacher"]) == 0
+    assert configs[9].full_frame_fine_teacher and configs[9].view_students == ("cg",)
+    assert main([*base, "--full-frame-fine-teacher"]) == 2  # no teacher crops, turns or blurs: nothing to split
     assert main([*base, "--teacher-crops", "0.3:0.175", "--view-students", "cg"]) == 2  # not the index's grid
     assert configs[1].index_segments is pack_builder.PackConfig().index_segments is None  # one default
     assert configs[6].index_segments is None and configs[7].index_segments == (0.5, 0.25)

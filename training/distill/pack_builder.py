@@ -6,7 +6,9 @@ its queries blurred as well (`dnsvr.training.data.crop_regions.TeacherLayout`, a
 `work_dir`, or for a given labelled corpus the one `dnsvr train corpus --teacher-crops ...` wrote beside its
 features), or with `teacher_checkpoint` a ViSiL head trained on those regions by `dnsvr train teacher`) ->
 ITQ -> S^f_B (and S^f_A) -> S^c (the kinds in `view_students` distilled on the targets' crop views from those
-teacher features, a pair scoring by its best view as the served index scores it: `train.TargetViews`) ->
+teacher features, a pair scoring by its best view as the served index scores it: `train.TargetViews`; with
+`full_frame_fine_teacher` the fine students on full frames learn from the full-frame Chamfer teacher's pairs, the
+regions they see, while S^c, calibration and the default fusion keep the layout teacher's) ->
 [optional self-distillation rounds: the fine student re-scores the pairs and the students are trained again]
 -> the fine-to-coarse score calibration (`dnsvr.training.distill.calibration`) ->
 selector (on each corpus video's coarse top 10, labelled by the ranking changes the calibrated fine score makes)
@@ -89,6 +91,8 @@ class PackConfig:
     coarse_float16: bool = True
     view_students: tuple[str, ...] = ()  # the student kinds distilled on the targets' crop views ("bin", "att",
     # "cg"; the teacher's grid = index_views); the others on full frames
+    full_frame_fine_teacher: bool = False  # the fine students on full frames learn from the full-frame Chamfer
+    # teacher (the regions they see), the others from the teacher_layout one (round 0; later rounds: one teacher)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.view_students) - set(STUDENT_KINDS))
@@ -99,6 +103,23 @@ class PackConfig:
                              "them: the teacher's one crop grid must be the pack's index views (e.g. "
                              "--teacher-crops 0.5:0.25 --index-views 0.5:0.25), got teacher crops "
                              f"{list(self.teacher_crops)} and index views {self.index_views}")
+        if self.full_frame_fine_teacher and (self.teacher_layout is None or self.teacher_checkpoint):
+            raise ValueError("a full-frame teacher for the fine students is an alternative to the Chamfer teacher's "
+                             "crops, turns or blurs (--teacher-crops / --teacher-turns / --teacher-blurs), which "
+                             "the other students then learn from; give those, without --teacher-checkpoint")
+        if self.full_frame_fine_teacher and set(self.fine_kinds) <= set(self.view_students):
+            raise ValueError("a full-frame teacher for the fine students needs one fine student on full frames: "
+                             f"the view students {list(self.view_students)} include every fine kind "
+                             f"{list(self.fine_kinds)}")
+
+    @property
+    def fine_kinds(self) -> tuple[str, ...]:
+        """The fine student kinds the pack trains: S^f_B, and S^f_A with `attention_student`."""
+        return ("bin", "att") if self.attention_student else ("bin",)
+
+    def full_frame_taught(self, kind: str) -> bool:
+        """Whether the student `kind` learns from the full-frame Chamfer teacher (`full_frame_fine_teacher`)."""
+        return self.full_frame_fine_teacher and kind in self.fine_kinds and kind not in self.view_students
 
     @property
     def teacher_layout(self) -> TeacherLayout | None:
@@ -120,17 +141,19 @@ def _write_pack_file(source: Path, target: Path, float16: bool = False) -> None:
         shutil.copyfile(source, partial)
 
 
-def _round_students(features: Path, pairs: Path, out: Path, config: PackConfig, progress: bool,
-                    itq_projection: torch.Tensor, target_views: TargetViews | None) -> dict[str, TrainingResult]:
-    kinds = ["bin"] + (["att"] if config.attention_student else [])
+def _round_students(features: Path, pairs: Path, full_frame_pairs: Path | None, out: Path, config: PackConfig,
+                    progress: bool, itq_projection: torch.Tensor,
+                    target_views: TargetViews | None) -> dict[str, TrainingResult]:
+    """Train the pack's students on `pairs`, those `config.full_frame_taught` on `full_frame_pairs` when given
+    (into `out/full_frame_teacher`: their settings differ by teacher) -> {kind: result}."""
     results = {}
-    for kind in kinds:
-        student = replace(config.fine, kind=kind, seed=config.seed)
-        results[kind] = train_student(features, pairs, out, student, progress=progress,
-                                      itq_projection=itq_projection if kind == "bin" else None,
+    for kind in (*config.fine_kinds, "cg"):
+        taught_full_frame = full_frame_pairs is not None and config.full_frame_taught(kind)
+        student = replace(config.coarse if kind == "cg" else config.fine, kind=kind, seed=config.seed)
+        results[kind] = train_student(features, full_frame_pairs if taught_full_frame else pairs,
+                                      out / "full_frame_teacher" if taught_full_frame else out, student,
+                                      progress=progress, itq_projection=itq_projection if kind == "bin" else None,
                                       target_views=target_views if kind in config.view_students else None)
-    results["cg"] = train_student(features, pairs, out, replace(config.coarse, seed=config.seed), progress=progress,
-                                  target_views=target_views if "cg" in config.view_students else None)
     return results
 
 
@@ -207,10 +230,17 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
         mine_pairs(features, pairs, teacher, config.num_positives, config.num_negatives, config.seed,
                    teacher_features_path=teacher_features if round_number == 0 else None,
                    progress=progress, self_pairs=config.self_pairs)
+        full_frame_pairs = None
+        if round_number == 0 and config.full_frame_fine_teacher:
+            full_frame_pairs = work_dir / "pairs_round0_full_frame.json"
+            full_frame_teacher = load_teacher("chamfer")
+            mine_pairs(features, full_frame_pairs, full_frame_teacher, config.num_positives, config.num_negatives,
+                       config.seed, progress=progress, self_pairs=config.self_pairs)
+            teachers[0] = (f"{teacher.name}; fine students on full frames: {full_frame_teacher.name}")
         timed(f"round {round_number} pairs", started)
         started = time.monotonic()
-        results = _round_students(features, pairs, work_dir / f"round{round_number}", config, progress,
-                                  itq_projection, target_views)
+        results = _round_students(features, pairs, full_frame_pairs, work_dir / f"round{round_number}", config,
+                                  progress, itq_projection, target_views)
         timed(f"round {round_number} students", started)
         rounds.append({kind: {"first_epoch_loss": r.losses[0], "last_epoch_loss": r.losses[-1],
                               "epoch_losses": r.losses} for kind, r in results.items()})
@@ -225,7 +255,7 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
 
     started = time.monotonic()
     selector = train_selector(features, pairs, results["bin"].checkpoint, results["cg"].checkpoint,
-                              work_dir / f"round{config.iterations}",
+                              results["bin"].checkpoint.parent,  # beside the fine student it arbitrates
                               replace(config.selector, seed=config.seed), progress=progress,
                               calibration=calibration)
     timed("selector", started)
