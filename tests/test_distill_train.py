@@ -395,6 +395,25 @@ def test_a_pack_whose_fine_students_learn_from_the_full_frame_teacher(corpus, tm
     with pytest.raises(ValueError, match="needs one fine student on full frames"):
         replace(config, view_students=("bin", "cg"))
 
+    # the fine student, calibration and selector on the generated corpus, S^c on the given one (its teacher file
+    # beside it); the generated corpus is the fixture's, copied into the work dir so that nothing is extracted
+    given = replace(config, corpus_features=str(tmp_path / "corpus.h5"), fine_on_generated_corpus=True)
+    (tmp_path / "generated").mkdir()
+    shutil.copy(work / "corpus.h5", tmp_path / "generated" / "corpus.h5")
+    train_pack(tmp_path / "pack_generated", tmp_path / "generated", given, progress=False)
+    generated_pack = ModelPack.from_dir(tmp_path / "pack_generated")
+    assert generated_pack.teacher == f"{pack.teacher} on the generated corpus"
+    assert generated_pack.info["corpus"]["fine_students"]["videos"] == 6
+    assert generated_pack.info["corpus"]["features"] == str(tmp_path / "corpus.h5")
+    full_frame_pairs = PairSet.load(tmp_path / "generated" / "pairs_round0_full_frame_generated.json")
+    assert full_frame_pairs.teacher == "chamfer/efficientnet_lite0"
+    assert (tmp_path / "generated" / "itq_efficientnet_lite0_generated_seed0.pth").is_file()
+    assert (tmp_path / "generated" / "round0" / "full_frame_teacher" / "dns_selector_cg-fg_bin.pth").is_file()
+    for wrong in ({"corpus_features": None}, {"full_frame_fine_teacher": False}, {"iterations": 1},
+                  {"view_students": ("bin", "cg"), "attention_student": True}):
+        with pytest.raises(ValueError, match="fine students on the generated corpus"):
+            replace(given, **wrong)
+
 
 def test_the_pack_command_maps_teacher_crops_onto_the_config(monkeypatch, tmp_path):
     from dnsvr.serving.cli.main import main
@@ -423,6 +442,10 @@ def test_the_pack_command_maps_teacher_crops_onto_the_config(monkeypatch, tmp_pa
     assert main([*base, "--teacher-crops", "0.5:0.25", "--view-students", "cg", "--full-frame-fine-teacher"]) == 0
     assert configs[9].full_frame_fine_teacher and configs[9].view_students == ("cg",)
     assert main([*base, "--full-frame-fine-teacher"]) == 2  # no teacher crops, turns or blurs: nothing to split
+    assert main([*base, "--corpus-features", str(tmp_path / "lc.h5"), "--teacher-crops", "0.5:0.25", "--view-students",
+                 "cg", "--full-frame-fine-teacher", "--fine-on-generated-corpus"]) == 0
+    assert configs[10].fine_on_generated_corpus and configs[10].corpus_features == str(tmp_path / "lc.h5")
+    assert main([*base, "--fine-on-generated-corpus"]) == 2  # no given corpus to set it beside
     assert main([*base, "--teacher-crops", "0.3:0.175", "--view-students", "cg"]) == 2  # not the index's grid
     assert configs[1].index_segments is pack_builder.PackConfig().index_segments is None  # one default
     assert configs[6].index_segments is None and configs[7].index_segments == (0.5, 0.25)

@@ -8,7 +8,9 @@ features), or with `teacher_checkpoint` a ViSiL head trained on those regions by
 ITQ -> S^f_B (and S^f_A) -> S^c (the kinds in `view_students` distilled on the targets' crop views from those
 teacher features, a pair scoring by its best view as the served index scores it: `train.TargetViews`; with
 `full_frame_fine_teacher` the fine students on full frames learn from the full-frame Chamfer teacher's pairs, the
-regions they see, while S^c, calibration and the default fusion keep the layout teacher's) ->
+regions they see, while S^c, calibration and the default fusion keep the layout teacher's; with
+`fine_on_generated_corpus` too, those fine students, the calibration and the selector on the generated corpus
+beside the given one) ->
 [optional self-distillation rounds: the fine student re-scores the pairs and the students are trained again]
 -> the fine-to-coarse score calibration (`dnsvr.training.distill.calibration`) ->
 selector (on each corpus video's coarse top 10, labelled by the ranking changes the calibrated fine score makes)
@@ -93,6 +95,8 @@ class PackConfig:
     # "cg"; the teacher's grid = index_views); the others on full frames
     full_frame_fine_teacher: bool = False  # the fine students on full frames learn from the full-frame Chamfer
     # teacher (the regions they see), the others from the teacher_layout one (round 0; later rounds: one teacher)
+    fine_on_generated_corpus: bool = False  # with corpus_features and full_frame_fine_teacher: those fine students,
+    # and the calibration and selector that arbitrate them, on the generated corpus `corpus` (built in work_dir)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.view_students) - set(STUDENT_KINDS))
@@ -107,6 +111,11 @@ class PackConfig:
             raise ValueError("a full-frame teacher for the fine students is an alternative to the Chamfer teacher's "
                              "crops, turns or blurs (--teacher-crops / --teacher-turns / --teacher-blurs), which "
                              "the other students then learn from; give those, without --teacher-checkpoint")
+        if self.fine_on_generated_corpus and not (self.full_frame_fine_teacher and self.corpus_features
+                                                  and self.iterations == 0 and "bin" not in self.view_students):
+            raise ValueError("fine students on the generated corpus are the full-frame-taught ones beside a given "
+                             "corpus: give --corpus-features and --full-frame-fine-teacher, S^f_B on full frames, "
+                             "without --iterations")
         if self.full_frame_fine_teacher and set(self.fine_kinds) <= set(self.view_students):
             raise ValueError("a full-frame teacher for the fine students needs one fine student on full frames: "
                              f"the view students {list(self.view_students)} include every fine kind "
@@ -141,16 +150,18 @@ def _write_pack_file(source: Path, target: Path, float16: bool = False) -> None:
         shutil.copyfile(source, partial)
 
 
-def _round_students(features: Path, pairs: Path, full_frame_pairs: Path | None, out: Path, config: PackConfig,
-                    progress: bool, itq_projection: torch.Tensor,
+def _round_students(features: Path, pairs: Path, full_frame: tuple[Path, Path] | None, out: Path,
+                    config: PackConfig, progress: bool, itq_projection: torch.Tensor,
                     target_views: TargetViews | None) -> dict[str, TrainingResult]:
-    """Train the pack's students on `pairs`, those `config.full_frame_taught` on `full_frame_pairs` when given
-    (into `out/full_frame_teacher`: their settings differ by teacher) -> {kind: result}."""
+    """Train the pack's students on `features` and `pairs`, those `config.full_frame_taught` on the full-frame
+    teacher's (features, pairs) when given (into `out/full_frame_teacher`: their settings differ by teacher)
+    -> {kind: result}."""
     results = {}
     for kind in (*config.fine_kinds, "cg"):
-        taught_full_frame = full_frame_pairs is not None and config.full_frame_taught(kind)
+        taught_full_frame = full_frame is not None and config.full_frame_taught(kind)
         student = replace(config.coarse if kind == "cg" else config.fine, kind=kind, seed=config.seed)
-        results[kind] = train_student(features, full_frame_pairs if taught_full_frame else pairs,
+        kind_features, kind_pairs = full_frame if taught_full_frame else (features, pairs)
+        results[kind] = train_student(kind_features, kind_pairs,
                                       out / "full_frame_teacher" if taught_full_frame else out, student,
                                       progress=progress, itq_projection=itq_projection if kind == "bin" else None,
                                       target_views=target_views if kind in config.view_students else None)
@@ -202,14 +213,20 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
     else:
         features = work_dir / "corpus.h5"
         corpus = build_corpus_features(replace(config.corpus, seed=config.seed), features, progress=progress)
+    fine_features = features  # the corpus of the full-frame-taught fine students (ITQ from theirs)
+    if config.fine_on_generated_corpus:
+        fine_features = work_dir / "corpus.h5"
+        corpus["fine_students"] = build_corpus_features(replace(config.corpus, seed=config.seed), fine_features,
+                                                        progress=progress)
     timed("corpus features", started)
 
     started = time.monotonic()
-    itq_file = work_dir / f"itq_efficientnet_lite0_seed{config.seed}.pth"
+    generated = "generated_" if config.fine_on_generated_corpus else ""
+    itq_file = work_dir / f"itq_efficientnet_lite0_{generated}seed{config.seed}.pth"
     if itq_file.is_file():
         itq_projection = load_itq(itq_file)
     else:
-        itq_projection = itq_initialisation(features, replace(config.fine, seed=config.seed), progress)
+        itq_projection = itq_initialisation(fine_features, replace(config.fine, seed=config.seed), progress)
         save_itq(itq_file, itq_projection)
     timed("itq", started)
 
@@ -230,16 +247,17 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
         mine_pairs(features, pairs, teacher, config.num_positives, config.num_negatives, config.seed,
                    teacher_features_path=teacher_features if round_number == 0 else None,
                    progress=progress, self_pairs=config.self_pairs)
-        full_frame_pairs = None
+        full_frame = None  # (features, pairs) of the full-frame-taught fine students
         if round_number == 0 and config.full_frame_fine_teacher:
-            full_frame_pairs = work_dir / "pairs_round0_full_frame.json"
+            full_frame = (fine_features, work_dir / f"pairs_round0_full_frame{'_generated' if generated else ''}.json")
             full_frame_teacher = load_teacher("chamfer")
-            mine_pairs(features, full_frame_pairs, full_frame_teacher, config.num_positives, config.num_negatives,
-                       config.seed, progress=progress, self_pairs=config.self_pairs)
-            teachers[0] = (f"{teacher.name}; fine students on full frames: {full_frame_teacher.name}")
+            mine_pairs(*full_frame, full_frame_teacher, config.num_positives, config.num_negatives, config.seed,
+                       progress=progress, self_pairs=config.self_pairs)
+            teachers[0] = (f"{teacher.name}; fine students on full frames: {full_frame_teacher.name}"
+                           + (" on the generated corpus" if generated else ""))
         timed(f"round {round_number} pairs", started)
         started = time.monotonic()
-        results = _round_students(features, pairs, full_frame_pairs, work_dir / f"round{round_number}", config,
+        results = _round_students(features, pairs, full_frame, work_dir / f"round{round_number}", config,
                                   progress, itq_projection, target_views)
         timed(f"round {round_number} students", started)
         rounds.append({kind: {"first_epoch_loss": r.losses[0], "last_epoch_loss": r.losses[-1],
@@ -248,13 +266,15 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
             teacher = FineStudentTeacher(results["att" if config.attention_student else "bin"].checkpoint)
             teachers.append(f"{teacher.network.get_network_name()} iter{round_number + 1}")
 
+    # the calibration and the selector on the corpus and pairs of the fine student they arbitrate
+    arbitrated = full_frame if config.fine_on_generated_corpus else (features, pairs)
     started = time.monotonic()
-    calibration = fit_calibration(features, pairs, load_checkpoint(results["bin"].checkpoint),
+    calibration = fit_calibration(*arbitrated, load_checkpoint(results["bin"].checkpoint),
                                   load_checkpoint(results["cg"].checkpoint, kind="cg_student"), progress)
     timed("calibration", started)
 
     started = time.monotonic()
-    selector = train_selector(features, pairs, results["bin"].checkpoint, results["cg"].checkpoint,
+    selector = train_selector(*arbitrated, results["bin"].checkpoint, results["cg"].checkpoint,
                               results["bin"].checkpoint.parent,  # beside the fine student it arbitrates
                               replace(config.selector, seed=config.seed), progress=progress,
                               calibration=calibration)
