@@ -221,8 +221,8 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
     timed("corpus features", started)
 
     started = time.monotonic()
-    generated = "generated_" if config.fine_on_generated_corpus else ""
-    itq_file = work_dir / f"itq_efficientnet_lite0_{generated}seed{config.seed}.pth"
+    generated = "_generated" if config.fine_on_generated_corpus else ""  # names the files made from that corpus
+    itq_file = work_dir / f"itq_efficientnet_lite0{generated}_seed{config.seed}.pth"
     if itq_file.is_file():
         itq_projection = load_itq(itq_file)
     else:
@@ -249,12 +249,12 @@ def train_pack(out_dir: str | Path, work_dir: str | Path, config: PackConfig | N
                    progress=progress, self_pairs=config.self_pairs)
         full_frame = None  # (features, pairs) of the full-frame-taught fine students
         if round_number == 0 and config.full_frame_fine_teacher:
-            full_frame = (fine_features, work_dir / f"pairs_round0_full_frame{'_generated' if generated else ''}.json")
+            full_frame = (fine_features, work_dir / f"pairs_round0_full_frame{generated}.json")
             full_frame_teacher = load_teacher("chamfer")
             mine_pairs(*full_frame, full_frame_teacher, config.num_positives, config.num_negatives, config.seed,
                        progress=progress, self_pairs=config.self_pairs)
             teachers[0] = (f"{teacher.name}; fine students on full frames: {full_frame_teacher.name}"
-                           + (" on the generated corpus" if generated else ""))
+                           + (" on the generated corpus" if config.fine_on_generated_corpus else ""))
         timed(f"round {round_number} pairs", started)
         started = time.monotonic()
         results = _round_students(features, pairs, full_frame, work_dir / f"round{round_number}", config,
