@@ -1,6 +1,7 @@
 """The default duplicate threshold of `index(on_duplicate=...)`: served scores of true copies vs other videos.
 
     .venv/bin/python benchmarks/duplicate_threshold.py [--preset small] [--seed 0] [--pack DIR] [--index-segments 0.25]
+        [--write]
 
 For every query of the near-duplicate benchmark (`dnsvr eval benchmark`'s, features cached the same way) and
 every other video, the score the served search gives that pair with its default policy (S^c, the selector
@@ -9,8 +10,9 @@ small preset's 100 targets per query are the service's default K' = 100 coarse c
 views, `ModelPack.index_views`, and frame windows, `ModelPack.index_segments` or `--index-segments`, as the
 service indexes: S^c by a target's best view).  Prints the score
 percentiles of true copies (by difficulty) and of the other videos, precision and recall of "score >= t" on a
-0.01 grid, and the threshold with the best F1 (ties: the higher one), which
-`dnsvr.client.duplicates.DEFAULT_DUPLICATE_THRESHOLD` records.
+0.01 grid, and the threshold with the best F1 (ties: the higher one), which `--write` records in the pack's
+pack.json as "duplicate_threshold" (what a server built from that pack uses when a request names none;
+`make pack` does so for the bundled pack's recipe).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dnsvr.training.evaluation.tradeoff import (
     index_videos,
     score_query,
 )
+from dnsvr.training.files import update_json_keys
 
 SERVED_FRACTION = 0.1  # the service's default re-rank policy (RerankPolicy())
 PERCENTILES = (0, 1, 5, 25, 50, 75, 95, 99, 100)
@@ -45,6 +48,8 @@ def main() -> None:
     parser.add_argument("--index-segments", default=None, metavar="L1,L2,...|none",
                         help="the frame windows indexed videos are also stored by, as `dnsvr export "
                              "--index-segments` (default: the pack's)")
+    parser.add_argument("--write", action="store_true",
+                        help="record the best threshold in the pack's pack.json as \"duplicate_threshold\"")
     args = parser.parse_args()
 
     pack, benchmark, features = benchmark_with_features(args.preset, args.seed, args.pack)
@@ -90,6 +95,9 @@ def main() -> None:
         if f1 >= best[0]:
             best = (f1, float(threshold))
     print(f"best F1 {best[0]:.3f} at threshold {best[1]:.2f}")
+    if args.write:
+        update_json_keys(pack.root / "pack.json", {"duplicate_threshold": best[1]})
+        print(f"{pack.root / 'pack.json'}: duplicate_threshold {best[1]:.2f}")
 
 
 if __name__ == "__main__":

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 from dnsvr.training import paths
-from dnsvr.training.files import atomic_path, atomic_write_text, find_videos, video_id
+from dnsvr.training.files import atomic_path, atomic_write_text, find_videos, update_json_keys, video_id
 
 
 def test_atomic_write_replaces_whole_or_not_at_all(tmp_path: Path) -> None:
@@ -21,6 +22,17 @@ def test_atomic_write_replaces_whole_or_not_at_all(tmp_path: Path) -> None:
         assert partial.name.endswith(".partial.png") and partial.parent == target.parent
         partial.write_text("second")
     assert target.read_text() == "second" and sorted(p.name for p in target.parent.iterdir()) == ["table.md"]
+
+
+def test_update_json_keys_sets_keys_and_keeps_the_rest_in_order(tmp_path: Path) -> None:
+    path = atomic_write_text(tmp_path / "pack.json", json.dumps({"name": "p", "files": {"fine": "f.pth"}, "seed": 0}))
+    assert update_json_keys(path, {"seed": 2, "duplicate_threshold": 0.93}) == json.loads(path.read_text())
+    assert list(json.loads(path.read_text()).items()) == [("name", "p"), ("files", {"fine": "f.pth"}), ("seed", 2),
+                                                          ("duplicate_threshold", 0.93)]
+    assert [p.name for p in tmp_path.iterdir()] == ["pack.json"]  # no partial file left behind
+    with pytest.raises(json.JSONDecodeError):  # not JSON: an error, the file untouched
+        update_json_keys(atomic_write_text(tmp_path / "bad.json", "{not json"), {"seed": 1})
+    assert (tmp_path / "bad.json").read_text() == "{not json"
 
 
 def test_find_videos_ids_and_problems(tmp_path: Path) -> None:

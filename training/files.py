@@ -3,6 +3,7 @@
     with atomic_path("out/table.md") as partial:        # write `partial`; it replaces the target on success
         partial.write_text(text)
     atomic_write_text("state.json", json.dumps(state))   # the same for a whole text at once
+    update_json_keys("pack/pack.json", {"fusion": "mix"})  # a JSON object's keys set, the rest kept
     find_videos(["clips/", "extra.mp4"], id_from="stem") -> VideoFiles(items [(id, path)], missing [str])
 
 Atomic: the data goes to `<name>.<pid>.partial` beside the target (same folder, so same file system), which
@@ -22,7 +23,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,14 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as partial:
         partial.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def update_json_keys(path: str | os.PathLike, updates: Mapping[str, Any]) -> dict[str, Any]:
+    """Set `updates`' keys in the JSON object stored at `path` (rewritten atomically, every other key kept, order
+    too) -> the new object.  A pack's pack.json is written so by each stage that adds to it."""
+    contents = {**json.loads(Path(path).read_text()), **updates}
+    atomic_write_text(path, json.dumps(contents, indent=2) + "\n")
+    return contents
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

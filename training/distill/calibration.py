@@ -10,12 +10,11 @@ is used.  The map is stored in pack.json under "calibration" ({"fine": [...], "c
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from dnsvr.training.distill.pairs import PairSet
 from dnsvr.training.distill.train import fine_and_coarse_similarities
-from dnsvr.training.files import atomic_write_text
+from dnsvr.training.files import update_json_keys
 from dnsvr.training.ranking import ScoreCalibration
 from torch import nn
 
@@ -43,7 +42,5 @@ def calibrate_pack(pack_dir: str | Path, features_path: str | Path, pairs: PairS
     if not manifest_path.is_file():
         raise ValueError(f"{pack_dir}: a calibration is stored in pack.json; this folder has none")
     calibration = fit_calibration(features_path, pairs, pack.load("fine"), pack.load("coarse"), progress)
-    manifest = json.loads(manifest_path.read_text())
-    manifest["calibration"] = calibration.to_dict()
-    atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
+    update_json_keys(manifest_path, {"calibration": calibration.to_dict()})
     return calibration

@@ -22,7 +22,6 @@ measurements: `FusionChoice.to_dict`).
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ import torch
 from dnsvr.training.data.features_io import iter_features
 from dnsvr.training.distill.augment import pad_batch
 from dnsvr.training.distill.pairs import PairSet
-from dnsvr.training.files import atomic_write_text
+from dnsvr.training.files import update_json_keys
 from dnsvr.training.ranking import (
     FUSIONS,
     RerankPolicy,
@@ -235,10 +234,9 @@ def choose_pack_fusion(pack_dir: str | Path, features_path: str | Path, pairs: P
         views_rule = {"measured_choice": choice.fusion, "index_views_rule": INDEX_VIEWS_RULE}
         choice = dataclasses.replace(choice, fusion=INDEX_VIEWS_FUSION)
     if write:
-        manifest = json.loads(manifest_path.read_text())
-        manifest["fusion"] = choice.fusion
-        manifest["fusion_choice"] = {**choice.to_dict(), **views_rule, "teacher": pair_set.teacher,
-                                     "features": Path(features_path).name,
-                                     "pairs": Path(pairs).name if not isinstance(pairs, PairSet) else None}
-        atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
+        update_json_keys(manifest_path, {
+            "fusion": choice.fusion,
+            "fusion_choice": {**choice.to_dict(), **views_rule, "teacher": pair_set.teacher,
+                              "features": Path(features_path).name,
+                              "pairs": Path(pairs).name if not isinstance(pairs, PairSet) else None}})
     return choice
