@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint pack clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,25 @@ lint: install
 test: lint
 	$(PY) -m pytest -q -p no:cacheprovider --durations=25; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
+
+# The bundled pack's recipe (issue 15) from scratch on a CPU, each step resumable (about 80 minutes on 2 cores):
+# the labelled corpus of the training sources with its crop + blur teacher features; the video students (S^c on
+# crop views from that teacher, S^f_B / S^f_A and the selector on the generated corpus from the full-frame
+# teacher); the text-video student; the duplicate threshold measured on the benchmark.  Adopt the result with
+# `cp $(PACK_DIR)/bundled/* training/packs/bundled/`.
+PACK_DIR ?= var/pack
+PACK_SEED ?= 0
+TEACHER_LAYOUT := --teacher-crops 0.5:0.25 --teacher-blurs 1.5
+
+pack: install
+	$(VENV)/bin/dnsvr train corpus --out $(PACK_DIR)/corpus --sources 130 --copies 2 --frames 12 \
+		--max-real-frames 16 $(TEACHER_LAYOUT)
+	$(VENV)/bin/dnsvr train pack --out $(PACK_DIR)/bundled --work-dir $(PACK_DIR)/work \
+		--corpus-features $(PACK_DIR)/corpus/features.h5 $(TEACHER_LAYOUT) --view-students cg \
+		--full-frame-fine-teacher --fine-on-generated-corpus --seed $(PACK_SEED)
+	$(VENV)/bin/dnsvr train t2v --out $(PACK_DIR)/bundled --work-dir $(PACK_DIR)/t2v --dim 128 --teachtext \
+		--margin adaptive
+	$(PY) benchmarks/duplicate_threshold.py --pack $(PACK_DIR)/bundled --write
 
 clean:
 	rm -rf $(VENV) var
