@@ -26,7 +26,7 @@ test: lint
 	$(PY) -m pytest -q -p no:cacheprovider --durations=25; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
 
-# The bundled pack's recipe (issue 15) from scratch on a CPU, each step resumable (about 80 minutes on 2 cores):
+# The bundled pack's recipe (issue 15) from scratch on a CPU, each step resumable (about 55 minutes on 2 cores):
 # the labelled corpus of the training sources with its crop + blur teacher features; the video students (S^c on
 # crop views from that teacher, S^f_B / S^f_A and the selector on the generated corpus from the full-frame
 # teacher); the text-video student; the duplicate threshold measured on the benchmark.  Adopt the result with
