@@ -35,6 +35,7 @@ from dnsvr.serving.store.settings import StoreSettings
 from dnsvr.serving.store.video_store import VideoStore
 
 MAX_FRAMES = "8"
+PER_PAIR = "1.0,fusion:calibrated"  # every candidate re-ranked, each score a function of its own pair
 
 
 def frames(seed: int, count: int = 4) -> np.ndarray:
@@ -277,7 +278,9 @@ def test_serve_stopped_or_killed_leaves_nothing_and_restarts_on_the_same_store(d
     with VideoSearchClient(state["grpc_url"], timeout_s=300) as client:
         for seed in range(3):
             client.index(f"kept-{seed}", frames(200 + seed))
-        before = client.search(video_id="kept-0", top_k=5, rerank=1.0)
+        # every candidate re-scored by its own calibrated fine score: a video's score is its own, not the score of
+        # a rank (the cascade gives a re-ordered video its rank's coarse score, which newer videos can shift)
+        before = client.search(video_id="kept-0", top_k=5, rerank=PER_PAIR)
         outcomes = []
         items = [(f"late-{seed}", frames(300 + seed)) for seed in range(8)]
         indexer = threading.Thread(target=lambda: outcomes.extend(client.index_many(items, concurrency=2)))
@@ -292,7 +295,7 @@ def test_serve_stopped_or_killed_leaves_nothing_and_restarts_on_the_same_store(d
 
     serve, state = start_serve(docker_export, tmp_path, store)  # the same store: no lock left behind
     with VideoSearchClient(state["grpc_url"], timeout_s=300) as client:
-        after = client.search(video_id="kept-0", top_k=50, rerank=1.0)
+        after = client.search(video_id="kept-0", top_k=50, rerank=PER_PAIR)
         same = [hit for hit in after if hit.video_id in before.ids]  # the videos indexed before the restart
         assert [hit.video_id for hit in same] == before.ids
         np.testing.assert_allclose([hit.score for hit in same], [hit.score for hit in before], atol=1e-5)
