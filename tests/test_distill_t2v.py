@@ -223,6 +223,8 @@ def test_pack_round_trip(trained, tmp_path, minilm):
     pack = write_t2v_pack(tmp_path / "pack", result.student, {"history": result.history})
     assert pack.files[TEXT_ROLE] == HEAD_FILE and pack.text_kind == TEXT_KIND_OFFLINE and pack.text_max_frames == 4
     assert (tmp_path / "pack" / HEAD_FILE).stat().st_size < 1_000_000
+    video_roles = {role: name for role, name in ModelPack.bundled().files.items() if role != TEXT_ROLE}
+    assert video_roles.items() <= pack.files.items()  # the DnS networks kept beside the text student
     meta = json.loads((tmp_path / "pack" / "pack.json").read_text())
     assert meta["text_encoder"]["version"] == "0.1.2" and len(meta["text_encoder"]["weights_sha256"]) == 64
     loaded = ModelPack.from_dir(tmp_path / "pack").load(TEXT_ROLE)

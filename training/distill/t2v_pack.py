@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from dnsvr.training.files import atomic_path, atomic_write_text
+from dnsvr.training.files import atomic_path, update_json_keys
 from dnsvr.training.networks.minilm import minilm_files
 from dnsvr.training.networks.offline_t2v import OfflineTextVideoStudent
 from dnsvr.training.packs.model_pack import TEXT_KIND_OFFLINE, TEXT_ROLE, ModelPack
@@ -45,10 +45,8 @@ def write_t2v_pack(out: str | Path, student: OfflineTextVideoStudent, training: 
         out.mkdir(parents=True, exist_ok=True)
         for name in {*bundled.files.values(), "pack.json"}:
             shutil.copy2(bundled.root / name, out / name)
-    meta = json.loads(manifest.read_text())
+    files = {**json.loads(manifest.read_text()).get("files", {}), TEXT_ROLE: HEAD_FILE}
     save_head(out / HEAD_FILE, student)
-    meta.setdefault("files", {})[TEXT_ROLE] = HEAD_FILE
-    meta.update({"text_kind": TEXT_KIND_OFFLINE, "text_max_frames": student.max_frames,
-                 "text_encoder": asdict(minilm_files()), "text_training": training})
-    atomic_write_text(manifest, json.dumps(meta, indent=2) + "\n")
+    update_json_keys(manifest, {"files": files, "text_kind": TEXT_KIND_OFFLINE, "text_max_frames": student.max_frames,
+                                "text_encoder": asdict(minilm_files()), "text_training": training})
     return ModelPack.from_dir(out)
